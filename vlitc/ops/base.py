@@ -1,0 +1,220 @@
+"""Op base classes and the context the executor hands to them.
+
+An op is one class with four declared things: a registered name (``@register``), a JSON-schema
+fragment for its params (``additionalProperties: false``), the fields it reads and writes, and a
+``version`` to bump when its behaviour changes. Ops are pure functions over streams of records:
+they never import the executor or the CLI, and everything they need from the run (seed, paths,
+per-item caches, generators, upstream inputs) comes through :class:`OpContext`.
+
+Families and what they implement:
+
+* ``source``    ``load(ctx) -> Iterator[Record]``                   image records
+* ``pool``      ``templates(ctx) -> list[str]``                      instruction templates
+* ``task``      ``run(records, ctx) -> Iterator[Sample]``            samples from records
+* ``generator`` ``config()`` (a resource, not a step: an LLM endpoint)
+* ``filter``    ``measure(samples, ctx) -> list[dict]`` + ``keep(stats) -> reason | None``
+* ``balance``   ``run(samples, ctx) -> Iterator[Sample]``
+* ``exporter``  ``export(samples, ctx) -> list[str]``                files written in ``ctx.out_dir``
+* ``report``    ``write(ctx) -> list[str]``                          card, report, indicators
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from vlitc.records import Record, Sample
+
+#: Params that never affect a step's key, in every op: descriptions, worker counts, batch sizes.
+NEVER_IN_KEY = frozenset({"description", "workers", "batch_size", "max_concurrency", "progress"})
+
+
+class ItemCache(Protocol):
+    """A persistent per-item store (diskcache underneath). Keys are strings (hashes)."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def set(self, key: str, value: Any) -> None: ...
+    def __contains__(self, key: str) -> bool: ...
+
+
+@dataclass
+class OpContext:
+    """What an op may know about the run. Filled by the executor; ops only read it."""
+
+    seed: int
+    recipe_dir: Path
+    step_id: str = ""
+    out_dir: Path | None = None  # exporters and reports write here (a staging folder)
+    image_roots: dict[str, Path] = field(default_factory=dict)  # source name -> images folder
+    generators: dict[str, dict] = field(default_factory=dict)  # name -> validated config
+    recipe: dict = field(default_factory=dict)  # the whole validated recipe, read-only
+    _item_cache: Callable[[str], ItemCache] | None = None
+    _inputs: Callable[[str], Iterator[dict]] | None = None
+    _client: Callable[[str], Any] | None = None
+    _emit: Callable[[dict], None] | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the recipe, resolved against the recipe's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.recipe_dir / p)
+
+    def image_path(self, image: dict) -> Path:
+        """Absolute path of an image reference ``{"root": source, "path": rel}``."""
+        return self.image_roots[image["root"]] / image["path"]
+
+    def item_cache(self, namespace: str) -> ItemCache:
+        """A persistent per-item cache shared across builds (e.g. CLIP image embeddings)."""
+        if self._item_cache is None:
+            raise RuntimeError("this context has no item cache")
+        return self._item_cache(namespace)
+
+    def input(self, ref: str) -> Iterator[dict]:
+        """Stream the records of an upstream step, by step id (``source:coco``, ``pool:brief``)."""
+        if self._inputs is None:
+            raise RuntimeError("this context has no inputs")
+        return self._inputs(ref)
+
+    def client(self, generator: str) -> Any:
+        """The LLM client for a generator named in the recipe (see :mod:`vlitc.llm`)."""
+        if self._client is None:
+            raise RuntimeError("this context has no generators")
+        return self._client(generator)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to a named counter, reported in the manifest (e.g. ``missing_image``)."""
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def note(self, key: str, value: Any) -> None:
+        """Record a JSON-able fact for the manifest and the report (e.g. a skipped-image list)."""
+        self.notes[key] = value
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.emit({"event": "warning", "step": self.step_id, "message": message})
+
+    def emit(self, event: dict) -> None:
+        """Send a progress event (``{"event": "progress", "done": n, "total": m}``) to the UI."""
+        if self._emit is not None:
+            self._emit(event)
+
+
+class Op:
+    """Base of every op. Subclasses set the class attributes and implement their family's method."""
+
+    family: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    params_schema: ClassVar[dict] = {"type": "object", "properties": {}, "additionalProperties": False}
+    reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
+    #: extra param names that never affect the step key (beyond :data:`NEVER_IN_KEY`)
+    key_exclude: ClassVar[tuple[str, ...]] = ()
+    #: param names whose values are paths to files whose contents are part of the key
+    file_params: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, params: dict, label: str = ""):
+        self.params = params
+        self.label = label or self.name
+
+    def references(self) -> dict[str, list[str]]:
+        """Names this op refers to, by kind (``source``, ``pool``, ``generator``, ``task``)."""
+        return {}
+
+    def files(self, ctx: OpContext) -> list[Path]:
+        """Files whose contents belong in the step key (default: the ``file_params`` values)."""
+        out: list[Path] = []
+        for key in self.file_params:
+            val = self.params.get(key)
+            vals = val if isinstance(val, list) else [val]
+            out += [ctx.resolve(v) for v in vals if isinstance(v, str)]
+        return out
+
+    def key_params(self) -> dict:
+        """The params that belong in the step key."""
+        skip = NEVER_IN_KEY | set(self.key_exclude)
+        return {k: v for k, v in self.params.items() if k not in skip}
+
+
+class Source(Op):
+    """Reads a dataset in its published format and yields image records."""
+
+    def load(self, ctx: OpContext) -> Iterator[Record]:
+        raise NotImplementedError
+
+
+class Pool(Op):
+    """An instruction pool: a list of Jinja2 templates."""
+
+    def templates(self, ctx: OpContext) -> list[str]:
+        raise NotImplementedError
+
+
+class Task(Op):
+    """Turns image records into samples. ``params["source"]`` names the source it reads."""
+
+    def references(self) -> dict[str, list[str]]:
+        refs: dict[str, list[str]] = {}
+        if self.params.get("source"):
+            refs["source"] = [self.params["source"]]
+        return refs
+
+    def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
+        raise NotImplementedError
+
+
+class Generator(Op):
+    """An LLM endpoint declared in the recipe: a resource that tasks and judges refer to."""
+
+
+class Filter(Op):
+    """Measures samples (expensive, cached per item) and keeps or drops them (cheap).
+
+    ``scope = "item"``: ``measure`` sees samples in shards and must be per-sample pure, so the
+    executor caches each sample's stats. ``scope = "dataset"``: ``measure`` sees every sample at
+    once (deduplication, top-fraction thresholds).
+    """
+
+    #: params that only the keep decision reads; changing them re-runs no measurement
+    keep_params: ClassVar[tuple[str, ...]] = ()
+    scope: ClassVar[str] = "item"
+
+    def measure_params(self) -> dict:
+        skip = set(self.keep_params)
+        return {k: v for k, v in self.key_params().items() if k not in skip}
+
+    def measure(self, samples: list[Sample], ctx: OpContext) -> list[dict]:
+        raise NotImplementedError
+
+    def keep(self, stats: dict) -> str | None:
+        """``None`` keeps the sample; a string drops it, with that reason."""
+        raise NotImplementedError
+
+    def decide(self, stats: list[dict]) -> list[str | None]:
+        """Keep decisions for all samples; override for dataset-wide rules (top fraction)."""
+        return [self.keep(s) for s in stats]
+
+
+class Balance(Op):
+    """Samples the filtered pool down to the release's mix and size."""
+
+    def run(self, samples: Iterable[Sample], ctx: OpContext) -> Iterator[Sample]:
+        raise NotImplementedError
+
+
+class Exporter(Op):
+    """Writes samples in one format into ``ctx.out_dir``; returns the relative paths written."""
+
+    def export(self, samples: Iterable[Sample], ctx: OpContext) -> list[str]:
+        raise NotImplementedError
+
+
+class Report(Op):
+    """Writes the dataset card, report and indicators into ``ctx.out_dir``."""
+
+    def write(self, ctx: OpContext) -> list[str]:
+        raise NotImplementedError
