@@ -1,0 +1,141 @@
+"""Balance: task mix, per-source shares, per-image cap, split by image, shortfall and top-up."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from vlitc.errors import ConfigurationError
+from vlitc.ops.balance import MixBalance, largest_remainder, topup_plan
+from vlitc.ops.base import OpContext
+from vlitc.ops.registry import get
+from vlitc.records import sample
+
+
+def _s(task: str, i: int, img: str | None = None, source: str = "coco") -> dict:
+    image = {"root": source, "path": img or f"{task}_{i}.jpg", "width": 10, "height": 10}
+    return sample(f"{task}/{i}", task, [{"role": "user", "content": "q"},
+                                        {"role": "assistant", "content": "a"}],
+                  source=source, image=image)
+
+
+def _run(params: dict, samples: list[dict], seed: int = 1, recipe: dict | None = None):
+    ctx = OpContext(seed=seed, recipe_dir=".", recipe=recipe or {})
+    out = list(MixBalance(params).run(samples, ctx))
+    return out, ctx
+
+
+def test_mix_is_registered_under_balance_family():
+    assert get("balance", "mix") is MixBalance
+
+
+def test_mix_fractions_set_per_task_counts():
+    pool = [_s("a", i) for i in range(50)] + [_s("b", i) for i in range(50)]
+    out, ctx = _run({"total": 20, "mix": {"a": 0.75, "b": 0.25}}, pool)
+    assert Counter(s["task"] for s in out) == {"a": 15, "b": 5}
+    assert ctx.notes["targets"] == {"a": 15, "b": 5}
+    assert "shortfall" not in ctx.notes
+
+
+def test_same_seed_same_selection_and_order_other_seed_differs():
+    pool = [_s("a", i) for i in range(100)]
+    one, _ = _run({"total": 10}, pool, seed=3)
+    two, _ = _run({"total": 10}, list(reversed(pool)), seed=3)
+    other, _ = _run({"total": 10}, pool, seed=4)
+    assert [s["id"] for s in one] == [s["id"] for s in two]
+    assert [s["id"] for s in one] == sorted(s["id"] for s in one)
+    assert {s["id"] for s in one} != {s["id"] for s in other}
+
+
+def test_task_absent_from_mix_is_left_out_and_noted():
+    pool = [_s("a", i) for i in range(5)] + [_s("c", i) for i in range(5)]
+    out, ctx = _run({"mix": {"a": 1.0}}, pool)
+    assert {s["task"] for s in out} == {"a"}
+    assert ctx.notes["left_out_tasks"] == ["c"]
+
+
+def test_without_total_size_is_largest_meeting_every_share():
+    pool = [_s("a", i) for i in range(30)] + [_s("b", i) for i in range(4)]
+    out, _ = _run({"mix": {"a": 0.5, "b": 0.5}}, pool)
+    assert Counter(s["task"] for s in out) == {"a": 4, "b": 4}
+
+
+def test_shortfall_is_noted_with_target_available_and_missing():
+    pool = [_s("a", i) for i in range(50)] + [_s("b", i) for i in range(3)]
+    out, ctx = _run({"total": 20, "mix": {"a": 0.5, "b": 0.5}}, pool)
+    assert Counter(s["task"] for s in out) == {"a": 10, "b": 3}
+    assert ctx.notes["shortfall"] == {
+        "b": {"target": 10, "available": 3, "selected": 3, "missing": 7}}
+    assert any("shortfall" in w for w in ctx.warnings)
+
+
+def test_by_source_splits_a_task_share_across_sources():
+    pool = [_s("a", i, source="coco") for i in range(40)] + \
+        [_s("a", 100 + i, source="vg") for i in range(40)]
+    out, ctx = _run({"total": 10, "mix": {"a": 1.0}, "by_source": {"a": {"coco": 0.8, "vg": 0.2}}},
+                    pool)
+    assert Counter(s["source"] for s in out) == {"coco": 8, "vg": 2}
+    assert ctx.notes["targets"] == {"a/coco": 8, "a/vg": 2}
+
+
+def test_per_image_cap_limits_samples_per_image():
+    pool = [_s("a", i, img=f"img{i % 3}.jpg") for i in range(30)]
+    out, ctx = _run({"per_image_cap": 2}, pool)
+    assert len(out) == 6
+    assert max(Counter(s["image"]["path"] for s in out).values()) == 2
+    assert ctx.counters["over_image_cap"] == 24
+
+
+def test_split_by_image_never_puts_one_image_in_both():
+    pool = [_s(t, i, img=f"img{i % 20}.jpg") for t in ("a", "b") for i in range(40)]
+    out, ctx = _run({"split": {"validation": 0.2}}, pool)
+    splits: dict[str, set[str]] = {}
+    for s in out:
+        splits.setdefault(s["image"]["path"], set()).add(s["meta"]["split"])
+    assert all(len(v) == 1 for v in splits.values())
+    val_images = [k for k, v in splits.items() if v == {"validation"}]
+    assert len(val_images) == 4
+    assert ctx.notes["split"] == {"train": 64, "validation": 16, "validation_images": 4}
+
+
+def test_without_split_every_sample_is_train_and_input_is_not_mutated():
+    pool = [_s("a", i) for i in range(3)]
+    out, _ = _run({}, pool)
+    assert [s["meta"]["split"] for s in out] == ["train"] * 3
+    assert "split" not in pool[0]["meta"]
+
+
+def test_zero_sum_mix_is_a_configuration_error():
+    with pytest.raises(ConfigurationError, match="sum to 0"):
+        _run({"mix": {"a": 0.0}}, [_s("a", 0)])
+
+
+def test_largest_remainder_sums_to_total_and_breaks_ties_by_name():
+    assert largest_remainder(10, {"a": 1, "b": 1, "c": 1}) == {"a": 4, "b": 3, "c": 3}
+    assert sum(largest_remainder(7, {"x": 0.33, "y": 0.33, "z": 0.34}).values()) == 7
+
+
+def test_topup_plan_divides_missing_by_pass_rate():
+    plan = topup_plan({"conv": 40, "detail": 90, "caption": 10},
+                      {"conv": 0.5, "detail": 0.9, "caption": 0.25},
+                      {"conv": 100, "detail": 90, "caption": 11})
+    assert plan == {"conv": 120, "caption": 4}
+
+
+def test_topup_plan_skips_unknown_or_zero_pass_rates():
+    assert topup_plan({"a": 0, "b": 0}, {"a": None, "b": 0.0}, {"a": 5, "b": 5}) == {}
+    assert topup_plan({"a": 1}, {"a": 1.0}, {"a": 4}) == {"a": 3}
+
+
+def test_shortfall_of_generated_task_notes_topup_from_observed_pass_rate():
+    pool = [_s("conv", i) for i in range(6)] + [_s("cap", i) for i in range(50)]
+    steps = [{"id": "task:conv", "n_out": 12}, {"id": "task:cap", "n_out": 50}]
+    dropped = [{"task": "conv"}] * 6
+    ctx = OpContext(seed=1, recipe_dir=".",
+                    recipe={"tasks": {"conv": {"kind": "conversation", "generator": "gpt"},
+                                      "cap": {"kind": "template"}}},
+                    _inputs=lambda ref: iter({"steps": steps, "dropped": dropped}[ref]))
+    list(MixBalance({"total": 20, "mix": {"conv": 0.5, "cap": 0.5}}).run(pool, ctx))
+    # 6 kept of 12 generated: pass rate 0.5, 4 missing -> 8 more
+    assert ctx.notes["topup"] == {"conv": 8}
