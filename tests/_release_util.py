@@ -1,0 +1,55 @@
+"""Shared helpers for the export, indicator and release tests: literal samples and images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlitc.ops.base import OpContext
+from vlitc.records import sample
+
+
+def make_image(path: Path, size=(64, 48), color=(200, 30, 30)) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+def img(name: str, root: str = "coco") -> dict:
+    return {"root": root, "path": name, "width": 64, "height": 48}
+
+
+def conv(sid: str, task: str, q: str, a: str, image: dict | None = None, split: str = "train",
+         source: str = "coco", **meta) -> dict:
+    return sample(sid, task, [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                  source=source, image=image, meta={"split": split, **meta})
+
+
+def context(tmp_path: Path, **kw) -> OpContext:
+    """A context whose ``coco`` images live in tmp_path/images/coco (so tmp_path/images is the
+    folder that ``coco/<path>`` references resolve under) and whose out_dir is tmp_path/out."""
+    root = tmp_path / "images" / "coco"
+    root.mkdir(parents=True, exist_ok=True)
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    return OpContext(seed=7, recipe_dir=tmp_path, out_dir=out, image_roots={"coco": root}, **kw)
+
+
+def demo_samples(tmp_path: Path) -> list[dict]:
+    """Three image samples (one multi-turn, one in validation) and a text-only one."""
+    for name, color in (("a.png", (255, 0, 0)), ("b.png", (0, 255, 0)), ("c.png", (0, 0, 255))):
+        make_image(tmp_path / "images" / "coco" / name, color=color)
+    multi = sample("conv/b/0", "conv", [
+        {"role": "user", "content": "What color is it?"},
+        {"role": "assistant", "content": "It is green."},
+        {"role": "user", "content": "Is it bright?"},
+        {"role": "assistant", "content": "Yes, very bright."}],
+        source="coco", image=img("b.png"), meta={"split": "train"})
+    return [
+        conv("caption/a/0", "caption", "Describe the image briefly.", "A red square.", img("a.png")),
+        multi,
+        conv("caption/c/0", "caption", "Describe the image briefly.", "A blue square.",
+             img("c.png"), split="validation"),
+        conv("text/0", "text", "Name a primary color.", "Red.", None, source="alpaca"),
+    ]

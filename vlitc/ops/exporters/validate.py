@@ -1,0 +1,120 @@
+"""Export validation: every sample a trainer will see is structurally sound and loadable.
+
+Checks, per sample: one image placeholder per image (at the start of the first user turn), roles
+alternate user/assistant, no empty turn, the image file exists, and (optionally) the estimated
+length fits a trainer's context budget. Failures raise :class:`ExportValidationError` listing the
+offending ids, before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from vlitc.errors import UserError
+from vlitc.ops.base import OpContext
+from vlitc.records import IMAGE_TOKEN, Sample, structure_problems
+
+#: how many offending ids an error message lists before "and N more"
+SHOW = 20
+
+
+class ExportValidationError(UserError):
+    """Samples that would break a trainer; ``problems`` maps sample id -> what is wrong."""
+
+    def __init__(self, what: str, problems: dict[str, list[str]]):
+        self.problems = problems
+        lines = [f"{what}: {len(problems)} sample(s) fail export validation"]
+        for sid in list(problems)[:SHOW]:
+            lines.append(f"  {sid}: {'; '.join(problems[sid])}")
+        if len(problems) > SHOW:
+            lines.append(f"  ... and {len(problems) - SHOW} more")
+        lines.append("hint: fix the task or add a filter (e.g. max_tokens) that drops these samples")
+        super().__init__("\n".join(lines))
+
+
+def estimate_tokens(s: Sample, tokens_per_word: float, image_tokens: int = 0) -> int:
+    """A trainer-agnostic length estimate: words times a declared tokens-per-word ratio, plus the
+    tokens an image costs (e.g. 576 for a 336px CLIP ViT-L/14 encoder)."""
+    words = sum(len(t["content"].replace(IMAGE_TOKEN, " ").split()) for t in s.get("turns", []))
+    return int(round(words * tokens_per_word)) + (image_tokens if s.get("image") else 0)
+
+
+def image_problem(image: dict, ctx: OpContext) -> str | None:
+    """Why an image reference cannot be found, or ``None`` when its file exists."""
+    if image.get("root") not in ctx.image_roots:
+        return f"image root {image.get('root')!r} is not a known source"
+    path = ctx.image_path(image)
+    return None if path.is_file() else f"image file not found: {path}"
+
+
+def sample_problems(
+    s: Sample, ctx: OpContext, *, max_tokens: int | None = None,
+    tokens_per_word: float = 1.3, image_tokens: int = 0,
+) -> list[str]:
+    """Everything wrong with one sample for export (empty when it is sound)."""
+    out = structure_problems(s)
+    if s.get("image"):
+        why = image_problem(s["image"], ctx)
+        if why:
+            out.append(why)
+    if max_tokens is not None:
+        n = estimate_tokens(s, tokens_per_word, image_tokens)
+        if n > max_tokens:
+            out.append(f"about {n} tokens, over the budget of {max_tokens}")
+    return out
+
+
+def check_samples(samples: Iterable[Sample], ctx: OpContext, what: str = "export", **budget) -> None:
+    """Raise :class:`ExportValidationError` if any sample fails :func:`sample_problems`."""
+    problems: dict[str, list[str]] = {}
+    for s in samples:
+        p = sample_problems(s, ctx, **budget)
+        if p:
+            problems[str(s.get("id"))] = p
+    if problems:
+        raise ExportValidationError(what, problems)
+
+
+def llava_record_problems(rec: dict, image_folder: Path | None = None) -> list[str]:
+    """What is wrong with one record of a LLaVA JSON file, read as LLaVA's trainer reads it."""
+    out: list[str] = []
+    convs = rec.get("conversations")
+    if not isinstance(convs, list) or not convs:
+        return ["no conversations"]
+    for i, turn in enumerate(convs):
+        want = ("human", "gpt")[i % 2]
+        if turn.get("from") != want:
+            out.append(f"turn {i} is from {turn.get('from')!r}, expected {want!r}")
+            break
+    if len(convs) % 2:
+        out.append("conversation ends on a human turn")
+    n_ph = sum(str(t.get("value", "")).count(IMAGE_TOKEN) for t in convs)
+    if "image" in rec:
+        if n_ph != 1:
+            out.append(f"{n_ph} image placeholders for 1 image")
+        elif not str(convs[0].get("value", "")).startswith(IMAGE_TOKEN):
+            out.append("image placeholder is not at the start of the first human turn")
+        if image_folder is not None and not (image_folder / rec["image"]).is_file():
+            out.append(f"image file not found: {image_folder / rec['image']}")
+    elif n_ph:
+        out.append("text-only record has an image placeholder")
+    return out
+
+
+def validate_llava_file(path: str | Path, image_folder: str | Path | None = None) -> int:
+    """Validate a LLaVA JSON file (and its images under ``image_folder``); return its length."""
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, list):
+        raise ExportValidationError(str(path), {"<file>": ["top level is not a JSON array"]})
+    folder = Path(image_folder) if image_folder is not None else None
+    problems = {}
+    for i, rec in enumerate(data):
+        p = llava_record_problems(rec, folder)
+        if p:
+            problems[str(rec.get("id", f"#{i}"))] = p
+    if problems:
+        raise ExportValidationError(str(path), problems)
+    return len(data)
