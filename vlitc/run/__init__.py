@@ -1,0 +1,1 @@
+"""How it runs and what was cached: fingerprints, the cache store, the executor, status."""

@@ -1,0 +1,1 @@
+"""Progress and JSON reporters, subscribed to run events."""

@@ -1,0 +1,123 @@
+"""The Recipe: validated data, where it came from, and the op instances it declares."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlitc.errors import RecipeError
+from vlitc.ops import registry
+from vlitc.ops.base import Op
+from vlitc.recipe import validate as v
+from vlitc.recipe.load import KeyPath, Positions, load_yaml
+from vlitc.recipe.schema import SECTIONS
+
+
+@dataclass
+class Recipe:
+    path: Path
+    data: dict
+    positions: Positions
+    sha256: str
+    ops: dict[KeyPath, Op] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def version(self) -> str:
+        return str(self.data.get("version", "0.0.0"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.data.get("seed", 0))
+
+    def section(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def ops_in(self, key: str) -> list[tuple[KeyPath, Op]]:
+        return [(p, op) for p, op in self.ops.items() if p[0] == key]
+
+
+def _instantiate(data: dict) -> dict[KeyPath, Op]:
+    ops: dict[KeyPath, Op] = {}
+    for path, family, params in v.section_entries(data):
+        section = next(s for s in SECTIONS if s.family == family)
+        cls = registry.get(family, params[section.dispatch])
+        label = str(path[1]) if len(path) > 1 and section.shape == "map" else ""
+        if section.shape == "list":
+            label = params.get("name") or params[section.dispatch]
+        op_params = {k: val for k, val in params.items() if k != section.dispatch}
+        ops[path] = cls(op_params, label=label or cls.name)
+    return ops
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe; raises :class:`RecipeError` listing every problem found."""
+    path = Path(path)
+    display = str(path)
+    data, pos = load_yaml(path, display)
+    if not isinstance(data, dict):
+        raise RecipeError([pos.problem((), "a recipe is a mapping of keys (vlitc, name, sources, ...)",
+                                       "start from recipes/demo.yaml")])
+    v.fill_defaults(data)
+    problems = v.schema_problems(data, pos)
+    if problems:
+        raise RecipeError(sorted(problems, key=lambda p: (p.location.line, p.location.column)))
+    ops = _instantiate(data)
+    entries = list(ops.items())
+    recipe_dir = path.resolve().parent
+    problems = v.reference_problems(entries, data, pos)
+    problems += v.file_problems(entries, recipe_dir, pos)
+    problems += _label_problems(entries, pos)
+    if not problems:
+        problems += v.cycle_problems(entries, pos)
+    if problems:
+        raise RecipeError(sorted(problems, key=lambda p: (p.location.line, p.location.column)))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    return Recipe(path=path.resolve(), data=data, positions=pos, sha256=sha, ops=ops)
+
+
+def _label_problems(entries: list[tuple[KeyPath, Op]], pos: Positions) -> list:
+    out = []
+    for key in ("filters", "outputs"):
+        seen: dict[str, KeyPath] = {}
+        for path, op in entries:
+            if path[0] != key:
+                continue
+            label = op.label if key == "filters" else str(op.params.get("path", ""))
+            if label in seen:
+                what = "filter name" if key == "filters" else "output path"
+                hint = ("give one of them a distinct 'name:'" if key == "filters"
+                        else "each output needs its own path")
+                out.append(pos.problem(path, f"duplicate {what} {label!r} (also at {v_format(seen[label])})", hint))
+            else:
+                seen[label] = path
+    balance = next((op for p, op in entries if p[0] == "balance"), None)
+    if balance is not None:
+        tasks = [p[1] for p, _ in entries if p[0] == "tasks"]
+        for t in (balance.params.get("mix") or {}):
+            if t not in tasks:
+                out.append(pos.problem(("balance", "mix", t), f"task {t!r} in the mix is not defined in 'tasks'",
+                                       "defined tasks: " + ", ".join(tasks), at_key=True))
+    for path, op in entries:
+        if path[0] == "filters":
+            tasks = [p[1] for p, _ in entries if p[0] == "tasks"]
+            for i, t in enumerate(op.params.get("tasks") or []):
+                if t not in tasks:
+                    out.append(pos.problem(path + ("tasks", i), f"task {t!r} is not defined in 'tasks'",
+                                           "defined tasks: " + ", ".join(tasks)))
+    return out
+
+
+def v_format(path: KeyPath) -> str:
+    from vlitc.recipe.load import format_path
+
+    return format_path(path)

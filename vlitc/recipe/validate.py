@@ -1,0 +1,199 @@
+"""Validate a recipe: JSON Schema, then references, files and cycles; every problem at once."""
+
+from __future__ import annotations
+
+import difflib
+import graphlib
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from vlitc.errors import Problem
+from vlitc.ops import registry
+from vlitc.recipe.load import KeyPath, Positions
+from vlitc.recipe.schema import FORMAT_VERSION, SECTIONS, build_schema
+
+_VALIDATOR: Draft202012Validator | None = None
+REF_SECTIONS = {"source": "sources", "pool": "pools", "generator": "generators", "task": "tasks"}
+
+
+def validator() -> Draft202012Validator:
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        _VALIDATOR = Draft202012Validator(build_schema())
+    return _VALIDATOR
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _schema_problem(err: ValidationError, pos: Positions) -> list[Problem]:
+    path: KeyPath = tuple(err.absolute_path)
+    kind, schema = err.validator, err.schema
+    hint = schema.get("description", "") if isinstance(schema, dict) else ""
+    if kind == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = sorted(schema.get("properties", {}))
+        out = []
+        for key in sorted(set(err.instance) - set(allowed), key=str):
+            msg = f"unknown key {key!r}" + _did_you_mean(str(key), allowed)
+            out.append(pos.problem(path + (key,), msg, "allowed keys: " + ", ".join(allowed), at_key=True))
+        return out
+    if kind == "enum" and path and isinstance(err.instance, str):
+        section = next((s for s in SECTIONS if s.dispatch == path[-1]), None)
+        names = list(err.validator_value)
+        what = f"{section.family} {section.dispatch}" if section else "value"
+        msg = f"unknown {what} {err.instance!r}" + _did_you_mean(err.instance, names)
+        return [pos.problem(path, msg, "choose one of: " + ", ".join(names))]
+    if kind == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        sub = schema.get("properties", {}).get(missing, {})
+        return [pos.problem(path, f"missing required key {missing!r}", sub.get("description", hint), at_key=True)]
+    if kind == "const" and path == ("vlitc",):
+        return [pos.problem(path, f"unsupported recipe format {err.instance!r}",
+                            f"this vlitc reads format {FORMAT_VERSION}: write 'vlitc: {FORMAT_VERSION}'")]
+    if kind == "pattern" and path and err.validator_value and "propertyNames" in str(err.schema_path):
+        return [pos.problem(path, f"invalid name {err.instance!r}",
+                            "names use letters, digits, '_', '.', '-' and start with a letter", at_key=True)]
+    if kind == "propertyNames":
+        return []
+    return [pos.problem(path, err.message, hint)]
+
+
+def schema_problems(data: Any, pos: Positions) -> list[Problem]:
+    out: list[Problem] = []
+    for err in validator().iter_errors(data):
+        if err.validator in ("allOf", "if", "anyOf") and err.context:
+            for sub in err.context:
+                out += _schema_problem(sub, pos)
+            continue
+        out += _schema_problem(err, pos)
+    return out
+
+
+def _find_value(obj: Any, value: str, path: KeyPath) -> KeyPath | None:
+    """Key path of the first occurrence of ``value`` inside ``obj`` (to locate a reference)."""
+    if obj == value:
+        return path
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found = _find_value(v, value, path + (k,))
+            if found:
+                return found
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found = _find_value(v, value, path + (i,))
+            if found:
+                return found
+    return None
+
+
+def reference_problems(entries: list[tuple[KeyPath, Any]], data: dict, pos: Positions) -> list[Problem]:
+    """Dangling references: a task naming a missing source, pool, generator or task."""
+    out: list[Problem] = []
+    for path, op in entries:
+        params = op.params
+        for kind, names in op.references().items():
+            section = REF_SECTIONS.get(kind)
+            if section is None:
+                continue
+            have = list((data.get(section) or {}).keys())
+            for name in names:
+                if name in have:
+                    continue
+                where = _find_value(params, name, path) or path
+                msg = f"{kind} {name!r} is not defined in '{section}'" + _did_you_mean(name, have)
+                hint = f"defined {section}: {', '.join(have)}" if have else f"add it under '{section}:'"
+                out.append(pos.problem(where, msg, hint))
+    return out
+
+
+def file_problems(entries: list[tuple[KeyPath, Any]], recipe_dir: Path, pos: Positions) -> list[Problem]:
+    out: list[Problem] = []
+    for path, op in entries:
+        for key in getattr(op, "file_params", ()):
+            val = op.params.get(key)
+            for i, v in enumerate(val if isinstance(val, list) else [val]):
+                if not isinstance(v, str):
+                    continue
+                p = Path(v).expanduser()
+                p = p if p.is_absolute() else recipe_dir / p
+                if not p.exists():
+                    where = path + (key,) + ((i,) if isinstance(val, list) else ())
+                    out.append(pos.problem(where, f"file not found: {v}",
+                                           f"relative paths resolve against {recipe_dir}"))
+        images = op.params.get("images") if op.family == "source" else None
+        if isinstance(images, str):
+            p = Path(images).expanduser()
+            p = p if p.is_absolute() else recipe_dir / p
+            if not p.is_dir():
+                out.append(pos.problem(path + ("images",), f"image folder not found: {images}",
+                                       f"relative paths resolve against {recipe_dir}"))
+    return out
+
+
+def cycle_problems(entries: list[tuple[KeyPath, Any]], pos: Positions) -> list[Problem]:
+    graph: dict[str, set[str]] = {}
+    where: dict[str, KeyPath] = {}
+    for path, op in entries:
+        if len(path) != 2 or path[0] not in ("sources", "pools", "tasks"):
+            continue
+        node = f"{path[0][:-1]}:{path[1]}"
+        where[node] = path
+        deps = graph.setdefault(node, set())
+        for kind, names in op.references().items():
+            if kind in ("source", "pool", "task"):
+                deps.update(f"{kind}:{n}" for n in names)
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as e:
+        cycle = e.args[1]
+        first = next((n for n in cycle if n in where), cycle[0])
+        return [pos.problem(where.get(first, ()), "dependency cycle: " + " -> ".join(cycle),
+                            "a task or source cannot depend on itself, directly or through others")]
+    return []
+
+
+def section_entries(data: dict) -> list[tuple[KeyPath, str, dict]]:
+    """Every op entry in the recipe as (key path, family, params)."""
+    out: list[tuple[KeyPath, str, dict]] = []
+    for s in SECTIONS:
+        val = data.get(s.key)
+        if s.shape == "map" and isinstance(val, dict):
+            out += [((s.key, k), s.family, v) for k, v in val.items() if isinstance(v, dict)]
+        elif s.shape == "list" and isinstance(val, list):
+            out += [((s.key, i), s.family, v) for i, v in enumerate(val) if isinstance(v, dict)]
+        elif s.shape == "single" and isinstance(val, dict):
+            out.append(((s.key,), s.family, val))
+    return out
+
+
+def fill_defaults(data: dict) -> None:
+    """Add default dispatch keys, then each op's top-level param defaults, in place."""
+    for s in SECTIONS:
+        if s.default is None:
+            continue
+        val = data.get(s.key)
+        entries = list(val.values()) if s.shape == "map" and isinstance(val, dict) else (
+            [val] if isinstance(val, dict) else [])
+        for e in entries:
+            if isinstance(e, dict) and s.dispatch not in e:
+                e[s.dispatch] = s.default
+    for _path, family, params in section_entries(data):
+        disp = next(s.dispatch for s in SECTIONS if s.family == family)
+        try:
+            cls = registry.get(family, params.get(disp, ""))
+        except KeyError:
+            continue
+        for key, sub in cls.params_schema.get("properties", {}).items():
+            if isinstance(sub, dict) and "default" in sub and key not in params:
+                params[key] = copy_default(sub["default"])
+
+
+def copy_default(value: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(value)

@@ -1,0 +1,353 @@
+"""Run a plan: each step whose key is not in the cache runs; the rest are read from it.
+
+The executor emits events (``step_start``, ``step``, ``progress``, ``warning``) to subscribers and
+never draws anything itself; the CLI's progress display and the tests listen to the same events.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlitc.errors import UserError, VlitcError
+from vlitc.ops.base import Filter, OpContext
+from vlitc.plan import Plan, Step
+from vlitc.recipe import Recipe
+from vlitc.run import keys
+from vlitc.run.fingerprint import FileState, item_digest
+from vlitc.run.outputs import count_records, materialize
+from vlitc.run.store import Store
+
+Emit = Callable[[dict], None]
+MEASURE_CHUNK = 512
+
+
+@dataclass
+class BuildResult:
+    manifest: dict
+    events: list[dict]
+    out_dir: Path
+
+
+@dataclass
+class _Done:
+    entry: dict
+    status: str
+    key: str
+
+
+@dataclass
+class Executor:
+    recipe: Recipe
+    plan: Plan
+    store: Store
+    out_dir: Path
+    force: tuple[str, ...] = ()
+    emit: Emit | None = None
+    frozen: bool = False
+    llm_store: Path | None = None
+    events: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.files = FileState(self.store.root / "files")
+        self.done: dict[str, _Done] = {}
+        self._llm: Any = None
+        self.image_roots = {
+            path[1]: self._ctx_base().resolve(op.params["images"])
+            for path, op in self.recipe.ops_in("sources") if isinstance(op.params.get("images"), str)
+        }
+
+    # events -------------------------------------------------------------------------------
+    def _emit(self, event: dict) -> None:
+        self.events.append(event)
+        if self.emit is not None:
+            self.emit(event)
+
+    # contexts -----------------------------------------------------------------------------
+    def _ctx_base(self) -> OpContext:
+        return OpContext(seed=self.recipe.seed, recipe_dir=self.recipe.dir, recipe=self.recipe.data)
+
+    def _ctx(self, step: Step, out_dir: Path | None = None) -> OpContext:
+        gens = {p[1]: {"provider": op.name, **op.params} for p, op in self.recipe.ops_in("generators")}
+        return OpContext(
+            seed=self.recipe.seed, recipe_dir=self.recipe.dir, step_id=step.id, out_dir=out_dir,
+            image_roots=self.image_roots, generators=gens, recipe=self.recipe.data,
+            _item_cache=self.store.item_cache, _inputs=lambda ref: self._input(step, ref),
+            _client=self._client, _emit=self._emit,
+        )
+
+    def _client(self, name: str) -> Any:
+        if self._llm is None:
+            try:
+                from vlitc import llm
+            except ImportError as e:  # pragma: no cover - the llm package ships with vlitc
+                raise UserError(f"the generator layer is not available: {e}") from None
+            self._llm = llm.session(self.recipe.data, self.store.root / "llm", self._emit,
+                                    frozen=self.frozen, store=self.llm_store)
+        return self._llm.client(name)
+
+    def _input(self, step: Step, ref: str) -> Iterator[dict]:
+        if ref == "steps":
+            return iter(self._summaries())
+        if ref == "dropped":
+            outs = [self.done[s].entry["outputs"].get("dropped") for s in self.plan.order
+                    if self.plan.steps[s].kind == "filter" and s in self.done]
+            return itertools.chain.from_iterable(self.store.read(o) for o in outs if o)
+        if ref in ("balance", "final"):
+            ref = step.deps[0]
+        if ref not in self.done:
+            raise VlitcError(f"step {step.id} read {ref!r}, which is not one of its inputs")
+        return self.store.read(self.done[ref].entry["outputs"]["main"])
+
+    def _summaries(self) -> list[dict]:
+        out = []
+        for sid in self.plan.order:
+            if sid not in self.done or self.plan.steps[sid].kind == "report":
+                continue
+            d, step = self.done[sid], self.plan.steps[sid]
+            out.append({"id": sid, "kind": step.kind, "op": step.op_name, "key": d.key,
+                        "n_in": d.entry.get("n_in", 0), "n_out": d.entry["outputs"]["main"]["count"],
+                        "n_dropped": d.entry["outputs"].get("dropped", {}).get("count", 0),
+                        "counters": d.entry.get("counters", {}), "notes": d.entry.get("notes", {}),
+                        "files": d.entry.get("file_hashes", {})})
+        return out
+
+    # keys ---------------------------------------------------------------------------------
+    def _components(self, step: Step) -> dict:
+        ctx = self._ctx(step)
+        upstream = {}
+        for dep in step.deps:
+            outs = self.done[dep].entry["outputs"]
+            upstream[dep] = "+".join(outs[k]["hash"] for k in sorted(outs))
+        if step.kind == "report":
+            from vlitc.run.fingerprint import digest
+
+            upstream["steps"] = digest(self._summaries())
+        return keys.components(step, self.recipe, keys.step_files(step, self.recipe, self.files, ctx), upstream)
+
+    def _forced(self, step: Step) -> bool:
+        return any(f in ("all", step.id) or step.id.startswith(f + ":") for f in self.force)
+
+    # running ------------------------------------------------------------------------------
+    def run(self) -> BuildResult:
+        started = time.time()
+        try:
+            for sid in self.plan.order:
+                self._run_step(self.plan.steps[sid])
+            manifest = self._manifest(time.time() - started)
+            materialize(self.store, self._out_files(), self.out_dir, manifest)
+        finally:
+            if self._llm is not None:
+                self._llm.close()
+            self.files.close()
+            self.store.close()
+        for w in self.store.warnings:
+            self._emit({"event": "warning", "step": "", "message": w})
+        return BuildResult(manifest, self.events, self.out_dir)
+
+    def _run_step(self, step: Step) -> None:
+        comp = self._components(step)
+        key = keys.key_of(comp)
+        prev = self.store.get_state(self.recipe.name, step.id)
+        entry = None if self._forced(step) else self.store.get_entry(key)
+        if entry is not None:
+            self.done[step.id] = _Done(entry, "cached", key)
+            self._emit({"event": "step", "step": step.id, "status": "cached", "key": key,
+                        "reasons": [], "seconds": 0.0, "n_in": entry.get("n_in", 0),
+                        "n_out": entry["outputs"]["main"]["count"]})
+            self.store.put_state(self.recipe.name, step.id, comp)
+            return
+        why = ["forced"] if self._forced(step) else keys.reasons(prev, comp)
+        self._emit({"event": "step_start", "step": step.id, "reasons": why})
+        t0 = time.perf_counter()
+        ctx = self._ctx(step)
+        try:
+            entry = self._execute(step, ctx)
+        except VlitcError as e:
+            self._emit({"event": "step", "step": step.id, "status": "failed", "key": key,
+                        "reasons": why, "error": str(e), "seconds": time.perf_counter() - t0})
+            raise
+        entry.update(n_in=self._n_in(step), counters=ctx.counters, notes=ctx.notes,
+                     warnings=ctx.warnings, file_hashes=comp["files"])
+        self.store.put_entry(key, entry)
+        self.store.put_state(self.recipe.name, step.id, comp)
+        self.done[step.id] = _Done(entry, "ran", key)
+        seconds = time.perf_counter() - t0
+        self._emit({"event": "step", "step": step.id, "status": "ran", "key": key, "reasons": why,
+                    "seconds": round(seconds, 4), "n_in": entry["n_in"],
+                    "n_out": entry["outputs"]["main"]["count"],
+                    "n_dropped": entry["outputs"].get("dropped", {}).get("count", 0)})
+        self.done[step.id].entry["seconds"] = seconds
+
+    def _n_in(self, step: Step) -> int:
+        return sum(self.done[d].entry["outputs"]["main"]["count"] for d in step.deps if d in self.done)
+
+    def _execute(self, step: Step, ctx: OpContext) -> dict:
+        runner = getattr(self, f"_run_{step.kind}")
+        return runner(step, ctx)
+
+    def _write(self, records: Iterator[dict]) -> dict:
+        w = self.store.writer()
+        try:
+            w.write_all(records)
+        except BaseException:
+            w.abort()
+            raise
+        return w.close()
+
+    def _run_source(self, step: Step, ctx: OpContext) -> dict:
+        return {"outputs": {"main": self._write(step.op.load(ctx))}}
+
+    def _run_pool(self, step: Step, ctx: OpContext) -> dict:
+        return {"outputs": {"main": self._write({"template": t} for t in step.op.templates(ctx))}}
+
+    def _run_task(self, step: Step, ctx: OpContext) -> dict:
+        src = step.op.params.get("source")
+        records = self._input(step, f"source:{src}") if isinstance(src, str) else iter(())
+        return {"outputs": {"main": self._write(step.op.run(records, ctx))}}
+
+    def _run_merge(self, step: Step, ctx: OpContext) -> dict:
+        chained = itertools.chain.from_iterable(self._input(step, d) for d in step.deps)
+        return {"outputs": {"main": self._write(chained)}}
+
+    def _run_balance(self, step: Step, ctx: OpContext) -> dict:
+        return {"outputs": {"main": self._write(step.op.run(self._input(step, step.deps[0]), ctx))}}
+
+    # filters ------------------------------------------------------------------------------
+    def _in_scope(self, op: Filter, sample: dict) -> bool:
+        tasks = op.params.get("tasks")
+        return not tasks or sample.get("task") in tasks
+
+    def _run_measure(self, step: Step, ctx: OpContext) -> dict:
+        op: Filter = step.op  # type: ignore[assignment]
+        samples = self._input(step, step.deps[0])
+        if op.scope == "dataset":
+            return {"outputs": {"main": self._write(self._measure_dataset(op, samples, ctx))}}
+        return {"outputs": {"main": self._write(self._measure_items(op, step, samples, ctx))}}
+
+    def _measure_dataset(self, op: Filter, samples: Iterator[dict], ctx: OpContext) -> Iterator[dict]:
+        alls = list(samples)
+        scoped = [s for s in alls if self._in_scope(op, s)]
+        stats = op.measure(scoped, ctx) if scoped else []
+        if len(stats) != len(scoped):
+            raise VlitcError(f"filter {op.label} returned {len(stats)} stats for {len(scoped)} samples")
+        it = iter(stats)
+        for s in alls:
+            if self._in_scope(op, s):
+                s.setdefault("meta", {}).setdefault("stats", {})[op.label] = next(it)
+            yield s
+
+    def _measure_items(self, op: Filter, step: Step, samples: Iterator[dict], ctx: OpContext) -> Iterator[dict]:
+        from vlitc.run.fingerprint import digest
+
+        cache = self.store.item_cache(f"measure-{op.name}")
+        fp = digest({"op": op.name, "version": op.version, "params": step.params,
+                     "files": keys.step_files(step, self.recipe, self.files, ctx)})
+        while chunk := list(itertools.islice(samples, MEASURE_CHUNK)):
+            todo, ids = [], []
+            for i, s in enumerate(chunk):
+                if not self._in_scope(op, s):
+                    continue
+                ikey = fp + ":" + item_digest(s)
+                hit = cache.get(ikey)
+                if hit is None:
+                    todo.append(s)
+                    ids.append((i, ikey))
+                else:
+                    s.setdefault("meta", {}).setdefault("stats", {})[op.label] = hit
+            if todo:
+                stats = op.measure(todo, ctx)
+                if len(stats) != len(todo):
+                    raise VlitcError(f"filter {op.label} returned {len(stats)} stats for {len(todo)} samples")
+                for (i, ikey), st in zip(ids, stats):
+                    cache.set(ikey, st)
+                    chunk[i].setdefault("meta", {}).setdefault("stats", {})[op.label] = st
+                ctx.count("measured", len(todo))
+            yield from chunk
+
+    def _run_filter(self, step: Step, ctx: OpContext) -> dict:
+        op: Filter = step.op  # type: ignore[assignment]
+        scoped_stats = [s["meta"]["stats"][op.label] for s in self._input(step, step.deps[0])
+                        if self._in_scope(op, s)]
+        decisions = iter(op.decide(scoped_stats))
+        kept, dropped = self.store.writer(), self.store.writer()
+        try:
+            for s in self._input(step, step.deps[0]):
+                reason = next(decisions) if self._in_scope(op, s) else None
+                if reason is None:
+                    kept.write(s)
+                else:
+                    s["meta"]["drop"] = {"filter": op.label, "reason": reason}
+                    dropped.write(s)
+                    ctx.count("dropped")
+        except BaseException:
+            kept.abort()
+            dropped.abort()
+            raise
+        return {"outputs": {"main": kept.close(), "dropped": dropped.close()}}
+
+    # files --------------------------------------------------------------------------------
+    def _run_files(self, step: Step, ctx: OpContext, call: Callable[[OpContext], list]) -> dict:
+        staging = Path(tempfile.mkdtemp(dir=self.store.tmp, prefix="out-"))
+        try:
+            ctx.out_dir = staging
+            written = call(ctx)
+            files = []
+            for item in written:
+                rel = item["path"] if isinstance(item, dict) else str(item)
+                path = staging / rel
+                sha, size = self.store.put_file(path)
+                records = item.get("records") if isinstance(item, dict) else count_records(path)
+                files.append({"path": rel, "sha256": sha, "size": size, "records": records})
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return {"outputs": {"main": {"shards": [], "count": sum(f["records"] or 0 for f in files),
+                                     "hash": "+".join(f["sha256"] for f in files)}},
+                "files": files}
+
+    def _run_export(self, step: Step, ctx: OpContext) -> dict:
+        return self._run_files(step, ctx, lambda c: step.op.export(self._input(step, step.deps[0]), c))
+
+    def _run_report(self, step: Step, ctx: OpContext) -> dict:
+        return self._run_files(step, ctx, lambda c: step.op.write(c))
+
+    # manifest -----------------------------------------------------------------------------
+    def _out_files(self) -> list[dict]:
+        out = []
+        for sid in self.plan.order:
+            for f in self.done[sid].entry.get("files", []):
+                out.append({**f, "step": sid})
+        return out
+
+    def _manifest(self, seconds: float) -> dict:
+        from vlitc import __version__
+
+        steps = []
+        for sid in self.plan.order:
+            d, s = self.done[sid], self.plan.steps[sid]
+            steps.append({"id": sid, "op": s.op_name, "key": d.key, "status": d.status,
+                          "seconds": round(d.entry.get("seconds", 0.0) if d.status == "ran" else 0.0, 4),
+                          "n_in": d.entry.get("n_in", 0), "n_out": d.entry["outputs"]["main"]["count"],
+                          "n_dropped": d.entry["outputs"].get("dropped", {}).get("count", 0),
+                          "counters": d.entry.get("counters", {})})
+        manifest = {
+            "vlitc": __version__, "name": self.recipe.name, "version": self.recipe.version,
+            "recipe": str(self.recipe.path), "recipe_sha256": self.recipe.sha256,
+            "seed": self.recipe.seed, "seconds": round(seconds, 3), "steps": steps,
+            "outputs": [{"path": f["path"], "sha256": f["sha256"], "records": f["records"],
+                         "step": f["step"]} for f in self._out_files()],
+        }
+        if self._llm is not None:
+            manifest["llm"] = self._llm.usage()
+        return manifest
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("VLITC_CACHE_DIR") or ".vlitc")

@@ -1,0 +1,94 @@
+"""Step keys: sha256 of canonical JSON of what determines a step's output.
+
+Canonical JSON has sorted keys, no whitespace and no NaN; a value that cannot be represented
+raises (never a random fingerprint). File contents are hashed once and remembered by
+(path, size, mtime), like DVC's state database, so an unchanged file is not read again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+KEY_FIELDS = ("op", "version", "params", "files", "upstream", "seed")
+
+
+def canonical(obj: Any) -> bytes:
+    """Canonical JSON bytes; raises TypeError on values JSON cannot hold."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(canonical(obj)).hexdigest()
+
+
+def step_key(components: dict) -> str:
+    """The step key from its components (see :data:`KEY_FIELDS`)."""
+    missing = set(KEY_FIELDS) - set(components)
+    if missing:
+        raise ValueError(f"step key components missing: {sorted(missing)}")
+    return digest({k: components[k] for k in KEY_FIELDS})
+
+
+def item_digest(sample: dict) -> str:
+    """Content hash of a sample for per-item caches (stats and drop marks excluded)."""
+    meta = sample.get("meta") or {}
+    if "stats" in meta or "drop" in meta:
+        meta = {k: v for k, v in meta.items() if k not in ("stats", "drop")}
+        sample = {**sample, "meta": meta}
+    return hashlib.sha256(orjson.dumps(sample, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FileState:
+    """Remembers file hashes by (path, size, mtime_ns) in a small diskcache."""
+
+    def __init__(self, root: Path):
+        import diskcache
+
+        self._db = diskcache.Cache(str(root), eviction_policy="none")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def sha256(self, path: Path) -> str:
+        st = path.stat()
+        key = str(path.resolve())
+        stamp = (st.st_size, st.st_mtime_ns)
+        hit = self._db.get(key)
+        if hit and tuple(hit[0]) == stamp:
+            return hit[1]
+        sha = sha256_file(path)
+        self._db.set(key, (stamp, sha))
+        return sha
+
+    def dir_signature(self, root: Path) -> str:
+        """Hash of the names, sizes and mtimes of every file under ``root`` (no contents read)."""
+        h = hashlib.sha256()
+        stack = [root]
+        entries: list[tuple[str, int, int]] = []
+        while stack:
+            cur = stack.pop()
+            with os.scandir(cur) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=True):
+                        stack.append(Path(e.path))
+                    else:
+                        st = e.stat()
+                        entries.append((os.path.relpath(e.path, root), st.st_size, st.st_mtime_ns))
+        for name, size, mtime in sorted(entries):
+            h.update(f"{name}\0{size}\0{mtime}\n".encode())
+        return h.hexdigest()

@@ -1,0 +1,66 @@
+"""Compute step keys and staleness reasons, without running anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlitc.ops.base import OpContext
+from vlitc.plan import Step
+from vlitc.recipe import Recipe
+from vlitc.run.fingerprint import FileState, digest, step_key
+
+
+def step_files(step: Step, recipe: Recipe, files: FileState, ctx: OpContext) -> dict[str, str]:
+    """Hashes of the files a step's op reads, by path relative to the recipe (or absolute)."""
+    out: dict[str, str] = {}
+    if step.op is None or step.kind in ("filter",):
+        return out
+    for p in step.op.files(ctx):
+        p = Path(p)
+        out[_display(p, recipe.dir)] = files.sha256(p) if p.is_file() else files.dir_signature(p)
+    if step.kind == "source" and isinstance(step.op.params.get("images"), str):
+        root = ctx.resolve(step.op.params["images"])
+        if root.is_dir():
+            out[_display(root, recipe.dir) + "/"] = files.dir_signature(root)
+    return out
+
+
+def _display(p: Path, base: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(base))
+    except ValueError:
+        return str(p.resolve())
+
+
+def components(step: Step, recipe: Recipe, file_hashes: dict[str, str], upstream: dict[str, str]) -> dict:
+    return {
+        "op": step.op_name,
+        "version": step.version,
+        "params": step.params,
+        "files": file_hashes,
+        "upstream": upstream,
+        "seed": recipe.seed,
+    }
+
+
+def key_of(comp: dict) -> str:
+    return step_key(comp)
+
+
+def reasons(prev: dict | None, comp: dict) -> list[str]:
+    """Why a step with components ``comp`` differs from the last build of it (``prev``)."""
+    if prev is None:
+        return ["new"]
+    out: list[str] = []
+    if prev.get("op") != comp["op"] or prev.get("version") != comp["version"]:
+        out.append("op_version_changed")
+    old, new = prev.get("params", {}), comp["params"]
+    changed = sorted(k for k in set(old) | set(new) if digest(old.get(k)) != digest(new.get(k)))
+    out += [f"params_changed: {k}" for k in changed]
+    oldf, newf = prev.get("files", {}), comp["files"]
+    out += [f"file_changed: {k}" for k in sorted(set(oldf) | set(newf)) if oldf.get(k) != newf.get(k)]
+    oldu, newu = prev.get("upstream", {}), comp["upstream"]
+    out += [f"upstream_changed: {k}" for k in sorted(set(oldu) | set(newu)) if oldu.get(k) != newu.get(k)]
+    if prev.get("seed") != comp["seed"]:
+        out.append("seed_changed")
+    return out or ["cache_missing"]
