@@ -1,0 +1,142 @@
+"""Quality indicators on constructed data whose true values are known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests._release_util import conv, img
+from vlitc.quality import indicators as ind
+from vlitc.records import sample
+
+
+def _task_samples(task: str, n: int) -> list[dict]:
+    return [conv(f"{task}/{i}", task, "Describe it.", f"answer {i}") for i in range(n)]
+
+
+def _cluster_embed(centers: dict[str, np.ndarray]):
+    """Embeds 'c<k> ...' responses near centre k (well separated unit vectors)."""
+    def embed(texts):
+        rng = np.random.default_rng(0)
+        return np.stack([centers[t.split()[0]] + 0.01 * rng.standard_normal(16) for t in texts])
+    return embed
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_k_well_separated_response_clusters_give_log_k(k):
+    centers = {f"c{j}": np.eye(16)[j] for j in range(k)}
+    samples = [conv(f"s{j}/{i}", "t", "q", f"c{j} reply {i}") for j in range(k) for i in range(6)]
+    out = ind.response_diversity(samples, _cluster_embed(centers), eps=0.1, min_samples=3)
+    assert out["clusters"] == k and out["noise"] == 0
+    assert out["value"] == pytest.approx(math.log(k))
+
+
+def test_isolated_responses_are_noise_not_clusters():
+    centers = {"c0": np.eye(16)[0], **{f"x{j}": np.eye(16)[j + 1] for j in range(4)}}
+    samples = [conv(f"a{i}", "t", "q", f"c0 r{i}") for i in range(5)] + \
+        [conv(f"x{j}", "t", "q", f"x{j} lone") for j in range(4)]
+    out = ind.response_diversity(samples, _cluster_embed(centers), eps=0.1, min_samples=3)
+    assert (out["clusters"], out["noise"], out["value"]) == (1, 4, 0.0)
+
+
+def test_uniform_task_mix_has_entropy_one_and_variance_zero():
+    samples = _task_samples("a", 5) + _task_samples("b", 5) + _task_samples("c", 5)
+    b = ind.balance(samples)
+    assert b["normalised_entropy"] == pytest.approx(1.0)
+    assert b["variance"] == 0 and b["counts"] == {"a": 5, "b": 5, "c": 5}
+
+
+def test_skewed_mix_variance_and_entropy_are_exact():
+    b = ind.balance(_task_samples("a", 9) + _task_samples("b", 1))
+    assert b["variance"] == pytest.approx(16.0)
+    h = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))
+    assert b["normalised_entropy"] == pytest.approx(h / math.log(2))
+
+
+def test_task_diversity_counts_task_types():
+    out = ind.compute(_task_samples("a", 2) + _task_samples("b", 1), response=False)
+    assert out["task_diversity"] == 2 and out["response_diversity"] is None
+
+
+def test_disjoint_instruction_vocabularies_form_separate_clusters():
+    qs = ["Describe the scene briefly.", "Summarise the scene briefly.",
+          "Count the red apples.", "How many red apples?"]
+    samples = [conv(f"t/{i}", "t", q, "a") for i, q in enumerate(qs)]
+    assert ind.instruction_diversity(samples)["per_task"] == {"t": 2}
+
+
+def test_ego_splitting_separates_groups_joined_by_one_bridge_word():
+    # 'describe' joins two otherwise unrelated word groups: connected components would give 1
+    qs = ["describe scene briefly", "describe objects carefully"]
+    g = ind.cooccurrence_graph(qs)
+    clusters = ind.ego_splitting_clusters(g)
+    assert {frozenset(c) for c in clusters} == {
+        frozenset({"describe", "scene", "briefly"}), frozenset({"describe", "objects", "carefully"})}
+
+
+def test_instruction_diversity_is_per_task_with_mean():
+    samples = [conv("a/0", "a", "Describe the scene.", "x"), conv("a/1", "a", "Count dogs.", "x"),
+               conv("b/0", "b", "Read the sign.", "x")]
+    out = ind.instruction_diversity(samples)
+    assert out == {"per_task": {"a": 2, "b": 1}, "mean": 1.5}
+
+
+def test_content_words_drop_stop_words_and_image_placeholder():
+    assert ind.content_words("<image>\nWhat is the man holding in his hand?") == \
+        ["man", "holding", "hand"]
+
+
+def test_object_complexity_counts_distinct_annotated_objects_referred_to():
+    objs = [{"category": "dog", "bbox": [0, 0, 1, 1]}, {"category": "dog", "bbox": [1, 1, 2, 2]},
+            {"category": "frisbee", "bbox": [0, 0, 1, 1]}, {"category": "car", "bbox": [0, 0, 1, 1]}]
+    s1 = conv("1", "t", "What are the dogs doing?", "Two dogs chase a frisbee.", img("a.png"),
+              annotations={"objects": objs})
+    s2 = conv("2", "t", "Describe.", "A park.", img("a.png"), annotations={"objects": objs})
+    s3 = conv("3", "t", "No annotations.", "dog", None)
+    out = ind.object_complexity([s1, s2, s3])
+    assert out == {"mean_referred": 1.0, "mean_annotated": 3.0, "n": 2}
+
+
+def test_instruction_complexity_counts_content_elements_and_llm_scores():
+    s = sample("1", "t", [{"role": "user", "content": "Where is the red car parked?"},
+                          {"role": "assistant", "content": "street"},
+                          {"role": "user", "content": "Why?"},
+                          {"role": "assistant", "content": "x"}],
+               meta={"stats": {"cx": {"complexity": 6}, "other": {"complexity": 8}}})
+    out = ind.instruction_complexity([s])
+    assert out == {"mean_elements": 1.5, "llm_score": 7.0}  # (3 + 0) / 2
+
+
+def test_single_sample_quality_reads_filter_stats_by_label_and_type():
+    stats = [
+        {"match": {"score": 0.30}, "judge": {"verdict": "correct"}, "hallucination": {"chair": 0.0}},
+        {"match": {"score": 0.20}, "judge": {"verdict": "incorrect"}, "hallucination": {"chair": 0.5}},
+        {"match": {"score": 0.25}, "judge": {"verdict": True}},
+        {},
+    ]
+    samples = [conv(str(i), "t", "q", "a", stats=st) for i, st in enumerate(stats)]
+    types = ind.filter_types_from_recipe({"filters": [
+        {"type": "clip_match", "name": "match"}, {"type": "judge"}, {"type": "hallucination"}]})
+    q = ind.single_sample_quality(samples, types)
+    assert q["matching_degree"] == pytest.approx(0.25)
+    assert q["correctness_rate"] == pytest.approx(2 / 3)
+    assert q["hallucination_rate"] == 0.5 and q["mean_chair"] == 0.25
+
+
+def test_single_sample_quality_is_none_when_no_filter_ran():
+    q = ind.single_sample_quality(_task_samples("a", 3), {})
+    assert q == {"matching_degree": None, "correctness_rate": None,
+                 "hallucination_rate": None, "mean_chair": None}
+
+
+@pytest.mark.slow
+def test_minilm_embeddings_cluster_paraphrases_apart_from_other_topics():
+    pytest.importorskip("sentence_transformers")
+    cats = ["A cat sleeps on the sofa.", "A cat is sleeping on a couch.", "The cat naps on the sofa."]
+    cars = ["The stock market fell sharply today.", "Shares dropped steeply on the market today.",
+            "Stock prices fell sharply today."]
+    samples = [conv(str(i), "t", "q", a) for i, a in enumerate(cats + cars)]
+    out = ind.response_diversity(samples, ind.default_embed, eps=0.35, min_samples=2)
+    assert out["clusters"] == 2
