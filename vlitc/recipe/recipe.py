@@ -100,13 +100,6 @@ def _label_problems(entries: list[tuple[KeyPath, Op]], pos: Positions) -> list:
                 out.append(pos.problem(path, f"duplicate {what} {label!r} (also at {v_format(seen[label])})", hint))
             else:
                 seen[label] = path
-    balance = next((op for p, op in entries if p[0] == "balance"), None)
-    if balance is not None:
-        tasks = [p[1] for p, _ in entries if p[0] == "tasks"]
-        for t in (balance.params.get("mix") or {}):
-            if t not in tasks:
-                out.append(pos.problem(("balance", "mix", t), f"task {t!r} in the mix is not defined in 'tasks'",
-                                       "defined tasks: " + ", ".join(tasks), at_key=True))
     for path, op in entries:
         if path[0] == "filters":
             tasks = [p[1] for p, _ in entries if p[0] == "tasks"]

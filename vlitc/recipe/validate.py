@@ -43,7 +43,7 @@ def _schema_problem(err: ValidationError, pos: Positions) -> list[Problem]:
             out.append(pos.problem(path + (key,), msg, "allowed keys: " + ", ".join(allowed), at_key=True))
         return out
     if kind == "enum" and path and isinstance(err.instance, str):
-        section = next((s for s in SECTIONS if s.dispatch == path[-1]), None)
+        section = next((s for s in SECTIONS if s.key == path[0] and s.dispatch == path[-1]), None)
         names = list(err.validator_value)
         what = f"{section.family} {section.dispatch}" if section else "value"
         msg = f"unknown {what} {err.instance!r}" + _did_you_mean(err.instance, names)
@@ -55,18 +55,20 @@ def _schema_problem(err: ValidationError, pos: Positions) -> list[Problem]:
     if kind == "const" and path == ("vlitc",):
         return [pos.problem(path, f"unsupported recipe format {err.instance!r}",
                             f"this vlitc reads format {FORMAT_VERSION}: write 'vlitc: {FORMAT_VERSION}'")]
-    if kind == "pattern" and path and err.validator_value and "propertyNames" in str(err.schema_path):
-        return [pos.problem(path, f"invalid name {err.instance!r}",
+    if kind == "pattern" and "propertyNames" in err.schema_path:
+        return [pos.problem(path + (err.instance,), f"invalid name {err.instance!r}",
                             "names use letters, digits, '_', '.', '-' and start with a letter", at_key=True)]
-    if kind == "propertyNames":
-        return []
+    if kind in ("anyOf", "oneOf") and err.context and all(e.validator == "required" for e in err.context):
+        keys = sorted({e.message.split("'")[1] for e in err.context if "'" in e.message})
+        return [pos.problem(path, "needs one of the keys " + ", ".join(repr(k) for k in keys),
+                            hint, at_key=True)]
     return [pos.problem(path, err.message, hint)]
 
 
 def schema_problems(data: Any, pos: Positions) -> list[Problem]:
     out: list[Problem] = []
     for err in validator().iter_errors(data):
-        if err.validator in ("allOf", "if", "anyOf") and err.context:
+        if err.validator in ("allOf", "if") and err.context:
             for sub in err.context:
                 out += _schema_problem(sub, pos)
             continue
@@ -80,6 +82,8 @@ def _find_value(obj: Any, value: str, path: KeyPath) -> KeyPath | None:
         return path
     if isinstance(obj, dict):
         for k, v in obj.items():
+            if k == value:
+                return path + (k,)
             found = _find_value(v, value, path + (k,))
             if found:
                 return found
@@ -107,7 +111,7 @@ def reference_problems(entries: list[tuple[KeyPath, Any]], data: dict, pos: Posi
                 where = _find_value(params, name, path) or path
                 msg = f"{kind} {name!r} is not defined in '{section}'" + _did_you_mean(name, have)
                 hint = f"defined {section}: {', '.join(have)}" if have else f"add it under '{section}:'"
-                out.append(pos.problem(where, msg, hint))
+                out.append(pos.problem(where, msg, hint, at_key=bool(where) and where[-1] == name))
     return out
 
 
