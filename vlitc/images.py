@@ -1,0 +1,165 @@
+"""Image checks for sources: existence, decodability (Pillow), size and content hash.
+
+Hashing a large image set is the slow part of loading a source, so results are remembered in a
+persistent store keyed by the image's path, byte size and modification time: an unchanged image
+set is stat'ed, never read, on a rebuild. The store is any mapping-like object with ``get`` and
+``set`` (an op context's ``ctx.item_cache("image-hash")``, a :class:`diskcache.Cache`, or a plain
+dict for one run); one entry holds the whole folder's table, so a rebuild costs one read and at
+most one write however many images there are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: bump when what a table entry means changes; old tables are then ignored
+STORE_VERSION = 1
+_CHUNK = 1 << 20
+
+
+@dataclass
+class ImageInfo:
+    """What is known about one image file; ``error`` is set when it is missing or corrupt."""
+
+    path: str
+    width: int | None = None
+    height: int | None = None
+    sha256: str | None = None
+    error: str | None = None  # "missing" or "corrupt: <reason>"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def probe(path: Path, decode: bool) -> tuple[int, int]:
+    """Width and height from the header; with ``decode`` the whole image is decoded too."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        size = im.size
+        if decode:
+            im.load()
+    return int(size[0]), int(size[1])
+
+
+class ImageChecker:
+    """Checks the images under one root folder, remembering results by (path, size, mtime).
+
+    ``decode``: fully decode each image with Pillow (catches truncated files); otherwise only the
+    header is read for the size. ``hash``: compute each file's sha256. ``read_size``: open the file
+    for its size at all (off: only existence is checked, sizes come from the annotations).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        store: Any = None,
+        *,
+        decode: bool = True,
+        hash: bool = True,
+        read_size: bool = True,
+        workers: int | None = None,
+    ):
+        self.root = Path(root)
+        self.store = store
+        self.decode, self.hash, self.read_size = decode, hash, read_size or decode
+        self.workers = workers or min(8, (os.cpu_count() or 2) * 2)
+        self.hits = 0
+        self.computed = 0
+
+    # -- store ------------------------------------------------------------------------------
+    def _store_key(self) -> str:
+        root = os.path.realpath(self.root)
+        return f"images-v{STORE_VERSION}:{hashlib.sha256(root.encode()).hexdigest()}"
+
+    def _load_table(self) -> dict:
+        if self.store is None:
+            return {}
+        table = self.store.get(self._store_key())
+        return table if isinstance(table, dict) else {}
+
+    def _save_table(self, table: dict) -> None:
+        if self.store is not None:
+            self.store.set(self._store_key(), table)
+
+    # -- checks -----------------------------------------------------------------------------
+    def check(self, paths: Iterable[str]) -> dict[str, ImageInfo]:
+        """Check every relative path; returns one :class:`ImageInfo` per distinct path."""
+        paths = list(dict.fromkeys(paths))
+        out: dict[str, ImageInfo] = {}
+        if not (self.read_size or self.hash):
+            listing = _listing(self.root)
+            for p in paths:
+                present = p in listing if "/" not in p else (self.root / p).is_file()
+                out[p] = ImageInfo(p) if present else ImageInfo(p, error="missing")
+            return out
+        table = self._load_table()
+        todo: list[tuple[str, tuple[int, int]]] = []
+        for p in paths:
+            try:
+                st = os.stat(self.root / p)
+            except OSError:
+                out[p] = ImageInfo(p, error="missing")
+                continue
+            sig = (st.st_size, st.st_mtime_ns)
+            hit = self._cached(p, table.get(p), sig)
+            if hit is not None:
+                out[p] = hit
+                self.hits += 1
+            else:
+                todo.append((p, sig))
+        if todo:
+            with ThreadPoolExecutor(self.workers) as pool:
+                for (p, sig), info in zip(todo, pool.map(self._compute, [t[0] for t in todo])):
+                    out[p] = info
+                    table[p] = [sig[0], sig[1], info.width, info.height, info.sha256,
+                                info.error, self.decode]
+            self.computed += len(todo)
+            self._save_table(table)
+        return out
+
+    def _cached(self, rel: str, entry: Any, sig: tuple[int, int]) -> ImageInfo | None:
+        if not isinstance(entry, list) or len(entry) != 7 or (entry[0], entry[1]) != sig:
+            return None
+        _, _, w, h, sha, err, decoded = entry
+        if (self.decode and not decoded and not err) or (self.hash and sha is None and not err):
+            return None
+        return ImageInfo(rel, w, h, sha, err)
+
+    def _compute(self, rel: str) -> ImageInfo:
+        path = self.root / rel
+        info = ImageInfo(rel)
+        try:
+            if self.read_size:
+                info.width, info.height = probe(path, self.decode)
+            if self.hash:
+                info.sha256 = file_sha256(path)
+        except FileNotFoundError:
+            info.error = "missing"
+        except Exception as e:  # Pillow raises many types for a bad file
+            info.error = f"corrupt: {type(e).__name__}: {e}"
+        return info
+
+
+def _listing(root: Path) -> set[str]:
+    try:
+        with os.scandir(root) as it:
+            return {e.name for e in it}
+    except OSError:
+        return set()

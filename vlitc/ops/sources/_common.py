@@ -1,0 +1,383 @@
+"""Shared machinery of the source loaders: reading annotation files with located errors,
+schema fragments, split/sample/limit selection, box fitting, issue reporting and image checks.
+
+A loader subclasses :class:`AnnotationSource` and implements two methods:
+
+* ``entries(ctx, issues) -> list[Entry]``: parse the annotation files into one light entry per
+  image (the record id, the image path under the ``images`` root, the annotated size and a
+  payload of raw annotations, grouped but not yet converted);
+* ``layers(payload, width, height, issues) -> dict``: turn one payload into record layers.
+
+The base class selects entries (split, seeded sample, limit) *before* any image is touched or
+any layer is built, so a small sample of a large dataset checks and converts only what it yields.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+from vlitc import boxes
+from vlitc.errors import InputError, Location
+from vlitc.ops.base import OpContext, Source
+from vlitc.records import Record, image_record
+
+#: how many examples of each counted issue are kept for the report
+EXAMPLES = 5
+#: how many skipped image paths are listed in the report
+SKIPPED_LIST = 1000
+
+BOX_FORMATS = ("xyxy", "xywh", "normalized", "thousand", "square_padded")
+
+# ---------------------------------------------------------------------------------------------
+# schema fragments
+
+
+def schema(props: dict, required: tuple[str, ...] = (), any_of: tuple[str, ...] = ()) -> dict:
+    """A strict params schema; ``any_of`` names params of which at least one is required."""
+    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    if required:
+        out["required"] = list(required)
+    if any_of:
+        out["anyOf"] = [{"required": [k]} for k in any_of]
+    return out
+
+
+FILE = {"type": "string", "minLength": 1}
+FILES = {"oneOf": [FILE, {"type": "array", "items": FILE, "minItems": 1}]}
+
+SAMPLING = {
+    "limit": {"type": "integer", "minimum": 0,
+              "description": "keep at most this many records (after split and sample)"},
+    "sample": {"type": "integer", "minimum": 1,
+               "description": "a seeded random sample of this many records, in file order"},
+}
+SPLIT = {
+    "split": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+              "description": "keep only items of this split (or these splits)"},
+}
+IMAGES = {
+    "images": {"type": "string", "minLength": 1, "description": "folder the image paths are under"},
+    "on_missing_image": {"enum": ["skip", "error"], "default": "skip",
+                         "description": "a missing or corrupt image: skip the record, or fail"},
+    "check_images": {"type": "boolean", "default": True,
+                     "description": "decode every image with Pillow (off: read headers only)"},
+    "hash_images": {"type": "boolean", "default": True,
+                    "description": "sha256 of every image (remembered by path, size, mtime)"},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# reading files
+
+
+def resolve_file(ctx: OpContext, value: str, param: str) -> Path:
+    """A file param resolved against the recipe folder; a missing file is a located error."""
+    path = ctx.resolve(value)
+    if not path.is_file():
+        raise InputError(f"{param}: file not found", Location(str(path)),
+                         hint=f"check the '{param}' path (relative paths start at the recipe folder)")
+    return path
+
+
+def file_list(value: str | list[str]) -> list[str]:
+    return value if isinstance(value, list) else [value]
+
+
+def _decode_error(path: Path, e: json.JSONDecodeError) -> InputError:
+    msg = e.msg.split(": line ")[0]
+    return InputError(f"malformed JSON: {msg}", Location(str(path), e.lineno, e.colno),
+                      hint="the file must be valid JSON in the dataset's published format")
+
+
+def read_json(path: Path, drop: tuple[str, ...] = ()) -> Any:
+    """Parse a JSON file; a syntax error becomes an :class:`InputError` at its line and column.
+
+    ``drop`` names object keys discarded while parsing (e.g. COCO ``segmentation`` polygons), so
+    they never accumulate in memory.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror}", Location(str(path))) from None
+    try:
+        if drop:
+            keys = drop
+
+            def hook(d: dict) -> dict:
+                for k in keys:
+                    if k in d:
+                        del d[k]
+                return d
+
+            return json.loads(data, object_hook=hook)
+        import orjson
+
+        return orjson.loads(data)
+    except json.JSONDecodeError as e:  # orjson.JSONDecodeError is a subclass
+        raise _decode_error(path, e) from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text: {e.reason} at byte {e.start}", Location(str(path))) from None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for each non-blank line of a JSON Lines file; located errors."""
+    import orjson
+
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, orjson.loads(line)
+            except orjson.JSONDecodeError as e:
+                raise InputError(f"malformed JSON line: {e.msg.split(': line ')[0]}",
+                                 Location(str(path), lineno, e.colno)) from None
+
+
+def read_items(path: Path, keys: tuple[str, ...] = ("data",)) -> list[tuple[int, Any]]:
+    """A list of items from a JSON array, a JSON object holding one under ``keys``, or JSON Lines
+    (whatever the file's extension: POPE ships JSON Lines as ``.json``).
+
+    Items come as ``(line, item)``; line is 0 (unknown) for items of a whole-file JSON document.
+    """
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return list(iter_jsonl(path))
+    try:
+        data = read_json(path)
+    except InputError:
+        if _first_line_is_object(path):
+            return list(iter_jsonl(path))
+        raise
+    if isinstance(data, dict):
+        for k in keys:
+            if isinstance(data.get(k), list):
+                return [(0, x) for x in data[k]]
+        raise InputError(f"expected a JSON array (or an object with {' or '.join(keys)!r})",
+                         Location(str(path), 1, 1))
+    if not isinstance(data, list):
+        raise InputError("expected a JSON array of items", Location(str(path), 1, 1))
+    return [(0, x) for x in data]
+
+
+def _first_line_is_object(path: Path) -> bool:
+    import orjson
+
+    with open(path, "rb") as f:
+        line = f.readline()
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def need(obj: Any, key: str, path: Path, kind: type | tuple = list) -> Any:
+    """``obj[key]`` of the expected type, or a located error naming the missing field."""
+    val = obj.get(key) if isinstance(obj, dict) else None
+    if not isinstance(val, kind):
+        raise InputError(f"no {key!r} field of the expected type; is this the right file?",
+                         Location(str(path)),
+                         hint="each file param must point at the dataset's published file")
+    return val
+
+
+# ---------------------------------------------------------------------------------------------
+# issues
+
+
+class Issues:
+    """Counts annotation problems (``ctx.count``) and keeps a few examples (``ctx.note``)."""
+
+    def __init__(self, ctx: OpContext):
+        self.ctx = ctx
+        self.examples: dict[str, list] = {}
+        self.skipped: list[str] = []
+
+    def add(self, kind: str, example: Any = None) -> None:
+        self.ctx.count(kind)
+        ex = self.examples.setdefault(kind, [])
+        if example is not None and len(ex) < EXAMPLES:
+            ex.append(example)
+
+    def skip_image(self, kind: str, path: str) -> None:
+        self.add(kind, path)
+        self.ctx.count("skipped_images")
+        if len(self.skipped) < SKIPPED_LIST:
+            self.skipped.append(path)
+
+    def close(self) -> None:
+        for kind, ex in self.examples.items():
+            self.ctx.note(kind, {"count": self.ctx.counters.get(kind, 0), "examples": ex})
+        if self.skipped:
+            self.ctx.note("skipped_images", self.skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# boxes and ids
+
+_DIGITS = re.compile(r"(\d+)\.\w+$")
+
+
+def coco_id(file_name: str) -> str | None:
+    """The image id in a COCO-style file name (``COCO_val2014_000000039769.jpg`` -> ``39769``)."""
+    m = _DIGITS.search(file_name)
+    return str(int(m.group(1))) if m else None
+
+
+def to_pixels(raw: Any, fmt: str, width: Any, height: Any) -> list[float] | None:
+    """A box in a dataset's own ``fmt`` as canonical pixels; ``None`` when it cannot be read."""
+    try:
+        b = [float(v) for v in raw]
+    except (TypeError, ValueError):
+        return None
+    if len(b) != 4:
+        return None
+    if fmt == "xyxy":
+        return b
+    if fmt == "xywh":
+        return boxes.from_xywh(b)
+    if not width or not height:
+        return None
+    if fmt == "normalized":
+        return boxes.from_normalized(b, width, height)
+    if fmt == "thousand":
+        return boxes.from_thousand(b, width, height)
+    return boxes.from_square_padded_normalized(b, width, height)
+
+
+def fit_box(b: list[float] | None, width: Any, height: Any, issues: Issues, what: Any) -> list | None:
+    """Round a pixel box to 2 decimals; clip (and count) one outside its image; drop empty ones."""
+    if b is None:
+        issues.add("unreadable_box", what)
+        return None
+    b = [round(b[0], 2), round(b[1], 2), round(b[2], 2), round(b[3], 2)]
+    if width and height and not boxes.inside(b, width, height):
+        issues.add("box_outside_image", what)
+        b = [round(v, 2) for v in boxes.clip(b, width, height)]
+    if b[2] <= b[0] or b[3] <= b[1]:
+        issues.add("empty_box", what)
+        return None
+    return b
+
+
+# ---------------------------------------------------------------------------------------------
+# the loader base
+
+
+class Entry(NamedTuple):
+    """One image of a dataset before selection: id, image path, annotated size, raw payload."""
+
+    rid: str
+    path: str | None
+    width: int | None
+    height: int | None
+    data: Any
+    split: str | None = None
+
+
+def select(entries: list[Entry], params: dict, seed: int, label: str) -> list[Entry]:
+    """Apply ``split``, then a seeded ``sample`` (keeping file order), then ``limit``."""
+    split = params.get("split")
+    if split:
+        wanted = {split} if isinstance(split, str) else set(split)
+        entries = [e for e in entries if e.split in wanted]
+    k = params.get("sample")
+    if k and k < len(entries):
+        rng = random.Random(f"{seed}:{label}:sample")
+        entries = [entries[i] for i in sorted(rng.sample(range(len(entries)), k))]
+    n = params.get("limit")
+    if n is not None:
+        entries = entries[:n]
+    return entries
+
+
+def image_store(ctx: OpContext) -> Any:
+    """The persistent image-hash store of the run, or ``None`` outside a run."""
+    try:
+        return ctx.item_cache("image-hash")
+    except RuntimeError:
+        return None
+
+
+class AnnotationSource(Source):
+    """Base of the dataset loaders: selection, image checks and record assembly."""
+
+    reads = ()
+    writes = ("id", "image")
+
+    def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
+        raise NotImplementedError
+
+    def layers(self, data: Any, width: Any, height: Any, issues: Issues) -> dict:
+        raise NotImplementedError
+
+    def path(self, ctx: OpContext, param: str) -> Path:
+        return resolve_file(ctx, self.params[param], param)
+
+    def load(self, ctx: OpContext) -> Iterator[Record]:
+        issues = Issues(ctx)
+        try:
+            entries = select(self.entries(ctx, issues), self.params, ctx.seed, self.label)
+            yield from self._records(entries, ctx, issues)
+        finally:
+            issues.close()
+
+    def image_root(self, ctx: OpContext) -> Path | None:
+        if not self.params.get("images"):
+            return None
+        root = ctx.image_roots.get(self.label) or ctx.resolve(self.params["images"])
+        if not Path(root).is_dir():
+            raise InputError("images: folder not found", Location(str(root)),
+                             hint="'images' names the folder the dataset's image paths are under")
+        return Path(root)
+
+    def _check(self, root: Path, entries: list[Entry], ctx: OpContext) -> dict:
+        from vlitc.images import ImageChecker
+
+        decode = self.params.get("check_images", True)
+        hashing = self.params.get("hash_images", True)
+        sized = all(e.width and e.height for e in entries)
+        checker = ImageChecker(root, image_store(ctx), decode=decode, hash=hashing,
+                               read_size=decode or hashing or not sized)
+        infos = checker.check(e.path for e in entries if e.path)
+        ctx.count("images_hashed", checker.computed)
+        ctx.count("images_remembered", checker.hits)
+        return infos
+
+    def _records(self, entries: list[Entry], ctx: OpContext, issues: Issues) -> Iterator[Record]:
+        root = self.image_root(ctx)
+        infos = self._check(root, entries, ctx) if root is not None else {}
+        on_missing = self.params.get("on_missing_image", "skip")
+        total = len(entries)
+        for i, e in enumerate(entries):
+            image, w, h = None, e.width, e.height
+            if root is not None and e.path:
+                info = infos[e.path]
+                if info.error:
+                    kind = "missing_image" if info.error == "missing" else "corrupt_image"
+                    if on_missing == "error":
+                        raise InputError(f"image {info.error}", Location(str(root / e.path)),
+                                         hint="set on_missing_image: skip to leave it out")
+                    issues.skip_image(kind, e.path)
+                    continue
+                if info.width:
+                    if w and h and (w, h) != (info.width, info.height):
+                        issues.add("image_size_mismatch",
+                                   {"path": e.path, "annotated": [w, h],
+                                    "actual": [info.width, info.height]})
+                    w, h = info.width, info.height
+                image = {"root": self.label, "path": e.path, "width": w, "height": h,
+                         "sha256": info.sha256}
+            layers = self.layers(e.data, w, h, issues)
+            meta = layers.pop("meta", None) or {}
+            if image is None and e.path:
+                meta["image_file"] = e.path
+                if w and h:
+                    meta["image_size"] = [w, h]
+            yield image_record(e.rid, self.label, image, meta=meta, **layers)
+            if (i + 1) % 10000 == 0:
+                ctx.emit({"event": "progress", "step": ctx.step_id, "done": i + 1, "total": total})

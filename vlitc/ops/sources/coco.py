@@ -1,0 +1,134 @@
+"""COCO-format sources: captions and instances files (any dataset published in COCO format)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlitc.ops.base import OpContext
+from vlitc.ops.registry import register
+from vlitc.ops.sources._common import (
+    FILE,
+    IMAGES,
+    SAMPLING,
+    AnnotationSource,
+    Entry,
+    Issues,
+    fit_box,
+    need,
+    read_json,
+    schema,
+)
+
+
+class CocoFile:
+    """One parsed COCO-format file: images by id, annotations grouped by image id, categories.
+
+    Segmentation polygons are dropped while parsing; annotations naming an image the file does
+    not list are counted (``annotation_unknown_image``) and left out.
+    """
+
+    def __init__(self, path: Path, issues: Issues):
+        doc = read_json(path, drop=("segmentation",))
+        self.path = path
+        self.images: dict[int, dict] = {im["id"]: im for im in need(doc, "images", path)}
+        anns = need(doc, "annotations", path)
+        self.categories: dict[int, str] = {
+            c["id"]: c["name"] for c in doc.get("categories") or [] if isinstance(c, dict)
+        }
+        by_image: dict[Any, list] = {}
+        images = self.images
+        for a in anns:
+            iid = a.get("image_id")
+            if iid in images:
+                lst = by_image.get(iid)
+                if lst is None:
+                    by_image[iid] = [a]
+                else:
+                    lst.append(a)
+            else:
+                issues.add("annotation_unknown_image", {"file": path.name, "annotation": a.get("id"),
+                                                        "image_id": iid})
+        self.by_image = by_image
+
+
+def coco_objects(anns: list[dict], cats: dict[int, str], width: Any, height: Any,
+                 issues: Issues, crowd: bool = True) -> list[dict]:
+    """COCO instance annotations as record objects with canonical pixel boxes."""
+    out = []
+    for a in anns:
+        name = cats.get(a.get("category_id"))
+        if name is None:
+            issues.add("unknown_category", {"annotation": a.get("id"),
+                                            "category_id": a.get("category_id")})
+            continue
+        iscrowd = bool(a.get("iscrowd", 0))
+        if iscrowd and not crowd:
+            continue
+        bb = a.get("bbox")
+        try:
+            x, y, w, h = bb  # type: ignore[misc]
+            box = [float(x), float(y), float(x) + float(w), float(y) + float(h)]
+        except (TypeError, ValueError):
+            box = None
+        box = fit_box(box, width, height, issues, {"annotation": a.get("id"), "bbox": bb})
+        if box is None:
+            continue
+        out.append({"id": a.get("id"), "category": name, "bbox": box, "attributes": [],
+                    "iscrowd": iscrowd})
+    return out
+
+
+@register("source", "coco")
+class CocoSource(AnnotationSource):
+    """Load a COCO-format dataset: captions and/or instances files, one record per image.
+
+    Records carry ``captions`` and ``objects`` (category name, ``[x1, y1, x2, y2]`` pixel box,
+    crowd flag); the record id is the image id. Segmentation polygons are never kept.
+    """
+
+    version = 1
+    file_params = ("captions", "instances")
+    writes = ("id", "image", "captions", "objects")
+    params_schema = schema(
+        {
+            "captions": FILE | {"description": "COCO captions file (captions_*.json)"},
+            "instances": FILE | {"description": "COCO instances file (instances_*.json)"},
+            "crowd": {"type": "boolean", "default": True,
+                      "description": "keep crowd (iscrowd) regions as objects"},
+            "keep_empty": {"type": "boolean", "default": True,
+                           "description": "yield images that have no captions and no objects"},
+            **IMAGES,
+            **SAMPLING,
+        },
+        any_of=("captions", "instances"),
+    )
+
+    def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
+        caps = CocoFile(self.path(ctx, "captions"), issues) if "captions" in self.params else None
+        inst = CocoFile(self.path(ctx, "instances"), issues) if "instances" in self.params else None
+        images = dict(caps.images) if caps else {}
+        if inst:
+            images.update(inst.images)
+        self.categories = inst.categories if inst else {}
+        keep_empty = self.params.get("keep_empty", True)
+        out = []
+        for iid, im in images.items():
+            c = caps.by_image.get(iid) if caps else None
+            o = inst.by_image.get(iid) if inst else None
+            if not (c or o or keep_empty):
+                continue
+            out.append(Entry(str(iid), im.get("file_name"), im.get("width"), im.get("height"),
+                             (c, o)))
+        return out
+
+    def layers(self, data: Any, width: Any, height: Any, issues: Issues) -> dict:
+        caps, anns = data
+        out: dict[str, Any] = {}
+        if "captions" in self.params:
+            out["captions"] = [a["caption"].strip() for a in caps or ()
+                               if isinstance(a.get("caption"), str)]
+        if "instances" in self.params:
+            out["objects"] = coco_objects(anns or [], self.categories, width, height, issues,
+                                          self.params.get("crowd", True))
+        return out
