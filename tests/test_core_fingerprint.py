@@ -1,0 +1,34 @@
+"""Pinned fingerprints: these literals change only when hashing changes on purpose."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlitc.run.fingerprint import canonical, digest, item_digest, step_key
+
+
+def test_canonical_json_sorts_keys_and_has_no_spaces():
+    assert canonical({"b": 1, "a": [1, 2, {"d": None, "c": "é"}]}) == \
+        '{"a":[1,2,{"c":"é","d":null}],"b":1}'.encode()
+
+
+def test_step_key_is_pinned():
+    comp = {"op": "task.template", "version": 1, "params": {"per": "caption"},
+            "files": {"a.json": "0" * 64}, "upstream": {"source:coco": "f" * 64}, "seed": 1234}
+    assert step_key(comp) == digest(comp)
+    assert step_key(comp) == "7bcb1c3d3ab2881b8ed5f8096d3066ea7ae3eff96cd4d9383cc2b88af525a3d5"
+    assert digest({"a": 1}) == "015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862"
+
+
+def test_item_digest_ignores_stats_and_drop_marks():
+    s = {"id": "x", "turns": [{"role": "user", "content": "hi"}], "meta": {"a": 1}}
+    marked = {**s, "meta": {"a": 1, "stats": {"f": {"n": 2}}, "drop": {"filter": "f", "reason": "r"}}}
+    assert item_digest(s) == item_digest(marked)
+    assert item_digest(s) == "e7674cfc025a954e3c8e5645f075a0020bea55b4c299d97cc6b96b063435989f"
+
+
+def test_unhashable_values_raise_instead_of_a_random_fingerprint():
+    with pytest.raises(TypeError):
+        digest({"x": object()})
+    with pytest.raises(ValueError):
+        digest({"x": float("nan")})
