@@ -1,0 +1,84 @@
+"""Caption tasks: a brief caption per caption annotation, a detailed caption per image."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from vlitc.ops.base import OpContext
+from vlitc.ops.registry import register
+from vlitc.ops.tasks.base import INSTRUCTION_SCHEMA, SELECTION_SCHEMA, AdaptTask, Item
+from vlitc.records import Record
+
+
+def clean_caption(text: str) -> str:
+    """One line, single spaces, a capital first letter and a final full stop."""
+    t = " ".join(text.split())
+    if not t:
+        return t
+    t = t[0].upper() + t[1:]
+    return t if t[-1] in ".!?" else t + "."
+
+
+def _schema(formats: list[str], default: str, extra: dict) -> dict:
+    return {
+        "type": "object",
+        "properties": {
+            "source": {"type": "string", "minLength": 1},
+            "instruction": INSTRUCTION_SCHEMA,
+            "selection": SELECTION_SCHEMA,
+            "format": {"enum": formats, "default": default},
+            **extra,
+        },
+        "required": ["source"],
+        "additionalProperties": False,
+    }
+
+
+@register("task", "brief_caption")
+class BriefCaption(AdaptTask):
+    """One sample per caption: a brief-description instruction answered by the caption."""
+
+    version = 1
+    default_pool = "brief_caption"
+    provides = frozenset({"caption_index"})
+    reads = ("image", "captions")
+    params_schema = _schema(["free", "one_sentence"], "free", {
+        "per": {"enum": ["caption", "image"], "default": "caption"},
+        "min_words": {"type": "integer", "minimum": 1, "default": 3},
+    })
+
+    def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
+        caps = rec.get("captions") or []
+        if self.params.get("per", "caption") == "image" and caps:
+            from vlitc.ops.tasks.base import stable_index
+
+            i = stable_index(f"{ctx.seed}:{self.label}:{rec['id']}", len(caps))
+            caps = [caps[i]]
+        lo = int(self.params.get("min_words", 3))
+        for i, c in enumerate(caps):
+            if len(c.split()) < lo:
+                ctx.count("skipped_short")
+                continue
+            yield Item(str(i), {"caption_index": i}, clean_caption(c))
+
+
+@register("task", "detailed_caption")
+class DetailedCaption(AdaptTask):
+    """One sample per image: a detailed-description instruction answered by its longest caption."""
+
+    version = 1
+    default_pool = "detailed_caption"
+    reads = ("image", "captions")
+    params_schema = _schema(["free"], "free", {
+        "min_words": {"type": "integer", "minimum": 1, "default": 15},
+    })
+
+    def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
+        caps = rec.get("captions") or []
+        if not caps:
+            return
+        best = max(caps, key=lambda c: (len(c.split()), c))
+        if len(best.split()) < int(self.params.get("min_words", 15)):
+            ctx.count("skipped_short")
+            return
+        yield Item("0", {}, clean_caption(best))
