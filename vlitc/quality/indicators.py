@@ -235,6 +235,12 @@ def default_embed(texts: list[str]):
     from sentence_transformers import SentenceTransformer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - sentence-transformers depends on transformers
+        pass
     model = SentenceTransformer(str(minilm_folder()), device="cpu")
     return model.encode(texts, batch_size=64, normalize_embeddings=True,
                         show_progress_bar=False)

@@ -1,0 +1,148 @@
+"""Report op ``release``: the dataset card, the visual report, the indicators and the lockfile."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from vlitc.ops.base import OpContext, Report
+from vlitc.ops.registry import register
+
+FILES = ("README.md", "report.html", "indicators.json", "vlitc.lock")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def image_set(samples: list[dict], ctx: OpContext) -> dict:
+    """Count and hash of the release's images (their recorded sha256, else the file's)."""
+    from vlitc.release.lock import image_set_hash
+
+    pairs = {}
+    for s in samples:
+        img = s.get("image")
+        if not img:
+            continue
+        ref = f"{img.get('root')}/{img.get('path')}"
+        if ref not in pairs:
+            sha = img.get("sha256")
+            if not sha:
+                try:
+                    path = ctx.image_path(img)
+                    sha = _file_sha256(path) if path.is_file() else "missing"
+                except KeyError:
+                    sha = "unknown-root"
+            pairs[ref] = sha
+    return {"count": len(pairs), "sha256": image_set_hash(pairs.items())}
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@register("report", "release")
+class ReleaseReport(Report):
+    """Write README.md (dataset card), report.html, indicators.json and vlitc.lock.
+
+    Reads: the balanced samples, the dropped samples, the step summaries and the recipe. No
+    wall-clock time goes into these files: they are byte-identical across rebuilds.
+    """
+
+    version = 1
+    params_schema = {
+        "type": "object",
+        "properties": {
+            "gallery": {"type": "integer", "minimum": 0, "default": 12},
+            "thumb": {"type": "integer", "minimum": 32, "maximum": 1024, "default": 320},
+            "indicators": {
+                "type": "object",
+                "properties": {
+                    "response": {"type": "boolean", "default": True},
+                    "eps": {"type": "number", "exclusiveMinimum": 0, "maximum": 2, "default": 0.2},
+                    "min_samples": {"type": "integer", "minimum": 1, "default": 3},
+                    "max_samples": {"type": "integer", "minimum": 1, "default": 20000},
+                },
+                "additionalProperties": False,
+            },
+            "rebuild": {"type": "string"},
+        },
+        "additionalProperties": False,
+    }
+    reads = ("balance", "dropped", "steps", "recipe")
+    writes = FILES
+
+    def write(self, ctx: OpContext) -> list[str]:
+        from vlitc.release import card, html
+        from vlitc.release.lock import dumps, make_lock, package_versions
+
+        samples = sorted(ctx.input("balance"), key=lambda s: s["id"])
+        dropped = sorted(ctx.input("dropped"), key=lambda s: s["id"])
+        steps = list(ctx.input("steps"))
+        summary = self.summarise(samples, dropped, steps, ctx)
+        lock = make_lock(ctx.recipe, steps, image_set(samples, ctx), package_versions())
+        report = self.report_data(summary, samples, dropped, ctx)
+        indicators = {k: summary[k] for k in ("name", "version", "seed", "n_samples", "counts",
+                                              "indicators", "funnel", "drop_reasons")}
+        out = {
+            "README.md": card.render(summary).encode(),
+            "report.html": html.render(report).encode(),
+            "indicators.json": (json.dumps(indicators, indent=2, sort_keys=True) + "\n").encode(),
+            "vlitc.lock": dumps(lock),
+        }
+        for name in FILES:
+            write_atomic(ctx.out_dir / name, out[name])
+        return list(FILES)
+
+    def summarise(self, samples, dropped, steps, ctx: OpContext) -> dict:
+        from vlitc.quality.indicators import compute, filter_types_from_recipe
+        from vlitc.release import summary as sm
+
+        opts = self.params.get("indicators") or {}
+        ind = compute(samples, response=opts.get("response", True),
+                      filter_types=filter_types_from_recipe(ctx.recipe),
+                      eps=opts.get("eps", 0.2), min_samples=opts.get("min_samples", 3),
+                      max_samples=opts.get("max_samples", 20000), seed=ctx.seed)
+        r = ctx.recipe
+        return {
+            "name": r.get("name", ""), "version": r.get("version", ""), "seed": ctx.seed,
+            "description": r.get("description", ""), "n_samples": len(samples),
+            "counts": sm.counts(samples), "indicators": ind,
+            "indicator_rows": sm.indicator_rows(ind), "funnel": sm.funnel(steps, dropped),
+            "drop_reasons": sm.drop_reasons(dropped), "sources": sm.sources(r),
+            "generators": sm.generators(r), "outputs": sm.outputs(r),
+            "rebuild": self.params.get("rebuild") or self.rebuild_command(ctx),
+        }
+
+    def rebuild_command(self, ctx: OpContext) -> str:
+        return ("# from the recipe this release was built from (its resolved form is in vlitc.lock),\n"
+                f"# seed {ctx.seed}; --frozen makes no LLM call and uses the stored responses\n"
+                "vlitc build <recipe.yaml> --frozen --llm-store <release>/llm --out rebuilt\n"
+                "vlitc diff <release> rebuilt    # expect no difference")
+
+    def report_data(self, summary: dict, samples, dropped, ctx: OpContext) -> dict:
+        from vlitc.release import gallery
+        from vlitc.release import summary as sm
+        from vlitc.release.svg import bars, histogram
+
+        c = summary["counts"]
+        plots = [bars("task mix (samples per task)", list(c["task"].items())),
+                 bars("filter funnel (samples out)",
+                      [(r["step"], r["n_out"]) for r in summary["funnel"]])]
+        plots += [histogram(name, vals) for name, vals in sm.lengths(samples).items()]
+        plots += [histogram(f"score: {name}", vals)
+                  for name, vals in sm.score_values([*samples, *dropped]).items()]
+        n, size = self.params.get("gallery", 12), self.params.get("thumb", 320)
+        return {**summary, "plots": plots,
+                "kept": [gallery.item(s, ctx.image_path, size)
+                         for s in gallery.pick(samples, n, ctx.seed, "kept")],
+                "dropped": [gallery.item(s, ctx.image_path, size)
+                            for s in gallery.pick(dropped, n, ctx.seed, "dropped")]}

@@ -1,0 +1,125 @@
+"""Facts about a build that the card, report and indicators file share (all pure functions)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+from vlitc.records import Sample, assistant_text, user_text
+
+
+def counts(samples: Sequence[Sample]) -> dict[str, dict[str, int]]:
+    """Samples per task, per source, per task and source, and per split."""
+    def tally(key) -> dict[str, int]:
+        return dict(sorted(Counter(key(s) for s in samples).items()))
+
+    return {
+        "task": tally(lambda s: s.get("task", "")),
+        "source": tally(lambda s: s.get("source", "")),
+        "task_source": tally(lambda s: f"{s.get('task', '')}/{s.get('source', '')}"),
+        "split": tally(lambda s: (s.get("meta") or {}).get("split", "train")),
+    }
+
+
+def funnel(steps: Iterable[Mapping], dropped: Sequence[Sample]) -> list[dict]:
+    """Samples in and out of merge, every filter and balance, in build order. Without step
+    summaries, the drops per filter are counted from the dropped samples."""
+    rows = [{"step": s["id"], "n_in": int(s.get("n_in") or 0), "n_out": int(s.get("n_out") or 0)}
+            for s in steps if s.get("kind") in ("merge", "filter", "balance")
+            or str(s.get("id", "")).split(":")[0] in ("merge", "filter", "balance")]
+    if rows:
+        return rows
+    per = Counter(((d.get("meta") or {}).get("drop") or {}).get("filter", "?") for d in dropped)
+    return [{"step": f"filter:{k}", "n_in": v, "n_out": 0} for k, v in sorted(per.items())]
+
+
+def drop_reasons(dropped: Sequence[Sample], top: int = 5) -> dict[str, list[tuple[str, int]]]:
+    """The most frequent drop reasons per filter."""
+    per: dict[str, Counter] = defaultdict(Counter)
+    for d in dropped:
+        drop = (d.get("meta") or {}).get("drop") or {}
+        per[str(drop.get("filter", "?"))][str(drop.get("reason", ""))] += 1
+    return {f: c.most_common(top) for f, c in sorted(per.items())}
+
+
+def score_values(samples: Iterable[Sample], limit: int = 6) -> dict[str, list[float]]:
+    """Numeric filter stats by ``label.key`` (the first ``limit`` series, sorted by name)."""
+    series: dict[str, list[float]] = defaultdict(list)
+    for s in samples:
+        for label, st in sorted(((s.get("meta") or {}).get("stats") or {}).items()):
+            if not isinstance(st, dict):
+                continue
+            for key, v in sorted(st.items()):
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    series[f"{label}.{key}"].append(float(v))
+    return {k: series[k] for k in sorted(series)[:limit]}
+
+
+def lengths(samples: Sequence[Sample]) -> dict[str, list[float]]:
+    """Words per instruction text and per response text."""
+    return {"instruction words": [float(len(user_text(s).split())) for s in samples],
+            "response words": [float(len(assistant_text(s).split())) for s in samples]}
+
+
+def sources(recipe: Mapping) -> list[dict]:
+    """Each source with its type, licence (``license`` param, else "unknown") and description."""
+    out = []
+    for name, spec in sorted((recipe.get("sources") or {}).items()):
+        spec = spec if isinstance(spec, Mapping) else {}
+        out.append({"name": name, "type": spec.get("type", ""),
+                    "license": spec.get("license") or "unknown",
+                    "description": spec.get("description", "")})
+    return out
+
+
+def generators(recipe: Mapping) -> list[dict]:
+    """Each generator with its provider and model, and the tasks that use it."""
+    used: dict[str, list[str]] = defaultdict(list)
+    for t, spec in sorted((recipe.get("tasks") or {}).items()):
+        if isinstance(spec, Mapping) and isinstance(spec.get("generator"), str):
+            used[spec["generator"]].append(t)
+    return [{"name": n, "provider": g.get("provider", ""), "model": g.get("model", ""),
+             "tasks": used.get(n, [])}
+            for n, g in sorted((recipe.get("generators") or {}).items()) if isinstance(g, Mapping)]
+
+
+def outputs(recipe: Mapping) -> list[dict]:
+    """The exported files as the recipe declares them (format, path or shard pattern, split)."""
+    out = []
+    for o in recipe.get("outputs") or []:
+        if not isinstance(o, Mapping) or "path" not in o:
+            continue
+        path = str(o["path"])
+        if o.get("shard_size"):
+            stem, dot, suffix = path.rpartition(".")
+            path = f"{stem}-*.{suffix}" if dot else f"{path}-*"
+        out.append({"format": o.get("format", ""), "path": path, "split": o.get("split", "all"),
+                    "images": o.get("images", "reference")})
+    return out
+
+
+def indicator_rows(ind: Mapping) -> list[tuple[str, str]]:
+    """The indicators as ``(name, formatted value)`` rows for the card and the report."""
+    def f(v, digits=3):
+        return "n/a" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+    rd = ind.get("response_diversity")
+    bal, q = ind["balance"], ind["quality"]
+    return [
+        ("samples", f(ind["n_samples"])),
+        ("task diversity (task types)", f(ind["task_diversity"])),
+        ("instruction diversity (mean clusters per task)", f(ind["instruction_diversity"]["mean"])),
+        ("response diversity (log DBSCAN clusters)",
+         "not computed" if rd is None else f"{rd['value']:.3f} ({rd['clusters']} clusters, "
+                                           f"{rd['noise']} noise of {rd['n']})"),
+        ("object/granularity complexity (objects referred to)",
+         f(ind["object_complexity"]["mean_referred"])),
+        ("instruction complexity (content elements)",
+         f(ind["instruction_complexity"]["mean_elements"])),
+        ("instruction complexity (LLM score 1-10)", f(ind["instruction_complexity"]["llm_score"])),
+        ("balance: variance of task counts", f(bal["variance"])),
+        ("balance: normalised entropy", f(bal["normalised_entropy"])),
+        ("mean matching degree", f(q["matching_degree"])),
+        ("correctness rate", f(q["correctness_rate"])),
+        ("hallucination rate", f(q["hallucination_rate"])),
+    ]
