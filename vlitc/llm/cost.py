@@ -1,0 +1,115 @@
+"""Prices, usage accounting per step and per generator, and the build's budget.
+
+Prices are USD per million tokens, matched on the longest model-name prefix; a generator's
+``prices: {input, output}`` overrides the table (local servers: ``{input: 0, output: 0}``).
+Only fresh calls cost money: cache hits are counted but free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vlitc.errors import BudgetExceeded
+
+#: USD per 1M tokens (input, output), list prices; override per generator in the recipe
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-3.5-turbo": (0.50, 1.50),
+    "gpt-4": (30.0, 60.0),
+    "gpt-4-turbo": (10.0, 30.0),
+    "gpt-4o": (2.50, 10.0),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "o3-mini": (1.10, 4.40),
+    "claude-3-haiku": (0.25, 1.25),
+    "claude-3-5-haiku": (0.80, 4.00),
+    "claude-3-5-sonnet": (3.00, 15.0),
+    "claude-3-7-sonnet": (3.00, 15.0),
+    "claude-sonnet-4": (3.00, 15.0),
+    "claude-opus-4": (15.0, 75.0),
+    "mock": (0.0, 0.0),
+}
+
+
+def price_for(model: str, override: dict | None = None) -> tuple[float, float] | None:
+    """(input, output) USD per 1M tokens, or ``None`` when the model is unknown."""
+    if override:
+        return float(override.get("input", 0.0)), float(override.get("output", 0.0))
+    best = max((p for p in PRICES if model.startswith(p)), key=len, default=None)
+    return PRICES[best] if best else None
+
+
+def cost(price: tuple[float, float] | None, prompt_tokens: int, completion_tokens: int) -> float:
+    if price is None:
+        return 0.0
+    return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
+
+
+@dataclass
+class Tally:
+    """Counters for one step or one generator."""
+
+    calls: int = 0  # fresh calls sent and answered
+    cached: int = 0  # samples served from the cache
+    samples: int = 0  # samples produced (fresh or cached)
+    failed: int = 0  # samples whose request finally failed
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float = 0.0
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["usd"] = round(self.usd, 6)
+        return d
+
+
+@dataclass
+class Accounting:
+    """Usage per step and per generator, and the budget (``max_usd``, ``max_tokens``)."""
+
+    budget: dict = field(default_factory=dict)
+    steps: dict[str, Tally] = field(default_factory=dict)
+    generators: dict[str, Tally] = field(default_factory=dict)
+    total: Tally = field(default_factory=Tally)
+    unpriced: set[str] = field(default_factory=set)
+
+    def _each(self, step: str, gen: str):
+        return (
+            self.steps.setdefault(step, Tally()),
+            self.generators.setdefault(gen, Tally()),
+            self.total,
+        )
+
+    def add(self, step: str, gen: str, **counts: float) -> None:
+        for t in self._each(step, gen):
+            for k, v in counts.items():
+                setattr(t, k, getattr(t, k) + v)
+
+    def exhausted(self) -> str | None:
+        """Which budget limit has been reached, or ``None``."""
+        max_usd, max_tokens = self.budget.get("max_usd"), self.budget.get("max_tokens")
+        if max_usd is not None and self.total.usd >= max_usd:
+            return f"max_usd {max_usd} (spent ${self.total.usd:.4f})"
+        used = self.total.prompt_tokens + self.total.completion_tokens
+        if max_tokens is not None and used >= max_tokens:
+            return f"max_tokens {max_tokens} (used {used})"
+        return None
+
+    def raise_exhausted(self, step: str, unsent: int) -> None:
+        which = self.exhausted()
+        if which is not None:
+            raise BudgetExceeded(
+                f"budget reached in step {step}: {which}; {unsent} request(s) not sent. "
+                "Everything generated so far is cached: raise the budget and rebuild to continue."
+            )
+
+    def as_dict(self) -> dict:
+        return {
+            "total": self.total.as_dict(),
+            "steps": {k: v.as_dict() for k, v in sorted(self.steps.items())},
+            "generators": {k: v.as_dict() for k, v in sorted(self.generators.items())},
+            "budget": dict(self.budget),
+            "unpriced_models": sorted(self.unpriced),
+        }

@@ -1,0 +1,148 @@
+"""Turn a generator's raw text into conversation turns, or say why it cannot.
+
+Formats:
+
+* ``llava_qa``    LLaVA's ``Question:`` / ``===`` / ``Answer:`` blocks (conversation, complex)
+* ``json_dialog`` the review paper's ``{"User": ..., "AI": ...}`` dialog: one object with
+  repeated keys, a list of such objects, or several objects in a row
+* ``answer``      the whole text is the answer to an instruction chosen by the task (detail)
+
+A failure returns ``Parsed(turns=None, error=reason)``; callers keep the raw text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+FORMATS = ("llava_qa", "json_dialog", "answer")
+
+HINTS = {
+    "llava_qa": "Question:\\n<question>\\n===\\nAnswer:\\n<answer>\\n=== blocks, questions and "
+    "answers alternating",
+    "json_dialog": '{"User": "Question?", "AI": "Answer."} pairs, starting with the user',
+    "answer": "plain text",
+}
+
+_LABEL = re.compile(
+    r"^[ \t]*(?:\*\*)?(Question|Answer|Q|A)(?:\*\*)?[ \t]*:[ \t]*(?:\*\*)?",
+    re.IGNORECASE | re.MULTILINE,
+)
+_SEP = re.compile(r"^[ \t]*={3,}[ \t]*$", re.MULTILINE)
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+_USER = {"user", "human", "question", "q"}
+_AI = {"ai", "assistant", "gpt", "answer", "a"}
+
+
+@dataclass
+class Parsed:
+    turns: list[dict] | None
+    error: str | None = None
+
+
+def _fail(reason: str) -> Parsed:
+    return Parsed(None, reason)
+
+
+def _turns(pairs: list[tuple[str, str]]) -> Parsed:
+    """Alternating user/assistant turns from (role, text) pairs, checked."""
+    turns = []
+    for i, (role, text) in enumerate(pairs):
+        want = "user" if i % 2 == 0 else "assistant"
+        if role != want:
+            return _fail(f"turn {i + 1} is from the {role}, expected the {want}")
+        if not text.strip():
+            return _fail(f"turn {i + 1} is empty")
+        turns.append({"role": role, "content": text.strip()})
+    if len(turns) % 2:
+        turns = turns[:-1]  # a trailing question without an answer is dropped
+    if not turns:
+        return _fail("no complete question and answer")
+    return Parsed(turns)
+
+
+def parse_llava_qa(text: str) -> Parsed:
+    body = _SEP.sub("", text)
+    parts = _LABEL.split(body)
+    if len(parts) < 3:
+        return _fail("no 'Question:' / 'Answer:' blocks")
+    if parts[0].strip():
+        return _fail(f"text before the first question: {parts[0].strip()[:60]!r}")
+    pairs = [
+        ("user" if lab.lower() in ("question", "q") else "assistant", txt)
+        for lab, txt in zip(parts[1::2], parts[2::2], strict=False)
+    ]
+    return _turns(pairs)
+
+
+def _objects(text: str) -> list:
+    """Every JSON value in ``text`` (after code fences are unwrapped), keeping duplicate keys."""
+    m = _FENCE.search(text)
+    if m:
+        text = m.group(1)
+    dec = json.JSONDecoder(object_pairs_hook=lambda kv: kv)
+    out, i = [], 0
+    while True:
+        starts = [j for j in (text.find("{", i), text.find("[", i)) if j >= 0]
+        if not starts:
+            return out
+        try:
+            val, i = dec.raw_decode(text, min(starts))
+        except json.JSONDecodeError:
+            if not out:
+                raise
+            return out
+        out.append(val)
+
+
+def parse_json_dialog(text: str) -> Parsed:
+    try:
+        values = _objects(text)
+    except json.JSONDecodeError as exc:
+        return _fail(f"invalid JSON: {exc.msg} at character {exc.pos}")
+    if not values:
+        return _fail("no JSON dialog found")
+    items = []
+    for v in values:
+        items += v if isinstance(v, list) and v and isinstance(v[0], list) else [v]
+    pairs: list[tuple[str, str]] = []
+    for obj in items:
+        if not isinstance(obj, list) or not all(isinstance(kv, tuple) for kv in obj):
+            return _fail('the dialog is not made of {"User": ..., "AI": ...} objects')
+        for key, val in obj:
+            k = key.strip().lower()
+            role = "user" if k in _USER else "assistant" if k in _AI else None
+            if role is None or not isinstance(val, str):
+                return _fail(f"unexpected key or value in the dialog: {key!r}")
+            pairs.append((role, val))
+    return _turns(pairs)
+
+
+def parse_answer(text: str, instruction: str | None) -> Parsed:
+    if not instruction:
+        return _fail("no instruction to pair the answer with")
+    if not text.strip():
+        return _fail("empty answer")
+    return Parsed(
+        [{"role": "user", "content": instruction}, {"role": "assistant", "content": text.strip()}]
+    )
+
+
+def parse(text: str, fmt: str, instruction: str | None = None) -> Parsed:
+    """Parse ``text`` in format ``fmt`` (one of :data:`FORMATS`)."""
+    if fmt == "llava_qa":
+        return parse_llava_qa(text)
+    if fmt == "json_dialog":
+        return parse_json_dialog(text)
+    if fmt == "answer":
+        return parse_answer(text, instruction)
+    raise ValueError(f"unknown response format {fmt!r}; formats are {FORMATS}")
+
+
+def repair_message(fmt: str, reason: str) -> str:
+    """The follow-up user message of a repair request."""
+    return (
+        f"Your reply could not be read: {reason}. Write the same content again, exactly in "
+        f"this format and with nothing else: {HINTS[fmt]}."
+    )

@@ -1,0 +1,107 @@
+"""Prompt packs: a system prompt and hand-written in-context examples, LLaVA style.
+
+A pack is a folder ``<pack>/system.txt`` + ``<pack>/examples/NNN_context.txt`` and
+``NNN_response.txt``. Built-in packs live under ``prompt_templates/`` (``llava/conversation``);
+a name that is a folder relative to the recipe is a user pack. Per request, ``k`` of the ``N``
+examples are drawn with a ``random.Random`` seeded by the recipe seed and the item, and laid out
+as alternating user (context) / assistant (response) messages before the item's own context.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from vlitc.errors import InputError, Location
+from vlitc.llm.context import TEMPLATES_ROOT
+
+#: default instructions of the ``rewrite`` task (refinement in the manner of MiniGPT-4)
+REWRITE_INSTRUCTIONS = (
+    "You edit answers written by a visual assistant. Fix grammar and spelling, delete sentences "
+    "that repeat an earlier one, finish sentences that stop halfway, and remove characters or "
+    "words that do not belong to English prose. Do not add facts and do not change what the "
+    "answer says about the image. Keep the layout: if the text is a conversation in "
+    "'Question:' / '===' / 'Answer:' blocks, return the same blocks in the same order. Return "
+    "only the corrected text, without any explanation; return it unchanged if it needs no fix."
+)
+
+_EXAMPLE = re.compile(r"^(\d+)_(context|response)\.txt$")
+
+
+@dataclass(frozen=True)
+class PromptPack:
+    name: str
+    path: Path
+    system: str
+    examples: tuple[tuple[str, str], ...]  # (context, response)
+
+    def messages(
+        self, context: str, k: int | None, rng: random.Random
+    ) -> tuple[list[dict], list[int]]:
+        """Chat messages for one item, and the indices of the examples drawn."""
+        n = len(self.examples)
+        chosen = list(range(n)) if k is None or k >= n else rng.sample(range(n), k)
+        msgs = [{"role": "system", "content": self.system}]
+        for i in chosen:
+            ctx, resp = self.examples[i]
+            msgs += [{"role": "user", "content": ctx}, {"role": "assistant", "content": resp}]
+        msgs.append({"role": "user", "content": context})
+        return msgs, chosen
+
+
+def pack_dir(name: str, recipe_dir: Path | None = None) -> Path:
+    """The folder of pack ``name``: a folder relative to the recipe, else a built-in pack."""
+    if recipe_dir is not None and (recipe_dir / name / "system.txt").is_file():
+        return (recipe_dir / name).resolve()
+    path = TEMPLATES_ROOT / name
+    if not (path / "system.txt").is_file():
+        known = sorted(
+            str(p.parent.relative_to(TEMPLATES_ROOT)) for p in TEMPLATES_ROOT.rglob("system.txt")
+        )
+        raise InputError(
+            f"prompt pack {name!r} not found (no system.txt)",
+            Location(str(path)),
+            hint=f"built-in packs: {', '.join(known)}; or a folder next to the recipe",
+        )
+    return path
+
+
+def pack_files(name: str, recipe_dir: Path | None = None) -> list[Path]:
+    """Every file of a pack, sorted (their contents belong in the step key)."""
+    root = pack_dir(name, recipe_dir)
+    return [root / "system.txt"] + sorted((root / "examples").glob("*.txt"))
+
+
+def load_pack(name: str, recipe_dir: Path | None = None) -> PromptPack:
+    root = pack_dir(name, recipe_dir)
+    stamp = tuple(p.stat().st_mtime_ns for p in pack_files(name, recipe_dir))
+    return _load(str(root), name, stamp)
+
+
+@lru_cache(maxsize=32)
+def _load(root_s: str, name: str, stamp: tuple) -> PromptPack:
+    root = Path(root_s)
+    system = (root / "system.txt").read_text(encoding="utf-8").strip()
+    pairs: dict[str, dict[str, str]] = {}
+    for p in sorted((root / "examples").glob("*")):
+        m = _EXAMPLE.match(p.name)
+        if not m:
+            raise InputError(
+                f"unexpected file {p.name} in a prompt pack",
+                Location(str(p)),
+                hint="examples are NNN_context.txt / NNN_response.txt pairs",
+            )
+        pairs.setdefault(m.group(1), {})[m.group(2)] = p.read_text(encoding="utf-8").strip()
+    examples = []
+    for num, pair in sorted(pairs.items()):
+        if set(pair) != {"context", "response"}:
+            missing = ({"context", "response"} - set(pair)).pop()
+            raise InputError(
+                f"example {num} has no {missing} file",
+                Location(str(root / "examples" / f"{num}_{missing}.txt")),
+            )
+        examples.append((pair["context"], pair["response"]))
+    return PromptPack(name, root, system, tuple(examples))

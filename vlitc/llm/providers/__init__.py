@@ -1,0 +1,85 @@
+"""LLM backends behind one interface: ``await provider.complete(params, n) -> Completion``.
+
+``params`` holds ``model``, ``messages`` and the effective sampling parameters (``None`` = the
+provider's default). Providers raise :class:`vlitc.llm.retry.ProviderError` for every failure and
+never retry themselves (their SDK's own retries are off).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlitc.errors import ConfigurationError
+
+
+@dataclass
+class Completion:
+    texts: list[str]
+    finish_reasons: list[str]
+    usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens
+    raw: Any = None
+
+
+class Provider:
+    """Base of the backends. ``supports_n``: one call can return several samples."""
+
+    supports_n = False
+
+    async def complete(self, params: dict, n: int, first: int = 0) -> Completion:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def sdk_call(sdk: Any, awaitable: Any) -> Any:
+    """Await an SDK call, turning the SDK's exceptions (openai and anthropic share their names)
+    into :class:`ProviderError`."""
+    from vlitc.llm.retry import ProviderError, parse_retry_after
+
+    try:
+        return await awaitable
+    except sdk.APITimeoutError as exc:
+        raise ProviderError(f"timeout: {exc}", kind="timeout") from None
+    except sdk.APIConnectionError as exc:
+        raise ProviderError(f"connection error: {exc}", kind="connection") from None
+    except sdk.APIStatusError as exc:
+        raise ProviderError(
+            f"HTTP {exc.status_code}: {exc.message}",
+            status=exc.status_code,
+            retry_after=parse_retry_after(exc.response.headers),
+        ) from None
+    except (ValueError, TypeError, sdk.APIResponseValidationError) as exc:
+        raise ProviderError(f"malformed response body: {exc}", kind="malformed") from None
+
+
+def api_key(config: dict, default_env: str, generator: str, required: bool) -> str | None:
+    """Read the key from the environment variable the recipe names (never from the recipe)."""
+    env = config.get("api_key_env") or default_env
+    key = os.environ.get(env)
+    if not key and required:
+        raise ConfigurationError(
+            f"generator {generator!r}: environment variable {env} is not set; "
+            f"export {env}=... (keys never go in a recipe)"
+        )
+    return key
+
+
+def make_provider(name: str, config: dict) -> Provider:
+    """Build the backend for generator ``name`` from its validated config."""
+    kind = config["provider"]
+    if kind == "openai":
+        from vlitc.llm.providers.openai import OpenAIProvider
+
+        return OpenAIProvider(name, config)
+    if kind == "anthropic":
+        from vlitc.llm.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider(name, config)
+    if kind == "mock":
+        from vlitc.llm.providers.mock import MockProvider
+
+        return MockProvider(name, config)
+    raise ConfigurationError(f"generator {name!r}: unknown provider {kind!r}")

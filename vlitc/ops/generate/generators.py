@@ -1,0 +1,141 @@
+"""Generator ops: LLM endpoints a recipe declares under ``generators`` and tasks refer to.
+
+Only params that change responses (model, sampling defaults, mock behaviour) enter the keys of
+the steps that use a generator; endpoints, key variable names, limits, retries and prices do not.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from vlitc.llm.session import DEFAULTS
+from vlitc.ops.base import Generator
+from vlitc.ops.registry import register
+
+_NUM = {"type": "number"}
+COMMON_PROPS: dict = {
+    "model": {"type": "string", "minLength": 1, "description": "model name sent to the provider"},
+    "base_url": {
+        "type": "string",
+        "minLength": 1,
+        "description": "endpoint of an API-compatible server (vLLM, Ollama, llama.cpp)",
+    },
+    "api_key_env": {
+        "type": "string",
+        "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+        "description": "name of the environment variable holding the key",
+    },
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "max_tokens": {"type": "integer", "minimum": 1},
+    "seed": {"type": "integer"},
+    "stop": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+    "max_concurrency": {"type": "integer", "minimum": 1, "default": DEFAULTS["max_concurrency"]},
+    "rpm": {"type": "number", "exclusiveMinimum": 0, "description": "requests per minute"},
+    "tpm": {"type": "number", "exclusiveMinimum": 0, "description": "tokens per minute"},
+    "timeout": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "default": DEFAULTS["timeout"],
+        "description": "seconds per call",
+    },
+    "max_retries": {"type": "integer", "minimum": 0, "default": DEFAULTS["max_retries"]},
+    "retry_backoff": {
+        "type": "number",
+        "minimum": 0,
+        "default": DEFAULTS["retry_backoff"],
+        "description": "first backoff delay in seconds (doubles per retry)",
+    },
+    "prices": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["input", "output"],
+        "properties": {"input": {**_NUM, "minimum": 0}, "output": {**_NUM, "minimum": 0}},
+        "description": "USD per million input/output tokens (overrides the table)",
+    },
+    "on_error": {
+        "enum": ["fail", "skip"],
+        "default": DEFAULTS["on_error"],
+        "description": "a request that finally fails stops the build, or skips its item",
+    },
+}
+#: params that never change a response
+NOT_IN_KEY = (
+    "base_url",
+    "api_key_env",
+    "max_concurrency",
+    "rpm",
+    "tpm",
+    "timeout",
+    "max_retries",
+    "retry_backoff",
+    "prices",
+    "on_error",
+    "latency",
+)
+
+
+def _schema(extra: dict | None = None, required: tuple[str, ...] = ("model",)) -> dict:
+    return {
+        "type": "object",
+        "properties": {**COMMON_PROPS, **(extra or {})},
+        "required": list(required),
+        "additionalProperties": False,
+    }
+
+
+class _Endpoint(Generator):
+    key_exclude: ClassVar[tuple[str, ...]] = NOT_IN_KEY
+    reads = ()
+    writes = ()
+
+    def config(self) -> dict:
+        """The generator's settings with defaults filled in (what the LLM session reads)."""
+        return {**DEFAULTS, **self.params, "provider": self.name}
+
+
+@register("generator", "openai")
+class OpenAIGenerator(_Endpoint):
+    """An OpenAI Chat Completions endpoint, or any OpenAI-compatible server through ``base_url``."""
+
+    version = 1
+    params_schema = _schema()
+
+
+@register("generator", "anthropic")
+class AnthropicGenerator(_Endpoint):
+    """An Anthropic Messages API endpoint (one sample per call; ``max_tokens`` defaults to 1024)."""
+
+    version = 1
+    params_schema = _schema()
+
+
+@register("generator", "mock")
+class MockGenerator(_Endpoint):
+    """A deterministic offline generator for tests and dry runs: template, scripted or echo."""
+
+    version = 1
+    params_schema = _schema(
+        {
+            "model": {"type": "string", "default": "mock"},
+            "template": {
+                "type": "string",
+                "description": "Jinja2: last_user, system, index, messages",
+            },
+            "responses": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "latency": {"type": "number", "minimum": 0, "description": "seconds per call"},
+            "fail": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "rate": {"type": "number", "minimum": 0, "maximum": 1},
+                    "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                    "attempts": {"type": "integer", "minimum": 0},
+                },
+            },
+        },
+        required=(),
+    )
+
+    def config(self) -> dict:
+        return {"model": "mock", **super().config()}
