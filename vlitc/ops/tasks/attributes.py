@@ -24,6 +24,7 @@ class Attributes(AdaptTask):
     default_pool = "attributes"
     default_format = "free"
     provides = frozenset({"category", "bbox"})
+    required = (frozenset({"bbox"}),)
     reads = ("image", "objects")
     params_schema = {
         "type": "object",

@@ -111,6 +111,8 @@ class AdaptTask(Task):
     default_format: ClassVar[str] = "free"
     #: template variables the kind provides beyond :data:`BASE_VARS`
     provides: ClassVar[frozenset[str]] = frozenset()
+    #: variables an instruction must read, as alternatives (at least one of each set)
+    required: ClassVar[tuple[frozenset[str], ...]] = ()
     reads = ("image",)
     writes = ("turns", "meta.record_id", "meta.template", "meta.format", "meta.annotations")
 

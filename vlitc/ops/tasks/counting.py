@@ -24,6 +24,7 @@ class Counting(AdaptTask):
     default_pool = "counting"
     default_format = "short"
     provides = frozenset({"category", "plural"})
+    required = (frozenset({"category", "plural"}),)
     reads = ("image", "objects")
     params_schema = {
         "type": "object",

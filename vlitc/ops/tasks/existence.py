@@ -25,6 +25,7 @@ class ObjectExistence(AdaptTask):
     default_pool = "existence"
     default_format = "yes_no"
     provides = frozenset({"category", "article"})
+    required = (frozenset({"category"}),)
     reads = ("image", "objects")
     params_schema = {
         "type": "object",

@@ -73,6 +73,7 @@ class ReferringComprehension(_BoxTask):
     version = 1
     default_pool = "rec"
     provides = frozenset({"phrase"})
+    required = (frozenset({"phrase"}),)
     kinds = ("ref",)
     params_schema = _schema(_FROM)
 
@@ -93,6 +94,7 @@ class ReferringGeneration(_BoxTask):
     version = 1
     default_pool = "reg"
     provides = frozenset({"bbox"})
+    required = (frozenset({"bbox"}),)
     kinds = ("ref",)
     params_schema = _schema(_FROM)
 
@@ -108,6 +110,7 @@ class RegionCaption(_BoxTask):
     version = 1
     default_pool = "region_caption"
     provides = frozenset({"bbox"})
+    required = (frozenset({"bbox"}),)
     kinds = ("caption", "dense")
     default_from = "regions"
     params_schema = _schema({"from": {"enum": ["regions"], "default": "regions"}})

@@ -39,6 +39,10 @@ class OCRReading(AdaptTask):
     def default_pool(self) -> str:
         return "ocr_token" if self.params.get("per") == "token" else "ocr"
 
+    @property  # type: ignore[override]
+    def required(self) -> tuple[frozenset[str], ...]:
+        return (frozenset({"bbox"}),) if self.params.get("per") == "token" else ()
+
     provides = frozenset({"bbox"})
     reads = ("image", "ocr")
     params_schema = {

@@ -51,6 +51,7 @@ class SpatialRelations(AdaptTask):
     default_pool = "spatial"
     default_format = "yes_no"
     provides = frozenset({"subject", "relation", "object"})
+    required = (frozenset({"subject"}), frozenset({"relation"}), frozenset({"object"}))
     reads = ("image", "objects")
     params_schema = {
         "type": "object",

@@ -48,6 +48,7 @@ def _props(formats: list[str], default: str) -> dict:
 
 class _QATask(AdaptTask):
     provides = QA_VARS
+    required = (frozenset({"question"}),)
     reads = ("image", "qas")
 
     def questions(self, rec: Record) -> Iterator[tuple[str, dict, str]]:
