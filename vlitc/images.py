@@ -126,7 +126,7 @@ class ImageChecker:
                 todo.append((p, sig))
         if todo:
             with ThreadPoolExecutor(self.workers) as pool:
-                for (p, sig), info in zip(todo, pool.map(self._compute, [t[0] for t in todo])):
+                for (p, sig), info in zip(todo, pool.map(self._compute, [t[0] for t in todo]), strict=True):
                     out[p] = info
                     table[p] = [sig[0], sig[1], info.width, info.height, info.sha256,
                                 info.error, self.decode]

@@ -19,7 +19,7 @@ import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 from vlitc import boxes
 from vlitc.errors import InputError, Location
@@ -257,7 +257,7 @@ def fit_box(b: list[float] | None, width: Any, height: Any, issues: Issues, what
     b = [round(b[0], 2), round(b[1], 2), round(b[2], 2), round(b[3], 2)]
     if width and height and not boxes.inside(b, width, height):
         issues.add("box_outside_image", what)
-        b = [round(v, 2) for v in boxes.clip(b, width, height)]
+        b = [round(float(v), 2) for v in boxes.clip(b, width, height)]
     if b[2] <= b[0] or b[3] <= b[1]:
         issues.add("empty_box", what)
         return None

@@ -119,5 +119,5 @@ def consensus(answers: list[str], mc_answer: str | None = None) -> tuple[str | N
     if mc_answer in answers and counts[_pair(mc_answer)[idx]] == top:  # type: ignore[arg-type]
         best = mc_answer
     else:
-        best = next(a for a, p in zip(answers, pairs) if counts[p[idx]] == top)
+        best = next(a for a, p in zip(answers, pairs, strict=True) if counts[p[idx]] == top)
     return best, round(accuracy(top, n), 4)

@@ -97,11 +97,15 @@ class GenericSource(AnnotationSource):
         cols = self.params["columns"]
         self._check_columns(cols, rows, path)
         id_from = self.params.get("id_from") or ("column" if "id" in cols else "row")
+        split = self.params.get("split")
+        wanted = ({split} if isinstance(split, str) else set(split)) if split else None
         pairs = []
         for i, (line, row) in enumerate(rows):
             if not isinstance(row, dict):
                 issues.add("bad_row", f"{path.name}:{line or i}")
                 continue
+            if wanted is not None and _text(row.get(cols.get("split", ""))) not in wanted:
+                continue  # rows, not records, carry the split here
             image = _text(row.get(cols["image"])) if "image" in cols else None
             if image and image.startswith("./"):
                 image = image[2:]

@@ -104,7 +104,7 @@ class ShareGptSource(AnnotationSource):
         ids = [str(it.get("id", i)) if isinstance(it, dict) else str(i)
                for i, (_, it) in enumerate(items)]
         return [Entry(rid, None, None, None, (f"{path.name}:{line or i}", it))
-                for i, (rid, (line, it)) in enumerate(zip(unique_ids(ids, issues), items))]
+                for i, (rid, (line, it)) in enumerate(zip(unique_ids(ids, issues), items, strict=True))]
 
     def layers(self, data: Any, width: Any, height: Any, issues: Issues) -> dict:
         where, item = data

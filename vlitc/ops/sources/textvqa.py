@@ -105,6 +105,8 @@ class TextVqaSource(AnnotationSource):
 class TextCapsSource(TextVqaSource):
     """Load TextCaps captions (published in the TextVQA file layout), with Rosetta OCR tokens."""
 
+    file_params = ("captions", "ocr")
+    writes = ("id", "image", "captions", "ocr")
     params_schema = schema(
         {k: v for k, v in TextVqaSource.params_schema["properties"].items() if k != "questions"},
         required=("captions",),

@@ -1,0 +1,171 @@
+"""COCO-format source and the join source, on the real COCO fixture files read in place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests._sources_util import (
+    COCO_SAMPLES,
+    FIXTURE_IMAGE,
+    FIXTURE_IMAGE_DIR,
+    FIXTURE_IMAGE_SHA256_16,
+    load,
+    make_ctx,
+    write_json,
+)
+from vlitc.errors import InputError
+
+EXPECTED_39769 = {  # the 6 real instances of image 39769, COCO xywh -> pixel x1, y1, x2, y2
+    1108446: ("remote", [332.89, 79.57, 371.54, 185.88]),
+    1110067: ("remote", [41.88, 74.2, 175.03, 119.3]),
+    1605237: ("couch", [1.08, 0.0, 639.64, 473.53]),
+    1612051: ("bed", [1.07, 1.18, 640.0, 479.03]),
+    2190839: ("cat", [17.5, 54.38, 318.75, 469.38]),
+    2190842: ("cat", [347.5, 25.63, 640.0, 369.38]),
+}
+
+
+def instances_39769(fixtures_dir: Path, tmp_path: Path) -> Path:
+    """A COCO instances file for image 39769: its real annotations (transformers fixture) and the
+    real COCO category list (instances_val2014 sample)."""
+    anns = json.loads((fixtures_dir / "transformers/tests/fixtures/tests_samples/COCO/"
+                       "coco_annotations.txt").read_text())
+    cats = json.loads((fixtures_dir / COCO_SAMPLES / "instances_val2014.json_samples.json")
+                      .read_text())["categories"]
+    return write_json(tmp_path / "instances.json", {
+        "images": [{"id": 39769, "file_name": FIXTURE_IMAGE, "width": 640, "height": 480}],
+        "annotations": anns, "categories": cats})
+
+
+def test_coco_samples_load_captions_and_instances_by_image_id(fixtures_dir):
+    ctx = make_ctx(fixtures_dir / COCO_SAMPLES)
+    recs = load("coco", {"captions": "captions_val2014.json_samples.json",
+                         "instances": "instances_val2014.json_samples.json"}, ctx)
+    assert len(recs) == 100
+    by_id = {r["id"]: r for r in recs}
+    assert len(by_id["331352"]["captions"]) == 4
+    dog = by_id["173350"]["objects"]
+    assert [(o["category"], o["bbox"]) for o in dog] == [("dog", [266.67, 0.0, 468.36, 269.58])]
+    assert by_id["173350"]["meta"]["image_file"] == "COCO_val2014_000000173350.jpg"
+    # the samples' annotations mostly name images the sample does not list: counted, not loaded
+    assert ctx.counters["annotation_unknown_image"] == 99 + 96
+    assert len(ctx.notes["annotation_unknown_image"]["examples"]) == 5
+
+
+def test_segmentation_polygons_are_not_kept(fixtures_dir):
+    ctx = make_ctx(fixtures_dir / COCO_SAMPLES)
+    recs = load("coco", {"instances": "instances_val2014.json_samples.json"}, ctx)
+    objs = [o for r in recs for o in r.get("objects", [])]
+    assert objs and all(set(o) == {"id", "category", "bbox", "attributes", "iscrowd"} for o in objs)
+
+
+def test_fixture_image_39769_carries_its_six_real_instances_size_and_hash(fixtures_dir, tmp_path):
+    inst = instances_39769(fixtures_dir, tmp_path)
+    ctx = make_ctx(tmp_path)
+    (rec,) = load("coco", {"instances": str(inst),
+                           "images": str(fixtures_dir / FIXTURE_IMAGE_DIR)}, ctx)
+    assert rec["id"] == "39769"
+    img = rec["image"]
+    assert (img["root"], img["path"], img["width"], img["height"]) == ("coco", FIXTURE_IMAGE, 640, 480)
+    assert img["sha256"].startswith(FIXTURE_IMAGE_SHA256_16)
+    got = {o["id"]: (o["category"], o["bbox"]) for o in rec["objects"]}
+    assert got == EXPECTED_39769
+    assert "box_outside_image" not in ctx.counters  # the bed and right cat end exactly at x=640
+
+
+def test_joined_record_39769_merges_coco_vqa_and_refcoco_layers(fixtures_dir, tmp_path):
+    inst = instances_39769(fixtures_dir, tmp_path)
+    images = str(fixtures_dir / FIXTURE_IMAGE_DIR)
+    coco = load("coco", {"instances": str(inst), "images": images}, make_ctx(tmp_path))
+    qs = write_json(tmp_path / "q.json", {"data_subtype": "val2017", "questions": [
+        {"image_id": 39769, "question": "How many cats are there?", "question_id": 397690}]})
+    an = write_json(tmp_path / "a.json", {"annotations": [
+        {"image_id": 39769, "question_id": 397690, "answer_type": "number",
+         "question_type": "how many", "multiple_choice_answer": "2",
+         "answers": [{"answer": a, "answer_id": i + 1} for i, a in
+                     enumerate(["2", "2", "two", "2", "2", "3", "2", "2", "2", "2"])]}]})
+    vqa = load("vqa_v2", {"questions": str(qs), "annotations": str(an)}, make_ctx(tmp_path), "vqa")
+    refs = write_json(tmp_path / "refs.json", [
+        {"ref_id": 1, "ann_id": 2190839, "image_id": 39769, "split": "val", "category_id": 17,
+         "sentences": [{"raw": "cat on the left", "sent": "cat on the left"}]}])
+    ref = load("refcoco", {"refs": str(refs), "instances": str(inst), "images": images},
+               make_ctx(tmp_path), "refcoco")
+    ctx = make_ctx(tmp_path, inputs={"source:coco": coco, "source:vqa": vqa,
+                                     "source:refcoco": ref})
+    (rec,) = load("join", {"sources": ["coco", "vqa", "refcoco"]}, ctx, "joined")
+    assert rec["id"] == "39769" and rec["source"] == "coco+vqa+refcoco"
+    assert rec["image"]["root"] == "coco" and rec["image"]["width"] == 640
+    assert {o["id"]: (o["category"], o["bbox"]) for o in rec["objects"]} == EXPECTED_39769
+    assert rec["qas"][0]["answer"] == "2" and rec["qas"][0]["agreement"] == 1.0
+    assert rec["regions"] == [{"phrase": "cat on the left", "bbox": [17.5, 54.38, 318.75, 469.38],
+                               "kind": "ref", "category": "cat", "ref_id": 1, "ann_id": 2190839}]
+    assert ctx.counters["joined_records"] == 1
+
+
+def test_join_shifts_relation_indices_and_counts_unmatched_ids(tmp_path):
+    a = [{"id": "1", "source": "a", "image": None, "objects": [{"category": "x"}], "meta": {}},
+         {"id": "2", "source": "a", "image": None, "captions": ["c"], "meta": {}}]
+    b = [{"id": "1", "source": "b", "image": None, "objects": [{"category": "y"}, {"category": "z"}],
+          "relations": [{"subject": 0, "predicate": "on", "object": 1}], "meta": {}},
+         {"id": "3", "source": "b", "image": None, "captions": ["d"], "meta": {}}]
+    inputs = {"source:a": a, "source:b": b}
+    left = load("join", {"sources": ["a", "b"]}, make_ctx(tmp_path, inputs=inputs), "j")
+    assert [r["id"] for r in left] == ["1", "2"]
+    assert left[0]["relations"] == [{"subject": 1, "predicate": "on", "object": 2}]
+    inputs = {"source:a": json.loads(json.dumps(a)), "source:b": json.loads(json.dumps(b))}
+    ctx = make_ctx(tmp_path, inputs=inputs)
+    inner = load("join", {"sources": ["a", "b"], "how": "inner"}, ctx, "j")
+    assert [r["id"] for r in inner] == ["1"]
+    assert ctx.notes["unmatched:b"] == {"count": 1, "examples": ["3"]}
+    inputs = {"source:a": json.loads(json.dumps(a)), "source:b": json.loads(json.dumps(b))}
+    outer = load("join", {"sources": ["a", "b"], "how": "outer"}, make_ctx(tmp_path, inputs=inputs))
+    assert [r["id"] for r in outer] == ["1", "2", "3"]
+
+
+def test_join_declares_its_sources_as_references():
+    from vlitc.ops import registry
+
+    op = registry.get("source", "join")({"sources": ["coco", "vqa"]}, "both")
+    assert op.references() == {"source": ["coco", "vqa"]}
+
+
+def test_malformed_annotation_file_is_a_located_error(tmp_path):
+    bad = tmp_path / "captions.json"
+    bad.write_text('{"images": [],\n  "annotations": [\n    {"image_id": 1,, "caption": "x"}]}')
+    with pytest.raises(InputError) as e:
+        load("coco", {"captions": "captions.json"}, make_ctx(tmp_path))
+    assert e.value.location.file == str(bad)
+    assert (e.value.location.line, e.value.location.column) == (3, 20)
+
+
+def test_wrong_file_is_a_located_error_naming_the_missing_field(tmp_path):
+    write_json(tmp_path / "x.json", {"questions": []})
+    with pytest.raises(InputError, match="no 'images' field"):
+        load("coco", {"instances": "x.json"}, make_ctx(tmp_path))
+
+
+def test_unknown_category_and_box_outside_image_are_counted_not_fatal(tmp_path):
+    write_json(tmp_path / "i.json", {
+        "images": [{"id": 5, "file_name": "5.jpg", "width": 100, "height": 50}],
+        "categories": [{"id": 1, "name": "cat"}],
+        "annotations": [
+            {"id": 1, "image_id": 5, "category_id": 1, "bbox": [90, 10, 30, 20], "iscrowd": 0},
+            {"id": 2, "image_id": 5, "category_id": 99, "bbox": [0, 0, 5, 5], "iscrowd": 0},
+            {"id": 3, "image_id": 5, "category_id": 1, "bbox": [10, 10, 5, 5], "iscrowd": 1},
+            {"id": 4, "image_id": 5, "category_id": 1, "bbox": [200, 10, 5, 5], "iscrowd": 0}]})
+    ctx = make_ctx(tmp_path)
+    (rec,) = load("coco", {"instances": "i.json"}, ctx)
+    assert [(o["id"], o["bbox"], o["iscrowd"]) for o in rec["objects"]] == [
+        (1, [90.0, 10.0, 100.0, 30.0], False), (3, [10.0, 10.0, 15.0, 15.0], True)]
+    assert ctx.counters == {"box_outside_image": 2, "unknown_category": 1, "empty_box": 1}
+    assert ctx.notes["unknown_category"]["examples"] == [{"annotation": 2, "category_id": 99}]
+    (rec,) = load("coco", {"instances": "i.json", "crowd": False}, make_ctx(tmp_path))
+    assert [o["id"] for o in rec["objects"]] == [1]
+
+
+def test_missing_file_param_is_a_located_error(tmp_path):
+    with pytest.raises(InputError, match="captions: file not found"):
+        load("coco", {"captions": "nope.json"}, make_ctx(tmp_path))
