@@ -7,45 +7,12 @@ import os
 
 import pytest
 
-from tests._release_util import context, demo_samples
+from tests._release_util import context, demo_samples, llava_reader
 from vlitc.errors import ConfigurationError
 from vlitc.ops.exporters.llava import LlavaExporter
 from vlitc.ops.exporters.parquet import ParquetExporter
 from vlitc.ops.exporters.sharegpt import ShareGptExporter
 from vlitc.ops.exporters.validate import validate_llava_file
-
-IMAGE_TOKEN_INDEX = -200
-
-
-def llava_reader(path, image_folder):
-    """What LLaVA's LazySupervisedDataset does with a data file, written from its training code:
-    json.load the list, take sources[i]["conversations"], open the image when "image" is in the
-    record, move <image> to the front of its turn, check roles alternate human/gpt, and split the
-    prompt on <image> to insert the image token index."""
-    from PIL import Image
-
-    list_data_dict = json.load(open(path))
-    items = []
-    for sources in list_data_dict:
-        has_image = "image" in sources
-        if has_image:
-            image = Image.open(os.path.join(image_folder, sources["image"])).convert("RGB")
-            assert image.size[0] > 0
-        convs = [dict(c) for c in sources["conversations"]]
-        if has_image:
-            for sentence in convs:
-                if "<image>" in sentence["value"]:
-                    sentence["value"] = "<image>\n" + sentence["value"].replace("<image>", "").strip()
-        roles = {"human": "USER", "gpt": "ASSISTANT"}
-        prompt = ""
-        for j, sentence in enumerate(convs):
-            role = roles[sentence["from"]]
-            assert role == ("USER", "ASSISTANT")[j % 2]
-            prompt += f"{role}: {sentence['value']} "
-        chunks = prompt.split("<image>")
-        ids = [tok for i, c in enumerate(chunks) for tok in ([IMAGE_TOKEN_INDEX] if i else []) + [c]]
-        items.append({"has_image": has_image, "n_image_tokens": ids.count(IMAGE_TOKEN_INDEX)})
-    return items
 
 
 def test_llava_json_shape_image_token_and_no_image_key_on_text_only(tmp_path):

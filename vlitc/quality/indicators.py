@@ -80,7 +80,7 @@ def ego_splitting_clusters(g) -> list[frozenset[str]]:
     personas = nx.Graph()
     for node in sorted(g.nodes):
         ego = g.subgraph(set(g.neighbors(node)))
-        parts = sorted((sorted(c) for c in nx.connected_components(ego))) or [[]]
+        parts = sorted(sorted(c) for c in nx.connected_components(ego)) or [[]]
         for i, part in enumerate(parts):
             personas.add_node((node, i))
             for nb in part:

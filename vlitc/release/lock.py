@@ -119,7 +119,7 @@ def differences(expected: Any, actual: Any, path: str = "") -> list[str]:
                 out += differences(expected[k], actual[k], sub)
         return out
     if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
-        return [d for i, (a, b) in enumerate(zip(expected, actual))
+        return [d for i, (a, b) in enumerate(zip(expected, actual, strict=True))
                 for d in differences(a, b, f"{path}[{i}]")]
     return [] if expected == actual else [f"{path}: {_short(expected)} -> {_short(actual)}"]
 

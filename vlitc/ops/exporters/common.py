@@ -76,7 +76,7 @@ class FileExporter(Exporter):
         size = self.params.get("shard_size") or max(len(records), 1)
         shards = [records[i:i + size] for i in range(0, len(records), size)] or [[]]
         names = shard_names(rel, len(shards))
-        written = self.write_atomically(ctx.out_dir, list(zip(names, shards)))
+        written = self.write_atomically(ctx.out_dir, list(zip(names, shards, strict=True)))
         ctx.count("exported", len(records))
         return written + self.place_images(chosen, ctx)
 
