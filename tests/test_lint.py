@@ -36,7 +36,7 @@ def test_every_planted_defect_is_found_on_its_line(tmp_path):
     got = findings_by_line(p, Expect(frozenset({"question", "answer"}), (frozenset({"question"}),)))
     assert any("duplicate template (same as line 2)" in m for m in got[3])
     assert any("near-duplicate template" in m and "line 2" in m for m in got[4])
-    assert any("two sentences run together: 'Describe the image.' + 'Summarize the p'" in m for m in got[5])
+    assert any("two sentences run together at 'image.Summarize'" in m for m in got[5])
     assert any("two sentences run together" in m for m in got[6])
     assert any("undefined variable 'qestion' (did you mean 'question'?)" in m for m in got[7])
     assert any("unused variable: the template never reads {{ question }}" in m for m in got[8])
@@ -54,7 +54,7 @@ def test_empty_item_in_a_yaml_pool(tmp_path):
 def test_python_list_missing_comma_is_caught():
     # ["Describe the image briefly." "What is in it?"] is one template in Python
     found = lint_templates([("Describe the image briefly." "What is in it?", 1)], "x.py")
-    assert [f.message.split(":")[0] for f in found] == ["two sentences run together"]
+    assert [f.message.split(" (")[0] for f in found] == ["two sentences run together at 'briefly.What'"]
 
 
 def test_abbreviations_and_decimals_are_not_run_together():

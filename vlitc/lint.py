@@ -90,8 +90,9 @@ def _one(text: str, line: int, file: str, expect: Expect) -> list[Finding]:
     if not bare:
         return [Finding(file, line, "empty template")]
     for m in _RUN_TOGETHER.finditer(text):
-        a, b = text[max(0, m.start() - 15): m.start() + 1], text[m.end(): m.end() + 15]
-        out.append(Finding(file, line, f"two sentences run together: {a.lstrip()!r} + {b.rstrip()!r} "
+        left = text[: m.start() + 1].split()[-1] if text[: m.start() + 1].split() else ""
+        right = text[m.end():].split()[0] if text[m.end():].split() else ""
+        out.append(Finding(file, line, f"two sentences run together at {left + right!r} "
                                        "(a missing comma or space between two templates?)"))
     try:
         used = variables(text)
