@@ -1,0 +1,102 @@
+"""Deduplication and the per-image cap: literal samples in, keep decisions out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _filters_util import caching_ctx, qa, run
+
+from vlitc.ops.filters.cap import PerImageCapFilter
+from vlitc.ops.filters.dedup import DedupFilter, normalise
+from vlitc.ops.filters.neighbours import cosine_neighbours, minhash_neighbours
+
+IMG1 = {"root": "coco", "path": "1.jpg", "sha256": "aa"}
+IMG2 = {"root": "coco", "path": "2.jpg", "sha256": "bb"}
+
+
+def test_exact_dedup_folds_case_punctuation_and_spacing_and_names_the_kept_sample():
+    s = [qa("What is it?", "A cat.", sid="a"), qa("what is it", "a  CAT!", sid="b"),
+         qa("What is it?", "A dog.", sid="c")]
+    stats, keep = run(DedupFilter({"method": "exact"}), s)
+    assert keep == [None, "duplicate of a (same text)", None]
+    assert stats[1] == {"dup_of": "a", "method": "exact", "similarity": 1.0}
+    assert normalise("A  cat!") == "a cat"
+
+
+def test_scope_image_compares_only_within_one_image():
+    s = [qa("Q", "A cat.", sid="a", image=IMG1), qa("Q", "A cat.", sid="b", image=IMG2),
+         qa("Q", "A cat.", sid="c", image=IMG1)]
+    assert run(DedupFilter({"scope": "image"}), s)[1] == [None, None, "duplicate of a (same text)"]
+    assert run(DedupFilter({"scope": "global"}), s)[1] == [
+        None, "duplicate of a (same text)", "duplicate of a (same text)"]
+
+
+def test_scope_task_and_answer_field():
+    s = [qa("Q1", "Two cats.", sid="a", task="x"), qa("Q2", "Two cats.", sid="b", task="x"),
+         qa("Q3", "Two cats.", sid="c", task="y")]
+    f = DedupFilter({"scope": "task", "field": "assistant"})
+    assert run(f, s)[1] == [None, "duplicate of a (same text)", None]
+
+
+LONG = ("A brown dog runs across a grassy park chasing a red frisbee while two children watch "
+        "from a wooden bench near the old oak tree on a sunny afternoon")
+
+
+def test_minhash_drops_near_duplicates_and_keeps_different_texts():
+    near = LONG.replace("sunny", "bright")
+    other = "A plate of pasta with tomato sauce and basil sits on a kitchen table next to a glass."
+    s = [qa("Q", LONG, sid="a"), qa("Q", other, sid="b"), qa("Q", near, sid="c")]
+    stats, keep = run(DedupFilter({"method": "minhash", "threshold": 0.7}), s)
+    assert keep[:2] == [None, None]
+    assert keep[2].startswith("duplicate of a (minhash: estimated Jaccard 0.")
+    assert 0.7 <= stats[2]["similarity"] < 1.0
+
+
+def test_minhash_lsh_path_on_a_large_group_matches_the_pairwise_path():
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(500)]
+    base = [" ".join(rng.choice(vocab, 30)) for _ in range(60)]
+    texts = base + [t + " extra" for t in base[:10]]
+    first, sim = minhash_neighbours(texts, [list(range(len(texts)))], 0.7)
+    assert first[:60].tolist() == [-1] * 60
+    assert first[60:].tolist() == list(range(10)) and (sim[60:] >= 0.7).all()
+
+
+def test_cosine_neighbours_exhaustive_and_inverted_index_agree_on_planted_duplicates(monkeypatch):
+    from vlitc.ops.filters import neighbours as nb
+
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(3000, 64)).astype(np.float32)
+    dup_src = rng.choice(2000, 200, replace=False)
+    emb[2000:2200] = emb[dup_src] + 0.05 * rng.normal(size=(200, 64))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    exact, _ = cosine_neighbours(emb, [list(range(3000))], 0.95)
+    monkeypatch.setattr(nb, "EXACT_LIMIT", 100)
+    ivf, sim = cosine_neighbours(emb, [list(range(3000))], 0.95)
+    assert exact[2000:2200].tolist() == dup_src.tolist()
+    assert (exact[:2000] == -1).all() and (exact[2200:] == -1).all()
+    assert (ivf == exact).mean() > 0.99 and (sim[ivf >= 0] >= 0.95).all()
+
+
+@pytest.mark.slow
+def test_semantic_dedup_with_minilm_drops_paraphrases_and_caches_embeddings(tmp_path):
+    s = [qa("Q", "A cat is sleeping on the sofa.", sid="a"),
+         qa("Q", "A dog plays in the snow.", sid="b"),
+         qa("Q", "A cat sleeps on the sofa.", sid="c")]
+    context, caches = caching_ctx(tmp_path)
+    f = DedupFilter({"method": "semantic", "threshold": 0.9, "field": "assistant"})
+    stats, keep = run(f, s, context)
+    assert keep[:2] == [None, None] and keep[2].startswith("duplicate of a (semantic: cosine 0.9")
+    assert caches["minilm-embedding"].sets == 3
+    run(f, s, context)
+    assert caches["minilm-embedding"].sets == 3 and context.counters["embedding_cache_hits"] == 3
+
+
+def test_per_image_cap_keeps_the_first_n_per_image_and_task():
+    s = [qa("Q", "A", sid=f"s{i}", image=IMG1 if i != 2 else IMG2, task="t" if i < 4 else "u")
+         for i in range(6)]
+    s.append(qa("Q", "text only", sid="txt"))
+    stats, keep = run(PerImageCapFilter({"max": 2}), s)
+    assert keep == [None, None, None,
+                    "per-image cap: sample 3 of image aa in task 't' (max 2)", None, None, None]
+    assert PerImageCapFilter({"max": 2}).measure_params() == {}
