@@ -1,0 +1,214 @@
+"""A loopback server that speaks the OpenAI Chat Completions and Anthropic Messages APIs, for
+tests, benchmarks and dry runs of recipes without a model.
+
+Answers are deterministic functions of the request body (LLaVA ``Question:``/``Answer:`` blocks
+naming a digest of the last user message). It can add a fixed latency, inject faults (HTTP 429
+with ``Retry-After``, HTTP 500, a hang past the client's timeout, a malformed 200 body) for a
+share of requests chosen by a seeded hash of (body, attempt), and hold every request after the
+first ``hold_after`` successes (to kill a client mid-build). Every request is logged with the
+sha256 of its body and its outcome. Plain asyncio streams, HTTP/1.1 with keep-alive.
+
+    python -m vlitc.llm.fakeserver --port 8000 --latency 0.25
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+FAULTS = ("429", "500", "timeout", "malformed")
+_REASONS = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+
+
+@dataclass
+class FakeServer:
+    latency: float = 0.0
+    fault_rate: float = 0.0
+    faults: tuple[str, ...] = FAULTS
+    hang: float = 5.0  # seconds a "timeout" fault waits before dropping the connection
+    hold_after: int | None = None
+    seed: int = 0
+    log_path: str | None = None
+    log: list[dict] = field(default_factory=list)
+    port: int = 0
+    _seen: dict[str, int] = field(default_factory=dict)
+    _ok: int = 0
+
+    # answers ---------------------------------------------------------------------------------
+    @staticmethod
+    def reply(body: dict, index: int) -> str:
+        msgs = body.get("messages") or []
+        last = next((m.get("content", "") for m in reversed(msgs) if m.get("role") == "user"), "")
+        if isinstance(last, list):
+            last = " ".join(b.get("text", "") for b in last if isinstance(b, dict))
+        tag = hashlib.sha256(str(last).encode()).hexdigest()[:8]
+        first = str(last).strip().splitlines()[0][:60] if str(last).strip() else "nothing"
+        system = " ".join(str(m.get("content", "")) for m in msgs if m.get("role") == "system")
+        system += str(body.get("system", ""))
+        answer = f"It shows {first} (ref {tag}, sample {index})."
+        if '"User"' in system:  # the review paper's JSON dialog
+            return json.dumps({"User": "What does the image show?", "AI": answer})
+        return (f"Question:\nWhat does the image show?\n===\nAnswer:\n{answer}\n===\n"
+                "Question:\nIs it clear?\n===\nAnswer:\nYes, it is clear.")
+
+    def _openai(self, body: dict) -> dict:
+        n = int(body.get("n") or 1)
+        texts = [self.reply(body, i) for i in range(n)]
+        prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4 + 1
+        return {
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
+            "model": body.get("model", "fake"),
+            "choices": [{"index": i, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": t}} for i, t in enumerate(texts)],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": sum(len(t) // 4 for t in texts),
+                      "total_tokens": prompt + sum(len(t) // 4 for t in texts)},
+        }
+
+    def _anthropic(self, body: dict) -> dict:
+        text = self.reply(body, 0)
+        prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4 + 1
+        return {"id": "msg_fake", "type": "message", "role": "assistant",
+                "model": body.get("model", "fake"), "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn", "stop_sequence": None,
+                "usage": {"input_tokens": prompt, "output_tokens": len(text) // 4}}
+
+    # faults ----------------------------------------------------------------------------------
+    def _fault(self, digest: str) -> str | None:
+        attempt = self._seen.get(digest, 0)
+        self._seen[digest] = attempt + 1
+        if self.fault_rate <= 0:
+            return None
+        rng = random.Random(f"{self.seed}:{digest}:{attempt}")
+        if rng.random() >= self.fault_rate:
+            return None
+        return rng.choice(self.faults)
+
+    def _record(self, path: str, digest: str, outcome: str) -> None:
+        row = {"path": path, "body_sha256": digest, "outcome": outcome, "t": time.time()}
+        self.log.append(row)
+        if self.log_path:
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+                fh.flush()
+
+    def completed(self) -> list[str]:
+        """Body digests of the requests that were answered successfully, in order."""
+        return [r["body_sha256"] for r in self.log if r["outcome"] == "ok"]
+
+    # HTTP ------------------------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {k.strip().lower(): v.strip() for k, v in
+                           (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+                raw = await reader.readexactly(int(headers.get("content-length", 0)))
+                if not await self._respond(method, path, raw, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def _respond(self, method: str, path: str, raw: bytes, writer) -> bool:
+        path = path.split("?", 1)[0]
+        if method == "GET" and path.endswith("/models"):
+            await _send(writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+            return True
+        if method != "POST" or not path.endswith(("/chat/completions", "/messages")):
+            await _send(writer, 404, {"error": {"message": f"no route {method} {path}"}})
+            return True
+        digest = hashlib.sha256(raw).hexdigest()
+        if self.hold_after is not None and self._ok >= self.hold_after:
+            self._record(path, digest, "held")
+            await asyncio.sleep(3600)
+            return False
+        fault = self._fault(digest)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if fault == "timeout":
+            self._record(path, digest, "timeout")
+            await asyncio.sleep(self.hang)
+            return False
+        if fault == "malformed":
+            self._record(path, digest, "malformed")
+            await _send(writer, 200, None, raw_body=b'{"choices": [{"message": ')
+            return True
+        if fault in ("429", "500"):
+            self._record(path, digest, fault)
+            err = {"type": "error", "error": {"type": "rate_limit_error" if fault == "429"
+                                              else "api_error", "message": f"injected {fault}"}}
+            await _send(writer, int(fault), err, extra={"retry-after": "0"} if fault == "429" else None)
+            return True
+        body = json.loads(raw)
+        answer = self._anthropic(body) if path.endswith("/messages") else self._openai(body)
+        await _send(writer, 200, answer)
+        self._ok += 1
+        self._record(path, digest, "ok")
+        return True
+
+    # running ---------------------------------------------------------------------------------
+    async def serve(self, ready: threading.Event | None = None) -> None:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=2048)
+        self.port = server.sockets[0].getsockname()[1]
+        if ready is not None:
+            ready.set()
+        async with server:
+            await server.serve_forever()
+
+    def start_in_thread(self) -> FakeServer:
+        """Serve from a daemon thread; ``self.port`` is set when this returns."""
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        t = threading.Thread(target=self._loop.run_until_complete, args=(self.serve(ready),),
+                             daemon=True, name="fake-llm-server")
+        t.start()
+        if not ready.wait(10):
+            raise RuntimeError("the fake LLM server did not start")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+async def _send(writer, status: int, obj, raw_body: bytes | None = None,
+                extra: dict | None = None) -> None:
+    body = raw_body if raw_body is not None else json.dumps(obj).encode()
+    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+            "content-type: application/json", f"content-length: {len(body)}"]
+    head += [f"{k}: {v}" for k, v in (extra or {}).items()]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    await writer.drain()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--fault-rate", type=float, default=0.0)
+    ap.add_argument("--log", default=None, help="append one JSON line per request here")
+    args = ap.parse_args(argv)
+    srv = FakeServer(latency=args.latency, fault_rate=args.fault_rate, log_path=args.log,
+                     port=args.port)
+
+    async def run() -> None:
+        task = asyncio.create_task(srv.serve())
+        while not srv.port:
+            await asyncio.sleep(0.01)
+        print(f"listening on {srv.base_url}", flush=True)
+        await task
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
