@@ -14,6 +14,7 @@ any layer is built, so a small sample of a large dataset checks and converts onl
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import re
@@ -320,10 +321,24 @@ class AnnotationSource(Source):
 
     def load(self, ctx: OpContext) -> Iterator[Record]:
         issues = Issues(ctx)
+        frozen = False
         try:
-            entries = select(self.entries(ctx, issues), self.params, ctx.seed, self.label)
+            # Parsing makes millions of acyclic containers: the cycle collector would traverse
+            # them again and again for nothing. Parse with it off, then freeze what was parsed
+            # so that collections while records are built skip it.
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                entries = select(self.entries(ctx, issues), self.params, ctx.seed, self.label)
+            finally:
+                if enabled:
+                    gc.enable()
+            gc.freeze()
+            frozen = True
             yield from self._records(entries, ctx, issues)
         finally:
+            if frozen:
+                gc.unfreeze()
             issues.close()
 
     def image_root(self, ctx: OpContext) -> Path | None:

@@ -101,6 +101,11 @@ def _pair(answer: str) -> tuple[str, str]:
     return got
 
 
+@lru_cache(maxsize=1024)
+def _score(matches: int, n: int) -> float:
+    return round(accuracy(matches, n), 4)
+
+
 def consensus(answers: list[str], mc_answer: str | None = None) -> tuple[str | None, float]:
     """The human answer with the highest VQA accuracy, and that accuracy.
 
@@ -110,14 +115,19 @@ def consensus(answers: list[str], mc_answer: str | None = None) -> tuple[str | N
     n = len(answers)
     if not n:
         return mc_answer, 0.0
-    pairs = [_pair(a) for a in answers]
-    idx = 1 if len({p[0] for p in pairs}) > 1 else 0
+    raw: dict[str, int] = {}
+    for a in answers:
+        raw[a] = raw.get(a, 0) + 1
+    if len(raw) == 1:
+        return answers[0], _score(n, n)
+    memo = _PAIRS
+    pairs = {a: memo.get(a) or _pair(a) for a in raw}
+    idx = 1 if len({p[0] for p in pairs.values()}) > 1 else 0
     counts: dict[str, int] = {}
-    for p in pairs:
-        counts[p[idx]] = counts.get(p[idx], 0) + 1
+    for a, c in raw.items():
+        k = pairs[a][idx]
+        counts[k] = counts.get(k, 0) + c
     top = max(counts.values())
-    if mc_answer in answers and counts[_pair(mc_answer)[idx]] == top:  # type: ignore[arg-type]
-        best = mc_answer
-    else:
-        best = next(a for a, p in zip(answers, pairs, strict=True) if counts[p[idx]] == top)
-    return best, round(accuracy(top, n), 4)
+    if mc_answer in raw and counts[pairs[mc_answer][idx]] == top:  # type: ignore[index]
+        return mc_answer, _score(top, n)
+    return next(a for a in raw if counts[pairs[a][idx]] == top), _score(top, n)

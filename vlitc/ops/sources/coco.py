@@ -68,12 +68,17 @@ def coco_objects(anns: list[dict], cats: dict[int, str], width: Any, height: Any
         bb = a.get("bbox")
         try:
             x, y, w, h = bb  # type: ignore[misc]
-            box = [float(x), float(y), float(x) + float(w), float(y) + float(h)]
+            x, y = float(x), float(y)
+            box = [x, y, round(x + w, 2), round(y + h, 2)]
         except (TypeError, ValueError):
             box = None
-        box = fit_box(box, width, height, issues, {"annotation": a.get("id"), "bbox": bb})
-        if box is None:
-            continue
+        # the common case (a box inside its image) without a call; the rest through fit_box
+        if box is None or not (0 <= x < box[2] <= (width or box[2]) and
+                               0 <= y < box[3] <= (height or box[3])):
+            box = fit_box(box and [float(v) for v in box], width, height, issues,
+                          {"annotation": a.get("id"), "bbox": bb})
+            if box is None:
+                continue
         out.append({"id": a.get("id"), "category": name, "bbox": box, "attributes": [],
                     "iscrowd": iscrowd})
     return out
