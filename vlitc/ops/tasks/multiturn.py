@@ -7,7 +7,7 @@
         max_turns: 6                  # question/answer pairs per conversation
         max_tokens: 1024              # approximate token budget per conversation
 
-Samples are grouped by image (source and record id), shuffled with the seed, and packed in order
+Samples are grouped by image (content hash, else image file, else source record), shuffled with the seed, and packed in order
 into conversations of at most ``max_turns`` pairs and ``max_tokens`` (estimated as characters/4);
 what does not fit starts the next conversation. The image placeholder appears once, at the start
 of the first user turn. Each packed sample keeps its parts' ids, templates and formats in meta.
@@ -31,6 +31,17 @@ def approx_tokens(text: str) -> int:
 
 def strip_placeholder(text: str) -> str:
     return text.replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, "").strip()
+
+
+def image_key(s: Sample) -> tuple[str, str]:
+    """What identifies a sample's image across sources: its content hash, else its file, else
+    (for text-only samples) the source record."""
+    img = s.get("image") or {}
+    if img.get("sha256"):
+        return ("sha256", img["sha256"])
+    if img.get("path"):
+        return (str(img.get("root", "")), img["path"])
+    return (s.get("source", ""), str(s["meta"].get("record_id", s["id"])))
 
 
 @register("task", "pack")
@@ -64,7 +75,7 @@ class Pack(Task):
                 if len(s["turns"]) != 2:
                     ctx.count("skipped_not_single_turn")
                     continue
-                out[(s.get("source", ""), str(s["meta"].get("record_id", s["id"])))].append(s)
+                out[image_key(s)].append(s)
         return out
 
     def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
@@ -78,7 +89,7 @@ class Pack(Task):
                     continue
                 ctx.count("conversations")
                 ctx.count("turns", len(chunk))
-                yield self.pack(f"{self.label}/{key[1]}/{i}", chunk)
+                yield self.pack(f"{self.label}/{chunk[0]['meta'].get('record_id')}/{i}", chunk)
 
     def chunks(self, parts: list[Sample], ctx: OpContext) -> Iterator[list[Sample]]:
         max_turns = int(self.params.get("max_turns", 6))
