@@ -120,10 +120,10 @@ class FakeServer:
 
     async def _respond(self, method: str, path: str, raw: bytes, writer) -> bool:
         path = path.split("?", 1)[0]
-        if method == "GET" and path.endswith("/models"):
+        if method == "GET" and path == "/v1/models":
             await _send(writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
             return True
-        if method != "POST" or not path.endswith(("/chat/completions", "/messages")):
+        if method != "POST" or path not in ("/v1/chat/completions", "/v1/messages"):
             await _send(writer, 404, {"error": {"message": f"no route {method} {path}"}})
             return True
         digest = hashlib.sha256(raw).hexdigest()
