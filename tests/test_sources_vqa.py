@@ -143,3 +143,13 @@ def test_sample_is_seeded_and_keeps_file_order_and_limit_applies_after(tmp_path)
     assert one == sorted(one, key=int)
     limited = load("aokvqa", {**params, "limit": 3}, make_ctx(tmp_path, seed=1))
     assert [r["id"] for r in limited] == one[:3]
+
+
+def test_vqa_v2_finds_images_named_the_2017_way_when_the_subtype_says_2014(tmp_path):
+    _vqa_files(tmp_path)
+    make_image(tmp_path / "img" / "000000000007.jpg")
+    make_image(tmp_path / "img" / "000000000008.jpg")
+    ctx = make_ctx(tmp_path)
+    recs = load("vqa_v2", {"questions": "q.json", "annotations": "a.json", "images": "img"}, ctx)
+    assert [r["image"]["path"] for r in recs] == ["000000000007.jpg", "000000000008.jpg"]
+    assert ctx.notes["image_pattern"] == "{id:012d}.jpg"

@@ -30,6 +30,8 @@ from vlitc.ops.sources._vqa_eval import consensus
 
 PATTERN = {"type": "string", "minLength": 1,
            "description": "image file name from the image id, e.g. 'COCO_val2014_{id:012d}.jpg'"}
+FALLBACK_PATTERNS = ("{id:012d}.jpg", "COCO_train2014_{id:012d}.jpg", "COCO_val2014_{id:012d}.jpg",
+                     "{id}.jpg", "{id:012d}.png", "{id}.png")
 _SUBTYPE = re.compile(r"^(train|val|test)(-dev)?(20\d\d)$")
 
 
@@ -92,10 +94,26 @@ class VqaV2Source(AnnotationSource):
             if questions:
                 issues.add("annotation_without_question", a.get("question_id"))
             pairs.append((a.get("image_id"), (None, a)))
-        pattern = self.params.get("image_pattern") or _default_pattern(subtype)
         where = qpath or self.path(ctx, "annotations")
+        by_image = group(pairs)
+        pattern = self.params.get("image_pattern") or self._pattern(ctx, subtype, by_image, where)
         return [Entry(str(iid), image_name(pattern, iid, where), None, None, items)
-                for iid, items in group(pairs).items()]
+                for iid, items in by_image.items()]
+
+    def _pattern(self, ctx: OpContext, subtype: str | None, by_image: dict, where: Path) -> str:
+        """The dataset's naming (from ``data_subtype``), or, when the images folder holds files
+        named otherwise, the first common COCO naming that finds the first images."""
+        default = _default_pattern(subtype)
+        root = self.image_root(ctx)
+        if root is None or not by_image:
+            return default
+        probe = list(by_image)[:20]
+        for pattern in dict.fromkeys([default, *FALLBACK_PATTERNS]):
+            if any((root / image_name(pattern, iid, where)).is_file() for iid in probe):
+                if pattern != default:
+                    ctx.note("image_pattern", pattern)
+                return pattern
+        return default
 
     def _questions(self, ctx: OpContext) -> tuple[list, Path | None, str | None]:
         if "questions" not in self.params:
