@@ -39,6 +39,11 @@ class Renderer:
 
     __slots__ = ("text", "variables", "_const", "_var", "_tpl")
 
+    @property
+    def constant(self) -> str | None:
+        """The text itself when the template has no Jinja syntax (renders to itself), else None."""
+        return self._const
+
     def __init__(self, text: str):
         self.text = text
         self._const: str | None = None

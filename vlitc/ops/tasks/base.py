@@ -101,6 +101,7 @@ class Instructions(NamedTuple):
 
     pool: str | None  # recipe pool name, "default:<name>", or None for inline templates
     renderers: list[Renderer]
+    meta: list[dict]  # ``meta["template"]`` per template: pool, index, text (shared, read-only)
 
 
 class AdaptTask(Task):
@@ -161,7 +162,9 @@ class AdaptTask(Task):
         if not texts:
             raise InputError(f"task {self.label!r}: instruction pool {pool!r} is empty")
         self._locate = locate
-        return Instructions(pool, check_variables(texts, self.variables(), where, locate))
+        renderers = check_variables(texts, self.variables(), where, locate)
+        meta = [{"pool": pool, "index": i, "text": r.text} for i, r in enumerate(renderers)]
+        return Instructions(pool, renderers, meta)
 
     # -- run ------------------------------------------------------------------------------
 
@@ -196,19 +199,21 @@ class AdaptTask(Task):
                 form: fmt.ResponseFormat, ctx: OpContext) -> Sample | None:
         idx = selector.pick(f"{rec['id']}/{item.key}")
         r = instr.renderers[idx]
-        ctxvars = base if not item.vars else {**base, **item.vars}
-        if not r.variables <= ctxvars.keys():
-            ctx.count("skipped_missing_" + sorted(r.variables - ctxvars.keys())[0])
-            return None
-        try:
-            text = r.render(ctxvars)
-        except TemplateProblem as e:
-            raise located_error(e, f"task {self.label!r} instruction", self._locate) from None
+        text = r.constant
+        if text is None:
+            ctxvars = {**base, **item.vars} if item.vars else base
+            if not r.variables <= ctxvars.keys():
+                ctx.count("skipped_missing_" + sorted(r.variables - ctxvars.keys())[0])
+                return None
+            try:
+                text = r.render(ctxvars)
+            except TemplateProblem as e:
+                raise located_error(e, f"task {self.label!r} instruction", self._locate) from None
         if not text.strip() or not item.response.strip():
             ctx.count("skipped_empty")
             return None
-        meta = {"record_id": rec["id"], "template": {"pool": instr.pool, "index": idx, "text": r.text},
-                "format": form.name, "annotations": ann}
+        meta = {"record_id": rec["id"], "template": instr.meta[idx], "format": form.name,
+                "annotations": ann}
         if item.meta:
             meta.update(item.meta)
         turns = [{"role": "user", "content": self.instruct(text, item, form)},
