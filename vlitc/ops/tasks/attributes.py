@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from vlitc import formats as fmt
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
-from vlitc.ops.tasks.base import INSTRUCTION_SCHEMA, SELECTION_SCHEMA, AdaptTask, Item
+from vlitc.ops.tasks.base import AdaptTask, Item, task_schema
 from vlitc.records import Record
 
 
@@ -26,18 +26,10 @@ class Attributes(AdaptTask):
     provides = frozenset({"category", "bbox"})
     required = (frozenset({"bbox"}),)
     reads = ("image", "objects")
-    params_schema = {
-        "type": "object",
-        "properties": {
-            "source": {"type": "string", "minLength": 1},
-            "instruction": INSTRUCTION_SCHEMA,
-            "selection": SELECTION_SCHEMA,
-            "format": {"enum": ["free", "short"], "default": "free"},
-            "box_format": {"enum": list(fmt.BOX_FORMATS), "default": "bbox"},
-        },
-        "required": ["source"],
-        "additionalProperties": False,
-    }
+    params_schema = task_schema(
+        ["free", "short"], "free",
+        box_format={"enum": list(fmt.BOX_FORMATS), "default": "bbox"},
+    )
 
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
         img = rec.get("image") or {}

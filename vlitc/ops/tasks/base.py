@@ -43,6 +43,16 @@ INSTRUCTION_SCHEMA = {
 SELECTION_SCHEMA = {"enum": ["random", "balanced"], "default": "random"}
 
 
+def task_schema(formats: list[str] | None = None, default: str | None = None, **extra: dict) -> dict:
+    """The params schema of an adaption task: source, instruction, selection, format, ``extra``."""
+    props: dict = {"source": {"type": "string", "minLength": 1}, "instruction": INSTRUCTION_SCHEMA,
+                   "selection": SELECTION_SCHEMA}
+    if formats:
+        props["format"] = {"enum": formats, "default": default or formats[0]}
+    return {"type": "object", "properties": {**props, **extra}, "required": ["source"],
+            "additionalProperties": False}
+
+
 class Item(NamedTuple):
     """One thing to ask about a record: a stable key, template variables, the response, extra meta."""
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
-from vlitc.ops.tasks.base import INSTRUCTION_SCHEMA, SELECTION_SCHEMA, AdaptTask, Item
+from vlitc.ops.tasks.base import AdaptTask, Item, task_schema
 from vlitc.ops.tasks.objects import plural
 from vlitc.records import Record
 
@@ -26,19 +26,11 @@ class Counting(AdaptTask):
     provides = frozenset({"category", "plural"})
     required = (frozenset({"category", "plural"}),)
     reads = ("image", "objects")
-    params_schema = {
-        "type": "object",
-        "properties": {
-            "source": {"type": "string", "minLength": 1},
-            "instruction": INSTRUCTION_SCHEMA,
-            "selection": SELECTION_SCHEMA,
-            "format": {"enum": ["short", "free"], "default": "short"},
-            "max_count": {"type": "integer", "minimum": 1, "default": 10},
-            "min_count": {"type": "integer", "minimum": 1, "default": 1},
-        },
-        "required": ["source"],
-        "additionalProperties": False,
-    }
+    params_schema = task_schema(
+        ["short", "free"], "short",
+        max_count={"type": "integer", "minimum": 1, "default": 10},
+        min_count={"type": "integer", "minimum": 1, "default": 1},
+    )
 
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
         objs = rec.get("objects") or []

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
-from vlitc.ops.tasks.base import INSTRUCTION_SCHEMA, SELECTION_SCHEMA, AdaptTask, Item, rng_for
+from vlitc.ops.tasks.base import AdaptTask, Item, rng_for, task_schema
 from vlitc.ops.tasks.objects import CategoryStats, article, present
 from vlitc.records import Record
 
@@ -27,20 +27,12 @@ class ObjectExistence(AdaptTask):
     provides = frozenset({"category", "article"})
     required = (frozenset({"category"}),)
     reads = ("image", "objects")
-    params_schema = {
-        "type": "object",
-        "properties": {
-            "source": {"type": "string", "minLength": 1},
-            "instruction": INSTRUCTION_SCHEMA,
-            "selection": SELECTION_SCHEMA,
-            "format": {"enum": ["yes_no", "short"], "default": "yes_no"},
-            "negatives": {"enum": ["random", "popular", "adversarial"], "default": "random"},
-            "per_image": {"type": "integer", "minimum": 1, "default": 3},
-            "categories": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-        },
-        "required": ["source"],
-        "additionalProperties": False,
-    }
+    params_schema = task_schema(
+        ["yes_no", "short"], "yes_no",
+        negatives={"enum": ["random", "popular", "adversarial"], "default": "random"},
+        per_image={"type": "integer", "minimum": 1, "default": 3},
+        categories={"type": "array", "items": {"type": "string"}, "minItems": 1},
+    )
 
     def setup(self, ctx: OpContext) -> None:
         self._stats = CategoryStats(ctx.input(f"source:{self.params['source']}"))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from vlitc import formats as fmt
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
-from vlitc.ops.tasks.base import INSTRUCTION_SCHEMA, SELECTION_SCHEMA, AdaptTask, Item
+from vlitc.ops.tasks.base import AdaptTask, Item, task_schema
 from vlitc.records import Record
 
 
@@ -45,20 +45,12 @@ class OCRReading(AdaptTask):
 
     provides = frozenset({"bbox"})
     reads = ("image", "ocr")
-    params_schema = {
-        "type": "object",
-        "properties": {
-            "source": {"type": "string", "minLength": 1},
-            "instruction": INSTRUCTION_SCHEMA,
-            "selection": SELECTION_SCHEMA,
-            "format": {"enum": ["free", "short"], "default": "free"},
-            "per": {"enum": ["image", "token"], "default": "image"},
-            "box_format": {"enum": list(fmt.BOX_FORMATS), "default": "bbox"},
-            "max_tokens": {"type": "integer", "minimum": 1, "default": 50},
-        },
-        "required": ["source"],
-        "additionalProperties": False,
-    }
+    params_schema = task_schema(
+        ["free", "short"], "free",
+        per={"enum": ["image", "token"], "default": "image"},
+        box_format={"enum": list(fmt.BOX_FORMATS), "default": "bbox"},
+        max_tokens={"type": "integer", "minimum": 1, "default": 50},
+    )
 
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
         tokens = [t for t in rec.get("ocr") or [] if str(t.get("text", "")).strip()]

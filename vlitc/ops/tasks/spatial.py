@@ -15,7 +15,7 @@ from itertools import permutations
 from vlitc import boxes
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
-from vlitc.ops.tasks.base import INSTRUCTION_SCHEMA, SELECTION_SCHEMA, AdaptTask, Item, rng_for
+from vlitc.ops.tasks.base import AdaptTask, Item, rng_for, task_schema
 from vlitc.ops.tasks.objects import unique_objects
 from vlitc.records import Record
 
@@ -53,21 +53,13 @@ class SpatialRelations(AdaptTask):
     provides = frozenset({"subject", "relation", "object"})
     required = (frozenset({"subject"}), frozenset({"relation"}), frozenset({"object"}))
     reads = ("image", "objects")
-    params_schema = {
-        "type": "object",
-        "properties": {
-            "source": {"type": "string", "minLength": 1},
-            "instruction": INSTRUCTION_SCHEMA,
-            "selection": SELECTION_SCHEMA,
-            "format": {"enum": ["yes_no", "short"], "default": "yes_no"},
-            "relations": {"type": "array", "minItems": 1, "uniqueItems": True,
+    params_schema = task_schema(
+        ["yes_no", "short"], "yes_no",
+        relations={"type": "array", "minItems": 1, "uniqueItems": True,
                           "items": {"enum": ["left", "above", "larger"]}},
-            "size_ratio": {"type": "number", "exclusiveMinimum": 1, "default": 1.5},
-            "per_image": {"type": "integer", "minimum": 1, "default": 4},
-        },
-        "required": ["source"],
-        "additionalProperties": False,
-    }
+        size_ratio={"type": "number", "exclusiveMinimum": 1, "default": 1.5},
+        per_image={"type": "integer", "minimum": 1, "default": 4},
+    )
 
     def pairs(self, rec: Record) -> list[tuple[dict, dict, str]]:
         """``(subject, object, relation)`` for every clear relation of the chosen families."""
