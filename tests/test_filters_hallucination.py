@@ -168,7 +168,7 @@ def test_real_captions_score_almost_no_hallucinations_and_planted_errors_are_cau
     clean_rate = sum(k is not None for k in keep_clean) / len(clean)
     assert len(clean) == 401 and clean_rate < 0.06
     for kind in ("object", "count", "box"):
-        got = [k for k, kd in zip(keep_planted, kinds) if kd == kind]
+        got = [k for k, kd in zip(keep_planted, kinds, strict=False) if kd == kind]
         caught = sum(k is not None and ({"object": "hallucinated", "count": "wrong counts",
                                           "box": "wrong boxes"}[kind] in k) for k in got)
         assert caught / len(got) >= 0.95, (kind, caught, len(got))

@@ -218,7 +218,7 @@ class ClipMatchFilter(Filter):
             batch = [(sha, im) for sha, im in batch if im is not None]
             if not batch:
                 continue
-            for (sha, _), row in zip(batch, model.encode_images([im for _, im in batch])):
+            for (sha, _), row in zip(batch, model.encode_images([im for _, im in batch]), strict=False):
                 found[sha] = row.astype(np.float32)
                 cache.set(f"{model.key}|{sha}", found[sha].tobytes())
             ctx.count("clip_images_encoded", len(batch))

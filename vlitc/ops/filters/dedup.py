@@ -85,7 +85,7 @@ def cached_embeddings(texts: list[str], ctx: OpContext, batch_size: int) -> Any:
         fresh = embed([texts[i] for i in missing], batch_size=batch_size)
         out[missing] = fresh
         if cache is not None:
-            for i, row in zip(missing, fresh):
+            for i, row in zip(missing, fresh, strict=False):
                 cache.set(keys[i], row.astype(np.float16).tobytes())
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 

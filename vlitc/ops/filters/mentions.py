@@ -218,7 +218,7 @@ def claims(text: str, vocab: Vocabulary) -> Claims:
         if m.category not in UNCOUNTED:
             m.count = _count(toks, m, ends)
     at = [pos for pos, t in enumerate(toks) if t == BOX_TOKEN]
-    out.boxes = [(box, _box_owner(toks, pos, out.mentions)) for box, pos in zip(boxes, at)]
+    out.boxes = [(box, _box_owner(toks, pos, out.mentions)) for box, pos in zip(boxes, at, strict=False)]
     return out
 
 
