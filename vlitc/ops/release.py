@@ -69,7 +69,7 @@ class ReleaseReport(Report):
                     "response": {"type": "boolean", "default": True},
                     "eps": {"type": "number", "exclusiveMinimum": 0, "maximum": 2, "default": 0.2},
                     "min_samples": {"type": "integer", "minimum": 1, "default": 3},
-                    "max_samples": {"type": "integer", "minimum": 1, "default": 20000},
+                    "max_samples": {"type": "integer", "minimum": 1, "default": 2000},
                 },
                 "additionalProperties": False,
             },
@@ -110,7 +110,7 @@ class ReleaseReport(Report):
         ind = compute(samples, response=opts.get("response", True),
                       filter_types=filter_types_from_recipe(ctx.recipe),
                       eps=opts.get("eps", 0.2), min_samples=opts.get("min_samples", 3),
-                      max_samples=opts.get("max_samples", 20000), seed=ctx.seed)
+                      max_samples=opts.get("max_samples", 2000), seed=ctx.seed)
         r = ctx.recipe
         return {
             "name": r.get("name", ""), "version": r.get("version", ""), "seed": ctx.seed,

@@ -103,7 +103,7 @@ def instruction_diversity(samples: Sequence[Sample]) -> dict:
 
 def response_diversity(
     samples: Sequence[Sample], embed: Embed, *, eps: float = 0.2, min_samples: int = 3,
-    max_samples: int = 20000, seed: int = 0,
+    max_samples: int = 2000, seed: int = 0,
 ) -> dict:
     """``log`` of the number of DBSCAN clusters of the response embeddings (cosine distance
     ``eps``); noise points form no cluster. Over ``max_samples`` responses, a seeded subset."""
@@ -231,7 +231,7 @@ def default_embed(texts: list[str]):
 def compute(
     samples: Sequence[Sample], *, embed: Embed | None = None, response: bool = True,
     filter_types: Mapping[str, str] | None = None, eps: float = 0.2, min_samples: int = 3,
-    max_samples: int = 20000, seed: int = 0,
+    max_samples: int = 2000, seed: int = 0,
 ) -> dict:
     """Every indicator for ``samples``; ``response=False`` skips the embedding model."""
     samples = list(samples)

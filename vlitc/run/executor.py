@@ -252,11 +252,12 @@ class Executor:
                      "files": keys.step_files(step, self.recipe, self.files, ctx)})
         while chunk := list(itertools.islice(samples, MEASURE_CHUNK)):
             todo, ids = [], []
-            for i, s in enumerate(chunk):
-                if not self._in_scope(op, s):
-                    continue
-                ikey = fp + ":" + item_digest(s)
-                hit = cache.get(ikey)
+            with cache.transact():
+                hits = [(i, fp + ":" + item_digest(s), None) for i, s in enumerate(chunk)
+                        if self._in_scope(op, s)]
+                hits = [(i, k, cache.get(k)) for i, k, _ in hits]
+            for i, ikey, hit in hits:
+                s = chunk[i]
                 if hit is None:
                     todo.append(s)
                     ids.append((i, ikey))
@@ -266,9 +267,10 @@ class Executor:
                 stats = op.measure(todo, ctx)
                 if len(stats) != len(todo):
                     raise VlitcError(f"filter {op.label} returned {len(stats)} stats for {len(todo)} samples")
-                for (i, ikey), st in zip(ids, stats):
-                    cache.set(ikey, st)
-                    chunk[i].setdefault("meta", {}).setdefault("stats", {})[op.label] = st
+                with cache.transact():
+                    for (i, ikey), st in zip(ids, stats):
+                        cache.set(ikey, st)
+                        chunk[i].setdefault("meta", {}).setdefault("stats", {})[op.label] = st
                 ctx.count("measured", len(todo))
             yield from chunk
 
