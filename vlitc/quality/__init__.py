@@ -1,0 +1,1 @@
+"""Quality measures shared by filters and the release report: embeddings and indicators."""
