@@ -77,18 +77,16 @@ class FileState:
 
     def dir_signature(self, root: Path) -> str:
         """Hash of the names, sizes and mtimes of every file under ``root`` (no contents read)."""
-        h = hashlib.sha256()
-        stack = [root]
-        entries: list[tuple[str, int, int]] = []
+        entries: list[str] = []
+        stack = [("", str(root))]
         while stack:
-            cur = stack.pop()
+            prefix, cur = stack.pop()
             with os.scandir(cur) as it:
                 for e in it:
                     if e.is_dir(follow_symlinks=True):
-                        stack.append(Path(e.path))
+                        stack.append((prefix + e.name + "/", e.path))
                     else:
                         st = e.stat()
-                        entries.append((os.path.relpath(e.path, root), st.st_size, st.st_mtime_ns))
-        for name, size, mtime in sorted(entries):
-            h.update(f"{name}\0{size}\0{mtime}\n".encode())
-        return h.hexdigest()
+                        entries.append(f"{prefix}{e.name}\0{st.st_size}\0{st.st_mtime_ns}\n")
+        entries.sort()
+        return hashlib.sha256("".join(entries).encode()).hexdigest()
