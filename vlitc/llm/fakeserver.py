@@ -54,29 +54,48 @@ class FakeServer:
         answer = f"It shows {first} (ref {tag}, sample {index})."
         if '"User"' in system:  # the review paper's JSON dialog
             return json.dumps({"User": "What does the image show?", "AI": answer})
-        return (f"Question:\nWhat does the image show?\n===\nAnswer:\n{answer}\n===\n"
-                "Question:\nIs it clear?\n===\nAnswer:\nYes, it is clear.")
+        return (
+            f"Question:\nWhat does the image show?\n===\nAnswer:\n{answer}\n===\n"
+            "Question:\nIs it clear?\n===\nAnswer:\nYes, it is clear."
+        )
 
     def _openai(self, body: dict) -> dict:
         n = int(body.get("n") or 1)
         texts = [self.reply(body, i) for i in range(n)]
         prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4 + 1
         return {
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
             "model": body.get("model", "fake"),
-            "choices": [{"index": i, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": t}} for i, t in enumerate(texts)],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": sum(len(t) // 4 for t in texts),
-                      "total_tokens": prompt + sum(len(t) // 4 for t in texts)},
+            "choices": [
+                {
+                    "index": i,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": t},
+                }
+                for i, t in enumerate(texts)
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": sum(len(t) // 4 for t in texts),
+                "total_tokens": prompt + sum(len(t) // 4 for t in texts),
+            },
         }
 
     def _anthropic(self, body: dict) -> dict:
         text = self.reply(body, 0)
         prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4 + 1
-        return {"id": "msg_fake", "type": "message", "role": "assistant",
-                "model": body.get("model", "fake"), "content": [{"type": "text", "text": text}],
-                "stop_reason": "end_turn", "stop_sequence": None,
-                "usage": {"input_tokens": prompt, "output_tokens": len(text) // 4}}
+        return {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "fake"),
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": prompt, "output_tokens": len(text) // 4},
+        }
 
     # faults ----------------------------------------------------------------------------------
     def _fault(self, digest: str) -> str | None:
@@ -108,8 +127,10 @@ class FakeServer:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 method, path, _ = lines[0].split(" ", 2)
-                headers = {k.strip().lower(): v.strip() for k, v in
-                           (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)
+                }
                 raw = await reader.readexactly(int(headers.get("content-length", 0)))
                 if not await self._respond(method, path, raw, writer):
                     break
@@ -121,7 +142,9 @@ class FakeServer:
     async def _respond(self, method: str, path: str, raw: bytes, writer) -> bool:
         path = path.split("?", 1)[0]
         if method == "GET" and path == "/v1/models":
-            await _send(writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+            await _send(
+                writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]}
+            )
             return True
         if method != "POST" or path not in ("/v1/chat/completions", "/v1/messages"):
             await _send(writer, 404, {"error": {"message": f"no route {method} {path}"}})
@@ -144,9 +167,16 @@ class FakeServer:
             return True
         if fault in ("429", "500"):
             self._record(path, digest, fault)
-            err = {"type": "error", "error": {"type": "rate_limit_error" if fault == "429"
-                                              else "api_error", "message": f"injected {fault}"}}
-            await _send(writer, int(fault), err, extra={"retry-after": "0"} if fault == "429" else None)
+            err = {
+                "type": "error",
+                "error": {
+                    "type": "rate_limit_error" if fault == "429" else "api_error",
+                    "message": f"injected {fault}",
+                },
+            }
+            await _send(
+                writer, int(fault), err, extra={"retry-after": "0"} if fault == "429" else None
+            )
             return True
         body = json.loads(raw)
         answer = self._anthropic(body) if path.endswith("/messages") else self._openai(body)
@@ -168,8 +198,12 @@ class FakeServer:
         """Serve from a daemon thread; ``self.port`` is set when this returns."""
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
-        t = threading.Thread(target=self._loop.run_until_complete, args=(self.serve(ready),),
-                             daemon=True, name="fake-llm-server")
+        t = threading.Thread(
+            target=self._loop.run_until_complete,
+            args=(self.serve(ready),),
+            daemon=True,
+            name="fake-llm-server",
+        )
         t.start()
         if not ready.wait(10):
             raise RuntimeError("the fake LLM server did not start")
@@ -180,11 +214,15 @@ class FakeServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
 
-async def _send(writer, status: int, obj, raw_body: bytes | None = None,
-                extra: dict | None = None) -> None:
+async def _send(
+    writer, status: int, obj, raw_body: bytes | None = None, extra: dict | None = None
+) -> None:
     body = raw_body if raw_body is not None else json.dumps(obj).encode()
-    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
-            "content-type: application/json", f"content-length: {len(body)}"]
+    head = [
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+    ]
     head += [f"{k}: {v}" for k, v in (extra or {}).items()]
     writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
     await writer.drain()
@@ -197,8 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fault-rate", type=float, default=0.0)
     ap.add_argument("--log", default=None, help="append one JSON line per request here")
     args = ap.parse_args(argv)
-    srv = FakeServer(latency=args.latency, fault_rate=args.fault_rate, log_path=args.log,
-                     port=args.port)
+    srv = FakeServer(
+        latency=args.latency, fault_rate=args.fault_rate, log_path=args.log, port=args.port
+    )
 
     async def run() -> None:
         task = asyncio.create_task(srv.serve())

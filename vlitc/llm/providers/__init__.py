@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlitc.errors import ConfigurationError
+from vlitc.llm.retry import ProviderError, parse_retry_after
 
 
 @dataclass
@@ -37,8 +38,6 @@ class Provider:
 async def sdk_call(sdk: Any, awaitable: Any) -> Any:
     """Await an SDK call, turning the SDK's exceptions (openai and anthropic share their names)
     into :class:`ProviderError`."""
-    from vlitc.llm.retry import ProviderError, parse_retry_after
-
     try:
         return await awaitable
     except sdk.APITimeoutError as exc:

@@ -12,7 +12,10 @@ class AnthropicProvider(Provider):
     supports_n = False
 
     def __init__(self, name: str, config: dict):
+        import anthropic
         from anthropic import AsyncAnthropic
+
+        self._sdk = anthropic
 
         key = api_key(config, "ANTHROPIC_API_KEY", name, required=True)
         self._client = AsyncAnthropic(
@@ -23,8 +26,6 @@ class AnthropicProvider(Provider):
         )
 
     async def complete(self, params: dict, n: int, first: int = 0) -> Completion:
-        import anthropic
-
         system = "\n\n".join(m["content"] for m in params["messages"] if m["role"] == "system")
         kwargs = {
             "model": params["model"],
@@ -39,7 +40,7 @@ class AnthropicProvider(Provider):
         stop = params.get("stop")
         if stop:
             kwargs["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-        body = await sdk_call(anthropic, self._client.messages.create(**kwargs))
+        body = await sdk_call(self._sdk, self._client.messages.create(**kwargs))
         return _completion(body)
 
     async def aclose(self) -> None:

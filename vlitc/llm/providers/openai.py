@@ -13,7 +13,10 @@ class OpenAIProvider(Provider):
     supports_n = True
 
     def __init__(self, name: str, config: dict):
+        import openai
         from openai import AsyncOpenAI
+
+        self._sdk = openai
 
         base_url = config.get("base_url")
         key = api_key(config, "OPENAI_API_KEY", name, required=not base_url)
@@ -25,12 +28,10 @@ class OpenAIProvider(Provider):
         )
 
     async def complete(self, params: dict, n: int, first: int = 0) -> Completion:
-        import openai
-
         kwargs = {k: v for k, v in params.items() if v is not None}
         if n > 1:
             kwargs["n"] = n
-        body = await sdk_call(openai, self._client.chat.completions.create(**kwargs))
+        body = await sdk_call(self._sdk, self._client.chat.completions.create(**kwargs))
         return _completion(body)
 
     async def aclose(self) -> None:
