@@ -134,6 +134,8 @@ def test_estimate_counts_calls_tokens_and_cost():
     assert estimate(params, {"provider": "openai", "model": "local", "max_tokens": 10}, 10)[
         "completion_tokens"] == 10 * 5 * 10
     assert not estimate({"task": ["x"]}, {"provider": "openai", "model": "local"}, 10)["priced"]
+    unknown = estimate(params, {"provider": "openai", "model": "gpt-4o-mini"}, -1)
+    assert unknown["per_item"] and unknown["calls"] == 1 and not oa["per_item"]
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,10 @@ def _generate_shape(op_params: dict, recipe_dir: Path | None) -> tuple[int, int]
 def estimate(
     op_params: dict, generator_config: dict, n_items: int, recipe_dir: Path | None = None
 ) -> dict:
-    """``{"calls", "prompt_tokens", "completion_tokens", "usd"}`` for ``n_items`` inputs."""
+    """``{"calls", "prompt_tokens", "completion_tokens", "usd"}`` for ``n_items`` inputs; when the
+    count is not known yet (``n_items < 0``) the figures are per input, marked ``per_item``."""
+    per_item = n_items is None or n_items < 0
+    n_items = 1 if per_item else n_items
     n = int(op_params.get("n", 1))
     if "prompt" in op_params:
         prompt, completion = _generate_shape(op_params, recipe_dir)
@@ -63,4 +66,5 @@ def estimate(
         "completion_tokens": completion_tokens,
         "usd": round(cost(price, prompt_tokens, completion_tokens), 4),
         "priced": price is not None,
+        "per_item": per_item,
     }
