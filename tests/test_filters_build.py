@@ -29,7 +29,9 @@ def recipe(tmp_path, keep: dict, tie: str, max_rate: float):
     src = data["sources"]["coco"]
     src.update(images=str(DEMO / "images"), captions=str(DEMO / "annotations/captions_demo.json"),
                instances=str(DEMO / "annotations/instances_demo.json"))
+    data["sources"] = {"coco": src}
     data["tasks"] = {"brief_caption": data["tasks"]["brief_caption"]}
+    data.pop("balance", None)
     data["generators"] = {"judge": {"provider": "mock", "model": "mock",
                                     "template": "Fine.\nVERDICT: {{ 'correct' if index else 'incorrect' }}"}}
     data["filters"] = [

@@ -18,8 +18,10 @@ def _recipe(tmp_path: Path, repo_root: Path, response: bool = False) -> Path:
     """The demo recipe with absolute data paths, a balance with a split, and three formats."""
     demo = repo_root / "recipes"
     r = yaml.safe_load((demo / "demo.yaml").read_text())
-    for key in ("images", "captions", "instances"):
-        r["sources"]["coco"][key] = str(demo / r["sources"]["coco"][key])
+    for src in r["sources"].values():
+        for key in ("images", "captions", "instances", "questions", "annotations"):
+            if key in src:
+                src[key] = str(demo / src[key])
     r["balance"] = {"type": "mix", "total": 60, "mix": {"brief_caption": 0.5, "object_box": 0.5},
                     "per_image_cap": 4, "split": {"validation": 0.2}}
     r["outputs"] = [{"format": "llava", "path": "train.json", "split": "train"},

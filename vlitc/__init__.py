@@ -15,10 +15,10 @@ from vlitc.records import IMAGE_TOKEN
 __version__ = "0.1.0"
 
 __all__ = [
-    "IMAGE_TOKEN",
     "BudgetExceeded",
     "ConfigurationError",
     "GenerationError",
+    "IMAGE_TOKEN",
     "InputError",
     "RecipeError",
     "UserError",
