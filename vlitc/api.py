@@ -42,6 +42,49 @@ def build(
     return ex.run()
 
 
+def frozen_rebuild(
+    recipe_path: str | Path,
+    release: str | Path,
+    out_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    emit: Callable[[dict], None] | None = None,
+) -> tuple[BuildResult, list[str]]:
+    """Rebuild a release with no LLM call, from the responses the release carries, and say
+    exactly what differs from it: lock entries (inputs, models, packages, step keys) and files.
+
+    Returns the build and the list of differences (empty: the same bytes)."""
+    from vlitc.llm.cache import STORE_FILE
+    from vlitc.release.lock import LOCK_NAME, read, verify
+
+    release = Path(release)
+    old_lock = read(release / LOCK_NAME) if (release / LOCK_NAME).exists() else None
+    old_manifest = _read_manifest(release)
+    store = release / STORE_FILE
+    result = build(recipe_path, out_dir=out_dir, cache_dir=cache_dir, emit=emit, frozen=True,
+                   llm_store=store if store.exists() else None)
+    diffs: list[str] = []
+    new_lock_path = result.out_dir / LOCK_NAME
+    if old_lock is not None and new_lock_path.exists():
+        diffs += [f"{LOCK_NAME}: {d}" for d in verify(old_lock, read(new_lock_path))]
+    old_files = {o["path"]: o["sha256"] for o in old_manifest.get("outputs", [])}
+    new_files = {o["path"]: o["sha256"] for o in result.manifest["outputs"]}
+    for path in sorted(set(old_files) | set(new_files)):
+        if old_files.get(path) != new_files.get(path):
+            what = ("missing from the rebuild" if path not in new_files else
+                    "not in the release" if path not in old_files else "bytes differ")
+            diffs.append(f"{path}: {what}")
+    return result, diffs
+
+
+def _read_manifest(release: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((release / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def plan_status(recipe_path: str | Path, cache_dir: str | Path | None = None) -> tuple[Recipe, Plan, list[dict]]:
     """Every step with ``cached``, ``stale`` or ``new`` and the reasons, without running anything."""
     recipe = load_recipe(recipe_path)
@@ -71,7 +114,8 @@ def plan_status(recipe_path: str | Path, cache_dir: str | Path | None = None) ->
             if entry is not None:
                 outs = entry["outputs"]
                 hashes[sid] = "+".join(outs[k]["hash"] for k in sorted(outs))
-                rows.append({"id": sid, "status": "cached", "reasons": [], "key": key})
+                rows.append({"id": sid, "status": "cached", "reasons": [], "key": key,
+                             "n_out": outs["main"]["count"]})
             else:
                 hashes[sid] = None
                 status = "new" if prev is None else "stale"

@@ -53,7 +53,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         why = ", ".join(r["reasons"])
         if r["id"] in estimates:
             e = estimates[r["id"]]
-            why += f" [est. {e.get('calls', 0)} calls, {e.get('prompt_tokens', 0) + e.get('completion_tokens', 0)} tokens, ${e.get('usd', 0):.4f}]"
+            per = " per input" if e.get("per_item") else ""
+            tokens = e.get("prompt_tokens", 0) + e.get("completion_tokens", 0)
+            why += f" [est. {e.get('calls', 0)} calls, {tokens} tokens, ${e.get('usd', 0):.4f}{per}]"
         table.add_row(r["id"], f"[{colours[r['status']]}]{r['status']}[/]", why)
     _console().print(table)
     return 0
@@ -66,21 +68,20 @@ def _estimates(recipe, plan, rows) -> dict:
     except ImportError:
         return {}
     out = {}
+    counts = {r["id"]: r.get("n_out", -1) for r in rows}
     for r in rows:
         step = plan.steps[r["id"]]
-        if r["status"] == "cached" or step.op is None:
+        if r["status"] == "cached" or step.kind != "task":
             continue
         gens = step.op.references().get("generator", [])
         if not gens:
             continue
         gen = recipe.ops.get(("generators", gens[0]))
-        n = _upstream_count(plan, step)
-        out[r["id"]] = estimate(step.op.params, {"provider": gen.name, **gen.params}, n)
+        ins = [counts.get(d, -1) for d in step.deps if not d.startswith("pool:")]
+        n = sum(ins) if ins and min(ins) >= 0 else -1
+        out[r["id"]] = estimate(step.op.params, {"provider": gen.name, **gen.params}, n,
+                                recipe_dir=recipe.dir)
     return out
-
-
-def _upstream_count(plan, step) -> int:
-    return 0 if step is None else -1
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -88,12 +89,26 @@ def cmd_build(args: argparse.Namespace) -> int:
     from vlitc.ui.progress import JsonReporter, RichReporter
 
     reporter = JsonReporter() if args.json else (None if args.quiet else RichReporter(_console(stderr=True)))
+    diffs: list[str] | None = None
     try:
-        result = build(args.recipe, out_dir=args.out, cache_dir=args.cache_dir, force=args.force or (),
-                       emit=reporter, frozen=args.frozen, llm_store=args.llm_store)
+        if args.frozen_release is not None:
+            from vlitc.api import frozen_rebuild
+
+            result, diffs = frozen_rebuild(args.recipe, args.frozen_release, out_dir=args.out,
+                                           cache_dir=args.cache_dir, emit=reporter)
+        else:
+            result = build(args.recipe, out_dir=args.out, cache_dir=args.cache_dir,
+                           force=args.force or (), emit=reporter, frozen=args.frozen,
+                           llm_store=args.llm_store)
     finally:
         if reporter is not None:
             reporter.close()
+    if diffs:
+        err = _console(stderr=True)
+        err.print(f"frozen rebuild differs from the release {args.frozen_release}:", markup=False)
+        for d in diffs:
+            err.print(f"  {d}", markup=False)
+        return 2
     m = result.manifest
     ran = sum(1 for s in m["steps"] if s["status"] == "ran")
     if args.json:
@@ -155,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print events as JSON lines")
     sp.add_argument("--quiet", action="store_true", help="no progress display")
     sp.add_argument("--frozen", action="store_true", help="make no LLM call: use stored responses only")
-    sp.add_argument("--llm-store", default=None, help="response store to read in --frozen builds")
+    sp.add_argument("--llm-store", default=None, help="response store (llm_responses.jsonl) to read")
+    sp.add_argument("--frozen-from", dest="frozen_release", default=None, metavar="RELEASE",
+                    help="rebuild RELEASE with no LLM call, from the responses it carries, and "
+                         "say exactly what differs (exit 2 if anything does)")
     sp = recipe_cmd("graph", "draw the step graph", cmd_graph)
     sp.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     sub.add_parser("schema", help="print the recipe JSON Schema").set_defaults(func=cmd_schema)

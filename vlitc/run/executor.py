@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import shutil
 import tempfile
 import time
@@ -57,6 +58,7 @@ class Executor:
 
     def __post_init__(self) -> None:
         self.files = FileState(self.store.root / "files")
+        self._lock = threading.Lock()
         self.done: dict[str, _Done] = {}
         self._llm: Any = None
         self.image_roots = {
@@ -66,9 +68,11 @@ class Executor:
 
     # events -------------------------------------------------------------------------------
     def _emit(self, event: dict) -> None:
-        self.events.append(event)
-        if self.emit is not None:
-            self.emit(event)
+        # generators report progress from their own event-loop thread
+        with self._lock:
+            self.events.append(event)
+            if self.emit is not None:
+                self.emit(event)
 
     # contexts -----------------------------------------------------------------------------
     def _ctx_base(self) -> OpContext:
@@ -141,6 +145,7 @@ class Executor:
         try:
             for sid in self.plan.order:
                 self._run_step(self.plan.steps[sid])
+            self._export_responses()
             manifest = self._manifest(time.time() - started)
             materialize(self.store, self._out_files(), self.out_dir, manifest)
         finally:
@@ -157,6 +162,9 @@ class Executor:
         key = keys.key_of(comp)
         prev = self.store.get_state(self.recipe.name, step.id)
         entry = None if self._forced(step) else self.store.get_entry(key)
+        incomplete = entry is not None and entry.get("incomplete")
+        if incomplete:
+            entry = None
         if entry is not None:
             self.done[step.id] = _Done(entry, "cached", key)
             self._emit({"event": "step", "step": step.id, "status": "cached", "key": key,
@@ -164,10 +172,12 @@ class Executor:
                         "n_out": entry["outputs"]["main"]["count"]})
             self.store.put_state(self.recipe.name, step.id, comp)
             return
-        why = ["forced"] if self._forced(step) else keys.reasons(prev, comp)
+        why = ["forced"] if self._forced(step) else (
+            [f"incomplete: {incomplete} failed item(s) to retry"] if incomplete else keys.reasons(prev, comp))
         self._emit({"event": "step_start", "step": step.id, "reasons": why})
         t0 = time.perf_counter()
         ctx = self._ctx(step)
+        used_before = set(self._llm.used) if self._llm is not None else set()
         try:
             entry = self._execute(step, ctx)
         except VlitcError as e:
@@ -176,6 +186,11 @@ class Executor:
             raise
         entry.update(n_in=self._n_in(step), counters=ctx.counters, notes=ctx.notes,
                      warnings=ctx.warnings, file_hashes=comp["files"])
+        if self._llm is not None:
+            entry["llm_requests"] = sorted(set(self._llm.used) - used_before)
+        failed = ctx.counters.get("llm_failed", 0)
+        if failed:  # kept so the build can go on; the next build retries only those items
+            entry["incomplete"] = failed
         self.store.put_entry(key, entry)
         self.store.put_state(self.recipe.name, step.id, comp)
         self.done[step.id] = _Done(entry, "ran", key)
@@ -320,9 +335,32 @@ class Executor:
     def _run_report(self, step: Step, ctx: OpContext) -> dict:
         return self._run_files(step, ctx, lambda c: step.op.write(c))
 
+    # release response store -------------------------------------------------------------------
+    def _export_responses(self) -> None:
+        """Put every LLM response this build's steps used into the release, so that a frozen
+        rebuild (``vlitc build --frozen``) makes no call at all."""
+        used = sorted({k for d in self.done.values() for k in d.entry.get("llm_requests", [])})
+        self._responses: list[dict] = []
+        if not used:
+            return
+        from vlitc.llm.cache import STORE_FILE, ResponseCache, load_store
+
+        store = load_store(self.llm_store) if self.llm_store else None
+        cache = self._llm.cache if self._llm is not None else ResponseCache(self.store.root / "llm", store)
+        staging = Path(tempfile.mkdtemp(dir=self.store.tmp, prefix="llm-"))
+        try:
+            path = cache.export(used, staging / STORE_FILE)
+            sha, size = self.store.put_file(path)
+        finally:
+            if self._llm is None:
+                cache.close()
+            shutil.rmtree(staging, ignore_errors=True)
+        self._responses = [{"path": STORE_FILE, "sha256": sha, "size": size, "records": len(used),
+                            "step": "llm"}]
+
     # manifest -----------------------------------------------------------------------------
     def _out_files(self) -> list[dict]:
-        out = []
+        out = list(getattr(self, "_responses", []))
         for sid in self.plan.order:
             for f in self.done[sid].entry.get("files", []):
                 out.append({**f, "step": sid})
