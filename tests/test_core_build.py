@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from _core_util import cached, demo_copy, ran
 
 from vlitc.api import build, plan_status
 from vlitc.errors import UserError
 from vlitc.plan import build_plan
 from vlitc.recipe import load_recipe
-
-from _core_util import cached, demo_copy, ran
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import json
 import subprocess
 import sys
 
-from vlitc.cli.main import main
-
 from _core_util import demo_copy
+
+from vlitc.cli.main import main
 
 
 def _run(*args, cwd=None):

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import yaml
+from _core_util import demo_copy, ran
 
 from vlitc.api import build, frozen_rebuild
 from vlitc.cli.main import main
-
-from _core_util import demo_copy, ran
 
 QA = "Question:\nWhat shape is shown?\n===\nAnswer:\nA {{ 'coloured' }} shape, seen in item {{ index }}."
 

@@ -6,9 +6,8 @@ import importlib.util
 import json
 
 import pytest
-from PIL import Image
-
 from _core_util import DEMO_DATA, ROOT
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

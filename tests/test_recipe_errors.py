@@ -155,8 +155,8 @@ def test_malformed_recipe_gives_located_message(tmp_path, monkeypatch, case, edi
 EXPECTED_DYNAMIC = {
     "not_mapping": lambda p: ["r.yaml:1:1: a recipe is a mapping of keys (vlitc, name, sources, ...)"],
     "sources_not_mapping": lambda p: [
-        "r.yaml:5:3: sources: [{'coco': None, 'type': 'coco', 'images': '%s', 'captions': '%s'}] "
-        "is not of type 'object'" % (DEMO / "images", DEMO / "annotations" / "captions_demo.json")],
+        f"r.yaml:5:3: sources: [{{'coco': None, 'type': 'coco', 'images': '{DEMO / 'images'}', "
+        f"'captions': '{DEMO / 'annotations' / 'captions_demo.json'}'}}] is not of type 'object'"],
     "missing_caption_file": lambda p: [
         f"r.yaml:8:15: sources.coco.captions: file not found: {DEMO / 'annotations' / 'nope.json'}"],
     "missing_images_dir": lambda p: [

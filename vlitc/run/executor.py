@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -283,7 +283,7 @@ class Executor:
                 if len(stats) != len(todo):
                     raise VlitcError(f"filter {op.label} returned {len(stats)} stats for {len(todo)} samples")
                 with cache.transact():
-                    for (i, ikey), st in zip(ids, stats):
+                    for (i, ikey), st in zip(ids, stats, strict=True):
                         cache.set(ikey, st)
                         chunk[i].setdefault("meta", {}).setdefault("stats", {})[op.label] = st
                 ctx.count("measured", len(todo))
