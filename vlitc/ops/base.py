@@ -54,6 +54,7 @@ class OpContext:
     _inputs: Callable[[str], Iterator[dict]] | None = None
     _client: Callable[[str], Any] | None = None
     _emit: Callable[[dict], None] | None = None
+    _locate: Callable[[str], Any] | None = None
     counters: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -84,6 +85,11 @@ class OpContext:
         if self._client is None:
             raise RuntimeError("this context has no generators")
         return self._client(generator)
+
+    def locate_value(self, value: str) -> Any:
+        """Where a string written in the recipe sits (a :class:`vlitc.errors.Location`), or None:
+        lets an op point an error at an inline template's line and column."""
+        return self._locate(value) if self._locate is not None else None
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a named counter, reported in the manifest (e.g. ``missing_image``)."""

@@ -97,8 +97,7 @@ def locate_pool(ctx: OpContext, pool: str):
     cfg = (ctx.recipe.get("pools") or {}).get(pool) or {}
     if isinstance(cfg.get("file"), str):
         return locate_in_file(ctx.resolve(cfg["file"]))
-    origin = ctx.recipe.get("__file__") if isinstance(ctx.recipe, dict) else None
-    return lambda text: Location(str(origin)) if origin else None
+    return ctx.locate_value
 
 
 _NONEMPTY_LIST = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}

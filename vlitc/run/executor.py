@@ -84,8 +84,27 @@ class Executor:
             seed=self.recipe.seed, recipe_dir=self.recipe.dir, step_id=step.id, out_dir=out_dir,
             image_roots=self.image_roots, generators=gens, recipe=self.recipe.data,
             _item_cache=self.store.item_cache, _inputs=lambda ref: self._input(step, ref),
-            _client=self._client, _emit=self._emit,
+            _client=self._client, _emit=self._emit, _locate=self._locate_value,
         )
+
+    def _locate_value(self, value: str) -> Any:
+        if getattr(self, "_values", None) is None:
+            index: dict[str, tuple] = {}
+
+            def walk(obj: Any, path: tuple) -> None:
+                if isinstance(obj, str):
+                    index.setdefault(obj, path)
+                elif isinstance(obj, dict):
+                    for k, v in obj.items():
+                        walk(v, path + (k,))
+                elif isinstance(obj, list):
+                    for i, v in enumerate(obj):
+                        walk(v, path + (i,))
+
+            walk(self.recipe.data, ())
+            self._values = index
+        path = self._values.get(value)
+        return None if path is None else self.recipe.positions.locate(path)
 
     def _client(self, name: str) -> Any:
         if self._llm is None:

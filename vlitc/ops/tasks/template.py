@@ -147,7 +147,8 @@ class TemplateTask(AdaptTask):
 
     def setup(self, ctx: OpContext) -> None:
         where = f"task {self.label!r} response"
-        self._response = check_variables([self.params["response"]], self.variables(), where)[0]
+        self._response = check_variables([self.params["response"]], self.variables(), where,
+                                         ctx.locate_value)[0]
         self._per = self.params.get("per", "image")
         self._seed_key = f"{ctx.seed}:{self.label}:caption"
 
@@ -161,7 +162,7 @@ class TemplateTask(AdaptTask):
             try:
                 text = resp.render({**base, **v} if resp.variables - v.keys() else v)
             except TemplateProblem as e:
-                raise located_error(e, f"task {self.label!r} response") from None
+                raise located_error(e, f"task {self.label!r} response", ctx.locate_value) from None
             out = fitting_response(form, text, ctx)
             if out is not None:
                 yield Item(key, v, out)
