@@ -98,6 +98,9 @@ class MixBalance(Balance):
                 "additionalProperties": {"type": "object", "additionalProperties": _FRACTION},
             },
             "per_image_cap": {"type": "integer", "minimum": 1},
+            "topup": {"type": "integer", "minimum": 0, "maximum": 5, "default": 0,
+                      "description": "rounds in which generated tasks that fall short generate "
+                                     "more items (those with a 'limit' on their records)"},
             "split": {
                 "type": "object",
                 "properties": {"validation": {"type": "number", "minimum": 0, "maximum": 0.5}},

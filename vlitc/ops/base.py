@@ -50,6 +50,7 @@ class OpContext:
     image_roots: dict[str, Path] = field(default_factory=dict)  # source name -> images folder
     generators: dict[str, dict] = field(default_factory=dict)  # name -> validated config
     recipe: dict = field(default_factory=dict)  # the whole validated recipe, read-only
+    extra_items: int = 0  # records a generated task takes beyond its limit (balance top-up)
     _item_cache: Callable[[str], ItemCache] | None = None
     _inputs: Callable[[str], Iterator[dict]] | None = None
     _client: Callable[[str], Any] | None = None

@@ -60,6 +60,7 @@ class Executor:
         self.files = FileState(self.store.root / "files")
         self._lock = threading.Lock()
         self.done: dict[str, _Done] = {}
+        self.extra: dict[str, int] = {}  # task step -> records taken beyond its limit (top-up)
         self._llm: Any = None
         self.image_roots = {
             path[1]: self._ctx_base().resolve(op.params["images"])
@@ -83,6 +84,7 @@ class Executor:
         return OpContext(
             seed=self.recipe.seed, recipe_dir=self.recipe.dir, step_id=step.id, out_dir=out_dir,
             image_roots=self.image_roots, generators=gens, recipe=self.recipe.data,
+            extra_items=self.extra.get(step.id, 0),
             _item_cache=self.store.item_cache, _inputs=lambda ref: self._input(step, ref),
             _client=self._client, _emit=self._emit, _locate=self._locate_value,
         )
@@ -153,7 +155,10 @@ class Executor:
             from vlitc.run.fingerprint import digest
 
             upstream["steps"] = digest(self._summaries())
-        return keys.components(step, self.recipe, keys.step_files(step, self.recipe, self.files, ctx), upstream)
+        comp = keys.components(step, self.recipe, keys.step_files(step, self.recipe, self.files, ctx), upstream)
+        if self.extra.get(step.id):
+            comp["params"] = {**comp["params"], "topup_items": self.extra[step.id]}
+        return comp
 
     def _forced(self, step: Step) -> bool:
         return any(f in ("all", step.id) or step.id.startswith(f + ":") for f in self.force)
@@ -164,6 +169,7 @@ class Executor:
         try:
             for sid in self.plan.order:
                 self._run_step(self.plan.steps[sid])
+            self._topup()
             self._export_responses()
             manifest = self._manifest(time.time() - started)
             materialize(self.store, self._out_files(), self.out_dir, manifest)
@@ -196,7 +202,9 @@ class Executor:
         self._emit({"event": "step_start", "step": step.id, "reasons": why})
         t0 = time.perf_counter()
         ctx = self._ctx(step)
-        used_before = set(self._llm.used) if self._llm is not None else set()
+        saved_used = None
+        if self._llm is not None:  # collect the responses this step uses, even those used before
+            saved_used, self._llm.used = self._llm.used, set()
         try:
             entry = self._execute(step, ctx)
         except VlitcError as e:
@@ -206,7 +214,8 @@ class Executor:
         entry.update(n_in=self._n_in(step), counters=ctx.counters, notes=ctx.notes,
                      warnings=ctx.warnings, file_hashes=comp["files"])
         if self._llm is not None:
-            entry["llm_requests"] = sorted(set(self._llm.used) - used_before)
+            entry["llm_requests"] = sorted(self._llm.used)
+            self._llm.used = (saved_used or set()) | self._llm.used
         failed = ctx.counters.get("llm_failed", 0)
         if failed:  # kept so the build can go on; the next build retries only those items
             entry["incomplete"] = failed
@@ -219,6 +228,25 @@ class Executor:
                     "n_out": entry["outputs"]["main"]["count"],
                     "n_dropped": entry["outputs"].get("dropped", {}).get("count", 0)})
         self.done[step.id].entry["seconds"] = seconds
+
+    def _topup(self) -> None:
+        """Balance top-up: when a generated task with a record ``limit`` falls short of its share
+        after filtering, give it as many more records as its observed pass rate says it needs and
+        run again; every step whose inputs did not change is a cache hit, and only the new items
+        make LLM calls."""
+        bal = self.plan.steps.get("balance")
+        rounds = bal.op.params.get("topup", 0) if bal is not None and bal.op is not None else 0
+        for _ in range(rounds):
+            want = self.done["balance"].entry.get("notes", {}).get("topup") or {}
+            grow = {f"task:{t}": n for t, n in want.items()
+                    if f"task:{t}" in self.plan.steps and self.plan.steps[f"task:{t}"].op.params.get("limit")}
+            if not grow:
+                return
+            for sid, n in grow.items():
+                self.extra[sid] = self.extra.get(sid, 0) + int(n)
+            self._emit({"event": "topup", "step": "balance", "items": grow})
+            for sid in self.plan.order:
+                self._run_step(self.plan.steps[sid])
 
     def _n_in(self, step: Step) -> int:
         return sum(self.done[d].entry["outputs"]["main"]["count"] for d in step.deps if d in self.done)

@@ -101,6 +101,9 @@ class GenerateTask(Task):
                 "description": "user turns for parse: answer",
             },
             "pool": {"type": "string", "description": "pool of user turns for parse: answer"},
+            "limit": {"type": "integer", "minimum": 1,
+                      "description": "generate for at most this many source records; a balance "
+                                     "top-up round may take more"},
             "focus": {
                 "enum": ["objects", "regions"],
                 "default": "objects",
@@ -191,6 +194,8 @@ class GenerateTask(Task):
             raise GenerationError(f"task {self.label}: parse: answer needs instructions or a pool")
         client = ctx.client(self.params["generator"])
         failures: list[dict] = []
+        if self.params.get("limit"):
+            records = islice(records, self.params["limit"] + ctx.extra_items)
         for batch in _chunks(records):
             yield from self._run_batch(batch, ctx, pack, client, instructions, failures)
         if failures:
