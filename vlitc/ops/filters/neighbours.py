@@ -9,6 +9,7 @@ groups are lists of indices in ascending order (a scope: one image, one task, ev
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -25,6 +26,11 @@ CHUNK = 4096
 
 def _identity(x: int) -> int:
     return x
+
+
+def _band_key(band: bytes) -> bytes:
+    """An 8-byte key per LSH band (instead of the band's raw bytes): a smaller index."""
+    return hashlib.blake2b(band, digest_size=8).digest()
 
 
 class Shingler:
@@ -50,52 +56,53 @@ class Shingler:
         return np.unique(h)
 
 
-def minhashes(texts: list[str], num_perm: int, ngram: int, seed: int = 1) -> list[Any]:
-    """One datasketch ``MinHash`` per text (``None`` for a text without words)."""
+def minhashes(texts: list[str], num_perm: int, ngram: int, seed: int = 1) -> Any:
+    """One datasketch ``MinHash`` per text (``None`` for a text without words), lazily."""
     from datasketch import MinHash
 
     proto = MinHash(num_perm=num_perm, seed=seed)
     perms, scheme = proto.permutations, proto.scheme
     shingle = Shingler(ngram)
-    out: list[Any] = []
     for t in texts:
         sh = shingle(t)
         if not len(sh):
-            out.append(None)
+            yield None
             continue
         m = MinHash(num_perm=num_perm, seed=seed, hashfunc=_identity, permutations=perms,
                     scheme=scheme)
         m.update_batch(sh.tolist())
-        out.append(m)
-    return out
+        yield m
 
 
 def minhash_neighbours(
     texts: list[str], groups: list[list[int]], threshold: float, num_perm: int = 128,
     ngram: int = 3, seed: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Earliest earlier item with estimated Jaccard >= threshold, per item, and that estimate."""
+    """Earliest earlier item with estimated Jaccard >= threshold, per item, and that estimate.
+
+    Signatures are kept as one uint32 matrix per group (not as MinHash objects), and each item
+    is queried against the LSH index of the items before it, then inserted."""
     from datasketch import MinHashLSH
 
     first = np.full(len(texts), -1, dtype=np.int64)
     sim = np.zeros(len(texts), dtype=np.float32)
     for group in groups:
-        ms = minhashes([texts[i] for i in group], num_perm, ngram, seed)
-        hv = [m.hashvalues if m is not None else None for m in ms]
-        lsh = None if len(group) <= SMALL_GROUP else MinHashLSH(threshold=threshold, num_perm=num_perm)
-        for j, m in enumerate(ms):
+        hv = np.zeros((len(group), num_perm), dtype=np.uint32)
+        has = np.zeros(len(group), dtype=bool)
+        lsh = None if len(group) <= SMALL_GROUP else MinHashLSH(
+            threshold=threshold, num_perm=num_perm, hashfunc=_band_key)
+        for j, m in enumerate(minhashes([texts[i] for i in group], num_perm, ngram, seed)):
             if m is None:
                 continue
-            cands = lsh.query(m) if lsh is not None else range(j)
-            best, best_sim = -1, 0.0
+            hv[j], has[j] = m.hashvalues, True
+            cands = sorted(lsh.query(m)) if lsh is not None else range(j)
             for i in cands:
-                if hv[i] is None or (best >= 0 and i > best):
+                if not has[i]:
                     continue
                 s = float(np.count_nonzero(hv[i] == hv[j])) / num_perm
                 if s >= threshold:
-                    best, best_sim = i, s
-            if best >= 0:
-                first[group[j]], sim[group[j]] = group[best], best_sim
+                    first[group[j]], sim[group[j]] = group[i], s
+                    break
             if lsh is not None:
                 lsh.insert(j, m, check_duplication=False)
     return first, sim
