@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up .venv for vlitc.
-#   scripts/setup.sh --core   the library and CLI only (enough for the demo)
+#   scripts/setup.sh --core   the library, the CLI and Parquet export (enough for the demo)
 #   scripts/setup.sh          everything the tests use: CLIP (torch, open_clip), embeddings,
 #                             Parquet, llama-cpp-python's server with SmolLM2, headless Chromium
 set -euo pipefail
@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 if [ "${1:-}" = "--core" ]; then
-  python -m pip install -q -e .
+  python -m pip install -q -e '.[parquet]'
   exit 0
 fi
 # torch and torchvision first, as a pair that imports together (open_clip needs both)

@@ -192,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: optional packages and the extra that installs each
+_EXTRAS = {"torch": "clip", "torchvision": "clip", "open_clip": "clip",
+           "sentence_transformers": "quality", "sklearn": "quality", "datasketch": "quality",
+           "pyarrow": "parquet"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -210,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     except VlitcError as e:
         err.print(f"internal error: {e}", markup=False)
         return e.exit_code
+    except ModuleNotFoundError as e:
+        extra = _EXTRAS.get((e.name or "").split(".")[0])
+        hint = f"pip install 'vlitc[{extra}]'" if extra else f"pip install {e.name}"
+        err.print(f"error: this recipe needs the package {e.name!r}, which is not installed\n"
+                  f"hint: {hint}", markup=False)
+        return 2
     except KeyboardInterrupt:
         err.print("interrupted; finished work is cached")
         return 130
