@@ -32,3 +32,13 @@ def test_unhashable_values_raise_instead_of_a_random_fingerprint():
         digest({"x": object()})
     with pytest.raises(ValueError):
         digest({"x": float("nan")})
+
+
+def test_grounding_keeps_an_empty_object_layer():
+    from vlitc.records import grounding, image_record
+
+    annotated = image_record("1", "coco", {"root": "coco", "path": "a.png", "width": 4, "height": 3},
+                             captions=["a dog"], objects=[])
+    unannotated = image_record("2", "coco", None, captions=["a dog"])
+    assert grounding(annotated) == {"width": 4, "height": 3, "objects": []}
+    assert grounding(unannotated) == {}

@@ -137,11 +137,11 @@ def grounding(rec: Record) -> dict:
     img = rec.get("image") or {}
     if img:
         out["width"], out["height"] = img.get("width"), img.get("height")
-    if rec.get("objects"):
+    if "objects" in rec:  # an annotated image with no objects still grounds its text
         out["objects"] = [
             {"category": o["category"], "bbox": o["bbox"], "iscrowd": bool(o.get("iscrowd", False))}
-            for o in rec["objects"]
+            for o in rec["objects"] or []
         ]
-    if rec.get("ocr"):
-        out["ocr"] = [t["text"] for t in rec["ocr"]]
+    if "ocr" in rec:
+        out["ocr"] = [t["text"] for t in rec["ocr"] or []]
     return out
