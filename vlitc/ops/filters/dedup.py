@@ -61,6 +61,13 @@ def exact_firsts(norm: list[str], groups: list[list[int]]) -> list[int]:
     return first
 
 
+def _batch(cache: Any):
+    """A single transaction on a diskcache store (a no-op for other stores)."""
+    import contextlib
+
+    return cache.transact() if hasattr(cache, "transact") else contextlib.nullcontext()
+
+
 def cached_embeddings(texts: list[str], ctx: OpContext, batch_size: int) -> Any:
     """Embeddings of ``texts``, read from and written to the item cache (one entry per text)."""
     import numpy as np
@@ -74,8 +81,9 @@ def cached_embeddings(texts: list[str], ctx: OpContext, batch_size: int) -> Any:
     keys = [hashlib.sha1(f"{EMBED_MODEL}\0{t}".encode()).hexdigest() for t in texts]
     out = np.zeros((len(texts), 384), dtype=np.float32)
     missing = []
-    for i, k in enumerate(keys):
-        hit = cache.get(k) if cache is not None else None
+    with _batch(cache):
+        hits = [cache.get(k) if cache is not None else None for k in keys]
+    for i, hit in enumerate(hits):
         if hit is None:
             missing.append(i)
         else:
@@ -85,8 +93,9 @@ def cached_embeddings(texts: list[str], ctx: OpContext, batch_size: int) -> Any:
         fresh = embed([texts[i] for i in missing], batch_size=batch_size)
         out[missing] = fresh
         if cache is not None:
-            for i, row in zip(missing, fresh, strict=False):
-                cache.set(keys[i], row.astype(np.float16).tobytes())
+            with _batch(cache):  # one transaction, not one commit per text
+                for i, row in zip(missing, fresh, strict=True):
+                    cache.set(keys[i], row.astype(np.float16).tobytes())
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
