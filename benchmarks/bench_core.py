@@ -43,6 +43,8 @@ filters:
   - {type: min_words, min: 2}
 outputs:
   - {format: llava, path: train.json}
+report:
+  indicators: {response: false}  # measured separately: it loads an embedding model
 """
 
 

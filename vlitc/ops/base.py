@@ -189,6 +189,9 @@ class Filter(Op):
     #: params that only the keep decision reads; changing them re-runs no measurement
     keep_params: ClassVar[tuple[str, ...]] = ()
     scope: ClassVar[str] = "item"
+    #: cache each sample's stats across builds; off for rules cheaper than a cache lookup
+    #: (the measure step's output is cached as a whole either way)
+    cache_items: ClassVar[bool] = True
 
     def measure_params(self) -> dict:
         skip = set(self.keep_params)

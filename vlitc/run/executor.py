@@ -290,12 +290,18 @@ class Executor:
     def _run_measure(self, step: Step, ctx: OpContext) -> dict:
         op: Filter = step.op  # type: ignore[assignment]
         samples = self._input(step, step.deps[0])
-        if op.scope == "dataset":
+        if op.scope == "dataset" or not op.cache_items:
             return {"outputs": {"main": self._write(self._measure_dataset(op, samples, ctx))}}
         return {"outputs": {"main": self._write(self._measure_items(op, step, samples, ctx))}}
 
     def _measure_dataset(self, op: Filter, samples: Iterator[dict], ctx: OpContext) -> Iterator[dict]:
-        alls = list(samples)
+        if op.scope == "item":  # an uncached per-item rule: stream it in chunks
+            while chunk := list(itertools.islice(samples, MEASURE_CHUNK)):
+                yield from self._measure_all(op, chunk, ctx)
+            return
+        yield from self._measure_all(op, list(samples), ctx)
+
+    def _measure_all(self, op: Filter, alls: list[dict], ctx: OpContext) -> Iterator[dict]:
         scoped = [s for s in alls if self._in_scope(op, s)]
         stats = op.measure(scoped, ctx) if scoped else []
         if len(stats) != len(scoped):

@@ -42,6 +42,8 @@ def band_reason(value: int, band: dict, what: str) -> str | None:
 class _PerSample(Filter):
     """An item filter whose stats depend on one sample only."""
 
+    cache_items = False  # a text rule is cheaper than a cache lookup
+
     def measure(self, samples: list[Sample], ctx: OpContext) -> list[dict]:
         return [self.measure_one(s) for s in samples]
 
