@@ -47,3 +47,18 @@ def test_topup_generates_only_the_missing_items(tmp_path):
     assert len(store) == 20  # 4 in the first round, 16 new ones in the top-up, none twice
     again = build(_recipe(tmp_path, 1), out_dir=tmp_path / "o", cache_dir=tmp_path / "c")
     assert all(s["status"] == "cached" for s in again.manifest["steps"])
+
+
+def test_plan_estimates_the_calls_of_a_stale_generated_task(tmp_path, capsys):
+    from vlitc.cli.main import main
+
+    recipe = _recipe(tmp_path, 0)
+    assert main(["build", str(recipe), "--quiet", "--out", str(tmp_path / "o"),
+                 "--cache-dir", str(tmp_path / "c")]) == 0
+    recipe.write_text(recipe.read_text().replace("limit: 4", "limit: 5"))
+    capsys.readouterr()
+    assert main(["plan", str(recipe), "--json", "--cache-dir", str(tmp_path / "c")]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)["steps"]}
+    conv = rows["task:conv"]
+    assert conv["status"] == "stale" and conv["reasons"] == ["params_changed: limit"]
+    assert conv["estimate"]["calls"] == 5 and not conv["estimate"].get("per_item")

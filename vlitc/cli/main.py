@@ -56,7 +56,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
             per = " per input" if e.get("per_item") else ""
             tokens = e.get("prompt_tokens", 0) + e.get("completion_tokens", 0)
             why += f" [est. {e.get('calls', 0)} calls, {tokens} tokens, ${e.get('usd', 0):.4f}{per}]"
-        table.add_row(r["id"], f"[{colours[r['status']]}]{r['status']}[/]", why)
+        from rich.markup import escape
+
+        table.add_row(r["id"], f"[{colours[r['status']]}]{r['status']}[/]", escape(why))
     _console().print(table)
     return 0
 

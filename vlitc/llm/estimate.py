@@ -40,6 +40,8 @@ def estimate(
     count is not known yet (``n_items < 0``) the figures are per input, marked ``per_item``."""
     per_item = n_items is None or n_items < 0
     n_items = 1 if per_item else n_items
+    if op_params.get("limit") and not per_item:
+        n_items = min(n_items, int(op_params["limit"]))
     n = int(op_params.get("n", 1))
     if "prompt" in op_params:
         prompt, completion = _generate_shape(op_params, recipe_dir)

@@ -54,7 +54,9 @@ def reasons(prev: dict | None, comp: dict) -> list[str]:
     out: list[str] = []
     if prev.get("op") != comp["op"] or prev.get("version") != comp["version"]:
         out.append("op_version_changed")
-    old, new = prev.get("params", {}), comp["params"]
+    # a balance top-up's extra items are decided during the build, never a reason of their own
+    old = {k: v for k, v in prev.get("params", {}).items() if k != "topup_items"}
+    new = {k: v for k, v in comp["params"].items() if k != "topup_items"}
     changed = sorted(k for k in set(old) | set(new) if digest(old.get(k)) != digest(new.get(k)))
     out += [f"params_changed: {k}" for k in changed]
     oldf, newf = prev.get("files", {}), comp["files"]
