@@ -77,7 +77,7 @@ def peak_rss_gb() -> float:
 
 def one(kind: str, n: int) -> dict:
     """One scale measurement in this process: seconds and peak RSS."""
-    from vlitc.ops.filters.neighbours import cosine_neighbours, minhash_neighbours
+    from vlitc.quality.neighbours import cosine_neighbours, minhash_neighbours
 
     if kind == "minhash":
         data = responses(n)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 
 import yaml
+from _core_util import demo_copy
 
 from vlitc.api import build
-
-from _core_util import demo_copy
 
 QA = "Question:\nWhat shape is shown?\n===\nAnswer:\nA coloured shape, item {{ index }}."
 

@@ -8,7 +8,7 @@ from _filters_util import caching_ctx, qa, run
 
 from vlitc.ops.filters.cap import PerImageCapFilter
 from vlitc.ops.filters.dedup import DedupFilter, normalise
-from vlitc.ops.filters.neighbours import cosine_neighbours, minhash_neighbours
+from vlitc.quality.neighbours import cosine_neighbours, minhash_neighbours
 
 IMG1 = {"root": "coco", "path": "1.jpg", "sha256": "aa"}
 IMG2 = {"root": "coco", "path": "2.jpg", "sha256": "bb"}
@@ -63,7 +63,7 @@ def test_minhash_lsh_path_on_a_large_group_matches_the_pairwise_path():
 
 
 def test_cosine_neighbours_exhaustive_and_inverted_index_agree_on_planted_duplicates(monkeypatch):
-    from vlitc.ops.filters import neighbours as nb
+    from vlitc.quality import neighbours as nb
 
     rng = np.random.default_rng(1)
     emb = rng.normal(size=(3000, 64)).astype(np.float32)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from vlitc.errors import BudgetExceeded, ConfigurationError, GenerationError
 from vlitc.llm.cache import ResponseCache, load_store
 from vlitc.llm.cost import Accounting, cost, price_for
+from vlitc.llm.defaults import DEFAULTS
 from vlitc.llm.limits import Limits, estimate_tokens
 from vlitc.llm.providers import Provider, make_provider
 from vlitc.llm.retry import ProviderError, with_retries
@@ -28,13 +29,6 @@ from vlitc.llm.types import Request, Response, base_request, sample_key
 T = TypeVar("T")
 
 #: defaults of the generator params the session reads (the generator ops' schemas repeat them)
-DEFAULTS: dict[str, Any] = {
-    "max_concurrency": 16,
-    "timeout": 120.0,
-    "max_retries": 6,
-    "retry_backoff": 0.5,
-    "on_error": "fail",
-}
 #: generator params that are sampling defaults for its requests
 SAMPLING_DEFAULTS = ("temperature", "top_p", "max_tokens", "seed", "stop")
 PROGRESS_EVERY = 0.25  # seconds between progress events

@@ -158,7 +158,7 @@ class DedupFilter(Filter):
 
     def _near(self, method: str, texts: list[str], uniq: list[int], samples: list[Sample],
               ctx: OpContext):
-        from vlitc.ops.filters import neighbours as nb
+        from vlitc.quality import neighbours as nb
 
         sub = [samples[i] for i in uniq]
         groups = groups_of(sub, self.params.get("scope", "global"))

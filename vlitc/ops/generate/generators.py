@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from vlitc.llm.session import DEFAULTS
+from vlitc.llm.defaults import DEFAULTS
 from vlitc.ops.base import Generator
 from vlitc.ops.registry import register
 
