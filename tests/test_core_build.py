@@ -68,6 +68,8 @@ def test_description_and_worker_changes_rerun_nothing(demo, tmp_path):
     text = demo.read_text().replace("description: synthetic shapes, captions and boxes",
                                     "description: something else entirely")
     text = text.replace("{type: min_words, min: 1}", "{type: min_words, min: 1, description: any}")
+    text = text.replace("{type: dedup, method: exact, scope: image}",
+                        "{type: dedup, method: exact, scope: image, batch_size: 7}")
     demo.write_text(text.replace("Template tasks over", "Templates over"))
     assert ran(_build(demo, tmp_path)) == set()
 
