@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring as quote
 from pathlib import Path
 
-from vlitc.ops.exporters.common import FileExporter, exporter_schema, image_ref
+from vlitc.ops.exporters.common import FileExporter, exporter_schema, image_ref, write_joined
 from vlitc.ops.registry import register
 from vlitc.records import Sample
 
 FROM = {"user": "human", "assistant": "gpt"}
+#: the start of one encoded turn, per role (keys sorted, ``json.dumps`` separators)
+TURN = {role: f'{{"from": {quote(name)}, "value": ' for role, name in FROM.items()}
 
 
 def llava_record(s: Sample) -> dict:
@@ -21,12 +24,22 @@ def llava_record(s: Sample) -> dict:
     return rec
 
 
-def dump_json_array(records: list[dict], path: Path) -> None:
+def llava_line(s: Sample) -> str:
+    """``json.dumps(llava_record(s), sort_keys=True, ensure_ascii=False)``, written out directly:
+    the same text, without building the record (anything but strings takes the long way)."""
+    try:
+        conv = ", ".join([f'{TURN[t["role"]]}{quote(t["content"])}}}' for t in s["turns"]])
+        head = f'{{"conversations": [{conv}], "id": {quote(s["id"])}'
+        image = s.get("image")
+        return f'{head}, "image": {quote(image_ref(image))}}}' if image else head + "}"
+    except TypeError:
+        return json.dumps(llava_record(s), sort_keys=True, ensure_ascii=False)
+
+
+def dump_json_array(samples: list[Sample], path: Path) -> None:
     """A JSON array with one record per line: sorted keys, UTF-8, no trailing spaces."""
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write("[\n")
-        fh.write(",\n".join(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in records))
-        fh.write("\n]\n" if records else "]\n")
+    write_joined(path, samples, llava_line, sep=",\n", start="[\n",
+                 end="\n]\n" if samples else "]\n")
 
 
 @register("exporter", "llava")
@@ -44,5 +57,5 @@ class LlavaExporter(FileExporter):
     def record(self, s: Sample) -> dict:
         return llava_record(s)
 
-    def write(self, records: list[dict], path: Path) -> None:
-        dump_json_array(records, path)
+    def write(self, samples: list[Sample], path: Path) -> None:
+        dump_json_array(samples, path)

@@ -44,10 +44,36 @@ class ParquetExporter(FileExporter):
             "split": (s.get("meta") or {}).get("split", "train"),
         }
 
-    def write(self, records: list[dict], path: Path) -> None:
-        import pyarrow as pa
+    def write(self, samples: list[Sample], path: Path) -> None:
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pylist(records, schema=arrow_schema())
-        pq.write_table(table, path, compression="zstd",
+        pq.write_table(arrow_table(samples), path, compression="zstd",
                        row_group_size=self.params.get("row_group_size", 10000))
+
+
+def arrow_table(samples: list[Sample]):
+    """The rows of :meth:`ParquetExporter.record`, built column by column (one Python list per
+    column and one for all turns, no dict per row or per turn)."""
+    import pyarrow as pa
+
+    schema = arrow_schema()
+    offsets, froms, values = [0], [], []
+    for s in samples:
+        turns = s["turns"]
+        froms.extend([FROM[t["role"]] for t in turns])
+        values.extend([t["content"] for t in turns])
+        offsets.append(len(values))
+    turn_type = schema.field("conversations").type.value_type
+    turns = pa.StructArray.from_arrays(
+        [pa.array(froms, pa.string()), pa.array(values, pa.string())], fields=list(turn_type))
+    columns = {
+        "id": [s["id"] for s in samples],
+        "image": [image_ref(s["image"]) if s.get("image") else None for s in samples],
+        "conversations": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), turns),
+        "task": [s.get("task", "") for s in samples],
+        "source": [s.get("source", "") for s in samples],
+        "split": [(s.get("meta") or {}).get("split", "train") for s in samples],
+    }
+    return pa.Table.from_arrays(
+        [c if isinstance(c, pa.Array) else pa.array(c, schema.field(n).type)
+         for n, c in columns.items()], schema=schema)

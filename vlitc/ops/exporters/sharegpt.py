@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring as quote
 from pathlib import Path
 
-from vlitc.ops.exporters.common import FileExporter, exporter_schema, image_ref
+from vlitc.ops.exporters.common import FileExporter, exporter_schema, image_ref, write_joined
 from vlitc.ops.registry import register
 from vlitc.records import Sample
 
@@ -17,6 +18,18 @@ def sharegpt_record(s: Sample) -> dict:
         "messages": [{"role": t["role"], "content": t["content"]} for t in s["turns"]],
         "images": [image_ref(s["image"])] if s.get("image") else [],
     }
+
+
+def sharegpt_line(s: Sample) -> str:
+    """``json.dumps(sharegpt_record(s), sort_keys=True, ensure_ascii=False)``, written out
+    directly: the same text, without building the record (anything but strings takes the long way)."""
+    try:
+        messages = ", ".join([f'{{"content": {quote(t["content"])}, "role": {quote(t["role"])}}}'
+                              for t in s["turns"]])
+        images = quote(image_ref(s["image"])) if s.get("image") else ""
+        return f'{{"id": {quote(s["id"])}, "images": [{images}], "messages": [{messages}]}}'
+    except TypeError:
+        return json.dumps(sharegpt_record(s), sort_keys=True, ensure_ascii=False)
 
 
 @register("exporter", "sharegpt")
@@ -34,7 +47,5 @@ class ShareGptExporter(FileExporter):
     def record(self, s: Sample) -> dict:
         return sharegpt_record(s)
 
-    def write(self, records: list[dict], path: Path) -> None:
-        with open(path, "w", encoding="utf-8", newline="\n") as fh:
-            for r in records:
-                fh.write(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n")
+    def write(self, samples: list[Sample], path: Path) -> None:
+        write_joined(path, samples, sharegpt_line, sep="\n", end="\n" if samples else "")

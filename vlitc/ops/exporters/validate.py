@@ -9,12 +9,13 @@ offending ids, before anything is written.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from vlitc.errors import UserError
 from vlitc.ops.base import OpContext
-from vlitc.records import IMAGE_TOKEN, Sample, structure_problems
+from vlitc.records import IMAGE_TOKEN, ROLES, Sample, structure_problems
 
 #: how many offending ids an error message lists before "and N more"
 SHOW = 20
@@ -49,14 +50,62 @@ def image_problem(image: dict, ctx: OpContext) -> str | None:
     return None if path.is_file() else f"image file not found: {path}"
 
 
+class ImageFiles:
+    """:func:`image_problem` answered once per ``(root, path)``: an export names each image once
+    per sample, and a dataset has several samples per image. The file is found with plain
+    ``os.path`` strings, as ``ctx.image_path`` joins them; a miss is explained by
+    :func:`image_problem` itself, so the messages are the same."""
+
+    def __init__(self, ctx: OpContext):
+        self.ctx = ctx
+        self.roots = {name: os.fspath(folder) for name, folder in ctx.image_roots.items()}
+        self.seen: dict[tuple, str | None] = {}
+
+    def problem(self, image: dict) -> str | None:
+        key = (image.get("root"), image.get("path"))
+        try:
+            return self.seen[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable path: no fast answer
+            return image_problem(image, self.ctx)
+        folder = self.roots.get(key[0])
+        try:
+            found = folder is not None and os.path.isfile(os.path.join(folder, key[1]))
+        except TypeError:  # not a path at all: image_problem says how it fails
+            found = False
+        why = None if found else image_problem(image, self.ctx)
+        self.seen[key] = why
+        return why
+
+
+def is_sound(s: Sample) -> bool:
+    """True exactly when :func:`vlitc.records.structure_problems` finds nothing, without building
+    its messages (anything unusual, e.g. a non-string turn, answers False and gets the full check)."""
+    turns = s.get("turns")
+    if not turns or len(turns) % 2:
+        return False
+    placeholders = 0
+    for i, t in enumerate(turns):
+        if type(t) is not dict:
+            return False
+        text = t.get("content")
+        if type(text) is not str or t.get("role") != ROLES[i % 2] or not text or text.isspace():
+            return False
+        placeholders += text.count(IMAGE_TOKEN)
+    if s.get("image") is not None:
+        return placeholders == 1 and turns[0]["content"].startswith(IMAGE_TOKEN)
+    return placeholders == 0
+
+
 def sample_problems(
     s: Sample, ctx: OpContext, *, max_tokens: int | None = None,
-    tokens_per_word: float = 1.3, image_tokens: int = 0,
+    tokens_per_word: float = 1.3, image_tokens: int = 0, images: ImageFiles | None = None,
 ) -> list[str]:
     """Everything wrong with one sample for export (empty when it is sound)."""
     out = structure_problems(s)
     if s.get("image"):
-        why = image_problem(s["image"], ctx)
+        why = images.problem(s["image"]) if images is not None else image_problem(s["image"], ctx)
         if why:
             out.append(why)
     if max_tokens is not None:
@@ -66,11 +115,24 @@ def sample_problems(
     return out
 
 
-def check_samples(samples: Iterable[Sample], ctx: OpContext, what: str = "export", **budget) -> None:
-    """Raise :class:`ExportValidationError` if any sample fails :func:`sample_problems`."""
+def check_samples(samples: Iterable[Sample], ctx: OpContext, what: str = "export", *,
+                  max_tokens: int | None = None, tokens_per_word: float = 1.3,
+                  image_tokens: int = 0) -> None:
+    """Raise :class:`ExportValidationError` if any sample fails :func:`sample_problems`.
+
+    Sound samples pass on a fast path (:func:`is_sound`, each image file checked once); only a
+    sample that fails it is examined again in full, for the messages."""
+    images = ImageFiles(ctx)
+    budget = {"max_tokens": max_tokens, "tokens_per_word": tokens_per_word,
+              "image_tokens": image_tokens}
     problems: dict[str, list[str]] = {}
     for s in samples:
-        p = sample_problems(s, ctx, **budget)
+        image = s.get("image")
+        if (is_sound(s) and (not image or images.problem(image) is None)
+                and (max_tokens is None
+                     or estimate_tokens(s, tokens_per_word, image_tokens) <= max_tokens)):
+            continue
+        p = sample_problems(s, ctx, images=images, **budget)
         if p:
             problems[str(s.get("id"))] = p
     if problems:
