@@ -3,6 +3,7 @@ atomic writes (validate everything, write temp files, then rename; nothing half-
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import shutil
@@ -10,11 +11,11 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from vlitc.errors import ConfigurationError
 from vlitc.ops.base import Exporter, OpContext
-from vlitc.ops.exporters.validate import check_samples
+from vlitc.ops.exporters.validate import SampleChecker
 from vlitc.records import Sample
 
 COMMON_PROPERTIES: dict[str, dict] = {
@@ -82,7 +83,12 @@ def cycle_collector_off() -> Iterator[None]:
 
 class FileExporter(Exporter):
     """Base of the file exporters: subclasses give ``record(sample)`` (one sample in the format's
-    shape) and ``write(samples, path)`` (one shard of validated samples to one file)."""
+    shape) and ``write(samples, path)`` (one shard of validated samples to one file), or, to
+    write as the samples stream by, ``open_shard(path)``.
+
+    Samples stream through once: split selection, validation and writing to temp files happen
+    together, so a large export never holds all its samples. Nothing is renamed into place
+    until every sample has passed validation; on failure the temp files are removed."""
 
     reads = ("id", "task", "source", "image", "turns", "meta.split")
 
@@ -92,59 +98,44 @@ class FileExporter(Exporter):
     def write(self, samples: list[Sample], path: Path) -> None:
         raise NotImplementedError
 
+    def open_shard(self, path: Path) -> ShardWriter:
+        """A writer for one shard file; by default it gathers the shard and calls ``write``."""
+        return GatheredShard(self.write, path)
+
     def export(self, samples: Iterable[Sample], ctx: OpContext) -> list[str]:
         if ctx.out_dir is None:
             raise RuntimeError("exporters need ctx.out_dir")
         rel = safe_relpath(self.params["path"], f"outputs.{self.name}.path")
-        with cycle_collector_off():
-            chosen = self.select(samples)
-            check_samples(chosen, ctx, what=f"{self.name} export {rel}", **self.budget())
-            size = self.params.get("shard_size") or max(len(chosen), 1)
-            shards = [chosen[i:i + size] for i in range(0, len(chosen), size)] or [[]]
-            names = shard_names(rel, len(shards))
-            written = self.write_atomically(ctx.out_dir, list(zip(names, shards, strict=True)))
-        ctx.count("exported", len(chosen))
-        return written + self.place_images(chosen, ctx)
-
-    def select(self, samples: Iterable[Sample]) -> list[Sample]:
+        checker = SampleChecker(ctx, f"{self.name} export {rel}", **self.budget())
         want = self.params.get("split", "all")
-        if want == "all":
-            return list(samples)
-        return [s for s in samples if (s.get("meta") or {}).get("split", "train") == want]
+        gather = self.params.get("images", "reference") != "reference"
+        images: dict[str, dict] = {}
+        with cycle_collector_off(), Shards(self, ctx.out_dir, rel) as shards:
+            for s in samples:
+                if want != "all" and (s.get("meta") or {}).get("split", "train") != want:
+                    continue
+                if checker.check(s) and not checker.problems:
+                    shards.add(s)
+                    if gather and s.get("image"):
+                        images.setdefault(image_ref(s["image"]), s["image"])
+            checker.raise_problems()
+            written = shards.commit()
+        ctx.count("exported", shards.count)
+        return written + self.place_images(images, ctx)
 
     def budget(self) -> dict[str, Any]:
         return {"max_tokens": self.params.get("max_tokens"),
                 "tokens_per_word": self.params.get("tokens_per_word", 1.3),
                 "image_tokens": self.params.get("image_tokens", 0)}
 
-    def write_atomically(self, root: Path, parts: list[tuple[PurePosixPath, list[Sample]]]) -> list[str]:
-        """Write every part to a temp file beside its target, then rename them all."""
-        temps: list[tuple[str, Path]] = []
-        try:
-            for rel, shard in parts:
-                target = root / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-                os.close(fd)
-                temps.append((tmp, target))
-                self.write(shard, Path(tmp))
-            for tmp, target in temps:
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-        finally:
-            for tmp, _ in temps:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        return [str(rel) for rel, _ in parts]
-
-    def place_images(self, samples: list[Sample], ctx: OpContext) -> list[str]:
-        """Copy or hard-link the images into ``image_dir`` (nothing to do for ``reference``)."""
+    def place_images(self, images: dict[str, dict], ctx: OpContext) -> list[str]:
+        """Copy or hard-link the images (``ref -> image``) into ``image_dir`` (nothing to do for
+        ``reference``)."""
         mode = self.params.get("images", "reference")
         if mode == "reference":
             return []
         base = safe_relpath(self.params.get("image_dir", "images"), f"outputs.{self.name}.image_dir")
         out: list[str] = []
-        images = {image_ref(s["image"]): s["image"] for s in samples if s.get("image")}
         for ref in sorted(images):
             rel = base / ref
             put_file(ctx.image_path(images[ref]), ctx.out_dir / rel, mode, ctx)
@@ -152,19 +143,132 @@ class FileExporter(Exporter):
         return out
 
 
+class ShardWriter(Protocol):
+    """Writes one shard file: ``add`` takes validated samples in order, ``close`` finishes,
+    ``discard`` lets go of an export that failed (its temp file is then removed)."""
+
+    def add(self, samples: list[Sample]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class GatheredShard:
+    """A shard written in one call of ``write(samples, path)`` (e.g. one Parquet table)."""
+
+    def __init__(self, write: Callable[[list[Sample], Path], None], path: Path):
+        self.write, self.path, self.samples = write, path, []
+
+    def add(self, samples: list[Sample]) -> None:
+        self.samples.extend(samples)
+
+    def close(self) -> None:
+        self.write(self.samples, self.path)
+
+    def discard(self) -> None:
+        self.samples = []
+
+
 #: samples encoded and written per chunk, so a large export never builds one giant string
 CHUNK = 8192
 
 
+class JoinedTextShard:
+    """``start + sep.join(encode(s) for s in samples) + end`` as UTF-8, written chunk by chunk;
+    ``end_empty`` ends a shard that got no samples."""
+
+    def __init__(self, path: Path, encode: Callable[[Sample], str], *, sep: str,
+                 start: str = "", end: str = "", end_empty: str | None = None):
+        self.fh = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 (closed in close)
+        self.encode, self.sep, self.end = encode, sep, end
+        self.end_empty = end if end_empty is None else end_empty
+        self.empty = True
+        self.fh.write(start)
+
+    def add(self, samples: list[Sample]) -> None:
+        if samples:
+            text = self.sep.join([self.encode(s) for s in samples])
+            self.fh.write(text if self.empty else self.sep + text)
+            self.empty = False
+
+    def close(self) -> None:
+        with self.fh:
+            self.fh.write(self.end_empty if self.empty else self.end)
+
+    def discard(self) -> None:
+        self.fh.close()
+
+
 def write_joined(path: Path, samples: list[Sample], encode: Callable[[Sample], str], *,
-                 sep: str, start: str = "", end: str = "") -> None:
-    """Write ``start + sep.join(encode(s) for s in samples) + end`` as UTF-8, chunk by chunk."""
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write(start)
-        for i in range(0, len(samples), CHUNK):
-            text = sep.join([encode(s) for s in samples[i:i + CHUNK]])
-            fh.write(sep + text if i else text)
-        fh.write(end)
+                 sep: str, start: str = "", end: str = "", end_empty: str | None = None) -> None:
+    """Write ``start + sep.join(encode(s) for s in samples) + end`` in one go."""
+    shard = JoinedTextShard(path, encode, sep=sep, start=start, end=end, end_empty=end_empty)
+    for i in range(0, len(samples), CHUNK):
+        shard.add(samples[i:i + CHUNK])
+    shard.close()
+
+
+class Shards:
+    """The shard files of one export: samples go to temp files in the release folder as they
+    come (``shard_size`` per file, in chunks of :data:`CHUNK`); ``commit`` names and renames them
+    once the count is known; leaving without a commit removes them."""
+
+    def __init__(self, exporter: FileExporter, root: Path, rel: PurePosixPath):
+        self.exporter, self.root, self.rel = exporter, root, rel
+        self.size = exporter.params.get("shard_size") or 0
+        self.temps: list[str] = []
+        self.writer: ShardWriter | None = None
+        self.pending: list[Sample] = []
+        self.count = self.in_shard = 0
+
+    def __enter__(self) -> Shards:
+        return self
+
+    def add(self, s: Sample) -> None:
+        if self.writer is None or (self.size and self.in_shard == self.size):
+            self._next()
+        self.pending.append(s)
+        self.count += 1
+        self.in_shard += 1
+        if len(self.pending) == CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.writer.add(self.pending)
+            self.pending = []
+
+    def _next(self) -> None:
+        if self.writer is not None:
+            self._flush()
+            self.writer.close()
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.rel.name}.", dir=self.root)
+        os.close(fd)
+        self.temps.append(tmp)
+        self.writer, self.in_shard = self.exporter.open_shard(Path(tmp)), 0
+
+    def commit(self) -> list[str]:
+        if self.writer is None:
+            self._next()  # an empty export still writes its (empty) file
+        self._flush()
+        writer, self.writer = self.writer, None
+        writer.close()
+        names = shard_names(self.rel, len(self.temps))
+        for tmp, rel in zip(self.temps, names, strict=True):
+            target = self.root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        return [str(rel) for rel in names]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(OSError):
+                self.writer.discard()
+        for tmp in self.temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def put_file(src: Path, dst: Path, mode: str, ctx: OpContext) -> None:

@@ -6,7 +6,13 @@ import json
 from json.encoder import encode_basestring as quote
 from pathlib import Path
 
-from vlitc.ops.exporters.common import FileExporter, exporter_schema, image_ref, write_joined
+from vlitc.ops.exporters.common import (
+    FileExporter,
+    JoinedTextShard,
+    exporter_schema,
+    image_ref,
+    write_joined,
+)
 from vlitc.ops.registry import register
 from vlitc.records import Sample
 
@@ -36,10 +42,13 @@ def llava_line(s: Sample) -> str:
         return json.dumps(llava_record(s), sort_keys=True, ensure_ascii=False)
 
 
+#: a JSON array with one record per line: sorted keys, UTF-8, no trailing spaces
+ARRAY = {"sep": ",\n", "start": "[\n", "end": "\n]\n", "end_empty": "]\n"}
+
+
 def dump_json_array(samples: list[Sample], path: Path) -> None:
-    """A JSON array with one record per line: sorted keys, UTF-8, no trailing spaces."""
-    write_joined(path, samples, llava_line, sep=",\n", start="[\n",
-                 end="\n]\n" if samples else "]\n")
+    """Write ``samples`` as a LLaVA JSON array (one record per line)."""
+    write_joined(path, samples, llava_line, **ARRAY)
 
 
 @register("exporter", "llava")
@@ -59,3 +68,6 @@ class LlavaExporter(FileExporter):
 
     def write(self, samples: list[Sample], path: Path) -> None:
         dump_json_array(samples, path)
+
+    def open_shard(self, path: Path) -> JoinedTextShard:
+        return JoinedTextShard(path, llava_line, **ARRAY)

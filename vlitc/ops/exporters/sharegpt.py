@@ -6,7 +6,13 @@ import json
 from json.encoder import encode_basestring as quote
 from pathlib import Path
 
-from vlitc.ops.exporters.common import FileExporter, exporter_schema, image_ref, write_joined
+from vlitc.ops.exporters.common import (
+    FileExporter,
+    JoinedTextShard,
+    exporter_schema,
+    image_ref,
+    write_joined,
+)
 from vlitc.ops.registry import register
 from vlitc.records import Sample
 
@@ -32,6 +38,10 @@ def sharegpt_line(s: Sample) -> str:
         return json.dumps(sharegpt_record(s), sort_keys=True, ensure_ascii=False)
 
 
+#: one JSON object per line, each line ended by a newline
+LINES = {"sep": "\n", "end": "\n", "end_empty": ""}
+
+
 @register("exporter", "sharegpt")
 class ShareGptExporter(FileExporter):
     """Write messages JSONL: ``{"id", "messages": [{"role", "content"}], "images": [...]}``.
@@ -48,4 +58,7 @@ class ShareGptExporter(FileExporter):
         return sharegpt_record(s)
 
     def write(self, samples: list[Sample], path: Path) -> None:
-        write_joined(path, samples, sharegpt_line, sep="\n", end="\n" if samples else "")
+        write_joined(path, samples, sharegpt_line, **LINES)
+
+    def open_shard(self, path: Path) -> JoinedTextShard:
+        return JoinedTextShard(path, sharegpt_line, **LINES)

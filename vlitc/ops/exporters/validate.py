@@ -115,28 +115,47 @@ def sample_problems(
     return out
 
 
-def check_samples(samples: Iterable[Sample], ctx: OpContext, what: str = "export", *,
-                  max_tokens: int | None = None, tokens_per_word: float = 1.3,
-                  image_tokens: int = 0) -> None:
-    """Raise :class:`ExportValidationError` if any sample fails :func:`sample_problems`.
+class SampleChecker:
+    """:func:`sample_problems` over a stream of samples, gathering the problems by sample id.
 
     Sound samples pass on a fast path (:func:`is_sound`, each image file checked once); only a
     sample that fails it is examined again in full, for the messages."""
-    images = ImageFiles(ctx)
-    budget = {"max_tokens": max_tokens, "tokens_per_word": tokens_per_word,
-              "image_tokens": image_tokens}
-    problems: dict[str, list[str]] = {}
-    for s in samples:
+
+    def __init__(self, ctx: OpContext, what: str = "export", *, max_tokens: int | None = None,
+                 tokens_per_word: float = 1.3, image_tokens: int = 0):
+        self.ctx, self.what, self.images = ctx, what, ImageFiles(ctx)
+        self.max_tokens, self.tokens_per_word, self.image_tokens = (
+            max_tokens, tokens_per_word, image_tokens)
+        self.problems: dict[str, list[str]] = {}
+
+    def check(self, s: Sample) -> bool:
+        """True when ``s`` is sound; otherwise its problems are kept for :meth:`raise_problems`."""
         image = s.get("image")
-        if (is_sound(s) and (not image or images.problem(image) is None)
-                and (max_tokens is None
-                     or estimate_tokens(s, tokens_per_word, image_tokens) <= max_tokens)):
-            continue
-        p = sample_problems(s, ctx, images=images, **budget)
+        if (is_sound(s) and (not image or self.images.problem(image) is None)
+                and (self.max_tokens is None or estimate_tokens(
+                    s, self.tokens_per_word, self.image_tokens) <= self.max_tokens)):
+            return True
+        p = sample_problems(s, self.ctx, max_tokens=self.max_tokens, images=self.images,
+                            tokens_per_word=self.tokens_per_word, image_tokens=self.image_tokens)
         if p:
-            problems[str(s.get("id"))] = p
-    if problems:
-        raise ExportValidationError(what, problems)
+            self.problems[str(s.get("id"))] = p
+        return not p
+
+    def raise_problems(self) -> None:
+        """Raise :class:`ExportValidationError` if any checked sample had problems."""
+        if self.problems:
+            raise ExportValidationError(self.what, self.problems)
+
+
+def check_samples(samples: Iterable[Sample], ctx: OpContext, what: str = "export", *,
+                  max_tokens: int | None = None, tokens_per_word: float = 1.3,
+                  image_tokens: int = 0) -> None:
+    """Raise :class:`ExportValidationError` if any sample fails :func:`sample_problems`."""
+    checker = SampleChecker(ctx, what, max_tokens=max_tokens, tokens_per_word=tokens_per_word,
+                            image_tokens=image_tokens)
+    for s in samples:
+        checker.check(s)
+    checker.raise_problems()
 
 
 def llava_record_problems(rec: dict, image_folder: Path | None = None) -> list[str]:
