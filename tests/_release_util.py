@@ -29,8 +29,8 @@ def conv(sid: str, task: str, q: str, a: str, image: dict | None = None, split: 
 
 
 def context(tmp_path: Path, **kw) -> OpContext:
-    """A context whose ``coco`` images live in tmp_path/images/coco (so tmp_path/images is the
-    folder that ``coco/<path>`` references resolve under) and whose out_dir is tmp_path/out."""
+    """A context whose ``coco`` images live in tmp_path/images/coco (the one image folder, so
+    exports name images by their path in it) and whose out_dir is tmp_path/out."""
     root = tmp_path / "images" / "coco"
     root.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "out"

@@ -46,3 +46,16 @@ def test_llava_lines_match_the_json_module(tmp_path):
     # each record is written exactly as the json module would write it (same escapes, key order)
     for record in data:
         assert json.dumps(record, ensure_ascii=False) in raw or json.dumps(record) in raw
+
+
+def test_one_image_file_has_one_name_whatever_source_read_it(tmp_path):
+    from vlitc.ops.exporters.common import image_prefixes
+
+    shared = tmp_path / "coco" / "train2017"
+    other = tmp_path / "vg" / "images"
+    shared.mkdir(parents=True)
+    other.mkdir(parents=True)
+    assert image_prefixes({"coco": shared, "vqa": shared}) == {"coco": "", "vqa": ""}
+    assert image_prefixes({"coco": shared, "vqa": shared, "vg": other}) == {
+        "coco": "coco/train2017", "vqa": "coco/train2017", "vg": "vg/images"}
+    assert image_prefixes({"all": tmp_path, "coco": shared}) == {"all": "", "coco": "coco/train2017"}

@@ -21,7 +21,7 @@ def test_llava_json_shape_image_token_and_no_image_key_on_text_only(tmp_path):
     assert written == ["train.json"]
     data = json.loads((ctx.out_dir / "train.json").read_text())
     assert [r["id"] for r in data] == ["caption/a/0", "conv/b/0", "caption/c/0", "text/0"]
-    assert data[0] == {"id": "caption/a/0", "image": "coco/a.png", "conversations": [
+    assert data[0] == {"id": "caption/a/0", "image": "a.png", "conversations": [
         {"from": "human", "value": "<image>\nDescribe the image briefly."},
         {"from": "gpt", "value": "A red square."}]}
     assert [c["from"] for c in data[1]["conversations"]] == ["human", "gpt", "human", "gpt"]
@@ -32,7 +32,7 @@ def test_llava_json_shape_image_token_and_no_image_key_on_text_only(tmp_path):
 def test_llava_export_reads_back_like_llava_training_code(tmp_path):
     ctx = context(tmp_path)
     LlavaExporter({"path": "train.json"}).export(demo_samples(tmp_path), ctx)
-    items = llava_reader(ctx.out_dir / "train.json", tmp_path / "images")
+    items = llava_reader(ctx.out_dir / "train.json", tmp_path / "images" / "coco")
     assert [i["has_image"] for i in items] == [True, True, True, False]
     assert [i["n_image_tokens"] for i in items] == [1, 1, 1, 0]
 
@@ -41,8 +41,7 @@ def test_llava_export_with_copied_images_passes_file_validation(tmp_path):
     ctx = context(tmp_path)
     written = LlavaExporter({"path": "data/train.json", "images": "copy", "image_dir": "images"}) \
         .export(demo_samples(tmp_path), ctx)
-    assert written == ["data/train.json", "images/coco/a.png", "images/coco/b.png",
-                       "images/coco/c.png"]
+    assert written == ["data/train.json", "images/a.png", "images/b.png", "images/c.png"]
     assert validate_llava_file(ctx.out_dir / "data/train.json", ctx.out_dir / "images") == 4
     assert len(llava_reader(ctx.out_dir / "data/train.json", ctx.out_dir / "images")) == 4
 
@@ -50,7 +49,7 @@ def test_llava_export_with_copied_images_passes_file_validation(tmp_path):
 def test_link_mode_hard_links_images(tmp_path):
     ctx = context(tmp_path)
     LlavaExporter({"path": "t.json", "images": "link"}).export(demo_samples(tmp_path), ctx)
-    src, dst = tmp_path / "images/coco/a.png", ctx.out_dir / "images/coco/a.png"
+    src, dst = tmp_path / "images/coco/a.png", ctx.out_dir / "images/a.png"
     assert os.stat(src).st_ino == os.stat(dst).st_ino or ctx.counters.get("link_fallback_copy")
 
 
@@ -77,7 +76,7 @@ def test_sharegpt_jsonl_has_roles_and_images_list(tmp_path):
     ctx = context(tmp_path)
     ShareGptExporter({"path": "train.jsonl"}).export(demo_samples(tmp_path), ctx)
     rows = [json.loads(x) for x in (ctx.out_dir / "train.jsonl").read_text().splitlines()]
-    assert rows[0] == {"id": "caption/a/0", "images": ["coco/a.png"], "messages": [
+    assert rows[0] == {"id": "caption/a/0", "images": ["a.png"], "messages": [
         {"role": "user", "content": "<image>\nDescribe the image briefly."},
         {"role": "assistant", "content": "A red square."}]}
     assert rows[3]["images"] == []

@@ -62,7 +62,7 @@ def test_read_release_prefers_parquet_which_keeps_task_and_split(tmp_path):
     samples = read_release(rel)
     assert [s["task"] for s in samples] == ["caption", "conv", "caption", "text"]
     assert samples[2]["meta"] == {"split": "validation"}
-    assert samples[0]["image"] == {"root": "coco", "path": "a.png"}
+    assert samples[0]["image"] == {"root": "", "path": "a.png"}  # one image folder: no prefix
     assert read_release(rel / "train.json")[1]["turns"][2] == {"role": "user",
                                                               "content": "Is it bright?"}
 

@@ -120,6 +120,7 @@ class ReleaseReport(Report):
             "drop_reasons": sm.drop_reasons(dropped), "sources": sm.sources(r),
             "generators": sm.generators(r), "outputs": sm.outputs(r),
             "rebuild": self.params.get("rebuild") or self.rebuild_command(ctx),
+            "image_note": image_note(r),
         }
 
     def rebuild_command(self, ctx: OpContext) -> str:
@@ -146,3 +147,15 @@ class ReleaseReport(Report):
                          for s in gallery.pick(samples, n, ctx.seed, "kept")],
                 "dropped": [gallery.item(s, ctx.image_path, size)
                             for s in gallery.pick(dropped, n, ctx.seed, "dropped")]}
+
+
+def image_note(recipe: dict) -> str:
+    """Where the image paths in the exported files resolve (from the recipe's image folders)."""
+    folders = sorted({str(src["images"]) for src in (recipe.get("sources") or {}).values()
+                      if isinstance(src, dict) and isinstance(src.get("images"), str)})
+    if not folders:
+        return ""
+    if len(folders) == 1:
+        return f"Image paths are relative to the image folder `{folders[0]}` (as the recipe names it)."
+    return ("Image paths are relative to the common parent of the image folders "
+            + ", ".join(f"`{f}`" for f in folders) + " (as the recipe names them).")

@@ -78,7 +78,7 @@ def render(s: Mapping) -> str:
         "## Files\n",
         _table(("format", "path", "split", "images"),
                [(o["format"], o["path"], o["split"], o["images"]) for o in s["outputs"]]) + "\n",
-        "Image paths are `<source>/<path>` under an image folder holding one folder per source.\n",
+        (s.get("image_note") or "") + "\n",
         "## Rebuild\n",
         "```sh\n" + s["rebuild"] + "\n```\n",
     ]

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -43,9 +44,35 @@ def _plain(part: object) -> bool:
             and "//" not in part and "./" not in part)
 
 
+#: source name -> the folder prefix its images get in a release (set for the length of an export)
+_PREFIXES: ContextVar[dict[str, str] | None] = ContextVar("image_prefixes", default=None)
+
+
+def image_prefixes(image_roots: dict[str, Path]) -> dict[str, str]:
+    """Where each source's images sit under one image folder: sources that share a folder share
+    a name (nothing, when every source reads the same folder); otherwise each folder's path
+    relative to the folders' common parent. So one file always has one name in a release."""
+    real = {name: os.path.realpath(folder) for name, folder in image_roots.items()}
+    distinct = sorted(set(real.values()))
+    if len(distinct) <= 1:
+        return {name: "" for name in real}
+    base = os.path.commonpath(distinct)
+    out = {}
+    for name, folder in real.items():
+        rel = os.path.relpath(folder, base).replace(os.sep, "/")
+        out[name] = "" if rel == "." else rel
+    return out
+
+
 def image_ref(image: dict) -> str:
-    """How a release names an image: ``<source root>/<path>``, relative to the image folder."""
+    """How a release names an image: its path under the release's image folder (see
+    :func:`image_prefixes`); ``<source>/<path>`` outside an export."""
     root, path = image["root"], image["path"]
+    prefixes = _PREFIXES.get()
+    if prefixes is not None and root in prefixes:
+        root = prefixes[root]
+        if not root:
+            return path if _plain(path) else str(PurePosixPath(path))
     if _plain(root) and _plain(path):  # the usual case, joined without a Path object
         return f"{root}/{path}"
     return str(PurePosixPath(root) / path)
@@ -110,6 +137,13 @@ class FileExporter(Exporter):
         want = self.params.get("split", "all")
         gather = self.params.get("images", "reference") != "reference"
         images: dict[str, dict] = {}
+        token = _PREFIXES.set(image_prefixes(ctx.image_roots))
+        try:
+            return self._export(samples, ctx, rel, checker, want, gather, images)
+        finally:
+            _PREFIXES.reset(token)
+
+    def _export(self, samples, ctx: OpContext, rel, checker, want, gather, images) -> list[str]:
         with cycle_collector_off(), Shards(self, ctx.out_dir, rel) as shards:
             for s in samples:
                 if want != "all" and (s.get("meta") or {}).get("split", "train") != want:

@@ -55,8 +55,9 @@ def dump_json_array(samples: list[Sample], path: Path) -> None:
 class LlavaExporter(FileExporter):
     """Write LLaVA JSON: ``[{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}]}]``.
 
-    ``<image>\\n`` starts the first human turn; ``image`` is ``<source>/<path>`` under the image
-    folder (``images: copy|link`` puts the files under ``image_dir``). Validated before writing.
+    ``<image>\\n`` starts the first human turn; ``image`` is the file's path under the sources'
+    image folder (their common parent when they read several; ``images: copy|link`` puts the
+    files under ``image_dir``). Validated before writing.
     """
 
     version = 1
