@@ -65,3 +65,24 @@ def test_frozen_build_with_a_missing_response_fails_cleanly(tmp_path, capsys):
     assert code == 2
     assert "frozen build" in capsys.readouterr().err
     assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_an_expanded_pool_is_written_into_the_release_and_can_be_frozen(tmp_path):
+    path = demo_copy(tmp_path)
+    r = yaml.safe_load(path.read_text())
+    r["generators"] = {"para": {"provider": "mock", "model": "mock-1", "responses": [
+        "1. Describe the picture in a few words.\n2. Give a brief summary of this image."]}}
+    r["pools"]["more"] = {"type": "expand", "seeds": {"pool": "brief"}, "generator": "para",
+                          "n": 2, "include_seeds": False, "similarity": 1.0}
+    r["tasks"]["brief_caption"]["instruction"] = {"pool": "more"}
+    path.write_text(yaml.safe_dump(r, sort_keys=False))
+    first = build(path, out_dir=tmp_path / "rel", cache_dir=tmp_path / "c")
+    frozen = json.loads((tmp_path / "rel" / "pools" / "more.json").read_text())
+    assert frozen == ["Describe the picture in a few words.", "Give a brief summary of this image."]
+    # freeze it: a list pool over the released file builds the same samples with no generator
+    r["pools"]["more"] = {"file": str(tmp_path / "rel" / "pools" / "more.json")}
+    del r["generators"]
+    path.write_text(yaml.safe_dump(r, sort_keys=False))
+    second = build(path, out_dir=tmp_path / "rel2", cache_dir=tmp_path / "c")
+    train = [o for o in first.manifest["outputs"] if o["path"] == "train.json"]
+    assert train == [o for o in second.manifest["outputs"] if o["path"] == "train.json"]

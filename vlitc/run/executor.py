@@ -7,6 +7,7 @@ never draws anything itself; the CLI's progress display and the tests listen to 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -171,6 +172,7 @@ class Executor:
                 self._run_step(self.plan.steps[sid])
             self._topup()
             self._export_responses()
+            self._export_pools()
             manifest = self._manifest(time.time() - started)
             materialize(self.store, self._out_files(), self.out_dir, manifest)
         finally:
@@ -411,9 +413,27 @@ class Executor:
         self._responses = [{"path": STORE_FILE, "sha256": sha, "size": size, "records": len(used),
                             "step": "llm"}]
 
+    def _export_pools(self) -> None:
+        """Write every pool an LLM expanded into the release (``pools/<name>.json``), so that it
+        can be reviewed and frozen: ``pools: {name: {file: pools/name.json}}``."""
+        self._pools: list[dict] = []
+        for sid in self.plan.order:
+            step = self.plan.steps[sid]
+            if step.kind != "pool" or step.op is None or step.op.name == "list":
+                continue
+            templates = [r["template"] for r in self.store.read(self.done[sid].entry["outputs"]["main"])]
+            staging = Path(tempfile.mkstemp(dir=self.store.tmp, prefix="pool-")[1])
+            try:
+                staging.write_text(json.dumps(templates, indent=2, ensure_ascii=False) + "\n")
+                sha, size = self.store.put_file(staging)
+            finally:
+                staging.unlink(missing_ok=True)
+            self._pools.append({"path": f"pools/{sid.split(':', 1)[1]}.json", "sha256": sha,
+                                "size": size, "records": len(templates), "step": sid})
+
     # manifest -----------------------------------------------------------------------------
     def _out_files(self) -> list[dict]:
-        out = list(getattr(self, "_responses", []))
+        out = list(getattr(self, "_responses", [])) + list(getattr(self, "_pools", []))
         for sid in self.plan.order:
             for f in self.done[sid].entry.get("files", []):
                 out.append({**f, "step": sid})
