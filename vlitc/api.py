@@ -97,7 +97,8 @@ def plan_status(recipe_path: str | Path, cache_dir: str | Path | None = None) ->
         for sid in plan.order:
             step = plan.steps[sid]
             ctx = OpContext(seed=recipe.seed, recipe_dir=recipe.dir, recipe=recipe.data)
-            upstream_stale = [d for d in step.deps if hashes.get(d) is None]
+            upstream = {d: h for d in step.deps if (h := hashes.get(d)) is not None}
+            upstream_stale = [d for d in step.deps if d not in upstream]
             prev = store.get_state(recipe.name, sid)
             if upstream_stale:
                 status = "new" if prev is None else "stale"
@@ -105,7 +106,6 @@ def plan_status(recipe_path: str | Path, cache_dir: str | Path | None = None) ->
                 hashes[sid] = None
                 rows.append({"id": sid, "status": status, "reasons": why, "key": None})
                 continue
-            upstream = {d: hashes[d] for d in step.deps}
             if step.kind == "report":
                 upstream["steps"] = (prev or {}).get("upstream", {}).get("steps", "")
             comp = keys.components(step, recipe, keys.step_files(step, recipe, files, ctx), upstream)

@@ -127,6 +127,7 @@ def expect_for(kind: str, params: dict | None = None) -> Expect:
 def expect_for_pool_file(path: Path) -> Expect:
     """The expectations of the task kind whose default pool has this file's name, if any."""
     from vlitc.ops import registry
+    from vlitc.ops.tasks.base import AdaptTask
 
     for kind in registry.names("task"):
         cls = registry.get("task", kind)
@@ -136,7 +137,7 @@ def expect_for_pool_file(path: Path) -> Expect:
                 pool = getattr(op, "default_pool", None)
             except Exception:  # noqa: BLE001 - a kind that needs params has no default pool
                 continue
-            if pool == path.stem:
+            if pool == path.stem and isinstance(op, AdaptTask):
                 return Expect(op.variables(), tuple(getattr(op, "required", ())))
     return Expect()
 
@@ -200,11 +201,11 @@ def lint_recipe(path: Path) -> list[Finding]:
 
 def _merge(expects: list[Expect]) -> Expect:
     """One expectation for a pool several tasks use: what all provide, what all require."""
-    known = [e for e in expects if e.provided is not None]
+    known = [(e.provided, e.required) for e in expects if e.provided is not None]
     if not known:
         return Expect()
-    provided = frozenset.intersection(*(e.provided for e in known))  # type: ignore[misc]
-    required = tuple({r for e in known for r in e.required})
+    provided = frozenset.intersection(*(p for p, _ in known))
+    required = tuple({r for _, req in known for r in req})
     return Expect(provided, required)
 
 

@@ -82,7 +82,8 @@ def _objects(text: str) -> list:
     if m:
         text = m.group(1)
     dec = json.JSONDecoder(object_pairs_hook=lambda kv: kv)
-    out, i = [], 0
+    out: list = []
+    i = 0
     while True:
         starts = [j for j in (text.find("{", i), text.find("[", i)) if j >= 0]
         if not starts:

@@ -10,6 +10,7 @@ it arrives; a frozen session serves only stored samples and never opens a connec
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -165,7 +166,7 @@ class Client:
             await self.limits.acquire(est)
             n, first = len(remaining), remaining[0]
             comp = await with_retries(
-                lambda n=n, first=first: provider.complete(params, n, first),
+                functools.partial(provider.complete, params, n, first),
                 max_retries=int(self.config["max_retries"]),
                 base=float(self.config["retry_backoff"]),
                 on_retry=lambda exc: self.session.accounting.add(state.step, self.name, retries=1),

@@ -16,11 +16,14 @@ import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from typing import TypeVar
 
 from vlitc.errors import ConfigurationError
 from vlitc.ops.base import Balance, OpContext
 from vlitc.ops.registry import register
 from vlitc.records import Sample
+
+K = TypeVar("K", str, tuple[str, str])  # a task name, or a (task, source) group
 
 _FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
 
@@ -46,7 +49,7 @@ def topup_plan(
     return plan
 
 
-def largest_remainder(total: int, weights: Mapping[str, float]) -> dict[str, int]:
+def largest_remainder(total: int, weights: Mapping[K, float]) -> dict[K, int]:
     """Split ``total`` into integers proportional to ``weights`` (Hamilton's method, ties by name)."""
     wsum = sum(weights.values())
     if total <= 0 or wsum <= 0:

@@ -176,7 +176,7 @@ def dedup_similar(texts: list[str], threshold: float, keep_first: int = 0) -> li
     without it only exact deduplication applies. The first ``keep_first`` texts are always kept.
     """
     try:
-        from vlitc.quality import embeddings  # type: ignore[attr-defined]
+        from vlitc.quality import embeddings
     except ImportError:
         return texts
     import numpy as np

@@ -98,6 +98,8 @@ class ReleaseReport(Report):
             "indicators.json": (json.dumps(indicators, indent=2, sort_keys=True) + "\n").encode(),
             "vlitc.lock": dumps(lock),
         }
+        if ctx.out_dir is None:
+            raise RuntimeError("reports need ctx.out_dir")
         for name in FILES:
             write_atomic(ctx.out_dir / name, out[name])
         return list(FILES)

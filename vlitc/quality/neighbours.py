@@ -39,7 +39,8 @@ class Shingler:
     def __init__(self, n: int):
         from datasketch.hashfunc import sha1_hash32
 
-        self.n, self._hash, self._vocab = n, sha1_hash32, {}
+        self.n, self._hash = n, sha1_hash32
+        self._vocab: dict[str, int] = {}
 
     def __call__(self, text: str) -> np.ndarray:
         toks = WORD.findall(text.lower())

@@ -37,10 +37,10 @@ def thumbnail(path: Path, size: int) -> tuple[str, int, int] | None:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
+            rgb = im.convert("RGB")
+            rgb.thumbnail((size, size))
             buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=80, optimize=False, progressive=False)
+            rgb.save(buf, format="JPEG", quality=80, optimize=False, progressive=False)
     except OSError:
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), w, h

@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from vlitc.errors import UserError, VlitcError
-from vlitc.ops.base import Filter, OpContext
+from vlitc.ops.base import Balance, Exporter, Filter, Op, OpContext, Pool, Report, Source, Task
 from vlitc.plan import Plan, Step
 from vlitc.recipe import Recipe
 from vlitc.run import keys
@@ -29,6 +29,15 @@ from vlitc.run.store import Store
 
 Emit = Callable[[dict], None]
 MEASURE_CHUNK = 512
+
+
+OpT = TypeVar("OpT", bound=Op)
+
+
+def op_of(step: Step, family: type[OpT]) -> OpT:
+    """The step's op as its family's class: the plan gives every step of a kind an op of the
+    kind's family (only ``merge`` has none), which the checker cannot see through ``Step.op``."""
+    return cast(OpT, step.op)
 
 
 @dataclass
@@ -241,7 +250,7 @@ class Executor:
         for _ in range(rounds):
             want = self.done["balance"].entry.get("notes", {}).get("topup") or {}
             grow = {f"task:{t}": n for t, n in want.items()
-                    if f"task:{t}" in self.plan.steps and self.plan.steps[f"task:{t}"].op.params.get("limit")}
+                    if f"task:{t}" in self.plan.steps and op_of(self.plan.steps[f"task:{t}"], Task).params.get("limit")}
             if not grow:
                 return
             for sid, n in grow.items():
@@ -267,22 +276,23 @@ class Executor:
         return w.close()
 
     def _run_source(self, step: Step, ctx: OpContext) -> dict:
-        return {"outputs": {"main": self._write(step.op.load(ctx))}}
+        return {"outputs": {"main": self._write(op_of(step, Source).load(ctx))}}
 
     def _run_pool(self, step: Step, ctx: OpContext) -> dict:
-        return {"outputs": {"main": self._write({"template": t} for t in step.op.templates(ctx))}}
+        return {"outputs": {"main": self._write({"template": t} for t in op_of(step, Pool).templates(ctx))}}
 
     def _run_task(self, step: Step, ctx: OpContext) -> dict:
-        src = step.op.params.get("source")
+        op = op_of(step, Task)
+        src = op.params.get("source")
         records = self._input(step, f"source:{src}") if isinstance(src, str) else iter(())
-        return {"outputs": {"main": self._write(step.op.run(records, ctx))}}
+        return {"outputs": {"main": self._write(op.run(records, ctx))}}
 
     def _run_merge(self, step: Step, ctx: OpContext) -> dict:
         chained = itertools.chain.from_iterable(self._input(step, d) for d in step.deps)
         return {"outputs": {"main": self._write(chained)}}
 
     def _run_balance(self, step: Step, ctx: OpContext) -> dict:
-        return {"outputs": {"main": self._write(step.op.run(self._input(step, step.deps[0]), ctx))}}
+        return {"outputs": {"main": self._write(op_of(step, Balance).run(self._input(step, step.deps[0]), ctx))}}
 
     # filters ------------------------------------------------------------------------------
     def _in_scope(self, op: Filter, sample: dict) -> bool:
@@ -290,7 +300,7 @@ class Executor:
         return not tasks or sample.get("task") in tasks
 
     def _run_measure(self, step: Step, ctx: OpContext) -> dict:
-        op: Filter = step.op  # type: ignore[assignment]
+        op = op_of(step, Filter)
         samples = self._input(step, step.deps[0])
         if op.scope == "dataset" or not op.cache_items:
             return {"outputs": {"main": self._write(self._measure_dataset(op, samples, ctx))}}
@@ -345,7 +355,7 @@ class Executor:
             yield from chunk
 
     def _run_filter(self, step: Step, ctx: OpContext) -> dict:
-        op: Filter = step.op  # type: ignore[assignment]
+        op = op_of(step, Filter)
         scoped_stats = [s["meta"]["stats"][op.label] for s in self._input(step, step.deps[0])
                         if self._in_scope(op, s)]
         decisions = iter(op.decide(scoped_stats))
@@ -371,7 +381,7 @@ class Executor:
         try:
             ctx.out_dir = staging
             written = call(ctx)
-            files = []
+            files: list[dict[str, Any]] = []
             for item in written:
                 rel = item["path"] if isinstance(item, dict) else str(item)
                 path = staging / rel
@@ -385,10 +395,10 @@ class Executor:
                 "files": files}
 
     def _run_export(self, step: Step, ctx: OpContext) -> dict:
-        return self._run_files(step, ctx, lambda c: step.op.export(self._input(step, step.deps[0]), c))
+        return self._run_files(step, ctx, lambda c: op_of(step, Exporter).export(self._input(step, step.deps[0]), c))
 
     def _run_report(self, step: Step, ctx: OpContext) -> dict:
-        return self._run_files(step, ctx, lambda c: step.op.write(c))
+        return self._run_files(step, ctx, lambda c: op_of(step, Report).write(c))
 
     # release response store -------------------------------------------------------------------
     def _export_responses(self) -> None:

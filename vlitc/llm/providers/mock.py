@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import TYPE_CHECKING
 
 import orjson
 
 from vlitc.llm.providers import Completion, Provider
 from vlitc.llm.retry import ProviderError
+
+if TYPE_CHECKING:
+    import jinja2
 
 
 class MockProvider(Provider):
@@ -30,7 +34,7 @@ class MockProvider(Provider):
         self.latency = float(config.get("latency", 0.0))
         self.calls: list[dict] = []
         self._attempts: dict[str, int] = {}
-        self._compiled = None
+        self._compiled: jinja2.Template | None = None
 
     def _text(self, params: dict, digest: int, index: int) -> str:
         msgs = params["messages"]

@@ -78,6 +78,13 @@ def image_ref(image: dict) -> str:
     return str(PurePosixPath(root) / path)
 
 
+def out_dir(ctx: OpContext) -> Path:
+    """The folder an export writes into (set by the run for export steps)."""
+    if ctx.out_dir is None:
+        raise RuntimeError("exporters need ctx.out_dir")
+    return ctx.out_dir
+
+
 def safe_relpath(path: str, what: str) -> PurePosixPath:
     """A path inside the release folder; absolute paths and ``..`` are configuration errors."""
     p = PurePosixPath(path)
@@ -130,8 +137,7 @@ class FileExporter(Exporter):
         return GatheredShard(self.write, path)
 
     def export(self, samples: Iterable[Sample], ctx: OpContext) -> list[str]:
-        if ctx.out_dir is None:
-            raise RuntimeError("exporters need ctx.out_dir")
+        out_dir(ctx)  # no folder to write into: fail before reading any sample
         rel = safe_relpath(self.params["path"], f"outputs.{self.name}.path")
         checker = SampleChecker(ctx, f"{self.name} export {rel}", **self.budget())
         want = self.params.get("split", "all")
@@ -144,7 +150,7 @@ class FileExporter(Exporter):
             _PREFIXES.reset(token)
 
     def _export(self, samples, ctx: OpContext, rel, checker, want, gather, images) -> list[str]:
-        with cycle_collector_off(), Shards(self, ctx.out_dir, rel) as shards:
+        with cycle_collector_off(), Shards(self, out_dir(ctx), rel) as shards:
             for s in samples:
                 if want != "all" and (s.get("meta") or {}).get("split", "train") != want:
                     continue
@@ -172,7 +178,7 @@ class FileExporter(Exporter):
         out: list[str] = []
         for ref in sorted(images):
             rel = base / ref
-            put_file(ctx.image_path(images[ref]), ctx.out_dir / rel, mode, ctx)
+            put_file(ctx.image_path(images[ref]), out_dir(ctx) / rel, mode, ctx)
             out.append(str(rel))
         return out
 
@@ -192,7 +198,8 @@ class GatheredShard:
     """A shard written in one call of ``write(samples, path)`` (e.g. one Parquet table)."""
 
     def __init__(self, write: Callable[[list[Sample], Path], None], path: Path):
-        self.write, self.path, self.samples = write, path, []
+        self.write, self.path = write, path
+        self.samples: list[Sample] = []
 
     def add(self, samples: list[Sample]) -> None:
         self.samples.extend(samples)
@@ -270,6 +277,7 @@ class Shards:
 
     def _flush(self) -> None:
         if self.pending:
+            assert self.writer is not None, "add() opens a shard before it queues samples"
             self.writer.add(self.pending)
             self.pending = []
 
@@ -287,6 +295,7 @@ class Shards:
             self._next()  # an empty export still writes its (empty) file
         self._flush()
         writer, self.writer = self.writer, None
+        assert writer is not None, "_next() opened a shard"
         writer.close()
         names = shard_names(self.rel, len(self.temps))
         for tmp, rel in zip(self.temps, names, strict=True):

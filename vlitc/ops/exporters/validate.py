@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from vlitc.errors import UserError
 from vlitc.ops.base import OpContext
@@ -62,7 +63,7 @@ class ImageFiles:
         self.seen: dict[tuple, str | None] = {}
 
     def problem(self, image: dict) -> str | None:
-        key = (image.get("root"), image.get("path"))
+        key: tuple[Any, Any] = (image.get("root"), image.get("path"))  # unchecked JSON values
         try:
             return self.seen[key]
         except KeyError:

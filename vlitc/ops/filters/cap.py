@@ -33,7 +33,7 @@ class PerImageCapFilter(Filter):
 
     def measure(self, samples: list[Sample], ctx: OpContext) -> list[dict]:
         seen: dict[tuple[str, str], int] = {}
-        out = []
+        out: list[dict] = []
         for s in samples:
             if not s.get("image"):
                 out.append({"rank": None, "image": None})

@@ -170,7 +170,7 @@ class ClipMatchFilter(Filter):
         texts = {id(s): texts_for(s, mode, self.params.get("prompt", PROMPT)) for s in todo}
         flat = [t for s in todo if shas[id(s)] in image_emb for t in texts[id(s)]]
         text_emb = iter(self._batched(model.encode_texts, flat))
-        out = []
+        out: list[dict] = []
         for s in samples:
             sha = shas.get(id(s))
             if sha is None:

@@ -13,7 +13,7 @@ from vlitc.records import Sample, structure_problems
 
 WORD = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
 
-_BAND = {
+_BAND: dict[str, Any] = {
     "type": "object",
     "properties": {"min": {"type": "integer", "minimum": 0}, "max": {"type": "integer", "minimum": 0}},
     "additionalProperties": False,
@@ -63,7 +63,7 @@ class _Band(_PerSample):
         },
         "additionalProperties": False,
     }
-    keep_params = ("min", "max", "per_task")
+    keep_params: ClassVar[tuple[str, ...]] = ("min", "max", "per_task")
 
     def band(self, task: str) -> dict:
         per_task = self.params.get("per_task") or {}

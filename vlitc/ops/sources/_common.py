@@ -20,7 +20,7 @@ import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from vlitc import boxes
 from vlitc.errors import InputError, Location
@@ -307,8 +307,8 @@ def image_store(ctx: OpContext) -> Any:
 class AnnotationSource(Source):
     """Base of the dataset loaders: selection, image checks and record assembly."""
 
-    reads = ()
-    writes = ("id", "image")
+    reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ("id", "image")
 
     def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
         raise NotImplementedError

@@ -128,6 +128,6 @@ def consensus(answers: list[str], mc_answer: str | None = None) -> tuple[str | N
         k = pairs[a][idx]
         counts[k] = counts.get(k, 0) + c
     top = max(counts.values())
-    if mc_answer in raw and counts[pairs[mc_answer][idx]] == top:  # type: ignore[index]
+    if mc_answer in raw and counts[pairs[mc_answer][idx]] == top:
         return mc_answer, _score(top, n)
     return next(a for a in raw if counts[pairs[a][idx]] == top), _score(top, n)

@@ -52,7 +52,7 @@ class CocoFile:
         self.by_image = by_image
 
 
-def coco_objects(anns: list[dict], cats: dict[int, str], width: Any, height: Any,
+def coco_objects(anns: list[dict], cats: dict[Any, str], width: Any, height: Any,
                  issues: Issues, crowd: bool = True) -> list[dict]:
     """COCO instance annotations as record objects with canonical pixel boxes."""
     out = []

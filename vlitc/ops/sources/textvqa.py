@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
@@ -46,8 +46,8 @@ class TextVqaSource(AnnotationSource):
     """
 
     version = 1
-    file_params = ("questions", "captions", "ocr")
-    writes = ("id", "image", "qas", "captions", "ocr")
+    file_params: ClassVar[tuple[str, ...]] = ("questions", "captions", "ocr")
+    writes: ClassVar[tuple[str, ...]] = ("id", "image", "qas", "captions", "ocr")
     params_schema = schema(
         {
             "questions": FILE | {"description": "TextVQA_0.5.1_<split>.json"},

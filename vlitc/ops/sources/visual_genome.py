@@ -112,7 +112,8 @@ class VisualGenomeSource(AnnotationSource):
         objs = data.get("attributes", data.get("objects"))
         rels = data.get("relationships")
         if objs is not None or rels is not None:
-            out["objects"], index = [], {}
+            out["objects"] = []
+            index: dict[Any, int] = {}
             for o in objs or []:
                 self._object(o, out["objects"], index, width, height, issues)
             if rels is not None:

@@ -260,7 +260,9 @@ class GqaSource(AnnotationSource):
 
 def graph_layers(graph: dict, width: Any, height: Any, issues: Issues) -> tuple[list, list]:
     """GQA scene-graph objects (``x, y, w, h`` pixels) and relations as record layers."""
-    objects, index, rels = [], {}, []
+    objects: list[dict] = []
+    index: dict[Any, int] = {}
+    rels: list[dict] = []
     for oid, o in (graph.get("objects") or {}).items():
         box = fit_box([o.get("x", 0), o.get("y", 0), o.get("x", 0) + o.get("w", 0),
                        o.get("y", 0) + o.get("h", 0)], width, height, issues, oid)

@@ -124,7 +124,7 @@ class AdaptTask(Task):
     provides: ClassVar[frozenset[str]] = frozenset()
     #: variables an instruction must read, as alternatives (at least one of each set)
     required: ClassVar[tuple[frozenset[str], ...]] = ()
-    reads = ("image",)
+    reads: ClassVar[tuple[str, ...]] = ("image",)
     writes = ("turns", "meta.record_id", "meta.template", "meta.format", "meta.annotations")
 
     # -- params ---------------------------------------------------------------------------

@@ -35,12 +35,13 @@ class OCRReading(AdaptTask):
 
     version = 1
 
-    @property  # type: ignore[override]
-    def default_pool(self) -> str:
+    # a per-instance value where the base has a class constant; reads go through the instance
+    @property
+    def default_pool(self) -> str:  # type: ignore[override]
         return "ocr_token" if self.params.get("per") == "token" else "ocr"
 
-    @property  # type: ignore[override]
-    def required(self) -> tuple[frozenset[str], ...]:
+    @property
+    def required(self) -> tuple[frozenset[str], ...]:  # type: ignore[override]
         return (frozenset({"bbox"}),) if self.params.get("per") == "token" else ()
 
     provides = frozenset({"bbox"})
