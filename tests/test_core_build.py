@@ -125,12 +125,16 @@ def test_corrupt_cache_entry_is_a_warning_and_a_miss(demo, tmp_path):
 
 
 def test_failing_step_leaves_no_cache_entry_and_no_output(demo, tmp_path):
-    demo.write_text(demo.read_text().replace('response: "{{ caption }}"', 'response: "{{ captionz }}"'))
-    with pytest.raises(UserError):
+    caps = tmp_path / "annotations" / "captions_demo.json"
+    caps.write_text(caps.read_text()[:5000])  # a truncated annotation file
+    with pytest.raises(UserError) as info:
         _build(demo, tmp_path)
+    assert str(info.value).startswith(f"{caps}:")  # located in the file, with line and column
     assert not (tmp_path / "out" / "manifest.json").exists()
     assert not (tmp_path / "out" / "train.json").exists()
     assert not list((tmp_path / "cache" / "tmp").iterdir())
+    assert not list((tmp_path / "cache" / "steps").iterdir()) or all(
+        "source:coco" not in p.read_text() for p in (tmp_path / "cache" / "steps").iterdir())
 
 
 def test_manifest_lists_steps_and_outputs_with_hashes(demo, tmp_path):

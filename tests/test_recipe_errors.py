@@ -121,6 +121,12 @@ CASES = [
                      "  b:\n    type: expand\n    seeds: {pool: a}\n    generator: g\n    n: 3\n"
                      "generators:\n  g: {provider: mock, model: m}")],
      ["r.yaml:13:5: pools.a: dependency cycle: pool:a -> pool:b -> pool:a"]),
+    ("template_undefined_variable", [('response: "{{ caption }}"', 'response: "{{ captoin }}"')],
+     ["r.yaml:17:15: task 'cap' response: template '{{ captoin }}': undefined variable 'captoin'"]),
+    ("pool_template_undefined_variable", [('["Describe the image."]', '["Describe {{ thing }}."]')],
+     ["r.yaml:11:17: task 'cap' instruction: template 'Describe {{ thing }}.': undefined variable 'thing'"]),
+    ("template_syntax_error", [('response: "{{ caption }}"', 'response: "{{ caption }"')],
+     None),
     ("several_at_once", [("seed: 1", "seed: -1"), ("min: 1}", "min: -1}")],
      ["r.yaml:3:7: seed: -1 is less than the minimum of 0",
       "r.yaml:20:28: filters[0].min: -1 is less than the minimum of 0"]),
@@ -153,6 +159,8 @@ def test_malformed_recipe_gives_located_message(tmp_path, monkeypatch, case, edi
 
 
 EXPECTED_DYNAMIC = {
+    "template_syntax_error": lambda p: [
+        "r.yaml:17:15: task 'cap' response: template '{{ caption }': syntax error: unexpected '}'"],
     "not_mapping": lambda p: ["r.yaml:1:1: a recipe is a mapping of keys (vlitc, name, sources, ...)"],
     "sources_not_mapping": lambda p: [
         f"r.yaml:5:3: sources: [{{'coco': None, 'type': 'coco', 'images': '{DEMO / 'images'}', "

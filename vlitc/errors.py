@@ -76,6 +76,7 @@ class InputError(UserError):
 
     def __init__(self, message: str, location: Location | None = None, hint: str = ""):
         self.location = location
+        self.message = message
         self.hint = hint
         text = f"{location}: {message}" if location else message
         if hint:

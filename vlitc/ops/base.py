@@ -132,6 +132,11 @@ class Op:
         """Names this op refers to, by kind (``source``, ``pool``, ``generator``, ``task``)."""
         return {}
 
+    def check(self, ctx: OpContext) -> None:
+        """Checks that need more than the schema, run by ``vlitc validate`` before anything is
+        built (e.g. that templates read only variables the task provides). Raise a located
+        :class:`vlitc.errors.InputError`; ``ctx.input`` serves only hand-written pools here."""
+
     def files(self, ctx: OpContext) -> list[Path]:
         """Files whose contents belong in the step key (default: the ``file_params`` values)."""
         out: list[Path] = []

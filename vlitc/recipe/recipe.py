@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlitc.errors import RecipeError
+from vlitc.errors import Location, RecipeError
 from vlitc.ops import registry
-from vlitc.ops.base import Op
+from vlitc.ops.base import Op, Pool
 from vlitc.recipe import validate as v
 from vlitc.recipe.load import KeyPath, Positions, load_yaml
 from vlitc.recipe.schema import SECTIONS
@@ -45,6 +45,55 @@ class Recipe:
     def ops_in(self, key: str) -> list[tuple[KeyPath, Op]]:
         return [(p, op) for p, op in self.ops.items() if p[0] == key]
 
+    def locate_value(self, value: str) -> Location | None:
+        """Where a string value is written in the recipe (its first occurrence), or None."""
+        return _locate_value(self.data, self.positions, value)
+
+
+def _locate_value(data: dict, positions: Positions, value: str) -> Location | None:
+    stack: list[tuple[Any, KeyPath]] = [(data, ())]
+    while stack:
+        obj, path = stack.pop(0)
+        if obj == value:
+            return positions.locate(path)
+        if isinstance(obj, dict):
+            stack += [(v, path + (k,)) for k, v in obj.items()]
+        elif isinstance(obj, list):
+            stack += [(v, path + (i,)) for i, v in enumerate(obj)]
+    return None
+
+
+class _NotAtValidation(LookupError):
+    """An input that only a build can produce (an LLM-expanded pool, a source's records)."""
+
+
+def _check_problems(data: dict, ops: dict[KeyPath, Op], pos: Positions, recipe_dir: Path) -> list:
+    """Run each op's ``check`` (templates against the variables a task provides)."""
+    from vlitc.errors import InputError, Problem
+    from vlitc.ops.base import OpContext
+
+    def inputs(ref: str):
+        op = ops.get(("pools", ref.split(":", 1)[1])) if ref.startswith("pool:") else None
+        if not isinstance(op, Pool) or op.name != "list":
+            raise _NotAtValidation(ref)
+        return iter([{"template": t} for t in op.templates(ctx)])
+
+    ctx = OpContext(seed=int(data.get("seed", 0)), recipe_dir=recipe_dir, recipe=data,
+                    _inputs=inputs, _locate=lambda v: _locate_value(data, pos, v))
+    out = []
+    for path, op in ops.items():
+        if path[0] != "tasks":
+            continue
+        try:
+            op.check(ctx)
+        except _NotAtValidation:
+            continue
+        except InputError as e:
+            loc = e.location or pos.locate(path)
+            excerpt = pos.excerpt(loc.line) if loc.file == pos.file else ""
+            out.append(Problem(loc, "", e.message, e.hint, excerpt))
+    return out
+
 
 def _instantiate(data: dict) -> dict[KeyPath, Op]:
     ops: dict[KeyPath, Op] = {}
@@ -79,6 +128,8 @@ def load_recipe(path: str | Path) -> Recipe:
     problems += _label_problems(entries, pos)
     if not problems:
         problems += v.cycle_problems(entries, pos)
+    if not problems:
+        problems += _check_problems(data, ops, pos, recipe_dir)
     if problems:
         raise RecipeError(sorted(problems, key=lambda p: (p.location.line, p.location.column)))
     sha = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -100,23 +100,7 @@ class Executor:
         )
 
     def _locate_value(self, value: str) -> Any:
-        if getattr(self, "_values", None) is None:
-            index: dict[str, tuple] = {}
-
-            def walk(obj: Any, path: tuple) -> None:
-                if isinstance(obj, str):
-                    index.setdefault(obj, path)
-                elif isinstance(obj, dict):
-                    for k, v in obj.items():
-                        walk(v, path + (k,))
-                elif isinstance(obj, list):
-                    for i, v in enumerate(obj):
-                        walk(v, path + (i,))
-
-            walk(self.recipe.data, ())
-            self._values = index
-        path = self._values.get(value)
-        return None if path is None else self.recipe.positions.locate(path)
+        return self.recipe.locate_value(value)
 
     def _client(self, name: str) -> Any:
         if self._llm is None:

@@ -184,6 +184,10 @@ class AdaptTask(Task):
     def setup(self, ctx: OpContext) -> None:
         """Hook run once before the records stream (e.g. to read a vocabulary)."""
 
+    def check(self, ctx: OpContext) -> None:
+        """Before building: every instruction template reads only variables this task provides."""
+        self.instructions(ctx)
+
     def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
         instr = self.instructions(ctx)
         self.setup(ctx)

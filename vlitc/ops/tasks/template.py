@@ -145,6 +145,11 @@ class TemplateTask(AdaptTask):
     def variables(self) -> frozenset[str]:
         return super().variables() | PER_VARS[self.params.get("per", "image")]
 
+    def check(self, ctx: OpContext) -> None:
+        super().check(ctx)
+        check_variables([self.params["response"]], self.variables(), f"task {self.label!r} response",
+                        ctx.locate_value)
+
     def setup(self, ctx: OpContext) -> None:
         where = f"task {self.label!r} response"
         self._response = check_variables([self.params["response"]], self.variables(), where,
