@@ -203,33 +203,38 @@ _EXTRAS = {"torch": "clip", "torchvision": "clip", "open_clip": "clip",
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    err = _console(stderr=True)
     try:
         return int(args.func(args) or 0)
     except RecipeError as e:
+        err = _console(stderr=True)
         for problem in e.problems:
             err.print(problem.format(), markup=False)
         n = len(e.problems)
         err.print(f"{n} problem{'s' if n != 1 else ''} found", style="bold red")
         return e.exit_code
     except UserError as e:
+        err = _console(stderr=True)
         err.print(f"error: {e}", markup=False)
         return e.exit_code
     except VlitcError as e:
+        err = _console(stderr=True)
         err.print(f"internal error: {e}", markup=False)
         return e.exit_code
     except ModuleNotFoundError as e:
         extra = _EXTRAS.get((e.name or "").split(".")[0])
         hint = f"pip install 'vlitc[{extra}]'" if extra else f"pip install {e.name}"
+        err = _console(stderr=True)
         err.print(f"error: this recipe needs the package {e.name!r}, which is not installed\n"
                   f"hint: {hint}", markup=False)
         return 2
     except KeyboardInterrupt:
+        err = _console(stderr=True)
         err.print("interrupted; finished work is cached")
         return 130
     except Exception as e:  # an internal bug: say so, keep the traceback behind a switch
         if os.environ.get("VLITC_DEBUG"):
             raise
+        err = _console(stderr=True)
         err.print(f"internal error: {type(e).__name__}: {e}\n(set VLITC_DEBUG=1 for the traceback)",
                   markup=False)
         return 1
