@@ -125,3 +125,15 @@ def test_missing_image_in_gallery_shows_the_sample_without_a_picture(tmp_path):
     ReleaseReport({"indicators": {"response": False}}).write(ctx)
     page = (ctx.out_dir / "report.html").read_text()
     assert "caption/a/0" in page and page.count("data:image/jpeg;base64,") == 3
+
+
+def test_a_join_source_carries_the_licences_of_its_inputs():
+    from vlitc.release.summary import sources
+
+    rows = {r["name"]: r["license"] for r in sources({"sources": {
+        "coco": {"type": "coco", "license": "CC-BY-4.0"},
+        "text": {"type": "sharegpt", "license": "Apache-2.0"},
+        "scenes": {"type": "join", "sources": ["coco", "text"]},
+        "other": {"type": "generic"}}})}
+    assert rows == {"coco": "CC-BY-4.0", "text": "Apache-2.0",
+                    "scenes": "Apache-2.0 + CC-BY-4.0", "other": "unknown"}

@@ -62,14 +62,21 @@ def lengths(samples: Sequence[Sample]) -> dict[str, list[float]]:
 
 
 def sources(recipe: Mapping) -> list[dict]:
-    """Each source with its type, licence (``license`` param, else "unknown") and description."""
-    out = []
-    for name, spec in sorted((recipe.get("sources") or {}).items()):
-        spec = spec if isinstance(spec, Mapping) else {}
-        out.append({"name": name, "type": spec.get("type", ""),
-                    "license": spec.get("license") or "unknown",
-                    "description": spec.get("description", "")})
-    return out
+    """Each source with its type, licence (``license`` param; a join carries its inputs'
+    licences; else "unknown") and description."""
+    specs = {n: s if isinstance(s, Mapping) else {} for n, s in (recipe.get("sources") or {}).items()}
+
+    def licence(name: str, seen: frozenset[str] = frozenset()) -> str:
+        spec = specs.get(name, {})
+        if spec.get("license"):
+            return str(spec["license"])
+        if spec.get("type") == "join" and name not in seen:
+            parts = sorted({licence(n, seen | {name}) for n in spec.get("sources") or []})
+            return " + ".join(parts) if parts else "unknown"
+        return "unknown"
+
+    return [{"name": name, "type": spec.get("type", ""), "license": licence(name),
+             "description": spec.get("description", "")} for name, spec in sorted(specs.items())]
 
 
 def generators(recipe: Mapping) -> list[dict]:
