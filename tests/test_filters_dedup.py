@@ -8,7 +8,7 @@ from _filters_util import caching_ctx, qa, run
 
 from vlitc.ops.filters.cap import PerImageCapFilter
 from vlitc.ops.filters.dedup import DedupFilter, normalise
-from vlitc.quality.neighbours import cosine_neighbours, minhash_neighbours
+from vlitc.quality.neighbours import SMALL_GROUP, cosine_neighbours, minhash_neighbours, minhashes
 
 IMG1 = {"root": "coco", "path": "1.jpg", "sha256": "aa"}
 IMG2 = {"root": "coco", "path": "2.jpg", "sha256": "bb"}
@@ -60,6 +60,50 @@ def test_minhash_lsh_path_on_a_large_group_matches_the_pairwise_path():
     first, sim = minhash_neighbours(texts, [list(range(len(texts)))], 0.7)
     assert first[:60].tolist() == [-1] * 60
     assert first[60:].tolist() == list(range(10)) and (sim[60:] >= 0.7).all()
+
+
+def lsh_reference(texts: list[str], groups: list[list[int]], threshold: float):
+    """The earliest similar earlier item found through datasketch's own ``MinHashLSH`` index
+    (query, then insert), and all pairs in small groups."""
+    from datasketch import MinHashLSH
+
+    ms = list(minhashes(texts, 128, 3))
+    first, sim = np.full(len(texts), -1), np.zeros(len(texts), dtype=np.float32)
+    for group in groups:
+        lsh = MinHashLSH(threshold=threshold, num_perm=128) if len(group) > SMALL_GROUP else None
+        for j, x in enumerate(group):
+            if ms[x] is None:
+                continue
+            for i in sorted(lsh.query(ms[x])) if lsh is not None else group[:j]:
+                if ms[i] is not None and ms[i].jaccard(ms[x]) >= threshold:
+                    first[x], sim[x] = i, ms[i].jaccard(ms[x])
+                    break
+            if lsh is not None:
+                lsh.insert(x, ms[x])
+    return first, sim
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8])
+def test_minhash_banding_finds_what_datasketch_minhash_lsh_finds(threshold):
+    rng = np.random.default_rng(2)
+    vocab = [f"w{i}" for i in range(300)]
+    texts: list[str] = []
+    for k in range(700):
+        if k > 10 and rng.random() < 0.3:  # an edit of an earlier text (chains included)
+            words = texts[int(rng.integers(0, k))].split() or ["w1"]
+            words[int(rng.integers(0, len(words)))] = str(rng.choice(vocab))
+            texts.append(" ".join(words))
+        else:
+            texts.append(" ".join(rng.choice(vocab, int(rng.integers(20, 40)))))
+    for k in range(0, 700, 5):  # a bucket larger than a pairwise run, and texts without words
+        texts[k] = "!" if k % 2 else "yes"
+    groups = [list(range(0, 700, 2)), list(range(1, 400, 2))]
+    groups += [list(range(k, min(k + 20, 700), 2)) for k in range(401, 700, 20)]
+    first, sim = minhash_neighbours(texts, groups, threshold)
+    ref_first, ref_sim = lsh_reference(texts, groups, threshold)
+    assert first.tolist() == ref_first.tolist() and sim.tolist() == ref_sim.tolist()
+    assert (first >= 0).sum() > 80 and (first < np.arange(700)).all()
+    assert first[10:700:10].tolist() == [0] * 69 and (first[5:700:10] == -1).all()
 
 
 def test_cosine_neighbours_exhaustive_and_inverted_index_agree_on_planted_duplicates(monkeypatch):

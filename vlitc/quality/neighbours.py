@@ -9,14 +9,18 @@ groups are lists of indices in ascending order (a scope: one image, one task, ev
 
 from __future__ import annotations
 
-import hashlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 WORD = re.compile(r"\w+")
 SMALL_GROUP = 32  # pairwise below this size (MinHash)
+SMALL_RUN = 64  # LSH buckets up to this size compare all pairs at once
+MH_BLOCK = 256  # blockwise scan of a larger bucket
+PAIR_CHUNK = 65_536
+MIX = np.uint64(0x9E3779B97F4A7C15)
 EXACT_LIMIT = 20_000  # exhaustive blockwise search below this size (embeddings)
 BLOCK = 2048
 CHUNK = 4096
@@ -26,11 +30,6 @@ CHUNK = 4096
 
 def _identity(x: int) -> int:
     return x
-
-
-def _band_key(band: bytes) -> bytes:
-    """An 8-byte key per LSH band (instead of the band's raw bytes): a smaller index."""
-    return hashlib.blake2b(band, digest_size=8).digest()
 
 
 class Shingler:
@@ -75,57 +74,143 @@ def minhashes(texts: list[str], num_perm: int, ngram: int, seed: int = 1) -> Any
         yield m
 
 
+def minhash_signatures(texts: list[str], num_perm: int, ngram: int,
+                       seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The datasketch MinHash signatures of ``texts`` as one ``(n, num_perm)`` uint32 matrix,
+    and which texts have words at all."""
+    hv = np.zeros((len(texts), num_perm), dtype=np.uint32)
+    has = np.zeros(len(texts), dtype=bool)
+    for j, m in enumerate(minhashes(texts, num_perm, ngram, seed)):
+        if m is not None:
+            hv[j], has[j] = m.hashvalues, True
+    return hv, has
+
+
+def lsh_bands(threshold: float, num_perm: int) -> list[tuple[int, int]]:
+    """The column ranges of the LSH bands datasketch's ``MinHashLSH`` picks for this threshold
+    (``b`` bands of ``r`` rows minimising false positives plus false negatives)."""
+    from datasketch import MinHashLSH
+
+    return list(MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges)
+
+
+def _band_hash(cols: np.ndarray) -> np.ndarray:
+    """A 64-bit key per row of a band. A collision only adds a candidate, which is verified."""
+    h = np.zeros(len(cols), dtype=np.uint64)
+    for c in range(cols.shape[1]):
+        h = (h ^ cols[:, c].astype(np.uint64)) * MIX
+        h ^= h >> np.uint64(31)
+    return h
+
+
+def _pair_sims(hv: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard (share of equal signature values) of each pair ``(i[k], j[k])``."""
+    out = np.empty(len(i), dtype=np.float64)
+    for c in range(0, len(i), PAIR_CHUNK):
+        out[c : c + PAIR_CHUNK] = np.count_nonzero(
+            hv[i[c : c + PAIR_CHUNK]] == hv[j[c : c + PAIR_CHUNK]], axis=1)
+    return out / hv.shape[1]
+
+
+def _take_earliest(first: np.ndarray, sim: np.ndarray, i: np.ndarray, j: np.ndarray,
+                   s: np.ndarray) -> None:
+    """Improve ``first``/``sim`` with the hits ``i -> j`` (similarity ``s``): lowest ``i`` wins."""
+    if not len(j):
+        return
+    order = np.lexsort((i, j))
+    i, j, s = i[order], j[order], s[order]
+    lead = np.r_[True, j[1:] != j[:-1]]
+    i, j, s = i[lead], j[lead], s[lead]
+    better = (first[j] < 0) | (i < first[j])
+    first[j[better]], sim[j[better]] = i[better], s[better]
+
+
+def _earliest_in_runs(hv: np.ndarray, members: np.ndarray, run: np.ndarray, threshold: float,
+                      first: np.ndarray, sim: np.ndarray) -> None:
+    """For each member, the earliest earlier member of its run with estimated Jaccard >=
+    ``threshold``. ``members`` are ascending within each run and runs are contiguous (``run``
+    labels them). Runs up to ``SMALL_RUN`` long compare all pairs, vectorised by offset;
+    longer ones scan blockwise and stop each query at its first hit."""
+    start = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])
+    length = np.diff(np.r_[start, len(run)])
+    for s0, n in zip(start[length > SMALL_RUN].tolist(), length[length > SMALL_RUN].tolist(),
+                     strict=True):
+        m = members[s0 : s0 + n]
+        _scan(lambda q, c: _block_sims(hv, q, c), m, m, threshold, first, sim,
+              block=MH_BLOCK, chunk=MH_BLOCK)
+    small = (length >= 2) & (length <= SMALL_RUN)
+    if not small.any():
+        return
+    st, ln = start[small], length[small]
+    pos = np.repeat(st, ln) + (np.arange(ln.sum()) - np.repeat(np.cumsum(ln) - ln, ln))
+    left = np.repeat(ln, ln) - (pos - np.repeat(st, ln)) - 1  # members after this one in its run
+    for d in range(1, int(ln.max())):
+        pos, left = pos[left >= d], left[left >= d]
+        i, j = members[pos], members[pos + d]
+        s = _pair_sims(hv, i, j)
+        hit = s >= threshold
+        _take_earliest(first, sim, i[hit], j[hit], s[hit].astype(np.float32))
+
+
+def _block_sims(hv: np.ndarray, q: np.ndarray, m: np.ndarray) -> np.ndarray:
+    return (hv[q][:, None, :] == hv[m][None, :, :]).sum(axis=2) / hv.shape[1]
+
+
 def minhash_neighbours(
     texts: list[str], groups: list[list[int]], threshold: float, num_perm: int = 128,
     ngram: int = 3, seed: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Earliest earlier item with estimated Jaccard >= threshold, per item, and that estimate.
 
-    Signatures are kept as one uint32 matrix per group (not as MinHash objects), and each item
-    is queried against the LSH index of the items before it, then inserted."""
-    from datasketch import MinHashLSH
-
-    first = np.full(len(texts), -1, dtype=np.int64)
-    sim = np.zeros(len(texts), dtype=np.float32)
-    for group in groups:
-        hv = np.zeros((len(group), num_perm), dtype=np.uint32)
-        has = np.zeros(len(group), dtype=bool)
-        lsh = None if len(group) <= SMALL_GROUP else MinHashLSH(
-            threshold=threshold, num_perm=num_perm, hashfunc=_band_key)
-        for j, m in enumerate(minhashes([texts[i] for i in group], num_perm, ngram, seed)):
-            if m is None:
-                continue
-            hv[j], has[j] = m.hashvalues, True
-            cands = sorted(lsh.query(m)) if lsh is not None else range(j)
-            for i in cands:
-                if not has[i]:
-                    continue
-                s = float(np.count_nonzero(hv[i] == hv[j])) / num_perm
-                if s >= threshold:
-                    first[group[j]], sim[group[j]] = group[i], s
-                    break
-            if lsh is not None:
-                lsh.insert(j, m, check_duplication=False)
+    Signatures come from datasketch's ``MinHash`` and are kept as one uint32 matrix. Groups up
+    to ``SMALL_GROUP`` items compare all pairs; larger ones use LSH banding with the bands
+    datasketch's ``MinHashLSH`` would use: items sharing a band are candidates, found by
+    sorting each band's keys (no table per band), and a candidate counts when its estimated
+    Jaccard reaches the threshold. Items without words match nothing."""
+    n = len(texts)
+    first = np.full(n, -1, dtype=np.int64)
+    sim = np.zeros(n, dtype=np.float32)
+    hv, has = minhash_signatures(texts, num_perm, ngram, seed)
+    gid = np.full(n, -1, dtype=np.int64)
+    large = np.zeros(n, dtype=bool)
+    for g, group in enumerate(groups):
+        idx = np.asarray(group, dtype=np.int64)
+        gid[idx] = g
+        large[idx] = len(idx) > SMALL_GROUP
+    small_items = np.flatnonzero(has & (gid >= 0) & ~large)  # ascending: runs are groups
+    order = np.argsort(gid[small_items], kind="stable")
+    _earliest_in_runs(hv, small_items[order], gid[small_items][order], threshold, first, sim)
+    items = np.flatnonzero(has & large)
+    if len(items) < 2:
+        return first, sim
+    for lo, hi in lsh_bands(threshold, num_perm):
+        key = _band_hash(hv[items, lo:hi])
+        order = np.lexsort((items, key, gid[items]))
+        k, kg = key[order], gid[items][order]
+        run = np.cumsum(np.r_[True, (k[1:] != k[:-1]) | (kg[1:] != kg[:-1])])
+        _earliest_in_runs(hv, items[order], run, threshold, first, sim)
     return first, sim
 
 
 # --- cosine search over embeddings ----------------------------------------------------------
 
-def _scan(emb: np.ndarray, queries: np.ndarray, members: np.ndarray, threshold: float,
-          first: np.ndarray, sim: np.ndarray) -> None:
-    """For each query index, the earliest member index below it with cosine >= threshold.
+def _scan(pair_sims: Callable[[np.ndarray, np.ndarray], np.ndarray], queries: np.ndarray,
+          members: np.ndarray, threshold: float, first: np.ndarray, sim: np.ndarray,
+          block: int = BLOCK, chunk: int = CHUNK) -> None:
+    """For each query index, the earliest member index below it with similarity >= threshold
+    (``pair_sims(q, m)``: the similarity matrix of query and member indices).
 
     ``queries`` and ``members`` are ascending index arrays; results improve ``first``/``sim``.
     Members are scanned in ascending chunks and a query stops at its first hit."""
-    for q0 in range(0, len(queries), BLOCK):
-        q = queries[q0 : q0 + BLOCK]
+    for q0 in range(0, len(queries), block):
+        q = queries[q0 : q0 + block]
         active = np.ones(len(q), dtype=bool)
-        for m0 in range(0, len(members), CHUNK):
-            m = members[m0 : m0 + CHUNK]
+        for m0 in range(0, len(members), chunk):
+            m = members[m0 : m0 + chunk]
             if m[0] >= q[-1] or not active.any():
                 break
             qa = q[active]
-            s = emb[qa] @ emb[m].T
+            s = pair_sims(qa, m)
             hit = (s >= threshold) & (m[None, :] < qa[:, None])
             found = hit.any(axis=1)
             if not found.any():
@@ -182,12 +267,16 @@ def cosine_neighbours(
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     first = np.full(len(emb), -1, dtype=np.int64)
     sim = np.zeros(len(emb), dtype=np.float32)
+
+    def dots(q: np.ndarray, m: np.ndarray) -> np.ndarray:
+        return emb[q] @ emb[m].T
+
     for group in groups:
         idx = np.asarray(group, dtype=np.int64)
         if len(idx) < 2:
             continue
         if len(idx) <= EXACT_LIMIT:
-            _scan(emb, idx, idx, threshold, first, sim)
+            _scan(dots, idx, idx, threshold, first, sim)
             continue
         k = int(min(4096, max(16, 1.4 * np.sqrt(len(idx)))))  # balances assignment and scans
         cent = _kmeans(emb[idx] if len(idx) < len(emb) else emb, k, seed)
@@ -196,5 +285,5 @@ def cosine_neighbours(
         probe_of = _split(np.tile(idx, probes), top[:, :probes].T.ravel(), k)
         for c in range(k):
             if len(lists[c]) and len(probe_of[c]):
-                _scan(emb, probe_of[c], lists[c], threshold, first, sim)
+                _scan(dots, probe_of[c], lists[c], threshold, first, sim)
     return first, sim
