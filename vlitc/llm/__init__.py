@@ -19,8 +19,14 @@ __all__ = ["Client", "LLMSession", "Request", "Response", "estimate", "session"]
 
 #: where each public name lives; imported on first use, so that reading a recipe (which imports
 #: every op module) does not load asyncio, the SDK wrappers and the store
-_HOME = {"Client": "session", "LLMSession": "session", "session": "session",
-         "Request": "types", "Response": "types", "estimate": "estimate"}
+_HOME = {
+    "Client": "session",
+    "LLMSession": "session",
+    "session": "session",
+    "Request": "types",
+    "Response": "types",
+    "estimate": "estimate",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -29,7 +29,16 @@ class ResponseCache:
 
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            self._dc = diskcache.Cache(str(directory), size_limit=2**40, eviction_policy="none")
+            # no entry ever expires or is evicted, so culling (a query per set) is switched off;
+            # WAL with synchronous=NORMAL: every set is committed (survives SIGKILL), not fsynced
+            self._dc = diskcache.Cache(
+                str(directory),
+                size_limit=2**40,
+                eviction_policy="none",
+                cull_limit=0,
+                sqlite_journal_mode="wal",
+                sqlite_synchronous=1,
+            )
         except (OSError, diskcache.core.Timeout) as exc:  # pragma: no cover - environment
             raise CacheError(f"cannot open the LLM response cache at {directory}: {exc}") from exc
         self._store = store or {}

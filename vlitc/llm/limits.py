@@ -33,6 +33,11 @@ class Bucket:
     async def take(self, amount: float) -> None:
         """Wait until ``amount`` is available (an amount above capacity waits for a full bucket)."""
         amount = min(float(amount), self.capacity)
+        if not self._lock.locked():  # nobody waiting: take without queueing
+            self._refill()
+            if self.level >= amount:
+                self.level -= amount
+                return
         async with self._lock:  # first come, first served
             while True:
                 self._refill()
