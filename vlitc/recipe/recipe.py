@@ -11,7 +11,7 @@ from vlitc.errors import Location, RecipeError
 from vlitc.ops import registry
 from vlitc.ops.base import Op, Pool
 from vlitc.recipe import validate as v
-from vlitc.recipe.load import KeyPath, Positions, load_yaml
+from vlitc.recipe.load import KeyPath, Positions, format_path, load_yaml
 from vlitc.recipe.schema import SECTIONS
 
 
@@ -148,7 +148,7 @@ def _label_problems(entries: list[tuple[KeyPath, Op]], pos: Positions) -> list:
                 what = "filter name" if key == "filters" else "output path"
                 hint = ("give one of them a distinct 'name:'" if key == "filters"
                         else "each output needs its own path")
-                out.append(pos.problem(path, f"duplicate {what} {label!r} (also at {v_format(seen[label])})", hint))
+                out.append(pos.problem(path, f"duplicate {what} {label!r} (also at {format_path(seen[label])})", hint))
             else:
                 seen[label] = path
     for path, op in entries:
@@ -159,9 +159,3 @@ def _label_problems(entries: list[tuple[KeyPath, Op]], pos: Positions) -> list:
                     out.append(pos.problem(path + ("tasks", i), f"task {t!r} is not defined in 'tasks'",
                                            "defined tasks: " + ", ".join(tasks)))
     return out
-
-
-def v_format(path: KeyPath) -> str:
-    from vlitc.recipe.load import format_path
-
-    return format_path(path)

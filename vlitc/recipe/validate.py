@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import graphlib
 from pathlib import Path
@@ -194,10 +195,4 @@ def fill_defaults(data: dict) -> None:
             continue
         for key, sub in cls.params_schema.get("properties", {}).items():
             if isinstance(sub, dict) and "default" in sub and key not in params:
-                params[key] = copy_default(sub["default"])
-
-
-def copy_default(value: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(value)
+                params[key] = copy.deepcopy(sub["default"])
