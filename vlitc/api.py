@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from vlitc.ops.base import OpContext
 from vlitc.plan import Plan, build_plan
 from vlitc.recipe import Recipe, load_recipe
-from vlitc.run import keys
 from vlitc.run.executor import BuildResult, Executor, default_cache_dir
 from vlitc.run.fingerprint import FileState
+from vlitc.run.status import plan_statuses
 from vlitc.run.store import Store
 
 
@@ -91,35 +90,8 @@ def plan_status(recipe_path: str | Path, cache_dir: str | Path | None = None) ->
     plan = build_plan(recipe)
     store = Store(Path(cache_dir) if cache_dir else default_cache_dir())
     files = FileState(store.root / "files")
-    hashes: dict[str, str | None] = {}
-    rows = []
     try:
-        for sid in plan.order:
-            step = plan.steps[sid]
-            ctx = OpContext(seed=recipe.seed, recipe_dir=recipe.dir, recipe=recipe.data)
-            upstream = {d: h for d in step.deps if (h := hashes.get(d)) is not None}
-            upstream_stale = [d for d in step.deps if d not in upstream]
-            prev = store.get_state(recipe.name, sid)
-            if upstream_stale:
-                status = "new" if prev is None else "stale"
-                why = ["new"] if prev is None else [f"upstream_stale: {d}" for d in upstream_stale]
-                hashes[sid] = None
-                rows.append({"id": sid, "status": status, "reasons": why, "key": None})
-                continue
-            if step.kind == "report":
-                upstream["steps"] = (prev or {}).get("upstream", {}).get("steps", "")
-            comp = keys.components(step, recipe, keys.step_files(step, recipe, files, ctx), upstream)
-            key = keys.key_of(comp)
-            entry = store.get_entry(key)
-            if entry is not None:
-                outs = entry["outputs"]
-                hashes[sid] = "+".join(outs[k]["hash"] for k in sorted(outs))
-                rows.append({"id": sid, "status": "cached", "reasons": [], "key": key,
-                             "n_out": outs["main"]["count"]})
-            else:
-                hashes[sid] = None
-                status = "new" if prev is None else "stale"
-                rows.append({"id": sid, "status": status, "reasons": keys.reasons(prev, comp), "key": key})
+        rows = [st.row() for st in plan_statuses(recipe, plan, store, files)]
     finally:
         files.close()
         store.close()

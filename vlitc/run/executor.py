@@ -16,28 +16,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from vlitc.errors import UserError, VlitcError
-from vlitc.ops.base import Balance, Exporter, Filter, Op, OpContext, Pool, Report, Source, Task
+from vlitc.ops.base import OpContext, Task
 from vlitc.plan import Plan, Step
 from vlitc.recipe import Recipe
-from vlitc.run import keys
-from vlitc.run.fingerprint import FileState, item_digest
-from vlitc.run.outputs import count_records, materialize
+from vlitc.run.fingerprint import FileState
+from vlitc.run.outputs import materialize
+from vlitc.run.runners import RUNNERS, Runner, op_of
+from vlitc.run.status import StepStatus, output_hash, step_status
 from vlitc.run.store import Store
 
 Emit = Callable[[dict], None]
-MEASURE_CHUNK = 512
-
-
-OpT = TypeVar("OpT", bound=Op)
-
-
-def op_of(step: Step, family: type[OpT]) -> OpT:
-    """The step's op as its family's class: the plan gives every step of a kind an op of the
-    kind's family (only ``merge`` has none), which the checker cannot see through ``Step.op``."""
-    return cast(OpT, step.op)
 
 
 @dataclass
@@ -72,6 +63,7 @@ class Executor:
         self.done: dict[str, _Done] = {}
         self.extra: dict[str, int] = {}  # task step -> records taken beyond its limit (top-up)
         self._llm: Any = None
+        self.runners: dict[str, Runner] = {kind: cls(self) for kind, cls in RUNNERS.items()}
         self.image_roots = {
             path[1]: self._ctx_base().resolve(op.params["images"])
             for path, op in self.recipe.ops_in("sources") if isinstance(op.params.get("images"), str)
@@ -95,7 +87,7 @@ class Executor:
             seed=self.recipe.seed, recipe_dir=self.recipe.dir, step_id=step.id, out_dir=out_dir,
             image_roots=self.image_roots, generators=gens, recipe=self.recipe.data,
             extra_items=self.extra.get(step.id, 0),
-            _item_cache=self.store.item_cache, _inputs=lambda ref: self._input(step, ref),
+            _item_cache=self.store.item_cache, _inputs=lambda ref: self.input(step, ref),
             _client=self._client, _emit=self._emit, _locate=self._locate_value,
         )
 
@@ -112,7 +104,9 @@ class Executor:
                                     frozen=self.frozen, store=self.llm_store)
         return self._llm.client(name)
 
-    def _input(self, step: Step, ref: str) -> Iterator[dict]:
+    def input(self, step: Step, ref: str) -> Iterator[dict]:
+        """The records a step reads by reference: a dep's step id, ``steps`` (the summaries),
+        ``dropped`` (every filter's dropped samples), ``balance``/``final`` (the first dep)."""
         if ref == "steps":
             return iter(self._summaries())
         if ref == "dropped":
@@ -138,21 +132,17 @@ class Executor:
                         "files": d.entry.get("file_hashes", {})})
         return out
 
-    # keys ---------------------------------------------------------------------------------
-    def _components(self, step: Step) -> dict:
-        ctx = self._ctx(step)
-        upstream = {}
-        for dep in step.deps:
-            outs = self.done[dep].entry["outputs"]
-            upstream[dep] = "+".join(outs[k]["hash"] for k in sorted(outs))
+    # status -----------------------------------------------------------------------------
+    def _status(self, step: Step) -> StepStatus:
+        digest_of_steps = None
         if step.kind == "report":
             from vlitc.run.fingerprint import digest
 
-            upstream["steps"] = digest(self._summaries())
-        comp = keys.components(step, self.recipe, keys.step_files(step, self.recipe, self.files, ctx), upstream)
-        if self.extra.get(step.id):
-            comp["params"] = {**comp["params"], "topup_items": self.extra[step.id]}
-        return comp
+            digest_of_steps = digest(self._summaries())
+        upstream: dict[str, str | None] = {d: output_hash(self.done[d].entry) for d in step.deps}
+        return step_status(step, self.recipe, self.store, self.files, self._ctx(step), upstream,
+                           steps_digest=digest_of_steps, extra_items=self.extra.get(step.id, 0),
+                           forced=self._forced(step))
 
     def _forced(self, step: Step) -> bool:
         return any(f in ("all", step.id) or step.id.startswith(f + ":") for f in self.force)
@@ -178,22 +168,19 @@ class Executor:
         return BuildResult(manifest, self.events, self.out_dir)
 
     def _run_step(self, step: Step) -> None:
-        comp = self._components(step)
-        key = keys.key_of(comp)
-        prev = self.store.get_state(self.recipe.name, step.id)
-        entry = None if self._forced(step) else self.store.get_entry(key)
-        incomplete = entry is not None and entry.get("incomplete")
-        if incomplete:
-            entry = None
-        if entry is not None:
+        st = self._status(step)
+        if st.comp is None or st.key is None:  # every dep has run by now
+            raise VlitcError(f"step {step.id} ran before its inputs: {', '.join(st.reasons)}")
+        comp, key = st.comp, st.key
+        if st.entry is not None:
+            entry = st.entry
             self.done[step.id] = _Done(entry, "cached", key)
             self._emit({"event": "step", "step": step.id, "status": "cached", "key": key,
                         "reasons": [], "seconds": 0.0, "n_in": entry.get("n_in", 0),
                         "n_out": entry["outputs"]["main"]["count"]})
             self.store.put_state(self.recipe.name, step.id, comp)
             return
-        why = ["forced"] if self._forced(step) else (
-            [f"incomplete: {incomplete} failed item(s) to retry"] if incomplete else keys.reasons(prev, comp))
+        why = st.reasons
         self._emit({"event": "step_start", "step": step.id, "reasons": why})
         t0 = time.perf_counter()
         ctx = self._ctx(step)
@@ -201,7 +188,7 @@ class Executor:
         if self._llm is not None:  # collect the responses this step uses, even those used before
             saved_used, self._llm.used = self._llm.used, set()
         try:
-            entry = self._execute(step, ctx)
+            entry = self.runners[step.kind].run(step, ctx)
         except VlitcError as e:
             self._emit({"event": "step", "step": step.id, "status": "failed", "key": key,
                         "reasons": why, "error": str(e), "seconds": time.perf_counter() - t0})
@@ -246,11 +233,8 @@ class Executor:
     def _n_in(self, step: Step) -> int:
         return sum(self.done[d].entry["outputs"]["main"]["count"] for d in step.deps if d in self.done)
 
-    def _execute(self, step: Step, ctx: OpContext) -> dict:
-        runner = getattr(self, f"_run_{step.kind}")
-        return runner(step, ctx)
-
-    def _write(self, records: Iterator[dict]) -> dict:
+    def write(self, records: Iterator[dict]) -> dict:
+        """Write records into content-addressed shards; the step output that lists them."""
         w = self.store.writer()
         try:
             w.write_all(records)
@@ -258,131 +242,6 @@ class Executor:
             w.abort()
             raise
         return w.close()
-
-    def _run_source(self, step: Step, ctx: OpContext) -> dict:
-        return {"outputs": {"main": self._write(op_of(step, Source).load(ctx))}}
-
-    def _run_pool(self, step: Step, ctx: OpContext) -> dict:
-        return {"outputs": {"main": self._write({"template": t} for t in op_of(step, Pool).templates(ctx))}}
-
-    def _run_task(self, step: Step, ctx: OpContext) -> dict:
-        op = op_of(step, Task)
-        src = op.params.get("source")
-        records = self._input(step, f"source:{src}") if isinstance(src, str) else iter(())
-        return {"outputs": {"main": self._write(op.run(records, ctx))}}
-
-    def _run_merge(self, step: Step, ctx: OpContext) -> dict:
-        chained = itertools.chain.from_iterable(self._input(step, d) for d in step.deps)
-        return {"outputs": {"main": self._write(chained)}}
-
-    def _run_balance(self, step: Step, ctx: OpContext) -> dict:
-        return {"outputs": {"main": self._write(op_of(step, Balance).run(self._input(step, step.deps[0]), ctx))}}
-
-    # filters ------------------------------------------------------------------------------
-    def _in_scope(self, op: Filter, sample: dict) -> bool:
-        tasks = op.params.get("tasks")
-        return not tasks or sample.get("task") in tasks
-
-    def _run_measure(self, step: Step, ctx: OpContext) -> dict:
-        op = op_of(step, Filter)
-        samples = self._input(step, step.deps[0])
-        if op.scope == "dataset" or not op.cache_items:
-            return {"outputs": {"main": self._write(self._measure_dataset(op, samples, ctx))}}
-        return {"outputs": {"main": self._write(self._measure_items(op, step, samples, ctx))}}
-
-    def _measure_dataset(self, op: Filter, samples: Iterator[dict], ctx: OpContext) -> Iterator[dict]:
-        if op.scope == "item":  # an uncached per-item rule: stream it in chunks
-            while chunk := list(itertools.islice(samples, MEASURE_CHUNK)):
-                yield from self._measure_all(op, chunk, ctx)
-            return
-        yield from self._measure_all(op, list(samples), ctx)
-
-    def _measure_all(self, op: Filter, alls: list[dict], ctx: OpContext) -> Iterator[dict]:
-        scoped = [s for s in alls if self._in_scope(op, s)]
-        stats = op.measure(scoped, ctx) if scoped else []
-        if len(stats) != len(scoped):
-            raise VlitcError(f"filter {op.label} returned {len(stats)} stats for {len(scoped)} samples")
-        it = iter(stats)
-        for s in alls:
-            if self._in_scope(op, s):
-                s.setdefault("meta", {}).setdefault("stats", {})[op.label] = next(it)
-            yield s
-
-    def _measure_items(self, op: Filter, step: Step, samples: Iterator[dict], ctx: OpContext) -> Iterator[dict]:
-        from vlitc.run.fingerprint import digest
-
-        cache = self.store.item_cache(f"measure-{op.name}")
-        fp = digest({"op": op.name, "version": op.version, "params": step.params,
-                     "files": keys.step_files(step, self.recipe, self.files, ctx)})
-        while chunk := list(itertools.islice(samples, MEASURE_CHUNK)):
-            todo, ids = [], []
-            with cache.transact():
-                hits = [(i, fp + ":" + item_digest(s), None) for i, s in enumerate(chunk)
-                        if self._in_scope(op, s)]
-                hits = [(i, k, cache.get(k)) for i, k, _ in hits]
-            for i, ikey, hit in hits:
-                s = chunk[i]
-                if hit is None:
-                    todo.append(s)
-                    ids.append((i, ikey))
-                else:
-                    s.setdefault("meta", {}).setdefault("stats", {})[op.label] = hit
-            if todo:
-                stats = op.measure(todo, ctx)
-                if len(stats) != len(todo):
-                    raise VlitcError(f"filter {op.label} returned {len(stats)} stats for {len(todo)} samples")
-                with cache.transact():
-                    for (i, ikey), st in zip(ids, stats, strict=True):
-                        cache.set(ikey, st)
-                        chunk[i].setdefault("meta", {}).setdefault("stats", {})[op.label] = st
-                ctx.count("measured", len(todo))
-            yield from chunk
-
-    def _run_filter(self, step: Step, ctx: OpContext) -> dict:
-        op = op_of(step, Filter)
-        scoped_stats = [s["meta"]["stats"][op.label] for s in self._input(step, step.deps[0])
-                        if self._in_scope(op, s)]
-        decisions = iter(op.decide(scoped_stats))
-        kept, dropped = self.store.writer(), self.store.writer()
-        try:
-            for s in self._input(step, step.deps[0]):
-                reason = next(decisions) if self._in_scope(op, s) else None
-                if reason is None:
-                    kept.write(s)
-                else:
-                    s["meta"]["drop"] = {"filter": op.label, "reason": reason}
-                    dropped.write(s)
-                    ctx.count("dropped")
-        except BaseException:
-            kept.abort()
-            dropped.abort()
-            raise
-        return {"outputs": {"main": kept.close(), "dropped": dropped.close()}}
-
-    # files --------------------------------------------------------------------------------
-    def _run_files(self, step: Step, ctx: OpContext, call: Callable[[OpContext], list]) -> dict:
-        staging = Path(tempfile.mkdtemp(dir=self.store.tmp, prefix="out-"))
-        try:
-            ctx.out_dir = staging
-            written = call(ctx)
-            files: list[dict[str, Any]] = []
-            for item in written:
-                rel = item["path"] if isinstance(item, dict) else str(item)
-                path = staging / rel
-                sha, size = self.store.put_file(path)
-                records = item.get("records") if isinstance(item, dict) else count_records(path)
-                files.append({"path": rel, "sha256": sha, "size": size, "records": records})
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return {"outputs": {"main": {"shards": [], "count": sum(f["records"] or 0 for f in files),
-                                     "hash": "+".join(f["sha256"] for f in files)}},
-                "files": files}
-
-    def _run_export(self, step: Step, ctx: OpContext) -> dict:
-        return self._run_files(step, ctx, lambda c: op_of(step, Exporter).export(self._input(step, step.deps[0]), c))
-
-    def _run_report(self, step: Step, ctx: OpContext) -> dict:
-        return self._run_files(step, ctx, lambda c: op_of(step, Report).write(c))
 
     # release response store -------------------------------------------------------------------
     def _export_responses(self) -> None:
