@@ -105,3 +105,32 @@ def test_user_pack_next_to_the_recipe_with_a_missing_response_is_located(tmp_pat
     assert load_pack("mine", tmp_path).examples == (("A cat.", "A cat indeed."),)
     assert [p.name for p in pack_files("mine", tmp_path)] == [
         "system.txt", "000_context.txt", "000_response.txt"]
+
+
+def test_llava_prompt_folder_loads_as_a_pack(fixtures_dir, tmp_path):
+    folder = fixtures_dir / "LLaVA/playground/data/prompts/conversation"
+    pack = load_pack(str(folder), tmp_path)  # an absolute folder, as a recipe may name it
+    system = (folder / "system_message.txt").read_text(encoding="utf-8").strip()
+    assert pack.system == system and pack.path == folder.resolve()
+    assert pack.examples == (((folder / "000_caps.txt").read_text(encoding="utf-8").strip(),
+                              (folder / "000_conv.txt").read_text(encoding="utf-8").strip()),)
+    # LLaVA's conversation examples are in the format the llava_qa parser reads
+    turns = parse(pack.examples[0][1], "llava_qa", None).turns
+    assert turns[0] == {"role": "user", "content": "What color is the fire hydrant in the image?"}
+    msgs, chosen = pack.messages("ctx", 2, random.Random(0))
+    assert chosen == [0] and [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert [p.name for p in pack_files(str(folder), tmp_path)] == [
+        "system_message.txt", "000_caps.txt", "000_conv.txt"]
+
+
+def test_llava_prompt_folder_next_to_the_recipe_with_a_missing_conv_is_located(tmp_path):
+    pack = tmp_path / "prompts" / "conversation"
+    pack.mkdir(parents=True)
+    (pack / "system_message.txt").write_text("Design a conversation.")
+    (pack / "000_caps.txt").write_text("A cat on a mat.")
+    (pack / "notes.md").write_text("not an example")
+    with pytest.raises(InputError, match=r"000_conv.txt: example 000 has no response file"):
+        load_pack("prompts/conversation", tmp_path)
+    (pack / "000_conv.txt").write_text("Question:\nWhat is on the mat?\n===\nAnswer:\nA cat.")
+    assert load_pack("prompts/conversation", tmp_path).examples == (
+        ("A cat on a mat.", "Question:\nWhat is on the mat?\n===\nAnswer:\nA cat."),)

@@ -164,3 +164,12 @@ def test_recipe_builds_end_to_end_and_rebuilds_with_zero_calls(tmp_path, server,
     for f in (tmp_path / "cache").rglob("*"):
         assert not f.is_file() or b"sk-test-secret-123" not in f.read_bytes()
     assert "sk-test-secret-123" not in json.dumps(first.manifest)
+
+
+def test_generate_reads_llava_own_prompt_folder(tmp_path, fixtures_dir):
+    folder = fixtures_dir / "LLaVA/playground/data/prompts/conversation"
+    gen = {"template": "Question:\n{{ system[:39] }}|{{ messages|length }}\n===\nAnswer:\nTwo."}
+    out, _, _ = _run(tmp_path, {"prompt": str(folder)}, gen)
+    # the system message and LLaVA's one example pair reach the request, then the item
+    assert out[0]["turns"][0]["content"] == "<image>\nYou are an AI visual assistant, and you|4"
+    assert out[0]["meta"]["examples"] == [0]

@@ -96,3 +96,44 @@ def test_box_formats_encode_and_decode(tmp_path):
     assert FORMATS["bbox_thousand"].decode("at [100, 100, 500, 500].", 640, 480) == box
     assert FORMATS["bbox"].problem("[0.5, 0.2, 0.1, 0.9]") is not None
     assert IMG["width"] == 640
+
+
+FAMILY = {  # couch [0, 100, 640, 480] in a 640x480 image, on 0-1000
+    "qwen_vl": "<ref>the couch</ref><box>(0,208),(1000,1000)</box>",
+    "qwen2_vl": "<|object_ref_start|>the couch<|object_ref_end|>"
+                "<|box_start|>(0,208),(1000,1000)<|box_end|>",
+    "internvl": "<ref>the couch</ref><box>[[0, 208, 1000, 1000]]</box>",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_family_grounding_syntax_tags_the_phrase_and_the_box(name):
+    out = list(task("rec", box_format=name, **{"from": "objects"}).run([regions_record()], ctx()))
+    answer = out[0]["turns"][1]["content"]
+    assert answer == FAMILY[name]
+    bf = FORMATS[name]
+    assert bf.phrase(answer) == "the couch"
+    assert bf.decode(answer, 640, 480) == pytest.approx([0.0, 99.84, 640.0, 480.0])
+    # a bare box, another family's syntax, or numbers past 1000 do not fit
+    assert bf.problem("[0.00, 0.28, 1.00, 0.88]") is not None
+    assert all(bf.problem(text) is not None for k, text in FAMILY.items() if k != name)
+    assert "outside" in bf.problem(FAMILY[name].replace("1000,", "1001,").replace(
+        "1000, 1000", "1001, 1000"))
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_family_box_in_a_reg_question_round_trips_without_a_phrase(name):
+    out = list(task("reg", box_format=name).run([regions_record()], ctx()))
+    bf = FORMATS[name]
+    for s in out:
+        question = s["turns"][0]["content"]
+        assert bf.phrase(question) is None and bf.problem(question) is None
+        back = bf.decode(question, 640, 480)
+        assert close(back, s["meta"]["box"]["bbox"], bf.tolerance(640, 480))
+    assert [s["turns"][1]["content"] for s in out] == ["cat on the left", "the couch"]
+
+
+def test_family_boxes_clip_to_the_image_and_parse_spaced_text():
+    bf = FORMATS["qwen_vl"]
+    assert bf.encode([-5, -5, 700, 500], 640, 480) == "<box>(0,0),(1000,1000)</box>"
+    assert bf.decode("<box>( 10 , 20 ), ( 500 , 1000 )</box>", 1000, 500) == [10.0, 10.0, 500.0, 500.0]

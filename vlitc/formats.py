@@ -10,6 +10,10 @@ a single word or phrase."). A format here is that prompt plus the rules of its a
 
 Box formats also encode and decode boxes (:meth:`BoxFormat.encode`, :meth:`BoxFormat.decode`),
 so that every box written into an answer can be checked to round-trip to the annotated box.
+Besides the bare ``[x1, y1, x2, y2]`` conventions, each model family's own grounding syntax is a
+box format (:class:`TaggedBox`): Qwen-VL ``<ref>..</ref><box>(x1,y1),(x2,y2)</box>``, Qwen2-VL
+``<|object_ref_start|>..<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>`` and InternVL
+``<ref>..</ref><box>[[x1, y1, x2, y2]]</box>``, all on integers 0-1000.
 """
 
 from __future__ import annotations
@@ -142,8 +146,10 @@ class BoxFormat(ResponseFormat):
     def __init__(self, name: str, coords: str):
         self.name, self.coords = name, coords
 
-    def encode(self, box: Sequence[float], width: float, height: float) -> str:
-        """The box (absolute pixels) as text in this format."""
+    def encode(self, box: Sequence[float], width: float, height: float,
+               phrase: str | None = None) -> str:
+        """The box (absolute pixels) as text in this format (``phrase``: the expression it
+        grounds, written beside the box by formats that tag it; ignored by bare boxes)."""
         if self.coords == "square":
             vals = boxes.to_square_padded_normalized(box, width, height, ndigits=2)
             return "[" + ", ".join(f"{v:.2f}" for v in vals) + "]"
@@ -189,12 +195,70 @@ class BoxFormat(ResponseFormat):
         return None
 
 
+_INT = r"\s*(\d+)\s*"
+
+
+class TaggedBox(BoxFormat):
+    """A model family's grounding syntax: the box on integers 0-1000 inside the family's tags,
+    the referred phrase (when given) in its reference tags before it.
+
+    ``box`` and ``ref`` are ``str.format`` patterns (``{x1}``... and ``{phrase}``); ``pattern``
+    reads the four numbers of a written box back."""
+
+    def __init__(self, name: str, box: str, ref: str, pattern: str):
+        super().__init__(name, "thousand")
+        self.box, self.ref, self.pattern = box, ref, re.compile(pattern)
+
+    def encode(self, box: Sequence[float], width: float, height: float,
+               phrase: str | None = None) -> str:
+        x1, y1, x2, y2 = (min(max(v, 0), 1000) for v in boxes.to_thousand(box, width, height))
+        text = self.box.format(x1=x1, y1=y1, x2=x2, y2=y2)
+        return (self.ref.format(phrase=phrase) if phrase else "") + text
+
+    def decode(self, text: str, width: float, height: float) -> list[float]:
+        m = self.pattern.search(text)
+        if not m:
+            raise ValueError(f"no {self.name} box in {text[:40]!r}")
+        return boxes.from_thousand([float(v) for v in m.groups()], width, height)
+
+    def phrase(self, text: str) -> str | None:
+        """The referred phrase written before the first box, if any."""
+        head, _, tail = self.ref.partition("{phrase}")
+        start = text.find(head)
+        end = text.find(tail, start + len(head)) if start >= 0 else -1
+        return text[start + len(head):end] if start >= 0 and end >= 0 else None
+
+    def problem(self, text: str) -> str | None:
+        m = self.pattern.search(text)
+        if not m:
+            return f"no {self.name} box ({self.box.format(x1='x1', y1='y1', x2='x2', y2='y2')})"
+        x1, y1, x2, y2 = (int(v) for v in m.groups())
+        if max(x1, y1, x2, y2) > 1000 or x2 < x1 or y2 < y1:
+            return f"box {m.group(0)} is outside 0..1000 or inverted"
+        return None
+
+
+def _tagged(open_: str, close: str, inner: str) -> str:
+    return re.escape(open_) + inner + re.escape(close)
+
+
+FAMILY_BOXES = (
+    TaggedBox("qwen_vl", "<box>({x1},{y1}),({x2},{y2})</box>", "<ref>{phrase}</ref>",
+              _tagged("<box>", "</box>", rf"\({_INT},{_INT}\)\s*,\s*\({_INT},{_INT}\)")),
+    TaggedBox("qwen2_vl", "<|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>",
+              "<|object_ref_start|>{phrase}<|object_ref_end|>",
+              _tagged("<|box_start|>", "<|box_end|>",
+                      rf"\({_INT},{_INT}\)\s*,\s*\({_INT},{_INT}\)")),
+    TaggedBox("internvl", "<box>[[{x1}, {y1}, {x2}, {y2}]]</box>", "<ref>{phrase}</ref>",
+              _tagged("<box>", "</box>", rf"\[\[{_INT},{_INT},{_INT},{_INT}\]\]")),
+)
+
 FORMATS: dict[str, ResponseFormat] = {
     f.name: f
     for f in (
         ResponseFormat(), ShortAnswer(), MultipleChoice(), OneSentence(), YesNo(),
         BoxFormat("bbox", "square"), BoxFormat("bbox_normalized", "normalized"),
-        BoxFormat("bbox_thousand", "thousand"),
+        BoxFormat("bbox_thousand", "thousand"), *FAMILY_BOXES,
     )
 }
 BOX_FORMATS = tuple(n for n, f in FORMATS.items() if isinstance(f, BoxFormat))

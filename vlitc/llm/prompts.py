@@ -1,7 +1,9 @@
 """Prompt packs: a system prompt and hand-written in-context examples, LLaVA style.
 
 A pack is a folder ``<pack>/system.txt`` + ``<pack>/examples/NNN_context.txt`` and
-``NNN_response.txt``. Built-in packs live under ``prompt_templates/`` (``llava/conversation``);
+``NNN_response.txt``, or LLaVA's own prompt folder as its repository ships it
+(``playground/data/prompts/<name>/``: ``system_message.txt`` + ``NNN_caps.txt`` (the context)
+and ``NNN_conv.txt`` (the response), side by side). Built-in packs live under ``prompt_templates/`` (``llava/conversation``);
 a name that is a folder relative to the recipe is a user pack. Per request, ``k`` of the ``N``
 examples are drawn with a ``random.Random`` seeded by the recipe seed and the item, and laid out
 as alternating user (context) / assistant (response) messages before the item's own context.
@@ -29,6 +31,14 @@ REWRITE_INSTRUCTIONS = (
 )
 
 _EXAMPLE = re.compile(r"^(\d+)_(context|response)\.txt$")
+#: LLaVA's prompt folders: the system prompt and ``NNN_caps.txt`` / ``NNN_conv.txt`` pairs
+LLAVA_SYSTEM = "system_message.txt"
+_LLAVA_EXAMPLE = re.compile(r"^(\d+)_(caps|conv)\.txt$")
+_LLAVA_ROLE = {"caps": "context", "conv": "response"}
+
+
+def _is_pack(folder: Path) -> bool:
+    return (folder / "system.txt").is_file() or (folder / LLAVA_SYSTEM).is_file()
 
 
 @dataclass(frozen=True)
@@ -54,15 +64,15 @@ class PromptPack:
 
 def pack_dir(name: str, recipe_dir: Path | None = None) -> Path:
     """The folder of pack ``name``: a folder relative to the recipe, else a built-in pack."""
-    if recipe_dir is not None and (recipe_dir / name / "system.txt").is_file():
+    if recipe_dir is not None and _is_pack(recipe_dir / name):
         return (recipe_dir / name).resolve()
     path = TEMPLATES_ROOT / name
-    if not (path / "system.txt").is_file():
+    if not _is_pack(path):
         known = sorted(
             str(p.parent.relative_to(TEMPLATES_ROOT)) for p in TEMPLATES_ROOT.rglob("system.txt")
         )
         raise InputError(
-            f"prompt pack {name!r} not found (no system.txt)",
+            f"prompt pack {name!r} not found (no system.txt or {LLAVA_SYSTEM})",
             Location(str(path)),
             hint=f"built-in packs: {', '.join(known)}; or a folder next to the recipe",
         )
@@ -72,6 +82,9 @@ def pack_dir(name: str, recipe_dir: Path | None = None) -> Path:
 def pack_files(name: str, recipe_dir: Path | None = None) -> list[Path]:
     """Every file of a pack, sorted (their contents belong in the step key)."""
     root = pack_dir(name, recipe_dir)
+    if not (root / "system.txt").is_file():
+        return [root / LLAVA_SYSTEM] + sorted(
+            p for p in root.glob("*.txt") if _LLAVA_EXAMPLE.match(p.name))
     return [root / "system.txt"] + sorted((root / "examples").glob("*.txt"))
 
 
@@ -81,27 +94,43 @@ def load_pack(name: str, recipe_dir: Path | None = None) -> PromptPack:
     return _load(str(root), name, stamp)
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise InputError(f"prompt pack file is not UTF-8 text: {e.reason}", Location(str(path))) from None
+
+
 @lru_cache(maxsize=32)
 def _load(root_s: str, name: str, stamp: tuple) -> PromptPack:
     root = Path(root_s)
-    system = (root / "system.txt").read_text(encoding="utf-8").strip()
     pairs: dict[str, dict[str, str]] = {}
-    for p in sorted((root / "examples").glob("*")):
-        m = _EXAMPLE.match(p.name)
-        if not m:
-            raise InputError(
-                f"unexpected file {p.name} in a prompt pack",
-                Location(str(p)),
-                hint="examples are NNN_context.txt / NNN_response.txt pairs",
-            )
-        pairs.setdefault(m.group(1), {})[m.group(2)] = p.read_text(encoding="utf-8").strip()
+    if (root / "system.txt").is_file():
+        system = _read(root / "system.txt")
+        folder, names = root / "examples", {"context": "context", "response": "response"}
+        for p in sorted(folder.glob("*")):
+            m = _EXAMPLE.match(p.name)
+            if not m:
+                raise InputError(
+                    f"unexpected file {p.name} in a prompt pack",
+                    Location(str(p)),
+                    hint="examples are NNN_context.txt / NNN_response.txt pairs",
+                )
+            pairs.setdefault(m.group(1), {})[m.group(2)] = _read(p)
+    else:  # LLaVA's layout: other files in the folder (notes, scripts) are not examples
+        system = _read(root / LLAVA_SYSTEM)
+        folder, names = root, {"context": "caps", "response": "conv"}
+        for p in sorted(root.glob("*.txt")):
+            m = _LLAVA_EXAMPLE.match(p.name)
+            if m:
+                pairs.setdefault(m.group(1), {})[_LLAVA_ROLE[m.group(2)]] = _read(p)
     examples = []
     for num, pair in sorted(pairs.items()):
         if set(pair) != {"context", "response"}:
             missing = ({"context", "response"} - set(pair)).pop()
             raise InputError(
                 f"example {num} has no {missing} file",
-                Location(str(root / "examples" / f"{num}_{missing}.txt")),
+                Location(str(folder / f"{num}_{names[missing]}.txt")),
             )
         examples.append((pair["context"], pair["response"]))
     return PromptPack(name, root, system, tuple(examples))

@@ -178,6 +178,12 @@ class Task(Op):
     def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
         raise NotImplementedError
 
+    @classmethod
+    def template_variables(cls) -> dict[str, frozenset[str]]:
+        """The variables this kind's templates may read, by what the templates are (e.g.
+        ``{"instruction": {...}}``); shown by ``vlitc ops`` and in ``docs/ops.md``."""
+        return {}
+
 
 class Generator(Op):
     """An LLM endpoint declared in the recipe: a resource that tasks and judges refer to."""

@@ -11,7 +11,11 @@
   instruction (and the mean LLM score from 1 to 10 when a filter recorded one as ``complexity``);
 * balance: the variance of per-task counts (lower is better) and their normalised entropy;
 * single-sample quality, when those filters ran: mean matching degree (``clip_match`` score),
-  correctness rate (``judge`` verdict) and hallucination rate (``hallucination`` CHAIR ``rate``).
+  correctness rate (``judge`` verdict: the majority of its ``votes``) and hallucination rate
+  (``hallucination`` CHAIR ``rate``).
+
+An indicator that a set is too small to measure (fewer responses than DBSCAN's ``min_samples``,
+no instruction text) is ``None`` with a ``too_few`` note, never a 0 that reads as a measurement.
 """
 
 from __future__ import annotations
@@ -44,7 +48,10 @@ WORD = re.compile(r"[a-z][a-z0-9'-]*")
 VERDICT_TRUE = frozenset({"correct", "yes", "pass", "true", "right", "accept", "keep"})
 VERDICT_FALSE = frozenset({"incorrect", "no", "fail", "false", "wrong", "reject", "drop"})
 #: the filter types whose stats feed the single-sample indicators, and the stats each may hold
-SCORE_STATS = {"clip_match": ("score",), "judge": ("verdict",), "hallucination": ("rate", "chair")}
+SCORE_STATS = {"clip_match": ("score",), "judge": ("verdict", "votes"),
+               "hallucination": ("rate", "chair")}
+#: what a row says for an indicator the set is too small to measure
+TOO_FEW = "too few samples"
 
 
 def content_words(text: str) -> list[str]:
@@ -97,8 +104,8 @@ def instruction_diversity(samples: Sequence[Sample]) -> dict:
     for s in samples:
         by_task[s.get("task", "")].extend(instructions(s))
     per_task = {t: len(ego_splitting_clusters(cooccurrence_graph(texts)))
-                for t, texts in sorted(by_task.items())}
-    return {"per_task": per_task, "mean": fmean(per_task.values()) if per_task else 0.0}
+                for t, texts in sorted(by_task.items()) if texts}
+    return {"per_task": per_task, "mean": fmean(per_task.values()) if per_task else None}
 
 
 def response_diversity(
@@ -113,9 +120,9 @@ def response_diversity(
     texts = [assistant_text(s) for s in samples if assistant_text(s).strip()]
     if len(texts) > max_samples:
         texts = random.Random(f"{seed}:response_diversity").sample(texts, max_samples)
-    if not texts:
-        return {"value": 0.0, "clusters": 0, "noise": 0, "n": 0, "eps": eps,
-                "min_samples": min_samples}
+    if len(texts) < min_samples:  # DBSCAN cannot form one cluster: nothing measured
+        return {"value": None, "clusters": None, "noise": None, "n": len(texts), "eps": eps,
+                "min_samples": min_samples, "too_few": True}
     x = np.asarray(embed(texts), dtype=np.float64)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     # on unit vectors, cosine distance d equals squared euclidean distance / 2
@@ -156,7 +163,7 @@ def instruction_complexity(samples: Sequence[Sample]) -> dict:
     scores = [v["complexity"] for s in samples
               for v in ((s.get("meta") or {}).get("stats") or {}).values()
               if isinstance(v, dict) and isinstance(v.get("complexity"), (int, float))]
-    return {"mean_elements": fmean(sizes) if sizes else 0.0,
+    return {"mean_elements": fmean(sizes) if sizes else None,
             "llm_score": fmean(scores) if scores else None}
 
 
@@ -182,7 +189,12 @@ def filter_types_from_recipe(recipe: Mapping) -> dict[str, str]:
 
 
 def verdict_value(v) -> float | None:
-    """A judge verdict as 1 (correct) or 0 (incorrect); ``None`` when it cannot be read."""
+    """A judge verdict as 1 (correct) or 0 (incorrect); ``None`` when it cannot be read. A list
+    is the judge's ``votes``: the majority of the readable ones decides (a tie reads as ``None``)."""
+    if isinstance(v, list):
+        read = [x for x in (verdict_value(x) for x in v if not isinstance(x, list)) if x is not None]
+        yes, no = read.count(1.0), read.count(0.0)
+        return 1.0 if yes > no else 0.0 if no > yes else None
     if isinstance(v, bool):
         return float(v)
     if isinstance(v, (int, float)):

@@ -68,16 +68,18 @@ def _entry_schema(section: Section) -> tuple[dict, dict]:
             frag.setdefault("description", cls.__doc__.strip().splitlines()[0])
         ref = f"{section.family}.{name}"
         defs[ref] = frag
-        branches.append({
-            "if": {"properties": {section.dispatch: {"const": name}}, "required": [section.dispatch]},
-            "then": {"$ref": f"#/$defs/{ref}"},
-        })
-    entry = {
-        "type": "object",
-        "required": [section.dispatch],
-        "properties": {section.dispatch: {"type": "string", "enum": names}},
-        "allOf": branches,
-    }
+        # the default op also applies when the dispatch key is absent (``properties`` only
+        # checks keys that are present), as ``vlitc validate`` fills it in
+        cond: dict = {"properties": {section.dispatch: {"const": name}}}
+        if name != section.default:
+            cond["required"] = [section.dispatch]
+        branches.append({"if": cond, "then": {"$ref": f"#/$defs/{ref}"}})
+    dispatch: dict = {"type": "string", "enum": names}
+    entry: dict = {"type": "object", "properties": {section.dispatch: dispatch}, "allOf": branches}
+    if section.default is None:
+        entry["required"] = [section.dispatch]
+    else:
+        dispatch["default"] = section.default
     return entry, defs
 
 

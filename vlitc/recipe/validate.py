@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import graphlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,86 @@ def _schema_problem(err: ValidationError, pos: Positions) -> list[Problem]:
         keys = sorted({e.message.split("'")[1] for e in err.context if "'" in e.message})
         return [pos.problem(path, "needs one of the keys " + ", ".join(repr(k) for k in keys),
                             hint, at_key=True)]
+    if kind in ("anyOf", "oneOf") and isinstance(err.validator_value, list):
+        return _forms_problem(err, pos, path, hint)
     return [pos.problem(path, err.message, hint)]
+
+
+_TYPE_WORDS = {"string": "a string", "integer": "an integer", "number": "a number",
+               "boolean": "true or false", "array": "a list", "object": "a mapping",
+               "null": "null"}
+
+
+def describe_form(schema: Any) -> str:
+    """One allowed form of a ``oneOf``/``anyOf`` value in words: ``a mapping with key 'pool'``,
+    ``a list of strings``, ``false``..."""
+    if not isinstance(schema, dict):
+        return "anything" if schema is True else "nothing"
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    if "enum" in schema:
+        return "one of " + ", ".join(json.dumps(v) for v in schema["enum"])
+    if "$ref" in schema:
+        return "a " + str(schema["$ref"]).rsplit("/", 1)[-1] + " entry"
+    kind = schema.get("type")
+    if kind == "object" or "required" in schema or "properties" in schema:
+        keys = schema.get("required") or sorted(schema.get("properties") or {})
+        if not keys:
+            return "a mapping"
+        plural = "s" if len(keys) > 1 else ""
+        return f"a mapping with key{plural} " + ", ".join(repr(k) for k in keys)
+    if kind == "array":
+        items = schema.get("items")
+        inner = describe_form(items) if isinstance(items, dict) and items else ""
+        if inner.startswith(("a ", "an ")):
+            inner = inner.split(" ", 1)[1]
+            inner = inner if inner.endswith("s") else inner + "s"
+            return f"a list of {inner}"
+        return "a list"
+    if isinstance(kind, str):
+        return _TYPE_WORDS.get(kind, kind)
+    if isinstance(kind, list):
+        return " or ".join(_TYPE_WORDS.get(k, str(k)) for k in kind)
+    return "a value matching " + json.dumps(schema, sort_keys=True)[:60]
+
+
+def _branch_fits(branch: Any, instance: Any) -> bool:
+    """Whether ``instance`` is of the branch's shape (its type, and its required keys present),
+    so that what is wrong inside that branch is the useful message."""
+    if not isinstance(branch, dict):
+        return False
+    kind = branch.get("type")
+    if isinstance(instance, dict):
+        if kind not in (None, "object") or "required" not in branch and "properties" not in branch:
+            return kind == "object"
+        return all(k in instance for k in branch.get("required", ()))
+    types = {"string": str, "array": list, "boolean": bool}
+    return isinstance(kind, str) and kind in types and isinstance(instance, types[kind])
+
+
+def _forms_problem(err: ValidationError, pos: Positions, path: KeyPath, hint: str) -> list[Problem]:
+    """A value that matches none of a ``oneOf``/``anyOf``: the problems inside the one form it
+    is shaped like, else the list of the allowed forms."""
+    branches = list(err.validator_value)
+    fitting = [i for i, b in enumerate(branches) if _branch_fits(b, err.instance)]
+    if len(fitting) == 1:
+        inner = [e for e in err.context or [] if e.relative_schema_path
+                 and e.relative_schema_path[0] == fitting[0]]
+        if inner:
+            return [p for e in inner for p in _schema_problem(e, pos)]
+    forms = [describe_form(b) for b in branches]
+    got = _TYPE_WORDS.get(_json_type(err.instance), "this value")
+    msg = f"{got} is not allowed here; write " + (
+        forms[0] if len(forms) == 1 else ", ".join(forms[:-1]) + " or " + forms[-1])
+    return [pos.problem(path, msg, hint)]
+
+
+def _json_type(v: Any) -> str:
+    for name, t in (("boolean", bool), ("integer", int), ("number", float), ("string", str),
+                    ("array", list), ("object", dict)):
+        if isinstance(v, t):
+            return name
+    return "null" if v is None else "value"
 
 
 def schema_problems(data: Any, pos: Positions) -> list[Problem]:

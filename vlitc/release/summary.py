@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
+from vlitc.quality.indicators import TOO_FEW
 from vlitc.records import Sample, assistant_text, user_text
 
 
@@ -107,22 +108,30 @@ def outputs(recipe: Mapping) -> list[dict]:
 
 def indicator_rows(ind: Mapping) -> list[tuple[str, str]]:
     """The indicators as ``(name, formatted value)`` rows for the card and the report."""
-    def f(v, digits=3):
-        return "n/a" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+    def f(v, digits=3, none="n/a"):
+        return none if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
     rd = ind.get("response_diversity")
     bal, q = ind["balance"], ind["quality"]
+    if rd is None:
+        response = "not computed"
+    elif rd.get("too_few") or rd.get("value") is None:
+        response = (f"{TOO_FEW} ({rd.get('n', 0)} responses; DBSCAN needs "
+                    f"{rd.get('min_samples')})")
+    else:
+        response = (f"{rd['value']:.3f} ({rd['clusters']} clusters, {rd['noise']} noise of "
+                    f"{rd['n']})")
+    few = TOO_FEW if not ind["n_samples"] else "n/a"
     return [
         ("samples", f(ind["n_samples"])),
         ("task diversity (task types)", f(ind["task_diversity"])),
-        ("instruction diversity (mean clusters per task)", f(ind["instruction_diversity"]["mean"])),
-        ("response diversity (log DBSCAN clusters)",
-         "not computed" if rd is None else f"{rd['value']:.3f} ({rd['clusters']} clusters, "
-                                           f"{rd['noise']} noise of {rd['n']})"),
+        ("instruction diversity (mean clusters per task)",
+         f(ind["instruction_diversity"]["mean"], none=few)),
+        ("response diversity (log DBSCAN clusters)", response),
         ("object/granularity complexity (objects referred to)",
          f(ind["object_complexity"]["mean_referred"])),
         ("instruction complexity (content elements)",
-         f(ind["instruction_complexity"]["mean_elements"])),
+         f(ind["instruction_complexity"]["mean_elements"], none=few)),
         ("instruction complexity (LLM score 1-10)", f(ind["instruction_complexity"]["llm_score"])),
         ("balance: variance of task counts", f(bal["variance"])),
         ("balance: normalised entropy", f(bal["normalised_entropy"])),

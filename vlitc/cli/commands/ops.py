@@ -36,6 +36,12 @@ def _params(cls) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _variables(cls) -> list[tuple[str, str]]:
+    """``(what, "a, b, c")`` for each kind of template the op fills (tasks only)."""
+    table = getattr(cls, "template_variables", None)
+    return [(what, ", ".join(sorted(names))) for what, names in table().items()] if table else []
+
+
 def _section(family: str) -> str:
     s = next(s for s in SECTIONS if s.family == family)
     return f"`{s.key}` entries, chosen by `{s.dispatch}:`"
@@ -60,6 +66,8 @@ def markdown(family: str | None = None) -> str:
                 out += ["| param | type | notes |", "|---|---|---|"]
                 out += [f"| `{n}` | {k} | {d.replace('|', '/')} |" for n, k, d in rows]
                 out.append("")
+            for what, variables in _variables(cls):
+                out += [f"Template variables ({what}): {variables}", ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -81,4 +89,6 @@ def run(args: argparse.Namespace) -> int:
                 print(inspect.cleandoc(cls.__doc__ or ""))
                 for n, k, d in _params(cls):
                     print(f"  {n:<20}{k:<12} {d}")
+                for what, variables in _variables(cls):
+                    print(f"  template variables ({what}): {variables}")
     return 0

@@ -130,6 +130,12 @@ class GenerateTask(Task):
             template_path(self.params.get("context", "llava"), ctx.recipe_dir)
         ]
 
+    @classmethod
+    def template_variables(cls) -> dict[str, frozenset[str]]:
+        from vlitc.llm.context import variables
+
+        return {"context template (.j2)": frozenset(variables({"id": ""}))}
+
     # pure parts ---------------------------------------------------------------------------
     def _rng(self, ctx: OpContext, item: str) -> random.Random:
         return random.Random(f"{ctx.seed}:{self.label}:{item}")

@@ -38,7 +38,9 @@ INSTRUCTION_SCHEMA = {
          "properties": {"templates": {"type": "array", "minItems": 1,
                                       "items": {"type": "string", "minLength": 1}}},
          "required": ["templates"], "additionalProperties": False},
-    ]
+    ],
+    "description": "where the instructions come from: {pool: NAME} (a pool under 'pools:') or "
+                   "{templates: [\"...\", ...]} (written in place)",
 }
 SELECTION_SCHEMA = {"enum": ["random", "balanced"], "default": "random"}
 
@@ -149,6 +151,10 @@ class AdaptTask(Task):
     def variables(self) -> frozenset[str]:
         """Variables this task's templates may read."""
         return BASE_VARS | self.provides
+
+    @classmethod
+    def template_variables(cls) -> dict[str, frozenset[str]]:
+        return {"instruction": BASE_VARS | cls.provides}
 
     # -- instructions ---------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ region captioning (``region_caption``).
 Expressions come from the record's ``regions`` (phrases with boxes) and, with ``from: objects``
 or ``both``, from objects whose category occurs once in the image ("the couch"), so the
 expression is never ambiguous. Boxes are written in a declared box format (LLaVA-1.5's padded
-square with two decimals by default) and decode back to the annotated box within its precision.
+square with two decimals by default, or a model family's grounding syntax: ``qwen_vl``,
+``qwen2_vl``, ``internvl``, which also tag the phrase in a ``rec`` answer) and decode back to the
+annotated box within its precision.
 """
 
 from __future__ import annotations
@@ -54,13 +56,16 @@ class _BoxTask(AdaptTask):
             for o in unique_objects(rec):
                 yield f"o{o.get('id', o['category'])}", f"the {o['category']}", o["bbox"]
 
-    def boxed(self, rec: Record, ctx: OpContext) -> Iterator[tuple[str, str, list[float], str]]:
+    def boxed(self, rec: Record, ctx: OpContext, tag_phrase: bool = False,
+              ) -> Iterator[tuple[str, str, list[float], str]]:
+        """``(key, phrase, box, box text)``; ``tag_phrase``: formats that tag the referred
+        phrase (Qwen-VL's ``<ref>``) write it before the box."""
         img = rec.get("image") or {}
         w, h = img.get("width"), img.get("height")
         if not (w and h):
             return
         for key, phrase, box in self.phrases(rec):
-            yield key, phrase, box, self.box.encode(box, w, h)
+            yield key, phrase, box, self.box.encode(box, w, h, phrase if tag_phrase else None)
 
 
 _FROM = {"from": {"enum": ["regions", "objects", "both"], "default": "both"}}
@@ -78,7 +83,7 @@ class ReferringComprehension(_BoxTask):
     params_schema = _schema(_FROM)
 
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
-        for key, phrase, box, text in self.boxed(rec, ctx):
+        for key, phrase, box, text in self.boxed(rec, ctx, tag_phrase=True):
             yield Item(key, {"phrase": phrase}, text,
                        {"box": {"bbox": box, "format": self.box.name}})
 

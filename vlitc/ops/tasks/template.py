@@ -34,6 +34,7 @@ from vlitc import formats as fmt
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
 from vlitc.ops.tasks.base import (
+    BASE_VARS,
     INSTRUCTION_SCHEMA,
     SELECTION_SCHEMA,
     AdaptTask,
@@ -144,6 +145,12 @@ class TemplateTask(AdaptTask):
 
     def variables(self) -> frozenset[str]:
         return super().variables() | PER_VARS[self.params.get("per", "image")]
+
+    @classmethod
+    def template_variables(cls) -> dict[str, frozenset[str]]:
+        base = BASE_VARS | cls.provides
+        return {f"instruction and response, per: {per}": base | PER_VARS[per]
+                for per in sorted(PER_VARS)}
 
     def check(self, ctx: OpContext) -> None:
         super().check(ctx)
