@@ -140,3 +140,55 @@ def test_minilm_embeddings_cluster_paraphrases_apart_from_other_topics():
     samples = [conv(str(i), "t", "q", a) for i, a in enumerate(cats + cars)]
     out = ind.response_diversity(samples, ind.default_embed, eps=0.35, min_samples=2)
     assert out["clusters"] == 2
+
+
+def test_correctness_rate_reads_the_judge_votes_majority():
+    stats = [{"judge": {"votes": ["correct", "correct", "incorrect"]}},
+             {"judge": {"votes": ["incorrect", "unparsed", "incorrect"]}},
+             {"judge": {"votes": ["correct", "incorrect"]}},  # a tie reads as no verdict
+             {"judge": {"votes": ["error"], "error": "HTTP 500"}}]
+    samples = [conv(str(i), "t", "q", "a", stats=st) for i, st in enumerate(stats)]
+    q = ind.single_sample_quality(samples, {"judge": "judge"})
+    assert q["correctness_rate"] == 0.5
+
+
+def test_tiny_sets_say_too_few_samples_instead_of_zero():
+    from vlitc.release.summary import indicator_rows
+
+    samples = [conv("1", "t", "q", "An answer.")]
+    out = ind.compute(samples, embed=lambda texts: [[1.0, 0.0]] * len(texts))
+    assert out["response_diversity"]["value"] is None and out["response_diversity"]["too_few"]
+    rows = dict(indicator_rows(out))
+    assert rows["response diversity (log DBSCAN clusters)"] == (
+        "too few samples (1 responses; DBSCAN needs 3)")
+    empty = dict(indicator_rows(ind.compute([], response=False)))
+    assert empty["instruction diversity (mean clusters per task)"] == ind.TOO_FEW
+    assert empty["instruction complexity (content elements)"] == ind.TOO_FEW
+
+
+def test_a_build_that_runs_a_judge_reports_its_correctness_rate(tmp_path, repo_root):
+    import json
+
+    import yaml
+
+    from vlitc.api import build
+
+    demo = repo_root / "recipes"
+    r = yaml.safe_load((demo / "demo.yaml").read_text())
+    for src in r["sources"].values():
+        for key in ("images", "captions", "instances", "questions", "annotations"):
+            if key in src:
+                src[key] = str(demo / src[key])
+    r["tasks"] = {"brief_caption": r["tasks"]["brief_caption"]}
+    r.pop("balance", None)
+    # two votes of three say correct: every sample is kept, and judged correct
+    r["generators"] = {"judge": {"provider": "mock", "model": "mock", "template":
+                                 "VERDICT: {{ 'incorrect' if index == 2 else 'correct' }}"}}
+    r["filters"] = [{"type": "judge", "generator": "judge", "votes": 3}]
+    r["report"] = {"type": "release", "indicators": {"response": False}}
+    path = tmp_path / "judge.yaml"
+    path.write_text(yaml.safe_dump(r, sort_keys=False))
+    build(path, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    got = json.loads((tmp_path / "out" / "indicators.json").read_text())
+    assert got["indicators"]["quality"]["correctness_rate"] == 1.0
+    assert "| correctness rate | 1.000 |" in (tmp_path / "out" / "README.md").read_text()
