@@ -20,6 +20,7 @@ Families and what they implement:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,8 +126,20 @@ class Op:
     file_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: dict, label: str = ""):
-        self.params = params
+        self.params = self.with_defaults(params)
         self.label = label or self.name
+
+    @classmethod
+    def with_defaults(cls, params: dict) -> dict:
+        """``params`` plus a copy of each top-level default of :attr:`params_schema` it lacks.
+
+        The one place defaults come from: the recipe loader fills them into the recipe with
+        this, and every op fills them again when built (also when a test builds one directly),
+        so op code reads ``self.params["key"]`` and never states a default of its own."""
+        props = cls.params_schema.get("properties", {})
+        missing = {k: copy.deepcopy(sub["default"]) for k, sub in props.items()
+                   if isinstance(sub, dict) and "default" in sub and k not in params}
+        return {**params, **missing} if missing else dict(params)
 
     def references(self) -> dict[str, list[str]]:
         """Names this op refers to, by kind (``source``, ``pool``, ``generator``, ``task``)."""

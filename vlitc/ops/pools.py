@@ -237,7 +237,7 @@ class ExpandPool(Pool):
         """The generation requests: enough rounds of ``per_request`` paraphrases to reach ``n``."""
         from vlitc.llm import Request
 
-        per = int(self.params.get("per_request", 10))
+        per = int(self.params["per_request"])
         rounds = -(-int(self.params["n"]) * 2 // per)  # ask for twice n: dedup drops some
         listing = "\n".join(f"- {s}" for s in seeds)
         out = []
@@ -247,7 +247,7 @@ class ExpandPool(Pool):
                     "sentence structure. One per line, no numbering, nothing else.")
             out.append(Request(
                 messages=[{"role": "system", "content": _SYSTEM}, {"role": "user", "content": user}],
-                temperature=float(self.params.get("temperature", 1.0)), seed=i,
+                temperature=float(self.params["temperature"]), seed=i,
             ))
         return out
 
@@ -276,13 +276,13 @@ class ExpandPool(Pool):
         n_seeds = len(seeds)
         unique = dedup_exact(seeds + good)
         ctx.count("exact_duplicates", n_seeds + len(good) - len(unique))
-        similar = dedup_similar(unique, float(self.params.get("similarity", 0.9)), n_seeds)
+        similar = dedup_similar(unique, float(self.params["similarity"]), n_seeds)
         ctx.count("near_duplicates", len(unique) - len(similar))
         new = similar[n_seeds:][: int(self.params["n"])]
         ctx.count("generated", len(new))
         if len(new) < int(self.params["n"]):
             ctx.warn(f"pool {self.label!r}: {len(new)} distinct instructions of {self.params['n']}")
-        return (similar[:n_seeds] if self.params.get("include_seeds", True) else []) + new
+        return (similar[:n_seeds] if self.params["include_seeds"] else []) + new
 
 
 def _safe_vars(text: str, allowed: set[str]) -> bool:

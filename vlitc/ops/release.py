@@ -143,7 +143,7 @@ class ReleaseReport(Report):
         plots += [histogram(name, vals) for name, vals in sm.lengths(samples).items()]
         plots += [histogram(f"score: {name}", vals)
                   for name, vals in sm.score_values([*samples, *dropped]).items()]
-        n, size = self.params.get("gallery", 12), self.params.get("thumb", 320)
+        n, size = self.params["gallery"], self.params["thumb"]
         return {**summary, "plots": plots,
                 "kept": [gallery.item(s, ctx.image_path, size)
                          for s in gallery.pick(samples, n, ctx.seed, "kept")],

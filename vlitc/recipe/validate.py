@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import difflib
 import graphlib
 import json
@@ -273,6 +272,4 @@ def fill_defaults(data: dict) -> None:
             cls = registry.get(family, params.get(disp, ""))
         except KeyError:
             continue
-        for key, sub in cls.params_schema.get("properties", {}).items():
-            if isinstance(sub, dict) and "default" in sub and key not in params:
-                params[key] = copy.deepcopy(sub["default"])
+        params.update(cls.with_defaults(params))

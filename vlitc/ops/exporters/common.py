@@ -140,8 +140,8 @@ class FileExporter(Exporter):
         out_dir(ctx)  # no folder to write into: fail before reading any sample
         rel = safe_relpath(self.params["path"], f"outputs.{self.name}.path")
         checker = SampleChecker(ctx, f"{self.name} export {rel}", **self.budget())
-        want = self.params.get("split", "all")
-        gather = self.params.get("images", "reference") != "reference"
+        want = self.params["split"]
+        gather = self.params["images"] != "reference"
         images: dict[str, dict] = {}
         token = _PREFIXES.set(image_prefixes(ctx.image_roots))
         try:
@@ -165,16 +165,16 @@ class FileExporter(Exporter):
 
     def budget(self) -> dict[str, Any]:
         return {"max_tokens": self.params.get("max_tokens"),
-                "tokens_per_word": self.params.get("tokens_per_word", 1.3),
-                "image_tokens": self.params.get("image_tokens", 0)}
+                "tokens_per_word": self.params["tokens_per_word"],
+                "image_tokens": self.params["image_tokens"]}
 
     def place_images(self, images: dict[str, dict], ctx: OpContext) -> list[str]:
         """Copy or hard-link the images (``ref -> image``) into ``image_dir`` (nothing to do for
         ``reference``)."""
-        mode = self.params.get("images", "reference")
+        mode = self.params["images"]
         if mode == "reference":
             return []
-        base = safe_relpath(self.params.get("image_dir", "images"), f"outputs.{self.name}.image_dir")
+        base = safe_relpath(self.params["image_dir"], f"outputs.{self.name}.image_dir")
         out: list[str] = []
         for ref in sorted(images):
             rel = base / ref

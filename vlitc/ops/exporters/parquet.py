@@ -48,7 +48,7 @@ class ParquetExporter(FileExporter):
         import pyarrow.parquet as pq
 
         pq.write_table(arrow_table(samples), path, compression="zstd",
-                       row_group_size=self.params.get("row_group_size", 10000))
+                       row_group_size=self.params["row_group_size"])
 
 
 def arrow_table(samples: list[Sample]):

@@ -86,14 +86,14 @@ def load_model(params: dict, ctx: OpContext) -> ClipModel:
     """The model a filter's params name, loaded once per process."""
     import open_clip
 
-    arch = params.get("model", "ViT-B-32")
+    arch = params["model"]
     if arch.endswith(".json"):  # a custom architecture: an open_clip model config file
         cfg = ctx.resolve(arch)
         if not cfg.is_file():
             raise InputError("model config file not found", hint=f"looked for {cfg}")
         open_clip.add_model_config(cfg)
         arch = cfg.stem
-    pretrained = params.get("pretrained", "openai")
+    pretrained = params["pretrained"]
     local = ctx.resolve(pretrained)
     if local.is_file():
         pretrained, weights_id = str(local), "sha256:" + file_sha256(local)
@@ -101,7 +101,7 @@ def load_model(params: dict, ctx: OpContext) -> ClipModel:
         raise InputError("checkpoint file not found", hint=f"looked for {local}")
     else:
         weights_id = pretrained
-    device = pick_device(params.get("device", "auto"))
+    device = pick_device(params["device"])
     key = (arch, pretrained, weights_id, device)
     with _LOCK:
         if key not in _MODELS:
@@ -166,8 +166,8 @@ class ClipMatchFilter(Filter):
         model = load_model(self.params, ctx)
         shas = {id(s): self._sha(s, ctx) for s in todo}
         image_emb = self._image_embeddings(model, todo, shas, ctx)
-        mode = self.params.get("long_text", "turns_mean")
-        texts = {id(s): texts_for(s, mode, self.params.get("prompt", PROMPT)) for s in todo}
+        mode = self.params["long_text"]
+        texts = {id(s): texts_for(s, mode, self.params["prompt"]) for s in todo}
         flat = [t for s in todo if shas[id(s)] in image_emb for t in texts[id(s)]]
         text_emb = iter(self._batched(model.encode_texts, flat))
         out: list[dict] = []
@@ -184,7 +184,7 @@ class ClipMatchFilter(Filter):
         return out
 
     def _batched(self, fn, items: list) -> list:
-        bs = self.params.get("batch_size", 64)
+        bs = self.params["batch_size"]
         return [row for i in range(0, len(items), bs) for row in fn(items[i : i + bs])]
 
     def _sha(self, s: Sample, ctx: OpContext) -> str:
@@ -212,7 +212,7 @@ class ClipMatchFilter(Filter):
                 need.setdefault(sha, s)
         ctx.count("clip_image_cache_hits", len(found))
         order = list(need)
-        bs = self.params.get("batch_size", 64)
+        bs = self.params["batch_size"]
         for i in range(0, len(order), bs):
             batch = [(sha, self._open(need[sha], ctx)) for sha in order[i : i + bs]]
             batch = [(sha, im) for sha, im in batch if im is not None]

@@ -68,11 +68,11 @@ class ComplexityFilter(Filter):
         from vlitc.llm import Request
 
         return Request(
-            messages=[{"role": "system", "content": self.params.get("system", SYSTEM)},
+            messages=[{"role": "system", "content": self.params["system"]},
                       {"role": "user", "content": "Instructions:\n" + instructions_text(s)}],
-            temperature=self.params.get("temperature", 0.0),
-            max_tokens=self.params.get("max_tokens", 64),
-            n=self.params.get("votes", 1),
+            temperature=self.params["temperature"],
+            max_tokens=self.params["max_tokens"],
+            n=self.params["votes"],
         )
 
     def measure(self, samples: list[Sample], ctx: OpContext) -> list[dict]:

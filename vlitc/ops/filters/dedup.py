@@ -99,6 +99,10 @@ def cached_embeddings(texts: list[str], ctx: OpContext, batch_size: int) -> Any:
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
+#: the similarity a pair must reach to count as duplicates, per method, when no threshold is set
+METHOD_THRESHOLDS = {"exact": 1.0, "minhash": 0.8, "semantic": 0.95}
+
+
 @register("filter", "dedup")
 class DedupFilter(Filter):
     """Drop duplicates, keeping the first occurrence in input order: ``exact`` (same text after
@@ -130,16 +134,16 @@ class DedupFilter(Filter):
     }
 
     def threshold(self) -> float:
-        default = {"exact": 1.0, "minhash": 0.8, "semantic": 0.95}[self.params.get("method", "exact")]
-        return float(self.params.get("threshold", default))
+        given = self.params.get("threshold")
+        return float(given if given is not None else METHOD_THRESHOLDS[self.params["method"]])
 
     def measure(self, samples: list[Sample], ctx: OpContext) -> list[dict]:
         import numpy as np
 
-        method = self.params.get("method", "exact")
-        texts = [sample_text(s, self.params.get("field", "conversation")) for s in samples]
+        method = self.params["method"]
+        texts = [sample_text(s, self.params["field"]) for s in samples]
         norm = [normalise(t) for t in texts]
-        groups = groups_of(samples, self.params.get("scope", "global"))
+        groups = groups_of(samples, self.params["scope"])
         first = np.asarray(exact_firsts(norm, groups), dtype=np.int64)
         sim = np.where(first >= 0, 1.0, 0.0).astype(np.float32)
         how = ["exact" if f >= 0 else "" for f in first]
@@ -161,13 +165,13 @@ class DedupFilter(Filter):
         from vlitc.quality import neighbours as nb
 
         sub = [samples[i] for i in uniq]
-        groups = groups_of(sub, self.params.get("scope", "global"))
+        groups = groups_of(sub, self.params["scope"])
         sub_texts = [texts[i] for i in uniq]
         if method == "minhash":
             return nb.minhash_neighbours(
-                sub_texts, groups, self.threshold(), self.params.get("num_perm", 128),
-                self.params.get("ngram", 3), seed=1)
-        emb = cached_embeddings(sub_texts, ctx, self.params.get("batch_size", 64))
+                sub_texts, groups, self.threshold(), self.params["num_perm"],
+                self.params["ngram"], seed=1)
+        emb = cached_embeddings(sub_texts, ctx, self.params["batch_size"])
         return nb.cosine_neighbours(emb, groups, self.threshold(), seed=ctx.seed)
 
     def keep(self, stats: dict) -> str | None:

@@ -121,14 +121,14 @@ class HallucinationFilter(Filter):
         stats: dict = {"objects_checked": "objects" in ann, "ocr_checked": "ocr" in ann}
         if stats["objects_checked"]:
             stats.update(object_stats(c, ann))
-            stats["boxes"] = box_stats(c, ann, self.params.get("box_format", "pixel"))
+            stats["boxes"] = box_stats(c, ann, self.params["box_format"])
         else:
             stats["mentioned"] = sorted({m.category for m in c.mentions if not m.denied})
         stats["wrong_quotes"] = quote_stats(c, ann) if stats["ocr_checked"] else []
         return stats
 
     def wrong_counts(self, stats: dict) -> list[dict]:
-        mode = self.params.get("counts", "at_most")
+        mode = self.params["counts"]
         if mode == "ignore":
             return []
         if mode == "exact":
@@ -137,7 +137,7 @@ class HallucinationFilter(Filter):
 
     def keep(self, stats: dict) -> str | None:
         reasons = []
-        limit = self.params.get("max_rate", 0.0)
+        limit = self.params["max_rate"]
         if stats.get("hallucinated") and stats["rate"] > limit:
             reasons.append(f"hallucinated objects: {', '.join(stats['hallucinated'])} "
                            f"(CHAIR {stats['rate']:.2f} > {limit:.2f})")
@@ -145,11 +145,11 @@ class HallucinationFilter(Filter):
         if wrong:
             reasons.append("wrong counts: " + ", ".join(
                 f"{c['stated']} {c['object']} (annotated {c['annotated']})" for c in wrong))
-        min_iou = self.params.get("min_iou", 0.5)
+        min_iou = self.params["min_iou"]
         bad = [b for b in stats.get("boxes", []) if b["iou"] < min_iou]
         if bad:
             reasons.append("wrong boxes: " + ", ".join(
                 f"{b['object'] or 'box'} {b['box']} (best IoU {b['iou']:.2f} < {min_iou})" for b in bad))
-        if stats["wrong_quotes"] and self.params.get("quotes", True):
+        if stats["wrong_quotes"] and self.params["quotes"]:
             reasons.append("quoted text not in OCR: " + ", ".join(repr(q) for q in stats["wrong_quotes"]))
         return "; ".join(reasons) or None

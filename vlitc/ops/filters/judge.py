@@ -99,17 +99,17 @@ class JudgeFilter(Filter):
         meta = s.get("meta") or {}
         context = meta.get("context") or fallback_context(meta.get("annotations") or {})
         try:
-            user = self.params.get("prompt", PROMPT).format(context=context, conversation=conversation(s))
+            user = self.params["prompt"].format(context=context, conversation=conversation(s))
         except (KeyError, IndexError) as e:
             raise ConfigurationError(
                 f"judge: prompt template has an unknown field {e}; use {{context}} and {{conversation}}"
             ) from None
         return Request(
-            messages=[{"role": "system", "content": self.params.get("system", SYSTEM)},
+            messages=[{"role": "system", "content": self.params["system"]},
                       {"role": "user", "content": user}],
-            temperature=self.params.get("temperature", 0.7),
-            max_tokens=self.params.get("max_tokens", 256),
-            n=self.params.get("votes", 3),
+            temperature=self.params["temperature"],
+            max_tokens=self.params["max_tokens"],
+            n=self.params["votes"],
         )
 
     def measure(self, samples: list[Sample], ctx: OpContext) -> list[dict]:
@@ -127,7 +127,7 @@ class JudgeFilter(Filter):
         return out
 
     def tally(self, votes: list[str]) -> tuple[int, int]:
-        policy = self.params.get("unparsed", "abstain")
+        policy = self.params["unparsed"]
         fixed = [policy if v in ("unparsed", "error") and policy != "abstain" else v for v in votes]
         return fixed.count("correct"), fixed.count("incorrect")
 
@@ -135,7 +135,7 @@ class JudgeFilter(Filter):
         yes, no = self.tally(stats["votes"])
         if yes > no:
             return None
-        if yes == no and self.params.get("tie", "drop") == "keep":
+        if yes == no and self.params["tie"] == "keep":
             return None
         other = len(stats["votes"]) - yes - no
         tail = f", {other} unparsed" if other else ""

@@ -180,15 +180,16 @@ class LeakageFilter(_PerSample):
     params_schema: ClassVar[dict] = {
         "type": "object",
         "properties": {
-            "phrases": {"type": "array", "items": {"type": "string", "minLength": 1}},
-            "extra": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "phrases": {"type": "array", "items": {"type": "string", "minLength": 1},
+                        "default": list(DEFAULT_LEAKS)},
+            "extra": {"type": "array", "items": {"type": "string", "minLength": 1}, "default": []},
         },
         "additionalProperties": False,
     }
 
     def __init__(self, params: dict, label: str = ""):
         super().__init__(params, label)
-        phrases = list(params.get("phrases", DEFAULT_LEAKS)) + list(params.get("extra", []))
+        phrases = list(self.params["phrases"]) + list(self.params["extra"])
         alts = "|".join(re.escape(p.lower()).replace(r"\ ", r"\s+") for p in phrases)
         self._re = re.compile(rf"(?<!\w)(?:{alts})(?!\w)") if phrases else None
 
@@ -233,15 +234,15 @@ class RepetitionFilter(_PerSample):
     keep_params = ("max_ratio",)
 
     def measure_one(self, s: Sample) -> dict:
-        n = self.params.get("n", 4)
+        n = self.params["n"]
         ratios = [repetition_ratio(words(t), n) for t in assistant_turns(s)]
         worst = max(range(len(ratios)), key=ratios.__getitem__, default=-1)
         return {"repetition": round(ratios[worst], 4) if ratios else 0.0, "worst_turn": worst}
 
     def keep(self, stats: dict) -> str | None:
-        limit = self.params.get("max_ratio", 0.3)
+        limit = self.params["max_ratio"]
         if stats["repetition"] > limit:
-            n = self.params.get("n", 4)
+            n = self.params["n"]
             return (f"repetitive answer {stats['worst_turn']}: {stats['repetition']:.2f} of its "
                     f"{n}-grams repeat (> {limit})")
         return None
@@ -275,6 +276,6 @@ class TruncatedFilter(_PerSample):
     def keep(self, stats: dict) -> str | None:
         if stats["empty_turns"]:
             return f"empty answer in assistant turn(s) {stats['empty_turns']}"
-        bad = set(self.params.get("reasons", ["length"]))
+        bad = set(self.params["reasons"])
         cut = [r for r in stats["finish_reasons"] if r in bad]
         return f"truncated answer: finish reason {cut[0]!r}" if cut else None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from vlitc.errors import GenerationError
+from vlitc.llm.prompts import REWRITE_INSTRUCTIONS
 from vlitc.ops.base import OpContext, Task
 from vlitc.ops.registry import register
 from vlitc.records import Record, Sample, grounding, sample
@@ -127,7 +128,7 @@ class GenerateTask(Task):
         from vlitc.llm.prompts import pack_files
 
         return pack_files(self.params["prompt"], ctx.recipe_dir) + [
-            template_path(self.params.get("context", "llava"), ctx.recipe_dir)
+            template_path(self.params["context"], ctx.recipe_dir)
         ]
 
     @classmethod
@@ -141,9 +142,9 @@ class GenerateTask(Task):
         return random.Random(f"{ctx.seed}:{self.label}:{item}")
 
     def _focus(self, record: Record, ctx: OpContext) -> dict | None:
-        if self.params.get("context", "llava") != "region":
+        if self.params["context"] != "region":
             return None
-        layer = self.params.get("focus", "objects")
+        layer = self.params["focus"]
         items = record.get(layer) or []
         if not items:
             return None
@@ -159,15 +160,15 @@ class GenerateTask(Task):
         from vlitc.llm.context import render
 
         focus = self._focus(record, ctx)
-        context = render(record, self.params.get("context", "llava"), ctx.recipe_dir, focus)
+        context = render(record, self.params["context"], ctx.recipe_dir, focus)
         if not context:
             return None
         rng = self._rng(ctx, record["id"])
-        messages, chosen = pack.messages(context, self.params.get("examples", 2), rng)
+        messages, chosen = pack.messages(context, self.params["examples"], rng)
         p = self.params
         req = Request(
             messages=messages,
-            n=p.get("n", 1),
+            n=p["n"],
             temperature=p.get("temperature"),
             top_p=p.get("top_p"),
             max_tokens=p.get("max_tokens"),
@@ -183,7 +184,7 @@ class GenerateTask(Task):
         instruction = None
         if instructions:
             instruction = self._rng(ctx, f"{record['id']}:{index}:instruction").choice(instructions)
-        return parse(text, self.params.get("parse", "llava_qa"), instruction)
+        return parse(text, self.params["parse"], instruction)
 
     # the run ------------------------------------------------------------------------------
     def _instructions(self, ctx: OpContext) -> list[str]:
@@ -196,7 +197,7 @@ class GenerateTask(Task):
 
         pack = load_pack(self.params["prompt"], ctx.recipe_dir)
         instructions = self._instructions(ctx)
-        if self.params.get("parse") == "answer" and not instructions:
+        if self.params["parse"] == "answer" and not instructions:
             raise GenerationError(f"task {self.label}: parse: answer needs instructions or a pool")
         client = ctx.client(self.params["generator"])
         failures: list[dict] = []
@@ -225,7 +226,7 @@ class GenerateTask(Task):
             for i, text in enumerate(resp.texts):
                 parsed = self.parse_response(text, rec, ctx, i, instructions)
                 out.append((rec, info, req, i, text, parsed, resp.keys[i]))
-        if self.params.get("repair"):
+        if self.params["repair"]:
             out = self._repair(out, ctx, client, instructions)
         for rec, info, _req, i, text, parsed, keys in out:
             yield self._sample(rec, info, i, text, parsed, keys, ctx)
@@ -243,7 +244,7 @@ class GenerateTask(Task):
                 {"role": "assistant", "content": text},
                 {
                     "role": "user",
-                    "content": repair_message(self.params.get("parse", "llava_qa"), parsed.error),
+                    "content": repair_message(self.params["parse"], parsed.error),
                 },
             ]
             reqs.append(Request(messages=msgs, temperature=0.0, max_tokens=req.max_tokens))
@@ -317,9 +318,11 @@ class RewriteTask(Task):
             "instructions": {
                 "type": "string",
                 "minLength": 1,
+                "default": REWRITE_INSTRUCTIONS,
                 "description": "system prompt (default: fix, de-duplicate, tighten)",
             },
             **_SAMPLING,
+            "temperature": _SAMPLING["temperature"] | {"default": 0.0},
         },
         "required": ["task", "generator"],
         "additionalProperties": False,
@@ -331,7 +334,6 @@ class RewriteTask(Task):
     def format_request(self, s: Sample):
         """The text to rewrite: a single answer as is, a conversation as Question/Answer blocks."""
         from vlitc.llm import Request
-        from vlitc.llm.prompts import REWRITE_INSTRUCTIONS
 
         turns = [t for t in s["turns"] if t["role"] in ("user", "assistant")]
         if len(turns) == 2:
@@ -343,12 +345,12 @@ class RewriteTask(Task):
                 for t in turns
             )
         msgs = [
-            {"role": "system", "content": self.params.get("instructions", REWRITE_INSTRUCTIONS)},
+            {"role": "system", "content": self.params["instructions"]},
             {"role": "user", "content": body},
         ]
         return Request(
             messages=msgs,
-            temperature=self.params.get("temperature", 0.0),
+            temperature=self.params["temperature"],
             top_p=self.params.get("top_p"),
             max_tokens=self.params.get("max_tokens"),
         )

@@ -353,8 +353,8 @@ class AnnotationSource(Source):
     def _check(self, root: Path, entries: list[Entry], ctx: OpContext) -> dict:
         from vlitc.images import ImageChecker
 
-        decode = self.params.get("check_images", True)
-        hashing = self.params.get("hash_images", True)
+        decode = self.params["check_images"]
+        hashing = self.params["hash_images"]
         sized = all(e.width and e.height for e in entries)
         checker = ImageChecker(root, image_store(ctx), decode=decode, hash=hashing,
                                read_size=decode or hashing or not sized)
@@ -366,7 +366,7 @@ class AnnotationSource(Source):
     def _records(self, entries: list[Entry], ctx: OpContext, issues: Issues) -> Iterator[Record]:
         root = self.image_root(ctx)
         infos = self._check(root, entries, ctx) if root is not None else {}
-        on_missing = self.params.get("on_missing_image", "skip")
+        on_missing = self.params["on_missing_image"] if root is not None else None
         total = len(entries)
         for i, e in enumerate(entries):
             image, w, h = None, e.width, e.height

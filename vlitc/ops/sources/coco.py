@@ -116,7 +116,7 @@ class CocoSource(AnnotationSource):
         if inst:
             images.update(inst.images)
         self.categories = inst.categories if inst else {}
-        keep_empty = self.params.get("keep_empty", True)
+        keep_empty = self.params["keep_empty"]
         out = []
         for iid, im in images.items():
             c = caps.by_image.get(iid) if caps else None
@@ -135,5 +135,5 @@ class CocoSource(AnnotationSource):
                                if isinstance(a.get("caption"), str)]
         if "instances" in self.params:
             out["objects"] = coco_objects(anns or [], self.categories, width, height, issues,
-                                          self.params.get("crowd", True))
+                                          self.params["crowd"])
         return out

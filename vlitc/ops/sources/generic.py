@@ -200,9 +200,9 @@ class ImageFolderSource(AnnotationSource):
     def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
         root = self.image_root(ctx)
         assert root is not None
-        exts = {e.lower() for e in self.params.get("extensions", IMAGE_EXTENSIONS)}
-        rels = sorted(_walk(root, self.params.get("recursive", True), exts))
-        id_from = self.params.get("id_from", "stem")
+        exts = {e.lower() for e in self.params["extensions"]}
+        rels = sorted(_walk(root, self.params["recursive"], exts))
+        id_from = self.params["id_from"]
         out = []
         for rel in rels:
             p = PurePosixPath(rel)

@@ -62,7 +62,7 @@ class JoinSource(Source):
         return {"source": list(self.params["sources"])}
 
     def load(self, ctx: OpContext) -> Iterator[Record]:
-        how = self.params.get("how", "left")
+        how = self.params["how"]
         names = self.params["sources"]
         merged: dict[str, Record] = {}
         for rec in ctx.input(f"source:{names[0]}"):

@@ -52,7 +52,7 @@ class LlavaSource(AnnotationSource):
 
     def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
         path = self.path(ctx, "file")
-        by_image = self.params.get("id", "item") == "image"
+        by_image = self.params["id"] == "image"
         pairs = []
         for i, (line, item) in enumerate(read_items(path)):
             if not isinstance(item, dict):
@@ -68,7 +68,7 @@ class LlavaSource(AnnotationSource):
 
     def layers(self, data: Any, width: Any, height: Any, issues: Issues) -> dict:
         out: dict[str, Any] = {}
-        fmt = self.params.get("box_format", "normalized")
+        fmt = self.params["box_format"]
         for where, item in data:
             if "conversations" in item:
                 turns, system, n = read_turns(item["conversations"], issues, where)

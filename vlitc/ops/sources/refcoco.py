@@ -101,6 +101,6 @@ class RefCocoSource(AnnotationSource):
                                     "category": obj["category"], "ref_id": r.get("ref_id"),
                                     "ann_id": r.get("ann_id")})
         out: dict[str, Any] = {"regions": regions}
-        if self.params.get("objects", False):
+        if self.params["objects"]:
             out["objects"] = objects
         return out

@@ -72,7 +72,7 @@ class TextVqaSource(AnnotationSource):
         if "ocr" in self.params:
             for _, item in read_items(self.path(ctx, "ocr")):
                 ocr[item.get("image_id")] = item.get("ocr_info") or []
-        pattern = self.params.get("image_pattern", "{id}.jpg")
+        pattern = self.params["image_pattern"]
         path = self.path(ctx, "questions" if "questions" in self.params else "captions")
         out = []
         for iid, slot in by_image.items():
@@ -139,7 +139,7 @@ class CocoTextSource(AnnotationSource):
         doc = read_json(path, drop=("mask",))
         imgs = need(doc, "imgs", path, dict)
         anns = need(doc, "anns", path, dict)
-        legible = self.params.get("legible_only", True)
+        legible = self.params["legible_only"]
         by_image: dict[str, list] = {}
         for a in anns.values():
             if legible and a.get("legibility") != "legible":
@@ -149,7 +149,7 @@ class CocoTextSource(AnnotationSource):
                 issues.add("annotation_unknown_image", {"annotation": a.get("id"), "image_id": iid})
                 continue
             by_image.setdefault(iid, []).append(a)
-        keep_empty = self.params.get("keep_empty", False)
+        keep_empty = self.params["keep_empty"]
         return [Entry(str(int(iid)) if iid.isdigit() else iid, im.get("file_name"),
                       im.get("width"), im.get("height"), by_image.get(iid, []), im.get("set"))
                 for iid, im in imgs.items() if keep_empty or iid in by_image]

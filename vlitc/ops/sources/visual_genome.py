@@ -76,9 +76,9 @@ class VisualGenomeSource(AnnotationSource):
                 iid = item.get("image_id", item.get("id"))
                 per_image.setdefault(iid, {})[key] = item.get(key) or []
         info = self._image_data(ctx)
-        use_coco = self.params.get("id", "vg") == "coco"
-        pattern = self.params.get("image_pattern", "{id}.jpg")
-        where = ctx.resolve(self.params.get("image_data") or "image_data.json")
+        use_coco = self.params["id"] == "coco"
+        pattern = self.params["image_pattern"]
+        where = ctx.resolve(next(self.params[k] for k in self.file_params if k in self.params))
         out = []
         for iid, layers in per_image.items():
             im = info.get(iid, {})
@@ -92,7 +92,7 @@ class VisualGenomeSource(AnnotationSource):
 
     def _image_data(self, ctx: OpContext) -> dict:
         if "image_data" not in self.params:
-            if self.params.get("id") == "coco":
+            if self.params["id"] == "coco":
                 raise InputError("id: coco needs the image_data file (it holds the COCO ids)",
                                  hint="add image_data: image_data.json")
             return {}

@@ -175,7 +175,7 @@ class AOkVqaSource(AnnotationSource):
     def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
         path = self.path(ctx, "annotations")
         items = [x for _, x in read_items(path)]
-        pattern = self.params.get("image_pattern", "{id:012d}.jpg")
+        pattern = self.params["image_pattern"]
         out = []
         for iid, qs in group([(q.get("image_id"), q) for q in items]).items():
             out.append(Entry(str(iid), image_name(pattern, iid, path), None, None, qs,
@@ -222,7 +222,7 @@ class GqaSource(AnnotationSource):
 
     def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
         pairs = []
-        for f in file_list(self.params.get("questions", [])):
+        for f in file_list(self.params.get("questions") or []):
             path = resolve_file(ctx, f, "questions")
             doc = read_json(path)
             if not isinstance(doc, dict):
@@ -234,7 +234,7 @@ class GqaSource(AnnotationSource):
         by_image = group(pairs)
         for iid in graphs:
             by_image.setdefault(iid, [])
-        pattern = self.params.get("image_pattern", "{id}.jpg")
+        pattern = self.params["image_pattern"]
         where = Path(self.params.get("scene_graphs") or file_list(self.params["questions"])[0])
         out = []
         for iid, qs in by_image.items():

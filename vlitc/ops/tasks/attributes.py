@@ -22,7 +22,6 @@ class Attributes(AdaptTask):
 
     version = 1
     default_pool = "attributes"
-    default_format = "free"
     provides = frozenset({"category", "bbox"})
     required = (frozenset({"bbox"}),)
     reads = ("image", "objects")
@@ -34,7 +33,7 @@ class Attributes(AdaptTask):
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
         img = rec.get("image") or {}
         w, h = img.get("width"), img.get("height")
-        bf: fmt.BoxFormat = fmt.FORMATS[self.params.get("box_format", "bbox")]  # type: ignore[assignment]
+        bf: fmt.BoxFormat = fmt.FORMATS[self.params["box_format"]]  # type: ignore[assignment]
         for i, o in enumerate(rec.get("objects") or []):
             attrs = list(dict.fromkeys(a.strip() for a in o.get("attributes") or [] if a.strip()))
             if o.get("iscrowd") or not attrs or not (w and h):

@@ -121,7 +121,8 @@ class AdaptTask(Task):
 
     #: default pool file name in ``prompt_templates/pools/`` (None: ``instruction`` is required)
     default_pool: ClassVar[str | None] = None
-    default_format: ClassVar[str] = "free"
+    #: the response format of kinds that have no ``format`` param
+    fixed_format: ClassVar[str] = "free"
     #: template variables the kind provides beyond :data:`BASE_VARS`
     provides: ClassVar[frozenset[str]] = frozenset()
     #: variables an instruction must read, as alternatives (at least one of each set)
@@ -146,7 +147,7 @@ class AdaptTask(Task):
 
     @property
     def format(self) -> fmt.ResponseFormat:
-        return fmt.get(self.params.get("format", self.default_format))
+        return fmt.get(self.params.get("format") or self.fixed_format)
 
     def variables(self) -> frozenset[str]:
         """Variables this task's templates may read."""
@@ -197,7 +198,7 @@ class AdaptTask(Task):
     def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
         instr = self.instructions(ctx)
         self.setup(ctx)
-        selector = Selector(self.params.get("selection", "random"), len(instr.renderers),
+        selector = Selector(self.params["selection"], len(instr.renderers),
                             f"{ctx.seed}:{self.label}")
         form = self.format
         n_in = n_out = 0

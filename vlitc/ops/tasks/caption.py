@@ -49,12 +49,12 @@ class BriefCaption(AdaptTask):
 
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
         caps = rec.get("captions") or []
-        if self.params.get("per", "caption") == "image" and caps:
+        if self.params["per"] == "image" and caps:
             from vlitc.ops.tasks.base import stable_index
 
             i = stable_index(f"{ctx.seed}:{self.label}:{rec['id']}", len(caps))
             caps = [caps[i]]
-        lo = int(self.params.get("min_words", 3))
+        lo = int(self.params["min_words"])
         for i, c in enumerate(caps):
             if len(c.split()) < lo:
                 ctx.count("skipped_short")
@@ -78,7 +78,7 @@ class DetailedCaption(AdaptTask):
         if not caps:
             return
         best = max(caps, key=lambda c: (len(c.split()), c))
-        if len(best.split()) < int(self.params.get("min_words", 15)):
+        if len(best.split()) < int(self.params["min_words"]):
             ctx.count("skipped_short")
             return
         yield Item("0", {}, clean_caption(best))

@@ -22,7 +22,6 @@ class Counting(AdaptTask):
 
     version = 1
     default_pool = "counting"
-    default_format = "short"
     provides = frozenset({"category", "plural"})
     required = (frozenset({"category", "plural"}),)
     reads = ("image", "objects")
@@ -36,7 +35,7 @@ class Counting(AdaptTask):
         objs = rec.get("objects") or []
         crowd = {o["category"] for o in objs if o.get("iscrowd")}
         counts = Counter(o["category"] for o in objs if not o.get("iscrowd"))
-        lo, hi = int(self.params.get("min_count", 1)), int(self.params.get("max_count", 10))
+        lo, hi = int(self.params["min_count"]), int(self.params["max_count"])
         for cat in sorted(counts):
             n = counts[cat]
             if cat in crowd:

@@ -23,7 +23,6 @@ class ObjectExistence(AdaptTask):
 
     version = 1
     default_pool = "existence"
-    default_format = "yes_no"
     provides = frozenset({"category", "article"})
     required = (frozenset({"category"}),)
     reads = ("image", "objects")
@@ -41,7 +40,7 @@ class ObjectExistence(AdaptTask):
     def negatives(self, rec: Record, k: int, ctx: OpContext) -> list[str]:
         """``k`` absent categories by the configured strategy (never an annotated category)."""
         have = present(rec)
-        strategy = self.params.get("negatives", "random")
+        strategy = self.params["negatives"]
         vocab = set(self._vocab)
         if strategy == "random":
             cands = [c for c in self._vocab if c not in have]
@@ -58,14 +57,14 @@ class ObjectExistence(AdaptTask):
         return out
 
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
-        k = int(self.params.get("per_image", 3))
+        k = int(self.params["per_image"])
         positives = sorted({o["category"] for o in rec.get("objects") or [] if not o.get("iscrowd")})
         if not positives:
             return
         rng = rng_for(ctx, self.label, "pos", rec["id"])
         positives = rng.sample(positives, min(k, len(positives)))
         negatives = self.negatives(rec, len(positives), ctx)
-        strategy = self.params.get("negatives", "random")
+        strategy = self.params["negatives"]
         yes, no = self.format.answer("yes"), self.format.answer("no")
         for cat in positives:
             yield Item(f"yes-{cat}", {"category": cat, "article": article(cat)}, yes,

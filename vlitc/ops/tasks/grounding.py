@@ -39,15 +39,14 @@ def _schema(extra: dict) -> dict:
 class _BoxTask(AdaptTask):
     reads = ("image", "regions", "objects")
     kinds: tuple[str, ...] = ()  # region kinds used (empty: all)
-    default_from = "both"
 
     @property
     def box(self) -> fmt.BoxFormat:
-        return fmt.FORMATS[self.params.get("box_format", "bbox")]  # type: ignore[return-value]
+        return fmt.FORMATS[self.params["box_format"]]  # type: ignore[return-value]
 
     def phrases(self, rec: Record) -> Iterator[tuple[str, str, list[float]]]:
         """``(key, phrase, box)`` for each unambiguous expression with a box."""
-        src = self.params.get("from", self.default_from)
+        src = self.params["from"]
         if src in ("regions", "both"):
             for i, r in enumerate(rec.get("regions") or []):
                 if r.get("bbox") and r.get("phrase") and (not self.kinds or r.get("kind", "ref") in self.kinds):
@@ -117,7 +116,6 @@ class RegionCaption(_BoxTask):
     provides = frozenset({"bbox"})
     required = (frozenset({"bbox"}),)
     kinds = ("caption", "dense")
-    default_from = "regions"
     params_schema = _schema({"from": {"enum": ["regions"], "default": "regions"}})
 
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:

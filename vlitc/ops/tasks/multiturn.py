@@ -81,10 +81,10 @@ class Pack(Task):
     def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
         for key, parts in sorted(self.groups(ctx).items()):
             parts.sort(key=lambda s: s["id"])
-            if self.params.get("shuffle", True):
+            if self.params["shuffle"]:
                 rng_for(ctx, self.label, *key).shuffle(parts)
             for i, chunk in enumerate(self.chunks(parts, ctx)):
-                if len(chunk) < int(self.params.get("min_turns", 2)):
+                if len(chunk) < int(self.params["min_turns"]):
                     ctx.count("skipped_short_conversation")
                     continue
                 ctx.count("conversations")
@@ -92,8 +92,8 @@ class Pack(Task):
                 yield self.pack(f"{self.label}/{chunk[0]['meta'].get('record_id')}/{i}", chunk)
 
     def chunks(self, parts: list[Sample], ctx: OpContext) -> Iterator[list[Sample]]:
-        max_turns = int(self.params.get("max_turns", 6))
-        budget = int(self.params.get("max_tokens", 2048))
+        max_turns = int(self.params["max_turns"])
+        budget = int(self.params["max_tokens"])
         chunk: list[Sample] = []
         used = 0
         for s in parts:

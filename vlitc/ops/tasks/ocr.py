@@ -38,11 +38,11 @@ class OCRReading(AdaptTask):
     # a per-instance value where the base has a class constant; reads go through the instance
     @property
     def default_pool(self) -> str:  # type: ignore[override]
-        return "ocr_token" if self.params.get("per") == "token" else "ocr"
+        return "ocr_token" if self.params["per"] == "token" else "ocr"
 
     @property
     def required(self) -> tuple[frozenset[str], ...]:  # type: ignore[override]
-        return (frozenset({"bbox"}),) if self.params.get("per") == "token" else ()
+        return (frozenset({"bbox"}),) if self.params["per"] == "token" else ()
 
     provides = frozenset({"bbox"})
     reads = ("image", "ocr")
@@ -57,14 +57,14 @@ class OCRReading(AdaptTask):
         tokens = [t for t in rec.get("ocr") or [] if str(t.get("text", "")).strip()]
         if not tokens:
             return
-        if self.params.get("per", "image") == "image":
-            if len(tokens) > int(self.params.get("max_tokens", 50)):
+        if self.params["per"] == "image":
+            if len(tokens) > int(self.params["max_tokens"]):
                 ctx.count("skipped_too_much_text")
                 return
             yield Item("0", {}, " ".join(t["text"].strip() for t in reading_order(tokens)))
             return
         img = rec.get("image") or {}
-        bf: fmt.BoxFormat = fmt.FORMATS[self.params.get("box_format", "bbox")]  # type: ignore[assignment]
+        bf: fmt.BoxFormat = fmt.FORMATS[self.params["box_format"]]  # type: ignore[assignment]
         for i, t in enumerate(tokens):
             if t.get("bbox") and img.get("width") and img.get("height"):
                 yield Item(str(i), {"bbox": bf.encode(t["bbox"], img["width"], img["height"])},

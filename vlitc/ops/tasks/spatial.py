@@ -49,24 +49,23 @@ class SpatialRelations(AdaptTask):
 
     version = 1
     default_pool = "spatial"
-    default_format = "yes_no"
     provides = frozenset({"subject", "relation", "object"})
     required = (frozenset({"subject"}), frozenset({"relation"}), frozenset({"object"}))
     reads = ("image", "objects")
     params_schema = task_schema(
         ["yes_no", "short"], "yes_no",
         relations={"type": "array", "minItems": 1, "uniqueItems": True,
-                          "items": {"enum": ["left", "above", "larger"]}},
+                   "items": {"enum": ["left", "above", "larger"]}, "default": ["left", "above", "larger"]},
         size_ratio={"type": "number", "exclusiveMinimum": 1, "default": 1.5},
         per_image={"type": "integer", "minimum": 1, "default": 4},
     )
 
     def pairs(self, rec: Record) -> list[tuple[dict, dict, str]]:
         """``(subject, object, relation)`` for every clear relation of the chosen families."""
-        want = self.params.get("relations") or ["left", "above", "larger"]
+        want = self.params["relations"]
         fam = {"to the left of": "left", "to the right of": "left", "above": "above",
                "below": "above", "larger than": "larger", "smaller than": "larger"}
-        ratio = float(self.params.get("size_ratio", 1.5))
+        ratio = float(self.params["size_ratio"])
         out = []
         for a, b in permutations(unique_objects(rec), 2):
             if a["category"] < b["category"]:  # one direction per pair; the converse covers the other
@@ -78,7 +77,7 @@ class SpatialRelations(AdaptTask):
         pairs = self.pairs(rec)
         rng.shuffle(pairs)
         yes, no = self.format.answer("yes"), self.format.answer("no")
-        for a, b, rel in pairs[: int(self.params.get("per_image", 4))]:
+        for a, b, rel in pairs[: int(self.params["per_image"])]:
             truth = rng.random() < 0.5
             asked = rel if truth else CONVERSE[rel]
             yield Item(f"{a['category']}-{b['category']}-{rel.replace(' ', '_')}",

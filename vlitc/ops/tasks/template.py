@@ -144,7 +144,7 @@ class TemplateTask(AdaptTask):
     reads = ("image", "captions", "qas", "objects", "regions", "ocr")
 
     def variables(self) -> frozenset[str]:
-        return super().variables() | PER_VARS[self.params.get("per", "image")]
+        return super().variables() | PER_VARS[self.params["per"]]
 
     @classmethod
     def template_variables(cls) -> dict[str, frozenset[str]]:
@@ -161,7 +161,7 @@ class TemplateTask(AdaptTask):
         where = f"task {self.label!r} response"
         self._response = check_variables([self.params["response"]], self.variables(), where,
                                          ctx.locate_value)[0]
-        self._per = self.params.get("per", "image")
+        self._per = self.params["per"]
         self._seed_key = f"{ctx.seed}:{self.label}:caption"
 
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:

@@ -69,7 +69,6 @@ class ShortAnswerVQA(_QATask):
 
     version = 1
     default_pool = "vqa_short"
-    default_format = "short"
     params_schema = {"type": "object", "properties": _props(["short", "free", "yes_no"], "short"),
                      "required": ["source"], "additionalProperties": False}
 
@@ -88,7 +87,6 @@ class MultipleChoiceVQA(_QATask):
 
     version = 1
     default_pool = "vqa_multiple_choice"
-    default_format = "multiple_choice"
     provides = QA_VARS | {"options"}
     params_schema = {
         "type": "object",
@@ -105,23 +103,23 @@ class MultipleChoiceVQA(_QATask):
     def setup(self, ctx: OpContext) -> None:
         """Read the answer vocabulary per answer type (most frequent first) in a first pass."""
         self._vocab: dict[str, list[str]] = {}
-        if self.params.get("choices", "auto") == "dataset":
+        if self.params["choices"] == "dataset":
             return
         counts: dict[str, Counter] = defaultdict(Counter)
         for rec in ctx.input(f"source:{self.params['source']}"):
             for _, qa, answer in self.questions(rec):
                 counts[qa.get("answer_type", "")][answer.strip()] += 1
-        top = int(self.params.get("vocabulary", 300))
+        top = int(self.params["vocabulary"])
         self._vocab = {t: [a for a, _ in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
                        for t, c in counts.items()}
 
     def choices_for(self, key: str, rec: Record, qa: dict, answer: str, ctx: OpContext) -> list[str] | None:
-        mode = self.params.get("choices", "auto")
+        mode = self.params["choices"]
         if qa.get("choices") and mode in ("dataset", "auto"):
             return list(qa["choices"]) if answer in qa["choices"] else None
         if mode == "dataset":
             return None
-        n = int(self.params.get("n_choices", 4))
+        n = int(self.params["n_choices"])
         bad = acceptable(qa)
         pool = [a for a in self._vocab.get(qa.get("answer_type", ""), []) if a.lower() not in bad]
         if not pool:
