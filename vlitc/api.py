@@ -32,10 +32,14 @@ def build(
     llm_store: str | Path | None = None,
 ) -> BuildResult:
     """Build a recipe: run what is stale, reuse what is cached, write exports and the manifest."""
+    from vlitc.release import layout
+
     recipe = load_recipe(recipe_path)
     plan = build_plan(recipe)
-    store = Store(Path(cache_dir) if cache_dir else default_cache_dir())
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
     out = Path(out_dir) if out_dir else default_out_dir(recipe)
+    layout.check_out_dir(out, cache)  # before anything runs
+    store = Store(cache)
     ex = Executor(recipe, plan, store, out, tuple(force), emit, frozen,
                   Path(llm_store) if llm_store else None)
     return ex.run()
@@ -51,37 +55,31 @@ def frozen_rebuild(
     """Rebuild a release with no LLM call, from the responses the release carries, and say
     exactly what differs from it: lock entries (inputs, models, packages, step keys) and files.
 
-    Returns the build and the list of differences (empty: the same bytes)."""
-    from vlitc.llm.cache import STORE_FILE
-    from vlitc.release.lock import LOCK_NAME, read, verify
+    Returns the build and the list of differences (empty: the same bytes). A release whose
+    files no longer match its own manifest says so too."""
+    from vlitc.release import layout
+    from vlitc.release.lock import read, verify
 
     release = Path(release)
-    old_lock = read(release / LOCK_NAME) if (release / LOCK_NAME).exists() else None
-    old_manifest = _read_manifest(release)
-    store = release / STORE_FILE
+    lock = release / layout.LOCK
+    old_lock = read(lock) if lock.exists() else None
+    old_manifest = layout.read_manifest(release)
+    damaged = layout.verify(release) if old_manifest else []
+    store = release / layout.RESPONSES
     result = build(recipe_path, out_dir=out_dir, cache_dir=cache_dir, emit=emit, frozen=True,
                    llm_store=store if store.exists() else None)
-    diffs: list[str] = []
-    new_lock_path = result.out_dir / LOCK_NAME
+    diffs = [f"{d} (in the release)" for d in damaged]
+    new_lock_path = result.out_dir / layout.LOCK
     if old_lock is not None and new_lock_path.exists():
-        diffs += [f"{LOCK_NAME}: {d}" for d in verify(old_lock, read(new_lock_path))]
-    old_files = {o["path"]: o["sha256"] for o in old_manifest.get("outputs", [])}
-    new_files = {o["path"]: o["sha256"] for o in result.manifest["outputs"]}
+        diffs += [f"{layout.LOCK}: {d}" for d in verify(old_lock, read(new_lock_path))]
+    old_files = layout.file_hashes(old_manifest)
+    new_files = layout.file_hashes(result.manifest)
     for path in sorted(set(old_files) | set(new_files)):
         if old_files.get(path) != new_files.get(path):
             what = ("missing from the rebuild" if path not in new_files else
                     "not in the release" if path not in old_files else "bytes differ")
             diffs.append(f"{path}: {what}")
     return result, diffs
-
-
-def _read_manifest(release: Path) -> dict:
-    import json
-
-    try:
-        return json.loads((release / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def plan_status(recipe_path: str | Path, cache_dir: str | Path | None = None) -> tuple[Recipe, Plan, list[dict]]:

@@ -144,8 +144,8 @@ def cmd_cache_gc(args: argparse.Namespace) -> int:
     from vlitc.run.gc import collect
 
     freed = collect(Path(args.cache_dir) if args.cache_dir else default_cache_dir(), everything=args.all)
-    print(f"removed {freed['entries']} step entries and {freed['objects']} objects "
-          f"({freed['bytes'] / 1e6:.1f} MB)")
+    print(f"removed {freed['entries']} step entries, {freed['objects']} objects and "
+          f"{freed['temp']} temp files ({freed['bytes'] / 1e6:.1f} MB)")
     return 0
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import orjson
 
 from vlitc.errors import CacheError, InputError, Location
+from vlitc.release import layout
 
-STORE_FILE = "llm_responses.jsonl"
+STORE_FILE = layout.RESPONSES
 _FIELDS = ("text", "finish_reason", "usage", "provider", "model")
 
 

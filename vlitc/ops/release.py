@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from pathlib import Path
 
 from vlitc.ops.base import OpContext, Report
 from vlitc.ops.registry import register
+from vlitc.release import layout
 
-FILES = ("README.md", "report.html", "indicators.json", "vlitc.lock")
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+FILES = layout.REPORT_FILES
 
 
 def image_set(samples: list[dict], ctx: OpContext) -> dict:
     """Count and hash of the release's images (their recorded sha256, else the file's)."""
     from vlitc.release.lock import image_set_hash
+    from vlitc.run.fingerprint import sha256_file
 
     pairs = {}
     for s in samples:
@@ -36,17 +27,11 @@ def image_set(samples: list[dict], ctx: OpContext) -> dict:
             if not sha:
                 try:
                     path = ctx.image_path(img)
-                    sha = _file_sha256(path) if path.is_file() else "missing"
+                    sha = sha256_file(path) if path.is_file() else "missing"
                 except KeyError:
                     sha = "unknown-root"
             pairs[ref] = sha
     return {"count": len(pairs), "sha256": image_set_hash(pairs.items())}
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 @register("report", "release")
@@ -93,15 +78,15 @@ class ReleaseReport(Report):
         indicators = {k: summary[k] for k in ("name", "version", "seed", "n_samples", "counts",
                                               "indicators", "funnel", "drop_reasons")}
         out = {
-            "README.md": card.render(summary).encode(),
-            "report.html": html.render(report).encode(),
-            "indicators.json": (json.dumps(indicators, indent=2, sort_keys=True) + "\n").encode(),
-            "vlitc.lock": dumps(lock),
+            layout.CARD: card.render(summary).encode(),
+            layout.REPORT: html.render(report).encode(),
+            layout.INDICATORS: (json.dumps(indicators, indent=2, sort_keys=True) + "\n").encode(),
+            layout.LOCK: dumps(lock),
         }
         if ctx.out_dir is None:
             raise RuntimeError("reports need ctx.out_dir")
-        for name in FILES:
-            write_atomic(ctx.out_dir / name, out[name])
+        for name in FILES:  # into the step's private staging folder, taken whole or not at all
+            (ctx.out_dir / name).write_bytes(out[name])
         return list(FILES)
 
     def summarise(self, samples, dropped, steps, ctx: OpContext) -> dict:
@@ -127,9 +112,9 @@ class ReleaseReport(Report):
 
     def rebuild_command(self, ctx: OpContext) -> str:
         return ("# from the recipe this release was built from (its resolved form is in vlitc.lock),\n"
-                f"# seed {ctx.seed}; --frozen makes no LLM call and uses the stored responses\n"
-                "vlitc build <recipe.yaml> --frozen --llm-store <release>/llm --out rebuilt\n"
-                "vlitc diff <release> rebuilt    # expect no difference")
+                f"# seed {ctx.seed}: no LLM call (the responses come from the release's "
+                f"{layout.RESPONSES}),\n# and exit 2 with every difference if the bytes differ\n"
+                "vlitc build <recipe.yaml> --frozen-from <release> --out rebuilt")
 
     def report_data(self, summary: dict, samples, dropped, ctx: OpContext) -> dict:
         from vlitc.release import gallery
@@ -152,12 +137,35 @@ class ReleaseReport(Report):
 
 
 def image_note(recipe: dict) -> str:
-    """Where the image paths in the exported files resolve (from the recipe's image folders)."""
+    """Where the image paths in each exported file resolve: the recipe's image folders for an
+    output that references them, the release's own image folder for one that copies or links
+    the images into it."""
+    from vlitc.release import summary as sm
+
     folders = sorted({str(src["images"]) for src in (recipe.get("sources") or {}).values()
                       if isinstance(src, dict) and isinstance(src.get("images"), str)})
     if not folders:
         return ""
-    if len(folders) == 1:
-        return f"Image paths are relative to the image folder `{folders[0]}` (as the recipe names it)."
-    return ("Image paths are relative to the common parent of the image folders "
-            + ", ".join(f"`{f}`" for f in folders) + " (as the recipe names them).")
+    specs = [o for o in recipe.get("outputs") or [] if isinstance(o, dict) and "path" in o]
+    shown = [o["path"] for o in sm.outputs(recipe)]
+    by_place: dict[str, list[str]] = {}
+    for spec, path in zip(specs, shown, strict=True):
+        mode = spec.get("images", "reference")
+        place = "" if mode == "reference" else f"{spec.get('image_dir', 'images')}\0{mode}"
+        by_place.setdefault(place, []).append(f"`{path}`")
+    if not specs:
+        by_place[""] = []
+    notes = []
+    for place, paths in sorted(by_place.items()):
+        files = f" in {', '.join(paths)}" if paths else ""
+        if not place:
+            where = (f"the image folder `{folders[0]}`" if len(folders) == 1 else
+                     "the common parent of the image folders " + ", ".join(f"`{f}`" for f in folders))
+            them = "it" if len(folders) == 1 else "them"
+            notes.append(f"Image paths{files} are relative to {where} (as the recipe names {them}).")
+        else:
+            folder, mode = place.split("\0")
+            how = "copies" if mode == "copy" else "hard links (or copies)"
+            notes.append(f"Image paths{files} are relative to the release's `{folder}/` folder, "
+                         f"which holds {how} of the images they name.")
+    return " ".join(notes)

@@ -136,6 +136,27 @@ def load_recipe(path: str | Path) -> Recipe:
     return Recipe(path=path.resolve(), data=data, positions=pos, sha256=sha, ops=ops)
 
 
+def _release_name_problems(entries: list[tuple[KeyPath, Op]], pos: Positions) -> list:
+    """An output path (or the image folder it copies into) that names a file every release
+    holds (``manifest.json``, ``README.md``, ...): it would overwrite that file."""
+    from vlitc.release import layout
+
+    out = []
+    reserved = ", ".join(f.path for f in layout.registered())
+    for path, op in entries:
+        if path[0] != "outputs":
+            continue
+        keys = ["path"] + (["image_dir"] if op.params.get("images", "reference") != "reference" else [])
+        for key in keys:
+            value = op.params.get(key)
+            clash = layout.collision(value) if isinstance(value, str) else None
+            if clash is not None:
+                out.append(pos.problem(
+                    path + (key,), f"{value!r} would overwrite the release's {clash.path} ({clash.about})",
+                    f"choose another name; every release holds {reserved}"))
+    return out
+
+
 def _label_problems(entries: list[tuple[KeyPath, Op]], pos: Positions) -> list:
     out = []
     for key in ("filters", "outputs"):
@@ -151,6 +172,7 @@ def _label_problems(entries: list[tuple[KeyPath, Op]], pos: Positions) -> list:
                 out.append(pos.problem(path, f"duplicate {what} {label!r} (also at {format_path(seen[label])})", hint))
             else:
                 seen[label] = path
+    out += _release_name_problems(entries, pos)
     for path, op in entries:
         if path[0] == "filters":
             tasks = [p[1] for p, _ in entries if p[0] == "tasks"]

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from vlitc.errors import InputError, Location
+from vlitc.release import layout
 
-LOCK_NAME = "vlitc.lock"
+LOCK_NAME = layout.LOCK
 LOCK_FORMAT = 1
 #: distributions whose versions can change the bytes of a release
 PACKAGES = ("vlitc", "numpy", "pillow", "pyarrow", "jinja2", "orjson", "scikit-learn",

@@ -7,12 +7,11 @@ from pathlib import Path
 
 from vlitc.errors import InputError, Location
 from vlitc.records import Sample
+from vlitc.release import layout
 
 ROLE = {"human": "user", "gpt": "assistant", "user": "user", "assistant": "assistant"}
 #: in order of preference: Parquet carries task, source and split columns
 DATA_SUFFIXES = (".parquet", ".json", ".jsonl")
-#: files a release holds that are not sample data
-NOT_DATA = frozenset({"indicators.json", "manifest.json", "vlitc.lock"})
 
 
 def _image(ref: str | None) -> dict | None:
@@ -65,7 +64,8 @@ def data_files(release: str | Path) -> list[Path]:
     JSONL), sorted so that shards come in order."""
     root = Path(release)
     found = [p for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in DATA_SUFFIXES
-             and p.name not in NOT_DATA and not p.name.startswith(".")]
+             and not layout.not_data(p.relative_to(root).as_posix())
+             and not p.name.startswith(".")]
     for suffix in DATA_SUFFIXES:
         chosen = [p for p in found if p.suffix == suffix]
         if chosen:

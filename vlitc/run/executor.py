@@ -22,13 +22,15 @@ from vlitc.errors import UserError, VlitcError
 from vlitc.ops.base import OpContext, Task
 from vlitc.plan import Plan, Step
 from vlitc.recipe import Recipe
+from vlitc.release import layout
 from vlitc.run.fingerprint import FileState
-from vlitc.run.outputs import materialize
 from vlitc.run.runners import RUNNERS, Runner, op_of
 from vlitc.run.status import StepStatus, output_hash, step_status
-from vlitc.run.store import Store
+from vlitc.run.store import CorruptObject, Store, entry_objects
 
 Emit = Callable[[dict], None]
+#: corrupt cache objects one build repairs (removes and rebuilds) before it gives up
+MAX_REPAIRS = 16
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Executor:
         self.done: dict[str, _Done] = {}
         self.extra: dict[str, int] = {}  # task step -> records taken beyond its limit (top-up)
         self._llm: Any = None
+        self._repairs = 0
         self.runners: dict[str, Runner] = {kind: cls(self) for kind, cls in RUNNERS.items()}
         self.image_roots = {
             path[1]: self._ctx_base().resolve(op.params["images"])
@@ -154,10 +157,7 @@ class Executor:
             for sid in self.plan.order:
                 self._run_step(self.plan.steps[sid])
             self._topup()
-            self._export_responses()
-            self._export_pools()
-            manifest = self._manifest(time.time() - started)
-            materialize(self.store, self._out_files(), self.out_dir, manifest)
+            manifest = self._publish(started)
         finally:
             if self._llm is not None:
                 self._llm.close()
@@ -189,6 +189,11 @@ class Executor:
             saved_used, self._llm.used = self._llm.used, set()
         try:
             entry = self.runners[step.kind].run(step, ctx)
+        except CorruptObject as e:  # an input was damaged on disk: rebuild it, then run again
+            if self._llm is not None:
+                self._llm.used = (saved_used or set()) | self._llm.used
+            self._repair(e)
+            return self._run_step(step)
         except VlitcError as e:
             self._emit({"event": "step", "step": step.id, "status": "failed", "key": key,
                         "reasons": why, "error": str(e), "seconds": time.perf_counter() - t0})
@@ -210,6 +215,36 @@ class Executor:
                     "n_out": entry["outputs"]["main"]["count"],
                     "n_dropped": entry["outputs"].get("dropped", {}).get("count", 0)})
         self.done[step.id].entry["seconds"] = seconds
+
+    def _repair(self, e: CorruptObject) -> None:
+        """Remove a corrupt object and run again every step of this build that produced it
+        (their outputs replace it); a corrupt object nothing here produced is an error."""
+        producers = [sid for sid in self.plan.order
+                     if sid in self.done and e.sha in entry_objects(self.done[sid].entry)]
+        self._repairs += 1
+        if not producers or self._repairs > MAX_REPAIRS:
+            raise e
+        self.store.discard(e.sha)
+        self._emit({"event": "warning", "step": producers[0],
+                    "message": f"{e}: removed; {', '.join(producers)} run again"})
+        for sid in producers:
+            self.store.drop_entry(self.done.pop(sid).key)
+        for sid in producers:
+            self._run_step(self.plan.steps[sid])
+
+    def _publish(self, started: float) -> dict:
+        """Stage the release and swap it in whole; a release file whose cached bytes turn out
+        corrupt is rebuilt by the step that wrote it, and the release staged again."""
+        while True:
+            self._export_responses()
+            self._export_pools()
+            manifest = self._manifest(time.time() - started)
+            try:
+                layout.publish(self._out_files(), self.out_dir, manifest, self.store.object_path,
+                               self.store.root / "materialized.json")
+                return manifest
+            except CorruptObject as e:
+                self._repair(e)
 
     def _topup(self) -> None:
         """Balance top-up: when a generated task with a record ``limit`` falls short of its share
@@ -251,19 +286,19 @@ class Executor:
         self._responses: list[dict] = []
         if not used:
             return
-        from vlitc.llm.cache import STORE_FILE, ResponseCache, load_store
+        from vlitc.llm.cache import ResponseCache, load_store
 
         store = load_store(self.llm_store) if self.llm_store else None
         cache = self._llm.cache if self._llm is not None else ResponseCache(self.store.root / "llm", store)
         staging = Path(tempfile.mkdtemp(dir=self.store.tmp, prefix="llm-"))
         try:
-            path = cache.export(used, staging / STORE_FILE)
+            path = cache.export(used, staging / layout.RESPONSES)
             sha, size = self.store.put_file(path)
         finally:
             if self._llm is None:
                 cache.close()
             shutil.rmtree(staging, ignore_errors=True)
-        self._responses = [{"path": STORE_FILE, "sha256": sha, "size": size, "records": len(used),
+        self._responses = [{"path": layout.RESPONSES, "sha256": sha, "size": size, "records": len(used),
                             "step": "llm"}]
 
     def _export_pools(self) -> None:
@@ -281,7 +316,7 @@ class Executor:
                 sha, size = self.store.put_file(staging)
             finally:
                 staging.unlink(missing_ok=True)
-            self._pools.append({"path": f"pools/{sid.split(':', 1)[1]}.json", "sha256": sha,
+            self._pools.append({"path": layout.pool_path(sid.split(":", 1)[1]), "sha256": sha,
                                 "size": size, "records": len(templates), "step": sid})
 
     # manifest -----------------------------------------------------------------------------
@@ -303,16 +338,11 @@ class Executor:
                           "n_in": d.entry.get("n_in", 0), "n_out": d.entry["outputs"]["main"]["count"],
                           "n_dropped": d.entry["outputs"].get("dropped", {}).get("count", 0),
                           "counters": d.entry.get("counters", {})})
-        manifest = {
-            "vlitc": __version__, "name": self.recipe.name, "version": self.recipe.version,
-            "recipe": str(self.recipe.path), "recipe_sha256": self.recipe.sha256,
-            "seed": self.recipe.seed, "seconds": round(seconds, 3), "steps": steps,
-            "outputs": [{"path": f["path"], "sha256": f["sha256"], "records": f["records"],
-                         "step": f["step"]} for f in self._out_files()],
-        }
-        if self._llm is not None:
-            manifest["llm"] = self._llm.usage()
-        return manifest
+        head = {"vlitc": __version__, "name": self.recipe.name, "version": self.recipe.version,
+                "recipe": str(self.recipe.path), "recipe_sha256": self.recipe.sha256,
+                "seed": self.recipe.seed, "seconds": round(seconds, 3)}
+        return layout.manifest(head, steps, self._out_files(),
+                               self._llm.usage() if self._llm is not None else None)
 
 
 def default_cache_dir() -> Path:

@@ -6,8 +6,15 @@
                                    so `vlitc plan` can say why a step is stale
     <cache>/items/<namespace>/     diskcache stores for per-item results (stats, embeddings)
     <cache>/files/                 file hashes by (path, size, mtime)
+    <cache>/tmp/                   temp files of a build in progress (``vlitc cache gc``
+                                   removes those no running build holds)
+    <cache>/.lock                  held shared by every open store, exclusively by gc
 
 Every write goes to a temp file and is renamed into place; a corrupt entry is a warning and a miss.
+Objects are checked against their sha256 whenever they are read (a shard as it streams, a file
+as it is copied into a release): a bad one raises :class:`CorruptObject`, and the executor
+removes it and reruns the step that produced it. An object written again always replaces the
+one on disk, so a damaged object is repaired by the next step that produces it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,14 @@ from vlitc.errors import CacheError
 SHARD_SIZE = 20_000
 
 
+class CorruptObject(CacheError):
+    """A cached object is missing or its bytes do not match the sha256 it is stored under."""
+
+    def __init__(self, sha: str, path: Path):
+        self.sha, self.path = sha, path
+        super().__init__(f"cache object {sha[:12]} is corrupt (its bytes do not match its hash)")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -37,6 +52,12 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def entry_objects(entry: dict) -> set[str]:
+    """The sha256 of every object a step entry refers to (its shards and its files)."""
+    out = {s["sha256"] for o in entry["outputs"].values() for s in o["shards"]}
+    return out | {f["sha256"] for f in entry.get("files", [])}
 
 
 class ShardWriter:
@@ -95,6 +116,25 @@ class ShardWriter:
             self._f = None
 
 
+LOCK_FILE = ".lock"
+
+
+def hold(root: Path, exclusive: bool = False) -> Any:
+    """Lock the cache folder: shared while a store is open, exclusive for gc (``None`` where the
+    system has no ``flock``, or, exclusive, when a store is open: the caller must not go on)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    fh = open(Path(root) / LOCK_FILE, "a+b")  # noqa: SIM115 (held until release)
+    try:
+        fcntl.flock(fh, (fcntl.LOCK_EX | fcntl.LOCK_NB) if exclusive else fcntl.LOCK_SH)
+    except OSError:
+        fh.close()
+        return None
+    return fh
+
+
 class Store:
     """A cache directory."""
 
@@ -103,6 +143,7 @@ class Store:
         try:
             for sub in ("objects", "steps", "state", "items", "tmp"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self._held = hold(self.root)
         except OSError as e:
             raise CacheError(f"cannot use cache directory {self.root}: {e}") from None
         self.tmp = self.root / "tmp"
@@ -114,35 +155,50 @@ class Store:
         return self.root / "objects" / sha[:2] / sha
 
     def adopt(self, tmp: Path, sha: str) -> None:
-        """Move a finished temp file into the object store under its hash."""
+        """Move a finished temp file into the object store under its hash. It replaces what is
+        there: the new bytes were just hashed, the old ones may have been damaged since."""
         dest = self.object_path(sha)
-        if dest.exists():
-            tmp.unlink(missing_ok=True)
-            return
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
+
+    def discard(self, sha: str) -> None:
+        """Remove a (corrupt) object, so that nothing reads it again before it is rebuilt."""
+        self.object_path(sha).unlink(missing_ok=True)
 
     def put_file(self, path: Path) -> tuple[str, int]:
         """Copy a file into the object store; returns (sha256, size)."""
         from vlitc.run.fingerprint import sha256_file
 
         sha = sha256_file(path)
-        dest = self.object_path(sha)
-        if not dest.exists():
-            fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="file-")
-            os.close(fd)
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="file-")
+        os.close(fd)
+        try:
             shutil.copyfile(path, tmp)
-            self.adopt(Path(tmp), sha)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.adopt(Path(tmp), sha)
         return sha, path.stat().st_size
 
     def writer(self) -> ShardWriter:
         return ShardWriter(self)
 
     def read(self, output: dict) -> Iterator[dict]:
+        """The records of a step output, shard by shard; each shard is checked against its
+        sha256 before any of its records is given out (:class:`CorruptObject` otherwise)."""
         for shard in output["shards"]:
-            with open(self.object_path(shard["sha256"]), "rb") as f:
-                for line in f:
-                    yield orjson.loads(line)
+            yield from self._read_shard(shard["sha256"])
+
+    def _read_shard(self, sha: str) -> Iterator[dict]:
+        path = self.object_path(sha)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CorruptObject(sha, path) from None
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise CorruptObject(sha, path)
+        for line in data.splitlines():
+            yield orjson.loads(line)
 
     # step entries
     def _entry_path(self, key: str) -> Path:
@@ -165,6 +221,10 @@ class Store:
             self.warnings.append(f"cache entry {key[:12]} is corrupt ({e}); it will be rebuilt")
             return None
         return entry
+
+    def drop_entry(self, key: str) -> None:
+        """Forget a step entry (its step runs again the next time it is needed)."""
+        self._entry_path(key).unlink(missing_ok=True)
 
     def put_entry(self, key: str, entry: dict) -> None:
         atomic_write(self._entry_path(key), orjson.dumps(entry, option=orjson.OPT_SORT_KEYS))
@@ -197,3 +257,6 @@ class Store:
         for c in self._items.values():
             c.close()
         self._items.clear()
+        if self._held is not None:
+            self._held.close()
+            self._held = None
