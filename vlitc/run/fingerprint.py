@@ -2,7 +2,8 @@
 
 Canonical JSON has sorted keys, no whitespace and no NaN; a value that cannot be represented
 raises (never a random fingerprint). File contents are hashed once and remembered by
-(path, size, mtime), like DVC's state database, so an unchanged file is not read again.
+(path, size, mtime), like DVC's state database, so an unchanged file is not read again; the
+mtimes only ever decide whether to read a file again, never what a key or a lock holds.
 """
 
 from __future__ import annotations
@@ -76,8 +77,11 @@ class FileState:
         return sha
 
     def dir_signature(self, root: Path) -> str:
-        """Hash of the names, sizes and mtimes of every file under ``root`` (no contents read)."""
-        entries: list[str] = []
+        """Hash of the names and contents of every file under ``root``: a copy of the folder
+        (``cp -r``: new mtimes, same bytes) has the same signature. Contents are read only for
+        files whose (size, mtime) changed, and the whole answer is remembered by the names,
+        sizes and mtimes of the folder's files, so an unchanged folder is only listed."""
+        files: list[tuple[str, str, int, int]] = []
         stack = [("", str(root))]
         while stack:
             prefix, cur = stack.pop()
@@ -87,6 +91,15 @@ class FileState:
                         stack.append((prefix + e.name + "/", e.path))
                     else:
                         st = e.stat()
-                        entries.append(f"{prefix}{e.name}\0{st.st_size}\0{st.st_mtime_ns}\n")
-        entries.sort()
-        return hashlib.sha256("".join(entries).encode()).hexdigest()
+                        files.append((prefix + e.name, e.path, st.st_size, st.st_mtime_ns))
+        files.sort()
+        stamp = hashlib.sha256("".join(f"{n}\0{s}\0{m}\n" for n, _, s, m in files).encode()).hexdigest()
+        memo = f"dir:{Path(root).resolve()}"
+        hit = self._db.get(memo)
+        if hit and hit[0] == stamp:
+            return hit[1]
+        with self._db.transact():  # one commit for every file hash remembered
+            signature = hashlib.sha256("".join(f"{n}\0{self.sha256(Path(p))}\n"
+                                               for n, p, _, _ in files).encode()).hexdigest()
+            self._db.set(memo, (stamp, signature))
+        return signature
