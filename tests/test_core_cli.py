@@ -85,3 +85,21 @@ def test_cache_gc_keeps_what_the_last_build_uses(tmp_path, capsys):
     assert main(["plan", str(recipe), "--json", "--cache-dir", cache]) == 0
     rows = json.loads(capsys.readouterr().out)["steps"]
     assert all(r["status"] == "cached" for r in rows)
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly(tmp_path):
+    """``vlitc plan --json | head``: the reader is gone before the output is written."""
+    import os
+
+    recipe = demo_copy(tmp_path)
+    for args in (["plan", str(recipe), "--json", "--cache-dir", str(tmp_path / "c")],
+                 ["schema"], ["ops", "--markdown"]):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "vlitc.cli.main", *args], stdout=write,
+                                  stderr=subprocess.PIPE, text=True)
+        finally:
+            os.close(write)
+        assert proc.returncode == 141, proc.stderr
+        assert proc.stderr == "", args

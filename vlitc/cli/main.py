@@ -204,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that left (``| head``) is noticed here, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_left()
     except RecipeError as e:
         err = _console(stderr=True)
         for problem in e.problems:
@@ -238,6 +242,19 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"internal error: {type(e).__name__}: {e}\n(set VLITC_DEBUG=1 for the traceback)",
                   markup=False)
         return 1
+
+
+#: the exit status of a command whose reader closed the pipe, as a shell reports SIGPIPE
+EXIT_PIPE = 141
+
+
+def _reader_left() -> int:
+    """The reader of stdout went away (``vlitc plan --json | head``): stop quietly. Stdout is
+    pointed at the null device so that the interpreter's last flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover
