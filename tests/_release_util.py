@@ -89,3 +89,16 @@ def llava_reader(path, image_folder):
         ids = [tok for i, c in enumerate(chunks) for tok in ([IMAGE_TOKEN_INDEX] if i else []) + [c]]
         items.append({"has_image": has_image, "n_image_tokens": ids.count(IMAGE_TOKEN_INDEX)})
     return items
+
+
+def demo_recipe_data(repo_root: Path) -> dict:
+    """``recipes/demo.yaml`` as data, its sources' paths made absolute (to write elsewhere)."""
+    import yaml
+
+    demo = repo_root / "recipes"
+    r = yaml.safe_load((demo / "demo.yaml").read_text())
+    for src in r["sources"].values():
+        for key in ("images", "captions", "instances", "questions", "annotations"):
+            if key in src:
+                src[key] = str(demo / src[key])
+    return r

@@ -170,15 +170,11 @@ def test_a_build_that_runs_a_judge_reports_its_correctness_rate(tmp_path, repo_r
     import json
 
     import yaml
+    from _release_util import demo_recipe_data
 
     from vlitc.api import build
 
-    demo = repo_root / "recipes"
-    r = yaml.safe_load((demo / "demo.yaml").read_text())
-    for src in r["sources"].values():
-        for key in ("images", "captions", "instances", "questions", "annotations"):
-            if key in src:
-                src[key] = str(demo / src[key])
+    r = demo_recipe_data(repo_root)
     r["tasks"] = {"brief_caption": r["tasks"]["brief_caption"]}
     r.pop("balance", None)
     # two votes of three say correct: every sample is kept, and judged correct

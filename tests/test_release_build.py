@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests._release_util import llava_reader
+from tests._release_util import demo_recipe_data, llava_reader
 from vlitc.api import build
 from vlitc.ops.exporters.validate import validate_llava_file
 from vlitc.release.diff import diff_releases, is_identical
@@ -16,12 +16,7 @@ from vlitc.release.diff import diff_releases, is_identical
 
 def _recipe(tmp_path: Path, repo_root: Path, response: bool = False) -> Path:
     """The demo recipe with absolute data paths, a balance with a split, and three formats."""
-    demo = repo_root / "recipes"
-    r = yaml.safe_load((demo / "demo.yaml").read_text())
-    for src in r["sources"].values():
-        for key in ("images", "captions", "instances", "questions", "annotations"):
-            if key in src:
-                src[key] = str(demo / src[key])
+    r = demo_recipe_data(repo_root)
     r["balance"] = {"type": "mix", "total": 60, "mix": {"brief_caption": 0.5, "object_box": 0.5},
                     "per_image_cap": 4, "split": {"validation": 0.2}}
     r["outputs"] = [{"format": "llava", "path": "train.json", "split": "train"},

@@ -36,6 +36,11 @@ def front_matter(s: Mapping) -> str:
         first = data_files[0]["path"].rsplit(".", 1)[-1]
         same = [d for d in data_files if d["path"].endswith("." + first)]
         meta["configs"] = [{"config_name": "default", "data_files": same}]
+        parquet = [o for o in s["outputs"] if o["format"] == "parquet"]
+        if first == "parquet" and parquet:  # the columns and their types, as the Hub reads them
+            from vlitc.ops.exporters.parquet import release_features
+
+            meta["dataset_info"] = {"features": release_features(parquet[0]["images"])}
     return "---\n" + yaml.safe_dump(meta, sort_keys=True, allow_unicode=True) + "---\n"
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from vlitc.errors import InputError, Location
-from vlitc.records import Sample
+from vlitc.records import IMAGE_TOKEN, Sample
 from vlitc.release import layout
 
 ROLE = {"human": "user", "gpt": "assistant", "user": "user", "assistant": "assistant"}
@@ -14,7 +14,9 @@ ROLE = {"human": "user", "gpt": "assistant", "user": "user", "assistant": "assis
 DATA_SUFFIXES = (".parquet", ".json", ".jsonl")
 
 
-def _image(ref: str | None) -> dict | None:
+def _image(ref: str | dict | None) -> dict | None:
+    if isinstance(ref, dict):  # a datasets.Image value: {bytes, path}
+        ref = ref.get("path")
     if not ref:
         return None
     root, _, rest = ref.partition("/")
@@ -33,9 +35,18 @@ def _from_messages(rec: dict) -> Sample:
     images = rec.get("images") or []
     return {"id": str(rec.get("id")), "task": rec.get("task", ""), "source": rec.get("source", ""),
             "image": _image(images[0]) if images else None,
-            "turns": [{"role": m.get("role"), "content": m.get("content", "")}
+            "turns": [{"role": m.get("role"), "content": _text(m.get("content", ""))}
                       for m in rec.get("messages") or []],
             "meta": {}}
+
+
+def _text(content: str | list) -> str:
+    """A message's content as text: content parts (``{"type": "image"}``, ``{"type": "text"}``)
+    joined, each image part read back as the ``<image>`` placeholder."""
+    if not isinstance(content, list):
+        return content
+    return "\n".join(IMAGE_TOKEN if p.get("type") == "image" else str(p.get("text", ""))
+                     for p in content if isinstance(p, dict))
 
 
 def read_file(path: str | Path) -> list[Sample]:
@@ -65,6 +76,7 @@ def data_files(release: str | Path) -> list[Path]:
     root = Path(release)
     found = [p for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in DATA_SUFFIXES
              and not layout.not_data(p.relative_to(root).as_posix())
+             and not layout.not_data(p.name)  # side files sit beside their data file
              and not p.name.startswith(".")]
     for suffix in DATA_SUFFIXES:
         chosen = [p for p in found if p.suffix == suffix]
@@ -82,4 +94,11 @@ def read_release(path: str | Path) -> list[Sample]:
     if not files:
         raise InputError("no exported samples (.json, .jsonl or .parquet) found", Location(str(p)),
                          hint="point at a release folder written by `vlitc build`")
-    return [s for f in files for s in read_file(f)]
+    seen: set[str] = set()  # two exports of one format (sharegpt and llamafactory) share ids
+    out = []
+    for f in files:
+        for s in read_file(f):
+            if s["id"] not in seen:
+                seen.add(s["id"])
+                out.append(s)
+    return out

@@ -1,10 +1,18 @@
-"""Parquet export with pyarrow: one row per sample, loadable with ``datasets``."""
+"""Parquet export with pyarrow: one row per sample, loadable with ``datasets``.
+
+The file carries its ``datasets`` features in the schema metadata (the ``huggingface`` key that
+``datasets`` writes and reads), so the Hub viewer and ``load_dataset`` see the columns' types;
+with ``images: embed`` the ``image`` column is a ``datasets.Image`` (``{bytes, path}``) holding
+each picture's bytes, so a pushed release carries its pictures.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from vlitc.ops.exporters.common import FileExporter, exporter_schema, image_ref
+from vlitc.ops.base import OpContext
+from vlitc.ops.exporters.common import COMMON_PROPERTIES, FileExporter, exporter_schema, image_ref
 from vlitc.ops.exporters.llava import FROM
 from vlitc.ops.registry import register
 from vlitc.records import Sample
@@ -26,13 +34,25 @@ class ParquetExporter(FileExporter):
     """Write Parquet (zstd): id, image, conversations [{from, value}], task, source, split.
 
     Loads with ``datasets.load_dataset("parquet", data_files=...)``; the bytes depend only on the
-    samples and the pyarrow version (no timestamps).
+    samples and the pyarrow version (no timestamps). ``images: embed`` stores each image's bytes
+    in the ``image`` column as a ``datasets.Image`` (the Hub viewer shows the pictures);
+    otherwise ``image`` is the image's path, as in the JSON exports.
     """
 
-    version = 1
+    version = 2
     params_schema = exporter_schema(
-        row_group_size={"type": "integer", "minimum": 1, "default": 10000})
+        row_group_size={"type": "integer", "minimum": 1, "default": 10000},
+        images={**COMMON_PROPERTIES["images"],
+                "enum": [*COMMON_PROPERTIES["images"]["enum"], "embed"],
+                "description": "embed: the image bytes go into the file (datasets.Image)"})
     writes = ("files",)
+
+    def export(self, samples, ctx: OpContext) -> list[str]:
+        self._ctx = ctx
+        return super().export(samples, ctx)
+
+    def place_images(self, images: dict[str, dict], ctx: OpContext) -> list[str]:
+        return [] if self.params["images"] == "embed" else super().place_images(images, ctx)
 
     def record(self, s: Sample) -> dict:
         return {
@@ -47,8 +67,87 @@ class ParquetExporter(FileExporter):
     def write(self, samples: list[Sample], path: Path) -> None:
         import pyarrow.parquet as pq
 
-        pq.write_table(arrow_table(samples), path, compression="zstd",
+        table = arrow_table(samples)
+        if self.params["images"] == "embed":
+            table = embed_images(table, samples, self._ctx)
+        table = table.replace_schema_metadata(
+            {"huggingface": json.dumps({"info": {"features": hf_features(table.schema)}})})
+        pq.write_table(table, path, compression="zstd",
                        row_group_size=self.params["row_group_size"])
+
+
+#: the Arrow type of a ``datasets.Image`` value
+def image_type():
+    import pyarrow as pa
+
+    return pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+def embed_images(table, samples: list[Sample], ctx: OpContext):
+    """``table`` with its ``image`` column as ``datasets.Image`` values: each file's bytes and
+    its path in the release (each file read once per shard)."""
+    import pyarrow as pa
+
+    cache: dict[str, bytes] = {}
+    values: list[dict | None] = []
+    for s in samples:
+        img = s.get("image")
+        if not isinstance(img, dict):
+            values.append(None)
+            continue
+        ref = image_ref(img)
+        if ref not in cache:
+            cache[ref] = ctx.image_path(img).read_bytes()
+        values.append({"bytes": cache[ref], "path": ref})
+    i = table.schema.get_field_index("image")
+    return table.set_column(i, "image", pa.array(values, image_type()))
+
+
+def hf_features(schema) -> dict:
+    """The ``datasets`` features of an Arrow schema (JSON, as ``datasets`` writes them):
+    strings and numbers as ``Value``, lists as ``[feature]`` (the form every ``datasets``
+    version reads), structs as dicts, ``{bytes, path}`` as ``Image``."""
+    return {f.name: _feature(f.type) for f in schema}
+
+
+def _feature(t) -> dict | list:
+    import pyarrow as pa
+
+    if t == image_type():
+        return {"_type": "Image"}
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return [_feature(t.value_type)]
+    if pa.types.is_struct(t):
+        return {t.field(i).name: _feature(t.field(i).type) for i in range(t.num_fields)}
+    return {"dtype": "string" if pa.types.is_string(t) else str(t), "_type": "Value"}
+
+
+def card_features(features: dict) -> list[dict]:
+    """The same features as a dataset card writes them (``dataset_info.features``)."""
+    def one(name: str, feat: dict | list) -> dict:
+        if isinstance(feat, list):
+            inner = feat[0]
+            if isinstance(inner, dict) and inner.get("_type") is None:  # a list of structs
+                return {"name": name, "list": [one(k, v) for k, v in inner.items()]}
+            return {"name": name, "sequence": one(name, inner).get("dtype", "string")}
+        kind = feat.get("_type")
+        if kind == "Image":
+            return {"name": name, "dtype": "image"}
+        if kind == "Value":
+            return {"name": name, "dtype": feat["dtype"]}
+        return {"name": name, "struct": [one(k, v) for k, v in feat.items()]}
+
+    return [one(n, f) for n, f in features.items()]
+
+
+def release_features(images: str = "reference") -> list[dict]:
+    """The card features of this exporter's files for an ``images`` mode."""
+    import pyarrow as pa
+
+    schema = arrow_schema()
+    if images == "embed":
+        schema = schema.set(schema.get_field_index("image"), pa.field("image", image_type()))
+    return card_features(hf_features(schema))
 
 
 def arrow_table(samples: list[Sample]):
