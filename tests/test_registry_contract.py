@@ -37,3 +37,14 @@ def test_duplicate_registration_raises():
 def test_unknown_name_suggests_close_ones():
     with pytest.raises(registry.UnknownOpError, match="did you mean 'coco'"):
         registry.get("source", "cocco")
+
+
+@pytest.mark.parametrize("op", OPS, ids=[f"{o.family}.{o.name}" for o in OPS])
+def test_declared_traits_match_the_schema(op):
+    props = op.params_schema.get("properties", {})
+    if op.image_folder_param is not None:
+        assert props.get(op.image_folder_param, {}).get("type") == "string", "the image folder is a path param"
+    else:
+        assert "images" not in props or op.family != "source", "a source with an images param declares it"
+    for field in (*op.reads, *op.writes):
+        assert field and all(a and " " not in a for a in field.rstrip("?").split("|")), field

@@ -66,6 +66,10 @@ def image_record(
     return rec
 
 
+#: the fields every sample carries (built by :func:`sample`)
+SAMPLE_FIELDS = frozenset({"id", "task", "source", "image", "turns", "meta"})
+
+
 def sample(
     sid: str,
     task: str,

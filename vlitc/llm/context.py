@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vlitc.errors import InputError, Location
+from vlitc.paths import recipe_path
 from vlitc.records import Record
 
 #: where built-in templates and prompt packs live (package data first, then a source checkout)
@@ -28,8 +29,7 @@ CONTEXT_DIR = TEMPLATES_ROOT / "context"
 def template_path(name: str, recipe_dir: Path | None = None) -> Path:
     """The file of context template ``name`` (built-in name, or a ``.j2`` path)."""
     if name.endswith(".j2"):
-        p = Path(name).expanduser()
-        path = p if p.is_absolute() or recipe_dir is None else recipe_dir / p
+        path = recipe_path(recipe_dir or Path(), name)
     else:
         path = CONTEXT_DIR / f"{name}.j2"
     if not path.is_file():

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from vlitc.paths import recipe_path
 from vlitc.records import Record, Sample
 
 #: Params that never affect a step's key, in every op: descriptions, worker counts, batch sizes.
@@ -63,8 +64,7 @@ class OpContext:
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the recipe, resolved against the recipe's folder."""
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.recipe_dir / p)
+        return recipe_path(self.recipe_dir, path)
 
     def image_path(self, image: dict) -> Path:
         """Absolute path of an image reference ``{"root": source, "path": rel}``."""
@@ -118,12 +118,21 @@ class Op:
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
     params_schema: ClassVar[dict] = {"type": "object", "properties": {}, "additionalProperties": False}
+    #: fields each input item must carry: ``"a|b"`` needs one of them, ``"a?"`` is used when
+    #: present; checked against what the op's sources or tasks write before a build
+    #: (:mod:`vlitc.recipe.fields`)
     reads: ClassVar[tuple[str, ...]] = ()
+    #: fields the op adds to its output items
     writes: ClassVar[tuple[str, ...]] = ()
+    #: output items keep the fields of the input items (a join, a rewrite)
+    keeps_input_fields: ClassVar[bool] = False
     #: extra param names that never affect the step key (beyond :data:`NEVER_IN_KEY`)
     key_exclude: ClassVar[tuple[str, ...]] = ()
     #: param names whose values are paths to files whose contents are part of the key
     file_params: ClassVar[tuple[str, ...]] = ()
+    #: the param naming a folder of images (the core checks it exists, signs its listing into
+    #: the step key and resolves image references against it); None: the op has none
+    image_folder_param: ClassVar[str | None] = None
 
     def __init__(self, params: dict, label: str = ""):
         self.params = self.with_defaults(params)
@@ -159,6 +168,11 @@ class Op:
             out += [ctx.resolve(v) for v in vals if isinstance(v, str)]
         return out
 
+    def image_folder(self) -> str | None:
+        """The image folder as the recipe writes it (see :attr:`image_folder_param`), or None."""
+        value = self.params.get(self.image_folder_param) if self.image_folder_param else None
+        return value if isinstance(value, str) else None
+
     def key_params(self) -> dict:
         """The params that belong in the step key."""
         skip = NEVER_IN_KEY | set(self.key_exclude)
@@ -174,6 +188,10 @@ class Source(Op):
 
 class Pool(Op):
     """An instruction pool: a list of Jinja2 templates."""
+
+    #: its templates come from a model during the build: unknown when a recipe is validated,
+    #: and written into the release (``pools/<name>.json``) for review and freezing
+    expands_with_model: ClassVar[bool] = False
 
     def templates(self, ctx: OpContext) -> list[str]:
         raise NotImplementedError

@@ -215,6 +215,7 @@ class ExpandPool(Pool):
     }
     reads = ("template",)
     writes = ("template",)
+    expands_with_model = True
 
     def references(self) -> dict[str, list[str]]:
         refs: dict[str, list[str]] = {"generator": [self.params["generator"]]}

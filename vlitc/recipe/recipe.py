@@ -11,6 +11,7 @@ from vlitc.errors import Location, RecipeError
 from vlitc.ops import registry
 from vlitc.ops.base import Op, Pool
 from vlitc.recipe import validate as v
+from vlitc.recipe.fields import field_problems
 from vlitc.recipe.load import KeyPath, Positions, format_path, load_yaml
 from vlitc.recipe.schema import SECTIONS
 
@@ -74,7 +75,7 @@ def _check_problems(data: dict, ops: dict[KeyPath, Op], pos: Positions, recipe_d
 
     def inputs(ref: str):
         op = ops.get(("pools", ref.split(":", 1)[1])) if ref.startswith("pool:") else None
-        if not isinstance(op, Pool) or op.name != "list":
+        if not isinstance(op, Pool) or op.expands_with_model:
             raise _NotAtValidation(ref)
         return iter([{"template": t} for t in op.templates(ctx)])
 
@@ -129,6 +130,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if not problems:
         problems += v.cycle_problems(entries, pos)
     if not problems:
+        problems += field_problems(ops, pos)
         problems += _check_problems(data, ops, pos, recipe_dir)
     if problems:
         raise RecipeError(sorted(problems, key=lambda p: (p.location.line, p.location.column)))

@@ -13,6 +13,7 @@ from jsonschema.exceptions import ValidationError
 
 from vlitc.errors import Problem
 from vlitc.ops import registry
+from vlitc.paths import recipe_path
 from vlitc.recipe.load import KeyPath, Positions
 from vlitc.recipe.schema import FORMAT_VERSION, SECTIONS, build_schema
 
@@ -198,24 +199,17 @@ def reference_problems(entries: list[tuple[KeyPath, Any]], data: dict, pos: Posi
 def file_problems(entries: list[tuple[KeyPath, Any]], recipe_dir: Path, pos: Positions) -> list[Problem]:
     out: list[Problem] = []
     for path, op in entries:
-        for key in getattr(op, "file_params", ()):
+        for key in op.file_params:
             val = op.params.get(key)
             for i, v in enumerate(val if isinstance(val, list) else [val]):
-                if not isinstance(v, str):
-                    continue
-                p = Path(v).expanduser()
-                p = p if p.is_absolute() else recipe_dir / p
-                if not p.exists():
+                if isinstance(v, str) and not recipe_path(recipe_dir, v).exists():
                     where = path + (key,) + ((i,) if isinstance(val, list) else ())
                     out.append(pos.problem(where, f"file not found: {v}",
                                            f"relative paths resolve against {recipe_dir}"))
-        images = op.params.get("images") if op.family == "source" else None
-        if isinstance(images, str):
-            p = Path(images).expanduser()
-            p = p if p.is_absolute() else recipe_dir / p
-            if not p.is_dir():
-                out.append(pos.problem(path + ("images",), f"image folder not found: {images}",
-                                       f"relative paths resolve against {recipe_dir}"))
+        folder = op.image_folder()
+        if folder is not None and not recipe_path(recipe_dir, folder).is_dir():
+            out.append(pos.problem(path + (op.image_folder_param,), f"image folder not found: {folder}",
+                                   f"relative paths resolve against {recipe_dir}"))
     return out
 
 

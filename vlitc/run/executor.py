@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vlitc.errors import UserError, VlitcError
-from vlitc.ops.base import OpContext, Task
+from vlitc.ops.base import OpContext, Pool, Task
 from vlitc.plan import Plan, Step
 from vlitc.recipe import Recipe
 from vlitc.release import layout
@@ -68,8 +68,8 @@ class Executor:
         self._repairs = 0
         self.runners: dict[str, Runner] = {kind: cls(self) for kind, cls in RUNNERS.items()}
         self.image_roots = {
-            path[1]: self._ctx_base().resolve(op.params["images"])
-            for path, op in self.recipe.ops_in("sources") if isinstance(op.params.get("images"), str)
+            path[1]: self._ctx_base().resolve(folder)
+            for path, op in self.recipe.ops_in("sources") if (folder := op.image_folder()) is not None
         }
 
     # events -------------------------------------------------------------------------------
@@ -307,7 +307,7 @@ class Executor:
         self._pools: list[dict] = []
         for sid in self.plan.order:
             step = self.plan.steps[sid]
-            if step.kind != "pool" or step.op is None or step.op.name == "list":
+            if not isinstance(step.op, Pool) or not step.op.expands_with_model:
                 continue
             templates = [r["template"] for r in self.store.read(self.done[sid].entry["outputs"]["main"])]
             staging = Path(tempfile.mkstemp(dir=self.store.tmp, prefix="pool-")[1])

@@ -18,8 +18,9 @@ def step_files(step: Step, recipe: Recipe, files: FileState, ctx: OpContext) -> 
     for p in step.op.files(ctx):
         p = Path(p)
         out[_display(p, recipe.dir)] = files.sha256(p) if p.is_file() else files.dir_signature(p)
-    if step.kind == "source" and isinstance(step.op.params.get("images"), str):
-        root = ctx.resolve(step.op.params["images"])
+    folder = step.op.image_folder()
+    if folder is not None:
+        root = ctx.resolve(folder)
         if root.is_dir():
             out[_display(root, recipe.dir) + "/"] = files.dir_signature(root)
     return out

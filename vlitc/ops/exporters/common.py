@@ -124,7 +124,7 @@ class FileExporter(Exporter):
     together, so a large export never holds all its samples. Nothing is renamed into place
     until every sample has passed validation; on failure the temp files are removed."""
 
-    reads = ("id", "task", "source", "image", "turns", "meta.split")
+    reads = ("id", "task", "source", "image", "turns", "meta.split?")
 
     def record(self, s: Sample) -> dict:
         raise NotImplementedError

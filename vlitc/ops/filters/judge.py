@@ -70,7 +70,7 @@ class JudgeFilter(Filter):
     """
 
     version = 1
-    reads = ("turns", "meta.context", "meta.annotations")
+    reads = ("turns", "meta.context|meta.annotations")
     writes = ("meta.stats",)
     params_schema: ClassVar[dict] = {
         "type": "object",

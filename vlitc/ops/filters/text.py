@@ -257,7 +257,7 @@ class TruncatedFilter(_PerSample):
     """
 
     version = 1
-    reads = ("turns", "meta.finish_reasons")
+    reads = ("turns", "meta.finish_reasons?")
     writes = ("meta.stats",)
     params_schema: ClassVar[dict] = {
         "type": "object",

@@ -61,7 +61,7 @@ class GenerateTask(Task):
     """
 
     version = 1
-    reads = ("captions", "objects", "qas", "ocr", "regions")
+    reads = ("captions|objects|qas|ocr|regions|image",)
     writes = (
         "turns",
         "meta.context",
@@ -305,6 +305,7 @@ class RewriteTask(Task):
     version = 1
     reads = ("turns",)
     writes = ("turns", "meta.rewrite")
+    keeps_input_fields = True
     params_schema: ClassVar[dict] = {
         "type": "object",
         "properties": {

@@ -309,6 +309,7 @@ class AnnotationSource(Source):
 
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ("id", "image")
+    image_folder_param: ClassVar[str | None] = "images"
 
     def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
         raise NotImplementedError
@@ -342,9 +343,10 @@ class AnnotationSource(Source):
             issues.close()
 
     def image_root(self, ctx: OpContext) -> Path | None:
-        if not self.params.get("images"):
+        folder = self.image_folder()
+        if not folder:
             return None
-        root = ctx.image_roots.get(self.label) or ctx.resolve(self.params["images"])
+        root = ctx.image_roots.get(self.label) or ctx.resolve(folder)
         if not Path(root).is_dir():
             raise InputError("images: folder not found", Location(str(root)),
                              hint="'images' names the folder the dataset's image paths are under")

@@ -44,8 +44,9 @@ class JoinSource(Source):
     """
 
     version = 1
-    reads = ("id", "image", *ANNOTATION_LAYERS)
-    writes = ("id", "image", *ANNOTATION_LAYERS)
+    reads = ("id",)
+    writes = ("id",)
+    keeps_input_fields = True  # every layer its sources write
     params_schema = {
         "type": "object",
         "properties": {

@@ -90,6 +90,7 @@ class ShareGptSource(AnnotationSource):
     version = 1
     file_params = ("file",)
     writes = ("id", "conversations")
+    image_folder_param = None  # text-only: records have no image
     params_schema = schema(
         {
             "file": FILE | {"description": "JSON array or JSON Lines of conversations"},

@@ -37,7 +37,7 @@ def _schema(extra: dict) -> dict:
 
 
 class _BoxTask(AdaptTask):
-    reads = ("image", "regions", "objects")
+    reads = ("image", "regions|objects")
     kinds: tuple[str, ...] = ()  # region kinds used (empty: all)
 
     @property

@@ -141,7 +141,7 @@ class TemplateTask(AdaptTask):
         "required": ["source", "instruction", "response"],
         "additionalProperties": False,
     }
-    reads = ("image", "captions", "qas", "objects", "regions", "ocr")
+    reads = ("image|captions|qas|objects|regions|ocr",)
 
     def variables(self) -> frozenset[str]:
         return super().variables() | PER_VARS[self.params["per"]]
