@@ -120,8 +120,16 @@ def test_generator_schemas_reject_typos(name):
 
 def test_only_response_changing_generator_params_enter_keys():
     op = get("generator", "openai")({"model": "gpt-4o-mini", "temperature": 0.8, "rpm": 60,
-                                     "base_url": "http://x", "api_key_env": "K", "timeout": 9})
+                                     "base_url": "https://api.openai.com/v1/", "api_key_env": "K",
+                                     "timeout": 9})
     assert op.key_params() == {"model": "gpt-4o-mini", "temperature": 0.8}
+    # another server with the same model name answers differently: its endpoint is in the key,
+    # unless a model_revision names the weights instead
+    other = get("generator", "openai")({"model": "gpt-4o-mini", "base_url": "http://x/v1"})
+    assert other.key_params() == {"model": "gpt-4o-mini", "base_url": "http://x/v1"}
+    pinned = get("generator", "openai")({"model": "m", "base_url": "http://x/v1",
+                                         "model_revision": "m@3f2a"})
+    assert pinned.key_params() == {"model": "m", "model_revision": "m@3f2a"}
 
 
 def test_estimate_counts_calls_tokens_and_cost():

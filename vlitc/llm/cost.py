@@ -55,6 +55,8 @@ class Tally:
     samples: int = 0  # samples produced (fresh or cached)
     failed: int = 0  # samples whose request finally failed
     retries: int = 0
+    images: int = 0  # images attached to fresh calls
+    image_tokens: int = 0  # what they cost by the provider's rule (part of prompt_tokens)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usd: float = 0.0

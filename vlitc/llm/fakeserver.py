@@ -2,7 +2,12 @@
 tests, benchmarks and dry runs of recipes without a model.
 
 Answers are deterministic functions of the request body (LLaVA ``Question:``/``Answer:`` blocks
-naming a digest of the last user message). It can add a fixed latency, inject faults (HTTP 429
+naming a digest of the last user message). A request that carries images (OpenAI ``image_url``
+data URIs, Anthropic base64 ``image`` blocks) is answered from the pixels it received: the
+server decodes each image and names the colours of the demo scenes' shapes it sees (the dominant
+one first), whether a marked box is drawn, and the image's size and sha256, so a test can tell
+which image a sample's answer came from; usage counts image tokens by each provider's rule, and
+the log records every image received (``images``: sha256, size, media type, detail). It can add a fixed latency, inject faults (HTTP 429
 with ``Retry-After``, HTTP 500, a hang past the client's timeout, a malformed 200 body) for a
 share of requests chosen by a seeded hash of (body, attempt), and hold every request after the
 first ``hold_after`` successes (to kill a client mid-build). Every request is logged with the
@@ -24,6 +29,103 @@ from dataclasses import dataclass, field
 
 FAULTS = ("429", "500", "timeout", "malformed")
 _REASONS = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+#: the demo scenes' palette (scripts/make_demo_data.py) and the region-mark colour
+PALETTE = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
+           "yellow": (235, 200, 30)}
+MARK = (255, 0, 255)
+
+
+def decode_images(body: dict) -> list[dict]:
+    """Every image in a request body (either API), decoded: ``{"sha256", "width", "height",
+    "media_type", "detail", "colours", "dominant", "marked"}``; an image that does not decode
+    gets ``"error"``."""
+    import base64
+
+    out = []
+    for m in body.get("messages") or []:
+        content = m.get("content")
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            media, data, detail = None, None, None
+            if part.get("type") == "image_url":
+                url = str((part.get("image_url") or {}).get("url", ""))
+                detail = (part.get("image_url") or {}).get("detail")
+                if url.startswith("data:") and ";base64," in url:
+                    media, data = url[5:].split(";base64,", 1)
+                else:
+                    out.append({"url": url, "detail": detail, "error": "not a data URI"})
+                    continue
+            elif part.get("type") == "image":
+                src = part.get("source") or {}
+                media, data = src.get("media_type"), src.get("data")
+            else:
+                continue
+            try:
+                raw = base64.b64decode(str(data), validate=True)
+                out.append({"media_type": media, "detail": detail, **_look(raw)})
+            except Exception as exc:  # a bad image is reported, not fatal
+                out.append({"media_type": media, "detail": detail, "error": str(exc)})
+    return out
+
+
+def _look(raw: bytes) -> dict:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(raw)) as im:
+        fmt = (im.format or "").lower()
+        rgb = im.convert("RGB")
+    w, h = rgb.size
+    small = rgb if w * h <= 40_000 else rgb.resize((200, max(1, 200 * h // w)))
+    counts = dict.fromkeys(PALETTE, 0)
+    marked = 0
+    for px in list(small.getdata()):
+        if sum((a - b) ** 2 for a, b in zip(px, MARK, strict=True)) < 3600:
+            marked += 1
+            continue
+        for name, ref in PALETTE.items():
+            if sum((a - b) ** 2 for a, b in zip(px, ref, strict=True)) < 3600:
+                counts[name] += 1
+                break
+    total = small.size[0] * small.size[1]
+    seen = sorted((c for c in counts if counts[c] > total * 0.005), key=lambda c: -counts[c])
+    return {"sha256": hashlib.sha256(raw).hexdigest(), "width": w, "height": h, "format": fmt,
+            "colours": seen, "dominant": seen[0] if seen else None,
+            "marked": marked > total * 0.002}
+
+
+def _vision_answer(images: list[dict]) -> str:
+    parts = []
+    for i, im in enumerate(images):
+        if im.get("error"):
+            parts.append(f"image {i + 1} could not be read ({im['error']})")
+            continue
+        colours = ", ".join(im["colours"]) or "no"
+        box = " with a marked box" if im["marked"] else ""
+        parts.append(f"image {i + 1} shows {colours} shapes{box}; the dominant colour is "
+                     f"{im['dominant'] or 'none'} ({im['width']}x{im['height']}, "
+                     f"sha256 {im['sha256'][:12]})")
+    return "I see " + "; ".join(parts) + "."
+
+
+def _text_len(content) -> int:
+    if isinstance(content, list):
+        return sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
+    return len(str(content or ""))
+
+
+def _image_tokens(images: list[dict], anthropic: bool, model: str) -> int:
+    from vlitc.llm.vision import anthropic_tokens, openai_tokens
+
+    return sum(
+        anthropic_tokens(im["width"], im["height"]) if anthropic
+        else openai_tokens(im["width"], im["height"], im.get("detail"), model)
+        for im in images if not im.get("error")
+    )
 
 
 @dataclass
@@ -35,6 +137,7 @@ class FakeServer:
     hold_after: int | None = None
     seed: int = 0
     log_path: str | None = None
+    keep_bodies: bool = False  # log each answered request's JSON body (tests of parameters)
     log: list[dict] = field(default_factory=list)
     port: int = 0
     _seen: dict[str, int] = field(default_factory=dict)
@@ -42,7 +145,7 @@ class FakeServer:
 
     # answers ---------------------------------------------------------------------------------
     @staticmethod
-    def reply(body: dict, index: int) -> str:
+    def reply(body: dict, index: int, images: list[dict] | None = None) -> str:
         msgs = body.get("messages") or []
         last = next((m.get("content", "") for m in reversed(msgs) if m.get("role") == "user"), "")
         if isinstance(last, list):
@@ -51,7 +154,10 @@ class FakeServer:
         first = str(last).strip().splitlines()[0][:60] if str(last).strip() else "nothing"
         system = " ".join(str(m.get("content", "")) for m in msgs if m.get("role") == "system")
         system += str(body.get("system", ""))
-        answer = f"It shows {first} (ref {tag}, sample {index})."
+        if images:
+            answer = f"{_vision_answer(images)} (ref {tag}, sample {index})"
+        else:
+            answer = f"It shows {first} (ref {tag}, sample {index})."
         if '"User"' in system:  # the review paper's JSON dialog
             return json.dumps({"User": "What does the image show?", "AI": answer})
         return (
@@ -59,10 +165,11 @@ class FakeServer:
             "Question:\nIs it clear?\n===\nAnswer:\nYes, it is clear."
         )
 
-    def _openai(self, body: dict) -> dict:
+    def _openai(self, body: dict, images: list[dict]) -> dict:
         n = int(body.get("n") or 1)
-        texts = [self.reply(body, i) for i in range(n)]
-        prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4 + 1
+        texts = [self.reply(body, i, images) for i in range(n)]
+        prompt = sum(_text_len(m.get("content")) for m in body.get("messages", [])) // 4 + 1
+        prompt += _image_tokens(images, False, str(body.get("model", "")))
         return {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -83,9 +190,10 @@ class FakeServer:
             },
         }
 
-    def _anthropic(self, body: dict) -> dict:
-        text = self.reply(body, 0)
-        prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4 + 1
+    def _anthropic(self, body: dict, images: list[dict]) -> dict:
+        text = self.reply(body, 0, images)
+        prompt = sum(_text_len(m.get("content")) for m in body.get("messages", [])) // 4 + 1
+        prompt += _text_len(body.get("system")) // 4 + _image_tokens(images, True, "")
         return {
             "id": "msg_fake",
             "type": "message",
@@ -108,8 +216,9 @@ class FakeServer:
             return None
         return rng.choice(self.faults)
 
-    def _record(self, path: str, digest: str, outcome: str) -> None:
-        row = {"path": path, "body_sha256": digest, "outcome": outcome, "t": time.time()}
+    def _record(self, path: str, digest: str, outcome: str, extra: dict | None = None) -> None:
+        row = {"path": path, "body_sha256": digest, "outcome": outcome, "t": time.time(),
+               **(extra or {})}
         self.log.append(row)
         if self.log_path:
             with open(self.log_path, "a", encoding="utf-8") as fh:
@@ -179,10 +288,17 @@ class FakeServer:
             )
             return True
         body = json.loads(raw)
-        answer = self._anthropic(body) if path.endswith("/messages") else self._openai(body)
+        images = decode_images(body)
+        if path.endswith("/messages"):
+            answer = self._anthropic(body, images)
+        else:
+            answer = self._openai(body, images)
         await _send(writer, 200, answer)
         self._ok += 1
-        self._record(path, digest, "ok")
+        extra = {"body": body} if self.keep_bodies else {}
+        if images:
+            extra["images"] = images
+        self._record(path, digest, "ok", extra)
         return True
 
     # running ---------------------------------------------------------------------------------

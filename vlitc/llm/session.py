@@ -25,7 +25,15 @@ from vlitc.llm.defaults import DEFAULTS
 from vlitc.llm.limits import Limits, estimate_tokens
 from vlitc.llm.providers import Provider, make_provider
 from vlitc.llm.retry import ProviderError, with_retries
-from vlitc.llm.types import Request, Response, base_request, sample_key
+from vlitc.llm.types import (
+    SAMPLING_KEYS,
+    Request,
+    Response,
+    base_request,
+    identity,
+    sample_key,
+)
+from vlitc.llm.vision import ImageStore, Prep, has_images, image_tokens, text_of
 
 T = TypeVar("T")
 
@@ -73,6 +81,9 @@ class Client:
         if self.price is None:
             session.accounting.unpriced.add(self.model)
         self.limits = session._limits_for(self.provider_name, self.model, config)
+        self.vision = bool(config.get("vision"))
+        self.prep = Prep.for_generator(self.provider_name, config.get("image"))
+        self.identity = identity(self.provider_name, config)
         self._provider: Provider | None = None
         self._sem: asyncio.Semaphore | None = None
 
@@ -119,13 +130,68 @@ class Client:
         return out
 
     def _plan(self, req: Request) -> _Plan:
-        base = base_request(self.provider_name, self.model, req, self.defaults)
+        images = has_images(req.messages)
+        if images and not self.vision:
+            raise ConfigurationError(
+                f"generator {self.name!r} was sent an image but does not declare vision: true "
+                "(only vision models read images)"
+            )
+        base = base_request(
+            self.provider_name,
+            self.model,
+            req,
+            self.defaults,
+            image_key=self._image_key if images else None,
+            identity=self.identity,
+        )
         keys = [sample_key(base, i) for i in range(req.n)]
         return _Plan(req, base, keys, [self.session.cache.get(k) for k in keys])
 
+    def _image_key(self, src: Any) -> dict:
+        return self.session.images.key_part(src, self.prep)
+
+    async def _wire(self, messages: list[dict]) -> tuple[list[dict], list[tuple[int, int]]]:
+        """The messages as sent: each image part prepared (once, cached) and attached as base64;
+        and the prepared sizes of the images."""
+        out, sizes = [], []
+        for m in messages:
+            if isinstance(m["content"], str):
+                out.append(m)
+                continue
+            parts = []
+            for p in m["content"]:
+                if p["type"] == "text":
+                    parts.append(p)
+                    continue
+                src = p["image"]
+                part: dict[str, Any] = {"type": "image", "sha256": src.sha256}
+                if self.prep.urls and src.url:
+                    part["url"] = src.url
+                    w, h = self.prep.target(*self.session.images.size_of(src))
+                else:
+                    prep = await asyncio.to_thread(self.session.images.prepared, src, self.prep)
+                    w, h = prep.width, prep.height
+                    part.update(media_type=prep.media_type, data=prep.b64(), width=w, height=h)
+                if self.prep.detail is not None:
+                    part["detail"] = self.prep.detail
+                sizes.append((w, h))
+                parts.append(part)
+            out.append({"role": m["role"], "content": parts})
+        return out, sizes
+
+    def image_tokens(self, sizes: list[tuple[int, int]]) -> int:
+        """Tokens the prepared images of one call cost on this generator."""
+        prices = self.config.get("prices") or {}
+        return sum(
+            image_tokens(self.provider_name, self.model, w, h, self.prep.detail, prices)
+            for w, h in sizes
+        )
+
     def _frozen_miss(self, missing: list[tuple[_Plan, list[int]]], step: str) -> None:
         plan, idx = missing[0]
-        last = next(m["content"] for m in reversed(plan.base["messages"]) if m["role"] == "user")
+        last = next(
+            text_of(m["content"]) for m in reversed(plan.request.messages) if m["role"] == "user"
+        )
         raise GenerationError(
             f"frozen build: generator {self.label} in step {step or '?'} has no stored response "
             f"for request {plan.keys[idx[0]][:16]} (sample {idx[0]}; user message starts "
@@ -155,14 +221,17 @@ class Client:
                 state.fatal = exc
 
     async def _fetch(self, plan: _Plan, indices: list[int], state: _RunState) -> None:
-        params = {
-            "model": self.model,
-            **{k: v for k, v in plan.base.items() if k not in ("provider", "model")},
-        }
+        params: dict[str, Any] = {"model": self.model, "messages": plan.base["messages"]}
+        params.update({k: plan.base[k] for k in SAMPLING_KEYS})
+        sizes: list[tuple[int, int]] = []
+        if has_images(plan.request.messages):
+            params["messages"], sizes = await self._wire(plan.request.messages)
+        text_msgs = [{"content": text_of(m["content"])} for m in params["messages"]]
+        img_tokens = self.image_tokens(sizes)
         provider = self.provider()
         remaining = list(indices)
         while remaining:
-            est = estimate_tokens(params["messages"], params.get("max_tokens"), len(remaining))
+            est = estimate_tokens(text_msgs, params.get("max_tokens"), len(remaining)) + img_tokens
             await self.limits.acquire(est)
             n, first = len(remaining), remaining[0]
             comp = await with_retries(
@@ -172,6 +241,10 @@ class Client:
                 on_retry=lambda exc: self.session.accounting.add(state.step, self.name, retries=1),
             )
             got = list(zip(remaining, comp.texts, comp.finish_reasons, strict=False))
+            if sizes:
+                self.session.accounting.add(
+                    state.step, self.name, images=len(sizes), image_tokens=img_tokens
+                )
             self._store(plan, got, comp.usage, comp.raw, state)
             self.limits.settle(est, sum(comp.usage.values()))
             remaining = remaining[len(got) :]
@@ -257,6 +330,7 @@ class LLMSession:
         self.emit = emit or (lambda event: None)
         self.frozen = frozen
         self.cache = ResponseCache(Path(cache_dir), load_store(store) if store else None)
+        self.images = ImageStore(Path(cache_dir) / "images")
         self.accounting = Accounting(budget=dict(recipe.get("budget") or {}))
         self.used: set[str] = set()
         self._limits: dict[tuple[str, str], Limits] = {}
@@ -299,6 +373,7 @@ class LLMSession:
         out["steps"].pop("", None)
         out["frozen"] = self.frozen
         out["warnings"] = list(self.cache.warnings)
+        out["images_prepared"] = self.images.prepared_count
         return out
 
     def export_store(self, path: Path) -> Path:
@@ -320,6 +395,7 @@ class LLMSession:
             self._loop.close()
             self._loop = None
         self.cache.close()
+        self.images.close()
 
     def __enter__(self) -> LLMSession:
         return self

@@ -5,11 +5,19 @@ sha256 of the canonical JSON of (provider, model, messages, effective sampling p
 sample index), so a request asked with ``n=5`` is stored as five entries and raising ``n`` to 6
 later pays for one more sample only. The key of sample 0 leaves the index out, which makes it the
 ``request_id`` of the whole request.
+
+A message's content is a string, or a list of parts: ``{"type": "text", "text": ...}`` and
+``{"type": "image", "image": ImageSource}`` (see :mod:`vlitc.llm.vision`). In the key an image
+part is its sha256 and resolved preparation, never its bytes; a text-only request's key is the
+same as before parts existed. A generator on an endpoint other than its provider's default adds
+``endpoint`` (or its declared ``model_revision``) to the key, so another server with the same
+model name does not reuse old answers.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +44,26 @@ class Request:
         if not self.messages:
             raise ValueError("a request needs at least one message")
         for m in self.messages:
-            if m.get("role") not in ("system", "user", "assistant") or not isinstance(
-                m.get("content"), str
+            content = m.get("content")
+            if m.get("role") not in ("system", "user", "assistant") or not (
+                isinstance(content, str) or (isinstance(content, list) and _parts_ok(content))
             ):
                 raise ValueError(f"bad message {m!r}: needs role system|user|assistant and content")
         if self.n < 1:
             raise ValueError("n must be at least 1")
+
+
+def _parts_ok(parts: list) -> bool:
+    from vlitc.llm.vision import ImageSource
+
+    return bool(parts) and all(
+        isinstance(p, dict)
+        and (
+            (p.get("type") == "text" and isinstance(p.get("text"), str))
+            or (p.get("type") == "image" and isinstance(p.get("image"), ImageSource))
+        )
+        for p in parts
+    )
 
 
 @dataclass
@@ -78,7 +100,55 @@ def effective(req: Request, defaults: dict) -> dict:
     return out
 
 
-def base_request(provider: str, model: str, req: Request, defaults: dict) -> dict:
-    """The canonical form of a request, without the sample index."""
-    msgs = [{"role": m["role"], "content": m["content"]} for m in req.messages]
-    return {"provider": provider, "model": model, "messages": msgs, **effective(req, defaults)}
+def base_request(
+    provider: str,
+    model: str,
+    req: Request,
+    defaults: dict,
+    image_key: Callable[[Any], dict] | None = None,
+    identity: dict | None = None,
+) -> dict:
+    """The canonical form of a request, without the sample index. ``image_key`` turns an image
+    part's :class:`~vlitc.llm.vision.ImageSource` into its key form (hash + preparation);
+    ``identity`` adds what else tells models apart (a non-default ``endpoint`` or a declared
+    ``model_revision``, the mock's ``script``)."""
+    msgs = []
+    for m in req.messages:
+        content = m["content"]
+        if not isinstance(content, str):
+            if image_key is None:
+                raise ValueError("a request with image parts needs an image preparation")
+            content = [
+                p if p["type"] == "text" else image_key(p["image"])
+                for p in content
+            ]
+        msgs.append({"role": m["role"], "content": content})
+    out = {"provider": provider, "model": model, "messages": msgs, **effective(req, defaults)}
+    if identity:
+        out.update(identity)
+    return out
+
+
+#: each provider's own endpoint: a generator pointed elsewhere keys its requests by endpoint
+DEFAULT_ENDPOINTS = {
+    "openai": ("https://api.openai.com/v1",),
+    "anthropic": ("https://api.anthropic.com", "https://api.anthropic.com/v1"),
+}
+
+
+def identity(provider: str, config: dict) -> dict:
+    """What besides the model name tells a generator's answers apart, for the request key: a
+    declared ``model_revision``, else an endpoint that is not the provider's default; the mock's
+    script (template and responses)."""
+    if config.get("model_revision"):
+        return {"model_revision": str(config["model_revision"])}
+    if provider == "mock":
+        script = {k: config[k] for k in ("template", "responses") if config.get(k) is not None}
+        if not script:
+            return {}
+        blob = canonical(script)
+        return {"script": hashlib.sha256(blob).hexdigest()}
+    base = str(config.get("base_url") or "").rstrip("/")
+    if base and base not in DEFAULT_ENDPOINTS.get(provider, ()):
+        return {"endpoint": base}
+    return {}

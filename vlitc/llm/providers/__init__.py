@@ -7,8 +7,10 @@ never retry themselves (their SDK's own retries are off).
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from vlitc.errors import ConfigurationError
@@ -52,6 +54,32 @@ async def sdk_call(sdk: Any, awaitable: Any) -> Any:
         ) from None
     except (ValueError, TypeError, sdk.APIResponseValidationError) as exc:
         raise ProviderError(f"malformed response body: {exc}", kind="malformed") from None
+
+
+@lru_cache(maxsize=16)
+def _accepted(method: Any) -> frozenset[str]:
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - a C method without a signature
+        return frozenset()
+    return frozenset(p.name for p in params if p.kind is not p.VAR_KEYWORD)
+
+
+def sdk_kwargs(method: Any, fields: dict) -> dict:
+    """Keyword arguments for an SDK call: each field the installed SDK's method names becomes a
+    keyword argument; the others go in ``extra_body`` (sent as they are in the JSON body), so a
+    sampling parameter that an SDK release dropped from its signature still reaches the API
+    instead of crashing the call."""
+    accepted = _accepted(getattr(method, "__func__", method))
+    out: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for k, v in fields.items():
+        if v is None:
+            continue
+        (out if k in accepted else extra)[k] = v
+    if extra:
+        out["extra_body"] = {**out.get("extra_body", {}), **extra}
+    return out
 
 
 def api_key(config: dict, default_env: str, generator: str, required: bool) -> str | None:

@@ -1,11 +1,35 @@
-"""Anthropic Messages API through the official ``anthropic`` SDK (one sample per call)."""
+"""Anthropic Messages API through the official ``anthropic`` SDK (one sample per call).
+
+Sampling parameters map onto what the installed SDK's ``messages.create`` names; a parameter
+the SDK no longer names (anthropic 2.x dropped ``temperature`` and ``top_p`` from the
+signature) is sent in ``extra_body``, i.e. in the JSON body as the Messages API reads it.
+``stop`` becomes ``stop_sequences``; ``seed`` and ``response_format`` have no Messages API
+equivalent and are not sent (they stay in the request key). There is no ``n``: ``n`` samples
+cost ``n`` calls. Image parts become ``image`` blocks with a base64 source and media type (or a
+``url`` source when the generator asks for URLs and the image has one).
+"""
 
 from __future__ import annotations
 
-from vlitc.llm.providers import Completion, Provider, api_key, sdk_call
+from vlitc.llm.providers import Completion, Provider, api_key, sdk_call, sdk_kwargs
 from vlitc.llm.retry import ProviderError
 
 DEFAULT_MAX_TOKENS = 1024  # the Messages API requires max_tokens
+
+
+def wire_part(part: dict) -> dict:
+    if part["type"] == "text":
+        return {"type": "text", "text": part["text"]}
+    if part.get("url"):
+        return {"type": "image", "source": {"type": "url", "url": part["url"]}}
+    return {"type": "image",
+            "source": {"type": "base64", "media_type": part["media_type"], "data": part["data"]}}
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n\n".join(p["text"] for p in content if p["type"] == "text")
 
 
 class AnthropicProvider(Provider):
@@ -25,22 +49,28 @@ class AnthropicProvider(Provider):
             timeout=config.get("timeout", 120.0),
         )
 
-    async def complete(self, params: dict, n: int, first: int = 0) -> Completion:
-        system = "\n\n".join(m["content"] for m in params["messages"] if m["role"] == "system")
-        kwargs = {
-            "model": params["model"],
-            "messages": [m for m in params["messages"] if m["role"] != "system"],
-            "max_tokens": params.get("max_tokens") or DEFAULT_MAX_TOKENS,
-        }
-        if system:
-            kwargs["system"] = system
-        for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p")):
-            if params.get(ours) is not None:
-                kwargs[theirs] = params[ours]
+    def kwargs(self, params: dict) -> dict:
+        """What ``messages.create`` is called with."""
+        msgs = params["messages"]
+        system = "\n\n".join(_text(m["content"]) for m in msgs if m["role"] == "system")
         stop = params.get("stop")
-        if stop:
-            kwargs["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-        body = await sdk_call(self._sdk, self._client.messages.create(**kwargs))
+        fields = {
+            "max_tokens": params.get("max_tokens") or DEFAULT_MAX_TOKENS,
+            "temperature": params.get("temperature"),
+            "top_p": params.get("top_p"),
+            "stop_sequences": ([stop] if isinstance(stop, str) else list(stop)) if stop else None,
+            "system": system or None,
+        }
+        messages = [
+            m if isinstance(m["content"], str)
+            else {"role": m["role"], "content": [wire_part(p) for p in m["content"]]}
+            for m in msgs if m["role"] != "system"
+        ]
+        create = self._client.messages.create
+        return {"model": params["model"], "messages": messages, **sdk_kwargs(create, fields)}
+
+    async def complete(self, params: dict, n: int, first: int = 0) -> Completion:
+        body = await sdk_call(self._sdk, self._client.messages.create(**self.kwargs(params)))
         return _completion(body)
 
     async def aclose(self) -> None:

@@ -1,7 +1,8 @@
 """A deterministic in-process backend for tests and dry runs: no network, no key.
 
 Modes (generator params): ``template`` (a Jinja2 template rendered with ``last_user``,
-``system``, ``index``, ``model``, ``messages``), ``responses`` (a list; each request picks one by
+``system``, ``index``, ``model``, ``messages``, ``images``: the attached images' ``sha256``,
+``width``, ``height``), ``responses`` (a list; each request picks one by
 its content hash and sample index), or echo (the last user message) when neither is given.
 ``fail: {rate, status, attempts}`` makes a ``rate`` share of requests (chosen by content hash)
 fail ``attempts`` times with HTTP ``status`` before succeeding (``attempts: 0`` = always fail).
@@ -37,8 +38,15 @@ class MockProvider(Provider):
         self._compiled: jinja2.Template | None = None
 
     def _text(self, params: dict, digest: int, index: int) -> str:
+        from vlitc.llm.vision import text_of
+
         msgs = params["messages"]
-        last_user = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), "")
+        last_user = next((text_of(m["content"]) for m in reversed(msgs) if m["role"] == "user"), "")
+        images = [
+            {k: p.get(k) for k in ("sha256", "width", "height", "detail")}
+            for m in msgs if isinstance(m["content"], list)
+            for p in m["content"] if p["type"] == "image"
+        ]
         if self.template is not None:
             if self._compiled is None:
                 import jinja2
@@ -47,13 +55,14 @@ class MockProvider(Provider):
                     undefined=jinja2.StrictUndefined, keep_trailing_newline=True
                 )
                 self._compiled = env.from_string(self.template)
-            system = next((m["content"] for m in msgs if m["role"] == "system"), "")
+            system = next((text_of(m["content"]) for m in msgs if m["role"] == "system"), "")
             return self._compiled.render(
                 last_user=last_user,
                 system=system,
                 index=index,
                 model=params["model"],
                 messages=msgs,
+                images=images,
             )
         if self.responses:
             return self.responses[(digest + index) % len(self.responses)]
@@ -83,6 +92,8 @@ class MockProvider(Provider):
             await asyncio.sleep(self.latency)
         self._maybe_fail(key, digest)
         text = self._text(params, digest, first)
-        prompt = sum(len(m["content"]) for m in params["messages"]) // 4 + 1
+        from vlitc.llm.vision import text_of
+
+        prompt = sum(len(text_of(m["content"])) for m in params["messages"]) // 4 + 1
         usage = {"prompt_tokens": prompt, "completion_tokens": len(text) // 4 + 1}
         return Completion([text], ["stop"], usage)

@@ -1,12 +1,37 @@
 """OpenAI Chat Completions through the official ``openai`` SDK; ``base_url`` reaches any
-OpenAI-compatible server (vLLM, Ollama, llama.cpp's server)."""
+OpenAI-compatible server (vLLM, Ollama, llama.cpp's server, serving text or vision models).
+
+Image parts become ``image_url`` parts: a base64 ``data:`` URI of the prepared image, or the
+image's http(s) URL when its source gives one and the generator asks for URLs; ``detail`` is
+sent when the generator sets it."""
 
 from __future__ import annotations
 
-from vlitc.llm.providers import Completion, Provider, api_key, sdk_call
+from vlitc.llm.providers import Completion, Provider, api_key, sdk_call, sdk_kwargs
 from vlitc.llm.retry import ProviderError
 
 _LOCAL_KEY = "not-needed"  # OpenAI-compatible local servers ignore the key but the SDK wants one
+#: the request fields this provider sends (each a keyword of the SDK's create(), or extra_body)
+FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop", "response_format")
+
+
+def wire_part(part: dict) -> dict:
+    """One content part as Chat Completions takes it."""
+    if part["type"] == "text":
+        return {"type": "text", "text": part["text"]}
+    url = part.get("url") or f"data:{part['media_type']};base64,{part['data']}"
+    image: dict = {"url": url}
+    if part.get("detail"):
+        image["detail"] = part["detail"]
+    return {"type": "image_url", "image_url": image}
+
+
+def wire_messages(messages: list[dict]) -> list[dict]:
+    return [
+        m if isinstance(m["content"], str)
+        else {"role": m["role"], "content": [wire_part(p) for p in m["content"]]}
+        for m in messages
+    ]
 
 
 class OpenAIProvider(Provider):
@@ -27,10 +52,17 @@ class OpenAIProvider(Provider):
             timeout=config.get("timeout", 120.0),
         )
 
-    async def complete(self, params: dict, n: int, first: int = 0) -> Completion:
-        kwargs = {k: v for k, v in params.items() if v is not None}
+    def kwargs(self, params: dict, n: int) -> dict:
+        """What ``chat.completions.create`` is called with."""
+        fields = {k: params.get(k) for k in FIELDS}
         if n > 1:
-            kwargs["n"] = n
+            fields["n"] = n
+        create = self._client.chat.completions.create
+        return {"model": params["model"], "messages": wire_messages(params["messages"]),
+                **sdk_kwargs(create, fields)}
+
+    async def complete(self, params: dict, n: int, first: int = 0) -> Completion:
+        kwargs = self.kwargs(params, n)
         body = await sdk_call(self._sdk, self._client.chat.completions.create(**kwargs))
         return _completion(body)
 

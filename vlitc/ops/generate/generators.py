@@ -1,7 +1,9 @@
 """Generator ops: LLM endpoints a recipe declares under ``generators`` and tasks refer to.
 
-Only params that change responses (model, sampling defaults, mock behaviour) enter the keys of
-the steps that use a generator; endpoints, key variable names, limits, retries and prices do not.
+Only params that change responses (model, sampling defaults, image preparation, mock behaviour)
+enter the keys of the steps that use a generator; key variable names, limits, retries and
+prices do not. ``base_url`` does, unless it is the provider's own endpoint or the generator
+declares a ``model_revision`` (then that names the model instead).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from vlitc.llm.defaults import DEFAULTS
+from vlitc.llm.vision import PREP_SCHEMA
 from vlitc.ops.base import Generator
 from vlitc.ops.registry import register
 
@@ -50,8 +53,31 @@ COMMON_PROPS: dict = {
         "type": "object",
         "additionalProperties": False,
         "required": ["input", "output"],
-        "properties": {"input": {**_NUM, "minimum": 0}, "output": {**_NUM, "minimum": 0}},
-        "description": "USD per million input/output tokens (overrides the table)",
+        "properties": {
+            "input": {**_NUM, "minimum": 0},
+            "output": {**_NUM, "minimum": 0},
+            "image_tokens": {"type": "integer", "minimum": 0,
+                             "description": "flat input tokens per image (any provider)"},
+            "image_base_tokens": {"type": "integer", "minimum": 0,
+                                  "description": "OpenAI tile rule: tokens per image"},
+            "image_tile_tokens": {"type": "integer", "minimum": 0,
+                                  "description": "OpenAI tile rule: tokens per 512-px tile"},
+            "image_pixels_per_token": {**_NUM, "exclusiveMinimum": 0,
+                                       "description": "Anthropic pixel rule (default 750)"},
+        },
+        "description": "USD per million input/output tokens (overrides the table) and how "
+                       "images count in tokens (overrides the provider's rule)",
+    },
+    "vision": {
+        "type": "boolean",
+        "default": False,
+        "description": "the model reads images (tasks and judges with image: true need it)",
+    },
+    "image": PREP_SCHEMA,
+    "model_revision": {
+        "type": "string",
+        "minLength": 1,
+        "description": "names the model's weights in the request key (instead of base_url)",
     },
     "on_error": {
         "enum": ["fail", "skip"],
@@ -61,7 +87,6 @@ COMMON_PROPS: dict = {
 }
 #: params that never change a response
 NOT_IN_KEY = (
-    "base_url",
     "api_key_env",
     "max_concurrency",
     "rpm",
@@ -93,6 +118,14 @@ class _Endpoint(Generator):
         """The generator's settings with defaults filled in (what the LLM session reads)."""
         return {**DEFAULTS, **self.params, "provider": self.name}
 
+    def key_params(self) -> dict:
+        from vlitc.llm.types import identity
+
+        out = super().key_params()
+        if "base_url" in out and "endpoint" not in identity(self.name, self.params):
+            out.pop("base_url")
+        return out
+
 
 @register("generator", "openai")
 class OpenAIGenerator(_Endpoint):
@@ -104,7 +137,8 @@ class OpenAIGenerator(_Endpoint):
 
 @register("generator", "anthropic")
 class AnthropicGenerator(_Endpoint):
-    """An Anthropic Messages API endpoint (one sample per call; ``max_tokens`` defaults to 1024)."""
+    """An Anthropic Messages API endpoint (one sample per call, so ``n`` samples cost ``n``
+    calls; ``max_tokens`` defaults to 1024; ``seed`` and ``response_format`` are not sent)."""
 
     version = 1
     params_schema = _schema()
