@@ -62,8 +62,9 @@ PREP_SCHEMA: dict = {
         "format": {"enum": list(FORMATS), "description": "re-encoding"},
         "quality": {"type": "integer", "minimum": 1, "maximum": 100, "description": "JPEG quality"},
         "detail": {"enum": list(DETAILS), "description": "OpenAI image detail"},
-        "urls": {"type": "boolean", "default": False,
-                 "description": "send an image's http(s) URL when its source gives one"},
+        "urls": {"type": "boolean",
+                 "description": "send an image's http(s) URL when its source gives one "
+                                "(default false: the prepared image's bytes)"},
     },
 }
 

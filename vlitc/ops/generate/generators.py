@@ -70,8 +70,8 @@ COMMON_PROPS: dict = {
     },
     "vision": {
         "type": "boolean",
-        "default": False,
-        "description": "the model reads images (tasks and judges with image: true need it)",
+        "description": "the model reads images (tasks and judges with image: true need it; "
+                       "default false)",
     },
     "image": PREP_SCHEMA,
     "model_revision": {
