@@ -2,7 +2,7 @@
 # Set up .venv for vlitc.
 #   scripts/setup.sh --core   the library, the CLI and Parquet export (enough for the demo)
 #   scripts/setup.sh          everything the tests use: CLIP (torch, open_clip), embeddings,
-#                             Parquet, llama-cpp-python's server with SmolLM2, headless Chromium
+#                             Parquet, Ray, llama-cpp-python's server with SmolLM2, headless Chromium
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

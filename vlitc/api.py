@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vlitc.plan import Plan, build_plan
 from vlitc.recipe import Recipe, load_recipe
+from vlitc.run.engine import Execution
 from vlitc.run.executor import BuildResult, Executor, default_cache_dir
 from vlitc.run.fingerprint import FileState
 from vlitc.run.status import plan_statuses
@@ -30,18 +31,25 @@ def build(
     emit: Callable[[dict], None] | None = None,
     frozen: bool = False,
     llm_store: str | Path | None = None,
+    engine: str | None = None,
+    workers: int | str | None = None,
+    address: str | None = None,
 ) -> BuildResult:
-    """Build a recipe: run what is stale, reuse what is cached, write exports and the manifest."""
+    """Build a recipe: run what is stale, reuse what is cached, write exports and the manifest.
+
+    ``engine``, ``workers`` and ``address`` override the recipe's ``execution`` settings (where
+    map steps run: ``local`` process pool or ``ray``); they never change a key or a byte."""
     from vlitc.release import layout
 
     recipe = load_recipe(recipe_path)
     plan = build_plan(recipe)
+    execution = Execution.of(recipe.data, engine, workers, address)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     out = Path(out_dir) if out_dir else default_out_dir(recipe)
     layout.check_out_dir(out, cache)  # before anything runs
     store = Store(cache)
     ex = Executor(recipe, plan, store, out, tuple(force), emit, frozen,
-                  Path(llm_store) if llm_store else None)
+                  Path(llm_store) if llm_store else None, execution)
     return ex.run()
 
 

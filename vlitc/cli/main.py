@@ -101,7 +101,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         else:
             result = build(args.recipe, out_dir=args.out, cache_dir=args.cache_dir,
                            force=args.force or (), emit=reporter, frozen=args.frozen,
-                           llm_store=args.llm_store)
+                           llm_store=args.llm_store, engine=args.engine, workers=args.workers,
+                           address=args.address)
     finally:
         if reporter is not None:
             reporter.close()
@@ -121,6 +122,18 @@ def cmd_build(args: argparse.Namespace) -> int:
             f"[bold green]built[/] {m['name']} {m['version']} -> {result.out_dir} "
             f"({ran} ran, {len(m['steps']) - ran} cached, {m['seconds']:.2f}s)")
     return 0
+
+
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number or auto")
+    return n
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -176,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--frozen-from", dest="frozen_release", default=None, metavar="RELEASE",
                     help="rebuild RELEASE with no LLM call, from the responses it carries, and "
                          "say exactly what differs (exit 2 if anything does)")
+    sp.add_argument("--engine", choices=("local", "ray"), default=None,
+                    help="where map steps run (default: the recipe's execution.engine, else local)")
+    sp.add_argument("--workers", type=_workers, default=None,
+                    help="worker processes (local) or CPUs (ray): a number or auto")
+    sp.add_argument("--ray-address", dest="address", default=None, metavar="ADDRESS",
+                    help="the Ray cluster to join (auto, host:port, ray://host:port)")
     sp = recipe_cmd("graph", "draw the step graph", cmd_graph)
     sp.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     sub.add_parser("schema", help="print the recipe JSON Schema").set_defaults(func=cmd_schema)
@@ -197,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: optional packages and the extra that installs each
 _EXTRAS = {"torch": "clip", "torchvision": "clip", "open_clip": "clip",
            "sentence_transformers": "quality", "sklearn": "quality", "datasketch": "quality",
-           "pyarrow": "parquet"}
+           "pyarrow": "parquet", "ray": "ray"}
 
 
 def main(argv: list[str] | None = None) -> int:

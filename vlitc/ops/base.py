@@ -215,6 +215,12 @@ class Task(Op):
         ``{"instruction": {...}}``); shown by ``vlitc ops`` and in ``docs/ops.md``."""
         return {}
 
+    def shardable(self) -> bool:
+        """Whether each record's samples depend on that record alone (and on inputs the op reads
+        whole through ``ctx.input``), so that ``run`` may see the records in chunks, in any
+        process, and give the same samples: then the task is a map step the engine spreads."""
+        return False
+
 
 class Generator(Op):
     """An LLM endpoint declared in the recipe: a resource that tasks and judges refer to."""

@@ -118,7 +118,9 @@ def build_plan(recipe: Recipe) -> Plan:
         rep = registry.get("report", "release")({}, label="release")
     if rep is not None:
         filters = [s.id for s in steps.values() if s.kind == "filter"]
-        params = {**rep.key_params(), "recipe": strip_never_in_key(recipe.data)}
+        # where a build runs (``execution``) is no part of what it makes
+        data = {k: v for k, v in recipe.data.items() if k != "execution"}
+        params = {**rep.key_params(), "recipe": strip_never_in_key(data)}
         _add(steps, Step("report", "report", rep, [final, *filters], params, ("report",)))
     order = list(graphlib.TopologicalSorter({s.id: set(s.deps) for s in steps.values()}).static_order())
     return Plan(steps, order)

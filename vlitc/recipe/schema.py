@@ -104,6 +104,9 @@ def build_schema() -> dict:
             },
         },
     }
+    from vlitc.run.engine import EXECUTION_SCHEMA
+
+    props["execution"] = EXECUTION_SCHEMA
     for section in SECTIONS:
         entry, entry_defs = _entry_schema(section)
         defs.update(entry_defs)

@@ -23,8 +23,10 @@ from vlitc.ops.base import OpContext, Pool, Task
 from vlitc.plan import Plan, Step
 from vlitc.recipe import Recipe
 from vlitc.release import layout
+from vlitc.run.engine import Execution, make_engine
 from vlitc.run.fingerprint import FileState
 from vlitc.run.runners import RUNNERS, Runner, op_of
+from vlitc.run.shards import Job
 from vlitc.run.status import StepStatus, output_hash, step_status
 from vlitc.run.store import CorruptObject, Store, entry_objects
 
@@ -57,6 +59,7 @@ class Executor:
     emit: Emit | None = None
     frozen: bool = False
     llm_store: Path | None = None
+    execution: Execution = field(default_factory=Execution)
     events: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -67,6 +70,9 @@ class Executor:
         self._llm: Any = None
         self._repairs = 0
         self.runners: dict[str, Runner] = {kind: cls(self) for kind, cls in RUNNERS.items()}
+        self.engine = make_engine(self.execution)
+        # where steps run is no part of what they make: ops (and so the release) never see it
+        self.recipe_data = {k: v for k, v in self.recipe.data.items() if k != "execution"}
         self.image_roots = {
             path[1]: self._ctx_base().resolve(folder)
             for path, op in self.recipe.ops_in("sources") if (folder := op.image_folder()) is not None
@@ -82,13 +88,13 @@ class Executor:
 
     # contexts -----------------------------------------------------------------------------
     def _ctx_base(self) -> OpContext:
-        return OpContext(seed=self.recipe.seed, recipe_dir=self.recipe.dir, recipe=self.recipe.data)
+        return OpContext(seed=self.recipe.seed, recipe_dir=self.recipe.dir, recipe=self.recipe_data)
 
     def _ctx(self, step: Step, out_dir: Path | None = None) -> OpContext:
         gens = {p[1]: {"provider": op.name, **op.params} for p, op in self.recipe.ops_in("generators")}
         return OpContext(
             seed=self.recipe.seed, recipe_dir=self.recipe.dir, step_id=step.id, out_dir=out_dir,
-            image_roots=self.image_roots, generators=gens, recipe=self.recipe.data,
+            image_roots=self.image_roots, generators=gens, recipe=self.recipe_data,
             extra_items=self.extra.get(step.id, 0),
             _item_cache=self.store.item_cache, _inputs=lambda ref: self.input(step, ref),
             _client=self._client, _emit=self._emit, _locate=self._locate_value,
@@ -116,11 +122,37 @@ class Executor:
             outs = [self.done[s].entry["outputs"].get("dropped") for s in self.plan.order
                     if self.plan.steps[s].kind == "filter" and s in self.done]
             return itertools.chain.from_iterable(self.store.read(o) for o in outs if o)
+        return self.store.read(self.output_of(step, ref))
+
+    def output_of(self, step: Step, ref: str) -> dict:
+        """The main output (shard list) of the step ``ref`` names, one of ``step``'s inputs."""
         if ref in ("balance", "final"):
             ref = step.deps[0]
         if ref not in self.done:
             raise VlitcError(f"step {step.id} read {ref!r}, which is not one of its inputs")
-        return self.store.read(self.done[ref].entry["outputs"]["main"])
+        return self.done[ref].entry["outputs"]["main"]
+
+    # engine -------------------------------------------------------------------------------
+    def maps(self, source: dict) -> bool:
+        """Whether a map step over ``source`` goes through the engine (more than one chunk and
+        an engine that runs chunks elsewhere), rather than inline."""
+        return self.engine.parallel and source["count"] > self.execution.chunk
+
+    def job(self, step: Step, ctx: OpContext, kind: str, measure_fp: str | None = None) -> Job:
+        """The step as plain data for the shard function (see :mod:`vlitc.run.shards`)."""
+        from vlitc.run.fingerprint import digest
+
+        op = step.op
+        assert op is not None, "map steps have ops"
+        inputs = {d: self.done[d].entry["outputs"]["main"] for d in step.deps}
+        locations = {v: loc for v in set(_strings(op.params)) if (loc := self.recipe.locate_value(v)) is not None}
+        return Job(kind=kind, key=digest([step.id, kind, op.params, inputs, ctx.extra_items]),
+                   family=op.family, op=op.name, params=op.params, label=op.label,
+                   seed=ctx.seed, recipe_dir=str(ctx.recipe_dir), step_id=step.id,
+                   store=str(self.store.root.resolve()), recipe=ctx.recipe,
+                   image_roots={k: str(v) for k, v in ctx.image_roots.items()},
+                   generators=ctx.generators, inputs=inputs, locations=locations,
+                   extra_items=ctx.extra_items, measure_fp=measure_fp)
 
     def _summaries(self) -> list[dict]:
         out = []
@@ -159,6 +191,7 @@ class Executor:
             self._topup()
             manifest = self._publish(started)
         finally:
+            self.engine.close()
             if self._llm is not None:
                 self._llm.close()
             self.files.close()
@@ -343,6 +376,17 @@ class Executor:
                 "seed": self.recipe.seed, "seconds": round(seconds, 3)}
         return layout.manifest(head, steps, self._out_files(),
                                self._llm.usage() if self._llm is not None else None)
+
+
+def _strings(obj: Any) -> Iterator[str]:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
 
 
 def default_cache_dir() -> Path:

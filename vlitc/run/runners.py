@@ -15,17 +15,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
-from vlitc.errors import VlitcError
 from vlitc.ops.base import Balance, Exporter, Filter, Op, OpContext, Pool, Report, Source, Task
 from vlitc.plan import Step
 from vlitc.run import keys
-from vlitc.run.fingerprint import item_digest
 from vlitc.run.outputs import count_records
+from vlitc.run.shards import (
+    in_scope,
+    measure_all,
+    measure_cached,
+    measure_chunked,
+    raise_chunk_error,
+    run_chunk,
+)
 
 if TYPE_CHECKING:
     from vlitc.run.executor import Executor
-
-MEASURE_CHUNK = 512
 
 OpT = TypeVar("OpT", bound=Op)
 
@@ -52,6 +56,30 @@ class Runner:
 
     def write(self, records: Iterator[dict]) -> dict:
         return self.ex.write(records)
+
+    def map(self, step: Step, ctx: OpContext, kind: str, source: dict, measure_fp: str | None = None) -> dict:
+        """Run the step's op over ``source`` in chunks on the build's engine; the chunks' outputs
+        are written in order, so the output is the same bytes as running it inline."""
+        job = self.ex.job(step, ctx, kind, measure_fp)
+        chunks = self.ex.store.read_chunks(source, self.ex.execution.chunk)
+        w = self.ex.store.writer()
+        done = 0
+        try:
+            for res in self.ex.engine.map(run_chunk, job, (data for data, _n in chunks)):
+                raise_chunk_error(res)
+                w.write_encoded(res.lines, res.count)
+                for name, n in res.counters.items():
+                    ctx.count(name, n)
+                ctx.notes.update(res.notes)
+                for message in res.warnings:
+                    ctx.warn(message)
+                done += 1
+                ctx.emit({"event": "progress", "step": step.id, "done": done * self.ex.execution.chunk,
+                          "total": source["count"]})
+        except BaseException:
+            w.abort()
+            raise
+        return w.close()
 
 
 RUNNERS: dict[str, type[Runner]] = {}
@@ -82,11 +110,18 @@ class PoolRunner(Runner):
 
 @runner
 class TaskRunner(Runner):
+    """A task: a map step over its source's records when its op says each record's samples
+    depend on that record alone (:meth:`vlitc.ops.base.Task.shardable`)."""
+
     kind = "task"
 
     def run(self, step: Step, ctx: OpContext) -> dict:
         op = op_of(step, Task)
         src = op.params.get("source")
+        if isinstance(src, str) and op.shardable():
+            source = self.ex.output_of(step, f"source:{src}")
+            if self.ex.maps(source):
+                return {"outputs": {"main": self.map(step, ctx, "task", source)}}
         records = self.input(step, f"source:{src}") if isinstance(src, str) else iter(())
         return {"outputs": {"main": self.write(op.run(records, ctx))}}
 
@@ -108,78 +143,32 @@ class BalanceRunner(Runner):
         return {"outputs": {"main": self.write(op_of(step, Balance).run(self.input(step, step.deps[0]), ctx))}}
 
 
-def in_scope(op: Filter, sample: dict) -> bool:
-    """Whether a filter applies to a sample (its ``tasks`` param, when set)."""
-    tasks = op.params.get("tasks")
-    return not tasks or sample.get("task") in tasks
-
-
-def _set_stats(sample: dict, label: str, stats: Any) -> None:
-    sample.setdefault("meta", {}).setdefault("stats", {})[label] = stats
-
-
 @runner
 class MeasureRunner(Runner):
     """A filter's measurement: stats under ``meta.stats.<label>`` for every sample in scope;
-    item-scope stats are cached per sample across builds."""
+    item-scope stats are cached per sample across builds, and item-scope measures are map steps."""
 
     kind = "measure"
 
     def run(self, step: Step, ctx: OpContext) -> dict:
         op = op_of(step, Filter)
+        if op.scope == "dataset":
+            return {"outputs": {"main": self.write(measure_all(op, list(self.input(step, step.deps[0])), ctx))}}
+        fp = None
+        if op.cache_items:
+            from vlitc.run.fingerprint import digest
+
+            ex = self.ex
+            fp = digest({"op": op.name, "version": op.version, "params": step.params,
+                         "files": keys.step_files(step, ex.recipe, ex.files, ctx)})
+        source = self.ex.output_of(step, step.deps[0])
+        if self.ex.maps(source):
+            return {"outputs": {"main": self.map(step, ctx, "measure", source, fp)}}
         samples = self.input(step, step.deps[0])
-        if op.scope == "dataset" or not op.cache_items:
-            return {"outputs": {"main": self.write(self._measure_dataset(op, samples, ctx))}}
-        return {"outputs": {"main": self.write(self._measure_items(op, step, samples, ctx))}}
-
-    def _measure_dataset(self, op: Filter, samples: Iterator[dict], ctx: OpContext) -> Iterator[dict]:
-        if op.scope == "item":  # an uncached per-item rule: stream it in chunks
-            while chunk := list(itertools.islice(samples, MEASURE_CHUNK)):
-                yield from self._measure_all(op, chunk, ctx)
-            return
-        yield from self._measure_all(op, list(samples), ctx)
-
-    def _measure_all(self, op: Filter, alls: list[dict], ctx: OpContext) -> Iterator[dict]:
-        scoped = [s for s in alls if in_scope(op, s)]
-        stats = op.measure(scoped, ctx) if scoped else []
-        if len(stats) != len(scoped):
-            raise VlitcError(f"filter {op.label} returned {len(stats)} stats for {len(scoped)} samples")
-        it = iter(stats)
-        for s in alls:
-            if in_scope(op, s):
-                _set_stats(s, op.label, next(it))
-            yield s
-
-    def _measure_items(self, op: Filter, step: Step, samples: Iterator[dict], ctx: OpContext) -> Iterator[dict]:
-        from vlitc.run.fingerprint import digest
-
-        ex = self.ex
-        cache = ex.store.item_cache(f"measure-{op.name}")
-        fp = digest({"op": op.name, "version": op.version, "params": step.params,
-                     "files": keys.step_files(step, ex.recipe, ex.files, ctx)})
-        while chunk := list(itertools.islice(samples, MEASURE_CHUNK)):
-            todo, ids = [], []
-            with cache.transact():
-                hits = [(i, fp + ":" + item_digest(s), None) for i, s in enumerate(chunk)
-                        if in_scope(op, s)]
-                hits = [(i, k, cache.get(k)) for i, k, _ in hits]
-            for i, ikey, hit in hits:
-                s = chunk[i]
-                if hit is None:
-                    todo.append(s)
-                    ids.append((i, ikey))
-                else:
-                    _set_stats(s, op.label, hit)
-            if todo:
-                stats = op.measure(todo, ctx)
-                if len(stats) != len(todo):
-                    raise VlitcError(f"filter {op.label} returned {len(stats)} stats for {len(todo)} samples")
-                with cache.transact():
-                    for (i, ikey), st in zip(ids, stats, strict=True):
-                        cache.set(ikey, st)
-                        _set_stats(chunk[i], op.label, st)
-                ctx.count("measured", len(todo))
-            yield from chunk
+        if fp is None:
+            return {"outputs": {"main": self.write(measure_chunked(op, samples, ctx))}}
+        cache = self.ex.store.item_cache(f"measure-{op.name}")
+        return {"outputs": {"main": self.write(measure_cached(op, samples, ctx, cache, fp))}}
 
 
 @runner

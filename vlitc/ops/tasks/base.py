@@ -195,6 +195,10 @@ class AdaptTask(Task):
         """Before building: every instruction template reads only variables this task provides."""
         self.instructions(ctx)
 
+    def shardable(self) -> bool:
+        # a balanced round robin carries its position from one record to the next
+        return self.params.get("selection", "random") != "balanced"
+
     def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
         instr = self.instructions(ctx)
         self.setup(ctx)

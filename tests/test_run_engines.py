@@ -1,0 +1,229 @@
+"""Engines: the same step keys and the same release bytes whatever runs the map steps (inline,
+a local process pool of 2, Ray in this process, a Ray cluster joined by address), and a Ray
+build killed with SIGKILL resumes to the same bytes without sending a completed request again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from _core_util import ROOT, demo_copy
+from _llm_util import demo_recipe
+
+from vlitc.api import build
+from vlitc.llm.fakeserver import FakeServer
+from vlitc.run.engine import Execution
+from vlitc.run.shards import Job, run_chunk
+
+#: records per map task in these tests: small, so that the demo's steps span many chunks
+CHUNK = "\nexecution: {chunk: 5}\n"
+
+
+def _release(result) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    steps = [(s["id"], s["key"]) for s in result.manifest["steps"]]
+    files = [(o["path"], o["sha256"]) for o in result.manifest["outputs"]]
+    return steps, files
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
+
+
+def _demo(tmp_path: Path) -> Path:
+    recipe = demo_copy(tmp_path)
+    recipe.write_text(recipe.read_text() + CHUNK)
+    return recipe
+
+
+def _build_as(recipe: Path, tmp_path: Path, name: str, **kw):
+    return build(recipe, out_dir=tmp_path / name, cache_dir=tmp_path / f"cache-{name}", **kw)
+
+
+def test_demo_at_one_and_two_local_workers_gives_the_same_keys_and_bytes(tmp_path):
+    recipe = _demo(tmp_path)
+    one = _build_as(recipe, tmp_path, "one", workers=1)
+    two = _build_as(recipe, tmp_path, "two", workers=2)
+    assert _release(one) == _release(two)
+    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+    # the pool did run chunks: the task's counters add up over them
+    counters = {s["id"]: s["counters"] for s in two.manifest["steps"]}
+    assert counters["task:object_box"]["records"] == 24
+
+
+def test_the_engine_and_its_settings_are_no_part_of_any_key(tmp_path):
+    plain = demo_copy(tmp_path)
+    first = _build_as(plain, tmp_path, "plain")
+    plain.write_text(plain.read_text() + "\nexecution: {engine: local, workers: 2, chunk: 7}\n")
+    again = build(plain, out_dir=tmp_path / "again", cache_dir=tmp_path / "cache-plain")
+    assert _release(first) == _release(again)
+    assert all(s["status"] == "cached" for s in again.manifest["steps"])
+    assert _files(tmp_path / "plain") == _files(tmp_path / "again")
+
+
+def test_a_chunk_gives_the_lines_the_cache_writer_would(tmp_path):
+    job = Job(kind="task", key="k", family="task", op="template",
+              params={"source": "s", "instruction": {"templates": ["Say {{ caption }}."]},
+                      "response": "{{ caption }}", "per": "caption"},
+              label="t", seed=1, recipe_dir=str(tmp_path), step_id="task:t", store=str(tmp_path / "c"))
+    rec = b'{"id":"1","source":"s","image":{"root":"s","path":"a.jpg"},"captions":["a cat"]}\n'
+    res = run_chunk(job, rec * 2)
+    assert res.error is None and res.count == 2 and res.counters["samples"] == 2
+    assert res.lines.count(b"\n") == 2 and b"Say a cat." in res.lines
+
+
+def test_a_failing_chunk_raises_the_op_error_text_in_the_build(tmp_path):
+    job = Job(kind="task", key="k2", family="task", op="template",
+              params={"source": "s", "instruction": {"pool": "missing"}, "response": "x"},
+              label="t", seed=1, recipe_dir=str(tmp_path), step_id="task:t", store=str(tmp_path / "c"))
+    res = run_chunk(job, b'{"id":"1","source":"s","captions":[]}\n')
+    assert res.error is not None and res.count == 0
+
+
+def test_unknown_engine_and_bad_worker_counts_are_configuration_errors():
+    from vlitc.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        Execution.of({}, engine="spark")
+    with pytest.raises(ConfigurationError):
+        Execution.of({"execution": {"workers": 0}})
+    assert Execution.of({"execution": {"workers": "auto"}}).n_workers() == (os.cpu_count() or 1)
+
+
+# Ray ---------------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_tmp():
+    """A short private Ray temp folder (Ray's socket paths must stay under 108 bytes)."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'vlitc[ray]')")
+    path = tempfile.mkdtemp(prefix="vr-", dir="/tmp")
+    # a loopback test cluster: no auth token written into the home folder
+    env = {"RAY_TMPDIR": path, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield path
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(ray_tmp):
+    """A Ray head on 127.0.0.1 with 2 CPUs, started for these tests and stopped by its own
+    process group (never ``ray stop``, which would stop every Ray on the machine)."""
+    port = _free_port()
+    ray_bin = Path(sys.executable).with_name("ray")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    proc = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={ray_tmp}",
+         "--disable-usage-stats"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        ok = subprocess.run([str(ray_bin), "status", f"--address={address}"], env=env,
+                            capture_output=True).returncode == 0
+        if ok:
+            break
+        assert proc.poll() is None, "ray start --head exited"
+        time.sleep(1)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the Ray head did not come up")
+    yield address
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pass
+    try:  # whatever of the head's process group is left
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def server():
+    return FakeServer().start_in_thread()
+
+
+def _generate_recipe(tmp_path: Path, base_url: str, sample: int = 6) -> Path:
+    """The llava-instruct recipe on the demo scenes against ``base_url`` (no embedding model:
+    the response-diversity indicator is off), in small chunks."""
+    recipe = demo_recipe("llava-instruct", tmp_path, base_url, sample=sample)
+    recipe.write_text(recipe.read_text() + "\nreport: {indicators: {response: false}}" + CHUNK)
+    return recipe
+
+
+@pytest.mark.slow
+def test_ray_in_process_and_by_address_match_the_local_pool(tmp_path, ray_tmp, ray_cluster, server,
+                                                            monkeypatch):
+    import ray
+
+    monkeypatch.setenv("VLITC_TEST_KEY", "k")
+    demo = _demo(tmp_path)
+    gen = _generate_recipe(tmp_path, server.base_url)
+    local = {name: (_build_as(r, tmp_path, f"{name}-1", workers=1),
+                    _build_as(r, tmp_path, f"{name}-2", workers=2))
+             for name, r in (("demo", demo), ("gen", gen))}
+    for name, (one, two) in local.items():
+        assert _release(one) == _release(two)
+        assert _files(tmp_path / f"{name}-1") == _files(tmp_path / f"{name}-2")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=ray_tmp)
+    try:
+        for name, r in (("demo", demo), ("gen", gen)):
+            res = _build_as(r, tmp_path, f"{name}-ray", engine="ray")
+            assert _release(res) == _release(local[name][0])
+            assert _files(tmp_path / f"{name}-ray") == _files(tmp_path / f"{name}-1")
+    finally:
+        ray.shutdown()
+    for name, r in (("demo", demo), ("gen", gen)):
+        res = _build_as(r, tmp_path, f"{name}-addr", engine="ray", address=ray_cluster)
+        assert _release(res) == _release(local[name][0])
+        assert _files(tmp_path / f"{name}-addr") == _files(tmp_path / f"{name}-1")
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_ray_build_then_resume_gives_the_same_bytes_and_resends_nothing(
+        tmp_path, ray_cluster):
+    srv = FakeServer(latency=0.02, hold_after=8).start_in_thread()
+    recipe = _generate_recipe(tmp_path, srv.base_url, sample=12)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VLITC_TEST_KEY": "k"}
+    cmd = [sys.executable, "-m", "vlitc.cli.main", "build", str(recipe), "--quiet", "--engine", "ray",
+           "--ray-address", ray_cluster, "--cache-dir", str(tmp_path / "cache"), "--out"]
+    proc = subprocess.Popen([*cmd, str(tmp_path / "out")], env=env)
+    deadline = time.monotonic() + 120
+    while srv._ok < 8 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the answers that arrived are committed; the rest hang on the server
+    assert proc.poll() is None, "the build ended before it was killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = srv.completed()
+    assert 8 <= len(first)
+    srv.hold_after = None
+    subprocess.run([*cmd, str(tmp_path / "out")], env=env, check=True, timeout=300)
+    resumed = srv.completed()
+    assert len(resumed) == len(set(resumed))  # no completed request was sent again
+    fresh = [sys.executable, "-m", "vlitc.cli.main", "build", str(recipe), "--quiet", "--workers", "1",
+             "--cache-dir", str(tmp_path / "fresh"), "--out", str(tmp_path / "uninterrupted")]
+    subprocess.run(fresh, env=env, check=True, timeout=300)
+    assert _files(tmp_path / "out") == _files(tmp_path / "uninterrupted")

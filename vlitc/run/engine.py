@@ -1,0 +1,213 @@
+"""Execution engines: where the shard functions of map steps run.
+
+A map step (a record-by-record task, an item-scope filter measure) cuts its input into chunks of
+encoded records and hands each chunk to a pure, importable shard function
+(:func:`vlitc.run.shards.run_chunk`); the engine runs the chunks and yields their results **in
+chunk order**, with a bounded number in flight, so the step's output (and so every key after it)
+is the same bytes whatever the engine and the worker count.
+
+* ``local`` (the default): a process pool on this machine, ``workers: auto`` = every core; with
+  one worker (or a step smaller than one chunk) the step runs in the build's own process.
+* ``ray``: the same shard function as Ray tasks on a Ray cluster (``address: auto`` joins the
+  cluster this machine belongs to; ``ray://host:10001`` goes through Ray Client; no address starts
+  a local one). Workers read the recipe's files and the cache directory by path, so on a cluster
+  of several machines those must be on a shared filesystem.
+
+The engine is never part of a step key (``execution`` is left out of keys and of the release).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from vlitc.errors import ConfigurationError
+
+#: records per map task unless the recipe says otherwise (one cache shard's worth)
+DEFAULT_CHUNK = 20_000
+
+ENGINES = ("local", "ray")
+
+EXECUTION_SCHEMA: dict = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "where map steps run; never part of a step key or of the release",
+    "properties": {
+        "engine": {"enum": list(ENGINES), "default": "local",
+                   "description": "local: a process pool on this machine; ray: a Ray cluster"},
+        "workers": {"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1}],
+                    "default": "auto",
+                    "description": "processes (local) or CPUs (ray) to use; auto: every core"},
+        "address": {"type": "string", "minLength": 1,
+                    "description": "ray: the cluster to join (auto, host:port or ray://host:port); "
+                                   "absent: start a local Ray"},
+        "chunk": {"type": "integer", "minimum": 1, "default": DEFAULT_CHUNK,
+                  "description": "records per map task (outputs do not depend on it)"},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The execution settings of a build (recipe ``execution`` overridden by the command line)."""
+
+    engine: str = "local"
+    workers: int | str = "auto"
+    address: str | None = None
+    chunk: int = DEFAULT_CHUNK
+
+    @classmethod
+    def of(cls, recipe_data: dict, engine: str | None = None, workers: int | str | None = None,
+           address: str | None = None) -> Execution:
+        spec = recipe_data.get("execution") or {}
+        out = cls(engine=engine or spec.get("engine", "local"),
+                  workers=workers if workers is not None else spec.get("workers", "auto"),
+                  address=address or spec.get("address"), chunk=int(spec.get("chunk", DEFAULT_CHUNK)))
+        if out.engine not in ENGINES:
+            raise ConfigurationError(f"unknown execution engine {out.engine!r}; use one of {', '.join(ENGINES)}")
+        if out.workers != "auto" and (not isinstance(out.workers, int) or out.workers < 1):
+            raise ConfigurationError(f"execution workers must be 'auto' or a positive integer, not {out.workers!r}")
+        return out
+
+    def n_workers(self) -> int:
+        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
+
+
+class Engine:
+    """Runs shard functions; :meth:`map` yields results in input order."""
+
+    name = ""
+
+    def __init__(self, execution: Execution):
+        self.execution = execution
+        self.workers = execution.n_workers()
+
+    @property
+    def parallel(self) -> bool:
+        """Whether chunks leave the build's process (else a map step runs inline)."""
+        return True
+
+    def map(self, fn: Callable[[Any, Any], Any], job: Any, chunks: Iterable[Any]) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of the workers (the engine starts them again if it is used again)."""
+
+
+def _ordered(submit: Callable[[Any], Any], result: Callable[[Any], Any], chunks: Iterable[Any],
+             window: int) -> Iterator[Any]:
+    """Submit chunks keeping at most ``window`` in flight; yield their results in order."""
+    pending: deque = deque()
+    it = iter(chunks)
+    try:
+        for chunk in it:
+            pending.append(submit(chunk))
+            if len(pending) >= window:
+                yield result(pending.popleft())
+        while pending:
+            yield result(pending.popleft())
+    finally:
+        for fut in pending:  # a failed or abandoned step: cancel what has not started
+            cancel = getattr(fut, "cancel", None)
+            if cancel is not None:
+                cancel()
+
+
+class LocalEngine(Engine):
+    """A pool of worker processes on this machine (forkserver on Linux, so a worker never
+    inherits the build's threads or open databases)."""
+
+    name = "local"
+
+    def __init__(self, execution: Execution):
+        super().__init__(execution)
+        self._pool: Any = None
+
+    @property
+    def parallel(self) -> bool:
+        return self.workers > 1
+
+    def _get_pool(self) -> Any:
+        if self._pool is None:
+            from concurrent.futures import ProcessPoolExecutor
+
+            if sys.platform.startswith("linux"):
+                mp = multiprocessing.get_context("forkserver")
+                # the server imports the shard functions, never the caller's ``__main__`` (a
+                # script without a main guard would build again in every worker)
+                mp.set_forkserver_preload(["vlitc.run.shards"])
+            else:
+                mp = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp)
+        return self._pool
+
+    def map(self, fn: Callable[[Any, Any], Any], job: Any, chunks: Iterable[Any]) -> Iterator[Any]:
+        pool = self._get_pool()
+        return _ordered(lambda c: pool.submit(fn, job, c), lambda f: f.result(), chunks, 2 * self.workers)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class RayEngine(Engine):
+    """Ray tasks on a Ray cluster: the job goes into the object store once per step, each chunk
+    is one task, and at most twice the cluster's CPUs are in flight."""
+
+    name = "ray"
+
+    def __init__(self, execution: Execution):
+        super().__init__(execution)
+        self._ray: Any = None
+        self._started = False
+        self._remote: dict[Any, Any] = {}
+
+    def _init(self) -> Any:
+        if self._ray is not None:
+            return self._ray
+        try:
+            import ray
+        except ImportError:
+            raise ConfigurationError("the ray engine needs Ray: pip install 'vlitc[ray]'") from None
+        if not ray.is_initialized():
+            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "configure_logging": False}
+            address = self.execution.address
+            kw["address"] = address or "local"  # never joins a cluster nobody named
+            if not address and self.execution.workers != "auto":
+                kw["num_cpus"] = self.execution.n_workers()
+            # workers import vlitc from where this process does
+            path = os.pathsep.join(p for p in sys.path if p)
+            kw["runtime_env"] = {"env_vars": {"PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}}
+            try:
+                ray.init(**kw)
+            except ConnectionError as e:
+                raise ConfigurationError(f"cannot reach the Ray cluster at {address}: {e}") from None
+            self._started = True
+        self._ray = ray
+        if self.execution.workers == "auto":
+            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        return ray
+
+    def map(self, fn: Callable[[Any, Any], Any], job: Any, chunks: Iterable[Any]) -> Iterator[Any]:
+        ray = self._init()
+        remote = self._remote.get(fn)
+        if remote is None:
+            remote = self._remote[fn] = ray.remote(num_cpus=1, max_retries=3)(fn)
+        job_ref = ray.put(job)
+        return _ordered(lambda c: remote.remote(job_ref, c), ray.get, chunks, 2 * self.workers)
+
+    def close(self) -> None:
+        if self._ray is not None and self._started:
+            self._ray.shutdown()
+        self._ray, self._started, self._remote = None, False, {}
+
+
+def make_engine(execution: Execution) -> Engine:
+    return RayEngine(execution) if execution.engine == "ray" else LocalEngine(execution)

@@ -1,0 +1,174 @@
+"""Shard functions: what a map step does to one chunk of records, in whatever process runs it.
+
+:func:`run_chunk` takes a :class:`Job` (everything a step's op needs, as plain picklable data:
+the op's registered name and params, the context's fields, the cache directory, the outputs the
+op may read) and a chunk of JSON-lines bytes; it returns the chunk's output as JSON-lines bytes,
+encoded exactly as the cache's shard writer encodes records, plus the counters, notes and
+warnings the op recorded. The same functions run inline, in a local process pool and as Ray
+tasks, so a step's output does not depend on where it ran.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import orjson
+
+from vlitc.errors import UserError, VlitcError
+from vlitc.ops.base import Filter, ItemCache, OpContext, Task
+from vlitc.run.fingerprint import item_digest
+
+#: samples per ``measure`` call of an item-scope filter (inline and in workers alike)
+MEASURE_CHUNK = 512
+
+
+def in_scope(op: Filter, sample: dict) -> bool:
+    """Whether a filter applies to a sample (its ``tasks`` param, when set)."""
+    tasks = op.params.get("tasks")
+    return not tasks or sample.get("task") in tasks
+
+
+def set_stats(sample: dict, label: str, stats: Any) -> None:
+    sample.setdefault("meta", {}).setdefault("stats", {})[label] = stats
+
+
+def measure_all(op: Filter, alls: list[dict], ctx: OpContext) -> Iterator[dict]:
+    """Measure every sample in scope in one call; samples out of scope pass unchanged."""
+    scoped = [s for s in alls if in_scope(op, s)]
+    stats = op.measure(scoped, ctx) if scoped else []
+    if len(stats) != len(scoped):
+        raise VlitcError(f"filter {op.label} returned {len(stats)} stats for {len(scoped)} samples")
+    it = iter(stats)
+    for s in alls:
+        if in_scope(op, s):
+            set_stats(s, op.label, next(it))
+        yield s
+
+
+def measure_chunked(op: Filter, samples: Iterable[dict], ctx: OpContext) -> Iterator[dict]:
+    """An uncached item-scope rule, :data:`MEASURE_CHUNK` samples per call."""
+    it = iter(samples)
+    while chunk := list(itertools.islice(it, MEASURE_CHUNK)):
+        yield from measure_all(op, chunk, ctx)
+
+
+def measure_cached(op: Filter, samples: Iterable[dict], ctx: OpContext, cache: Any, fp: str) -> Iterator[dict]:
+    """An item-scope measure with each sample's stats cached under ``fp:<sample digest>``."""
+    it = iter(samples)
+    while chunk := list(itertools.islice(it, MEASURE_CHUNK)):
+        todo, ids = [], []
+        with cache.transact():
+            hits = [(i, k, cache.get(k)) for i, s in enumerate(chunk) if in_scope(op, s)
+                    for k in (fp + ":" + item_digest(s),)]
+        for i, ikey, hit in hits:
+            if hit is None:
+                todo.append(chunk[i])
+                ids.append((i, ikey))
+            else:
+                set_stats(chunk[i], op.label, hit)
+        if todo:
+            stats = op.measure(todo, ctx)
+            if len(stats) != len(todo):
+                raise VlitcError(f"filter {op.label} returned {len(stats)} stats for {len(todo)} samples")
+            with cache.transact():
+                for (i, ikey), st in zip(ids, stats, strict=True):
+                    cache.set(ikey, st)
+                    set_stats(chunk[i], op.label, st)
+            ctx.count("measured", len(todo))
+        yield from chunk
+
+
+@dataclass
+class Job:
+    """One map step, as plain data a worker process can rebuild it from."""
+
+    kind: str  # task | measure
+    key: str  # the step key (a worker keeps one op per key)
+    family: str
+    op: str
+    params: dict
+    label: str
+    seed: int
+    recipe_dir: str
+    step_id: str
+    store: str  # the cache directory
+    recipe: dict = field(default_factory=dict)
+    image_roots: dict[str, str] = field(default_factory=dict)
+    generators: dict[str, dict] = field(default_factory=dict)
+    inputs: dict[str, dict] = field(default_factory=dict)  # step id -> its output (shard list)
+    locations: dict[str, Any] = field(default_factory=dict)  # recipe string -> Location
+    extra_items: int = 0
+    measure_fp: str | None = None  # item-scope measures that cache per sample
+
+
+@dataclass
+class ChunkResult:
+    lines: bytes = b""
+    count: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    error: tuple[int, str] | None = None  # (exit code, message) of a VlitcError
+
+
+_WORKER: dict[str, Any] = {}  # per process: step key -> (op, store)
+
+
+def _prepared(job: Job) -> tuple[Any, Any]:
+    hit = _WORKER.get(job.key)
+    if hit is None:
+        from vlitc.ops import registry
+        from vlitc.run.store import Store
+
+        _WORKER.clear()  # one step at a time per worker
+        op = registry.get(job.family, job.op)(job.params, label=job.label)
+        hit = _WORKER[job.key] = (op, Store(Path(job.store)))
+    return hit
+
+
+def job_context(job: Job, store: Any) -> OpContext:
+    def inputs(ref: str) -> Iterator[dict]:
+        if ref not in job.inputs:
+            raise VlitcError(f"step {job.step_id} read {ref!r}, which is not one of its inputs")
+        return cast(Iterator[dict], store.read(job.inputs[ref]))
+
+    return OpContext(
+        seed=job.seed, recipe_dir=Path(job.recipe_dir), step_id=job.step_id,
+        image_roots={k: Path(v) for k, v in job.image_roots.items()}, generators=job.generators,
+        recipe=job.recipe, extra_items=job.extra_items, _item_cache=store.item_cache,
+        _inputs=inputs, _locate=job.locations.get)
+
+
+def encode(records: Iterable[dict]) -> tuple[bytes, int]:
+    """JSON lines as the cache's shard writer writes them, and how many."""
+    lines = [orjson.dumps(r) + b"\n" for r in records]
+    return b"".join(lines), len(lines)
+
+
+def run_chunk(job: Job, lines: bytes) -> ChunkResult:
+    """Run a map step's op over one chunk of JSON-lines records."""
+    op, store = _prepared(job)
+    ctx = job_context(job, store)
+    try:
+        records = (orjson.loads(line) for line in lines.splitlines())
+        if job.kind == "task":
+            out = cast(Task, op).run(records, ctx)
+        elif job.measure_fp is not None:
+            cache: ItemCache = store.item_cache(f"measure-{op.name}")
+            out = measure_cached(op, records, ctx, cache, job.measure_fp)
+        else:
+            out = measure_chunked(op, records, ctx)
+        data, n = encode(out)
+    except VlitcError as e:  # its text crosses the process boundary, not its class
+        return ChunkResult(error=(e.exit_code, str(e)))
+    return ChunkResult(data, n, ctx.counters, ctx.notes, ctx.warnings)
+
+
+def raise_chunk_error(result: ChunkResult) -> None:
+    if result.error is not None:
+        code, message = result.error
+        raise (UserError if code == 2 else VlitcError)(message)
