@@ -197,7 +197,7 @@ class AdaptTask(Task):
 
     def shardable(self) -> bool:
         # a balanced round robin carries its position from one record to the next
-        return self.params.get("selection", "random") != "balanced"
+        return self.params["selection"] != "balanced"
 
     def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
         instr = self.instructions(ctx)
