@@ -198,3 +198,17 @@ def test_verify_names_missing_and_changed_files(tmp_path):
     (rel / "train.json").write_bytes(bytes(data))
     assert layout.verify(rel) == ["train.json: bytes differ from the manifest", "train.jsonl: missing"]
     assert layout.verify(tmp_path) == ["manifest.json: missing or not written by vlitc"]
+
+
+def test_a_rebuild_that_changes_no_file_writes_only_a_new_manifest(tmp_path):
+    recipe = demo_copy(tmp_path)
+    rel = tmp_path / "rel"
+    build(recipe, out_dir=rel, cache_dir=tmp_path / "c")
+    inodes = {p.name: p.stat().st_ino for p in rel.iterdir() if p.name != "manifest.json"}
+    before = _tree(rel)
+    build(recipe, out_dir=rel, cache_dir=tmp_path / "c")
+    assert {p.name: p.stat().st_ino for p in rel.iterdir() if p.name != "manifest.json"} == inodes
+    after = _tree(rel)
+    assert {k: v for k, v in after.items() if k != "manifest.json"} == \
+        {k: v for k, v in before.items() if k != "manifest.json"}
+    assert not layout.verify(rel) and sorted(os.listdir(tmp_path)) == ["c", "demo.yaml", "rel"]

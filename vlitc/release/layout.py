@@ -248,7 +248,12 @@ def publish(files: list[dict], out_dir: Path, manifest_data: dict, source: Sourc
     plan = _Plan(files, out_dir, file_hashes(read_manifest(out_dir)), known)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _sweep(out_dir)
-    if out_dir.is_dir() and _inside(Path.cwd(), out_dir):
+    if plan.old and _all_unchanged(plan):  # a rebuild that changed no file: a new manifest only
+        tmp = out_dir / f"{STAGING_PREFIX}{MANIFEST}"
+        tmp.unlink(missing_ok=True)
+        _write_manifest(tmp, manifest_data)
+        os.replace(tmp, out_dir / MANIFEST)
+    elif out_dir.is_dir() and _inside(Path.cwd(), out_dir):
         _publish_in_place(plan, manifest_data, source, fail_after)
     else:
         _publish_swapped(plan, manifest_data, source, fail_after)
@@ -275,7 +280,10 @@ def _sweep(out_dir: Path) -> None:
     if out_dir.is_dir():
         for e in os.scandir(out_dir):
             if e.name.startswith(STAGING_PREFIX):
-                shutil.rmtree(e.path, ignore_errors=True)
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path, ignore_errors=True)
+                else:
+                    os.unlink(e.path)
 
 
 def _unchanged(plan: _Plan, f: dict) -> bool:
@@ -286,6 +294,12 @@ def _unchanged(plan: _Plan, f: dict) -> bool:
     except OSError:
         return False
     return dest.is_file() and rec == [st.st_size, st.st_mtime_ns, f["sha256"]] and st.st_size == f["size"]
+
+
+def _all_unchanged(plan: _Plan) -> bool:
+    same_names = {str(PurePosixPath(f["path"])) for f in plan.files} == set(plan.old)
+    return same_names and all(plan.old[str(PurePosixPath(f["path"]))] == f["sha256"]
+                              and _unchanged(plan, f) for f in plan.files)
 
 
 def _stage(plan: _Plan, staging: Path, source: Source, link_unchanged: bool,

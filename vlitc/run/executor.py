@@ -69,6 +69,7 @@ class Executor:
         self.extra: dict[str, int] = {}  # task step -> records taken beyond its limit (top-up)
         self._llm: Any = None
         self._repairs = 0
+        self._extra_files: list[dict] = []
         self.runners: dict[str, Runner] = {kind: cls(self) for kind, cls in RUNNERS.items()}
         self.engine = make_engine(self.execution)
         # where steps run is no part of what they make: ops (and so the release) never see it
@@ -269,8 +270,7 @@ class Executor:
         """Stage the release and swap it in whole; a release file whose cached bytes turn out
         corrupt is rebuilt by the step that wrote it, and the release staged again."""
         while True:
-            self._export_responses()
-            self._export_pools()
+            self._extra_files = self._build_files()
             manifest = self._manifest(time.time() - started)
             try:
                 layout.publish(self._out_files(), self.out_dir, manifest, self.store.object_path,
@@ -312,49 +312,53 @@ class Executor:
         return w.close()
 
     # release response store -------------------------------------------------------------------
-    def _export_responses(self) -> None:
+    def release_file(self, path: str, data: bytes, records: int | None, step: str) -> dict:
+        """A file the build itself adds to the release (``path`` registered in
+        :mod:`vlitc.release.layout`): its bytes go into the cache, like an export's, and the
+        release is staged from there."""
+        sha, size = self.store.put_bytes(data)
+        return {"path": path, "sha256": sha, "size": size, "records": records, "step": step}
+
+    def _build_files(self) -> list[dict]:
+        """The release files the build writes besides the steps' own (see ``release_file``)."""
+        return self._export_responses() + self._export_pools()
+
+    def _export_responses(self) -> list[dict]:
         """Put every LLM response this build's steps used into the release, so that a frozen
         rebuild (``vlitc build --frozen``) makes no call at all."""
         used = sorted({k for d in self.done.values() for k in d.entry.get("llm_requests", [])})
-        self._responses: list[dict] = []
         if not used:
-            return
+            return []
         from vlitc.llm.cache import ResponseCache, load_store
 
         store = load_store(self.llm_store) if self.llm_store else None
         cache = self._llm.cache if self._llm is not None else ResponseCache(self.store.root / "llm", store)
         staging = Path(tempfile.mkdtemp(dir=self.store.tmp, prefix="llm-"))
         try:
-            path = cache.export(used, staging / layout.RESPONSES)
-            sha, size = self.store.put_file(path)
+            data = cache.export(used, staging / layout.RESPONSES).read_bytes()
         finally:
             if self._llm is None:
                 cache.close()
             shutil.rmtree(staging, ignore_errors=True)
-        self._responses = [{"path": layout.RESPONSES, "sha256": sha, "size": size, "records": len(used),
-                            "step": "llm"}]
+        return [self.release_file(layout.RESPONSES, data, len(used), "llm")]
 
-    def _export_pools(self) -> None:
+    def _export_pools(self) -> list[dict]:
         """Write every pool an LLM expanded into the release (``pools/<name>.json``), so that it
         can be reviewed and frozen: ``pools: {name: {file: pools/name.json}}``."""
-        self._pools: list[dict] = []
+        out = []
         for sid in self.plan.order:
             step = self.plan.steps[sid]
             if not isinstance(step.op, Pool) or not step.op.expands_with_model:
                 continue
             templates = [r["template"] for r in self.store.read(self.done[sid].entry["outputs"]["main"])]
-            staging = Path(tempfile.mkstemp(dir=self.store.tmp, prefix="pool-")[1])
-            try:
-                staging.write_text(json.dumps(templates, indent=2, ensure_ascii=False) + "\n")
-                sha, size = self.store.put_file(staging)
-            finally:
-                staging.unlink(missing_ok=True)
-            self._pools.append({"path": layout.pool_path(sid.split(":", 1)[1]), "sha256": sha,
-                                "size": size, "records": len(templates), "step": sid})
+            data = (json.dumps(templates, indent=2, ensure_ascii=False) + "\n").encode()
+            out.append(self.release_file(layout.pool_path(sid.split(":", 1)[1]), data,
+                                         len(templates), sid))
+        return out
 
     # manifest -----------------------------------------------------------------------------
     def _out_files(self) -> list[dict]:
-        out = list(getattr(self, "_responses", [])) + list(getattr(self, "_pools", []))
+        out = list(self._extra_files)
         for sid in self.plan.order:
             for f in self.done[sid].entry.get("files", []):
                 out.append({**f, "step": sid})

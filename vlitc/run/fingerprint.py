@@ -80,7 +80,8 @@ class FileState:
         """Hash of the names and contents of every file under ``root``: a copy of the folder
         (``cp -r``: new mtimes, same bytes) has the same signature. Contents are read only for
         files whose (size, mtime) changed, and the whole answer is remembered by the names,
-        sizes and mtimes of the folder's files, so an unchanged folder is only listed."""
+        sizes and mtimes of the folder's files, so an unchanged folder is only listed (one record
+        per folder, not one per file)."""
         files: list[tuple[str, str, int, int]] = []
         stack = [("", str(root))]
         while stack:
@@ -94,12 +95,17 @@ class FileState:
                         files.append((prefix + e.name, e.path, st.st_size, st.st_mtime_ns))
         files.sort()
         stamp = hashlib.sha256("".join(f"{n}\0{s}\0{m}\n" for n, _, s, m in files).encode()).hexdigest()
-        memo = f"dir:{Path(root).resolve()}"
-        hit = self._db.get(memo)
+        where = str(Path(root).resolve())
+        hit = self._db.get(f"dir:{where}")
         if hit and hit[0] == stamp:
             return hit[1]
-        with self._db.transact():  # one commit for every file hash remembered
-            signature = hashlib.sha256("".join(f"{n}\0{self.sha256(Path(p))}\n"
-                                               for n, p, _, _ in files).encode()).hexdigest()
-            self._db.set(memo, (stamp, signature))
+        known = self._db.get(f"dir-files:{where}") or {}  # name -> [size, mtime_ns, sha256]
+        shas = {}
+        for name, path, size, mtime in files:
+            rec = known.get(name)
+            shas[name] = rec[2] if rec and rec[0] == size and rec[1] == mtime else sha256_file(Path(path))
+        signature = hashlib.sha256("".join(f"{n}\0{shas[n]}\n" for n, _, _, _ in files).encode()).hexdigest()
+        with self._db.transact():
+            self._db.set(f"dir-files:{where}", {n: [s, m, shas[n]] for n, _, s, m in files})
+            self._db.set(f"dir:{where}", (stamp, signature))
         return signature

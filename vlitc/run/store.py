@@ -202,6 +202,19 @@ class Store:
         self.adopt(Path(tmp), sha)
         return sha, path.stat().st_size
 
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Put bytes into the object store; returns (sha256, size)."""
+        sha = hashlib.sha256(data).hexdigest()
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="file-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.adopt(Path(tmp), sha)
+        return sha, len(data)
+
     def writer(self) -> ShardWriter:
         return ShardWriter(self)
 
