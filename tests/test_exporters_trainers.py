@@ -180,6 +180,7 @@ def test_messages_export_loads_with_datasets_and_decodes_its_images(tmp_path, mo
     assert ds[1]["messages"][2]["content"][0]["text"] == "Is it bright?"
 
 
+@pytest.mark.slow  # importing TRL takes about ten seconds
 def test_trl_prepares_the_messages_export(tmp_path, monkeypatch):
     """TRL's own data path for vision SFT (``prepare_multimodal_messages``, as its trainer calls
     it on each example) takes the export's rows, loaded with ``datasets``, as they are."""

@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 #: optional packages and the extra that installs each
 _EXTRAS = {"torch": "clip", "torchvision": "clip", "open_clip": "clip",
            "sentence_transformers": "quality", "sklearn": "quality", "datasketch": "quality",
-           "pyarrow": "parquet", "ray": "ray"}
+           "pyarrow": "parquet", "ray": "ray", "tokenizers": "trainers",
+           "transformers": "trainers"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from vlitc.errors import ConfigurationError
 from vlitc.ops.base import Exporter, OpContext
-from vlitc.ops.exporters.validate import SampleChecker
+from vlitc.ops.exporters.validate import SampleChecker, TokenCounter, tokenizer_files
 from vlitc.records import Sample
 
 COMMON_PROPERTIES: dict[str, dict] = {
@@ -28,6 +28,10 @@ COMMON_PROPERTIES: dict[str, dict] = {
     "max_tokens": {"type": "integer", "minimum": 1},
     "tokens_per_word": {"type": "number", "exclusiveMinimum": 0, "default": 1.3},
     "image_tokens": {"type": "integer", "minimum": 0, "default": 0},
+    "tokenizer": {"type": "string", "minLength": 1,
+                  "description": "the trainer's tokenizer (a local tokenizer.json or folder, "
+                                 "loaded offline): max_tokens counts its tokens instead of the "
+                                 "word estimate"},
 }
 
 
@@ -139,7 +143,7 @@ class FileExporter(Exporter):
     def export(self, samples: Iterable[Sample], ctx: OpContext) -> list[str]:
         out_dir(ctx)  # no folder to write into: fail before reading any sample
         rel = safe_relpath(self.params["path"], f"outputs.{self.name}.path")
-        checker = SampleChecker(ctx, f"{self.name} export {rel}", **self.budget())
+        checker = SampleChecker(ctx, f"{self.name} export {rel}", **self.budget(ctx))
         want = self.params["split"]
         gather = self.params["images"] != "reference"
         images: dict[str, dict] = {}
@@ -163,10 +167,22 @@ class FileExporter(Exporter):
         ctx.count("exported", shards.count)
         return written + self.place_images(images, ctx)
 
-    def budget(self) -> dict[str, Any]:
+    def budget(self, ctx: OpContext | None = None) -> dict[str, Any]:
+        tokenizer = None
+        if self.params.get("tokenizer") and self.params.get("max_tokens") and ctx is not None:
+            tokenizer = TokenCounter(ctx.resolve(self.params["tokenizer"]),
+                                     self.params["image_tokens"])
         return {"max_tokens": self.params.get("max_tokens"),
                 "tokens_per_word": self.params["tokens_per_word"],
-                "image_tokens": self.params["image_tokens"]}
+                "image_tokens": self.params["image_tokens"], "tokenizer": tokenizer}
+
+    def files(self, ctx: OpContext) -> list[Path]:
+        """The tokenizer's files belong in the key: another tokenizer counts differently."""
+        out = super().files(ctx)
+        if self.params.get("tokenizer"):
+            path = ctx.resolve(self.params["tokenizer"])
+            out += tokenizer_files(path) if path.exists() else []  # the export says it is missing
+        return out
 
     def place_images(self, images: dict[str, dict], ctx: OpContext) -> list[str]:
         """Copy or hard-link the images (``ref -> image``) into ``image_dir`` (nothing to do for

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from vlitc.errors import UserError
+from vlitc.errors import InputError, Location, UserError
 from vlitc.ops.base import OpContext
 from vlitc.records import IMAGE_TOKEN, ROLES, Sample, structure_problems
 
@@ -36,11 +37,66 @@ class ExportValidationError(UserError):
         super().__init__("\n".join(lines))
 
 
+def _n_images(s: Sample) -> int:
+    img = s.get("image")
+    return len(img) if isinstance(img, list) else 1 if img else 0
+
+
 def estimate_tokens(s: Sample, tokens_per_word: float, image_tokens: int = 0) -> int:
     """A trainer-agnostic length estimate: words times a declared tokens-per-word ratio, plus the
     tokens an image costs (e.g. 576 for a 336px CLIP ViT-L/14 encoder)."""
     words = sum(len(t["content"].replace(IMAGE_TOKEN, " ").split()) for t in s.get("turns", []))
-    return int(round(words * tokens_per_word)) + (image_tokens if s.get("image") else 0)
+    return int(round(words * tokens_per_word)) + image_tokens * _n_images(s)
+
+
+class TokenCounter:
+    """A sample's length measured with a trainer's own tokenizer, loaded offline from a local
+    path: a ``tokenizer.json`` (or a folder holding one) with ``tokenizers``, else a folder that
+    ``transformers.AutoTokenizer`` reads (``local_files_only``). Counts the tokens of every
+    turn's text (placeholders removed, no special tokens) plus ``image_tokens`` per image."""
+
+    def __init__(self, path: Path, image_tokens: int = 0):
+        self.path, self.image_tokens = path, image_tokens
+        self.encode = _load_tokenizer(str(path))
+
+    def __call__(self, s: Sample) -> int:
+        texts = [t["content"].replace(IMAGE_TOKEN, "") for t in s.get("turns", [])]
+        return sum(self.encode(texts)) + self.image_tokens * _n_images(s)
+
+
+def tokenizer_files(path: Path) -> list[Path]:
+    """The files of a tokenizer path whose contents decide the counts (for the step key)."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and (p.name.startswith(("tokenizer", "vocab", "merges", "special_tokens",
+                                          "added_tokens")) or p.suffix == ".model"))
+
+
+@lru_cache(maxsize=4)
+def _load_tokenizer(path_s: str) -> Callable[[list[str]], list[int]]:
+    """``texts -> token counts`` for the tokenizer at ``path_s`` (loaded once per process)."""
+    path = Path(path_s)
+    file = path if path.is_file() else path / "tokenizer.json"
+    if not path.exists():
+        raise InputError(f"tokenizer not found: {path}", Location(str(path)),
+                         hint="name a local tokenizer.json or a folder holding the trainer's "
+                              "tokenizer files; nothing is downloaded")
+    if file.is_file():
+        from tokenizers import Tokenizer
+
+        try:
+            tok = Tokenizer.from_file(str(file))
+        except Exception as e:  # the library's own parse errors: a bad file, not a bug here
+            raise InputError(f"cannot read tokenizer: {e}", Location(str(file))) from None
+        return lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+    from transformers import AutoTokenizer
+
+    try:
+        auto = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot load tokenizer: {e}", Location(str(path))) from None
+    return lambda texts: [len(ids) for ids in auto(texts, add_special_tokens=False)["input_ids"]]
 
 
 def image_problem(image: dict, ctx: OpContext) -> str | None:
@@ -102,14 +158,21 @@ def is_sound(s: Sample) -> bool:
 def sample_problems(
     s: Sample, ctx: OpContext, *, max_tokens: int | None = None,
     tokens_per_word: float = 1.3, image_tokens: int = 0, images: ImageFiles | None = None,
+    tokenizer: TokenCounter | None = None,
 ) -> list[str]:
-    """Everything wrong with one sample for export (empty when it is sound)."""
+    """Everything wrong with one sample for export (empty when it is sound); with a
+    ``tokenizer``, the budget is checked on measured tokens instead of the word estimate."""
     out = structure_problems(s)
     if s.get("image"):
         why = images.problem(s["image"]) if images is not None else image_problem(s["image"], ctx)
         if why:
             out.append(why)
-    if max_tokens is not None:
+    if max_tokens is not None and tokenizer is not None:
+        n = tokenizer(s)
+        if n > max_tokens:
+            out.append(f"{n} tokens ({tokenizer.path.name} tokenizer), over the budget of "
+                       f"{max_tokens}")
+    elif max_tokens is not None:
         n = estimate_tokens(s, tokens_per_word, image_tokens)
         if n > max_tokens:
             out.append(f"about {n} tokens, over the budget of {max_tokens}")
@@ -123,21 +186,29 @@ class SampleChecker:
     sample that fails it is examined again in full, for the messages."""
 
     def __init__(self, ctx: OpContext, what: str = "export", *, max_tokens: int | None = None,
-                 tokens_per_word: float = 1.3, image_tokens: int = 0):
+                 tokens_per_word: float = 1.3, image_tokens: int = 0,
+                 tokenizer: TokenCounter | None = None):
         self.ctx, self.what, self.images = ctx, what, ImageFiles(ctx)
         self.max_tokens, self.tokens_per_word, self.image_tokens = (
             max_tokens, tokens_per_word, image_tokens)
+        self.tokenizer = tokenizer
         self.problems: dict[str, list[str]] = {}
+
+    def length(self, s: Sample) -> int:
+        """The sample's tokens: measured with the tokenizer, else the word estimate."""
+        if self.tokenizer is not None:
+            return self.tokenizer(s)
+        return estimate_tokens(s, self.tokens_per_word, self.image_tokens)
 
     def check(self, s: Sample) -> bool:
         """True when ``s`` is sound; otherwise its problems are kept for :meth:`raise_problems`."""
         image = s.get("image")
         if (is_sound(s) and (not image or self.images.problem(image) is None)
-                and (self.max_tokens is None or estimate_tokens(
-                    s, self.tokens_per_word, self.image_tokens) <= self.max_tokens)):
+                and (self.max_tokens is None or self.length(s) <= self.max_tokens)):
             return True
         p = sample_problems(s, self.ctx, max_tokens=self.max_tokens, images=self.images,
-                            tokens_per_word=self.tokens_per_word, image_tokens=self.image_tokens)
+                            tokens_per_word=self.tokens_per_word, image_tokens=self.image_tokens,
+                            tokenizer=self.tokenizer)
         if p:
             self.problems[str(s.get("id"))] = p
         return not p
