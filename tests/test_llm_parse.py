@@ -67,3 +67,16 @@ def test_answer_only_pairs_with_the_instruction():
         {"role": "user", "content": "Describe it."},
         {"role": "assistant", "content": "A cat on a couch."}]
     assert parse("   ", "answer", "Describe it.").error == "empty answer"
+
+
+@pytest.mark.parametrize("text,answer", [
+    ("Question:\nWhat is listed?\n===\nAnswer:\nTwo items:\nq: the first\na: the second\n===",
+     "Two items:\nq: the first\na: the second"),
+    ("Question: What does the sign say?\n===\nAnswer: It reads\nQuestion: who goes there?\n===",
+     "It reads\nQuestion: who goes there?"),
+    ("Q: What is it?\nA: A list.\nA: more of the answer", "A list.\nA: more of the answer"),
+    ("Question: What is it?\nAnswer: A note:\nQ: quoted\nA: quoted too", "A note:\nQ: quoted\nA: quoted too"),
+])
+def test_text_inside_an_answer_that_looks_like_a_label_stays_in_the_answer(text, answer):
+    turns = parse(text, "llava_qa").turns
+    assert turns is not None and turns[1]["content"] == answer and len(turns) == 2

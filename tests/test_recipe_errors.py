@@ -44,7 +44,8 @@ def base_text() -> str:
 # (case id, (old, new) replacements applied to the base recipe, expected message lines)
 CASES = [
     ("yaml_syntax", [("name: t", "name: [t")],
-     ["r.yaml:3:5: YAML syntax error: expected ',' or ']', but got ':'"]),
+     ["r.yaml:2:7: YAML syntax error: a flow sequence that starts here is not closed: "
+      "expected ',' or ']', but got ':' at line 3, column 5"]),
     ("tab_indent", [("seed: 1", "seed:\t1\n\tx: 2")],
      ["r.yaml:3:6: YAML syntax error: found character '\\t' that cannot start any token"]),
     ("duplicate_key", [("seed: 1", "seed: 1\nseed: 2")],

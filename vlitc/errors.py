@@ -51,6 +51,19 @@ class Problem:
         return "\n".join(lines)
 
 
+#: optional packages (top-level modules) and the extra that installs each
+EXTRAS = {"torch": "clip", "torchvision": "clip", "open_clip": "clip",
+          "sentence_transformers": "quality", "sklearn": "quality", "datasketch": "quality",
+          "pyarrow": "parquet", "ray": "ray", "tokenizers": "trainers",
+          "transformers": "trainers"}
+
+
+def install_hint(module: str) -> str:
+    """How to install the package that provides ``module``."""
+    extra = EXTRAS.get(module.split(".")[0])
+    return f"pip install 'vlitc[{extra}]'" if extra else f"pip install {module}"
+
+
 class VlitcError(Exception):
     """Base of every error vlitc raises on purpose."""
 

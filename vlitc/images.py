@@ -31,7 +31,7 @@ class ImageInfo:
     width: int | None = None
     height: int | None = None
     sha256: str | None = None
-    error: str | None = None  # "missing" or "corrupt: <reason>"
+    error: str | None = None  # "missing", "corrupt: <reason>" or "outside: <reason>"
 
     @property
     def ok(self) -> bool:
@@ -64,6 +64,8 @@ class ImageChecker:
     ``decode``: fully decode each image with Pillow (catches truncated files); otherwise only the
     header is read for the size. ``hash``: compute each file's sha256. ``read_size``: open the file
     for its size at all (off: only existence is checked, sizes come from the annotations).
+    ``contain``: a path that leaves ``root`` (absolute, ``..``, or a symlink leading out) gets
+    the error ``outside: <reason>`` and is never opened (see :mod:`vlitc.paths`).
     """
 
     def __init__(
@@ -75,8 +77,12 @@ class ImageChecker:
         hash: bool = True,
         read_size: bool = True,
         workers: int | None = None,
+        contain: bool = True,
     ):
+        from vlitc.paths import Containment
+
         self.root = Path(root)
+        self.contain = Containment(root) if contain else None
         self.store = store
         self.decode, self.hash, self.read_size = decode, hash, read_size or decode
         self.workers = workers or min(8, (os.cpu_count() or 2) * 2)
@@ -103,6 +109,15 @@ class ImageChecker:
         """Check every relative path; returns one :class:`ImageInfo` per distinct path."""
         paths = list(dict.fromkeys(paths))
         out: dict[str, ImageInfo] = {}
+        stats: dict[str, os.stat_result | None] = {}
+        if self.contain is not None:
+            for p in paths:
+                why, st = self.contain.check(p)
+                if why is not None:
+                    out[p] = ImageInfo(p, error=f"outside: {why}")
+                else:
+                    stats[p] = st
+            paths = [p for p in paths if p not in out]
         if not (self.read_size or self.hash):
             listing = _listing(self.root)
             for p in paths:
@@ -113,7 +128,9 @@ class ImageChecker:
         todo: list[tuple[str, tuple[int, int]]] = []
         for p in paths:
             try:
-                st = os.stat(self.root / p)
+                st = stats[p] if p in stats else os.stat(self.root / p)
+                if st is None:
+                    raise FileNotFoundError(p)
             except OSError:
                 out[p] = ImageInfo(p, error="missing")
                 continue

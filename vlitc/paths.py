@@ -1,8 +1,20 @@
-"""Paths written in a recipe: the one rule for resolving them."""
+"""Paths written in a recipe or a dataset: the one rule for resolving them, and the one check
+that a path stays in its folder.
+
+Recipes, dataset files and caches come from anyone, so a path they name is untrusted: an image
+``file_name: ../../evil.png``, an output ``path: /etc/cron.d/x`` or a symlink inside an image
+folder that points elsewhere must not make vlitc read or write outside the folder it belongs to.
+:func:`relative_problem` says why a path written in a file cannot name a place inside a folder
+(lexically); :class:`Containment` resolves paths under one root, symlinks included, remembering
+each folder it resolved so that a million images cost a million ``lstat`` calls and a handful of
+``realpath`` calls.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+import stat
+from pathlib import Path, PurePosixPath
 
 
 def recipe_path(recipe_dir: Path, value: str | Path) -> Path:
@@ -10,3 +22,71 @@ def recipe_path(recipe_dir: Path, value: str | Path) -> Path:
     recipe's folder (never the working directory)."""
     p = Path(value).expanduser()
     return p if p.is_absolute() else recipe_dir / p
+
+
+def relative_problem(path: object) -> str | None:
+    """Why ``path`` cannot name a place inside a folder, or ``None`` when it can: it must be
+    non-empty text, relative, without ``..`` segments, NUL characters or backslashes."""
+    if not isinstance(path, str) or not path:
+        return "is empty or not text"
+    if "\x00" in path:
+        return "holds a NUL character"
+    if "\\" in path:
+        return "holds a backslash (write paths with '/')"
+    p = PurePosixPath(path)
+    if p.is_absolute() or path.startswith("~"):
+        return "is an absolute path"
+    if ".." in p.parts:
+        return "goes up with '..'"
+    if not p.parts:
+        return "names the folder itself"
+    return None
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+class Containment:
+    """Resolves relative paths under ``root`` and says whether they stay there (symlinks
+    followed: a link that leads out is outside)."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.real_root = os.path.realpath(self.root)
+        self._dirs: dict[str, bool] = {}
+
+    def _dir_inside(self, rel_dir: str) -> bool:
+        hit = self._dirs.get(rel_dir)
+        if hit is None:
+            hit = _under(os.path.realpath(os.path.join(self.root, rel_dir)), self.real_root)
+            self._dirs[rel_dir] = hit
+        return hit
+
+    def check(self, rel: str) -> tuple[str | None, os.stat_result | None]:
+        """``(problem, stat)`` for ``rel``: problem is ``None`` when it is inside (stat is then
+        the file's, links followed, or ``None`` when it does not exist), else why it is not."""
+        why = relative_problem(rel)
+        if why is not None:
+            return f"the image path {why}: it leads outside the image folder", None
+        head = os.path.dirname(rel)
+        if head and not self._dir_inside(head):
+            return "a folder on the image path is a link that leads outside the image folder", None
+        full = os.path.join(self.root, rel)
+        try:
+            st = os.lstat(full)
+        except OSError:
+            return None, None
+        if stat.S_ISLNK(st.st_mode):
+            if not _under(os.path.realpath(full), self.real_root):
+                return "the image is a link that leads outside the image folder", None
+            try:
+                st = os.stat(full)
+            except OSError:
+                return None, None
+        return None, st
+
+
+def inside(root: Path | str, rel: str) -> bool:
+    """Whether ``root/rel`` stays under ``root`` (lexically and with links resolved)."""
+    return Containment(root).check(rel)[0] is None

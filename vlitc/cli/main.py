@@ -213,13 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-#: optional packages and the extra that installs each
-_EXTRAS = {"torch": "clip", "torchvision": "clip", "open_clip": "clip",
-           "sentence_transformers": "quality", "sklearn": "quality", "datasketch": "quality",
-           "pyarrow": "parquet", "ray": "ray", "tokenizers": "trainers",
-           "transformers": "trainers"}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -245,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"internal error: {e}", markup=False)
         return e.exit_code
     except ModuleNotFoundError as e:
-        extra = _EXTRAS.get((e.name or "").split(".")[0])
-        hint = f"pip install 'vlitc[{extra}]'" if extra else f"pip install {e.name}"
+        from vlitc.errors import install_hint
+
+        hint = install_hint(e.name or "")
         err = _console(stderr=True)
         err.print(f"error: this recipe needs the package {e.name!r}, which is not installed\n"
                   f"hint: {hint}", markup=False)

@@ -9,7 +9,6 @@ in order of first appearance) and ``focus`` (one marked object or region, for re
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,23 +49,25 @@ def box_text(bbox: list[float], width: float | None, height: float | None) -> st
     return "[" + ", ".join(repr(float(round(v, 3))) for v in vals) + "]"
 
 
-@lru_cache(maxsize=32)
-def _compile(path: str, mtime: float):
-    import jinja2
+def check_template(name: str, recipe_dir: Path | None = None) -> None:
+    """Compile a context template in the sandbox and check it reads only what a context template
+    is given: a located error for an unreadable file, a syntax error, an unknown filter or test,
+    or an undefined variable."""
+    from vlitc.templating import ENV, file_template
 
-    env = jinja2.Environment(
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=False,
-        autoescape=False,
-    )
-    try:
-        return env.from_string(Path(path).read_text(encoding="utf-8"))
-    except jinja2.TemplateSyntaxError as exc:
-        raise InputError(
-            f"template syntax error: {exc.message}", Location(path, exc.lineno or 0, 1)
-        ) from None
+    path = template_path(name, recipe_dir)
+    reads = file_template(path)[1]
+    unknown = sorted(set(reads) - PROVIDED - set(ENV.globals))
+    if unknown:
+        line = reads[unknown[0]]
+        raise InputError(f"context template reads {unknown[0]!r}, which it is not given",
+                         Location(str(path), line, 1 if line else 0),
+                         hint="context templates receive: " + ", ".join(sorted(PROVIDED)))
+
+
+#: what a context template receives (see :func:`variables`)
+PROVIDED = frozenset({"record", "captions", "objects", "sentences", "counts", "qas", "ocr",
+                      "regions", "focus", "width", "height"})
 
 
 def variables(record: Record, focus: dict | None = None) -> dict[str, Any]:
@@ -108,11 +109,8 @@ def render(
     focus: dict | None = None,
 ) -> str:
     """The context text of ``record`` through ``template`` (stripped)."""
+    from vlitc.templating import render_file
+
     path = template_path(template, recipe_dir)
-    tpl = _compile(str(path), path.stat().st_mtime)
-    try:
-        return tpl.render(**variables(record, focus)).strip()
-    except Exception as exc:  # jinja2 raises many types; name the template and the record
-        raise InputError(
-            f"context template failed on record {record.get('id')!r}: {exc}", Location(str(path))
-        ) from None
+    return render_file(path, variables(record, focus),
+                       f"context template on record {record.get('id')!r}").strip()

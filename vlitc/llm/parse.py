@@ -62,18 +62,45 @@ def _turns(pairs: list[tuple[str, str]]) -> Parsed:
     return Parsed(turns)
 
 
+def _role(label: str) -> str:
+    return "user" if label.lower() in ("question", "q") else "assistant"
+
+
 def parse_llava_qa(text: str) -> Parsed:
-    body = _SEP.sub("", text)
-    parts = _LABEL.split(body)
-    if len(parts) < 3:
+    """Turns from ``Question:`` / ``Answer:`` blocks.
+
+    A label starts a new turn only when it is the other role than the turn before, written in
+    the same style as the first label (``Question:`` or ``Q:``) and, when the text separates its
+    blocks with ``===``, at the start of a block: so an answer that has a line starting with
+    ``q:``, ``a:`` or even ``Question:`` keeps that line instead of being cut there."""
+    labels = list(_LABEL.finditer(text))
+    if not labels:
         return _fail("no 'Question:' / 'Answer:' blocks")
-    if parts[0].strip():
-        return _fail(f"text before the first question: {parts[0].strip()[:60]!r}")
-    pairs = [
-        ("user" if lab.lower() in ("question", "q") else "assistant", txt)
-        for lab, txt in zip(parts[1::2], parts[2::2], strict=False)
-    ]
+    first = labels[0]
+    before = _SEP.sub("", text[: first.start()]).strip()
+    if before:
+        return _fail(f"text before the first question: {before[:60]!r}")
+    short = len(first.group(1)) == 1
+    block_starts = [m.end() for m in _SEP.finditer(text)]
+    bounds = [first]
+    for m in labels[1:]:
+        prev = _role(bounds[-1].group(1))
+        if _role(m.group(1)) == prev or (len(m.group(1)) == 1) != short:
+            continue
+        if prev == "assistant" and block_starts and not _at_block_start(text, m.start(), block_starts):
+            continue
+        bounds.append(m)
+    pairs = []
+    for i, m in enumerate(bounds):
+        end = bounds[i + 1].start() if i + 1 < len(bounds) else len(text)
+        pairs.append((_role(m.group(1)), _SEP.sub("", text[m.end():end])))
     return _turns(pairs)
+
+
+def _at_block_start(text: str, pos: int, block_starts: list[int]) -> bool:
+    """Whether only blank space lies between the last ``===`` line before ``pos`` and ``pos``."""
+    last = max((b for b in block_starts if b <= pos), default=None)
+    return last is not None and not text[last:pos].strip()
 
 
 def _objects(text: str) -> list:

@@ -95,10 +95,22 @@ def load_pack(name: str, recipe_dir: Path | None = None) -> PromptPack:
 
 
 def _read(path: Path) -> str:
+    """A pack file's text, stripped; a folder, an unreadable file or text that is not UTF-8 is
+    a located :class:`InputError`."""
+    if not path.is_file():
+        raise InputError("a prompt pack file must be a text file, not a folder" if path.is_dir()
+                         else "prompt pack file not found", Location(str(path)))
     try:
-        return path.read_text(encoding="utf-8").strip()
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read prompt pack file: {e.strerror or e}", Location(str(path))) from None
+    try:
+        return data.decode("utf-8").strip()
     except UnicodeDecodeError as e:
-        raise InputError(f"prompt pack file is not UTF-8 text: {e.reason}", Location(str(path))) from None
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise InputError(f"prompt pack file is not UTF-8 text: {e.reason} at byte {e.start}",
+                         Location(str(path), line, col), hint="save the file as UTF-8") from None
 
 
 @lru_cache(maxsize=32)

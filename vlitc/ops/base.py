@@ -133,6 +133,8 @@ class Op:
     #: the param naming a folder of images (the core checks it exists, signs its listing into
     #: the step key and resolves image references against it); None: the op has none
     image_folder_param: ClassVar[str | None] = None
+    #: modules the op imports beyond the core install (an extra); ``vlitc validate`` checks them
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: dict, label: str = ""):
         self.params = self.with_defaults(params)
@@ -158,6 +160,11 @@ class Op:
         """Checks that need more than the schema, run by ``vlitc validate`` before anything is
         built (e.g. that templates read only variables the task provides). Raise a located
         :class:`vlitc.errors.InputError`; ``ctx.input`` serves only hand-written pools here."""
+
+    def packages(self) -> tuple[str, ...]:
+        """Modules this op, with these params, needs beyond the core install (default:
+        :attr:`requires`); validation reports a missing one before anything runs."""
+        return self.requires
 
     def files(self, ctx: OpContext) -> list[Path]:
         """Files whose contents belong in the step key (default: the ``file_params`` values)."""

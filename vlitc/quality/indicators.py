@@ -227,6 +227,17 @@ def single_sample_quality(samples: Sequence[Sample], filter_types: Mapping[str, 
     }
 
 
+#: what response diversity needs beyond the core install (the ``quality`` extra)
+RESPONSE_PACKAGES = ("sentence_transformers", "sklearn")
+
+
+def missing_packages(modules: Sequence[str]) -> list[str]:
+    """The modules of ``modules`` that are not installed (found without importing them)."""
+    import importlib.util
+
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
 def default_embed(texts: list[str]):
     """Embed texts with all-MiniLM-L6-v2, offline (see :mod:`vlitc.quality.embeddings`)."""
     from vlitc.quality.embeddings import embed
@@ -257,7 +268,11 @@ def compute(
         "balance": balance(samples),
         "quality": single_sample_quality(samples, filter_types or {}),
     }
-    if response:
+    missing = missing_packages(RESPONSE_PACKAGES[1:] if embed else RESPONSE_PACKAGES) if response else []
+    if missing:  # the core install: say so, compute everything else
+        out["response_diversity"] = {"skipped": f"needs {', '.join(missing)}: "
+                                                "pip install 'vlitc[quality]'"}
+    elif response:
         out["response_diversity"] = response_diversity(
             samples, embed or default_embed, eps=eps, min_samples=min_samples,
             max_samples=max_samples, seed=seed)

@@ -68,9 +68,11 @@ class _NotAtValidation(LookupError):
     """An input that only a build can produce (an LLM-expanded pool, a source's records)."""
 
 
-def _check_problems(data: dict, ops: dict[KeyPath, Op], pos: Positions, recipe_dir: Path) -> list:
-    """Run each op's ``check`` (templates against the variables a task provides)."""
-    from vlitc.errors import InputError, Problem
+def _check_problems(data: dict, ops: dict[KeyPath, Op], pos: Positions, recipe_dir: Path,
+                    skip: set[KeyPath]) -> list:
+    """Each op's files and ``check`` (templates against the variables a task provides, prompt
+    packs, context templates), for the ops whose own entry and references are sound."""
+    from vlitc.errors import InputError, Problem, UserError
     from vlitc.ops.base import OpContext
 
     def inputs(ref: str):
@@ -79,38 +81,84 @@ def _check_problems(data: dict, ops: dict[KeyPath, Op], pos: Positions, recipe_d
             raise _NotAtValidation(ref)
         return iter([{"template": t} for t in op.templates(ctx)])
 
-    ctx = OpContext(seed=int(data.get("seed", 0)), recipe_dir=recipe_dir, recipe=data,
+    ctx = OpContext(seed=int(data.get("seed", 0)) if isinstance(data.get("seed"), int) else 0,
+                    recipe_dir=recipe_dir, recipe=data,
                     _inputs=inputs, _locate=lambda v: _locate_value(data, pos, v))
     out = []
     for path, op in ops.items():
-        if path[0] != "tasks":
+        if path in skip:
             continue
         try:
+            op.files(ctx)
             op.check(ctx)
         except _NotAtValidation:
             continue
         except InputError as e:
-            loc = e.location or pos.locate(path)
+            loc = e.location
+            message = e.message
+            if loc is None or (loc.file != pos.file and not Path(loc.file).exists()):
+                # about a file that is not there: point at the recipe entry that names it
+                message = f"{message}: {loc.file}" if loc is not None else message
+                loc = pos.locate(path)
             excerpt = pos.excerpt(loc.line) if loc.file == pos.file else ""
-            out.append(Problem(loc, "", e.message, e.hint, excerpt))
+            out.append(Problem(loc, "", message,
+                               e.hint, excerpt))
+        except UserError as e:
+            out.append(pos.problem(path, str(e)))
     return out
 
 
-def _instantiate(data: dict) -> dict[KeyPath, Op]:
+def _instantiate(data: dict, pos: Positions | None = None,
+                 skip: set[KeyPath] = frozenset()) -> tuple[dict[KeyPath, Op], list]:  # type: ignore[assignment]
+    """The op of every entry (except those in ``skip``); an entry whose op refuses its params
+    is a located problem."""
+    from vlitc.errors import InputError, UserError
+
     ops: dict[KeyPath, Op] = {}
+    problems = []
     for path, family, params in v.section_entries(data):
+        if path in skip:
+            continue
         section = next(s for s in SECTIONS if s.family == family)
-        cls = registry.get(family, params[section.dispatch])
+        try:
+            cls = registry.get(family, params[section.dispatch])
+        except (KeyError, TypeError):
+            continue  # the schema reports an unknown or missing op name
         label = str(path[1]) if len(path) > 1 and section.shape == "map" else ""
         if section.shape == "list":
             label = params.get("name") or params[section.dispatch]
         op_params = {k: val for k, val in params.items() if k != section.dispatch}
-        ops[path] = cls(op_params, label=label or cls.name)
-    return ops
+        try:
+            ops[path] = cls(op_params, label=label or cls.name)
+        except (UserError, ValueError) as e:
+            if pos is None:
+                raise
+            msg = e.message if isinstance(e, InputError) else str(e)
+            problems.append(pos.problem(path, msg))
+    return ops, problems
+
+
+def _sound(entries: list[tuple[KeyPath, Op]], data: dict, bad: set[KeyPath]) -> set[KeyPath]:
+    """Entries whose references all name entries that exist and passed the schema."""
+    out = set()
+    for path, op in entries:
+        ok = True
+        for kind, names in op.references().items():
+            section = v.REF_SECTIONS.get(kind)
+            if section is None:
+                continue
+            sec = data.get(section)
+            have: dict = sec if isinstance(sec, dict) else {}
+            ok = ok and all(n in have and (section, n) not in bad for n in names)
+        if ok:
+            out.add(path)
+    return out
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe; raises :class:`RecipeError` listing every problem found."""
+    """Read and validate a recipe; raises :class:`RecipeError` listing every problem found:
+    schema, references, files, paths, packages, cycles, templates and prompt packs, in one pass
+    (an entry with a schema problem is left out of the later checks, the rest go on)."""
     path = Path(path)
     display = str(path)
     data, pos = load_yaml(path, display)
@@ -118,22 +166,23 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError([pos.problem((), "a recipe is a mapping of keys (vlitc, name, sources, ...)",
                                        "start from recipes/demo.yaml")])
     v.fill_defaults(data)
-    problems = v.schema_problems(data, pos)
-    if problems:
-        raise RecipeError(sorted(problems, key=lambda p: (p.location.line, p.location.column)))
-    ops = _instantiate(data)
+    bad: set[KeyPath] = set()
+    problems = v.schema_problems(data, pos, bad)
+    ops, more = _instantiate(data, pos, bad)
+    problems += more
     entries = list(ops.items())
     recipe_dir = path.resolve().parent
-    problems = v.reference_problems(entries, data, pos)
+    problems += v.reference_problems(entries, data, pos)
     problems += v.file_problems(entries, recipe_dir, pos)
+    problems += v.path_problems(entries, recipe_dir, pos)
     problems += _label_problems(entries, pos)
-    if not problems:
-        problems += v.cycle_problems(entries, pos)
-    if not problems:
-        problems += field_problems(ops, pos)
-        problems += _check_problems(data, ops, pos, recipe_dir)
+    problems += v.package_problems(entries, pos)
+    problems += v.cycle_problems(entries, pos)
+    sound = _sound(entries, data, bad)
+    problems += field_problems({p: op for p, op in ops.items() if p in sound}, pos)
+    problems += _check_problems(data, ops, pos, recipe_dir, {p for p, _ in entries} - sound)
     if problems:
-        raise RecipeError(sorted(problems, key=lambda p: (p.location.line, p.location.column)))
+        raise RecipeError(_unique_sorted(problems))
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     return Recipe(path=path.resolve(), data=data, positions=pos, sha256=sha, ops=ops)
 
@@ -156,6 +205,16 @@ def _release_name_problems(entries: list[tuple[KeyPath, Op]], pos: Positions) ->
                 out.append(pos.problem(
                     path + (key,), f"{value!r} would overwrite the release's {clash.path} ({clash.about})",
                     f"choose another name; every release holds {reserved}"))
+    return out
+
+
+def _unique_sorted(problems: list) -> list:
+    seen, out = set(), []
+    for p in sorted(problems, key=lambda p: (p.location.line, p.location.column)):
+        key = (str(p.location), p.path, p.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
     return out
 
 

@@ -146,14 +146,45 @@ def _json_type(v: Any) -> str:
     return "null" if v is None else "value"
 
 
-def schema_problems(data: Any, pos: Positions) -> list[Problem]:
+def schema_problems(data: Any, pos: Positions, bad: set[KeyPath] | None = None) -> list[Problem]:
+    """Every schema violation, located; ``bad`` collects the key paths of the section entries
+    (``("sources", "coco")``, ``("filters", 0)``, ``("balance",)``) that have one."""
     out: list[Problem] = []
     for err in validator().iter_errors(data):
+        if bad is not None:
+            bad.add(_entry_of(tuple(err.absolute_path)))
         if err.validator in ("allOf", "if") and err.context:
             for sub in err.context:
                 out += _schema_problem(sub, pos)
             continue
         out += _schema_problem(err, pos)
+    return out
+
+
+def _entry_of(path: KeyPath) -> KeyPath:
+    section = next((s for s in SECTIONS if path and s.key == path[0]), None)
+    if section is None:
+        return path[:1]
+    return path[:1] if section.shape == "single" else path[:2]
+
+
+def package_problems(entries: list[tuple[KeyPath, Any]], pos: Positions) -> list[Problem]:
+    """Ops that need a package that is not installed (an extra), found before anything runs."""
+    import importlib.util
+
+    from vlitc.errors import install_hint
+
+    out: list[Problem] = []
+    for path, op in entries:
+        for module in op.packages():
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                out.append(pos.problem(path, f"{op.family} {op.name!r} needs the package "
+                                             f"{module!r}, which is not installed",
+                                       install_hint(module)))
     return out
 
 
@@ -185,7 +216,10 @@ def reference_problems(entries: list[tuple[KeyPath, Any]], data: dict, pos: Posi
             section = REF_SECTIONS.get(kind)
             if section is None:
                 continue
-            have = list((data.get(section) or {}).keys())
+            sec = data.get(section)
+            if sec is not None and not isinstance(sec, dict):
+                continue  # the schema reports the section itself
+            have = [str(k) for k in (sec or {})]
             for name in names:
                 if name in have:
                     continue
@@ -210,6 +244,31 @@ def file_problems(entries: list[tuple[KeyPath, Any]], recipe_dir: Path, pos: Pos
         if folder is not None and not recipe_path(recipe_dir, folder).is_dir():
             out.append(pos.problem(path + (op.image_folder_param,), f"image folder not found: {folder}",
                                    f"relative paths resolve against {recipe_dir}"))
+    return out
+
+
+#: params of exporters that name a place inside the release folder
+OUTPUT_PATH_PARAMS = ("path", "image_dir")
+
+
+def path_problems(entries: list[tuple[KeyPath, Any]], recipe_dir: Path, pos: Positions) -> list[Problem]:
+    """Output paths that would leave the release folder (absolute, ``..``), found before anything
+    runs, with the check the exporters apply (:func:`vlitc.paths.relative_problem`)."""
+    from vlitc.paths import relative_problem
+
+    out: list[Problem] = []
+    for path, op in entries:
+        if op.family != "exporter":
+            continue
+        for key in OUTPUT_PATH_PARAMS:
+            val = op.params.get(key)
+            if val is None:
+                continue
+            why = relative_problem(val)
+            if why is not None:
+                out.append(pos.problem(path + (key,), f"{val!r} {why}",
+                                       "outputs are written inside the release folder (--out): "
+                                       "give a relative path without '..'"))
     return out
 
 
@@ -262,6 +321,8 @@ def fill_defaults(data: dict) -> None:
                 e[s.dispatch] = s.default
     for _path, family, params in section_entries(data):
         disp = next(s.dispatch for s in SECTIONS if s.family == family)
+        if not isinstance(params.get(disp, ""), str):
+            continue
         try:
             cls = registry.get(family, params.get(disp, ""))
         except KeyError:

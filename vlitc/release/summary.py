@@ -115,6 +115,8 @@ def indicator_rows(ind: Mapping) -> list[tuple[str, str]]:
     bal, q = ind["balance"], ind["quality"]
     if rd is None:
         response = "not computed"
+    elif rd.get("skipped"):
+        response = f"skipped: {rd['skipped']}"
     elif rd.get("too_few") or rd.get("value") is None:
         response = (f"{TOO_FEW} ({rd.get('n', 0)} responses; DBSCAN needs "
                     f"{rd.get('min_samples')})")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from vlitc.errors import ConfigurationError
 from vlitc.llm.providers import Completion, Provider
 from vlitc.llm.retry import ProviderError
 
@@ -48,22 +49,19 @@ class MockProvider(Provider):
             for p in m["content"] if p["type"] == "image"
         ]
         if self.template is not None:
-            if self._compiled is None:
-                import jinja2
+            from vlitc.templating import RAW_ENV, TemplateProblem, render, template
 
-                env = jinja2.Environment(
-                    undefined=jinja2.StrictUndefined, keep_trailing_newline=True
-                )
-                self._compiled = env.from_string(self.template)
-            system = next((text_of(m["content"]) for m in msgs if m["role"] == "system"), "")
-            return self._compiled.render(
-                last_user=last_user,
-                system=system,
-                index=index,
-                model=params["model"],
-                messages=msgs,
-                images=images,
-            )
+            try:
+                if self._compiled is None:
+                    self._compiled = template(self.template, RAW_ENV)
+                system = next((text_of(m["content"]) for m in msgs if m["role"] == "system"), "")
+                return render(self._compiled, {"last_user": last_user, "system": system,
+                                               "index": index, "model": params["model"],
+                                               "messages": msgs, "images": images},
+                              self.template)
+            except TemplateProblem as e:
+                raise ConfigurationError(
+                    f"generator {self.name!r}: mock template: {e.message}") from None
         if self.responses:
             return self.responses[(digest + index) % len(self.responses)]
         return last_user

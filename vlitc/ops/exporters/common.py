@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from vlitc.errors import ConfigurationError
 from vlitc.ops.base import Exporter, OpContext
 from vlitc.ops.exporters.validate import SampleChecker, TokenCounter, tokenizer_files
+from vlitc.paths import relative_problem
 from vlitc.records import Sample
 
 COMMON_PROPERTIES: dict[str, dict] = {
@@ -68,10 +69,23 @@ def image_prefixes(image_roots: dict[str, Path]) -> dict[str, str]:
     return out
 
 
+def _outside_name(path: str) -> str:
+    """The release name of an image a recipe allowed from outside its images folder (an absolute
+    or ``..`` path): ``_outside/<hash of the path>/<file name>``, never the path as it is."""
+    import hashlib
+
+    digest = hashlib.sha256(path.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    name = PurePosixPath(path.replace("\\", "/")).name or "image"
+    return f"_outside/{digest}/{name}"
+
+
 def image_ref(image: dict) -> str:
     """How a release names an image: its path under the release's image folder (see
-    :func:`image_prefixes`); ``<source>/<path>`` outside an export."""
+    :func:`image_prefixes`); ``<source>/<path>`` outside an export. A path that would lead out
+    of the image folder (absolute, ``..``) is named by :func:`_outside_name` instead."""
     root, path = image["root"], image["path"]
+    if not _plain(path) and relative_problem(str(PurePosixPath(path))) is not None:
+        path = _outside_name(path)
     prefixes = _PREFIXES.get()
     if prefixes is not None and root in prefixes:
         root = prefixes[root]
@@ -90,12 +104,13 @@ def out_dir(ctx: OpContext) -> Path:
 
 
 def safe_relpath(path: str, what: str) -> PurePosixPath:
-    """A path inside the release folder; absolute paths and ``..`` are configuration errors."""
-    p = PurePosixPath(path)
-    if p.is_absolute() or ".." in p.parts:
-        raise ConfigurationError(
-            f"{what}: {path!r} must be a relative path inside the release folder")
-    return p
+    """A path inside the release folder; absolute paths and ``..`` are configuration errors
+    (``vlitc validate`` reports them first, with the same check)."""
+    why = relative_problem(path)
+    if why is not None:
+        raise ConfigurationError(f"{what}: {path!r} {why}; it must be a relative path inside "
+                                 "the release folder")
+    return PurePosixPath(path)
 
 
 def shard_names(rel: PurePosixPath, n_shards: int) -> list[PurePosixPath]:
@@ -193,7 +208,7 @@ class FileExporter(Exporter):
         base = safe_relpath(self.params["image_dir"], f"outputs.{self.name}.image_dir")
         out: list[str] = []
         for ref in sorted(images):
-            rel = base / ref
+            rel = safe_relpath(str(base / ref), f"outputs.{self.name}: image")
             put_file(ctx.image_path(images[ref]), out_dir(ctx) / rel, mode, ctx)
             out.append(str(rel))
         return out

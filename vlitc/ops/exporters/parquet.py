@@ -40,6 +40,7 @@ class ParquetExporter(FileExporter):
     """
 
     version = 2
+    requires = ("pyarrow",)
     params_schema = exporter_schema(
         row_group_size={"type": "integer", "minimum": 1, "default": 10000},
         images={**COMMON_PROPERTIES["images"],

@@ -134,6 +134,7 @@ class ClipMatchFilter(Filter):
     """
 
     version = 1
+    requires = ("torch", "open_clip")
     reads = ("image", "turns")
     writes = ("meta.stats",)
     params_schema: ClassVar[dict] = {

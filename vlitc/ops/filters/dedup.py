@@ -133,6 +133,10 @@ class DedupFilter(Filter):
         "additionalProperties": False,
     }
 
+    def packages(self) -> tuple[str, ...]:
+        return {"minhash": ("datasketch",), "semantic": ("sentence_transformers",)}.get(
+            self.params["method"], ())
+
     def threshold(self) -> float:
         given = self.params.get("threshold")
         return float(given if given is not None else METHOD_THRESHOLDS[self.params["method"]])

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from vlitc.llm.defaults import DEFAULTS
 from vlitc.llm.vision import PREP_SCHEMA
-from vlitc.ops.base import Generator
+from vlitc.ops.base import Generator, OpContext
 from vlitc.ops.registry import register
 
 _NUM = {"type": "number"}
@@ -173,3 +173,14 @@ class MockGenerator(_Endpoint):
 
     def config(self) -> dict:
         return {"model": "mock", **super().config()}
+
+    def check(self, ctx: OpContext) -> None:
+        """The script compiles in the template sandbox (validated before anything runs)."""
+        from vlitc.templating import RAW_ENV, TemplateProblem, located_error, template
+
+        if isinstance(self.params.get("template"), str):
+            try:
+                template(self.params["template"], RAW_ENV)
+            except TemplateProblem as e:
+                raise located_error(e, f"generator {self.label!r} template",
+                                    ctx.locate_value) from None

@@ -137,6 +137,15 @@ class GenerateTask(Task):
 
         return {"context template (.j2)": frozenset(variables({"id": ""}))}
 
+    def check(self, ctx: OpContext) -> None:
+        """Before anything is built: the prompt pack reads (UTF-8 text files, paired examples)
+        and the context template compiles in the sandbox and reads only what it is given."""
+        from vlitc.llm.context import check_template
+        from vlitc.llm.prompts import load_pack
+
+        load_pack(self.params["prompt"], ctx.recipe_dir)
+        check_template(self.params["context"], ctx.recipe_dir)
+
     # pure parts ---------------------------------------------------------------------------
     def _rng(self, ctx: OpContext, item: str) -> random.Random:
         return random.Random(f"{ctx.seed}:{self.label}:{item}")

@@ -69,6 +69,10 @@ IMAGES = {
                      "description": "decode every image with Pillow (off: read headers only)"},
     "hash_images": {"type": "boolean", "default": True,
                     "description": "sha256 of every image (remembered by path, size, mtime)"},
+    "images_outside": {"type": "boolean", "default": False,
+                       "description": "allow image paths that lead outside the images folder "
+                                      "(absolute, '..' or a symlink out); off: such a path is an "
+                                      "error"},
 }
 
 
@@ -352,6 +356,14 @@ class AnnotationSource(Source):
                              hint="'images' names the folder the dataset's image paths are under")
         return Path(root)
 
+    def _outside_error(self, ctx: OpContext, e: Entry, root: Path, why: str) -> InputError:
+        """A dataset's image path that leaves the images folder: located at the annotation file."""
+        files = [self.params[k] for k in self.file_params if isinstance(self.params.get(k), str)]
+        where = Location(str(ctx.resolve(files[0]))) if files else Location(str(root))
+        return InputError(f"record {e.rid!r}: image {e.path!r}: {why} ({root})", where,
+                          hint="image paths are read under the source's 'images' folder; set "
+                               "images_outside: true on the source if the recipe means it")
+
     def _check(self, root: Path, entries: list[Entry], ctx: OpContext) -> dict:
         from vlitc.images import ImageChecker
 
@@ -359,7 +371,8 @@ class AnnotationSource(Source):
         hashing = self.params["hash_images"]
         sized = all(e.width and e.height for e in entries)
         checker = ImageChecker(root, image_store(ctx), decode=decode, hash=hashing,
-                               read_size=decode or hashing or not sized)
+                               read_size=decode or hashing or not sized,
+                               contain=not self.params["images_outside"])
         infos = checker.check(e.path for e in entries if e.path)
         ctx.count("images_hashed", checker.computed)
         ctx.count("images_remembered", checker.hits)
@@ -374,6 +387,8 @@ class AnnotationSource(Source):
             image, w, h = None, e.width, e.height
             if root is not None and e.path:
                 info = infos[e.path]
+                if info.error and info.error.startswith("outside: "):
+                    raise self._outside_error(ctx, e, root, info.error.removeprefix("outside: "))
                 if info.error:
                     kind = "missing_image" if info.error == "missing" else "corrupt_image"
                     if on_missing == "error":
