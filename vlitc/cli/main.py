@@ -88,9 +88,9 @@ def _estimates(recipe, plan, rows) -> dict:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from vlitc.api import build
-    from vlitc.ui.progress import JsonReporter, RichReporter
+    from vlitc.ui.progress import JsonReporter, reporter_for
 
-    reporter = JsonReporter() if args.json else (None if args.quiet else RichReporter(_console(stderr=True)))
+    reporter = JsonReporter() if args.json else (None if args.quiet else reporter_for(_console(stderr=True)))
     diffs: list[str] | None = None
     try:
         if args.frozen_release is not None:

@@ -277,6 +277,7 @@ class Client:
             return
         state.last_emit = now
         tot = self.session.accounting.total
+        step = self.session.accounting.steps.get(state.step)
         self.session.emit(
             {
                 "event": "llm",
@@ -284,8 +285,10 @@ class Client:
                 "generator": self.name,
                 "done": state.done,
                 "total": state.total,
-                "usd": round(tot.usd, 6),
+                "usd": round(tot.usd, 6),  # the whole build so far
                 "tokens": tot.prompt_tokens + tot.completion_tokens,
+                # this step's own calls, tokens and spend, its retries and failures
+                "step_llm": step.as_dict() if step is not None else {},
             }
         )
 

@@ -215,7 +215,8 @@ class Executor:
             self.store.put_state(self.recipe.name, step.id, comp)
             return
         why = st.reasons
-        self._emit({"event": "step_start", "step": step.id, "reasons": why})
+        self._emit({"event": "step_start", "step": step.id, "reasons": why,
+                    "index": self.plan.order.index(step.id) + 1, "of": len(self.plan.order)})
         t0 = time.perf_counter()
         ctx = self._ctx(step)
         saved_used = None

@@ -239,6 +239,8 @@ class GenerateTask(Task):
             out = self._repair(out, ctx, client, instructions)
         for rec, info, _req, i, text, parsed, keys in out:
             yield self._sample(rec, info, i, text, parsed, keys, ctx)
+        # parse failures and repairs so far, for the live display
+        ctx.emit({"event": "counters", "step": ctx.step_id, "counters": dict(ctx.counters)})
 
     def _repair(self, out: list, ctx: OpContext, client, instructions) -> list:
         """One follow-up request per unparsed response; the repaired text replaces the raw."""
