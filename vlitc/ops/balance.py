@@ -14,7 +14,7 @@ import hashlib
 import heapq
 import math
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TypeVar
 
@@ -119,15 +119,40 @@ class MixBalance(Balance):
         tasks = sorted(set(self.params.get("mix") or {}) | set(self.params.get("by_source") or {}))
         return {"task": tasks} if tasks else {}
 
+    streams = True
+
     def run(self, samples: Iterable[Sample], ctx: OpContext) -> Iterator[Sample]:
-        pool = sorted(samples, key=lambda s: s["id"])
-        by_group: dict[tuple[str, str], list[Sample]] = defaultdict(list)
-        for s in pool:
-            by_group[self._group(s)].append(s)
+        pool = list(samples)
+        return iter([self.finish(pool[i], split) for i, split in self.select(iter(pool), ctx)])
+
+    def select(self, samples: Iterator[Sample], ctx: OpContext) -> list[tuple[int, str]]:
+        """Which samples the release takes, as ``(input index, split)`` in release order (by
+        id), seeing each sample once and keeping only its id, group and image: the streaming
+        first pass (the executor then reads the chosen samples again)."""
+        ids: list[str] = []
+        group_of: list[int] = []
+        image_of: list[int] = []
+        groups: dict[tuple[str, str], int] = {}
+        images: dict[str, int] = {}
+        for s in samples:
+            ids.append(s["id"])
+            group_of.append(groups.setdefault(self._group(s), len(groups)))
+            image_of.append(images.setdefault(image_key(s), len(images)))
+        names = {v: k for k, v in groups.items()}
+        by_group: dict[tuple[str, str], list[int]] = {g: [] for g in sorted(groups)}
+        for i in sorted(range(len(ids)), key=ids.__getitem__):  # each group's members by id
+            by_group[names[group_of[i]]].append(i)
         targets = self._targets(by_group, ctx)
-        chosen = self._select(by_group, targets, ctx)
-        self._report(by_group, targets, chosen, ctx)
-        return iter(self._split(chosen, ctx))
+        chosen = self._select(by_group, targets, image_of, ctx)
+        chosen.sort(key=ids.__getitem__)
+        self._report(by_group, targets, Counter(names[group_of[i]] for i in chosen), ctx)
+        image_name = {v: k for k, v in images.items()}
+        return self._split([(i, image_name[image_of[i]]) for i in chosen], ctx)
+
+    @staticmethod
+    def finish(s: Sample, split: str) -> Sample:
+        """A chosen sample as the release has it: its split in ``meta.split``."""
+        return {**s, "meta": {**(s.get("meta") or {}), "split": split}}
 
     # -- targets -----------------------------------------------------------------------------
     def _group(self, s: Sample) -> tuple[str, str]:
@@ -165,7 +190,7 @@ class MixBalance(Balance):
         return largest_remainder(total, weights)
 
     # -- selection ---------------------------------------------------------------------------
-    def _select(self, by_group, targets, ctx: OpContext) -> list[Sample]:
+    def _select(self, by_group, targets, image_of: list[int], ctx: OpContext) -> list[int]:
         """Take from the group furthest below its target next, honouring the per-image cap."""
         cap = self.params.get("per_image_cap")
         queues = {}
@@ -174,28 +199,27 @@ class MixBalance(Balance):
             random.Random(f"{ctx.seed}:balance:{g[0]}:{g[1]}").shuffle(cands)
             queues[g] = cands
         taken: dict[tuple[str, str], int] = Counter()
-        per_image: Counter[str] = Counter()
+        per_image: Counter[int] = Counter()
         heap = [(0.0, g) for g in sorted(targets) if targets[g] > 0]
         heapq.heapify(heap)
-        chosen: list[Sample] = []
+        chosen: list[int] = []
         while heap:
             _, g = heapq.heappop(heap)
             while queues[g]:
-                s = queues[g].pop()
-                if cap is None or per_image[image_key(s)] < cap:
-                    per_image[image_key(s)] += 1
+                i = queues[g].pop()
+                if cap is None or per_image[image_of[i]] < cap:
+                    per_image[image_of[i]] += 1
                     taken[g] += 1
-                    chosen.append(s)
+                    chosen.append(i)
                     break
                 ctx.count("over_image_cap")
             else:
                 continue  # group exhausted: its shortfall is reported below
             if taken[g] < targets[g]:
                 heapq.heappush(heap, (taken[g] / targets[g], g))
-        return sorted(chosen, key=lambda s: s["id"])
+        return chosen
 
-    def _report(self, by_group, targets, chosen, ctx: OpContext) -> None:
-        got = Counter(self._group(s) for s in chosen)
+    def _report(self, by_group, targets, got: Counter, ctx: OpContext) -> None:
         name = {g: g[0] if g[1] == "*" else f"{g[0]}/{g[1]}" for g in targets}
         ctx.note("targets", {name[g]: targets[g] for g in sorted(targets)})
         ctx.note("selected", {name[g]: got[g] for g in sorted(targets)})
@@ -211,9 +235,9 @@ class MixBalance(Balance):
             return
         ctx.note("shortfall", short)
         ctx.warn("balance shortfall: " + ", ".join(f"{k} {v['missing']}" for k, v in short.items()))
-        self._topup(chosen, targets, ctx)
+        self._topup(got, targets, ctx)
 
-    def _topup(self, chosen, targets, ctx: OpContext) -> None:
+    def _topup(self, got: Counter, targets, ctx: OpContext) -> None:
         """Note how many more items each generated task needs (a second round runs them)."""
         generated = {
             t for t, spec in (ctx.recipe.get("tasks") or {}).items()
@@ -222,22 +246,21 @@ class MixBalance(Balance):
         task_targets: Counter[str] = Counter()
         for (t, _), n in targets.items():
             task_targets[t] += n
-        kept = Counter(s["task"] for s in chosen)
+        kept: Counter[str] = Counter()
+        for (t, _), n in got.items():
+            kept[t] += n
         rates = pass_rates(ctx)
         plan = topup_plan(kept, rates, {t: n for t, n in task_targets.items() if t in generated})
         if plan:
             ctx.note("topup", plan)
 
     # -- split -------------------------------------------------------------------------------
-    def _split(self, chosen: list[Sample], ctx: OpContext) -> list[Sample]:
+    def _split(self, chosen: list[tuple[int, str]], ctx: OpContext) -> list[tuple[int, str]]:
+        """``(index, image key)`` -> ``(index, split)``: whole images go to validation."""
         frac = (self.params.get("split") or {}).get("validation", 0.0)
-        val = split_images((image_key(s) for s in chosen), frac, ctx.seed) if frac else set()
-        out = []
-        for s in chosen:
-            s = {**s, "meta": {**(s.get("meta") or {})}}
-            s["meta"]["split"] = "validation" if image_key(s) in val else "train"
-            out.append(s)
-        n_val = sum(1 for s in out if s["meta"]["split"] == "validation")
+        val = split_images((img for _, img in chosen), frac, ctx.seed) if frac else set()
+        out = [(i, "validation" if img in val else "train") for i, img in chosen]
+        n_val = sum(1 for _, split in out if split == "validation")
         ctx.note("split", {"train": len(out) - n_val, "validation": n_val,
                            "validation_images": len(val)})
         return out

@@ -248,6 +248,20 @@ class Filter(Op):
     #: (the measure step's output is cached as a whole either way)
     cache_items: ClassVar[bool] = True
 
+    #: a dataset-scope filter that measures in two streaming passes instead of holding every
+    #: sample: :meth:`features` of each chunk of samples (per-sample pure: a map step the engine
+    #: spreads; arrays are gathered on disk), then :meth:`measure_features` over all of them
+    streams: ClassVar[bool] = False
+
+    def features(self, samples: list[Sample], ctx: OpContext) -> dict[str, Any]:
+        """Per-sample features of a chunk: numpy arrays with one row per sample, or lists."""
+        raise NotImplementedError
+
+    def measure_features(self, features: dict[str, Any], ctx: OpContext) -> Callable[[int, str], dict]:
+        """From every sample's features (arrays may be memory-mapped), the function that gives
+        sample ``i``'s stats; it is called once per sample, in order, with the sample's id."""
+        raise NotImplementedError
+
     def measure_params(self) -> dict:
         skip = set(self.keep_params)
         return {k: v for k, v in self.key_params().items() if k not in skip}
@@ -267,7 +281,19 @@ class Filter(Op):
 class Balance(Op):
     """Samples the filtered pool down to the release's mix and size."""
 
+    #: selects in two streaming passes: :meth:`select` sees every sample once and keeps only
+    #: what it decides by; the executor then reads the chosen samples again (:meth:`finish`)
+    streams: ClassVar[bool] = False
+
     def run(self, samples: Iterable[Sample], ctx: OpContext) -> Iterator[Sample]:
+        raise NotImplementedError
+
+    def select(self, samples: Iterator[Sample], ctx: OpContext) -> list[tuple[int, str]]:
+        """``(input index, tag)`` of the chosen samples, in output order."""
+        raise NotImplementedError
+
+    def finish(self, sample: Sample, tag: str) -> Sample:
+        """A chosen sample as the output has it."""
         raise NotImplementedError
 
 

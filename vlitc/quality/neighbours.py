@@ -167,24 +167,44 @@ def minhash_neighbours(
     datasketch's ``MinHashLSH`` would use: items sharing a band are candidates, found by
     sorting each band's keys (no table per band), and a candidate counts when its estimated
     Jaccard reaches the threshold. Items without words match nothing."""
-    n = len(texts)
+    hv, has = minhash_signatures(texts, num_perm, ngram, seed)
+    gid = np.full(len(texts), -1, dtype=np.int64)
+    for g, group in enumerate(groups):
+        gid[np.asarray(group, dtype=np.int64)] = g
+    bands = band_keys(hv, lsh_bands(threshold, num_perm))
+    return banded_neighbours(hv, has & (gid >= 0), gid, bands, threshold)
+
+
+def band_keys(hv: np.ndarray, bands: list[tuple[int, int]]) -> np.ndarray:
+    """The ``(n, len(bands))`` uint64 LSH keys of each signature row (see :func:`lsh_bands`):
+    computed where the signatures are, so the search needs only these and a verification read
+    of the candidates' signatures."""
+    out = np.empty((len(hv), len(bands)), dtype=np.uint64)
+    for b, (lo, hi) in enumerate(bands):
+        out[:, b] = _band_hash(np.asarray(hv[:, lo:hi]))
+    return out
+
+
+def banded_neighbours(hv: np.ndarray, eligible: np.ndarray, gid: np.ndarray, bands: np.ndarray,
+                      threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`minhash_neighbours` over precomputed signatures ``hv`` (which may be a
+    memory-mapped file: only candidates' rows are read), the items that take part
+    (``eligible``), their group ids and their band keys (:func:`band_keys`)."""
+    n = len(gid)
     first = np.full(n, -1, dtype=np.int64)
     sim = np.zeros(n, dtype=np.float32)
-    hv, has = minhash_signatures(texts, num_perm, ngram, seed)
-    gid = np.full(n, -1, dtype=np.int64)
+    sizes = np.bincount(gid[eligible], minlength=int(gid.max(initial=0)) + 1) if eligible.any() \
+        else np.zeros(1, dtype=np.int64)
     large = np.zeros(n, dtype=bool)
-    for g, group in enumerate(groups):
-        idx = np.asarray(group, dtype=np.int64)
-        gid[idx] = g
-        large[idx] = len(idx) > SMALL_GROUP
-    small_items = np.flatnonzero(has & (gid >= 0) & ~large)  # ascending: runs are groups
+    large[eligible] = sizes[gid[eligible]] > SMALL_GROUP
+    small_items = np.flatnonzero(eligible & ~large)  # ascending: runs are groups
     order = np.argsort(gid[small_items], kind="stable")
     _earliest_in_runs(hv, small_items[order], gid[small_items][order], threshold, first, sim)
-    items = np.flatnonzero(has & large)
+    items = np.flatnonzero(eligible & large)
     if len(items) < 2:
         return first, sim
-    for lo, hi in lsh_bands(threshold, num_perm):
-        key = _band_hash(hv[items, lo:hi])
+    for b in range(bands.shape[1]):
+        key = bands[items, b]
         order = np.lexsort((items, key, gid[items]))
         k, kg = key[order], gid[items][order]
         run = np.cumsum(np.r_[True, (k[1:] != k[:-1]) | (kg[1:] != kg[:-1])])

@@ -8,25 +8,33 @@ runs at all (:mod:`vlitc.run.status`); a runner only runs it.
 
 from __future__ import annotations
 
+import copy
 import itertools
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
+import orjson
+
 from vlitc.ops.base import Balance, Exporter, Filter, Op, OpContext, Pool, Report, Source, Task
 from vlitc.plan import Step
 from vlitc.run import keys
 from vlitc.run.outputs import count_records
 from vlitc.run.shards import (
+    Gathered,
     in_scope,
     measure_all,
     measure_cached,
     measure_chunked,
+    merge_chunk,
     raise_chunk_error,
     run_chunk,
+    set_stats,
 )
+from vlitc.run.store import SHARD_SIZE
 
 if TYPE_CHECKING:
     from vlitc.run.executor import Executor
@@ -68,11 +76,7 @@ class Runner:
             for res in self.ex.engine.map(run_chunk, job, (data for data, _n in chunks)):
                 raise_chunk_error(res)
                 w.write_encoded(res.lines, res.count)
-                for name, n in res.counters.items():
-                    ctx.count(name, n)
-                ctx.notes.update(res.notes)
-                for message in res.warnings:
-                    ctx.warn(message)
+                merge_chunk(ctx, res)
                 done += 1
                 ctx.emit({"event": "progress", "step": step.id, "done": done * self.ex.execution.chunk,
                           "total": source["count"]})
@@ -128,19 +132,65 @@ class TaskRunner(Runner):
 
 @runner
 class MergeRunner(Runner):
+    """The released tasks' samples, one after another: their lines are copied as they are (no
+    decoding), and a single input's shards are the merge's own (nothing copied at all)."""
+
     kind = "merge"
 
     def run(self, step: Step, ctx: OpContext) -> dict:
-        chained = itertools.chain.from_iterable(self.input(step, d) for d in step.deps)
-        return {"outputs": {"main": self.write(chained)}}
+        outputs = [self.ex.output_of(step, d) for d in step.deps]
+        if len(outputs) == 1 and all(sh["count"] == SHARD_SIZE for sh in outputs[0]["shards"][:-1]):
+            return {"outputs": {"main": copy.deepcopy(outputs[0])}}
+        w = self.ex.store.writer()
+        try:
+            for out in outputs:
+                for data, n in self.ex.store.read_chunks(out, SHARD_SIZE):
+                    w.write_encoded(data, n)
+        except BaseException:
+            w.abort()
+            raise
+        return {"outputs": {"main": w.close()}}
 
 
 @runner
 class BalanceRunner(Runner):
+    """Balance: a streaming op selects by a first pass over the samples (keeping only their
+    keys); the chosen ones are then read again, staged as lines and written in output order."""
+
     kind = "balance"
 
     def run(self, step: Step, ctx: OpContext) -> dict:
-        return {"outputs": {"main": self.write(op_of(step, Balance).run(self.input(step, step.deps[0]), ctx))}}
+        op = op_of(step, Balance)
+        if not op.streams:
+            return {"outputs": {"main": self.write(op.run(self.input(step, step.deps[0]), ctx))}}
+        import numpy as np
+
+        ex = self.ex
+        source = ex.output_of(step, step.deps[0])
+        chosen = op.select(self.input(step, step.deps[0]), ctx)
+        position = np.full(source["count"], -1, dtype=np.int64)
+        for pos, (i, _tag) in enumerate(chosen):
+            position[i] = pos
+        where = np.zeros((len(chosen), 2), dtype=np.int64)  # offset and length in the staging file
+        fd, staging = tempfile.mkstemp(dir=ex.store.tmp, prefix="balance-")
+        try:
+            with open(fd, "w+b") as f:
+                offset = 0
+                for i, line in enumerate(ex.store.read_lines(source)):
+                    if position[i] >= 0:
+                        f.write(line)
+                        where[position[i]] = (offset, len(line))
+                        offset += len(line)
+                f.flush()
+
+                def chosen_samples() -> Iterator[dict]:
+                    for pos, (_i, tag) in enumerate(chosen):
+                        f.seek(int(where[pos, 0]))
+                        yield op.finish(orjson.loads(f.read(int(where[pos, 1]))), tag)
+
+                return {"outputs": {"main": self.write(chosen_samples())}}
+        finally:
+            os.unlink(staging)
 
 
 @runner
@@ -152,6 +202,8 @@ class MeasureRunner(Runner):
 
     def run(self, step: Step, ctx: OpContext) -> dict:
         op = op_of(step, Filter)
+        if op.scope == "dataset" and op.streams:
+            return {"outputs": {"main": self._measure_streamed(step, op, ctx)}}
         if op.scope == "dataset":
             return {"outputs": {"main": self.write(measure_all(op, list(self.input(step, step.deps[0])), ctx))}}
         fp = None
@@ -171,6 +223,40 @@ class MeasureRunner(Runner):
         return {"outputs": {"main": self.write(measure_cached(op, samples, ctx, cache, fp))}}
 
 
+    def _measure_streamed(self, step: Step, op: Filter, ctx: OpContext) -> dict:
+        """Pass 1: every chunk's features (through the engine when it spreads), gathered on
+        disk; the op measures them all; pass 2: the samples again, each with its stats."""
+        ex = self.ex
+        source = ex.output_of(step, step.deps[0])
+        workdir = Path(tempfile.mkdtemp(dir=ex.store.tmp, prefix="features-"))
+        try:
+            gathered = Gathered(workdir)
+            if ex.maps(source):
+                job = ex.job(step, ctx, "features")
+                chunks = (data for data, _n in ex.store.read_chunks(source, ex.execution.chunk))
+                for res in ex.engine.map(run_chunk, job, chunks):
+                    raise_chunk_error(res)
+                    merge_chunk(ctx, res)
+                    gathered.add(res.features or {})
+            else:
+                samples = self.input(step, step.deps[0])
+                while chunk := list(itertools.islice(samples, ex.execution.chunk)):
+                    gathered.add(op.features([s for s in chunk if in_scope(op, s)], ctx))
+            stat = op.measure_features(gathered.close(), ctx)
+
+            def measured() -> Iterator[dict]:
+                i = 0
+                for s in self.input(step, step.deps[0]):
+                    if in_scope(op, s):
+                        set_stats(s, op.label, stat(i, s["id"]))
+                        i += 1
+                    yield s
+
+            return self.write(measured())
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 @runner
 class FilterRunner(Runner):
     """A filter's keep decision over the measured stats: kept samples and dropped ones."""
@@ -179,16 +265,26 @@ class FilterRunner(Runner):
 
     def run(self, step: Step, ctx: OpContext) -> dict:
         op = op_of(step, Filter)
-        scoped_stats = [s["meta"]["stats"][op.label] for s in self.input(step, step.deps[0])
-                        if in_scope(op, s)]
-        decisions = iter(op.decide(scoped_stats))
+        source = self.ex.output_of(step, step.deps[0])
         store = self.ex.store
+        if type(op).decide is Filter.decide:  # a per-sample rule: one pass, no list of stats
+            decide = op.keep
+            decisions = None
+        else:  # a dataset-wide rule (a top fraction) sees every stat first
+            scoped = [s["meta"]["stats"][op.label] for s in store.read(source) if in_scope(op, s)]
+            decisions = iter(op.decide(scoped))
         kept, dropped = store.writer(), store.writer()
         try:
-            for s in self.input(step, step.deps[0]):
-                reason = next(decisions) if in_scope(op, s) else None
+            for line in store.read_lines(source):
+                s = orjson.loads(line)
+                if not in_scope(op, s):
+                    reason = None
+                elif decisions is None:
+                    reason = decide(s["meta"]["stats"][op.label])
+                else:
+                    reason = next(decisions)
                 if reason is None:
-                    kept.write(s)
+                    kept.write_encoded(line, 1)  # unchanged: the same bytes, not encoded again
                 else:
                     s["meta"]["drop"] = {"filter": op.label, "reason": reason}
                     dropped.write(s)

@@ -86,7 +86,7 @@ def measure_cached(op: Filter, samples: Iterable[dict], ctx: OpContext, cache: A
 class Job:
     """One map step, as plain data a worker process can rebuild it from."""
 
-    kind: str  # task | measure
+    kind: str  # task | measure | features
     key: str  # the step key (a worker keeps one op per key)
     family: str
     op: str
@@ -113,6 +113,7 @@ class ChunkResult:
     notes: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     error: tuple[int, str] | None = None  # (exit code, message) of a VlitcError
+    features: dict[str, Any] | None = None  # a streamed dataset-scope filter's chunk features
 
 
 _WORKER: dict[str, Any] = {}  # per process: step key -> (op, store)
@@ -143,6 +144,43 @@ def job_context(job: Job, store: Any) -> OpContext:
         _inputs=inputs, _locate=job.locations.get)
 
 
+class Gathered:
+    """The features of every chunk, in order: arrays appended to files in ``workdir`` and
+    memory-mapped at the end (so a million signatures stay on disk), lists concatenated."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+        self._files: dict[str, Any] = {}
+        self._shape: dict[str, tuple[Any, tuple[int, ...], int]] = {}
+        self._lists: dict[str, list] = {}
+
+    def add(self, features: dict[str, Any]) -> None:
+        import numpy as np
+
+        for name, value in features.items():
+            if isinstance(value, np.ndarray):
+                if name not in self._files:
+                    self._files[name] = open(self.dir / f"{name}.bin", "wb")  # noqa: SIM115 (closed in close)
+                    self._shape[name] = (value.dtype, value.shape[1:], 0)
+                dtype, trail, n = self._shape[name]
+                self._files[name].write(np.ascontiguousarray(value, dtype=dtype).tobytes())
+                self._shape[name] = (dtype, trail, n + len(value))
+            else:
+                self._lists.setdefault(name, []).extend(value)
+
+    def close(self) -> dict[str, Any]:
+        import numpy as np
+
+        out: dict[str, Any] = dict(self._lists)
+        for name, f in self._files.items():
+            f.close()
+            dtype, trail, n = self._shape[name]
+            out[name] = (np.memmap(self.dir / f"{name}.bin", dtype=dtype, mode="r", shape=(n, *trail))
+                         if n else np.zeros((0, *trail), dtype=dtype))
+        self._files = {}
+        return out
+
+
 def encode(records: Iterable[dict]) -> tuple[bytes, int]:
     """JSON lines as the cache's shard writer writes them, and how many."""
     lines = [orjson.dumps(r) + b"\n" for r in records]
@@ -155,6 +193,11 @@ def run_chunk(job: Job, lines: bytes) -> ChunkResult:
     ctx = job_context(job, store)
     try:
         records = (orjson.loads(line) for line in lines.splitlines())
+        if job.kind == "features":
+            flt = cast(Filter, op)
+            feats = flt.features([s for s in records if in_scope(flt, s)], ctx)
+            return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
+                               features=feats)
         if job.kind == "task":
             out = cast(Task, op).run(records, ctx)
         elif job.measure_fp is not None:
@@ -166,6 +209,15 @@ def run_chunk(job: Job, lines: bytes) -> ChunkResult:
     except VlitcError as e:  # its text crosses the process boundary, not its class
         return ChunkResult(error=(e.exit_code, str(e)))
     return ChunkResult(data, n, ctx.counters, ctx.notes, ctx.warnings)
+
+
+def merge_chunk(ctx: OpContext, result: ChunkResult) -> None:
+    """Add a chunk's counters, notes and warnings to the step's context."""
+    for name, n in result.counters.items():
+        ctx.count(name, n)
+    ctx.notes.update(result.notes)
+    for message in result.warnings:
+        ctx.warn(message)
 
 
 def raise_chunk_error(result: ChunkResult) -> None:

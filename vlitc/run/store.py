@@ -235,6 +235,12 @@ class Store:
         for line in data.splitlines():
             yield orjson.loads(line)
 
+    def read_lines(self, output: dict) -> Iterator[bytes]:
+        """The output's records as their JSON lines, not decoded."""
+        for shard in output["shards"]:
+            with open(self.object_path(shard["sha256"]), "rb") as f:
+                yield from f
+
     def read_chunks(self, output: dict, size: int) -> Iterator[tuple[bytes, int]]:
         """The output's records as blocks of up to ``size`` JSON lines, not decoded."""
         buf: list[bytes] = []

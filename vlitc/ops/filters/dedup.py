@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from vlitc.ops.base import Filter, OpContext
@@ -37,28 +38,6 @@ def scope_key(s: Sample, scope: str) -> str:
     if not img:
         return f"id:{s.get('id')}"  # a text-only sample is its own scope
     return img.get("sha256") or f"{img.get('root')}/{img.get('path')}"
-
-
-def groups_of(samples: list[Sample], scope: str, among: list[int] | None = None) -> list[list[int]]:
-    """Indices grouped by scope, each group in input order (``among`` restricts the indices)."""
-    out: dict[str, list[int]] = {}
-    for i in range(len(samples)) if among is None else among:
-        out.setdefault(scope_key(samples[i], scope), []).append(i)
-    return list(out.values())
-
-
-def exact_firsts(norm: list[str], groups: list[list[int]]) -> list[int]:
-    """For each index, the first index in its group with the same normalised text, or -1."""
-    first = [-1] * len(norm)
-    for group in groups:
-        seen: dict[str, int] = {}
-        for i in group:
-            h = hashlib.sha1(norm[i].encode()).hexdigest()
-            if h in seen:
-                first[i] = seen[h]
-            else:
-                seen[h] = i
-    return first
 
 
 def _batch(cache: Any):
@@ -141,42 +120,97 @@ class DedupFilter(Filter):
         given = self.params.get("threshold")
         return float(given if given is not None else METHOD_THRESHOLDS[self.params["method"]])
 
+    streams = True
+
     def measure(self, samples: list[Sample], ctx: OpContext) -> list[dict]:
+        stat = self.measure_features(self.features(samples, ctx), ctx)
+        return [stat(i, s["id"]) for i, s in enumerate(samples)]
+
+    def features(self, samples: list[Sample], ctx: OpContext) -> dict[str, Any]:
+        """Per sample: its scope, a 64-bit hash of its folded text (exact copies), whether that
+        text is empty, and its MinHash signature with its LSH band keys (``minhash``) or its
+        embedding (``semantic``)."""
         import numpy as np
 
-        method = self.params["method"]
         texts = [sample_text(s, self.params["field"]) for s in samples]
         norm = [normalise(t) for t in texts]
-        groups = groups_of(samples, self.params["scope"])
-        first = np.asarray(exact_firsts(norm, groups), dtype=np.int64)
-        sim = np.where(first >= 0, 1.0, 0.0).astype(np.float32)
-        how = ["exact" if f >= 0 else "" for f in first]
-        if method != "exact":
-            uniq = [i for i in range(len(samples)) if first[i] < 0 and norm[i]]
-            near, nsim = self._near(method, texts, uniq, samples, ctx)
-            for i, j in enumerate(uniq):
-                if near[i] >= 0:
-                    first[j], sim[j], how[j] = uniq[near[i]], nsim[i], method
-        ctx.count("duplicates", int((first >= 0).sum()))
-        return [
-            {"dup_of": samples[f]["id"] if f >= 0 else None, "method": how[i] or None,
-             "similarity": round(float(sim[i]), 4) if f >= 0 else None}
-            for i, f in enumerate(first.tolist())
-        ]
+        out: dict[str, Any] = {
+            "scope": [scope_key(s, self.params["scope"]) for s in samples],
+            "exact": np.fromiter((int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
+                                  for t in norm), dtype=np.uint64, count=len(norm)),
+            "empty": np.fromiter((not t for t in norm), dtype=bool, count=len(norm)),
+        }
+        method = self.params["method"]
+        if method == "minhash":
+            from vlitc.quality import neighbours as nb
 
-    def _near(self, method: str, texts: list[str], uniq: list[int], samples: list[Sample],
-              ctx: OpContext):
+            hv, has = nb.minhash_signatures(texts, self.params["num_perm"], self.params["ngram"], seed=1)
+            out.update(sig=hv, has=has,
+                       bands=nb.band_keys(hv, nb.lsh_bands(self.threshold(), self.params["num_perm"])))
+        elif method == "semantic":
+            out["emb"] = cached_embeddings(texts, ctx, self.params["batch_size"]).astype(np.float32)
+        return out
+
+    def measure_features(self, features: dict[str, Any], ctx: OpContext) -> Callable[[int, str], dict]:
+        import numpy as np
+
+        exact, empty = np.asarray(features["exact"]), np.asarray(features["empty"])
+        n = len(exact)
+        groups: dict[str, int] = {}
+        gid = np.fromiter((groups.setdefault(k, len(groups)) for k in features["scope"]),
+                          dtype=np.int64, count=n)
+        # exact copies: the first of each run of equal (scope, text hash), in input order
+        first = np.full(n, -1, dtype=np.int64)
+        order = np.lexsort((np.arange(n), exact, gid))
+        g, e = gid[order], exact[order]
+        starts = np.r_[True, (g[1:] != g[:-1]) | (e[1:] != e[:-1])] if n else np.zeros(0, dtype=bool)
+        head = order[starts][np.cumsum(starts) - 1]
+        first[order[~starts]] = head[~starts]
+        sim = np.where(first >= 0, 1.0, 0.0).astype(np.float32)
+        how = np.where(first >= 0, 1, 0).astype(np.int8)  # 1 exact, 2 the near method
+        method = self.params["method"]
+        if method != "exact" and n:
+            near, nsim = self._near(method, features, gid, (first < 0) & ~empty, ctx)
+            hit = near >= 0
+            first[hit], sim[hit], how[hit] = near[hit], nsim[hit], 2
+        ctx.count("duplicates", int((first >= 0).sum()))
+        needed = set(first[first >= 0].tolist())
+        names: dict[int, str] = {}
+        labels = (None, "exact", method)
+
+        def stat(i: int, sample_id: str) -> dict:
+            if i in needed:
+                names[i] = sample_id
+            f = int(first[i])
+            if f < 0:
+                return {"dup_of": None, "method": None, "similarity": None}
+            return {"dup_of": names[f], "method": labels[how[i]], "similarity": round(float(sim[i]), 4)}
+
+        return stat
+
+    def _near(self, method: str, features: dict[str, Any], gid: Any, eligible: Any, ctx: OpContext):
+        """Earliest near copy (index into all samples, or -1) and its similarity, among the
+        samples ``eligible`` for it (no exact copy before them, some text)."""
+        import numpy as np
+
         from vlitc.quality import neighbours as nb
 
-        sub = [samples[i] for i in uniq]
-        groups = groups_of(sub, self.params["scope"])
-        sub_texts = [texts[i] for i in uniq]
         if method == "minhash":
-            return nb.minhash_neighbours(
-                sub_texts, groups, self.threshold(), self.params["num_perm"],
-                self.params["ngram"], seed=1)
-        emb = cached_embeddings(sub_texts, ctx, self.params["batch_size"])
-        return nb.cosine_neighbours(emb, groups, self.threshold(), seed=ctx.seed)
+            has = np.asarray(features["has"])
+            return nb.banded_neighbours(features["sig"], has & eligible, gid, np.asarray(features["bands"]),
+                                        self.threshold())
+        uniq = np.flatnonzero(eligible)
+        groups: dict[int, list[int]] = {}
+        for j, g in enumerate(gid[uniq].tolist()):
+            groups.setdefault(g, []).append(j)
+        near, nsim = nb.cosine_neighbours(np.asarray(features["emb"][uniq]), list(groups.values()),
+                                          self.threshold(), seed=ctx.seed)
+        first = np.full(len(gid), -1, dtype=np.int64)
+        sim = np.zeros(len(gid), dtype=np.float32)
+        hit = np.asarray(near) >= 0
+        first[uniq[hit]] = uniq[np.asarray(near)[hit]]
+        sim[uniq[hit]] = np.asarray(nsim)[hit]
+        return first, sim
 
     def keep(self, stats: dict) -> str | None:
         if stats["dup_of"] is None:
