@@ -42,3 +42,31 @@ def test_grounding_keeps_an_empty_object_layer():
     unannotated = image_record("2", "coco", None, captions=["a dog"])
     assert grounding(annotated) == {"width": 4, "height": 3, "objects": []}
     assert grounding(unannotated) == {}
+
+
+def test_one_canonical_json_serves_step_keys_llm_keys_and_release_diffs():
+    from vlitc import hashing
+    from vlitc.llm import types
+    from vlitc.release import diff
+    from vlitc.run import fingerprint
+
+    assert fingerprint.canonical is hashing.canonical and types.canonical is hashing.canonical
+    assert diff._fingerprint({"image": None, "turns": []}) == hashing.digest({"image": None, "turns": []})
+
+
+def test_llm_request_bytes_are_unchanged():
+    """The request key is the sha256 of these exact bytes (orjson, sorted keys, compact)."""
+    import json
+
+    from vlitc.llm.types import canonical
+
+    req = {"provider": "openai", "model": "m", "temperature": 0.7, "top_p": None, "n": 2,
+           "messages": [{"role": "user", "content": "Wie viele Katzen? \u00e9\u4e2d\U0001f600\n\t\"q\""}]}
+    assert canonical(req) == json.dumps(req, sort_keys=True, separators=(",", ":"),
+                                        ensure_ascii=False).encode()
+    assert canonical({2: "a", "1": "b"}) == b'{"1":"b","2":"a"}'
+
+
+def test_a_content_digest_takes_nan_from_a_dataset_without_stopping_the_build():
+    s = {"id": "x", "turns": [], "meta": {"annotations": {"objects": [{"bbox": [float("nan")]}]}}}
+    assert len(item_digest(s)) == 64

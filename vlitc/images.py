@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlitc.hashing import sha256_file
+
 #: bump when what a table entry means changes; old tables are then ignored
 STORE_VERSION = 1
 _CHUNK = 1 << 20
@@ -36,15 +38,6 @@ class ImageInfo:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def probe(path: Path, decode: bool) -> tuple[int, int]:
@@ -166,7 +159,7 @@ class ImageChecker:
             if self.read_size:
                 info.width, info.height = probe(path, self.decode)
             if self.hash:
-                info.sha256 = file_sha256(path)
+                info.sha256 = sha256_file(path)
         except FileNotFoundError:
             info.error = "missing"
         except Exception as e:  # Pillow raises many types for a bad file

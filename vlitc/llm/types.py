@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+from vlitc.hashing import canonical
 
 #: sampling parameters that change responses, hence belong in the key
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "seed", "stop", "response_format")
@@ -78,11 +78,6 @@ class Response:
     error: str | None = None
     keys: list[str] = field(default_factory=list)  # the per-sample cache keys
     raw: Any = None  # provider body of the first fresh call (not cached)
-
-
-def canonical(obj: Any) -> bytes:
-    """Canonical JSON bytes: sorted keys, no whitespace."""
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
 def sample_key(base: dict, index: int) -> str:

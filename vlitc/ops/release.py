@@ -13,8 +13,8 @@ FILES = layout.REPORT_FILES
 
 def image_set(samples: list[dict], ctx: OpContext) -> dict:
     """Count and hash of the release's images (their recorded sha256, else the file's)."""
+    from vlitc.hashing import sha256_file
     from vlitc.release.lock import image_set_hash
-    from vlitc.run.fingerprint import sha256_file
 
     pairs = {}
     for s in samples:

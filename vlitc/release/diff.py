@@ -3,13 +3,13 @@ and the samples added, removed and changed (by id, on their exported content).""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vlitc.hashing import digest
 from vlitc.release.read import read_release
 
 
@@ -22,7 +22,7 @@ def _indicators(release: Path) -> dict:
 
 def _fingerprint(s: Mapping) -> str:
     body = {"image": s.get("image"), "turns": s.get("turns")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return digest(body, finite=False)
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, float]:

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vlitc.errors import InputError, Location, UserError
-from vlitc.run.fingerprint import sha256_file
+from vlitc.hashing import sha256_file
 from vlitc.run.store import CorruptObject, atomic_write
 
 

@@ -1,7 +1,7 @@
 """Step keys: sha256 of canonical JSON of what determines a step's output.
 
-Canonical JSON has sorted keys, no whitespace and no NaN; a value that cannot be represented
-raises (never a random fingerprint). File contents are hashed once and remembered by
+Canonical JSON (:mod:`vlitc.hashing`) has sorted keys, no whitespace and no NaN; a value that
+cannot be represented raises (never a random fingerprint). File contents are hashed once and remembered by
 (path, size, mtime), like DVC's state database, so an unchanged file is not read again; the
 mtimes only ever decide whether to read a file again, never what a key or a lock holds.
 """
@@ -9,24 +9,14 @@ mtimes only ever decide whether to read a file again, never what a key or a lock
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Any
 
-import orjson
+from vlitc.hashing import canonical, digest, sha256_file
+
+__all__ = ["canonical", "digest", "sha256_file", "step_key", "item_digest", "FileState"]
 
 KEY_FIELDS = ("op", "version", "params", "files", "upstream", "seed")
-
-
-def canonical(obj: Any) -> bytes:
-    """Canonical JSON bytes; raises TypeError on values JSON cannot hold."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
-
-
-def digest(obj: Any) -> str:
-    return hashlib.sha256(canonical(obj)).hexdigest()
 
 
 def step_key(components: dict) -> str:
@@ -43,15 +33,7 @@ def item_digest(sample: dict) -> str:
     if "stats" in meta or "drop" in meta:
         meta = {k: v for k, v in meta.items() if k not in ("stats", "drop")}
         sample = {**sample, "meta": meta}
-    return hashlib.sha256(orjson.dumps(sample, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    return digest(sample, finite=False)
 
 
 class FileState:

@@ -189,7 +189,7 @@ class Store:
 
     def put_file(self, path: Path) -> tuple[str, int]:
         """Copy a file into the object store; returns (sha256, size)."""
-        from vlitc.run.fingerprint import sha256_file
+        from vlitc.hashing import sha256_file
 
         sha = sha256_file(path)
         fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="file-")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
 from vlitc.errors import ConfigurationError, InputError
+from vlitc.hashing import sha256_file
 from vlitc.ops.base import Filter, OpContext
 from vlitc.ops.registry import register
 from vlitc.records import IMAGE_TOKEN, Sample
@@ -30,11 +30,7 @@ def file_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _FILE_HASHES:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _FILE_HASHES[key] = h.hexdigest()
+        _FILE_HASHES[key] = sha256_file(path)
     return _FILE_HASHES[key]
 
 

@@ -45,13 +45,16 @@ INSTRUCTION_SCHEMA = {
 SELECTION_SCHEMA = {"enum": ["random", "balanced"], "default": "random"}
 
 
-def task_schema(formats: list[str] | None = None, default: str | None = None, **extra: dict) -> dict:
-    """The params schema of an adaption task: source, instruction, selection, format, ``extra``."""
+def task_schema(formats: list[str] | None = None, default: str | None = None, *,
+                required: tuple[str, ...] = (), **extra: dict) -> dict:
+    """The params schema of an adaption task: source, instruction, selection, format (when the
+    kind has ``formats``; ``default`` or the first), then ``extra``; ``source`` and ``required``
+    are required."""
     props: dict = {"source": {"type": "string", "minLength": 1}, "instruction": INSTRUCTION_SCHEMA,
                    "selection": SELECTION_SCHEMA}
     if formats:
         props["format"] = {"enum": formats, "default": default or formats[0]}
-    return {"type": "object", "properties": {**props, **extra}, "required": ["source"],
+    return {"type": "object", "properties": {**props, **extra}, "required": ["source", *required],
             "additionalProperties": False}
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
-from vlitc.ops.tasks.base import INSTRUCTION_SCHEMA, SELECTION_SCHEMA, AdaptTask, Item
+from vlitc.ops.tasks.base import AdaptTask, Item, task_schema
 from vlitc.records import Record
 
 
@@ -19,21 +19,6 @@ def clean_caption(text: str) -> str:
     return t if t[-1] in ".!?" else t + "."
 
 
-def _schema(formats: list[str], default: str, extra: dict) -> dict:
-    return {
-        "type": "object",
-        "properties": {
-            "source": {"type": "string", "minLength": 1},
-            "instruction": INSTRUCTION_SCHEMA,
-            "selection": SELECTION_SCHEMA,
-            "format": {"enum": formats, "default": default},
-            **extra,
-        },
-        "required": ["source"],
-        "additionalProperties": False,
-    }
-
-
 @register("task", "brief_caption")
 class BriefCaption(AdaptTask):
     """One sample per caption: a brief-description instruction answered by the caption."""
@@ -42,10 +27,11 @@ class BriefCaption(AdaptTask):
     default_pool = "brief_caption"
     provides = frozenset({"caption_index"})
     reads = ("image", "captions")
-    params_schema = _schema(["free", "one_sentence"], "free", {
-        "per": {"enum": ["caption", "image"], "default": "caption"},
-        "min_words": {"type": "integer", "minimum": 1, "default": 3},
-    })
+    params_schema = task_schema(
+        ["free", "one_sentence"], "free",
+        per={"enum": ["caption", "image"], "default": "caption"},
+        min_words={"type": "integer", "minimum": 1, "default": 3},
+    )
 
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
         caps = rec.get("captions") or []
@@ -69,9 +55,7 @@ class DetailedCaption(AdaptTask):
     version = 1
     default_pool = "detailed_caption"
     reads = ("image", "captions")
-    params_schema = _schema(["free"], "free", {
-        "min_words": {"type": "integer", "minimum": 1, "default": 15},
-    })
+    params_schema = task_schema(["free"], "free", min_words={"type": "integer", "minimum": 1, "default": 15})
 
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
         caps = rec.get("captions") or []

@@ -16,24 +16,15 @@ from collections.abc import Iterator
 from vlitc import formats as fmt
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
-from vlitc.ops.tasks.base import INSTRUCTION_SCHEMA, SELECTION_SCHEMA, AdaptTask, Item
+from vlitc.ops.tasks.base import AdaptTask, Item, task_schema
 from vlitc.ops.tasks.objects import unique_objects
 from vlitc.records import Record
 
 
-def _schema(extra: dict) -> dict:
-    return {
-        "type": "object",
-        "properties": {
-            "source": {"type": "string", "minLength": 1},
-            "instruction": INSTRUCTION_SCHEMA,
-            "selection": SELECTION_SCHEMA,
-            "box_format": {"enum": list(fmt.BOX_FORMATS), "default": "bbox"},
-            **extra,
-        },
-        "required": ["source"],
-        "additionalProperties": False,
-    }
+def _schema(origin: dict) -> dict:
+    schema = task_schema(box_format={"enum": list(fmt.BOX_FORMATS), "default": "bbox"})
+    schema["properties"]["from"] = origin  # a keyword in Python, so not a task_schema argument
+    return schema
 
 
 class _BoxTask(AdaptTask):
@@ -67,7 +58,7 @@ class _BoxTask(AdaptTask):
             yield key, phrase, box, self.box.encode(box, w, h, phrase if tag_phrase else None)
 
 
-_FROM = {"from": {"enum": ["regions", "objects", "both"], "default": "both"}}
+_FROM = {"enum": ["regions", "objects", "both"], "default": "both"}
 
 
 @register("task", "rec")
@@ -116,7 +107,7 @@ class RegionCaption(_BoxTask):
     provides = frozenset({"bbox"})
     required = (frozenset({"bbox"}),)
     kinds = ("caption", "dense")
-    params_schema = _schema({"from": {"enum": ["regions"], "default": "regions"}})
+    params_schema = _schema({"enum": ["regions"], "default": "regions"})
 
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
         from vlitc.ops.tasks.caption import clean_caption

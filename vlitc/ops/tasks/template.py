@@ -35,12 +35,11 @@ from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
 from vlitc.ops.tasks.base import (
     BASE_VARS,
-    INSTRUCTION_SCHEMA,
-    SELECTION_SCHEMA,
     AdaptTask,
     Item,
     fitting_response,
     stable_index,
+    task_schema,
 )
 from vlitc.records import Record
 from vlitc.templating import TemplateProblem, check_variables, located_error
@@ -128,19 +127,11 @@ class TemplateTask(AdaptTask):
     """Render an instruction template and a response template per record or per layer item."""
 
     version = 1
-    params_schema = {
-        "type": "object",
-        "properties": {
-            "source": {"type": "string", "minLength": 1},
-            "instruction": INSTRUCTION_SCHEMA,
-            "response": {"type": "string", "minLength": 1},
-            "per": {"enum": sorted(PER_VARS), "default": "image"},
-            "selection": SELECTION_SCHEMA,
-            "format": {"enum": sorted(fmt.FORMATS), "default": "free"},
-        },
-        "required": ["source", "instruction", "response"],
-        "additionalProperties": False,
-    }
+    params_schema = task_schema(
+        sorted(fmt.FORMATS), "free", required=("instruction", "response"),
+        response={"type": "string", "minLength": 1},
+        per={"enum": sorted(PER_VARS), "default": "image"},
+    )
     reads = ("image|captions|qas|objects|regions|ocr",)
 
     def variables(self) -> frozenset[str]:

@@ -14,12 +14,11 @@ from vlitc import formats as fmt
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
 from vlitc.ops.tasks.base import (
-    INSTRUCTION_SCHEMA,
-    SELECTION_SCHEMA,
     AdaptTask,
     Item,
     fitting_response,
     rng_for,
+    task_schema,
 )
 from vlitc.ops.tasks.template import qa_answer
 from vlitc.records import Record
@@ -36,14 +35,7 @@ def acceptable(qa: dict) -> set[str]:
     return out
 
 
-def _props(formats: list[str], default: str) -> dict:
-    return {
-        "source": {"type": "string", "minLength": 1},
-        "instruction": INSTRUCTION_SCHEMA,
-        "selection": SELECTION_SCHEMA,
-        "format": {"enum": formats, "default": default},
-        "answer_types": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-    }
+_ANSWER_TYPES = {"type": "array", "items": {"type": "string"}, "minItems": 1}
 
 
 class _QATask(AdaptTask):
@@ -69,8 +61,7 @@ class ShortAnswerVQA(_QATask):
 
     version = 1
     default_pool = "vqa_short"
-    params_schema = {"type": "object", "properties": _props(["short", "free", "yes_no"], "short"),
-                     "required": ["source"], "additionalProperties": False}
+    params_schema = task_schema(["short", "free", "yes_no"], "short", answer_types=_ANSWER_TYPES)
 
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
         form = self.format
@@ -88,17 +79,12 @@ class MultipleChoiceVQA(_QATask):
     version = 1
     default_pool = "vqa_multiple_choice"
     provides = QA_VARS | {"options"}
-    params_schema = {
-        "type": "object",
-        "properties": {
-            **_props(["multiple_choice"], "multiple_choice"),
-            "choices": {"enum": ["dataset", "distractors", "auto"], "default": "auto"},
-            "n_choices": {"type": "integer", "minimum": 2, "maximum": 26, "default": 4},
-            "vocabulary": {"type": "integer", "minimum": 10, "default": 300},
-        },
-        "required": ["source"],
-        "additionalProperties": False,
-    }
+    params_schema = task_schema(
+        ["multiple_choice"], "multiple_choice", answer_types=_ANSWER_TYPES,
+        choices={"enum": ["dataset", "distractors", "auto"], "default": "auto"},
+        n_choices={"type": "integer", "minimum": 2, "maximum": 26, "default": 4},
+        vocabulary={"type": "integer", "minimum": 10, "default": 300},
+    )
 
     def setup(self, ctx: OpContext) -> None:
         """Read the answer vocabulary per answer type (most frequent first) in a first pass."""

@@ -1,0 +1,58 @@
+"""The one way to hash each thing: canonical JSON (step keys, LLM request keys, per-item
+digests, release comparisons) and file contents.
+
+Canonical JSON has sorted keys, no whitespace and UTF-8 text (orjson's encoding: a float is
+written in its shortest round-tripping form; a number or boolean key as a string). A value JSON
+cannot hold raises: ``TypeError`` for an object, ``ValueError`` for NaN or infinity (never a
+fingerprint that silently equals ``null``). LLM request keys were always these bytes; step keys
+(written with the json module before) are the same bytes for every value but floats between
+1e-9 and 1e-4 (json wrote ``1e-05``, this ``0.00001``). A rule changed here changes every key,
+so it changes only on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_CHUNK = 1 << 20
+#: keys sorted; a non-string key (YAML allows ``1:``) is written as a string, as JSON requires
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _non_finite(obj: Any) -> bool:
+    if isinstance(obj, float):
+        return not math.isfinite(obj)
+    if isinstance(obj, dict):
+        return any(_non_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_non_finite(v) for v in obj)
+    return False
+
+
+def canonical(obj: Any, *, finite: bool = True) -> bytes:
+    """Canonical JSON bytes of ``obj`` (see the module docstring for the rules). ``finite=False``
+    writes NaN and infinity as ``null`` instead of raising: for content digests of data read
+    from datasets (a per-item cache key), where a NaN must not stop a build."""
+    out = orjson.dumps(obj, option=_OPTIONS)  # JSONEncodeError is a TypeError
+    if finite and b"null" in out and _non_finite(obj):  # orjson writes NaN and infinity as null
+        raise ValueError("NaN and infinity have no canonical JSON form")
+    return out
+
+
+def digest(obj: Any, *, finite: bool = True) -> str:
+    """Hex sha256 of the canonical JSON of ``obj``."""
+    return hashlib.sha256(canonical(obj, finite=finite)).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            h.update(block)
+    return h.hexdigest()
