@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -294,8 +293,3 @@ def _safe_vars(text: str, allowed: set[str]) -> bool:
         return variables(text) <= allowed
     except TemplateProblem:
         return False
-
-
-def pool_dump(templates: list[str]) -> str:
-    """A pool as a JSON list (for freezing an expanded pool into a file)."""
-    return json.dumps(templates, ensure_ascii=False, indent=2) + "\n"

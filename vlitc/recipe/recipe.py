@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from vlitc.errors import Location, RecipeError
 from vlitc.ops import registry
@@ -40,9 +39,6 @@ class Recipe:
     def seed(self) -> int:
         return int(self.data.get("seed", 0))
 
-    def section(self, key: str) -> Any:
-        return self.data.get(key)
-
     def ops_in(self, key: str) -> list[tuple[KeyPath, Op]]:
         return [(p, op) for p, op in self.ops.items() if p[0] == key]
 
@@ -52,16 +48,8 @@ class Recipe:
 
 
 def _locate_value(data: dict, positions: Positions, value: str) -> Location | None:
-    stack: list[tuple[Any, KeyPath]] = [(data, ())]
-    while stack:
-        obj, path = stack.pop(0)
-        if obj == value:
-            return positions.locate(path)
-        if isinstance(obj, dict):
-            stack += [(v, path + (k,)) for k, v in obj.items()]
-        elif isinstance(obj, list):
-            stack += [(v, path + (i,)) for i, v in enumerate(obj)]
-    return None
+    found = v.find_value(data, value)
+    return positions.locate(found) if found is not None else None
 
 
 class _NotAtValidation(LookupError):

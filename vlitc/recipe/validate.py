@@ -188,22 +188,19 @@ def package_problems(entries: list[tuple[KeyPath, Any]], pos: Positions) -> list
     return out
 
 
-def _find_value(obj: Any, value: str, path: KeyPath) -> KeyPath | None:
-    """Key path of the first occurrence of ``value`` inside ``obj`` (to locate a reference)."""
-    if obj == value:
-        return path
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if k == value:
-                return path + (k,)
-            found = _find_value(v, value, path + (k,))
-            if found:
-                return found
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            found = _find_value(v, value, path + (i,))
-            if found:
-                return found
+def find_value(obj: Any, value: str, path: KeyPath = ()) -> KeyPath | None:
+    """Key path of the first occurrence of ``value`` in ``obj``, breadth first, as a value or as a
+    mapping key: where a reference or an inline template is written, for a located message."""
+    queue: list[tuple[Any, KeyPath]] = [(obj, path)]
+    for cur, at in queue:
+        if cur == value:
+            return at
+        if isinstance(cur, dict):
+            if value in cur:
+                return at + (value,)
+            queue += [(v, at + (k,)) for k, v in cur.items()]
+        elif isinstance(cur, list):
+            queue += [(v, at + (i,)) for i, v in enumerate(cur)]
     return None
 
 
@@ -223,7 +220,7 @@ def reference_problems(entries: list[tuple[KeyPath, Any]], data: dict, pos: Posi
             for name in names:
                 if name in have:
                     continue
-                where = _find_value(params, name, path) or path
+                where = find_value(params, name, path) or path
                 msg = f"{kind} {name!r} is not defined in '{section}'" + _did_you_mean(name, have)
                 hint = f"defined {section}: {', '.join(have)}" if have else f"add it under '{section}:'"
                 out.append(pos.problem(where, msg, hint, at_key=bool(where) and where[-1] == name))

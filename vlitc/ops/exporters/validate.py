@@ -219,17 +219,6 @@ class SampleChecker:
             raise ExportValidationError(self.what, self.problems)
 
 
-def check_samples(samples: Iterable[Sample], ctx: OpContext, what: str = "export", *,
-                  max_tokens: int | None = None, tokens_per_word: float = 1.3,
-                  image_tokens: int = 0) -> None:
-    """Raise :class:`ExportValidationError` if any sample fails :func:`sample_problems`."""
-    checker = SampleChecker(ctx, what, max_tokens=max_tokens, tokens_per_word=tokens_per_word,
-                            image_tokens=image_tokens)
-    for s in samples:
-        checker.check(s)
-    checker.raise_problems()
-
-
 def llava_record_problems(rec: dict, image_folder: Path | None = None) -> list[str]:
     """What is wrong with one record of a LLaVA JSON file, read as LLaVA's trainer reads it."""
     out: list[str] = []
