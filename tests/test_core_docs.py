@@ -1,11 +1,11 @@
 """The op reference in docs/ops.md is generated from the registry and stays current."""
 
-from vlitc.cli.commands.ops import markdown
+from vlitc import ops_reference
 from vlitc.cli.main import main
 
 
 def test_ops_reference_is_current(repo_root):
-    assert (repo_root / "docs" / "ops.md").read_text() == markdown(), \
+    assert (repo_root / "docs" / "ops.md").read_text() == ops_reference(markdown=True), \
         "run `vlitc ops --markdown > docs/ops.md`"
 
 

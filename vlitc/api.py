@@ -102,3 +102,93 @@ def plan_status(recipe_path: str | Path, cache_dir: str | Path | None = None) ->
         files.close()
         store.close()
     return recipe, plan, rows
+
+
+def estimates(recipe: Recipe, plan: Plan, rows: list[dict]) -> dict[str, dict]:
+    """Cost estimates of the stale steps that call generators, by step id (from
+    :func:`plan_status` rows; counts of cached inputs make them exact, else per input)."""
+    from vlitc.llm import estimate
+
+    out = {}
+    counts = {r["id"]: r.get("n_out", -1) for r in rows}
+    for r in rows:
+        step = plan.steps[r["id"]]
+        if r["status"] == "cached" or step.kind != "task" or step.op is None:
+            continue
+        gens = step.op.references().get("generator", [])
+        gen = recipe.ops.get(("generators", gens[0])) if gens else None
+        if gen is None:
+            continue
+        ins = [counts.get(d, -1) for d in step.deps if not d.startswith("pool:")]
+        n = sum(ins) if ins and min(ins) >= 0 else -1
+        out[r["id"]] = estimate(step.op.params, {"provider": gen.name, **gen.params}, n,
+                                recipe_dir=recipe.dir)
+    return out
+
+
+def graph(recipe_path: str | Path, fmt: str = "mermaid", cache_dir: str | Path | None = None) -> str:
+    """The step graph as Mermaid or Graphviz dot text, each step marked cached, stale or new."""
+    from vlitc.plan import draw
+
+    _recipe, plan, rows = plan_status(recipe_path, cache_dir)
+    return draw(plan, fmt, {r["id"]: r["status"] for r in rows})
+
+
+def schema() -> dict:
+    """The recipe JSON Schema for the ops registered now."""
+    from vlitc.recipe import build_schema
+
+    return build_schema()
+
+
+def ops_reference(family: str | None = None, name: str | None = None, *, markdown: bool = False) -> str:
+    """The registered ops from their docstrings and schemas: one line each (``name``: that op in
+    full), or with ``markdown`` the reference ``docs/ops.md`` holds."""
+    from vlitc.recipe import reference
+
+    return reference.markdown(family) if markdown else reference.listing(family, name)
+
+
+def diff(old: str | Path, new: str | Path) -> dict:
+    """Compare two releases (folders or exported files): counts per task and source, indicator
+    shifts, samples added and removed (see :mod:`vlitc.release.diff`)."""
+    from vlitc.release.diff import diff_releases
+
+    return diff_releases(old, new)
+
+
+def report(path: str | Path, *, recompute: bool = False, response: bool = True, eps: float = 0.2,
+           min_samples: int = 3) -> dict:
+    """The quality indicators of a release folder (its ``indicators.json``), or computed from the
+    exported samples of a folder or file (``recompute``, or when the folder has none)."""
+    import json
+
+    stored = Path(path) / "indicators.json"
+    if stored.is_file() and not recompute:
+        return json.loads(stored.read_text(encoding="utf-8"))["indicators"]
+    from vlitc.quality.indicators import compute
+    from vlitc.release.read import read_release
+
+    return compute(read_release(path), response=response, eps=eps, min_samples=min_samples)
+
+
+def lint_pools(paths: Iterable[str | Path] = ()) -> list:
+    """Lint findings (``file:line: message``) for recipes, pool files or folders; without paths,
+    the shipped default pools. A path that does not exist is an :class:`InputError`."""
+    from vlitc.errors import InputError, Location
+    from vlitc.lint import lint_paths
+    from vlitc.ops.pools import builtin_pool_path
+
+    todo = [Path(p) for p in paths] or [builtin_pool_path("brief_caption").parent]
+    for p in todo:
+        if not p.exists():
+            raise InputError("no such file or folder", Location(str(p)))
+    return lint_paths(todo)
+
+
+def cache_gc(cache_dir: str | Path | None = None, everything: bool = False) -> dict:
+    """Remove cache entries no recipe's last build uses (``everything``: all of them); returns
+    what was freed (``entries``, ``objects``, ``temp``, ``bytes``)."""
+    from vlitc.run.gc import collect
+
+    return collect(Path(cache_dir) if cache_dir else default_cache_dir(), everything=everything)

@@ -1,2 +1,3 @@
-"""Extra CLI commands: every module here exposes ``add_parser(subparsers)`` and is found by
-:func:`vlitc.cli.main.build_parser`; its parser sets ``func`` to a ``run(args) -> int``."""
+"""The CLI commands, one module each: ``add_parser(subparsers)`` adds the command (found by
+:func:`vlitc.cli.main.build_parser`) and ``run(args) -> int`` calls one library function that
+:mod:`vlitc` exports and prints its result; errors are formatted by :func:`vlitc.cli.main.main`."""

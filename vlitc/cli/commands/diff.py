@@ -19,8 +19,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlitc.release.diff import diff_releases, format_diff, is_identical
+    from vlitc import diff
+    from vlitc.release.diff import format_diff, is_identical
 
-    d = diff_releases(args.old, args.new)
+    d = diff(args.old, args.new)
     print(json.dumps(d, indent=2, sort_keys=True) if args.json else format_diff(d))
     return 1 if args.exit_code and not is_identical(d) else 0

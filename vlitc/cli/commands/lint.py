@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -17,17 +16,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print ``file:line: message`` per finding; exit 2 when there is any, 0 when clean."""
-    from vlitc.errors import InputError, Location
-    from vlitc.lint import lint_paths
-    from vlitc.ops.pools import builtin_pool_path
+    from vlitc import lint_pools
 
-    paths = [Path(p) for p in args.paths]
-    if not paths:
-        paths = [builtin_pool_path("brief_caption").parent]
-    for p in paths:
-        if not p.exists():
-            raise InputError("no such file or folder", Location(str(p)))
-    findings = lint_paths(paths)
+    findings = lint_pools(args.paths)
     for f in findings:
         print(f)
     if findings:

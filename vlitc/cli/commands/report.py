@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,17 +22,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vlitc import report
     from vlitc.release.summary import indicator_rows
 
-    stored = Path(args.path) / "indicators.json"
-    if stored.is_file() and not args.recompute:
-        ind = json.loads(stored.read_text(encoding="utf-8"))["indicators"]
-    else:
-        from vlitc.quality.indicators import compute
-        from vlitc.release.read import read_release
-
-        ind = compute(read_release(args.path), response=not args.no_response, eps=args.eps,
-                      min_samples=args.min_samples)
+    ind = report(args.path, recompute=args.recompute, response=not args.no_response, eps=args.eps,
+                 min_samples=args.min_samples)
     if args.json:
         print(json.dumps(ind, indent=2, sort_keys=True))
         return 0

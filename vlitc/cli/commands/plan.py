@@ -1,0 +1,52 @@
+"""``vlitc plan RECIPE``: every step as cached, stale or new, with the reasons and cost estimates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from vlitc.cli.common import console, recipe_parser
+
+
+def add_parser(sub) -> None:
+    p = recipe_parser(sub, "plan", "show every step as cached, stale or new, with the reasons", run)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _estimates(recipe, plan, rows) -> dict:
+    from vlitc import estimates
+
+    try:
+        return estimates(recipe, plan, rows)
+    except ImportError:  # the generator layer is optional for planning
+        return {}
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlitc import plan_status
+
+    recipe, plan, rows = plan_status(args.recipe, args.cache_dir)
+    est = _estimates(recipe, plan, rows)
+    if args.json:
+        for r in rows:
+            if r["id"] in est:
+                r["estimate"] = est[r["id"]]
+        print(json.dumps({"steps": rows}, indent=2))
+        return 0
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"plan: {args.recipe}")
+    for col in ("step", "status", "reasons"):
+        table.add_column(col)
+    colours = {"cached": "green", "stale": "yellow", "new": "cyan"}
+    for r in rows:
+        why = ", ".join(r["reasons"])
+        if r["id"] in est:
+            e = est[r["id"]]
+            per = " per input" if e.get("per_item") else ""
+            tokens = e.get("prompt_tokens", 0) + e.get("completion_tokens", 0)
+            why += f" [est. {e.get('calls', 0)} calls, {tokens} tokens, ${e.get('usd', 0):.4f}{per}]"
+        table.add_row(r["id"], f"[{colours[r['status']]}]{r['status']}[/]", escape(why))
+    console().print(table)
+    return 0
