@@ -146,3 +146,24 @@ def test_the_manifest_and_the_release_agree_byte_for_byte(built, tmp_path):
     m = json.loads((tmp_path / "rel" / "manifest.json").read_text())
     assert m == layout.read_manifest(tmp_path / "rel") and m["outputs"] == first.manifest["outputs"]
     assert not layout.verify(tmp_path / "rel")
+
+
+def test_a_corrupt_object_found_in_a_worker_process_reaches_the_build_intact():
+    import pickle
+    from pathlib import Path
+
+    from vlitc.run.store import CorruptObject
+
+    e = pickle.loads(pickle.dumps(CorruptObject("ab" * 32, Path("/c/objects/ab/x"))))
+    assert isinstance(e, CorruptObject) and e.sha == "ab" * 32 and "corrupt" in str(e)
+
+
+def test_a_corrupt_source_shard_read_by_a_task_on_the_process_pool_is_rebuilt(built, tmp_path):
+    recipe, cache, first = built
+    shard = _shard(cache, first, "source:coco")
+    good = shard.read_bytes()
+    _flip(shard, at=len(good) // 2)
+    recipe.write_text(recipe.read_text().replace("Answer with its bounding box.", "Give its box."))
+    second = build(recipe, out_dir=tmp_path / "rel", cache_dir=cache)
+    assert {"source:coco", "task:object_box"} <= ran(second)
+    assert shard.read_bytes() == good and not layout.verify(tmp_path / "rel")

@@ -41,6 +41,9 @@ class CorruptObject(CacheError):
         self.sha, self.path = sha, path
         super().__init__(f"cache object {sha[:12]} is corrupt (its bytes do not match its hash)")
 
+    def __reduce__(self) -> tuple:  # raised in a worker process, re-raised in the build
+        return (CorruptObject, (self.sha, self.path))
+
 
 def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
