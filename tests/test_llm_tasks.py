@@ -31,6 +31,12 @@ def _run(tmp_path, params: dict, gen: dict, records=(RECORD,), label: str = "con
         return list(op.run(list(records), ctx)), ctx, s.usage()
 
 
+def _not_tally(counters: dict) -> dict:
+    """The counters besides the requests and tokens every generating step records."""
+    return {k: v for k, v in counters.items()
+            if k not in ("llm_requests", "prompt_tokens", "completion_tokens")}
+
+
 def test_generate_writes_turns_and_the_meta_filters_need(tmp_path):
     out, ctx, _ = _run(tmp_path, {"n": 2}, {"template": GOOD})
     assert [s["id"] for s in out] == ["conv/39769/0", "conv/39769/1"]
@@ -44,7 +50,8 @@ def test_generate_writes_turns_and_the_meta_filters_need(tmp_path):
     assert m["annotations"]["objects"][0] == {"category": "cat", "bbox": [12.0, 52.0, 316.0, 470.0],
                                               "iscrowd": False}
     assert m["record_id"] == "39769" and len(m["requests"]) == 1 and len(m["examples"]) == 2
-    assert ctx.counters == {"samples": 2}
+    assert _not_tally(ctx.counters) == {"samples": 2}
+    assert ctx.counters["llm_requests"] == 1 and ctx.counters["completion_tokens"] > 0
 
 
 def test_unparsed_response_is_kept_with_its_raw_text_and_reason(tmp_path):
@@ -52,7 +59,7 @@ def test_unparsed_response_is_kept_with_its_raw_text_and_reason(tmp_path):
     assert out[0]["turns"] == []
     assert out[0]["meta"]["raw"] == "Sure! Two cats."
     assert out[0]["meta"]["parse_error"] == "no 'Question:' / 'Answer:' blocks"
-    assert ctx.counters == {"parse_error": 1}
+    assert _not_tally(ctx.counters) == {"parse_error": 1}
 
 
 def test_repair_asks_once_and_keeps_the_first_raw_text(tmp_path):

@@ -108,6 +108,9 @@ class ReleaseReport(Report):
             "generators": sm.generators(r), "outputs": sm.outputs(r),
             "rebuild": self.params.get("rebuild") or self.rebuild_command(ctx),
             "image_note": image_note(r),
+            "llm": sm.llm_rows(r, steps), "parse_failures": sm.parse_failures(dropped),
+            "task_funnel": sm.task_funnel(steps, samples, dropped),
+            "task_drop_reasons": sm.task_drop_reasons(dropped),
         }
 
     def rebuild_command(self, ctx: OpContext) -> str:

@@ -52,7 +52,9 @@ def item(s: Sample, image_path: Callable[[dict], Path] | None, size: int) -> dic
     ann = meta.get("annotations") or {}
     out = {"id": s["id"], "task": s.get("task", ""), "source": s.get("source", ""),
            "turns": s.get("turns", []), "stats": meta.get("stats") or {},
-           "drop": meta.get("drop"), "image": None, "boxes": []}
+           "drop": meta.get("drop"), "image": None, "boxes": [],
+           # what the generator saw: the text rendering of the annotations it wrote from
+           "context": meta.get("context") if isinstance(meta.get("context"), str) else None}
     if s.get("image") and image_path is not None:
         try:
             thumb = thumbnail(image_path(s["image"]), size)

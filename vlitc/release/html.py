@@ -6,7 +6,6 @@ A small script marks the page ``data-rendered="ok"`` once every image has loaded
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from html import escape
 
@@ -39,10 +38,57 @@ SCRIPT = """
 """
 
 
-def _table(rows: Sequence[Sequence], head: Sequence[str]) -> str:
+def _table(rows: Sequence[Sequence], head: Sequence[str], cls: str = "") -> str:
     h = "".join(f"<th>{escape(str(c))}</th>" for c in head)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
+    attr = f' class="{cls}"' if cls else ""
+    return f"<table{attr}><tr>{h}</tr>{body}</table>"
+
+
+def _llm_section(data: Mapping) -> str:
+    """The generators behind the LLM-written tasks and what their data cost."""
+    rows = data.get("llm") or []
+    if not rows:
+        return ""
+
+    def usd(v) -> str:
+        return "unpriced" if v is None else f"${v:.4f}"
+
+    table = _table([(r["task"], r["generator"], f'{r["provider"]} / {r["model"]}', r["pack"],
+                     "default" if r["temperature"] is None else r["temperature"], r["n"],
+                     r["requests"], f'{r["prompt_tokens"]:,}', f'{r["completion_tokens"]:,}',
+                     usd(r["usd"]), f'{r["repaired"]} of {r["repairs"]}', r["parse_failures"],
+                     r["failed"]) for r in rows],
+                   ("task", "generator", "provider / model", "prompt pack", "temperature", "n",
+                    "requests", "prompt tokens", "completion tokens", "cost", "repaired",
+                    "parse failures", "failed"), "llm")
+    parts = ["<h2>LLM generation</h2>", table,
+             "<p class=\"sub\">Requests, tokens and cost are those of the responses the data "
+             "holds (cached or not); this build's own calls and cache hits are in "
+             "manifest.json.</p>"]
+    failures = data.get("parse_failures") or []
+    if failures:
+        parts.append("<h3>Parse failures</h3>")
+        parts += [f'<div class="failure"><b>{escape(f["id"])}</b>: '
+                  f'<span class="reason">{escape(f["error"])}</span>'
+                  f'<pre>{escape(f["raw"][:1500])}</pre></div>' for f in failures]
+    return "".join(parts)
+
+
+def _task_funnel(data: Mapping) -> str:
+    rows = data.get("task_funnel") or []
+    if not rows:
+        return ""
+    filters = sorted({f for r in rows for f in r["dropped"]})
+    body = [(r["task"], r["made"], *[r["dropped"].get(f, 0) for f in filters], r["balanced_out"],
+             r["released"]) for r in rows]
+    head = ("task", "made", *[f"dropped by {f}" for f in filters], "cut by balance", "released")
+    out = ["<h2>Per-task funnel</h2>", _table(body, head, "task-funnel")]
+    reasons = data.get("task_drop_reasons") or []
+    if reasons:
+        out += ["<h3>Drop reasons per task</h3>",
+                _table(reasons, ("task", "filter", "reason", "samples"), "drop-reasons")]
+    return "".join(out)
 
 
 def _boxes(it: Mapping) -> str:
@@ -71,10 +117,16 @@ def _card(it: Mapping) -> str:
     if it.get("drop"):
         drop = (f'<div class="reason">dropped by {escape(str(it["drop"].get("filter")))}: '
                 f'{escape(str(it["drop"].get("reason")))}</div>')
-    stats = json.dumps(it["stats"], sort_keys=True, ensure_ascii=False, default=str)
+    from vlitc.release.summary import stat_rows
+
+    rows = stat_rows(it["stats"])
+    stats = _table(rows, ("filter", "stat", "value"), "stats") if rows else ""
+    context = ""
+    if it.get("context"):
+        context = (f'<details class="context" open><summary>context the generator saw</summary>'
+                   f'<pre>{escape(it["context"][:2000])}</pre></details>')
     return (f'<div class="{cls}"><div><b>{escape(it["id"])}</b> · {escape(it["task"])} · '
-            f'{escape(it["source"])}</div>{img}{turns}{drop}'
-            f'<pre>{escape(stats[:800])}</pre></div>')
+            f'{escape(it["source"])}</div>{img}{context}{turns}{drop}{stats}</div>')
 
 
 def render(data: Mapping) -> str:
@@ -91,6 +143,7 @@ def render(data: Mapping) -> str:
         "<h2>Filter funnel</h2>",
         _table([(r["step"], r["n_in"], r["n_out"], r["n_in"] - r["n_out"]) for r in data["funnel"]],
                ("step", "in", "out", "removed")),
+        _task_funnel(data), _llm_section(data),
         "<h2>Kept samples</h2><div class=\"gallery\">",
         "".join(_card(i) for i in data["kept"]) or "<p>none</p>", "</div>",
         "<h2>Dropped samples</h2><div class=\"gallery\">",

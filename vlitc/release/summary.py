@@ -141,3 +141,96 @@ def indicator_rows(ind: Mapping) -> list[tuple[str, str]]:
         ("correctness rate", f(q["correctness_rate"])),
         ("hallucination rate", f(q["hallucination_rate"])),
     ]
+
+
+#: the task kinds whose samples an LLM wrote
+LLM_TASKS = ("generate", "rewrite")
+
+
+def llm_rows(recipe: Mapping, steps: Sequence[Mapping]) -> list[dict]:
+    """One row per generating task: its generator (provider, model), prompt pack, temperature
+    and n, and what its data cost, from the usage each response recorded (so a rebuild from the
+    cache reports the same): requests, tokens, dollars at the generator's prices, repairs and
+    parse failures. This build's own fresh calls and cache hits are in ``manifest.json``."""
+    from vlitc.llm.cost import cost, price_for
+
+    tasks = recipe.get("tasks") or {}
+    gens = recipe.get("generators") or {}
+    by_id = {s.get("id"): s for s in steps}
+    rows = []
+    for name, spec in sorted(tasks.items()):
+        if not isinstance(spec, Mapping) or spec.get("kind") not in LLM_TASKS:
+            continue
+        gen = gens.get(spec.get("generator"), {}) if isinstance(gens, Mapping) else {}
+        c = (by_id.get(f"task:{name}") or {}).get("counters") or {}
+        p_tok, c_tok = int(c.get("prompt_tokens", 0)), int(c.get("completion_tokens", 0))
+        price = price_for(str(gen.get("model", "")), gen.get("prices"))
+        temperature = spec.get("temperature", gen.get("temperature"))
+        rows.append({
+            "task": name, "kind": spec.get("kind"), "generator": spec.get("generator", ""),
+            "provider": gen.get("provider", ""), "model": gen.get("model", ""),
+            "pack": spec.get("prompt", ""), "temperature": temperature, "n": spec.get("n", 1),
+            "requests": int(c.get("llm_requests", 0)), "prompt_tokens": p_tok,
+            "completion_tokens": c_tok,
+            "usd": round(cost(price, p_tok, c_tok), 6) if price is not None else None,
+            "repairs": int(c.get("repair_requests", 0)), "repaired": int(c.get("repaired", 0)),
+            "parse_failures": int(c.get("parse_error", 0)), "failed": int(c.get("llm_failed", 0)),
+        })
+    return rows
+
+
+def parse_failures(dropped: Sequence[Sample], limit: int = 20) -> list[dict]:
+    """The responses no parser could read (kept with their raw text and the parser's reason)."""
+    out = []
+    for d in dropped:
+        meta = d.get("meta") or {}
+        if meta.get("parse_error"):
+            out.append({"id": d["id"], "task": d.get("task", ""), "error": meta["parse_error"],
+                        "raw": str(meta.get("raw", ""))})
+    return out[:limit]
+
+
+def task_funnel(steps: Sequence[Mapping], samples: Sequence[Sample],
+                dropped: Sequence[Sample]) -> list[dict]:
+    """Per task: samples the task made, dropped by each filter, cut by the balance, released."""
+    made = {str(s.get("id", ""))[5:]: int(s.get("n_out") or 0) for s in steps
+            if str(s.get("id", "")).startswith("task:")}
+    released = Counter(s.get("task", "") for s in samples)
+    by_filter: dict[str, Counter] = defaultdict(Counter)
+    for d in dropped:
+        drop = (d.get("meta") or {}).get("drop") or {}
+        by_filter[d.get("task", "")][str(drop.get("filter", "?"))] += 1
+    rows = []
+    for task in sorted(set(made) | set(released)):
+        n_made = made.get(task, released.get(task, 0))
+        drops = dict(sorted(by_filter.get(task, Counter()).items()))
+        rows.append({"task": task, "made": n_made, "dropped": drops,
+                     "balanced_out": max(0, n_made - sum(drops.values()) - released.get(task, 0)),
+                     "released": released.get(task, 0)})
+    return rows
+
+
+def task_drop_reasons(dropped: Sequence[Sample], top: int = 3) -> list[tuple[str, str, str, int]]:
+    """``(task, filter, reason, samples)``: the most frequent drop reasons of each task."""
+    per: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    for d in dropped:
+        drop = (d.get("meta") or {}).get("drop") or {}
+        per[(d.get("task", ""), str(drop.get("filter", "?")))][str(drop.get("reason", ""))] += 1
+    return [(task, f, reason, n) for (task, f), c in sorted(per.items())
+            for reason, n in c.most_common(top)]
+
+
+def stat_rows(stats: Mapping) -> list[tuple[str, str, str]]:
+    """A sample's filter stats as ``(filter, stat, value)`` rows (lists shortened)."""
+    rows = []
+    for label, st in sorted(stats.items()):
+        items = st.items() if isinstance(st, Mapping) else [("", st)]
+        for key, v in sorted(items, key=lambda kv: str(kv[0])):
+            if isinstance(v, float):
+                text = f"{v:.4g}"
+            elif isinstance(v, (list, tuple)):
+                text = ", ".join(map(str, v[:8])) + (f" ... ({len(v)})" if len(v) > 8 else "")
+            else:
+                text = str(v)
+            rows.append((str(label), str(key), text[:200]))
+    return rows

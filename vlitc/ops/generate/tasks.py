@@ -44,6 +44,16 @@ def _on_error(ctx: OpContext, name: str) -> str:
     return ctx.generators.get(name, {}).get("on_error", "fail")
 
 
+def _tally(ctx: OpContext, responses) -> None:
+    """What the answered requests cost, from their recorded usage (the same whether a response
+    came fresh or from the cache, so the report of a rebuild matches): requests and tokens."""
+    for r in responses:
+        if not r.error:
+            ctx.count("llm_requests")
+            ctx.count("prompt_tokens", int(r.usage.get("prompt_tokens", 0)))
+            ctx.count("completion_tokens", int(r.usage.get("completion_tokens", 0)))
+
+
 def _failed(ctx: OpContext, gen: str, item_id: str, error: str, failures: list) -> None:
     """A request that finally failed: stop (``on_error: fail``) or skip the item, counted."""
     if _on_error(ctx, gen) == "fail":
@@ -226,6 +236,7 @@ class GenerateTask(Task):
                 continue
             todo.append((rec, *made))
         responses = client.run([req for _, _, req in todo], step=ctx.step_id)
+        _tally(ctx, responses)
         out: list[tuple] = []  # (record, info, request, index, text, parsed, keys)
         gen = self.params["generator"]
         for (rec, info, req), resp in zip(todo, responses, strict=True):
@@ -260,6 +271,7 @@ class GenerateTask(Task):
             ]
             reqs.append(Request(messages=msgs, temperature=0.0, max_tokens=req.max_tokens))
         fixed = client.run(reqs, step=ctx.step_id) if reqs else []
+        _tally(ctx, fixed)
         out = list(out)
         for j, resp in zip(bad, fixed, strict=True):
             rec, info, req, i, text, parsed, key = out[j]
@@ -397,6 +409,7 @@ class RewriteTask(Task):
             todo = [s for s in batch if s.get("turns")]
             ctx.count("skipped_unparsed", len(batch) - len(todo))
             responses = client.run([self.format_request(s) for s in todo], step=ctx.step_id)
+            _tally(ctx, responses)
             for s, resp in zip(todo, responses, strict=True):
                 if resp.error:
                     _failed(ctx, self.params["generator"], s["id"], resp.error, failures)
