@@ -212,3 +212,20 @@ def test_a_rebuild_that_changes_no_file_writes_only_a_new_manifest(tmp_path):
     assert {k: v for k, v in after.items() if k != "manifest.json"} == \
         {k: v for k, v in before.items() if k != "manifest.json"}
     assert not layout.verify(rel) and sorted(os.listdir(tmp_path)) == ["c", "demo.yaml", "rel"]
+
+
+def test_a_swap_killed_between_its_two_renames_gets_the_old_release_back(tmp_path):
+    recipe = demo_copy(tmp_path)
+    rel = tmp_path / "rel"
+    build(recipe, out_dir=rel, cache_dir=tmp_path / "c")
+    (rel / "notes.txt").write_text("mine\n")
+    before = _tree(rel)
+    aside = tmp_path / f".rel{layout.OLD_PREFIX}k9"  # set aside; the new one never renamed in
+    rel.rename(aside)
+    layout.check_out_dir(rel)
+    assert layout.read_manifest(aside)
+    recipe.write_text(recipe.read_text().replace("total: 200", "total: 120"))
+    build(recipe, out_dir=rel, cache_dir=tmp_path / "c")
+    assert (rel / "notes.txt").read_text() == "mine\n"  # carried over from the old release
+    assert _tree(rel)["train.json"] != before["train.json"] and not layout.verify(rel)
+    assert sorted(os.listdir(tmp_path)) == ["c", "demo.yaml", "rel"]

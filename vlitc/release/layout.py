@@ -231,13 +231,12 @@ class _Plan:
 
 
 def publish(files: list[dict], out_dir: Path, manifest_data: dict, source: Source,
-            state_path: Path, fail_after: Callable[[str], None] | None = None) -> None:
+            state_path: Path) -> None:
     """Make ``out_dir`` the release of ``files`` (``path``, ``sha256``, ``size`` each) and
     ``manifest_data``, in whole: the new release is staged first; only a complete stage is
     swapped in, so a failure at any point before leaves the old release untouched.
     ``source(sha)`` is where the cache keeps a file's bytes; ``state_path`` remembers what was
-    written (size, mtime, sha256) so unchanged files are neither read nor copied again.
-    ``fail_after(path)`` is called after each staged file (tests inject failures with it)."""
+    written (size, mtime, sha256) so unchanged files are neither read nor copied again."""
     out_dir = Path(out_dir).resolve()
     _check_paths(files)
     check_out_dir(out_dir)
@@ -245,18 +244,18 @@ def publish(files: list[dict], out_dir: Path, manifest_data: dict, source: Sourc
         known = json.loads(Path(state_path).read_text())
     except (OSError, ValueError):
         known = {}
-    plan = _Plan(files, out_dir, file_hashes(read_manifest(out_dir)), known)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _sweep(out_dir)
+    plan = _Plan(files, out_dir, file_hashes(read_manifest(out_dir)), known)
     if plan.old and _all_unchanged(plan):  # a rebuild that changed no file: a new manifest only
         tmp = out_dir / f"{STAGING_PREFIX}{MANIFEST}"
         tmp.unlink(missing_ok=True)
         _write_manifest(tmp, manifest_data)
         os.replace(tmp, out_dir / MANIFEST)
     elif out_dir.is_dir() and _inside(Path.cwd(), out_dir):
-        _publish_in_place(plan, manifest_data, source, fail_after)
+        _publish_in_place(plan, manifest_data, source)
     else:
-        _publish_swapped(plan, manifest_data, source, fail_after)
+        _publish_swapped(plan, manifest_data, source)
     atomic_write(Path(state_path), json.dumps(plan.known).encode())
 
 
@@ -271,12 +270,18 @@ def _check_paths(files: list[dict]) -> None:
 
 
 def _sweep(out_dir: Path) -> None:
-    """Remove what an interrupted swap left behind (staging and old folders)."""
+    """Clear what an interrupted swap left behind: staging folders are removed; an old release
+    set aside by a swap that was killed before the new one took its place is put back."""
     parent, name = out_dir.parent, out_dir.name
-    if parent.is_dir():
-        for e in os.scandir(parent):
-            if e.name.startswith((f".{name}{STAGING_PREFIX}", f".{name}{OLD_PREFIX}")):
-                shutil.rmtree(e.path, ignore_errors=True)
+    if not parent.is_dir():
+        return
+    olds = sorted((e.path for e in os.scandir(parent) if e.name.startswith(f".{name}{OLD_PREFIX}")),
+                  key=os.path.getmtime)
+    if olds and not out_dir.exists():
+        os.rename(olds.pop(), out_dir)
+    for e in os.scandir(parent):
+        if e.name.startswith(f".{name}{STAGING_PREFIX}") or e.path in olds:
+            shutil.rmtree(e.path, ignore_errors=True)
     if out_dir.is_dir():
         for e in os.scandir(out_dir):
             if e.name.startswith(STAGING_PREFIX):
@@ -302,8 +307,7 @@ def _all_unchanged(plan: _Plan) -> bool:
                               and _unchanged(plan, f) for f in plan.files)
 
 
-def _stage(plan: _Plan, staging: Path, source: Source, link_unchanged: bool,
-           fail_after: Callable[[str], None] | None) -> list[dict]:
+def _stage(plan: _Plan, staging: Path, source: Source, link_unchanged: bool) -> list[dict]:
     """Write the files into ``staging``; returns those staged (all, when linking unchanged)."""
     mode = 0o666 & ~current_umask()
     staged = []
@@ -319,8 +323,6 @@ def _stage(plan: _Plan, staging: Path, source: Source, link_unchanged: bool,
         else:
             copy_verified(source(f["sha256"]), dst, f["sha256"])
         staged.append(f)
-        if fail_after is not None:
-            fail_after(f["path"])
     return staged
 
 
@@ -342,13 +344,12 @@ def _remember(plan: _Plan, root: Path, staged: list[dict]) -> None:
         plan.known[str(plan.out_dir / f["path"])] = [st.st_size, st.st_mtime_ns, f["sha256"]]
 
 
-def _publish_swapped(plan: _Plan, data: dict, source: Source,
-                     fail_after: Callable[[str], None] | None) -> None:
+def _publish_swapped(plan: _Plan, data: dict, source: Source) -> None:
     out_dir = plan.out_dir
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}{STAGING_PREFIX}"))
     try:
         os.chmod(staging, 0o777 & ~current_umask())
-        staged = _stage(plan, staging, source, True, fail_after)
+        staged = _stage(plan, staging, source, True)
         _carry_over(plan, staging)
         _write_manifest(staging / MANIFEST, data)
         _remember(plan, staging, staged)
@@ -412,15 +413,14 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
-def _publish_in_place(plan: _Plan, data: dict, source: Source,
-                      fail_after: Callable[[str], None] | None) -> None:
+def _publish_in_place(plan: _Plan, data: dict, source: Source) -> None:
     """When the working directory is inside the release (``--out .``), the folder itself stays:
     every changed file is staged inside it, then each is renamed into place, stale files are
     removed and the manifest comes last."""
     out_dir = plan.out_dir
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=STAGING_PREFIX))
     try:
-        staged = _stage(plan, staging, source, False, fail_after)
+        staged = _stage(plan, staging, source, False)
         _write_manifest(staging / MANIFEST, data)
         for f in staged:
             dest = out_dir / f["path"]
