@@ -86,3 +86,29 @@ def test_cli_report_prints_stored_or_recomputed_indicators(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["balance"]["counts"] == {
         "caption": 2, "conv": 1, "text": 1}
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_diff_html_shows_added_removed_and_changed_samples_with_their_images(tmp_path, capsys):
+    old_samples = demo_samples(tmp_path)
+    new_samples = [s for s in demo_samples(tmp_path) if s["id"] != "caption/c/0"]
+    new_samples[0]["turns"][1]["content"] = "A bright red square."
+    new_samples.append(dict(new_samples[1], id="conv/b/1"))
+    releases = []
+    for name, samples in (("old", old_samples), ("new", new_samples)):
+        ctx = context(tmp_path)
+        ctx.out_dir = tmp_path / name
+        ctx.out_dir.mkdir()
+        LlavaExporter({"path": "train.json", "images": "copy"}).export(samples, ctx)
+        releases.append(ctx.out_dir)
+    page = tmp_path / "audit.html"
+    assert main(["diff", str(releases[0]), str(releases[1]), "--html", str(page)]) == 0
+    assert "+1 added, -1 removed, ~1 changed" in capsys.readouterr().out
+    text = page.read_text()
+    added = text.split("<h2>Added samples</h2>")[1].split("<h2>")[0]
+    removed = text.split("<h2>Removed samples</h2>")[1].split("<h2>")[0]
+    changed = text.split("<h2>Changed samples</h2>")[1]
+    assert "conv/b/1" in added and "data:image/jpeg;base64," in added
+    assert "caption/c/0" in removed and "data:image/jpeg;base64," in removed
+    # old beside new, each with its picture and its own text
+    assert changed.count('<div class="side">') == 2 and changed.count("data:image/jpeg") == 2
+    assert "A red square." in changed and "A bright red square." in changed

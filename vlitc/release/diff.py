@@ -101,3 +101,54 @@ def format_diff(d: Mapping, show: int = 20) -> str:
 
 def _g(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4g}"
+
+
+def image_finder(release: Path):
+    """``image -> path`` for the images a release's samples name: under the release itself (an
+    export that copies, links, or an image folder beside it), else under the image folders of
+    the recipe its lock recorded; ``KeyError`` when none holds the file."""
+    root = release if release.is_dir() else release.parent
+    bases = [root, root / "images"]
+    from vlitc.errors import UserError
+    from vlitc.release.lock import read as read_lock
+
+    try:
+        recipe = read_lock(root).get("recipe") or {}
+    except (UserError, OSError, ValueError):  # no lock, or not one this vlitc reads
+        recipe = {}
+    bases += [root / str(o["image_dir"]) for o in recipe.get("outputs") or []
+              if isinstance(o, dict) and isinstance(o.get("image_dir"), str)]
+    for src in (recipe.get("sources") or {}).values():
+        if isinstance(src, dict) and isinstance(src.get("images"), str):
+            folder = Path(src["images"])
+            bases += [folder, folder.parent] if folder.is_absolute() else []
+
+    def find(image: dict) -> Path:
+        ref = f"{image['root']}/{image['path']}" if image.get("root") else str(image["path"])
+        for base in bases:
+            if (base / ref).is_file():
+                return base / ref
+        raise KeyError(ref)
+
+    return find
+
+
+def diff_page(old: str | Path, new: str | Path, d: Mapping, show: int = 50,
+              thumb: int = 240) -> str:
+    """``vlitc diff --html``: an audit page of the added, removed and changed samples (old and
+    new side by side), with their pictures inline, after the count and indicator shifts."""
+    from vlitc.release import gallery, html
+
+    old, new = Path(old), Path(new)
+    a = {s["id"]: s for s in read_release(old)}
+    b = {s["id"]: s for s in read_release(new)}
+    find_a, find_b = image_finder(old), image_finder(new)
+    s = d["samples"]
+    return html.diff_page({
+        "old": str(old), "new": str(new), "summary": format_diff(d, show=0),
+        "added": [gallery.item(b[i], find_b, thumb) for i in s["added"][:show]],
+        "removed": [gallery.item(a[i], find_a, thumb) for i in s["removed"][:show]],
+        "changed": [(gallery.item(a[i], find_a, thumb), gallery.item(b[i], find_b, thumb))
+                    for i in s["changed"][:show]],
+        "more": {k: max(0, len(s[k]) - show) for k in ("added", "removed", "changed")},
+    })

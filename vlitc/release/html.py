@@ -151,3 +151,41 @@ def render(data: Mapping) -> str:
         f"<script>{SCRIPT}</script></body></html>\n",
     ]
     return "".join(parts)
+
+
+DIFF_STYLE = """
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:10px;margin:10px 0}
+.side h4{margin:2px 0;color:#666}.added{border-color:#59a14f}.removed{border-color:#e15759}
+"""
+
+
+def diff_page(data: Mapping) -> str:
+    """The audit page of ``vlitc diff --html``: the text summary, then the added, removed and
+    changed samples (old beside new) as gallery cards with their pictures."""
+    def section(title: str, cards: str, more: int) -> str:
+        tail = f"<p class=\"sub\">... and {more} more</p>" if more else ""
+        return f"<h2>{escape(title)}</h2>" + (cards or "<p>none</p>") + tail
+
+    def tagged(it: Mapping, cls: str) -> str:
+        return _card(it).replace('<div class="card', f'<div class="{cls} card', 1)
+
+    changed = "".join(
+        f'<div class="pair"><div class="side"><h4>old</h4>{_card(o)}</div>'
+        f'<div class="side"><h4>new</h4>{_card(n)}</div></div>' for o, n in data["changed"])
+    more = data["more"]
+    parts = [
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f"<title>vlitc diff · {escape(data['old'])} → {escape(data['new'])}</title>",
+        f"<style>{STYLE}{DIFF_STYLE}</style></head><body>",
+        f"<h1>diff</h1><p class=\"sub\">{escape(data['old'])} → {escape(data['new'])}</p>",
+        f"<pre>{escape(data['summary'])}</pre>",
+        section("Added samples", "<div class=\"gallery\">" + "".join(
+            tagged(i, "added") for i in data["added"]) + "</div>" if data["added"] else "",
+            more["added"]),
+        section("Removed samples", "<div class=\"gallery\">" + "".join(
+            tagged(i, "removed") for i in data["removed"]) + "</div>" if data["removed"] else "",
+            more["removed"]),
+        section("Changed samples", changed, more["changed"]),
+        f"<script>{SCRIPT}</script></body></html>\n",
+    ]
+    return "".join(parts)
