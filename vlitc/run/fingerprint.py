@@ -40,9 +40,9 @@ class FileState:
     """Remembers file hashes by (path, size, mtime_ns) in a small diskcache."""
 
     def __init__(self, root: Path):
-        import diskcache
+        from vlitc.diskstore import open_cache
 
-        self._db = diskcache.Cache(str(root), eviction_policy="none")
+        self._db = open_cache(root)
 
     def close(self) -> None:
         self._db.close()

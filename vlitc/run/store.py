@@ -302,12 +302,12 @@ class Store:
 
     # per-item caches
     def item_cache(self, namespace: str) -> Any:
-        import diskcache
+        """The per-item store ``namespace``: JSON values only (:mod:`vlitc.diskstore`)."""
+        from vlitc.diskstore import open_cache
 
         if namespace not in self._items:
             safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in namespace)
-            self._items[namespace] = diskcache.Cache(str(self.root / "items" / safe),
-                                                     eviction_policy="none", size_limit=2**40)
+            self._items[namespace] = open_cache(self.root / "items" / safe)
         return self._items[namespace]
 
     def close(self) -> None:
