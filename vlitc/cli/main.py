@@ -10,7 +10,9 @@ import argparse
 import importlib
 import os
 import pkgutil
+import signal
 import sys
+import threading
 
 from vlitc.cli.common import console
 from vlitc.errors import RecipeError, UserError, VlitcError
@@ -31,9 +33,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C is, so that both stop a build the same way:
+    requests in flight are cancelled, finished answers stay cached, the next build resumes."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main else None
+    try:
+        return _run(args)
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a reader that left (``| head``) is noticed here, not at exit
@@ -63,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"error: this recipe needs the package {e.name!r}, which is not installed\n"
                   f"hint: {hint}", markup=False)
         return 2
-    except KeyboardInterrupt:
-        err = console(stderr=True)
-        err.print("interrupted; finished work is cached")
-        return 130
+    except KeyboardInterrupt as e:
+        what, code = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        console(stderr=True).print(f"{what}; finished work is cached, the next build resumes",
+                                   markup=False)
+        return code
     except Exception as e:  # an internal bug: say so, keep the traceback behind a switch
         if os.environ.get("VLITC_DEBUG"):
             raise

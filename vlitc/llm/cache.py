@@ -3,15 +3,26 @@
 Each response is committed (one SQLite transaction) the moment it arrives, so a build killed with
 SIGKILL re-sends nothing that had completed. A release carries the responses its build used as a
 JSON-lines file (``export``); a frozen rebuild reads them back (``load_store``) and calls nothing.
-Entries hold texts, finish reasons, usage and model: never keys, headers or secrets.
+Entries hold texts, finish reasons, usage and model: never keys, headers or secrets. Entries are
+JSON (:mod:`vlitc.diskstore`): a pickled entry, written by an older vlitc or planted, is never
+loaded; it is a miss, fetched again and overwritten.
+
+Leases make one sender per sample key across processes sharing the cache: before sending, a
+session claims the keys it will send (a lease names host, process and session, and expires
+``LEASE_TTL`` seconds after its last renewal); another session that finds a live lease waits for
+the answer instead of sending the request again. A lease whose process is gone (``kill -9``)
+is taken over at once on the same host, and after ``LEASE_TTL`` from anywhere else.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -20,6 +31,18 @@ from vlitc.release import layout
 
 STORE_FILE = layout.RESPONSES
 _FIELDS = ("text", "finish_reason", "usage", "provider", "model")
+LEASE_TTL = 30.0  # seconds a lease lives without renewal
+_HOST = socket.gethostname()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 class ResponseCache:
@@ -28,21 +51,17 @@ class ResponseCache:
     def __init__(self, directory: Path, store: dict[str, dict] | None = None):
         import diskcache
 
+        from vlitc.diskstore import open_cache
+
+        self.directory = Path(directory)
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            # no entry ever expires or is evicted, so culling (a query per set) is switched off;
-            # WAL with synchronous=NORMAL: every set is committed (survives SIGKILL), not fsynced
-            self._dc = diskcache.Cache(
-                str(directory),
-                size_limit=2**40,
-                eviction_policy="none",
-                cull_limit=0,
-                sqlite_journal_mode="wal",
-                sqlite_synchronous=1,
-            )
+            self._dc = open_cache(self.directory)
         except (OSError, diskcache.core.Timeout) as exc:  # pragma: no cover - environment
             raise CacheError(f"cannot open the LLM response cache at {directory}: {exc}") from exc
         self._store = store or {}
+        self._leases: Any = None
+        self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.lease_ttl = LEASE_TTL
         self.warnings: list[str] = []
 
     def get(self, key: str) -> dict | None:
@@ -53,7 +72,10 @@ class ResponseCache:
         except Exception as exc:  # a corrupt entry is a miss, with a warning
             self.warnings.append(f"corrupt LLM cache entry {key[:12]}: {exc}")
             return None
-        if entry is not None and not (isinstance(entry, dict) and "text" in entry):
+        if entry is not None and not (
+            isinstance(entry, dict) and isinstance(entry.get("text"), str)
+            and isinstance(entry.get("usage", {}), dict)
+        ):
             self.warnings.append(f"corrupt LLM cache entry {key[:12]}: unexpected shape")
             return None
         return entry
@@ -64,8 +86,63 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._dc)
 
+    def refused(self) -> int:
+        """Entries that were not loaded because they are not JSON (an older layout or planted)."""
+        from vlitc.diskstore import refused
+
+        return refused(self._dc)
+
+    # leases ---------------------------------------------------------------------------------
+    def _lease_db(self) -> Any:
+        if self._leases is None:
+            from vlitc.diskstore import open_cache
+
+            self._leases = open_cache(self.directory / "leases")
+        return self._leases
+
+    def _stale(self, lease: Any) -> bool:
+        """A lease of a process on this host that no longer runs."""
+        if not isinstance(lease, dict) or not isinstance(lease.get("pid"), int):
+            return True
+        return lease.get("host") == _HOST and lease["pid"] != os.getpid() and not _alive(lease["pid"])
+
+    def claim(self, keys: list[str]) -> frozenset[str]:
+        """Lease the ``keys`` nobody else holds (or whose holder died); returns those leased."""
+        if not keys:
+            return frozenset()
+        db = self._lease_db()
+        mine = {"owner": self.owner, "host": _HOST, "pid": os.getpid()}
+        got = []
+        with db.transact():
+            for k in keys:
+                cur = db.get(k)
+                if cur is None or (isinstance(cur, dict) and cur.get("owner") == self.owner) or self._stale(cur):
+                    db.set(k, mine, expire=self.lease_ttl)
+                    got.append(k)
+        return frozenset(got)
+
+    def renew(self, keys: list[str]) -> None:
+        """Extend this session's leases on ``keys`` by another ``lease_ttl``."""
+        if not keys or self._leases is None:
+            return
+        with self._leases.transact():
+            for k in keys:
+                self._leases.touch(k, expire=self.lease_ttl)
+
+    def release(self, keys: list[str]) -> None:
+        """Give back this session's leases on ``keys``."""
+        if not keys or self._leases is None:
+            return
+        with self._leases.transact():
+            for k in keys:
+                cur = self._leases.get(k)
+                if isinstance(cur, dict) and cur.get("owner") == self.owner:
+                    self._leases.delete(k)
+
     def close(self) -> None:
         self._dc.close()
+        if self._leases is not None:
+            self._leases.close()
 
     def export(self, keys: Iterable[str], path: Path) -> Path:
         """Write the entries for ``keys`` (sorted) to ``path`` (a folder or a ``.jsonl`` file)."""

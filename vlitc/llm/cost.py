@@ -2,14 +2,17 @@
 
 Prices are USD per million tokens, matched on the longest model-name prefix; a generator's
 ``prices: {input, output}`` overrides the table (local servers: ``{input: 0, output: 0}``).
-Only fresh calls cost money: cache hits are counted but free.
+Only fresh calls cost money: cache hits are counted but free. The budget is kept with the
+requests in flight counted: each call reserves its estimated spend (prompt characters / 4 plus
+``max_tokens``, or the longest answer seen, per sample) before it is sent, and the reservation
+is replaced by the real usage when the answer arrives, so a build stops short of ``max_usd``
+instead of overshooting it by everything in flight.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
-
-from vlitc.errors import BudgetExceeded
 
 #: USD per 1M tokens (input, output), list prices; override per generator in the recipe
 PRICES: dict[str, tuple[float, float]] = {
@@ -76,6 +79,9 @@ class Accounting:
     generators: dict[str, Tally] = field(default_factory=dict)
     total: Tally = field(default_factory=Tally)
     unpriced: set[str] = field(default_factory=set)
+    reserved_usd: float = 0.0  # estimated spend of the calls in flight
+    reserved_tokens: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _each(self, step: str, gen: str):
         return (
@@ -85,9 +91,36 @@ class Accounting:
         )
 
     def add(self, step: str, gen: str, **counts: float) -> None:
-        for t in self._each(step, gen):
-            for k, v in counts.items():
-                setattr(t, k, getattr(t, k) + v)
+        with self._lock:
+            for t in self._each(step, gen):
+                for k, v in counts.items():
+                    setattr(t, k, getattr(t, k) + v)
+
+    def reserve(self, usd: float, tokens: int) -> str | None:
+        """Reserve a call's estimated spend: ``None`` when reserved, ``"wait"`` when only the
+        calls in flight leave no room (they may settle lower than reserved), else the limit
+        that is reached."""
+        max_usd, max_tokens = self.budget.get("max_usd"), self.budget.get("max_tokens")
+        with self._lock:
+            used = self.total.prompt_tokens + self.total.completion_tokens
+            # spend only grows: a call that does not fit beside what is spent never will
+            if max_usd is not None and self.total.usd + usd > max_usd:
+                return f"max_usd {max_usd} (spent ${self.total.usd:.4f})"
+            if max_tokens is not None and used + tokens > max_tokens:
+                return f"max_tokens {max_tokens} (used {used})"
+            if (max_usd is not None and self.total.usd + self.reserved_usd + usd > max_usd) or (
+                max_tokens is not None and used + self.reserved_tokens + tokens > max_tokens
+            ):
+                return "wait"
+            self.reserved_usd += usd
+            self.reserved_tokens += tokens
+            return None
+
+    def settle(self, usd: float, tokens: int) -> None:
+        """Give back a reservation (the real usage is added with :meth:`add`)."""
+        with self._lock:
+            self.reserved_usd = max(0.0, self.reserved_usd - usd)
+            self.reserved_tokens = max(0, self.reserved_tokens - tokens)
 
     def exhausted(self) -> str | None:
         """Which budget limit has been reached, or ``None``."""
@@ -98,14 +131,6 @@ class Accounting:
         if max_tokens is not None and used >= max_tokens:
             return f"max_tokens {max_tokens} (used {used})"
         return None
-
-    def raise_exhausted(self, step: str, unsent: int) -> None:
-        which = self.exhausted()
-        if which is not None:
-            raise BudgetExceeded(
-                f"budget reached in step {step}: {which}; {unsent} request(s) not sent. "
-                "Everything generated so far is cached: raise the budget and rebuild to continue."
-            )
 
     def as_dict(self) -> dict:
         return {

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from vlitc.llm.vision import text_of
+
 
 class Bucket:
     """A token bucket of ``per_minute`` capacity refilling at ``per_minute / 60`` per second."""
@@ -77,7 +79,11 @@ class Limits:
             self.tokens.adjust(used_tokens - est_tokens)
 
 
+def estimate_prompt_tokens(messages: list[dict]) -> int:
+    """A provider-neutral estimate of a prompt's tokens (about 4 characters per token)."""
+    return sum(len(text_of(m["content"])) for m in messages) // 4 + 4 * len(messages)
+
+
 def estimate_tokens(messages: list[dict], max_tokens: int | None, n: int = 1) -> int:
     """A provider-neutral upper estimate of a call's tokens (about 4 characters per token)."""
-    prompt = sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
-    return prompt + n * (max_tokens or 256)
+    return estimate_prompt_tokens(messages) + n * (max_tokens or 256)

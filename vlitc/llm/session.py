@@ -1,19 +1,36 @@
 """One LLM session per build: the request store, shared limits, accounting, and a client per
 generator.
 
-The session owns a private asyncio loop in a daemon thread. ``Client.run`` (called from any
-executor thread) hands its requests to that loop and waits, so every step shares the same
-per-minute limits, concurrency caps and budget. Each sample is written to the store the moment
-it arrives; a frozen session serves only stored samples and never opens a connection.
+The session owns a private asyncio loop in a daemon thread. ``Client.stream`` (called from any
+executor thread) reads its items lazily, looks each request up in the store, hands the missing
+ones to that loop and yields the answers in input order: a bounded window of requests stays in
+flight across the whole step (no batch boundaries), each answer is committed to the store the
+moment it arrives, and a slow answer holds up only itself (the answers behind it wait in a
+bounded reorder buffer while sending goes on). Every step shares the same per-minute limits,
+concurrency caps and budget.
+
+Before a request is sent, the session:
+
+* waits for the same request in flight in this session, or in another process on the same
+  cache (a lease per sample key in the store; a lease whose process died is taken over), so two
+  builds of one recipe pay once;
+* reserves its estimated spend against ``budget`` (settled with the real usage on the answer),
+  so the requests in flight cannot overshoot ``max_usd`` / ``max_tokens``.
+
+A frozen session serves only stored samples and never opens a connection. Providers sit behind
+:class:`vlitc.llm.providers.Provider` (``complete(params, n, first)``); a backend with a batch
+API can implement the same call and be picked in :func:`vlitc.llm.providers.make_provider`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +39,7 @@ from vlitc.errors import BudgetExceeded, ConfigurationError, GenerationError
 from vlitc.llm.cache import ResponseCache, load_store
 from vlitc.llm.cost import Accounting, cost, price_for
 from vlitc.llm.defaults import DEFAULTS
-from vlitc.llm.limits import Limits, estimate_tokens
+from vlitc.llm.limits import Limits, estimate_prompt_tokens
 from vlitc.llm.providers import Provider, make_provider
 from vlitc.llm.retry import ProviderError, with_retries
 from vlitc.llm.types import (
@@ -37,10 +54,17 @@ from vlitc.llm.vision import ImageStore, Prep, has_images, image_tokens, text_of
 
 T = TypeVar("T")
 
-#: defaults of the generator params the session reads (the generator ops' schemas repeat them)
 #: generator params that are sampling defaults for its requests
 SAMPLING_DEFAULTS = ("temperature", "top_p", "max_tokens", "seed", "stop")
 PROGRESS_EVERY = 0.25  # seconds between progress events
+#: completion tokens per sample assumed for a budget reservation when a request sets no
+#: max_tokens (raised to the longest answer seen so far)
+DEFAULT_COMPLETION_ESTIMATE = 256
+#: answers held for in-order delivery, per unit of max_concurrency (at least REORDER_MIN): a
+#: slow answer at the head stalls sending only after this many later answers have arrived
+REORDER_PER_SLOT = 32
+REORDER_MIN = 1024
+LEASE_POLL = (0.02, 0.5)  # first and longest wait between looks at a request another holds
 
 
 @dataclass
@@ -55,19 +79,25 @@ class _Plan:
     fresh: bool = False  # at least one sample was fetched now
     raw: Any = None  # provider body of the first fresh call
 
+    @property
+    def missing(self) -> list[int]:
+        return [i for i, e in enumerate(self.entries) if e is None]
+
 
 @dataclass
 class _RunState:
     step: str
-    total: int
+    total: int = 0
     done: int = 0
     unsent: int = 0
+    budget: str | None = None  # the budget limit that stopped sending
     fatal: BaseException | None = None
+    stop: bool = False  # send nothing more (the consumer stopped or failed)
     last_emit: float = 0.0
 
 
 class Client:
-    """Sends requests for one generator; ``run`` is synchronous and thread-safe."""
+    """Sends requests for one generator; ``run`` and ``stream`` are synchronous and thread-safe."""
 
     def __init__(self, session: LLMSession, name: str, config: dict):
         self.session, self.name = session, name
@@ -86,10 +116,15 @@ class Client:
         self.identity = identity(self.provider_name, config)
         self._provider: Provider | None = None
         self._sem: asyncio.Semaphore | None = None
+        self._longest_answer = DEFAULT_COMPLETION_ESTIMATE  # completion tokens, for reservations
 
     @property
     def label(self) -> str:
         return f"{self.name} ({self.provider_name} {self.model})"
+
+    @property
+    def concurrency(self) -> int:
+        return int(self.config["max_concurrency"])
 
     def provider(self) -> Provider:
         """The backend, built on first use (a fully cached build never needs a key)."""
@@ -97,37 +132,82 @@ class Client:
             self._provider = make_provider(self.name, self.config)
         return self._provider
 
-    def run(self, requests: list[Request], step: str = "") -> list[Response]:
+    # the public calls -----------------------------------------------------------------------
+    def run(self, requests: Iterable[Request], step: str = "") -> list[Response]:
         """Answer ``requests`` in order, from the store or by calling the provider."""
-        requests = list(requests)
-        if not requests:
-            return []
-        return self.session._submit(self._run(requests, step))
+        return [resp for _, resp in self.stream(requests, _same, step) if resp is not None]
 
-    async def _run(self, requests: list[Request], step: str) -> list[Response]:
-        plans = [self._plan(r) for r in requests]
-        missing = [(p, [i for i, e in enumerate(p.entries) if e is None]) for p in plans]
-        missing = [(p, idx) for p, idx in missing if idx]
-        if missing and self.session.frozen:
-            self._frozen_miss(missing, step)
-        total = sum(len(p.keys) for p in plans)
-        state = _RunState(step, total, done=total - sum(len(i) for _, i in missing))
-        cached = state.done
-        self.session.accounting.add(step, self.name, cached=cached)
-        units = []
-        for plan, idx in missing:
-            groups = [idx] if self.provider().supports_n else [[i] for i in idx]
-            units += [self._unit(plan, g, state) for g in groups]
-        self._progress(state, force=True)
-        if units:
-            await asyncio.gather(*units)
-        self._progress(state, force=True)
+    def stream(
+        self, items: Iterable[T], request: Callable[[T], Request | None], step: str = ""
+    ) -> Iterator[tuple[T, Response | None]]:
+        """``(item, response)`` for each of ``items`` in input order; ``request(item)`` gives its
+        request, or ``None`` to pass the item through (``response`` is then ``None``).
+
+        Items are read as sending goes on, never all at once. A request that finally fails comes
+        back with ``response.error``; a fatal error (a non-retryable status, the budget) stops
+        sending, lets the requests in flight finish (their answers are stored) and is raised."""
+        state = _RunState(step)
+        pending: deque[tuple[Any, _Plan | None, concurrent.futures.Future | None]] = deque()
+        bound = max(REORDER_MIN, REORDER_PER_SLOT * self.concurrency)
+        try:
+            for item in items:
+                req = request(item)
+                plan = fut = None
+                if req is not None:
+                    plan = self._plan(req)
+                    state.total += len(plan.keys)
+                    missing = plan.missing
+                    cached = len(plan.keys) - len(missing)
+                    state.done += cached
+                    if cached:
+                        self.session.accounting.add(step, self.name, cached=cached)
+                    if missing:
+                        if self.session.frozen:
+                            self._frozen_miss(plan, missing[0], step)
+                        fut = self.session._spawn(self._answer(plan, missing, state))
+                pending.append((item, plan, fut))
+                while pending and (pending[0][2] is None or pending[0][2].done()):
+                    yield self._finish(*pending.popleft(), state)
+                while len(pending) >= bound:
+                    yield self._finish(*pending.popleft(), state)
+                if state.fatal is not None:
+                    break
+            while pending and state.fatal is None:
+                yield self._finish(*pending.popleft(), state)
+            self._raise_if_stopped(state)
+        except (KeyboardInterrupt, SystemExit):
+            state.stop = True
+            for _, _, fut in pending:
+                if fut is not None:
+                    fut.cancel()
+            raise
+        finally:
+            state.stop = True
+            for _, _, fut in pending:  # unsent ones return at once; in-flight ones finish
+                if fut is not None and not fut.cancelled():
+                    concurrent.futures.wait([fut])
+            self._progress(state, force=True)
+        self._raise_if_stopped(state)
+
+    # delivery -------------------------------------------------------------------------------
+    def _finish(self, item: Any, plan: _Plan | None, fut: Any, state: _RunState) -> tuple:
+        if fut is not None:
+            fut.result()  # re-raises a bug in the loop; failures are in plan.errors
+        if plan is None:
+            return item, None
+        resp = self._response(plan)
+        self.session.accounting.add(state.step, self.name, samples=len(resp.texts))
+        return item, resp
+
+    def _raise_if_stopped(self, state: _RunState) -> None:
         if state.fatal is not None:
             raise state.fatal
-        self.session.accounting.raise_exhausted(step, state.unsent)
-        out = [self._response(p) for p in plans]
-        self.session.accounting.add(step, self.name, samples=sum(len(r.texts) for r in out))
-        return out
+        if state.budget is not None:
+            raise BudgetExceeded(
+                f"budget reached in step {state.step}: {state.budget}; {state.unsent} "
+                "request(s) not sent. Everything generated so far is cached: raise the budget and "
+                "rebuild to continue."
+            )
 
     def _plan(self, req: Request) -> _Plan:
         images = has_images(req.messages)
@@ -187,67 +267,105 @@ class Client:
             for w, h in sizes
         )
 
-    def _frozen_miss(self, missing: list[tuple[_Plan, list[int]]], step: str) -> None:
-        plan, idx = missing[0]
-        last = next(
-            text_of(m["content"]) for m in reversed(plan.request.messages) if m["role"] == "user"
-        )
+    def _frozen_miss(self, plan: _Plan, index: int, step: str) -> None:
+        last = next(m["content"] for m in reversed(plan.request.messages) if m["role"] == "user")
         raise GenerationError(
             f"frozen build: generator {self.label} in step {step or '?'} has no stored response "
-            f"for request {plan.keys[idx[0]][:16]} (sample {idx[0]}; user message starts "
-            f"{last[:80]!r}); {len(missing)} request(s) missing in all. A frozen rebuild makes no "
-            "calls: use the release's llm_responses.jsonl or build without --frozen."
+            f"for request {plan.keys[index][:16]} (sample {index}; user message starts "
+            f"{text_of(last)[:80]!r}). A frozen rebuild makes no calls: use the release's "
+            "llm_responses.jsonl or build without --frozen."
         )
 
-    async def _unit(self, plan: _Plan, indices: list[int], state: _RunState) -> None:
+    # sending (on the session's loop) ----------------------------------------------------------
+    async def _answer(self, plan: _Plan, missing: list[int], state: _RunState) -> None:
         if self._sem is None:
-            self._sem = asyncio.Semaphore(int(self.config["max_concurrency"]))
+            self._sem = asyncio.Semaphore(self.concurrency)
         async with self._sem:
-            if state.fatal is not None or self.session.accounting.exhausted():
-                state.unsent += len(indices)
+            if state.stop or state.fatal is not None:
+                state.unsent += len(missing)
                 return
             try:
-                await self._fetch(plan, indices, state)
+                groups = [missing] if self.provider().supports_n else [[i] for i in missing]
+                for group in groups:
+                    await self._fetch(plan, group, state)
             except ProviderError as exc:
-                for i in indices:
+                for i in plan.missing:
                     plan.errors.setdefault(i, str(exc))
-                self.session.accounting.add(state.step, self.name, failed=len(indices))
+                self.session.accounting.add(state.step, self.name, failed=len(plan.missing))
                 if not exc.retryable:
                     state.fatal = GenerationError(
                         f"generator {self.label} in step {state.step or '?'}: {exc} "
                         "(not retryable: check the model name, key and request)"
                     )
-            except (ConfigurationError, GenerationError, BudgetExceeded) as exc:
+            except (ConfigurationError, GenerationError) as exc:
                 state.fatal = exc
 
     async def _fetch(self, plan: _Plan, indices: list[int], state: _RunState) -> None:
+        """Send the samples ``indices`` of ``plan`` (one call for several where the provider
+        takes ``n``), except those another sender answers meanwhile."""
+        todo, wait = list(indices), LEASE_POLL[0]
+        while todo:
+            ours, todo = await self.session._own(plan, todo)
+            if ours:
+                try:
+                    await self._send(plan, ours, state)
+                finally:
+                    self.session._disown(plan, ours)
+                wait = LEASE_POLL[0]
+            elif todo:  # every one of them is on its way in another process: look again soon
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, LEASE_POLL[1])
+
+    async def _send(self, plan: _Plan, remaining: list[int], state: _RunState) -> None:
         params: dict[str, Any] = {"model": self.model, "messages": plan.base["messages"]}
         params.update({k: plan.base[k] for k in SAMPLING_KEYS})
         sizes: list[tuple[int, int]] = []
         if has_images(plan.request.messages):
             params["messages"], sizes = await self._wire(plan.request.messages)
-        text_msgs = [{"content": text_of(m["content"])} for m in params["messages"]]
         img_tokens = self.image_tokens(sizes)
         provider = self.provider()
-        remaining = list(indices)
         while remaining:
-            est = estimate_tokens(text_msgs, params.get("max_tokens"), len(remaining)) + img_tokens
-            await self.limits.acquire(est)
-            n, first = len(remaining), remaining[0]
-            comp = await with_retries(
-                functools.partial(provider.complete, params, n, first),
-                max_retries=int(self.config["max_retries"]),
-                base=float(self.config["retry_backoff"]),
-                on_retry=lambda exc: self.session.accounting.add(state.step, self.name, retries=1),
-            )
+            n = len(remaining)
+            prompt_est = estimate_prompt_tokens(params["messages"]) + img_tokens
+            answer_est = n * (params.get("max_tokens") or self._longest_answer)
+            usd_est = cost(self.price, prompt_est, answer_est)
+            if not await self._reserve(usd_est, prompt_est + answer_est, n, state):
+                return
+            try:
+                await self.limits.acquire(prompt_est + answer_est)
+                comp = await with_retries(
+                    functools.partial(provider.complete, params, n, remaining[0]),
+                    max_retries=int(self.config["max_retries"]),
+                    base=float(self.config["retry_backoff"]),
+                    on_retry=lambda exc: self.session.accounting.add(
+                        state.step, self.name, retries=1
+                    ),
+                )
+            finally:
+                self.session.accounting.settle(usd_est, prompt_est + answer_est)
             got = list(zip(remaining, comp.texts, comp.finish_reasons, strict=False))
             if sizes:
                 self.session.accounting.add(
                     state.step, self.name, images=len(sizes), image_tokens=img_tokens
                 )
             self._store(plan, got, comp.usage, comp.raw, state)
-            self.limits.settle(est, sum(comp.usage.values()))
+            self.limits.settle(prompt_est + answer_est, sum(comp.usage.values()))
             remaining = remaining[len(got) :]
+
+    async def _reserve(self, usd: float, tokens: int, n: int, state: _RunState) -> bool:
+        """Reserve the estimated spend of one call; ``False`` when the budget leaves no room."""
+        while True:
+            if state.stop or state.budget is not None:
+                state.unsent += n
+                return False
+            verdict = self.session.accounting.reserve(usd, tokens)
+            if verdict is None:
+                return True
+            if verdict != "wait":
+                state.budget = verdict
+                state.unsent += n
+                return False
+            await asyncio.sleep(0.02)  # only the spend in flight is in the way: wait for it
 
     def _store(self, plan: _Plan, got: list, usage: dict, raw: Any, state: _RunState) -> None:
         p_tok, c_tok = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
@@ -262,6 +380,8 @@ class Client:
             }
             self.session.cache.set(plan.keys[i], entry)
             plan.entries[i] = entry
+        if got:
+            self._longest_answer = max(self._longest_answer, c_tok // len(got) + 1)
         usd = cost(self.price, p_tok, c_tok)
         self.session.accounting.add(
             state.step, self.name, calls=1, prompt_tokens=p_tok, completion_tokens=c_tok, usd=usd
@@ -318,6 +438,10 @@ class Client:
         )
 
 
+def _same(x: Any) -> Any:
+    return x
+
+
 class LLMSession:
     """Everything a build shares about LLM calls. Create with :func:`vlitc.llm.session`."""
 
@@ -341,6 +465,8 @@ class LLMSession:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._inflight: dict[str, asyncio.Future] = {}  # sample key -> its answer in this session
+        self._heartbeat: asyncio.Task | None = None
 
     def client(self, name: str) -> Client:
         """The client of generator ``name`` (one per generator, created on first use)."""
@@ -360,7 +486,8 @@ class LLMSession:
             self._limits[key].tighten(config.get("rpm"), config.get("tpm"))
         return self._limits[key]
 
-    def _submit(self, coro: Coroutine[Any, Any, T]) -> T:
+    # the loop -------------------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
@@ -368,8 +495,58 @@ class LLMSession:
                     target=self._loop.run_forever, name="vlitc-llm", daemon=True
                 )
                 self._thread.start()
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
+    # one sender per sample key ----------------------------------------------------------------
+    async def _own(self, plan: _Plan, indices: list[int]) -> tuple[list[int], list[int]]:
+        """Split the unanswered samples ``indices`` into those this task sends now and those
+        another process holds a lease on. A sample on its way in this session is awaited, and
+        a sample someone answered meanwhile is read from the store (it is in neither list)."""
+        for i in indices:
+            other = self._inflight.get(plan.keys[i])
+            if other is not None:
+                await asyncio.shield(other)
+        todo = []
+        for i in indices:
+            plan.entries[i] = plan.entries[i] or self.cache.get(plan.keys[i])
+            if plan.entries[i] is None:
+                todo.append(i)
+        free = [i for i in todo if plan.keys[i] not in self._inflight]
+        claimed = self.cache.claim([plan.keys[i] for i in free])
+        ours = []
+        for i in free:
+            key = plan.keys[i]
+            if key not in claimed:
+                continue
+            plan.entries[i] = self.cache.get(key)  # answered just before its lease was given back
+            if plan.entries[i] is not None:
+                self.cache.release([key])
+            else:
+                ours.append(i)
+                self._inflight[key] = asyncio.get_running_loop().create_future()
+        if ours:
+            self._beat()
+        return ours, [i for i in todo if plan.entries[i] is None and i not in ours]
+
+    def _disown(self, plan: _Plan, indices: list[int]) -> None:
+        keys = [plan.keys[i] for i in indices if plan.keys[i] in self._inflight]
+        for k in keys:
+            fut = self._inflight.pop(k)
+            if not fut.done():
+                fut.set_result(None)
+        self.cache.release(keys)
+
+    def _beat(self) -> None:
+        """Keep this session's leases alive while it holds any (started on first claim)."""
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _renew(self) -> None:
+        while self._inflight:
+            await asyncio.sleep(self.cache.lease_ttl / 3)
+            self.cache.renew(list(self._inflight))
+
+    # reports --------------------------------------------------------------------------------
     def usage(self) -> dict:
         """Usage and cost per step and per generator (JSON-able; the manifest's ``llm``)."""
         out = self.accounting.as_dict()
@@ -384,19 +561,32 @@ class LLMSession:
         return self.cache.export(self.used, Path(path))
 
     def close(self) -> None:
-        """Close the providers' connections, stop the loop, close the store."""
+        """Cancel whatever is still on the loop (an interrupted build), close the providers'
+        connections, stop the loop, give back the leases and close the store."""
         if self._loop is not None:
+            loop = self._loop
             providers = [c._provider for c in self._clients.values() if c._provider is not None]
 
             async def shutdown() -> None:
+                me = asyncio.current_task()
+                tasks = [t for t in asyncio.all_tasks() if t is not me]
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 await asyncio.gather(*(p.aclose() for p in providers), return_exceptions=True)
+                await loop.shutdown_asyncgens()
 
-            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=30)
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            try:
+                asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=30)
+            except (concurrent.futures.TimeoutError, RuntimeError):  # pragma: no cover
+                pass
+            loop.call_soon_threadsafe(loop.stop)
             if self._thread is not None:
                 self._thread.join(timeout=30)
-            self._loop.close()
+            loop.close()
             self._loop = None
+        self.cache.release(list(self._inflight))
+        self._inflight.clear()
         self.cache.close()
         self.images.close()
 

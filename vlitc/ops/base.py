@@ -23,9 +23,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from vlitc.errors import VlitcError
 from vlitc.paths import recipe_path
 from vlitc.records import Record, Sample
 
@@ -233,12 +235,29 @@ class Generator(Op):
     """An LLM endpoint declared in the recipe: a resource that tasks and judges refer to."""
 
 
+@dataclass
+class Measuring:
+    """One sample on its way through an item-scope measurement: ``todo`` when it needs
+    measuring (``stats`` is then filled in), else it passes through (cached, or out of scope)."""
+
+    sample: Sample
+    stats: dict | None = None
+    todo: bool = True
+    key: str = ""  # its per-item cache key
+
+
+#: samples per ``measure`` call of an item-scope filter (inline and in workers alike)
+MEASURE_CHUNK = 512
+
+
 class Filter(Op):
     """Measures samples (expensive, cached per item) and keeps or drops them (cheap).
 
     ``scope = "item"``: ``measure`` sees samples in shards and must be per-sample pure, so the
     executor caches each sample's stats. ``scope = "dataset"``: ``measure`` sees every sample at
-    once (deduplication, top-fraction thresholds).
+    once (deduplication, top-fraction thresholds). An item-scope filter may override
+    ``measure_stream`` to measure as samples arrive instead of in chunks (the filters that call
+    a model do, see :mod:`vlitc.ops.model`).
     """
 
     #: params that only the keep decision reads; changing them re-runs no measurement
@@ -268,6 +287,25 @@ class Filter(Op):
 
     def measure(self, samples: list[Sample], ctx: OpContext) -> list[dict]:
         raise NotImplementedError
+
+    def shardable(self) -> bool:
+        """Whether an item-scope measurement may run over chunks in any process (the engine's
+        workers); the filters that call a model measure in the build's process, through its one
+        LLM session (shared rate limits, budget, response cache)."""
+        return self.scope == "item"
+
+    def measure_stream(self, items: Iterable[Measuring], ctx: OpContext) -> Iterator[Measuring]:
+        """Every item in order, with ``stats`` set on those ``todo`` (default: ``measure`` on
+        chunks of :data:`MEASURE_CHUNK` items)."""
+        it = iter(items)
+        while chunk := list(islice(it, MEASURE_CHUNK)):
+            todo = [m for m in chunk if m.todo]
+            stats = self.measure([m.sample for m in todo], ctx) if todo else []
+            if len(stats) != len(todo):
+                raise VlitcError(f"filter {self.label} returned {len(stats)} stats for {len(todo)} samples")
+            for m, st in zip(todo, stats, strict=True):
+                m.stats = st
+            yield from chunk
 
     def keep(self, stats: dict) -> str | None:
         """``None`` keeps the sample; a string drops it, with that reason."""

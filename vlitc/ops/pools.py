@@ -16,6 +16,7 @@ import yaml
 
 from vlitc.errors import GenerationError, InputError, Location
 from vlitc.ops.base import OpContext, Pool
+from vlitc.ops.model import ModelOp
 from vlitc.ops.registry import register
 
 #: Where the default pools shipped with vlitc live (package data first, then a source checkout).
@@ -190,7 +191,7 @@ def dedup_similar(texts: list[str], threshold: float, keep_first: int = 0) -> li
 
 
 @register("pool", "expand")
-class ExpandPool(Pool):
+class ExpandPool(ModelOp, Pool):
     """Expand seed instructions into a larger pool with an LLM, deduplicated and cached."""
 
     version = 1
@@ -253,17 +254,19 @@ class ExpandPool(Pool):
 
     def templates(self, ctx: OpContext) -> list[str]:
         seeds = self.seed_templates(ctx)
-        responses = ctx.client(self.params["generator"]).run(self.requests(seeds))
         generated: list[str] = []
-        for resp in responses:
+        errors = []
+        for _, resp in self.answers(ctx, enumerate(self.requests(seeds)), lambda ir: ir[1],
+                                    lambda ir: f"request {ir[0]}"):
             if resp.error:
-                ctx.count("failed_requests")
+                errors.append(resp.error)
                 ctx.warn(f"pool {self.label!r}: a request failed: {resp.error}")
                 continue
             for text in resp.texts:
                 generated += parse_lines(text)
-        if not generated and not any(not r.error for r in responses):
-            raise GenerationError(f"pool {self.label!r}: every generation request failed")
+        if errors and len(errors) == len(self.requests(seeds)):
+            raise GenerationError(f"pool {self.label!r}: every generation request failed "
+                                  f"(the first: {errors[0]})")
         return self._select(seeds, generated, ctx)
 
     def _select(self, seeds: list[str], generated: list[str], ctx: OpContext) -> list[str]:

@@ -76,6 +76,16 @@ def render(s: Mapping) -> str:
     if s["drop_reasons"]:
         rows = [(f, r, n) for f, reasons in s["drop_reasons"].items() for r, n in reasons]
         parts.append(_table(("filter", "most frequent drop reasons", "samples"), rows) + "\n")
+    if s.get("failed"):
+        parts += [
+            "## Failed model calls\n",
+            f"{sum(f['count'] for f in s['failed'])} item(s) are missing or kept without the "
+            "model's answer because their model call failed (`on_error: skip`); the next build "
+            "retries exactly these.\n",
+            _table(("step", "item", "error"),
+                   [(f["step"], i["item"], i["error"]) for f in s["failed"] for i in f["items"]])
+            + "\n",
+        ]
     parts += [
         "## Quality indicators\n",
         "After the review paper's §4.2 and Table 4 (higher is better except balance variance).\n",

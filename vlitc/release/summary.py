@@ -34,6 +34,18 @@ def funnel(steps: Iterable[Mapping], dropped: Sequence[Sample]) -> list[dict]:
     return [{"step": f"filter:{k}", "n_in": v, "n_out": 0} for k, v in sorted(per.items())]
 
 
+def failed_items(steps: Iterable[Mapping]) -> list[dict]:
+    """Per step, the items whose model call finally failed under ``on_error: skip`` (left out,
+    or kept without the model's answer): ``{"step", "count", "items": [{"item", "error"}]}``."""
+    out = []
+    for s in steps:
+        count = int((s.get("counters") or {}).get("llm_failed") or 0)
+        if count:
+            out.append({"step": s["id"], "count": count,
+                        "items": list((s.get("notes") or {}).get("llm_failed") or [])})
+    return out
+
+
 def drop_reasons(dropped: Sequence[Sample], top: int = 5) -> dict[str, list[tuple[str, int]]]:
     """The most frequent drop reasons per filter."""
     per: dict[str, Counter] = defaultdict(Counter)

@@ -20,6 +20,7 @@ from typing import Any
 
 from vlitc.errors import UserError, VlitcError
 from vlitc.ops.base import OpContext, Pool, Task
+from vlitc.ops.model import FAILED
 from vlitc.plan import Plan, Step
 from vlitc.recipe import Recipe
 from vlitc.release import layout
@@ -238,9 +239,13 @@ class Executor:
         if self._llm is not None:
             entry["llm_requests"] = sorted(self._llm.used)
             self._llm.used = (saved_used or set()) | self._llm.used
-        failed = ctx.counters.get("llm_failed", 0)
+        failed = ctx.counters.get(FAILED, 0)
         if failed:  # kept so the build can go on; the next build retries only those items
             entry["incomplete"] = failed
+            self._emit({"event": "warning", "step": step.id,
+                        "message": f"{failed} item(s) left out after failed model calls "
+                                   f"(on_error: skip): {_listed(ctx.notes.get(FAILED))}; "
+                                   "the next build retries them"})
         self.store.put_entry(key, entry)
         self.store.put_state(self.recipe.name, step.id, comp)
         self.done[step.id] = _Done(entry, "ran", key)
@@ -376,6 +381,9 @@ class Executor:
                           "n_in": d.entry.get("n_in", 0), "n_out": d.entry["outputs"]["main"]["count"],
                           "n_dropped": d.entry["outputs"].get("dropped", {}).get("count", 0),
                           "counters": d.entry.get("counters", {})})
+            if d.entry.get("incomplete"):
+                steps[-1]["failed"] = {"count": d.entry["incomplete"],
+                                       "items": d.entry.get("notes", {}).get(FAILED, [])}
         head = {"vlitc": __version__, "name": self.recipe.name, "version": self.recipe.version,
                 "recipe": str(self.recipe.path), "recipe_sha256": self.recipe.sha256,
                 "seed": self.recipe.seed, "seconds": round(seconds, 3)}
@@ -392,6 +400,12 @@ def _strings(obj: Any) -> Iterator[str]:
     elif isinstance(obj, list):
         for v in obj:
             yield from _strings(v)
+
+
+def _listed(items: list[dict] | None, show: int = 5) -> str:
+    items = items or []
+    head = ", ".join(str(i.get("item")) for i in items[:show])
+    return head + (f" and {len(items) - show} more" if len(items) > show else "")
 
 
 def default_cache_dir() -> Path:

@@ -214,7 +214,7 @@ class MeasureRunner(Runner):
             fp = digest({"op": op.name, "version": op.version, "params": step.params,
                          "files": keys.step_files(step, ex.recipe, ex.files, ctx)})
         source = self.ex.output_of(step, step.deps[0])
-        if self.ex.maps(source):
+        if op.shardable() and self.ex.maps(source):
             return {"outputs": {"main": self.map(step, ctx, "measure", source, fp)}}
         samples = self.input(step, step.deps[0])
         if fp is None:

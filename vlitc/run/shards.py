@@ -19,11 +19,7 @@ from typing import Any, cast
 import orjson
 
 from vlitc.errors import UserError, VlitcError
-from vlitc.ops.base import Filter, ItemCache, OpContext, Task
-from vlitc.run.fingerprint import item_digest
-
-#: samples per ``measure`` call of an item-scope filter (inline and in workers alike)
-MEASURE_CHUNK = 512
+from vlitc.ops.base import MEASURE_CHUNK, Filter, ItemCache, OpContext, Task
 
 
 def in_scope(op: Filter, sample: dict) -> bool:
@@ -57,29 +53,11 @@ def measure_chunked(op: Filter, samples: Iterable[dict], ctx: OpContext) -> Iter
 
 
 def measure_cached(op: Filter, samples: Iterable[dict], ctx: OpContext, cache: Any, fp: str) -> Iterator[dict]:
-    """An item-scope measure with each sample's stats cached under ``fp:<sample digest>``."""
-    it = iter(samples)
-    while chunk := list(itertools.islice(it, MEASURE_CHUNK)):
-        todo, ids = [], []
-        with cache.transact():
-            hits = [(i, k, cache.get(k)) for i, s in enumerate(chunk) if in_scope(op, s)
-                    for k in (fp + ":" + item_digest(s),)]
-        for i, ikey, hit in hits:
-            if hit is None:
-                todo.append(chunk[i])
-                ids.append((i, ikey))
-            else:
-                set_stats(chunk[i], op.label, hit)
-        if todo:
-            stats = op.measure(todo, ctx)
-            if len(stats) != len(todo):
-                raise VlitcError(f"filter {op.label} returned {len(stats)} stats for {len(todo)} samples")
-            with cache.transact():
-                for (i, ikey), st in zip(ids, stats, strict=True):
-                    cache.set(ikey, st)
-                    set_stats(chunk[i], op.label, st)
-            ctx.count("measured", len(todo))
-        yield from chunk
+    """An item-scope measure with each sample's stats cached under ``fp:<sample digest>``
+    (failed model calls are never stored: see :mod:`vlitc.run.measures`)."""
+    from vlitc.run.measures import measure_items
+
+    return measure_items(op, iter(samples), lambda s: in_scope(op, s), cache, fp, ctx)
 
 
 @dataclass

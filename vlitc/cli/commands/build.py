@@ -65,11 +65,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     m = result.manifest
     ran = sum(1 for s in m["steps"] if s["status"] == "ran")
+    failed = [{"step": s["id"], **s["failed"]} for s in m["steps"] if s.get("failed")]
     if args.json:
         print(json.dumps({"event": "done", "out_dir": str(result.out_dir), "ran": ran,
-                          "cached": len(m["steps"]) - ran}))
-    elif not args.quiet:
-        console(stderr=True).print(
-            f"[bold green]built[/] {m['name']} {m['version']} -> {result.out_dir} "
-            f"({ran} ran, {len(m['steps']) - ran} cached, {m['seconds']:.2f}s)")
+                          "cached": len(m["steps"]) - ran, "failed": failed}))
+        return 0
+    err = console(stderr=True)
+    if not args.quiet:
+        err.print(f"[bold green]built[/] {m['name']} {m['version']} -> {result.out_dir} "
+                  f"({ran} ran, {len(m['steps']) - ran} cached, {m['seconds']:.2f}s)")
+    for f in failed:  # said even with --quiet: these items are not in the release
+        items = ", ".join(str(i["item"]) for i in f["items"][:10])
+        more = f" and {f['count'] - 10} more" if f["count"] > 10 else ""
+        err.print(f"{f['step']}: {f['count']} item(s) left out after failed model calls "
+                  f"(on_error: skip): {items}{more}; the next build retries them "
+                  "(errors in manifest.json)", style="yellow", markup=False)
     return 0

@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from vlitc.ops.base import Filter, OpContext
+from vlitc.ops.base import OpContext
+from vlitc.ops.model import ModelFilter
 from vlitc.ops.registry import register
 from vlitc.records import IMAGE_TOKEN, Sample
 
@@ -33,7 +34,7 @@ def instructions_text(s: Sample) -> str:
 
 
 @register("filter", "complexity")
-class ComplexityFilter(Filter):
+class ComplexityFilter(ModelFilter):
     """Score each sample's instructions from 1 to 10 with an LLM (``SCORE: n`` parsed strictly;
     the mean of ``votes`` parsed scores) and, with ``min_score``, drop samples below it.
 
@@ -75,19 +76,11 @@ class ComplexityFilter(Filter):
             n=self.params["votes"],
         )
 
-    def measure(self, samples: list[Sample], ctx: OpContext) -> list[dict]:
-        client = ctx.client(self.params["generator"])
-        out = []
-        for r in client.run([self.request(s) for s in samples], ctx.step_id):
-            scores = [] if r.error else [parse_score(t) for t in r.texts]
-            got = [v for v in scores if v is not None]
-            ctx.count("complexity_unparsed", len(scores) - len(got))
-            stats: dict[str, Any] = {"complexity": sum(got) / len(got) if got else None,
-                                     "scores": scores}
-            if r.error:
-                stats["error"] = r.error
-            out.append(stats)
-        return out
+    def stats(self, s: Sample, texts: list[str], ctx: OpContext) -> dict:
+        scores = [parse_score(t) for t in texts]
+        got = [v for v in scores if v is not None]
+        ctx.count("complexity_unparsed", len(scores) - len(got))
+        return {"complexity": sum(got) / len(got) if got else None, "scores": scores}
 
     def keep(self, stats: dict) -> str | None:
         floor = self.params.get("min_score")

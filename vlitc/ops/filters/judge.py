@@ -7,7 +7,8 @@ import re
 from typing import Any, ClassVar
 
 from vlitc.errors import ConfigurationError
-from vlitc.ops.base import Filter, OpContext
+from vlitc.ops.base import OpContext
+from vlitc.ops.model import ModelFilter
 from vlitc.ops.registry import register
 from vlitc.records import IMAGE_TOKEN, Sample
 
@@ -56,7 +57,7 @@ def conversation(s: Sample) -> str:
 
 
 @register("filter", "judge")
-class JudgeFilter(Filter):
+class JudgeFilter(ModelFilter):
     """Drop samples that an LLM judge finds incorrect for their image: ``votes`` samples of the
     ``generator`` (temperature ``temperature``), each ending in a strict ``VERDICT: correct`` or
     ``VERDICT: incorrect`` line; anything else is *unparsed* and counts as ``unparsed`` says
@@ -112,19 +113,10 @@ class JudgeFilter(Filter):
             n=self.params["votes"],
         )
 
-    def measure(self, samples: list[Sample], ctx: OpContext) -> list[dict]:
-        client = ctx.client(self.params["generator"])
-        responses = client.run([self.request(s) for s in samples], ctx.step_id)
-        out = []
-        for r in responses:
-            if r.error:
-                ctx.count("judge_errors")
-                out.append({"votes": ["error"], "raw": [], "error": r.error})
-                continue
-            votes = [parse_verdict(t) for t in r.texts]
-            ctx.count("judge_unparsed", votes.count("unparsed"))
-            out.append({"votes": votes, "raw": list(r.texts)})
-        return out
+    def stats(self, s: Sample, texts: list[str], ctx: OpContext) -> dict:
+        votes = [parse_verdict(t) for t in texts]
+        ctx.count("judge_unparsed", votes.count("unparsed"))
+        return {"votes": votes, "raw": list(texts)}
 
     def tally(self, votes: list[str]) -> tuple[int, int]:
         policy = self.params["unparsed"]
@@ -132,6 +124,8 @@ class JudgeFilter(Filter):
         return fixed.count("correct"), fixed.count("incorrect")
 
     def keep(self, stats: dict) -> str | None:
+        if stats.get("error"):  # a failed call (on_error: skip): dropped, retried next build
+            return f"judge failed: {stats['error']}"
         yes, no = self.tally(stats["votes"])
         if yes > no:
             return None
@@ -139,8 +133,6 @@ class JudgeFilter(Filter):
             return None
         other = len(stats["votes"]) - yes - no
         tail = f", {other} unparsed" if other else ""
-        if stats.get("error"):
-            return f"judge failed: {stats['error']}"
         if yes == no:
             return f"judge split {yes}-{no}{tail} (ties drop)"
         return f"judge: {no} of {len(stats['votes'])} votes incorrect ({yes} correct{tail})"

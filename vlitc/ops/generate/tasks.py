@@ -12,15 +12,16 @@ import random
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from vlitc.errors import GenerationError
 from vlitc.llm.prompts import REWRITE_INSTRUCTIONS
 from vlitc.ops.base import OpContext, Task
+from vlitc.ops.model import ModelOp
 from vlitc.ops.registry import register
 from vlitc.records import Record, Sample, grounding, sample
 
-CHUNK = 512  # items handed to the generator at once (all in flight together, up to its limits)
+COUNTERS_EVERY = 256  # samples between counter events for the live display
 
 _SAMPLING = {
     "temperature": {"type": "number", "minimum": 0, "maximum": 2},
@@ -29,41 +30,31 @@ _SAMPLING = {
 }
 
 
-def _chunks(items: Iterable, size: int = CHUNK) -> Iterator[list]:
-    it = iter(items)
-    while batch := list(islice(it, size)):
-        yield batch
-
-
 def _generator_meta(ctx: OpContext, name: str) -> dict:
     cfg = ctx.generators.get(name, {})
     return {"name": name, "provider": cfg.get("provider"), "model": cfg.get("model", "mock")}
 
 
-def _on_error(ctx: OpContext, name: str) -> str:
-    return ctx.generators.get(name, {}).get("on_error", "fail")
+class _Made(NamedTuple):
+    """One record's request: the record, what the request was built from, and the request."""
+
+    record: Record
+    info: dict
+    request: Any
 
 
-def _tally(ctx: OpContext, responses) -> None:
-    """What the answered requests cost, from their recorded usage (the same whether a response
-    came fresh or from the cache, so the report of a rebuild matches): requests and tokens."""
-    for r in responses:
-        if not r.error:
-            ctx.count("llm_requests")
-            ctx.count("prompt_tokens", int(r.usage.get("prompt_tokens", 0)))
-            ctx.count("completion_tokens", int(r.usage.get("completion_tokens", 0)))
+class _Answer(NamedTuple):
+    """One parsed sample of an answer (``keys``: the requests it came from)."""
 
-
-def _failed(ctx: OpContext, gen: str, item_id: str, error: str, failures: list) -> None:
-    """A request that finally failed: stop (``on_error: fail``) or skip the item, counted."""
-    if _on_error(ctx, gen) == "fail":
-        raise GenerationError(f"{error} (item {item_id}; set on_error: skip to go on without it)")
-    ctx.count("llm_failed")
-    failures.append({"item": item_id, "error": error})
+    made: _Made
+    nth: int  # which sample of the request
+    text: str
+    parsed: Any
+    keys: list[str]
 
 
 @register("task", "generate")
-class GenerateTask(Task):
+class GenerateTask(ModelOp, Task):
     """Generate conversations with an LLM from a text rendering of each image's annotations.
 
     Reads: captions, objects, qas, ocr, regions. Writes: turns, meta.context, meta.generator,
@@ -218,74 +209,71 @@ class GenerateTask(Task):
         instructions = self._instructions(ctx)
         if self.params["parse"] == "answer" and not instructions:
             raise GenerationError(f"task {self.label}: parse: answer needs instructions or a pool")
-        client = ctx.client(self.params["generator"])
-        failures: list[dict] = []
         if self.params.get("limit"):
             records = islice(records, self.params["limit"] + ctx.extra_items)
-        for batch in _chunks(records):
-            yield from self._run_batch(batch, ctx, pack, client, instructions, failures)
-        if failures:
-            ctx.note("llm_failed", failures[:100])
 
-    def _run_batch(self, batch, ctx, pack, client, instructions, failures) -> Iterator[Sample]:
-        todo = []
-        for rec in batch:
-            made = self.format_request(rec, ctx, pack)
-            if made is None:
-                ctx.count("no_context")
-                continue
-            todo.append((rec, *made))
-        responses = client.run([req for _, _, req in todo], step=ctx.step_id)
-        _tally(ctx, responses)
-        out: list[tuple] = []  # (record, info, request, index, text, parsed, keys)
-        gen = self.params["generator"]
-        for (rec, info, req), resp in zip(todo, responses, strict=True):
-            if resp.error:
-                _failed(ctx, gen, rec["id"], resp.error, failures)
-                continue
-            for i, text in enumerate(resp.texts):
-                parsed = self.parse_response(text, rec, ctx, i, instructions)
-                out.append((rec, info, req, i, text, parsed, resp.keys[i]))
+        def made() -> Iterator[_Made]:
+            for rec in records:
+                got = self.format_request(rec, ctx, pack)
+                if got is None:
+                    ctx.count("no_context")
+                    continue
+                yield _Made(rec, *got)
+
+        answers = self.answers(ctx, made(), lambda m: m.request, lambda m: str(m.record["id"]),
+                               count_usage=True)
+        rows: Iterator[_Answer] = (
+            _Answer(m, i, text, self.parse_response(text, m.record, ctx, i, instructions), [key])
+            for m, resp in answers if not resp.error
+            for i, (text, key) in enumerate(zip(resp.texts, resp.keys, strict=False))
+        )
         if self.params["repair"]:
-            out = self._repair(out, ctx, client, instructions)
-        for rec, info, _req, i, text, parsed, keys in out:
-            yield self._sample(rec, info, i, text, parsed, keys, ctx)
-        # parse failures and repairs so far, for the live display
+            rows = self._repaired(rows, ctx, instructions)
+        for n, row in enumerate(rows, 1):
+            yield self._sample(row, ctx)
+            if n % COUNTERS_EVERY == 0:  # parse failures and repairs so far, for the live display
+                ctx.emit({"event": "counters", "step": ctx.step_id, "counters": dict(ctx.counters)})
         ctx.emit({"event": "counters", "step": ctx.step_id, "counters": dict(ctx.counters)})
 
-    def _repair(self, out: list, ctx: OpContext, client, instructions) -> list:
-        """One follow-up request per unparsed response; the repaired text replaces the raw."""
+    def _repair_request(self, row: _Answer):
+        """One follow-up request for an unparsed answer, or ``None`` when it parsed."""
         from vlitc.llm import Request
         from vlitc.llm.parse import repair_message
 
-        bad = [j for j, row in enumerate(out) if row[5].turns is None]
-        reqs = []
-        for j in bad:
-            _rec, _info, req, _i, text, parsed, _key = out[j]
-            msgs = req.messages + [
-                {"role": "assistant", "content": text},
-                {
-                    "role": "user",
-                    "content": repair_message(self.params["parse"], parsed.error),
-                },
-            ]
-            reqs.append(Request(messages=msgs, temperature=0.0, max_tokens=req.max_tokens))
-        fixed = client.run(reqs, step=ctx.step_id) if reqs else []
-        _tally(ctx, fixed)
-        out = list(out)
-        for j, resp in zip(bad, fixed, strict=True):
-            rec, info, req, i, text, parsed, key = out[j]
+        if row.parsed.turns is not None:
+            return None
+        req = row.made.request
+        msgs = req.messages + [
+            {"role": "assistant", "content": row.text},
+            {"role": "user", "content": repair_message(self.params["parse"],
+                                                       row.parsed.error)},
+        ]
+        return Request(messages=msgs, temperature=0.0, max_tokens=req.max_tokens)
+
+    def _repaired(self, rows: Iterable[_Answer], ctx: OpContext, instructions) -> Iterator[_Answer]:
+        """Unparsed answers asked once to be repaired; the repaired text replaces the raw."""
+        def ident(row: _Answer) -> str:
+            return f"{row.made.record['id']}/{row.nth} (repair)"
+
+        for row, resp in self.answers(ctx, rows, self._repair_request, ident, count_usage=True):
+            if resp is None:
+                yield row
+                continue
             ctx.count("repair_requests")
             if resp.error:
+                yield row
                 continue
-            again = self.parse_response(resp.texts[0], rec, ctx, i, instructions)
-            if again.turns is not None:
-                ctx.count("repaired")
-                info = {**info, "repair": {"raw": text, "error": parsed.error}}
-                out[j] = (rec, info, req, i, resp.texts[0], again, [key, resp.request_id])
-        return out
+            again = self.parse_response(resp.texts[0], row.made.record, ctx, row.nth, instructions)
+            if again.turns is None:
+                yield row
+                continue
+            ctx.count("repaired")
+            info = {**row.made.info, "repair": {"raw": row.text, "error": row.parsed.error}}
+            yield _Answer(row.made._replace(info=info), row.nth, resp.texts[0], again,
+                          [*row.keys, resp.request_id])
 
-    def _sample(self, rec, info, i, text, parsed, keys, ctx) -> Sample:
+    def _sample(self, row: _Answer, ctx: OpContext) -> Sample:
+        rec, info, i, text, parsed = row.made.record, row.made.info, row.nth, row.text, row.parsed
         gen = self.params["generator"]
         meta = {
             "record_id": rec["id"],
@@ -294,7 +282,7 @@ class GenerateTask(Task):
             "generator": _generator_meta(ctx, gen),
             "prompt": self.params["prompt"],
             "examples": info["examples"],
-            "requests": keys if isinstance(keys, list) else [keys],
+            "requests": list(row.keys),
             "raw": text,
             "sample_index": i,
         }
@@ -319,7 +307,7 @@ class GenerateTask(Task):
 
 
 @register("task", "rewrite")
-class RewriteTask(Task):
+class RewriteTask(ModelOp, Task):
     """Have an LLM fix and tighten another task's samples, keeping both versions in metadata.
 
     Reads: turns. Writes: turns, meta.rewrite (original turns, raw text, requests, generator).
@@ -403,20 +391,17 @@ class RewriteTask(Task):
             yield from ctx.input(f"task:{name}")
 
     def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
-        client = ctx.client(self.params["generator"])
-        failures: list[dict] = []
-        for batch in _chunks(self._samples(ctx)):
-            todo = [s for s in batch if s.get("turns")]
-            ctx.count("skipped_unparsed", len(batch) - len(todo))
-            responses = client.run([self.format_request(s) for s in todo], step=ctx.step_id)
-            _tally(ctx, responses)
-            for s, resp in zip(todo, responses, strict=True):
-                if resp.error:
-                    _failed(ctx, self.params["generator"], s["id"], resp.error, failures)
-                    continue
+        def todo() -> Iterator[Sample]:
+            for s in self._samples(ctx):
+                if s.get("turns"):
+                    yield s
+                else:
+                    ctx.count("skipped_unparsed")
+
+        for s, resp in self.answers(ctx, todo(), self.format_request, lambda s: str(s["id"]),
+                                    count_usage=True):
+            if not resp.error:
                 yield self._rewritten(s, resp, ctx)
-        if failures:
-            ctx.note("llm_failed", failures[:100])
 
     def _rewritten(self, s: Sample, resp, ctx: OpContext) -> Sample:
         text = resp.texts[0]
