@@ -29,7 +29,6 @@ def judge_recipe(tmp_path: Path, url: str, on_error: str) -> Path:
     data["sources"] = {"coco": src}
     data["tasks"] = {"brief_caption": data["tasks"]["brief_caption"]}
     data.pop("balance", None)
-    data.pop("report", None)
     data["outputs"] = [{"format": "llava", "path": "train.json"}]
     data["generators"] = {"judge": {"provider": "openai", "model": "fake", "base_url": url,
                                     "api_key_env": "VLITC_TEST_KEY", "max_retries": 0,

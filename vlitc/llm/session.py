@@ -554,6 +554,11 @@ class LLMSession:
         out["frozen"] = self.frozen
         out["warnings"] = list(self.cache.warnings)
         out["images_prepared"] = self.images.prepared_count
+        if self.cache.refused():
+            out["warnings"].append(
+                f"{self.cache.refused()} LLM cache entries were not JSON (written by an older "
+                "vlitc, or planted) and were not loaded; their requests were sent again"
+            )
         return out
 
     def export_store(self, path: Path) -> Path:
