@@ -348,10 +348,9 @@ class ImageStore:
     @property
     def index(self) -> Any:
         if self._index is None:
-            import diskcache
+            from vlitc.diskstore import open_cache
 
-            self._index = diskcache.Cache(str(self.root / "index"), eviction_policy="none",
-                                          size_limit=2**40, cull_limit=0)
+            self._index = open_cache(self.root / "index")  # JSON values, never pickles
         return self._index
 
     def close(self) -> None:
