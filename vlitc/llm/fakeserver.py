@@ -293,12 +293,12 @@ class FakeServer:
             answer = self._anthropic(body, images)
         else:
             answer = self._openai(body, images)
-        await _send(writer, 200, answer)
         self._ok += 1
         extra = {"body": body} if self.keep_bodies else {}
         if images:
             extra["images"] = images
-        self._record(path, digest, "ok", extra)
+        self._record(path, digest, "ok", extra)  # logged before the client can see the answer
+        await _send(writer, 200, answer)
         return True
 
     # running ---------------------------------------------------------------------------------
