@@ -64,7 +64,7 @@ def test_captions_only_record_has_no_trailing_blank_line():
 
 
 def test_unknown_context_template_lists_the_builtin_ones():
-    with pytest.raises(InputError, match="built-in templates: llava, region, review"):
+    with pytest.raises(InputError, match="built-in templates: llava, none, region, review"):
         render(RECORD, "lava")
 
 
@@ -134,3 +134,44 @@ def test_llava_prompt_folder_next_to_the_recipe_with_a_missing_conv_is_located(t
     (pack / "000_conv.txt").write_text("Question:\nWhat is on the mat?\n===\nAnswer:\nA cat.")
     assert load_pack("prompts/conversation", tmp_path).examples == (
         ("A cat on a mat.", "Question:\nWhat is on the mat?\n===\nAnswer:\nA cat."),)
+
+
+VISION_PACKS = {"sharegpt4v/caption": "answer", "allava/caption_qa": "llava_qa",
+                "lvis4v/conversation": "llava_qa", "region/focus": "llava_qa",
+                "minigpt4/describe": "answer", "vigc/correct": "answer"}
+
+
+@pytest.mark.parametrize("name,fmt", sorted(VISION_PACKS.items()))
+def test_vision_packs_load_with_their_instruction_and_their_examples_parse(name, fmt):
+    pack = load_pack(name)
+    assert pack.system and pack.examples
+    assert bool(pack.user) == (name != "vigc/correct")  # the correction pack has no instruction
+    assert "attached" in pack.system  # says the examples describe their image in words
+    for ctx, resp in pack.examples:
+        assert "[The image shows:" in ctx and parse(resp, fmt, "Describe the image.").turns
+    assert (pack_files(name)[1].name == "user.txt") == bool(pack.user)  # in the step key
+
+
+def _all_packs() -> list[str]:
+    from vlitc.llm.context import TEMPLATES_ROOT
+
+    return sorted(str(p.parent.relative_to(TEMPLATES_ROOT)) for p in TEMPLATES_ROOT.rglob("system.txt"))
+
+
+@pytest.mark.parametrize("name", _all_packs())
+def test_examples_quote_only_text_their_context_contains(name):
+    """An example that quotes scene text ("HEINZ") its context does not hold teaches a model
+    to invent text: every quoted run of capitals or digits in a response is in its context."""
+    import re
+
+    for ctx, resp in load_pack(name).examples:
+        for quoted in re.findall(r'\\?"([^"\\]{2,40})\\?"', resp):
+            if quoted == "AI":  # the JSON dialog's key
+                continue
+            if re.fullmatch(r"[A-Z0-9 $.,'&-]+", quoted) and any(c.isalnum() for c in quoted):
+                assert quoted in ctx, (name, quoted)
+
+
+def test_review_packs_hold_about_ten_examples_as_the_paper_does():
+    for name in ("review/negative", "review/multiturn", "review/knowledge", "review/region"):
+        assert len(load_pack(name).examples) >= 10, name

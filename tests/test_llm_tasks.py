@@ -95,11 +95,14 @@ def test_answer_parse_pairs_responses_with_seeded_instructions(tmp_path):
 
 
 def test_region_context_marks_a_seeded_object(tmp_path):
-    params = {"prompt": "review/region", "context": "region", "parse": "json_dialog"}
+    params = {"prompt": "review/region", "context": "region", "parse": "json_dialog",
+              "mark": "text"}
     out, _, _ = _run(tmp_path, params, {"responses": ['{"User": "What is boxed?", "AI": "A cat."}']})
     m = out[0]["meta"]
     assert m["focus"]["label"] in ("cat", "remote")
     assert "A square box marks " + m["focus"]["label"] in m["context"]
+    # the question about "the box" says where the box is (no box is drawn on this image)
+    assert out[0]["turns"][0]["content"].startswith("<image>\nConsider the region [0.")
 
 
 def test_rewrite_keeps_both_versions(tmp_path):

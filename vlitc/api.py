@@ -90,6 +90,18 @@ def frozen_rebuild(
     return result, diffs
 
 
+def _image_sizes(store: Store, entry: dict, limit: int = 256) -> list[list[int]]:
+    """Width and height of the first ``limit`` images a cached source step yielded."""
+    import itertools
+
+    out = []
+    for rec in itertools.islice(store.read(entry["outputs"]["main"]), limit):
+        img = rec.get("image") or {}
+        if img.get("width") and img.get("height"):
+            out.append([int(img["width"]), int(img["height"])])
+    return out
+
+
 def plan_status(recipe_path: str | Path, cache_dir: str | Path | None = None) -> tuple[Recipe, Plan, list[dict]]:
     """Every step with ``cached``, ``stale`` or ``new`` and the reasons, without running anything."""
     recipe = load_recipe(recipe_path)
@@ -97,7 +109,12 @@ def plan_status(recipe_path: str | Path, cache_dir: str | Path | None = None) ->
     store = Store(Path(cache_dir) if cache_dir else default_cache_dir())
     files = FileState(store.root / "files")
     try:
-        rows = [st.row() for st in plan_statuses(recipe, plan, store, files)]
+        rows = []
+        for st in plan_statuses(recipe, plan, store, files):
+            row = st.row()
+            if st.entry is not None and plan.steps[st.id].kind == "source":
+                row["image_sizes"] = _image_sizes(store, st.entry)  # for image-token estimates
+            rows.append(row)
     finally:
         files.close()
         store.close()
@@ -111,6 +128,7 @@ def estimates(recipe: Recipe, plan: Plan, rows: list[dict]) -> dict[str, dict]:
 
     out = {}
     counts = {r["id"]: r.get("n_out", -1) for r in rows}
+    sizes_by = {r["id"]: r.pop("image_sizes", None) for r in rows}  # of cached sources
     for r in rows:
         step = plan.steps[r["id"]]
         if r["status"] == "cached" or step.kind != "task" or step.op is None:
@@ -121,8 +139,9 @@ def estimates(recipe: Recipe, plan: Plan, rows: list[dict]) -> dict[str, dict]:
             continue
         ins = [counts.get(d, -1) for d in step.deps if not d.startswith("pool:")]
         n = sum(ins) if ins and min(ins) >= 0 else -1
+        sizes = [s for d in step.deps for s in (sizes_by.get(d) or [])]
         out[r["id"]] = estimate(step.op.params, {"provider": gen.name, **gen.params}, n,
-                                recipe_dir=recipe.dir)
+                                recipe_dir=recipe.dir, image_sizes=sizes or None)
     return out
 
 

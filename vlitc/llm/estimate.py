@@ -4,6 +4,11 @@ Estimates use about four characters per token. A ``generate`` step's prompt is i
 prompt, ``examples`` of its in-context examples and one context of average example length; its
 answers are as long as the average example response (capped by ``max_tokens``). A ``rewrite``
 step sends its instructions and one sample and gets one sample back.
+
+A step with ``image: true`` adds, per call, the image tokens of its images as the generator
+prepares them (OpenAI's tile rule, Anthropic's pixel rule, or the ``prices`` override), from the
+sizes of the source's images when the source is cached (``image_sizes``), else from a
+1024x768 image. With ``context: none`` the item's text is the pack's instruction alone.
 """
 
 from __future__ import annotations
@@ -29,12 +34,32 @@ def _generate_shape(op_params: dict, recipe_dir: Path | None) -> tuple[int, int]
     k = min(op_params.get("examples", 2), len(ex))
     avg_ctx = sum(len(c) for c, _ in ex) / len(ex) if ex else 600
     avg_resp = sum(len(r) for _, r in ex) / len(ex) if ex else 800
-    prompt = len(pack.system) + k * (avg_ctx + avg_resp) + avg_ctx
+    item = len(pack.user) if op_params.get("context") == "none" else avg_ctx
+    prompt = len(pack.system) + k * (avg_ctx + avg_resp) + item
     return _tokens(prompt) + 4 * (2 * k + 2), _tokens(avg_resp)
 
 
+ASSUMED_IMAGE = (1024, 768)
+
+
+def image_tokens_per_call(generator_config: dict, sizes: list | None) -> float:
+    """Mean image tokens of one request's image on this generator, from source image sizes."""
+    from vlitc.llm.vision import Prep, image_tokens
+
+    provider = generator_config.get("provider", "openai")
+    prep = Prep.for_generator(provider, generator_config.get("image"))
+    sizes = [tuple(s) for s in sizes or [] if s and s[0] and s[1]] or [ASSUMED_IMAGE]
+    model, prices = generator_config.get("model", ""), generator_config.get("prices")
+    return sum(image_tokens(provider, model, *prep.target(int(w), int(h)), prep.detail, prices)
+               for w, h in sizes) / len(sizes)
+
+
 def estimate(
-    op_params: dict, generator_config: dict, n_items: int, recipe_dir: Path | None = None
+    op_params: dict,
+    generator_config: dict,
+    n_items: int,
+    recipe_dir: Path | None = None,
+    image_sizes: list | None = None,
 ) -> dict:
     """``{"calls", "prompt_tokens", "completion_tokens", "usd"}`` for ``n_items`` inputs; when the
     count is not known yet (``n_items < 0``) the figures are per input, marked ``per_item``."""
@@ -59,6 +84,10 @@ def estimate(
         completion = min(completion, int(cap))
     one_call_per_sample = generator_config.get("provider") != "openai"
     calls = n_items * (n if one_call_per_sample else 1)
+    images = 0
+    if op_params.get("image"):
+        images = calls
+        prompt += int(round(image_tokens_per_call(generator_config, image_sizes)))
     prompt_tokens = calls * prompt
     completion_tokens = n_items * n * completion
     price = price_for(generator_config.get("model", ""), generator_config.get("prices"))
@@ -68,5 +97,8 @@ def estimate(
         "completion_tokens": completion_tokens,
         "usd": round(cost(price, prompt_tokens, completion_tokens), 4),
         "priced": price is not None,
+        "images": images,
         "per_item": per_item,
+        **({"note": f"{n} samples cost {n} calls per item (the provider has no n)"}
+           if one_call_per_sample and n > 1 else {}),
     }

@@ -7,7 +7,12 @@ data URIs, Anthropic base64 ``image`` blocks) is answered from the pixels it rec
 server decodes each image and names the colours of the demo scenes' shapes it sees (the dominant
 one first), whether a marked box is drawn, and the image's size and sha256, so a test can tell
 which image a sample's answer came from; usage counts image tokens by each provider's rule, and
-the log records every image received (``images``: sha256, size, media type, detail). It can add a fixed latency, inject faults (HTTP 429
+the log records every image received (``images``: sha256, size, media type, detail). A system
+prompt asking for "plain prose" gets the answer sentence alone; one asking for "the corrected
+text" (a rewrite) gets the text back with its parenthesised asides removed. A judge (a
+system prompt with "VERDICT:") shown images answers ``VERDICT: correct`` exactly when the
+conversation names the dominant colour it sees. Answers stop at the request's ``max_tokens``
+(four characters a token). It can add a fixed latency, inject faults (HTTP 429
 with ``Retry-After``, HTTP 500, a hang past the client's timeout, a malformed 200 body) for a
 share of requests chosen by a seeded hash of (body, attempt), and hold every request after the
 first ``hold_after`` successes (to kill a client mid-build). Every request is logged with the
@@ -23,6 +28,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -112,6 +118,12 @@ def _vision_answer(images: list[dict]) -> str:
     return "I see " + "; ".join(parts) + "."
 
 
+def _cap(text: str, body: dict) -> str:
+    """An answer cut at the request's max_tokens (four characters a token), as a model stops."""
+    cap = body.get("max_tokens") or body.get("max_completion_tokens")
+    return text[: int(cap) * 4] if cap and len(text) > int(cap) * 4 else text
+
+
 def _text_len(content) -> int:
     if isinstance(content, list):
         return sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
@@ -154,10 +166,20 @@ class FakeServer:
         first = str(last).strip().splitlines()[0][:60] if str(last).strip() else "nothing"
         system = " ".join(str(m.get("content", "")) for m in msgs if m.get("role") == "system")
         system += str(body.get("system", ""))
+        if "VERDICT:" in system:  # a judge: with images, correct iff the seen colour is named
+            seen = [str(im["dominant"]) for im in images or [] if im.get("dominant")]
+            ok = all(c in str(last).lower() for c in seen)
+            why = f"The image's dominant colour is {', '.join(seen)}." if seen else "Looks fine."
+            return f"{why}\nVERDICT: {'correct' if ok else 'incorrect'}"
+        if "corrected text" in system:  # a rewrite: the text back, asides removed
+            fixed = re.sub(r"\s*\([^()]*\)", "", str(last)).strip()
+            return re.sub(r"[ \t]+", " ", fixed)
         if images:
             answer = f"{_vision_answer(images)} (ref {tag}, sample {index})"
         else:
             answer = f"It shows {first} (ref {tag}, sample {index})."
+        if "plain prose" in system:  # a caption or description
+            return answer
         if '"User"' in system:  # the review paper's JSON dialog
             return json.dumps({"User": "What does the image show?", "AI": answer})
         return (
@@ -167,7 +189,7 @@ class FakeServer:
 
     def _openai(self, body: dict, images: list[dict]) -> dict:
         n = int(body.get("n") or 1)
-        texts = [self.reply(body, i, images) for i in range(n)]
+        texts = [_cap(self.reply(body, i, images), body) for i in range(n)]
         prompt = sum(_text_len(m.get("content")) for m in body.get("messages", [])) // 4 + 1
         prompt += _image_tokens(images, False, str(body.get("model", "")))
         return {
@@ -191,7 +213,7 @@ class FakeServer:
         }
 
     def _anthropic(self, body: dict, images: list[dict]) -> dict:
-        text = self.reply(body, 0, images)
+        text = _cap(self.reply(body, 0, images), body)
         prompt = sum(_text_len(m.get("content")) for m in body.get("messages", [])) // 4 + 1
         prompt += _text_len(body.get("system")) // 4 + _image_tokens(images, True, "")
         return {

@@ -7,6 +7,10 @@ and ``NNN_conv.txt`` (the response), side by side). Built-in packs live under ``
 a name that is a folder relative to the recipe is a user pack. Per request, ``k`` of the ``N``
 examples are drawn with a ``random.Random`` seeded by the recipe seed and the item, and laid out
 as alternating user (context) / assistant (response) messages before the item's own context.
+
+A pack may also hold ``user.txt``: the instruction that opens each request's user turn, before
+the item's context (vision packs: what to do with the image; its examples describe their image
+in words, since an example cannot attach one).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class PromptPack:
     path: Path
     system: str
     examples: tuple[tuple[str, str], ...]  # (context, response)
+    user: str = ""  # the instruction before each item's context (user.txt), if any
 
     def messages(
         self, context: str, k: int | None, rng: random.Random
@@ -85,7 +90,8 @@ def pack_files(name: str, recipe_dir: Path | None = None) -> list[Path]:
     if not (root / "system.txt").is_file():
         return [root / LLAVA_SYSTEM] + sorted(
             p for p in root.glob("*.txt") if _LLAVA_EXAMPLE.match(p.name))
-    return [root / "system.txt"] + sorted((root / "examples").glob("*.txt"))
+    user = [root / "user.txt"] if (root / "user.txt").is_file() else []
+    return [root / "system.txt", *user] + sorted((root / "examples").glob("*.txt"))
 
 
 def load_pack(name: str, recipe_dir: Path | None = None) -> PromptPack:
@@ -145,4 +151,6 @@ def _load(root_s: str, name: str, stamp: tuple) -> PromptPack:
                 Location(str(folder / f"{num}_{names[missing]}.txt")),
             )
         examples.append((pair["context"], pair["response"]))
-    return PromptPack(name, root, system, tuple(examples))
+    user = root / "user.txt"
+    instruction = user.read_text(encoding="utf-8").strip() if user.is_file() else ""
+    return PromptPack(name, root, system, tuple(examples), instruction)

@@ -34,6 +34,8 @@ from typing import Any
 
 from vlitc.run.store import atomic_write
 
+#: the image root of derived images (boxes drawn) in records and samples
+DERIVED_ROOT = "@derived"
 #: bump when what a prepared or derived file holds changes for the same inputs
 PREP_VERSION = 1
 DERIVE_VERSION = 1
@@ -86,13 +88,11 @@ ANTHROPIC_PIXELS_PER_TOKEN = 750
 
 @dataclass(frozen=True)
 class ImageSource:
-    """An image a request shows: its file, the sha256 of that file, its oriented size when known,
-    and an http(s) URL when its source gives one."""
+    """An image a request shows: its file, the sha256 of that file, and an http(s) URL when its
+    source gives one."""
 
     sha256: str
     path: str
-    width: int | None = None
-    height: int | None = None
     url: str | None = None
 
 
@@ -307,12 +307,13 @@ def draw_boxes(path: Path, boxes: list[list[float]], numbered: bool) -> Any:
     with Image.open(path) as raw:
         im = _rgb(_oriented(raw)).copy()
     d = ImageDraw.Draw(im)
-    width = max(2, round(max(im.size) / 160))
+    width = max(3, round(max(im.size) / 120))
     size = max(10, round(max(im.size) / 24))
     font = ImageFont.load_default(size=size)
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         colour = BOX_COLOURS[i % len(BOX_COLOURS)]
-        d.rectangle([x1, y1, x2, y2], outline=colour, width=width)
+        pad = width // 2 + 1  # just outside the box, so the outline does not hide its edges
+        d.rectangle([x1 - pad, y1 - pad, x2 + pad, y2 + pad], outline=colour, width=width)
         if numbered:
             label = str(i + 1)
             tx, ty = x1 + width, max(0, y1 - size - width) if y1 > size else y1 + width
@@ -331,7 +332,7 @@ class ImageStore:
 
     ``<root>/prepared/ab/<key>.<ext>``: one file per (image sha256, resolved preparation);
     ``<root>/derived/<sha256>.png``: images with boxes drawn, named by their own hash;
-    ``<root>/index``: a diskcache of headers (sha256 -> oriented size) and derivations.
+    ``<root>/index``: a diskcache (JSON rows) of headers: sha256 -> oriented size.
     ``prepared_count`` counts images actually decoded and encoded by this object.
     """
 
@@ -405,22 +406,38 @@ class ImageStore:
         return out
 
     def derive(self, src: ImageSource, boxes: list[list[float]], numbered: bool) -> dict:
-        """The image with ``boxes`` drawn: ``{"path", "sha256", "width", "height"}`` of a PNG
-        under ``derived/`` (drawn once per (image hash, boxes), then remembered)."""
-        key = "drv:" + _digest({"v": DERIVE_VERSION, "sha256": src.sha256,
-                                "boxes": [[round(float(v), 2) for v in b] for b in boxes],
-                                "numbered": numbered})
-        hit = self.index.get(key)
-        if isinstance(hit, dict) and (self.root / "derived" / hit["path"]).is_file():
-            return dict(hit)
+        """:func:`derive` into this store's ``derived/`` folder."""
+        return derive(src, boxes, numbered, self.root / "derived")
+
+
+def derive(src: ImageSource, boxes: list[list[float]], numbered: bool, folder: Path) -> dict:
+    """The image with ``boxes`` drawn, as ``{"path", "sha256", "width", "height"}`` of a PNG in
+    ``folder`` named by what it is derived from (image hash, boxes, style): drawn once, then
+    found by name."""
+    key = _digest({"v": DERIVE_VERSION, "sha256": src.sha256,
+                   "boxes": [[round(float(v), 2) for v in b] for b in boxes],
+                   "numbered": numbered})
+    rel = f"{key}.png"
+    target = Path(folder) / rel
+    try:
+        data = target.read_bytes()
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            size = im.size
+    except OSError:
         im = draw_boxes(Path(src.path), boxes, numbered)
         data = encode(im, "png", 0)
-        sha = hashlib.sha256(data).hexdigest()
-        rel = f"{sha}.png"
-        target = self.root / "derived" / rel
-        if not target.is_file():
-            atomic_write(target, data)
-        out = {"path": rel, "sha256": sha, "width": im.size[0], "height": im.size[1]}
-        self.index.set(key, out)
-        self.index.set(f"hdr:{sha}", [im.size[0], im.size[1]])
-        return out
+        size = im.size
+        atomic_write(target, data)
+    return {"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "width": size[0],
+            "height": size[1]}
+
+
+def source_of(image: dict, path: Path) -> ImageSource:
+    """The :class:`ImageSource` of a record's or sample's image found at ``path``."""
+    from vlitc.hashing import sha256_file
+
+    url = image.get("url")
+    url = url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
+    return ImageSource(image.get("sha256") or sha256_file(path), str(path), url=url)

@@ -105,7 +105,7 @@ class ModelFilter(ModelOp, Filter):
     def shardable(self) -> bool:
         return False
 
-    def request(self, s: dict) -> Any:
+    def request(self, s: dict, ctx: OpContext | None = None) -> Any:
         raise NotImplementedError
 
     def stats(self, s: dict, texts: list[str], ctx: OpContext) -> dict:
@@ -118,7 +118,7 @@ class ModelFilter(ModelOp, Filter):
 
     def measure_stream(self, items: Iterable[Measuring], ctx: OpContext) -> Iterator[Measuring]:
         def request(m: Measuring) -> Any:
-            return self.request(m.sample) if m.todo else None
+            return self.request(m.sample, ctx) if m.todo else None
 
         for m, resp in self.answers(ctx, items, request, lambda m: str(m.sample.get("id"))):
             if resp is not None:

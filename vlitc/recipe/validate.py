@@ -219,12 +219,26 @@ def reference_problems(entries: list[tuple[KeyPath, Any]], data: dict, pos: Posi
             have = [str(k) for k in (sec or {})]
             for name in names:
                 if name in have:
+                    if kind == "generator":
+                        out += _vision_problems(path, params, name, data, pos)
                     continue
                 where = find_value(params, name, path) or path
                 msg = f"{kind} {name!r} is not defined in '{section}'" + _did_you_mean(name, have)
                 hint = f"defined {section}: {', '.join(have)}" if have else f"add it under '{section}:'"
                 out.append(pos.problem(where, msg, hint, at_key=bool(where) and where[-1] == name))
     return out
+
+
+def _vision_problems(path: KeyPath, params: dict, name: str, data: dict, pos: Positions
+                     ) -> list[Problem]:
+    """An op that shows images (``image: true``) to a generator that does not read them."""
+    gen = (data.get("generators") or {}).get(name)
+    if params.get("image") is not True or not isinstance(gen, dict) or gen.get("vision") is True:
+        return []
+    return [pos.problem(path + ("image",), f"image: true sends images, but generator {name!r} "
+                        "does not declare vision: true",
+                        f"add vision: true to generators.{name} (a model that reads images), "
+                        "or drop image: true")]
 
 
 def file_problems(entries: list[tuple[KeyPath, Any]], recipe_dir: Path, pos: Positions) -> list[Problem]:

@@ -67,7 +67,8 @@ def render(s: Mapping) -> str:
                 [(g["name"], g["provider"], g["model"], ", ".join(g["tasks"]))
                  for g in s["generators"]]) if s["generators"]
          else "No LLM generator: every sample comes from annotation adaption with templates.")
-        + "\n",
+        + "\n" + "".join(f"- {g['name']}: {note}\n" for g in s["generators"]
+                         for note in g.get("notes") or []),
         "## Filter funnel\n",
         _table(("step", "in", "out", "removed"),
                [(r["step"], r["n_in"], r["n_out"], r["n_in"] - r["n_out"]) for r in s["funnel"]])

@@ -55,6 +55,8 @@ def item(s: Sample, image_path: Callable[[dict], Path] | None, size: int) -> dic
            "drop": meta.get("drop"), "image": None, "boxes": [],
            # what the generator saw: the text rendering of the annotations it wrote from
            "context": meta.get("context") if isinstance(meta.get("context"), str) else None}
+    if isinstance(meta.get("rewrite"), dict) and meta["rewrite"].get("original"):
+        out["draft"] = meta["rewrite"]["original"]  # what a rewrite refined
     if s.get("image") and image_path is not None:
         try:
             thumb = thumbnail(image_path(s["image"]), size)

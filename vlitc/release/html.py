@@ -113,6 +113,10 @@ def _card(it: Mapping) -> str:
                f"{_boxes(it)}</div>")
     turns = "".join(f'<div class="turn"><span class="role">{escape(t["role"])}:</span> '
                     f'{escape(t["content"])}</div>' for t in it["turns"])
+    if it.get("draft"):
+        turns = ('<details><summary>draft (before the rewrite)</summary>' + "".join(
+            f'<div class="turn"><span class="role">{escape(t["role"])}:</span> '
+            f'{escape(t["content"])}</div>' for t in it["draft"]) + "</details>" + turns)
     drop = ""
     if it.get("drop"):
         drop = (f'<div class="reason">dropped by {escape(str(it["drop"].get("filter")))}: '

@@ -98,9 +98,25 @@ def generators(recipe: Mapping) -> list[dict]:
     for t, spec in sorted((recipe.get("tasks") or {}).items()):
         if isinstance(spec, Mapping) and isinstance(spec.get("generator"), str):
             used[spec["generator"]].append(t)
-    return [{"name": n, "provider": g.get("provider", ""), "model": g.get("model", ""),
-             "tasks": used.get(n, [])}
-            for n, g in sorted((recipe.get("generators") or {}).items()) if isinstance(g, Mapping)]
+    samples: dict[str, int] = defaultdict(lambda: 1)
+    for spec in (recipe.get("tasks") or {}).values():
+        if isinstance(spec, Mapping) and isinstance(spec.get("generator"), str):
+            samples[spec["generator"]] = max(samples[spec["generator"]], int(spec.get("n") or 1))
+    for spec in recipe.get("filters") or []:
+        if isinstance(spec, Mapping) and isinstance(spec.get("generator"), str):
+            samples[spec["generator"]] = max(samples[spec["generator"]], int(spec.get("votes") or 1))
+    out = []
+    for n, g in sorted((recipe.get("generators") or {}).items()):
+        if not isinstance(g, Mapping):
+            continue
+        notes = []
+        if g.get("vision"):
+            notes.append("reads images (prepared as `image` says, else to the provider's limits)")
+        if g.get("provider") == "anthropic" and samples[n] > 1:
+            notes.append(f"no `n` in the Messages API: {samples[n]} samples cost {samples[n]} calls")
+        out.append({"name": n, "provider": g.get("provider", ""), "model": g.get("model", ""),
+                    "tasks": used.get(n, []), "notes": notes})
+    return out
 
 
 def outputs(recipe: Mapping) -> list[dict]:

@@ -79,6 +79,9 @@ class Executor:
             path[1]: self._ctx_base().resolve(folder)
             for path, op in self.recipe.ops_in("sources") if (folder := op.image_folder()) is not None
         }
+        from vlitc.llm.vision import DERIVED_ROOT
+
+        self.image_roots[DERIVED_ROOT] = self.store.root / "images" / "derived"  # boxes drawn
 
     # events -------------------------------------------------------------------------------
     def _emit(self, event: dict) -> None:

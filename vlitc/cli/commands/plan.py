@@ -46,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
             e = est[r["id"]]
             per = " per input" if e.get("per_item") else ""
             tokens = e.get("prompt_tokens", 0) + e.get("completion_tokens", 0)
-            why += f" [est. {e.get('calls', 0)} calls, {tokens} tokens, ${e.get('usd', 0):.4f}{per}]"
+            imgs = f", {e['images']} images" if e.get("images") else ""
+            note = f"; {e['note']}" if e.get("note") else ""
+            why += (f" [est. {e.get('calls', 0)} calls{imgs}, {tokens} tokens, "
+                    f"${e.get('usd', 0):.4f}{per}{note}]")
         table.add_row(r["id"], f"[{colours[r['status']]}]{r['status']}[/]", escape(why))
     console().print(table)
     return 0

@@ -53,11 +53,18 @@ def _plain(part: object) -> bool:
 _PREFIXES: ContextVar[dict[str, str] | None] = ContextVar("image_prefixes", default=None)
 
 
-def image_prefixes(image_roots: dict[str, Path]) -> dict[str, str]:
+def image_prefixes(image_roots: dict[str, Path], derived: str = "derived") -> dict[str, str]:
     """Where each source's images sit under one image folder: sources that share a folder share
     a name (nothing, when every source reads the same folder); otherwise each folder's path
-    relative to the folders' common parent. So one file always has one name in a release."""
-    real = {name: os.path.realpath(folder) for name, folder in image_roots.items()}
+    relative to the folders' common parent. So one file always has one name in a release.
+    Derived images (boxes drawn, written into the release) sit under ``derived``."""
+    from vlitc.llm.vision import DERIVED_ROOT
+
+    real = {name: os.path.realpath(folder) for name, folder in image_roots.items()
+            if name != DERIVED_ROOT}
+    if DERIVED_ROOT in image_roots:
+        return {**image_prefixes({k: v for k, v in image_roots.items() if k != DERIVED_ROOT}),
+                DERIVED_ROOT: derived}
     distinct = sorted(set(real.values()))
     if len(distinct) <= 1:
         return {name: "" for name in real}
@@ -162,20 +169,25 @@ class FileExporter(Exporter):
         want = self.params["split"]
         gather = self.params["images"] != "reference"
         images: dict[str, dict] = {}
-        token = _PREFIXES.set(image_prefixes(ctx.image_roots))
+        derived = "derived"
+        if self.params["images"] == "reference":  # named from the release folder
+            derived = f"{safe_relpath(self.params['image_dir'], 'image_dir')}/derived"
+        token = _PREFIXES.set(image_prefixes(ctx.image_roots, derived))
         try:
             return self._export(samples, ctx, rel, checker, want, gather, images)
         finally:
             _PREFIXES.reset(token)
 
     def _export(self, samples, ctx: OpContext, rel, checker, want, gather, images) -> list[str]:
+        from vlitc.llm.vision import DERIVED_ROOT  # derived images go into the release always
+
         with cycle_collector_off(), Shards(self, out_dir(ctx), rel) as shards:
             for s in samples:
                 if want != "all" and (s.get("meta") or {}).get("split", "train") != want:
                     continue
                 if checker.check(s) and not checker.problems:
                     shards.add(s)
-                    if gather and s.get("image"):
+                    if s.get("image") and (gather or s["image"]["root"] == DERIVED_ROOT):
                         images.setdefault(image_ref(s["image"]), s["image"])
             checker.raise_problems()
             written = shards.commit()
@@ -200,16 +212,22 @@ class FileExporter(Exporter):
         return out
 
     def place_images(self, images: dict[str, dict], ctx: OpContext) -> list[str]:
-        """Copy or hard-link the images (``ref -> image``) into ``image_dir`` (nothing to do for
-        ``reference``)."""
+        """Copy or hard-link the images (``ref -> image``) into ``image_dir``; with
+        ``reference`` only the derived images (boxes drawn), which exist nowhere else and are
+        named from the release folder."""
+        from vlitc.llm.vision import DERIVED_ROOT
+
         mode = self.params["images"]
-        if mode == "reference":
-            return []
         base = safe_relpath(self.params["image_dir"], f"outputs.{self.name}.image_dir")
         out: list[str] = []
         for ref in sorted(images):
-            rel = safe_relpath(str(base / ref), f"outputs.{self.name}: image")
-            put_file(ctx.image_path(images[ref]), out_dir(ctx) / rel, mode, ctx)
+            image = images[ref]
+            if mode == "reference" and image["root"] != DERIVED_ROOT:
+                continue
+            rel = safe_relpath(ref if mode == "reference" else str(base / ref),
+                               f"outputs.{self.name}: image")
+            put_file(ctx.image_path(image), out_dir(ctx) / rel, "copy" if mode == "reference"
+                     else mode, ctx)
             out.append(str(rel))
         return out
 

@@ -65,7 +65,7 @@ class ComplexityFilter(ModelFilter):
     def references(self) -> dict[str, list[str]]:
         return {"generator": [self.params["generator"]]}
 
-    def request(self, s: Sample) -> Any:
+    def request(self, s: Sample, ctx: OpContext | None = None) -> Any:
         from vlitc.llm import Request
 
         return Request(

@@ -1,5 +1,6 @@
-"""LLM judge: a language model, shown the same description of the image the generator saw,
-votes whether a sample is correct; the majority of ``votes`` verdicts decides."""
+"""LLM judge: a language model, shown the same description of the image the generator saw (or,
+with ``image: true``, a vision model shown the image itself), votes whether a sample is correct;
+the majority of ``votes`` verdicts decides."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ SYSTEM = (
     "correct and supported by the description: no invented objects, counts, positions, text or "
     "attributes, and no contradictions. End your reply with exactly one line, either "
     "'VERDICT: correct' or 'VERDICT: incorrect'."
+)
+VISION_SYSTEM = (
+    "You check training data for a vision-language assistant. You are shown an image and a "
+    "conversation about it (and, when there is one, a description of the image). Judge from "
+    "the image whether every answer in the conversation is correct: no objects, counts, "
+    "positions, text or attributes that the image does not show, and no contradictions. End "
+    "your reply with exactly one line, either 'VERDICT: correct' or 'VERDICT: incorrect'."
 )
 PROMPT = "Image description:\n{context}\n\nConversation:\n{conversation}\n\nIs the conversation correct?"
 VERDICT = re.compile(r"^VERDICT:\s*(correct|incorrect)\s*$")
@@ -80,7 +88,12 @@ class JudgeFilter(ModelFilter):
             "votes": {"type": "integer", "minimum": 1, "maximum": 15, "default": 3},
             "temperature": {"type": "number", "minimum": 0, "maximum": 2, "default": 0.7},
             "max_tokens": {"type": "integer", "minimum": 1, "default": 256},
-            "system": {"type": "string", "default": SYSTEM},
+            "system": {"type": "string", "default": SYSTEM,
+                       "description": "the judge's instructions (with image: true the default "
+                                      "ones say it sees the image)"},
+            "image": {"type": "boolean", "default": False,
+                      "description": "the judge sees the sample's image (a vision: true "
+                                     "generator): the verdict comes from the pixels"},
             "prompt": {"type": "string", "default": PROMPT,
                        "description": "a template with {context} and {conversation}"},
             "unparsed": {"enum": ["abstain", "incorrect", "correct"], "default": "abstain"},
@@ -94,7 +107,7 @@ class JudgeFilter(ModelFilter):
     def references(self) -> dict[str, list[str]]:
         return {"generator": [self.params["generator"]]}
 
-    def request(self, s: Sample) -> Any:
+    def request(self, s: Sample, ctx: OpContext | None = None) -> Any:
         from vlitc.llm import Request
 
         meta = s.get("meta") or {}
@@ -105,9 +118,16 @@ class JudgeFilter(ModelFilter):
             raise ConfigurationError(
                 f"judge: prompt template has an unknown field {e}; use {{context}} and {{conversation}}"
             ) from None
+        system = self.params["system"]
+        content: Any = user
+        if self.params["image"] and s.get("image") and ctx is not None:
+            from vlitc.ops.generate.tasks import with_image
+
+            system = VISION_SYSTEM if system == SYSTEM else system
+            content = with_image(s["image"], user, ctx)
         return Request(
-            messages=[{"role": "system", "content": self.params["system"]},
-                      {"role": "user", "content": user}],
+            messages=[{"role": "system", "content": system},
+                      {"role": "user", "content": content}],
             temperature=self.params["temperature"],
             max_tokens=self.params["max_tokens"],
             n=self.params["votes"],

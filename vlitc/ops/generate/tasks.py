@@ -1,6 +1,12 @@
 """Self-instruct tasks: ``generate`` (LLaVA-style generation from annotations) and ``rewrite``
 (an LLM fixes and tightens another task's samples, in the manner of MiniGPT-4).
 
+With ``image: true`` the generator also sees the image (a vision model: ShareGPT4V, ALLaVA,
+LVIS-Instruct4V, MiniGPT-4's first stage; VIGC-style correction for ``rewrite``): the request's
+user turn carries the image and the text. A region focus can be drawn on a copy of the image
+(``mark: draw``, ViP-LLaVA style), which both the generator and the exported sample show, or
+written as coordinates into the sample's first question (``mark: text``).
+
 Per item the LLM call is wrapped by two pure functions, ``format_request`` and
 ``parse_response``; the raw text always stays in ``meta["raw"]``, and a response that does not
 parse is kept with ``meta["parse_error"]`` (and no turns) so that a filter can drop it visibly.
@@ -55,7 +61,14 @@ class _Answer(NamedTuple):
 
 @register("task", "generate")
 class GenerateTask(ModelOp, Task):
-    """Generate conversations with an LLM from a text rendering of each image's annotations.
+    """Generate conversations with an LLM from a text rendering of each image's annotations,
+    or, with ``image: true``, with a vision model that sees the image (and the annotation text,
+    when the context template renders any: LVIS-Instruct4V gives both; a plain image folder gives
+    the image alone). ``task`` instead of ``source`` generates from other tasks' samples, their
+    answers becoming the captions of the context (ShareGPT4V: vision captions, then text-only
+    conversations from them). With the ``region`` context the marked box is drawn on a copy of
+    the image (``mark: draw``) or written into the first question (``mark: text``), so that
+    questions about "the box" are answerable.
 
     Reads: captions, objects, qas, ocr, regions. Writes: turns, meta.context, meta.generator,
     meta.requests, meta.raw, meta.parse_error, meta.annotations.
@@ -76,8 +89,26 @@ class GenerateTask(ModelOp, Task):
         "type": "object",
         "properties": {
             "source": {"type": "string"},
+            "task": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 1,
+                "description": "generate from these tasks' samples instead of a source (their "
+                               "answers are the captions, their annotations the objects)",
+            },
             "generator": {"type": "string"},
             "prompt": {"type": "string", "description": "prompt pack, e.g. llava/conversation"},
+            "image": {
+                "type": "boolean",
+                "default": False,
+                "description": "the generator sees the image (a generator with vision: true)",
+            },
+            "mark": {
+                "enum": ["draw", "text"],
+                "default": "draw",
+                "description": "region context: draw the box on a copy of the image (what the "
+                               "sample shows) or put its coordinates in the first question",
+            },
             "context": {
                 "type": "string",
                 "default": "llava",
@@ -113,7 +144,8 @@ class GenerateTask(ModelOp, Task):
             },
             **_SAMPLING,
         },
-        "required": ["source", "generator", "prompt"],
+        "required": ["generator", "prompt"],
+        "oneOf": [{"required": ["source"]}, {"required": ["task"]}],
         "additionalProperties": False,
     }
 
@@ -122,6 +154,8 @@ class GenerateTask(ModelOp, Task):
         refs["generator"] = [self.params["generator"]]
         if self.params.get("pool"):
             refs["pool"] = [self.params["pool"]]
+        if self.params.get("task"):
+            refs["task"] = list(self.params["task"])
         return refs
 
     def files(self, ctx: OpContext) -> list[Path]:
@@ -165,16 +199,24 @@ class GenerateTask(ModelOp, Task):
         }
 
     def format_request(self, record: Record, ctx: OpContext, pack) -> tuple[dict, object] | None:
-        """The context text, the drawn examples and the request for one record (None: no text)."""
+        """The context text, the drawn examples and the request for one record (None: nothing
+        to show: no text, and no image or ``image: false``)."""
         from vlitc.llm import Request
         from vlitc.llm.context import render
 
         focus = self._focus(record, ctx)
         context = render(record, self.params["context"], ctx.recipe_dir, focus)
-        if not context:
+        see = self.params["image"] and record.get("image") is not None
+        if not context and not see:
             return None
+        image = record.get("image")
+        if focus is not None and image and self.params["mark"] == "draw":
+            image = derived_image(image, [focus["bbox"]], ctx)
         rng = self._rng(ctx, record["id"])
-        messages, chosen = pack.messages(context, self.params["examples"], rng)
+        user = "\n\n".join(t for t in (pack.user, context) if t) or "Describe the image."
+        messages, chosen = pack.messages(user, self.params["examples"], rng)
+        if see and image is not None:
+            messages[-1] = {"role": "user", "content": with_image(image, user, ctx)}
         p = self.params
         req = Request(
             messages=messages,
@@ -183,7 +225,7 @@ class GenerateTask(ModelOp, Task):
             top_p=p.get("top_p"),
             max_tokens=p.get("max_tokens"),
         )
-        info = {"context": context, "examples": chosen, "focus": focus}
+        info = {"context": context, "examples": chosen, "focus": focus, "image": image}
         return info, req
 
     def parse_response(
@@ -202,9 +244,31 @@ class GenerateTask(ModelOp, Task):
             return [r["template"] for r in ctx.input(f"pool:{self.params['pool']}")]
         return list(self.params.get("instructions") or [])
 
+    def _from_tasks(self, ctx: OpContext) -> Iterator[Record]:
+        """One record per sample of the ``task`` tasks: its answers as captions, its annotated
+        objects and text, its image."""
+        from vlitc.records import assistant_text
+
+        for name in self.params["task"]:
+            for s in ctx.input(f"task:{name}"):
+                text = assistant_text(s).strip()
+                if not text:
+                    continue
+                ann = (s.get("meta") or {}).get("annotations") or {}
+                rec: Record = {"id": s["id"], "source": s.get("source", ""),
+                               "image": s.get("image"), "captions": [text], "meta": {}}
+                if ann.get("objects"):
+                    rec["objects"] = [{"category": o["category"], "bbox": o["bbox"]}
+                                      for o in ann["objects"]]
+                if ann.get("ocr"):
+                    rec["ocr"] = [{"text": t} for t in ann["ocr"]]
+                yield rec
+
     def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
         from vlitc.llm.prompts import load_pack
 
+        if self.params.get("task"):
+            records = self._from_tasks(ctx)
         pack = load_pack(self.params["prompt"], ctx.recipe_dir)
         instructions = self._instructions(ctx)
         if self.params["parse"] == "answer" and not instructions:
@@ -291,6 +355,10 @@ class GenerateTask(ModelOp, Task):
         if info.get("repair"):
             meta["repair"] = info["repair"]
         turns = parsed.turns or []
+        focus = info.get("focus")
+        if turns and focus is not None and self.params["mark"] == "text":
+            turns = [{**turns[0], "content": f"{focus_phrase(focus, rec)}\n{turns[0]['content']}"},
+                     *turns[1:]]
         if parsed.turns is None:
             meta["parse_error"] = parsed.error
             ctx.count("parse_error")
@@ -301,14 +369,53 @@ class GenerateTask(ModelOp, Task):
             self.label,
             turns,
             source=rec.get("source", ""),
-            image=rec.get("image"),
+            image=info.get("image", rec.get("image")),
             meta=meta,
         )
+
+
+def derived_image(image: dict, boxes: list[list[float]], ctx: OpContext) -> dict:
+    """A sample image: ``image`` with ``boxes`` drawn on a copy (numbered when several), stored
+    under the run's derived-image root and written into the release by the exporters."""
+    from vlitc.llm.vision import DERIVED_ROOT, derive, source_of
+
+    folder = ctx.image_roots.get(DERIVED_ROOT)
+    if folder is None:
+        raise GenerationError("drawing a region box needs the run's derived-image folder")
+    got = derive(source_of(image, ctx.image_path(image)), boxes, len(boxes) > 1, folder)
+    return {"root": DERIVED_ROOT, "path": got["path"], "width": got["width"],
+            "height": got["height"], "sha256": got["sha256"],
+            "derived_from": {k: image.get(k) for k in ("root", "path", "sha256")},
+            "boxes": [list(b) for b in boxes]}
+
+
+def with_image(image: dict, text: str, ctx: OpContext) -> list[dict]:
+    """Message content showing ``image`` (bytes attached when sent) followed by ``text``."""
+    from vlitc.llm.vision import image_part, source_of, text_part
+
+    return [image_part(source_of(image, ctx.image_path(image))), text_part(text)]
+
+
+def focus_phrase(focus: dict, rec: Record) -> str:
+    """The region a question is about, in words, for samples whose image has no box drawn."""
+    from vlitc.llm.context import box_text
+
+    img = rec.get("image") or {}
+    try:
+        where = box_text(focus["bbox"], img.get("width"), img.get("height"))
+        unit = "x1, y1, x2, y2 as fractions of the image size"
+    except ValueError:
+        where = "[" + ", ".join(str(round(float(v), 1)) for v in focus["bbox"]) + "]"
+        unit = "x1, y1, x2, y2 in pixels"
+    return f"Consider the region {where} ({unit})."
 
 
 @register("task", "rewrite")
 class RewriteTask(ModelOp, Task):
     """Have an LLM fix and tighten another task's samples, keeping both versions in metadata.
+    With ``image: true`` a vision model checks each answer against the sample's image and
+    corrects what the image contradicts (VIGC); ``prompt`` takes the system prompt and
+    in-context examples from a pack (e.g. ``vigc/correct``) instead of ``instructions``.
 
     Reads: turns. Writes: turns, meta.rewrite (original turns, raw text, requests, generator).
     """
@@ -333,6 +440,13 @@ class RewriteTask(ModelOp, Task):
                 "default": REWRITE_INSTRUCTIONS,
                 "description": "system prompt (default: fix, de-duplicate, tighten)",
             },
+            "prompt": {"type": "string",
+                       "description": "prompt pack (system prompt + examples), e.g. vigc/correct; "
+                                      "replaces instructions"},
+            "examples": {"type": "integer", "minimum": 0, "default": 2,
+                         "description": "in-context examples drawn per request from prompt"},
+            "image": {"type": "boolean", "default": False,
+                      "description": "the generator sees the sample's image (vision: true)"},
             **_SAMPLING,
             "temperature": _SAMPLING["temperature"] | {"default": 0.0},
         },
@@ -343,8 +457,14 @@ class RewriteTask(ModelOp, Task):
     def references(self) -> dict[str, list[str]]:
         return {"task": list(self.params["task"]), "generator": [self.params["generator"]]}
 
-    def format_request(self, s: Sample):
-        """The text to rewrite: a single answer as is, a conversation as Question/Answer blocks."""
+    def files(self, ctx: OpContext) -> list[Path]:
+        from vlitc.llm.prompts import pack_files
+
+        return pack_files(self.params["prompt"], ctx.recipe_dir) if self.params.get("prompt") else []
+
+    def format_request(self, s: Sample, ctx: OpContext | None = None):
+        """The text to rewrite: a single answer as is, a conversation as Question/Answer blocks;
+        with ``image: true`` the sample's image goes first."""
         from vlitc.llm import Request
 
         turns = [t for t in s["turns"] if t["role"] in ("user", "assistant")]
@@ -360,6 +480,14 @@ class RewriteTask(ModelOp, Task):
             {"role": "system", "content": self.params["instructions"]},
             {"role": "user", "content": body},
         ]
+        if self.params.get("prompt"):
+            from vlitc.llm.prompts import load_pack
+
+            pack = load_pack(self.params["prompt"], ctx.recipe_dir if ctx else None)
+            rng = random.Random(f"{ctx.seed if ctx else 0}:{self.label}:{s['id']}")
+            msgs, _ = pack.messages(body, self.params["examples"], rng)
+        if self.params["image"] and s.get("image") and ctx is not None:
+            msgs[-1] = {"role": "user", "content": with_image(s["image"], body, ctx)}
         return Request(
             messages=msgs,
             temperature=self.params["temperature"],
@@ -398,7 +526,8 @@ class RewriteTask(ModelOp, Task):
                 else:
                     ctx.count("skipped_unparsed")
 
-        for s, resp in self.answers(ctx, todo(), self.format_request, lambda s: str(s["id"]),
+        for s, resp in self.answers(ctx, todo(), lambda s: self.format_request(s, ctx),
+                                    lambda s: str(s["id"]),
                                     count_usage=True):
             if not resp.error:
                 yield self._rewritten(s, resp, ctx)
