@@ -195,6 +195,7 @@ class Executor:
                 self._run_step(self.plan.steps[sid])
             self._topup()
             manifest = self._publish(started)
+            self._record_up_to_date(manifest)
         finally:
             self.engine.close()
             if self._llm is not None:
@@ -204,6 +205,19 @@ class Executor:
         for w in self.store.warnings:
             self._emit({"event": "warning", "step": "", "message": w})
         return BuildResult(manifest, self.events, self.out_dir)
+
+    def _record_up_to_date(self, manifest: dict) -> None:
+        """What a later ``vlitc build`` checks to answer a no-op rebuild without building
+        (:mod:`vlitc.run.noop`): every file the steps read, the entries, the release files."""
+        from vlitc.run import noop
+
+        inputs = set()
+        for d in self.done.values():
+            for shown in d.entry.get("file_hashes", {}):
+                p = Path(shown.rstrip("/"))
+                inputs.add((p if p.is_absolute() else self.recipe.dir / p).resolve())
+        noop.write(self.store.root, Path(self.recipe.path), self.out_dir, sorted(inputs),
+                   [d.key for d in self.done.values()], [o["path"] for o in manifest["outputs"]])
 
     def _run_step(self, step: Step) -> None:
         st = self._status(step)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from vlitc.cli.common import console, recipe_parser
 
@@ -39,7 +41,29 @@ def add_parser(sub) -> None:
                     help="the Ray cluster to join (auto, host:port, ray://host:port)")
 
 
+def _up_to_date(args: argparse.Namespace) -> bool:
+    """Answer a no-op rebuild before the recipe, schema, template or model layers load."""
+    if args.force or args.frozen or args.frozen_release or args.llm_store:
+        return False
+    from vlitc.run import noop
+
+    cache = Path(args.cache_dir) if args.cache_dir else noop.default_cache_dir()
+    done = noop.answer(Path(args.recipe), cache, Path(args.out) if args.out else None)
+    if done is None:
+        return False
+    n = len(done["steps"])
+    out = Path(args.out) if args.out else Path("build") / done["name"]
+    if args.json:
+        print(json.dumps({"event": "done", "out_dir": str(out), "ran": 0, "cached": n}))
+    elif not args.quiet:
+        print(f"built {done['name']} {done['version']} -> {out} (0 ran, {n} cached, "
+              f"{done['seconds']:.2f}s, up to date)", file=sys.stderr)
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
+    if _up_to_date(args):
+        return 0
     from vlitc import build, frozen_rebuild
     from vlitc.ui.progress import JsonReporter, reporter_for
 

@@ -1,0 +1,79 @@
+"""No-op rebuilds answered at make speed: an unchanged recipe, file states, cache and release
+need no recipe, schema, template or model layer; any change is a real build."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from _core_util import ROOT, demo_copy
+
+PROBE = """
+import json, sys
+from vlitc.cli.main import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "loaded": sorted(m for m in sys.modules if m.startswith("vlitc."))}))
+"""
+
+
+def _build(tmp_path: Path, recipe: Path, *extra: str) -> dict:
+    cmd = [sys.executable, "-c", PROBE, "build", str(recipe), "--quiet", "--out", str(tmp_path / "out"),
+           "--cache-dir", str(tmp_path / "cache"), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _manifest(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "out" / "manifest.json").read_text())
+
+
+def _fast(run: dict) -> bool:
+    return run["code"] == 0 and "vlitc.recipe" not in run["loaded"] and "vlitc.templating" not in run["loaded"]
+
+
+def test_an_unchanged_rebuild_loads_no_recipe_layer_and_reports_every_step_cached(tmp_path):
+    recipe = demo_copy(tmp_path, copy_annotations=True)
+    first = _build(tmp_path, recipe)
+    assert not _fast(first) and any(s["status"] == "ran" for s in _manifest(tmp_path)["steps"])
+    files = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.name != "manifest.json"}
+    again = _build(tmp_path, recipe)
+    assert _fast(again)
+    manifest = _manifest(tmp_path)
+    assert {s["status"] for s in manifest["steps"]} == {"cached"}
+    assert files == {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.name != "manifest.json"}
+    assert _fast(_build(tmp_path, recipe))  # and again
+
+
+def test_a_changed_input_file_a_lost_entry_or_a_touched_release_file_is_a_real_build(tmp_path):
+    recipe = demo_copy(tmp_path, copy_annotations=True)
+    _build(tmp_path, recipe)
+    caps = tmp_path / "annotations" / "captions_demo.json"
+    data = json.loads(caps.read_text())
+    data["annotations"][0]["caption"] = "A completely different caption for the first image."
+    caps.write_text(json.dumps(data))
+    run = _build(tmp_path, recipe)
+    assert not _fast(run)
+    assert "source:coco" in {s["id"] for s in _manifest(tmp_path)["steps"] if s["status"] == "ran"}
+    assert _fast(_build(tmp_path, recipe))
+    train = tmp_path / "out" / "train.json"
+    good = train.read_bytes()
+    train.write_bytes(good[:-10])
+    assert not _fast(_build(tmp_path, recipe))
+    assert train.read_bytes() == good  # the real build put the release back
+    entry = next((tmp_path / "cache" / "steps").glob("*.json"))
+    entry.unlink()
+    assert not _fast(_build(tmp_path, recipe))
+
+
+def test_an_edited_recipe_and_force_are_real_builds(tmp_path):
+    recipe = demo_copy(tmp_path)
+    _build(tmp_path, recipe)
+    assert not _fast(_build(tmp_path, recipe, "--force", "report"))
+    recipe.write_text(recipe.read_text().replace("{type: min_words, min: 1}", "{type: min_words, min: 2}"))
+    assert not _fast(_build(tmp_path, recipe))
+    assert _fast(_build(tmp_path, recipe))

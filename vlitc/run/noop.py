@@ -1,0 +1,154 @@
+"""The no-op rebuild, answered at make speed.
+
+After every build the executor writes an *up-to-date record* into the cache: the recipe's
+content hash, vlitc's own code (sizes and mtimes of its files), the size and mtime of every file
+the build's steps read (folders: the names, sizes and mtimes under them), the step entries it
+used and the release files it wrote. ``vlitc build`` checks that record before it imports the
+recipe, schema, template or model layers: when the recipe bytes, every file state, every cache
+entry and every release file are as recorded, the build is already done and only its manifest
+is written again (every step ``cached``). Anything else, or any doubt, is a normal build.
+
+This module imports nothing of vlitc beyond itself and the standard library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("VLITC_CACHE_DIR") or ".vlitc")
+
+
+def _record_path(cache: Path, recipe: Path) -> Path:
+    name = hashlib.sha256(str(recipe.resolve()).encode()).hexdigest()[:32]
+    return cache / "uptodate" / f"{name}.json"
+
+
+def _stamp(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _folder(root: Path, skip: tuple[str, ...] = ()) -> str | None:
+    """Names, sizes and mtimes of every file under ``root`` (no contents read), leaving out
+    folders named in ``skip``."""
+    entries: list[str] = []
+    stack = [("", str(root))]
+    try:
+        while stack:
+            prefix, cur = stack.pop()
+            with os.scandir(cur) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=True):
+                        if e.name in skip:
+                            continue
+                        stack.append((prefix + e.name + "/", e.path))
+                    else:
+                        st = e.stat()
+                        entries.append(f"{prefix}{e.name}\0{st.st_size}\0{st.st_mtime_ns}\n")
+    except OSError:
+        return None
+    entries.sort()
+    return hashlib.sha256("".join(entries).encode()).hexdigest()
+
+
+def _code() -> str | None:
+    """vlitc's own files (an upgrade or an edit of the code is never a no-op)."""
+    return _folder(Path(__file__).resolve().parents[1], skip=("__pycache__",))
+
+
+def _sha(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def write(cache: Path, recipe: Path, out_dir: Path, inputs: list[Path], entries: list[str],
+          outputs: list[str]) -> None:
+    """Record a finished build (called by the executor once the release is in place)."""
+    files, folders = {}, {}
+    for p in sorted(set(inputs) | {recipe.resolve()}):
+        if p.is_dir():
+            folders[str(p)] = _folder(p)
+        else:
+            files[str(p)] = _stamp(p)
+    out_dir = out_dir.resolve()
+    record = {
+        "format": FORMAT, "code": _code(), "recipe": str(recipe.resolve()), "recipe_sha256": _sha(recipe),
+        "out": str(out_dir), "files": files, "folders": folders, "entries": sorted(set(entries)),
+        "outputs": {rel: _stamp(out_dir / rel) for rel in outputs},
+    }
+    path = _record_path(cache, recipe)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def check(recipe: Path, cache: Path, out_dir: Path | None) -> dict | None:
+    """The release's manifest when the build of ``recipe`` into ``out_dir`` (default: where it
+    went last time) with cache ``cache`` is already done, else None."""
+    try:
+        record = json.loads(_record_path(cache, recipe).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        return None
+    out = Path(record.get("out", ""))
+    if out_dir is not None and out_dir.resolve() != out:
+        return None
+    if record.get("recipe") != str(recipe.resolve()) or record.get("recipe_sha256") != _sha(recipe):
+        return None
+    if any(_stamp(Path(p)) != stamp for p, stamp in record.get("files", {}).items()):
+        return None
+    if any(_folder(Path(p)) != sig for p, sig in record.get("folders", {}).items()):
+        return None
+    steps = cache / "steps"
+    if not all((steps / f"{key}.json").is_file() for key in record.get("entries", [])):
+        return None
+    if any(_stamp(out / rel) != stamp for rel, stamp in record.get("outputs", {}).items()):
+        return None
+    if record.get("code") != _code():
+        return None
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or "llm" in manifest or not isinstance(manifest.get("steps"), list):
+        return None  # generated releases take the full path (their usage is reported fresh)
+    if out_dir is None and (Path("build") / str(manifest.get("name"))).resolve() != out:
+        return None  # the default output folder is relative to where vlitc runs
+    if {o.get("path") for o in manifest.get("outputs", [])} != set(record.get("outputs", {})):
+        return None
+    return manifest
+
+
+def answer(recipe: Path, cache: Path, out_dir: Path | None) -> dict | None:
+    """Check, and when the build is done write its manifest as a no-op build would (every step
+    cached, no time spent in steps); returns that manifest, or None for a real build."""
+    t0 = time.perf_counter()
+    manifest = check(recipe, cache, out_dir)
+    if manifest is None:
+        return None
+    for s in manifest["steps"]:
+        s["status"], s["seconds"] = "cached", 0.0
+    manifest["seconds"] = round(time.perf_counter() - t0, 3)
+    path = Path(json.loads(_record_path(cache, recipe).read_text())["out"]) / "manifest.json"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
+    os.replace(tmp, path)
+    return manifest
