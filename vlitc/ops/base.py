@@ -61,6 +61,9 @@ class OpContext:
     _emit: Callable[[dict], None] | None = None
     _locate: Callable[[str], Any] | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    #: records in each file an op wrote, by relative path, when the op knows them (exporters):
+    #: the run then reads no file back to count them
+    file_records: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 

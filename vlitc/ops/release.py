@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 from vlitc.ops.base import OpContext, Report
@@ -94,7 +95,14 @@ class ReleaseReport(Report):
         from vlitc.release import summary as sm
 
         opts = self.params.get("indicators") or {}
-        ind = compute(samples, response=opts.get("response", True),
+        embed = None
+        if importlib.util.find_spec("sentence_transformers") is not None:
+            from vlitc.ops.filters.dedup import cached_embeddings
+
+            def embed(texts: list[str]):  # cached per text, like every other embedding
+                return cached_embeddings(texts, ctx, 64)
+
+        ind = compute(samples, embed=embed, response=opts.get("response", True),
                       filter_types=filter_types_from_recipe(ctx.recipe),
                       eps=opts.get("eps", 0.2), min_samples=opts.get("min_samples", 3),
                       max_samples=opts.get("max_samples", 2000), seed=ctx.seed)

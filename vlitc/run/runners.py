@@ -311,7 +311,12 @@ class FilesRunner(Runner):
                 rel = item["path"] if isinstance(item, dict) else str(item)
                 path = staging / rel
                 sha, size = store.put_file(path)
-                records = item.get("records") if isinstance(item, dict) else count_records(path)
+                if isinstance(item, dict):
+                    records = item.get("records")
+                elif rel in ctx.file_records:  # the op counted them as it wrote
+                    records = ctx.file_records[rel]
+                else:
+                    records = count_records(path)
                 files.append({"path": rel, "sha256": sha, "size": size, "records": records})
         finally:
             shutil.rmtree(staging, ignore_errors=True)

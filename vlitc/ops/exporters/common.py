@@ -191,6 +191,7 @@ class FileExporter(Exporter):
                         images.setdefault(image_ref(s["image"]), s["image"])
             checker.raise_problems()
             written = shards.commit()
+            ctx.file_records.update(zip(written, shards.per_file, strict=True))
         ctx.count("exported", shards.count)
         return written + self.place_images(images, ctx)
 
@@ -311,6 +312,7 @@ class Shards:
         self.writer: ShardWriter | None = None
         self.pending: list[Sample] = []
         self.count = self.in_shard = 0
+        self.per_file: list[int] = []  # samples in each shard file
 
     def __enter__(self) -> Shards:
         return self
@@ -321,6 +323,7 @@ class Shards:
         self.pending.append(s)
         self.count += 1
         self.in_shard += 1
+        self.per_file[-1] += 1
         if len(self.pending) == CHUNK:
             self._flush()
 
@@ -338,6 +341,7 @@ class Shards:
         os.close(fd)
         self.temps.append(tmp)
         self.writer, self.in_shard = self.exporter.open_shard(Path(tmp)), 0
+        self.per_file.append(0)
 
     def commit(self) -> list[str]:
         if self.writer is None:

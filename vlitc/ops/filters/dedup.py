@@ -69,12 +69,13 @@ def cached_embeddings(texts: list[str], ctx: OpContext, batch_size: int) -> Any:
             out[i] = np.frombuffer(hit, dtype=np.float16)
     ctx.count("embedding_cache_hits", len(texts) - len(missing))
     if missing:
-        fresh = embed([texts[i] for i in missing], batch_size=batch_size)
+        # kept at the precision the cache keeps, so a cold and a warm cache give the same values
+        fresh = np.asarray(embed([texts[i] for i in missing], batch_size=batch_size)).astype(np.float16)
         out[missing] = fresh
         if cache is not None:
             with _batch(cache):  # one transaction, not one commit per text
                 for i, row in zip(missing, fresh, strict=True):
-                    cache.set(keys[i], row.astype(np.float16).tobytes())
+                    cache.set(keys[i], row.tobytes())
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
