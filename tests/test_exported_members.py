@@ -13,7 +13,9 @@ COMMANDS = Path(vlitc.__file__).parent / "cli" / "commands"
 def test_all_is_sorted_and_equals_the_public_names():
     assert vlitc.__all__ == sorted(vlitc.__all__)
     public = {n for n, v in vars(vlitc).items() if not n.startswith("_") and not isinstance(v, ModuleType)}
+    public |= set(vlitc._LAZY)  # the library functions and types, loaded on first use
     assert set(vlitc.__all__) - {"__version__"} == public
+    assert all(getattr(vlitc, n) is not None for n in vlitc._LAZY)
     for name in ("frozen_rebuild", "Recipe", "Plan", "BuildResult"):
         assert name in vlitc.__all__
 

@@ -1,6 +1,7 @@
 """vlitc: compile declarative YAML recipes into vision-language instruction-tuning datasets."""
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from vlitc.errors import (
     BudgetExceeded,
@@ -13,7 +14,7 @@ from vlitc.errors import (
 )
 from vlitc.records import IMAGE_TOKEN
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from vlitc.api import (
         build,
         cache_gc,
@@ -56,7 +57,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name in _LAZY:
         import importlib
 
