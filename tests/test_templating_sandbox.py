@@ -19,7 +19,7 @@ HOSTILE = [
     ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "not allowed in a template"),
     ("{{ self.__init__.__globals__['os'].popen('id').read() }}", "not allowed in a template"),
     ("{{ namespace.__init__.__globals__ }}", "not allowed in a template"),
-    ("{{ lipsum.__globals__.os.popen('id').read() }}", "undefined variable"),
+    ("{{ lipsum.__globals__.os.popen('id').read() }}", "not allowed in a template"),
     ("{{ captions.append(1) }}", "not allowed in a template"),
     ("{{ range(10**9) | list }}", "over a template limit"),
     ("{{ 'x' * 2000000000 }}", "over a template limit"),
@@ -44,7 +44,7 @@ HOSTILE = [
      "{{ m() | length }}", "characters built in one render"),
     ("{{ 1 // 0 }}", "ZeroDivisionError"),
     ("{{ caption + 5 }}", "TypeError"),
-    ("{{ caption | nofilter }}", "No filter named 'nofilter'"),
+    ("{{ caption | nofilter }}", "no filter named 'nofilter'"),
     ("{{ captoin.upper() }}", "undefined"),
 ]
 
@@ -141,8 +141,8 @@ def test_validate_catches_a_bad_context_template_and_mock_script_at_once(tmp_pat
     with pytest.raises(RecipeError) as info:
         load_recipe(_recipe(tmp_path, "ctx.j2", "{{ last_user | nofilter }}"))
     got = [p.format().splitlines()[0] for p in info.value.problems]
-    assert any(g.startswith(f"{tmp_path / 'ctx.j2'}:2:1: template syntax error: No filter named") for g in got)
-    assert any(g.startswith(f"{tmp_path / 'r.yaml'}:6:") and "No filter named 'nofilter'" in g for g in got)
+    assert any(g.startswith(f"{tmp_path / 'ctx.j2'}:2:1: template syntax error: no filter named") for g in got)
+    assert any(g.startswith(f"{tmp_path / 'r.yaml'}:6:") and "no filter named 'nofilter'" in g for g in got)
 
 
 def test_validate_catches_an_undefined_context_variable(tmp_path):

@@ -344,11 +344,30 @@ def _template_line(exc: BaseException, filename: str | None) -> int | None:
 
 
 def parse(text: str, env: jinja2.Environment = ENV, name: str = "") -> nodes.Template:
-    """The AST of a template; a syntax error is a :class:`TemplateProblem` at its line."""
+    """The AST of a template; a syntax error, or a filter or test the sandbox does not have
+    (even one Jinja would only look up when a condition reaches it), is a
+    :class:`TemplateProblem` at its line."""
     try:
-        return env.parse(text)
+        ast = env.parse(text)
     except jinja2.TemplateSyntaxError as e:
         raise TemplateProblem(name or text, f"syntax error: {e.message}", line=e.lineno) from None
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        arg = getattr(node, "arg", None)
+        attr = node.attr if isinstance(node, nodes.Getattr) else (
+            arg.value if isinstance(arg, nodes.Const) else None)
+        if isinstance(attr, str) and attr.startswith("_"):
+            raise TemplateProblem(name or text, f"not allowed in a template: the attribute "
+                                                f"{attr!r} (names starting with '_' are private)",
+                                  line=node.lineno)
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        known = env.filters if isinstance(node, nodes.Filter) else env.tests
+        if node.name not in known:
+            kind = "filter" if isinstance(node, nodes.Filter) else "test"
+            close = difflib.get_close_matches(node.name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TemplateProblem(name or text, f"syntax error: no {kind} named {node.name!r}{hint}",
+                                  line=node.lineno)
+    return ast
 
 
 def undeclared(ast: nodes.Template, name: str) -> set[str]:
@@ -363,6 +382,7 @@ def undeclared(ast: nodes.Template, name: str) -> set[str]:
 def template(text: str, env: jinja2.Environment = ENV, name: str = "") -> jinja2.Template:
     """A compiled template of the sandbox; a syntax error (or an unknown filter or test) is a
     :class:`TemplateProblem` at its line."""
+    parse(text, env, name)
     try:
         return env.from_string(text)
     except jinja2.TemplateSyntaxError as e:

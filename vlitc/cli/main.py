@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 a user error (recipe, input, configuration), 1 an inter
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import pkgutil
@@ -84,18 +85,34 @@ def _run(args: argparse.Namespace) -> int:
         err.print(f"error: this recipe needs the package {e.name!r}, which is not installed\n"
                   f"hint: {hint}", markup=False)
         return 2
+    except OSError as e:
+        if e.filename is None and e.errno not in _USER_ERRNOS:
+            return _internal(e)
+        # the machine or a file is at fault, not vlitc: a full disk, a read-only or missing
+        # folder, a dangling link; say which file
+        where = f"{e.filename}: " if e.filename is not None else ""
+        console(stderr=True).print(f"error: {where}{e.strerror or e}", markup=False)
+        return 2
     except KeyboardInterrupt as e:
         what, code = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
         console(stderr=True).print(f"{what}; finished work is cached, the next build resumes",
                                    markup=False)
         return code
     except Exception as e:  # an internal bug: say so, keep the traceback behind a switch
-        if os.environ.get("VLITC_DEBUG"):
-            raise
-        err = console(stderr=True)
-        err.print(f"internal error: {type(e).__name__}: {e}\n(set VLITC_DEBUG=1 for the traceback)",
-                  markup=False)
-        return 1
+        return _internal(e)
+
+
+#: errors of the machine the user fixes (disk full, quota, read-only, permission)
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _internal(e: BaseException) -> int:
+    if os.environ.get("VLITC_DEBUG"):
+        raise e
+    console(stderr=True).print(
+        f"internal error: {type(e).__name__}: {e}\n(set VLITC_DEBUG=1 for the traceback)",
+        markup=False)
+    return 1
 
 
 #: the exit status of a command whose reader closed the pipe, as a shell reports SIGPIPE

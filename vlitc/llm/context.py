@@ -31,6 +31,9 @@ def template_path(name: str, recipe_dir: Path | None = None) -> Path:
         path = recipe_path(recipe_dir or Path(), name)
     else:
         path = CONTEXT_DIR / f"{name}.j2"
+    if path.is_dir():
+        raise InputError(f"context template {name!r} is a folder, not a template file",
+                         Location(str(path)))
     if not path.is_file():
         known = sorted(p.stem for p in CONTEXT_DIR.glob("*.j2"))
         raise InputError(

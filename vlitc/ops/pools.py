@@ -120,6 +120,26 @@ class ListPool(Pool):
     file_params = ("file",)
     writes = ("template",)
 
+    def check(self, ctx: OpContext) -> None:
+        """Every template compiles in the sandbox, used by a task or not (a task checks the
+        variables of the templates it uses)."""
+        from vlitc.templating import TemplateProblem, compile
+
+        items: list[tuple[str, int]]
+        if "templates" in self.params:
+            items = [(t, 0) for t in self.params["templates"]]
+            path = None
+        else:
+            path = ctx.resolve(self.params["file"])
+            items = [(t, line) for t, line in read_pool_file(path)]
+        for text, line in items:
+            try:
+                compile(text)
+            except TemplateProblem as e:
+                where = (Location(str(path), line + (e.line or 1) - 1, 1) if path is not None and line
+                         else ctx.locate_value(text))
+                raise InputError(f"pool {self.label!r}: template {text!r}: {e.message}", where) from None
+
     def templates(self, ctx: OpContext) -> list[str]:
         if "templates" in self.params:
             out = [t for t in self.params["templates"] if t.strip()]

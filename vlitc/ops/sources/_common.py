@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import random
 import re
 from collections.abc import Iterator
@@ -119,7 +120,12 @@ def read_json(path: Path, drop: tuple[str, ...] = ()) -> Any:
                         del d[k]
                 return d
 
-            return json.loads(data, object_hook=hook)
+            if _SURROGATE_ESCAPE.search(data):  # the json module keeps lone surrogates: refuse
+                import orjson
+
+                orjson.loads(data)
+            return json.loads(data, object_hook=hook, parse_constant=_not_json,
+                              parse_float=_finite)
         import orjson
 
         return orjson.loads(data)
@@ -127,6 +133,22 @@ def read_json(path: Path, drop: tuple[str, ...] = ()) -> Any:
         raise _decode_error(path, e) from None
     except UnicodeDecodeError as e:
         raise InputError(f"not UTF-8 text: {e.reason} at byte {e.start}", Location(str(path))) from None
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _not_json(name: str) -> Any:
+    """``NaN``, ``Infinity``: Python's json module reads them, JSON (and orjson) does not."""
+    raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
+
+
+def _finite(text: str) -> float:
+    """A JSON number as orjson reads it: one too large for a double (``1e999``) is an error."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise json.JSONDecodeError(f"number {text} is infinity when parsed as double", text, 0)
+    return value
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
@@ -239,7 +261,7 @@ def to_pixels(raw: Any, fmt: str, width: Any, height: Any) -> list[float] | None
         b = [float(v) for v in raw]
     except (TypeError, ValueError):
         return None
-    if len(b) != 4:
+    if len(b) != 4 or not all(math.isfinite(v) for v in b):
         return None
     if fmt == "xyxy":
         return b
@@ -308,6 +330,10 @@ def image_store(ctx: OpContext) -> Any:
         return None
 
 
+#: what reading a malformed item of a dataset file raises (a string where a mapping belongs...)
+_SHAPE_ERRORS = (TypeError, KeyError, AttributeError, IndexError, ValueError)
+
+
 class AnnotationSource(Source):
     """Base of the dataset loaders: selection, image checks and record assembly."""
 
@@ -322,7 +348,9 @@ class AnnotationSource(Source):
         raise NotImplementedError
 
     def path(self, ctx: OpContext, param: str) -> Path:
-        return resolve_file(ctx, self.params[param], param)
+        path = resolve_file(ctx, self.params[param], param)
+        self._reading: Path | None = path  # a malformed item found while parsing is located in this file
+        return path
 
     def load(self, ctx: OpContext) -> Iterator[Record]:
         issues = Issues(ctx)
@@ -333,14 +361,20 @@ class AnnotationSource(Source):
             # so that collections while records are built skip it.
             enabled = gc.isenabled()
             gc.disable()
+            self._reading = None
             try:
                 entries = select(self.entries(ctx, issues), self.params, ctx.seed, self.label)
+            except _SHAPE_ERRORS as e:
+                raise self._shape_error(ctx, e, self._reading) from None
             finally:
                 if enabled:
                     gc.enable()
             gc.freeze()
             frozen = True
-            yield from self._records(entries, ctx, issues)
+            try:
+                yield from self._records(entries, ctx, issues)
+            except _SHAPE_ERRORS as e:
+                raise self._shape_error(ctx, e) from None
         finally:
             if frozen:
                 gc.unfreeze()
@@ -356,10 +390,24 @@ class AnnotationSource(Source):
                              hint="'images' names the folder the dataset's image paths are under")
         return Path(root)
 
+    def _annotation_file(self, ctx: OpContext) -> str | None:
+        files = [self.params[k] for k in self.file_params if isinstance(self.params.get(k), str)]
+        return str(ctx.resolve(files[0])) if files else None
+
+    def _shape_error(self, ctx: OpContext, e: Exception, file: Path | None = None) -> InputError:
+        """A dataset file whose items are not of the published shape (an annotation that is a
+        string, an image without an id...): a located error, never a crash."""
+        where = str(file) if file is not None else self._annotation_file(ctx)
+        what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        return InputError(f"an entry is not in the dataset's published shape ({what})",
+                          Location(where) if where else None,
+                          hint=f"check the files of source {self.label!r} against the {self.name} "
+                               "format")
+
     def _outside_error(self, ctx: OpContext, e: Entry, root: Path, why: str) -> InputError:
         """A dataset's image path that leaves the images folder: located at the annotation file."""
-        files = [self.params[k] for k in self.file_params if isinstance(self.params.get(k), str)]
-        where = Location(str(ctx.resolve(files[0]))) if files else Location(str(root))
+        file = self._annotation_file(ctx)
+        where = Location(file) if file else Location(str(root))
         return InputError(f"record {e.rid!r}: image {e.path!r}: {why} ({root})", where,
                           hint="image paths are read under the source's 'images' folder; set "
                                "images_outside: true on the source if the recipe means it")
