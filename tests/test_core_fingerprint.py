@@ -40,8 +40,8 @@ def test_grounding_keeps_an_empty_object_layer():
     annotated = image_record("1", "coco", {"root": "coco", "path": "a.png", "width": 4, "height": 3},
                              captions=["a dog"], objects=[])
     unannotated = image_record("2", "coco", None, captions=["a dog"])
-    assert grounding(annotated) == {"width": 4, "height": 3, "objects": []}
-    assert grounding(unannotated) == {}
+    assert grounding(annotated) == {"width": 4, "height": 3, "objects": [], "captions": ["a dog"]}
+    assert grounding(unannotated) == {"captions": ["a dog"]}  # reference captions ground too
 
 
 def test_one_canonical_json_serves_step_keys_llm_keys_and_release_diffs():

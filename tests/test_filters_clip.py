@@ -131,3 +131,18 @@ def test_real_coco_photo_scores(tiny, fixtures_dir, tmp_path):
            image={"root": "coco", "path": "000000039769.png"})
     stats = flt(tiny).measure([s], ctx)
     assert -1 <= stats[0]["score"] <= 1 and ctx.counters["clip_images_encoded"] == 1
+
+
+def test_a_multi_image_sample_is_scored_against_each_image_and_gets_their_mean(tiny, images, tmp_path):
+    ctx, _ = caching_ctx(tmp_path, image_roots={"coco": images})
+    red = qa("<image>\nCompare.", "Red and blue.", sid="r", image=img("red.png"))
+    blue = qa("<image>\nCompare.", "Red and blue.", sid="b", image=img("blue.png"))
+    both = qa("<image>\n<image>\nCompare.", "Red and blue.", sid="rb",
+              image=[img("red.png"), img("blue.png")])
+    r, b, rb = flt(tiny).measure([red, blue, both], ctx)
+    assert rb["image_scores"] == [r["score"], b["score"]]
+    assert rb["score"] == pytest.approx((r["score"] + b["score"]) / 2, abs=1e-4)
+    ctx.image_roots = {"coco": tmp_path}  # the second image goes missing
+    gone = flt(tiny).measure([qa("<image>\n<image>\nQ", "A", sid="g",
+                                 image=[img("red2.png"), img("blue2.png")])], ctx)[0]
+    assert gone["score"] is None and gone["missing_image"] == "red2.png, blue2.png"

@@ -40,7 +40,7 @@ def test_llava_normalised_boxes_without_image_sizes_are_counted(fixtures_dir):
     assert ctx.counters["unreadable_box"] == 476
 
 
-def test_llava_conversations_lose_placeholders_and_merge_per_image(tmp_path):
+def test_llava_conversations_lose_placeholders_and_merge_per_image_one_entry_each(tmp_path):
     write_json(tmp_path / "llava.json", [
         {"id": "000000033471", "image": "coco/train2017/000000033471.jpg", "conversations": [
             {"from": "human", "value": "<image>\nWhat are the colors of the bus?"},
@@ -53,10 +53,12 @@ def test_llava_conversations_lose_placeholders_and_merge_per_image(tmp_path):
     recs = load("llava", {"file": "llava.json", "id": "image"}, ctx)
     assert [r["id"] for r in recs] == ["33471", "x"]
     assert recs[0]["conversations"] == [
-        {"role": "user", "content": "What are the colors of the bus?"},
-        {"role": "assistant", "content": "White and red."},
-        {"role": "user", "content": "Where is it?"},
-        {"role": "assistant", "content": "On a street."}]
+        {"id": "000000033471", "where": "llava.json[0]",
+         "turns": [{"role": "user", "content": "What are the colors of the bus?"},
+                   {"role": "assistant", "content": "White and red."}]},
+        {"id": "000000033471-2", "where": "llava.json[1]",
+         "turns": [{"role": "user", "content": "Where is it?"},
+                   {"role": "assistant", "content": "On a street."}]}]
     assert recs[0]["meta"]["image_file"] == "coco/train2017/000000033471.jpg"
     assert ctx.counters["bad_conversation"] == 1
 
@@ -66,7 +68,11 @@ def test_llava_qa_fixture_pairs_load_as_item_records(fixtures_dir):
                             "columns": {"image": "image", "prompt": "instruction",
                                         "response": "output", "split": "type"},
                             "id_from": "image", "split": "conv"}, make_ctx(fixtures_dir))
-    assert len(recs) == 30 and all(len(r["conversations"]) == 2 for r in recs)
+    assert len(recs) == 30 and all(len(r["conversations"]) == 1 for r in recs)
+    first = recs[0]["conversations"][0]
+    assert [t["role"] for t in first["turns"]] == ["user", "assistant"]
+    assert first["where"] == "coco2014_val_gpt4_qa_30x3.jsonl:1"
+    assert first["meta"] == {"id": "000000525439"}  # the unmapped plain fields
 
 
 def test_sharegpt_text_only_conversations_and_system_prompt(tmp_path):
@@ -80,10 +86,11 @@ def test_sharegpt_text_only_conversations_and_system_prompt(tmp_path):
     ctx = make_ctx(tmp_path)
     recs = load("sharegpt", {"file": "sharegpt.jsonl"}, ctx)
     assert [r["id"] for r in recs] == ["a1", "a1#2"]
-    assert recs[0]["image"] is None and recs[0]["meta"] == {"system": "Be brief."}
-    assert recs[0]["conversations"] == [{"role": "user", "content": "Hi"},
-                                         {"role": "assistant", "content": "Hello!"}]
-    assert recs[1]["conversations"][1] == {"role": "assistant", "content": "4"}
+    assert recs[0]["image"] is None
+    assert recs[0]["conversations"] == [
+        {"id": "a1", "where": "sharegpt.jsonl:1", "system": "Be brief.",
+         "turns": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}]
+    assert recs[1]["conversations"][0]["turns"][1] == {"role": "assistant", "content": "4"}
     assert ctx.counters == {"duplicate_id": 1, "trailing_user_turn": 1}
 
 
@@ -120,7 +127,7 @@ def test_multiinstruct_rows_become_conversations_with_choices(fixtures_dir):
     assert first["id"] == "VQA_object_presence_10026521"
     assert first["meta"]["image_file"] == \
         "raw_datasets/MSCOCO2014/train2014/COCO_train2014_000000005277.jpg"
-    assert first["conversations"][1] == {"role": "assistant", "content": "no"}
+    assert first["conversations"][0]["turns"][1] == {"role": "assistant", "content": "no"}
     assert first["qas"][0]["choices"] == ["no", "yes"]
     caption = load("generic", {"file": "MultiInstruct/train.jsonl", "split": "image_caption",
                                "columns": {"id": "unique_id", "caption": "target",

@@ -51,10 +51,10 @@ def test_pack_is_deterministic_for_a_seed():
 
 
 def test_text_only_conversations_pass_through_with_roles_mapped():
-    recs = [image_record("t1", "chat", None, conversations=[
-                {"role": "human", "content": "Write a haiku."}, {"role": "gpt", "content": "Leaves fall."}]),
-            image_record("t2", "chat", None, conversations=[{"role": "human", "content": "<image>\nHi"},
-                                                            {"role": "gpt", "content": "Hello"}]),
+    recs = [image_record("t1", "chat", None, conversations=[{"id": "t1", "turns": [
+                {"role": "human", "content": "Write a haiku."}, {"role": "gpt", "content": "Leaves fall."}]}]),
+            image_record("t2", "chat", None, conversations=[{"id": "t2", "turns": [
+                {"role": "human", "content": "<image>\nHi"}, {"role": "gpt", "content": "Hello"}]}]),
             cats_record()]
     c = ctx()
     out = list(task("text_only").run(recs, c))

@@ -17,8 +17,13 @@ Image record (what a source yields, one per image after joining)::
      "ocr":       [{"text": "STOP", "bbox": [...]}],
      "regions":   [{"phrase": "cat on the left", "bbox": [...], "kind": "ref"}],
      "relations": [{"subject": 0, "predicate": "on", "object": 2}],   # indices into objects
-     "conversations": [{"role": "user", "content": "..."}, ...],      # existing instruction data
+     "conversations": [{"id": "a1", "turns": [{"role": "user", "content": "..."}, ...],
+                        "where": "llava.json:12", "system": "...", "meta": {...}}],
+                                          # existing instruction data: one entry per conversation
      "meta": {...}}
+
+``image`` is ``None`` (text only), one image reference (a dict), or a list of two or more
+(multi-image data: LLaVA-OneVision, M4-Instruct); :func:`images_of` reads all three the same way.
 
 Boxes are always absolute pixels ``[x1, y1, x2, y2]`` (see :mod:`vlitc.boxes`).
 
@@ -34,8 +39,9 @@ Sample (what a task yields and what filters, balance and exporters consume)::
               "generator": ..., "requests": [...], "stats": {"min_words": {...}},
               "drop": None | {"filter": "min_words", "reason": "..."}}}
 
-The image placeholder is explicit: :data:`IMAGE_TOKEN` appears once, at the start of the first
-user turn, on every sample that has an image.
+The image placeholder is explicit: :data:`IMAGE_TOKEN` appears once per image. With one image it
+sits at the start of the first user turn; with several, in user turns, in the order of the images
+(at the start of the first user turn unless the data placed them).
 """
 
 from __future__ import annotations
@@ -51,8 +57,47 @@ Sample = dict[str, Any]
 ANNOTATION_LAYERS = ("captions", "objects", "qas", "ocr", "regions", "relations", "conversations")
 
 
+Image = dict[str, Any]
+
+
+def images_of(x: Record | Sample) -> list[Image]:
+    """The image references of a record or sample as a list (empty for text only)."""
+    img = x.get("image")
+    if img is None:
+        return []
+    if isinstance(img, list):
+        return img
+    return [img]
+
+
+def image_value(images: list[Image] | Image | None) -> Image | list[Image] | None:
+    """The ``image`` field for some images: ``None``, the one reference, or the list of several."""
+    if images is None or isinstance(images, dict):
+        return images
+    if not images:
+        return None
+    return images[0] if len(images) == 1 else list(images)
+
+
+def one_image(x: Record | Sample) -> Image:
+    """The image of a single-image record or sample, else ``{}`` (text only or several images):
+    what annotation layers (boxes in pixels of one image) refer to."""
+    img = x.get("image")
+    return img if isinstance(img, dict) else {}
+
+
+def image_key(img: Image) -> str:
+    """What identifies one image: its content hash, else ``root/path``."""
+    return img.get("sha256") or f"{img.get('root', '')}/{img.get('path', '')}"
+
+
+def image_refs_key(x: Record | Sample) -> str:
+    """What identifies the images of a sample (several joined by ``|``; empty for text only)."""
+    return "|".join(image_key(i) for i in images_of(x))
+
+
 def image_record(
-    rid: str, source: str, image: dict | None = None, **layers: Any
+    rid: str, source: str, image: Image | list[Image] | None = None, **layers: Any
 ) -> Record:
     """Build an image record; unknown layer names raise (no silent typos)."""
     unknown = set(layers) - set(ANNOTATION_LAYERS) - {"meta"}
@@ -76,13 +121,17 @@ def sample(
     turns: list[dict],
     *,
     source: str = "",
-    image: dict | None = None,
+    image: Image | list[Image] | None = None,
     meta: dict | None = None,
 ) -> Sample:
-    """Build a sample, putting the image placeholder at the start of the first user turn."""
+    """Build a sample, putting one image placeholder per image at the start of the first user
+    turn unless the turns already hold placeholders (multi-image data placing them itself)."""
     turns = [dict(t) for t in turns]
-    if image is not None and turns and IMAGE_TOKEN not in turns[0]["content"]:
-        turns[0]["content"] = f"{IMAGE_TOKEN}\n{turns[0]['content']}"
+    image = image_value(image)
+    n = 0 if image is None else 1 if isinstance(image, dict) else len(image)
+    if n == 1 and turns and IMAGE_TOKEN not in turns[0]["content"] or \
+            n > 1 and turns and not any(IMAGE_TOKEN in t["content"] for t in turns):
+        turns[0]["content"] = IMAGE_TOKEN + "\n" + (IMAGE_TOKEN + "\n") * (n - 1) + turns[0]["content"]
     return {
         "id": sid,
         "task": task,
@@ -106,12 +155,19 @@ def structure_problems(s: Sample) -> list[str]:
             break
     if len(turns) % 2:
         out.append("conversation ends on a user turn")
-    placeholders = sum(t.get("content", "").count(IMAGE_TOKEN) for t in turns)
-    if s.get("image") is not None:
+    counts = [str(t.get("content", "")).count(IMAGE_TOKEN) for t in turns]
+    placeholders = sum(counts)
+    n = len(images_of(s))
+    if n == 1:
         if placeholders != 1:
             out.append(f"{placeholders} image placeholders, expected 1")
-        elif not turns[0].get("content", "").startswith(IMAGE_TOKEN):
+        elif not str(turns[0].get("content", "")).startswith(IMAGE_TOKEN):
             out.append("image placeholder is not at the start of the first user turn")
+    elif n:
+        if placeholders != n:
+            out.append(f"{placeholders} image placeholders for {n} images")
+        elif any(c for i, c in enumerate(counts) if i % 2):
+            out.append("image placeholder in an assistant turn")
     elif placeholders:
         out.append("text-only sample has an image placeholder")
     for i, t in enumerate(turns):
@@ -138,9 +194,10 @@ def grounding(rec: Record) -> dict:
     """The annotation layers a sample carries in ``meta["annotations"]`` so that filters can check
     its text against the image (objects with boxes, OCR text, image size) without the source."""
     out: dict[str, Any] = {}
-    img = rec.get("image") or {}
-    if img:
-        out["width"], out["height"] = img.get("width"), img.get("height")
+    img = one_image(rec)
+    size = [img.get("width"), img.get("height")] if img else (rec.get("meta") or {}).get("image_size")
+    if size and not isinstance(rec.get("image"), list):
+        out["width"], out["height"] = size[0], size[1]
     if "objects" in rec:  # an annotated image with no objects still grounds its text
         out["objects"] = [
             {"category": o["category"], "bbox": o["bbox"], "iscrowd": bool(o.get("iscrowd", False))}
@@ -148,4 +205,6 @@ def grounding(rec: Record) -> dict:
         ]
     if "ocr" in rec:
         out["ocr"] = [t["text"] for t in rec["ocr"] or []]
+    if rec.get("captions"):
+        out["captions"] = list(rec["captions"])
     return out

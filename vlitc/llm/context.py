@@ -14,7 +14,7 @@ from typing import Any
 
 from vlitc.errors import InputError, Location
 from vlitc.paths import recipe_path
-from vlitc.records import Record
+from vlitc.records import Record, one_image
 
 #: where built-in templates and prompt packs live (package data first, then a source checkout)
 _ROOTS = (
@@ -75,7 +75,7 @@ PROVIDED = frozenset({"record", "captions", "objects", "sentences", "counts", "q
 
 def variables(record: Record, focus: dict | None = None) -> dict[str, Any]:
     """What a context template can use."""
-    img = record.get("image") or {}
+    img = one_image(record)
     w, h = img.get("width"), img.get("height")
     objects = []
     counts: dict[str, int] = {}

@@ -21,7 +21,7 @@ from typing import TypeVar
 from vlitc.errors import ConfigurationError
 from vlitc.ops.base import Balance, OpContext
 from vlitc.ops.registry import register
-from vlitc.records import Sample
+from vlitc.records import Sample, images_of
 
 K = TypeVar("K", str, tuple[str, str])  # a task name, or a (task, source) group
 
@@ -64,10 +64,8 @@ def largest_remainder(total: int, weights: Mapping[K, float]) -> dict[K, int]:
 
 def image_key(s: Sample) -> str:
     """The image a sample is about (text-only samples are their own 'image')."""
-    img = s.get("image")
-    if img:
-        return f"{img.get('root', '')}/{img.get('path', '')}"
-    return f"text:{s['id']}"
+    refs = [f"{i.get('root', '')}/{i.get('path', '')}" for i in images_of(s)]
+    return "|".join(refs) if refs else f"text:{s['id']}"
 
 
 def split_images(keys: Iterable[str], fraction: float, seed: int) -> set[str]:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vlitc.quality.indicators import referred_objects
-from vlitc.records import Sample
+from vlitc.records import Sample, images_of
 
 
 def pick(samples: Sequence[Sample], n: int, seed: int, salt: str) -> list[Sample]:
@@ -57,15 +57,18 @@ def item(s: Sample, image_path: Callable[[dict], Path] | None, size: int) -> dic
            "context": meta.get("context") if isinstance(meta.get("context"), str) else None}
     if isinstance(meta.get("rewrite"), dict) and meta["rewrite"].get("original"):
         out["draft"] = meta["rewrite"]["original"]  # what a rewrite refined
-    if s.get("image") and image_path is not None:
+    images = images_of(s)
+    if images and image_path is not None:
         try:
-            thumb = thumbnail(image_path(s["image"]), size)
+            thumb = thumbnail(image_path(images[0]), size)
         except KeyError:  # an image root this run does not know
             thumb = None
         if thumb:
             out["image"], w, h = thumb
             out["width"], out["height"] = ann.get("width") or w, ann.get("height") or h
-    if out["image"]:
+    if len(images) > 1:
+        out["n_images"] = len(images)
+    if out["image"] and len(images) == 1:
         mentioned = referred_objects(s)
         out["boxes"] = [{"bbox": o["bbox"], "label": o.get("category", ""),
                          "referred": str(o.get("category", "")).lower() in mentioned}

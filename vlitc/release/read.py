@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from vlitc.errors import InputError, Location
-from vlitc.records import IMAGE_TOKEN, Sample
+from vlitc.records import IMAGE_TOKEN, Sample, image_value
 from vlitc.release import layout
 
 ROLE = {"human": "user", "gpt": "assistant", "user": "user", "assistant": "assistant"}
@@ -14,7 +14,9 @@ ROLE = {"human": "user", "gpt": "assistant", "user": "user", "assistant": "assis
 DATA_SUFFIXES = (".parquet", ".json", ".jsonl")
 
 
-def _image(ref: str | dict | None) -> dict | None:
+def _image(ref: str | dict | list | None) -> dict | list | None:
+    if isinstance(ref, list):
+        return image_value([i for i in (_image(r) for r in ref) if isinstance(i, dict)])
     if isinstance(ref, dict):  # a datasets.Image value: {bytes, path}
         ref = ref.get("path")
     if not ref:
@@ -25,7 +27,7 @@ def _image(ref: str | dict | None) -> dict | None:
 
 def _from_llava(rec: dict) -> Sample:
     return {"id": str(rec.get("id")), "task": rec.get("task", ""), "source": rec.get("source", ""),
-            "image": _image(rec.get("image")),
+            "image": _image(rec["images"] if rec.get("images") else rec.get("image")),
             "turns": [{"role": ROLE.get(t.get("from"), t.get("from")), "content": t.get("value", "")}
                       for t in rec.get("conversations") or []],
             "meta": {"split": rec["split"]} if rec.get("split") else {}}
@@ -34,7 +36,7 @@ def _from_llava(rec: dict) -> Sample:
 def _from_messages(rec: dict) -> Sample:
     images = rec.get("images") or []
     return {"id": str(rec.get("id")), "task": rec.get("task", ""), "source": rec.get("source", ""),
-            "image": _image(images[0]) if images else None,
+            "image": _image(list(images)),
             "turns": [{"role": m.get("role"), "content": _text(m.get("content", ""))}
                       for m in rec.get("messages") or []],
             "meta": {}}

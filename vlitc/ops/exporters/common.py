@@ -18,7 +18,7 @@ from vlitc.errors import ConfigurationError
 from vlitc.ops.base import Exporter, OpContext
 from vlitc.ops.exporters.validate import SampleChecker, TokenCounter, tokenizer_files
 from vlitc.paths import relative_problem
-from vlitc.records import Sample
+from vlitc.records import Sample, images_of
 
 COMMON_PROPERTIES: dict[str, dict] = {
     "path": {"type": "string", "minLength": 1},
@@ -187,8 +187,9 @@ class FileExporter(Exporter):
                     continue
                 if checker.check(s) and not checker.problems:
                     shards.add(s)
-                    if s.get("image") and (gather or s["image"]["root"] == DERIVED_ROOT):
-                        images.setdefault(image_ref(s["image"]), s["image"])
+                    for img in images_of(s):
+                        if gather or img["root"] == DERIVED_ROOT:
+                            images.setdefault(image_ref(img), img)
             checker.raise_problems()
             written = shards.commit()
             ctx.file_records.update(zip(written, shards.per_file, strict=True))

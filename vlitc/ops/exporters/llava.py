@@ -24,8 +24,11 @@ TURN = {role: f'{{"from": {quote(name)}, "value": ' for role, name in FROM.items
 def llava_record(s: Sample) -> dict:
     """One sample as LLaVA's trainer reads it; text-only samples carry no ``image`` key."""
     rec: dict = {"id": s["id"]}
-    if s.get("image"):
-        rec["image"] = image_ref(s["image"])
+    image = s.get("image")
+    if isinstance(image, list):
+        rec["image"] = [image_ref(i) for i in image]
+    elif image:
+        rec["image"] = image_ref(image)
     rec["conversations"] = [{"from": FROM[t["role"]], "value": t["content"]} for t in s["turns"]]
     return rec
 
@@ -37,7 +40,12 @@ def llava_line(s: Sample) -> str:
         conv = ", ".join([f'{TURN[t["role"]]}{quote(t["content"])}}}' for t in s["turns"]])
         head = f'{{"conversations": [{conv}], "id": {quote(s["id"])}'
         image = s.get("image")
-        return f'{head}, "image": {quote(image_ref(image))}}}' if image else head + "}"
+        if not image:
+            return head + "}"
+        if type(image) is list:
+            refs = ", ".join([quote(image_ref(i)) for i in image])
+            return f'{head}, "image": [{refs}]}}'
+        return f'{head}, "image": {quote(image_ref(image))}}}'
     except TypeError:
         return json.dumps(llava_record(s), sort_keys=True, ensure_ascii=False)
 
@@ -56,7 +64,8 @@ class LlavaExporter(FileExporter):
     """Write LLaVA JSON: ``[{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}]}]``.
 
     ``<image>\\n`` starts the first human turn; ``image`` is the file's path under the sources'
-    image folder (their common parent when they read several; ``images: copy|link`` puts the
+    image folder (a list of paths for a sample with several images, one ``<image>`` each, the
+    LLaVA-OneVision form) (their common parent when they read several; ``images: copy|link`` puts the
     files under ``image_dir``). Validated before writing.
     """
 

@@ -15,23 +15,34 @@ from vlitc.ops.base import OpContext
 from vlitc.ops.exporters.common import COMMON_PROPERTIES, FileExporter, exporter_schema, image_ref
 from vlitc.ops.exporters.llava import FROM
 from vlitc.ops.registry import register
-from vlitc.records import Sample
+from vlitc.records import Sample, images_of
+
+
+def single_ref(s: Sample) -> str | None:
+    """The ``image`` column: the path of a sample's only image (null for none or several)."""
+    image = s.get("image")
+    return image_ref(image) if isinstance(image, dict) else None
 
 
 def arrow_schema():
-    """Columns: id, image (null for text-only), conversations (LLaVA shape), task, source, split."""
+    """Columns: id, image (the one image; null for text-only and several images), images (every
+    image, in placeholder order), conversations (LLaVA shape), task, source, split."""
     import pyarrow as pa
 
     turn = pa.struct([("from", pa.string()), ("value", pa.string())])
     return pa.schema([
-        ("id", pa.string()), ("image", pa.string()), ("conversations", pa.list_(turn)),
+        ("id", pa.string()), ("image", pa.string()), ("images", pa.list_(pa.string())),
+        ("conversations", pa.list_(turn)),
         ("task", pa.string()), ("source", pa.string()), ("split", pa.string()),
     ])
 
 
 @register("exporter", "parquet")
 class ParquetExporter(FileExporter):
-    """Write Parquet (zstd): id, image, conversations [{from, value}], task, source, split.
+    """Write Parquet (zstd): id, image, images, conversations [{from, value}], task, source, split.
+
+    ``image`` holds the path of a single-image sample; ``images`` lists every image (one entry
+    per ``<image>`` placeholder, so multi-image samples keep all of theirs).
 
     Loads with ``datasets.load_dataset("parquet", data_files=...)``; the bytes depend only on the
     samples and the pyarrow version (no timestamps). ``images: embed`` stores each image's bytes
@@ -58,7 +69,8 @@ class ParquetExporter(FileExporter):
     def record(self, s: Sample) -> dict:
         return {
             "id": s["id"],
-            "image": image_ref(s["image"]) if s.get("image") else None,
+            "image": single_ref(s),
+            "images": [image_ref(i) for i in images_of(s)],
             "conversations": [{"from": FROM[t["role"]], "value": t["content"]} for t in s["turns"]],
             "task": s.get("task", ""),
             "source": s.get("source", ""),
@@ -168,7 +180,8 @@ def arrow_table(samples: list[Sample]):
         [pa.array(froms, pa.string()), pa.array(values, pa.string())], fields=list(turn_type))
     columns = {
         "id": [s["id"] for s in samples],
-        "image": [image_ref(s["image"]) if s.get("image") else None for s in samples],
+        "image": [single_ref(s) for s in samples],
+        "images": [[image_ref(i) for i in images_of(s)] for s in samples],
         "conversations": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), turns),
         "task": [s.get("task", "") for s in samples],
         "source": [s.get("source", "") for s in samples],

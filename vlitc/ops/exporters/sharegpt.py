@@ -14,7 +14,7 @@ from vlitc.ops.exporters.common import (
     write_joined,
 )
 from vlitc.ops.registry import register
-from vlitc.records import Sample
+from vlitc.records import Sample, images_of
 
 
 def sharegpt_record(s: Sample) -> dict:
@@ -22,7 +22,7 @@ def sharegpt_record(s: Sample) -> dict:
     return {
         "id": s["id"],
         "messages": [{"role": t["role"], "content": t["content"]} for t in s["turns"]],
-        "images": [image_ref(s["image"])] if s.get("image") else [],
+        "images": [image_ref(i) for i in images_of(s)],
     }
 
 
@@ -32,7 +32,7 @@ def sharegpt_line(s: Sample) -> str:
     try:
         messages = ", ".join([f'{{"content": {quote(t["content"])}, "role": {quote(t["role"])}}}'
                               for t in s["turns"]])
-        images = quote(image_ref(s["image"])) if s.get("image") else ""
+        images = ", ".join([quote(image_ref(i)) for i in images_of(s)])
         return f'{{"id": {quote(s["id"])}, "images": [{images}], "messages": [{messages}]}}'
     except TypeError:
         return json.dumps(sharegpt_record(s), sort_keys=True, ensure_ascii=False)
@@ -46,7 +46,7 @@ LINES = {"sep": "\n", "end": "\n", "end_empty": ""}
 class ShareGptExporter(FileExporter):
     """Write messages JSONL: ``{"id", "messages": [{"role", "content"}], "images": [...]}``.
 
-    The ``<image>`` placeholder stays in the first user message, one per entry of ``images``
+    The ``<image>`` placeholders stay in the user messages, one per entry of ``images``
     (the layout LLaMA-Factory's ``sharegpt`` format with OpenAI-style tags reads).
     """
 

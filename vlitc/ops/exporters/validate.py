@@ -17,7 +17,7 @@ from typing import Any
 
 from vlitc.errors import InputError, Location, UserError
 from vlitc.ops.base import OpContext
-from vlitc.records import IMAGE_TOKEN, ROLES, Sample, structure_problems
+from vlitc.records import IMAGE_TOKEN, ROLES, Sample, images_of, structure_problems
 
 #: how many offending ids an error message lists before "and N more"
 SHOW = 20
@@ -37,16 +37,11 @@ class ExportValidationError(UserError):
         super().__init__("\n".join(lines))
 
 
-def _n_images(s: Sample) -> int:
-    img = s.get("image")
-    return len(img) if isinstance(img, list) else 1 if img else 0
-
-
 def estimate_tokens(s: Sample, tokens_per_word: float, image_tokens: int = 0) -> int:
     """A trainer-agnostic length estimate: words times a declared tokens-per-word ratio, plus the
     tokens an image costs (e.g. 576 for a 336px CLIP ViT-L/14 encoder)."""
     words = sum(len(t["content"].replace(IMAGE_TOKEN, " ").split()) for t in s.get("turns", []))
-    return int(round(words * tokens_per_word)) + image_tokens * _n_images(s)
+    return int(round(words * tokens_per_word)) + image_tokens * len(images_of(s))
 
 
 class TokenCounter:
@@ -61,7 +56,7 @@ class TokenCounter:
 
     def __call__(self, s: Sample) -> int:
         texts = [t["content"].replace(IMAGE_TOKEN, "") for t in s.get("turns", [])]
-        return sum(self.encode(texts)) + self.image_tokens * _n_images(s)
+        return sum(self.encode(texts)) + self.image_tokens * len(images_of(s))
 
 
 def tokenizer_files(path: Path) -> list[Path]:
@@ -150,8 +145,11 @@ def is_sound(s: Sample) -> bool:
         if type(text) is not str or t.get("role") != ROLES[i % 2] or not text or text.isspace():
             return False
         placeholders += text.count(IMAGE_TOKEN)
-    if s.get("image") is not None:
+    image = s.get("image")
+    if type(image) is dict:
         return placeholders == 1 and turns[0]["content"].startswith(IMAGE_TOKEN)
+    if image is not None:  # several images: the full check places their placeholders
+        return False
     return placeholders == 0
 
 
@@ -163,8 +161,8 @@ def sample_problems(
     """Everything wrong with one sample for export (empty when it is sound); with a
     ``tokenizer``, the budget is checked on measured tokens instead of the word estimate."""
     out = structure_problems(s)
-    if s.get("image"):
-        why = images.problem(s["image"]) if images is not None else image_problem(s["image"], ctx)
+    for image in images_of(s):
+        why = images.problem(image) if images is not None else image_problem(image, ctx)
         if why:
             out.append(why)
     if max_tokens is not None and tokenizer is not None:
@@ -234,12 +232,14 @@ def llava_record_problems(rec: dict, image_folder: Path | None = None) -> list[s
         out.append("conversation ends on a human turn")
     n_ph = sum(str(t.get("value", "")).count(IMAGE_TOKEN) for t in convs)
     if "image" in rec:
-        if n_ph != 1:
-            out.append(f"{n_ph} image placeholders for 1 image")
-        elif not str(convs[0].get("value", "")).startswith(IMAGE_TOKEN):
+        files = rec["image"] if isinstance(rec["image"], list) else [rec["image"]]
+        if n_ph != len(files):
+            out.append(f"{n_ph} image placeholders for {len(files)} image(s)")
+        elif len(files) == 1 and not str(convs[0].get("value", "")).startswith(IMAGE_TOKEN):
             out.append("image placeholder is not at the start of the first human turn")
-        if image_folder is not None and not (image_folder / rec["image"]).is_file():
-            out.append(f"image file not found: {image_folder / rec['image']}")
+        for name in files if image_folder is not None else []:
+            if not (image_folder / name).is_file():
+                out.append(f"image file not found: {image_folder / name}")
     elif n_ph:
         out.append("text-only record has an image placeholder")
     return out

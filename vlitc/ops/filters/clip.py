@@ -11,7 +11,7 @@ from vlitc.errors import ConfigurationError, InputError
 from vlitc.hashing import sha256_file
 from vlitc.ops.base import Filter, OpContext
 from vlitc.ops.registry import register
-from vlitc.records import IMAGE_TOKEN, Sample
+from vlitc.records import IMAGE_TOKEN, Sample, images_of
 
 PROMPT = "This is a picture about this conversation: "
 IMAGE_NS = "clip-image"
@@ -124,7 +124,8 @@ class ClipMatchFilter(Filter):
     ``turns_min`` score each exchange (question and answer) and aggregate, ``truncate`` scores
     the whole conversation cut at the context length. Image embeddings are cached per (image
     content hash, model, weights), so many samples on one image cost one image encode and a
-    rebuild none. ``pretrained`` is a published tag or a local checkpoint file; ``model`` an
+    rebuild none. A sample with several images is scored against each (``image_scores``) and
+    gets their mean. ``pretrained`` is a published tag or a local checkpoint file; ``model`` an
     open_clip architecture name or a model config JSON file. Reads: image, turns.
     Writes: stats.score, stats.turn_scores.
     """
@@ -161,31 +162,47 @@ class ClipMatchFilter(Filter):
         if not todo:
             return [{"score": None} for _ in samples]
         model = load_model(self.params, ctx)
-        shas = {id(s): self._sha(s, ctx) for s in todo}
+        shas = {id(s): [self._sha(img, ctx) for img in images_of(s)] for s in todo}
         image_emb = self._image_embeddings(model, todo, shas, ctx)
         mode = self.params["long_text"]
         texts = {id(s): texts_for(s, mode, self.params["prompt"]) for s in todo}
-        flat = [t for s in todo if shas[id(s)] in image_emb for t in texts[id(s)]]
+        readable = {id(s) for s in todo if all(sha in image_emb for sha in shas[id(s)])}
+        flat = [t for s in todo if id(s) in readable for t in texts[id(s)]]
         text_emb = iter(self._batched(model.encode_texts, flat))
         out: list[dict] = []
         for s in samples:
-            sha = shas.get(id(s))
-            if sha is None:
+            sample_shas = shas.get(id(s))
+            if sample_shas is None:
                 out.append({"score": None})
-            elif sha not in image_emb:
-                out.append({"score": None, "missing_image": s["image"].get("path")})
+            elif id(s) not in readable:
+                missing = [img.get("path") for img, sha in zip(images_of(s), sample_shas, strict=True)
+                           if sha not in image_emb]
+                out.append({"score": None, "missing_image": ", ".join(map(str, missing))})
             else:
-                scores = [float(next(text_emb) @ image_emb[sha]) for _ in texts[id(s)]]
-                agg = min(scores) if mode == "turns_min" else sum(scores) / len(scores)
-                out.append({"score": round(agg, 4), "turn_scores": [round(x, 4) for x in scores]})
+                out.append(self._score([next(text_emb) for _ in texts[id(s)]],
+                                       [image_emb[sha] for sha in sample_shas], mode))
+        return out
+
+    @staticmethod
+    def _score(text_rows: list, image_rows: list, mode: str) -> dict:
+        """Each text against each image, aggregated over the texts (``long_text``) and then
+        averaged over the images: a multi-image conversation is scored against every image."""
+        per_image = []
+        for row in image_rows:
+            scores = [float(t @ row) for t in text_rows]
+            per_image.append((min(scores) if mode == "turns_min" else sum(scores) / len(scores),
+                              scores))
+        out: dict = {"score": round(sum(a for a, _ in per_image) / len(per_image), 4),
+                     "turn_scores": [round(x, 4) for x in per_image[0][1]]}
+        if len(per_image) > 1:
+            out["image_scores"] = [round(a, 4) for a, _ in per_image]
         return out
 
     def _batched(self, fn, items: list) -> list:
         bs = self.params["batch_size"]
         return [row for i in range(0, len(items), bs) for row in fn(items[i : i + bs])]
 
-    def _sha(self, s: Sample, ctx: OpContext) -> str:
-        img = s["image"]
+    def _sha(self, img: dict, ctx: OpContext) -> str:
         if img.get("sha256"):
             return img["sha256"]
         path = ctx.image_path(img)
@@ -199,19 +216,19 @@ class ClipMatchFilter(Filter):
         except RuntimeError:  # a context without a persistent cache: remember for this call only
             cache = _CallCache()
         found: dict[str, Any] = {}
-        need: dict[str, Sample] = {}
+        need: dict[str, tuple[Sample, dict]] = {}
         for s in todo:
-            sha = shas[id(s)]
-            hit = cache.get(f"{model.key}|{sha}") if sha not in found else None
-            if hit is not None:
-                found[sha] = np.frombuffer(hit, dtype=np.float32)
-            elif sha not in found:
-                need.setdefault(sha, s)
+            for sha, img in zip(shas[id(s)], images_of(s), strict=True):
+                hit = cache.get(f"{model.key}|{sha}") if sha not in found else None
+                if hit is not None:
+                    found[sha] = np.frombuffer(hit, dtype=np.float32)
+                elif sha not in found:
+                    need.setdefault(sha, (s, img))
         ctx.count("clip_image_cache_hits", len(found))
         order = list(need)
         bs = self.params["batch_size"]
         for i in range(0, len(order), bs):
-            batch = [(sha, self._open(need[sha], ctx)) for sha in order[i : i + bs]]
+            batch = [(sha, self._open(*need[sha], ctx)) for sha in order[i : i + bs]]
             batch = [(sha, im) for sha, im in batch if im is not None]
             if not batch:
                 continue
@@ -222,11 +239,11 @@ class ClipMatchFilter(Filter):
             ctx.emit({"event": "progress", "done": min(i + bs, len(order)), "total": len(order)})
         return found
 
-    def _open(self, s: Sample, ctx: OpContext) -> Any:
+    def _open(self, s: Sample, img: dict, ctx: OpContext) -> Any:
         from PIL import Image
 
         try:
-            path = ctx.image_path(s["image"])
+            path = ctx.image_path(img)
             with Image.open(path) as im:
                 return im.convert("RGB")
         except (OSError, KeyError) as e:

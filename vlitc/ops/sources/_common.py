@@ -26,7 +26,7 @@ from typing import Any, ClassVar, NamedTuple
 from vlitc import boxes
 from vlitc.errors import InputError, Location
 from vlitc.ops.base import OpContext, Source
-from vlitc.records import Record, image_record
+from vlitc.records import Record, image_record, image_value
 
 #: how many examples of each counted issue are kept for the report
 EXAMPLES = 5
@@ -166,12 +166,29 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                                  Location(str(path), lineno, e.colno)) from None
 
 
-def read_items(path: Path, keys: tuple[str, ...] = ("data",)) -> list[tuple[int, Any]]:
-    """A list of items from a JSON array, a JSON object holding one under ``keys``, or JSON Lines
-    (whatever the file's extension: POPE ships JSON Lines as ``.json``).
+def read_parquet(path: Path) -> list[tuple[int, Any]]:
+    """The rows of a Parquet file (a Hugging Face dataset's shard, vlitc's own export) as
+    ``(row number, dict)``; a file pyarrow cannot read is a located error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    Items come as ``(line, item)``; line is 0 (unknown) for items of a whole-file JSON document.
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(f"cannot read as Parquet: {e}", Location(str(path)),
+                         hint="the file must be a Parquet file (e.g. a datasets shard)") from None
+    return [(i + 1, row) for i, row in enumerate(rows)]
+
+
+def read_items(path: Path, keys: tuple[str, ...] = ("data",)) -> list[tuple[int, Any]]:
+    """A list of items from a JSON array, a JSON object holding one under ``keys``, JSON Lines
+    (whatever the file's extension: POPE ships JSON Lines as ``.json``) or a Parquet file.
+
+    Items come as ``(line, item)``; line is 0 (unknown) for items of a whole-file JSON document
+    and the row number for Parquet rows.
     """
+    if path.suffix.lower() == ".parquet":
+        return read_parquet(path)
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         return list(iter_jsonl(path))
     try:
@@ -296,10 +313,11 @@ def fit_box(b: list[float] | None, width: Any, height: Any, issues: Issues, what
 
 
 class Entry(NamedTuple):
-    """One image of a dataset before selection: id, image path, annotated size, raw payload."""
+    """One image of a dataset before selection: id, image path (a tuple of paths for a record
+    with several images), annotated size, raw payload."""
 
     rid: str
-    path: str | None
+    path: str | tuple[str, ...] | None
     width: int | None
     height: int | None
     data: Any
@@ -421,7 +439,7 @@ class AnnotationSource(Source):
         checker = ImageChecker(root, image_store(ctx), decode=decode, hash=hashing,
                                read_size=decode or hashing or not sized,
                                contain=not self.params["images_outside"])
-        infos = checker.check(e.path for e in entries if e.path)
+        infos = checker.check(p for e in entries for p in paths_of(e.path))
         ctx.count("images_hashed", checker.computed)
         ctx.count("images_remembered", checker.hits)
         return infos
@@ -429,20 +447,25 @@ class AnnotationSource(Source):
     def _records(self, entries: list[Entry], ctx: OpContext, issues: Issues) -> Iterator[Record]:
         root = self.image_root(ctx)
         infos = self._check(root, entries, ctx) if root is not None else {}
-        on_missing = self.params["on_missing_image"] if root is not None else None
         total = len(entries)
         for i, e in enumerate(entries):
             image, w, h = None, e.width, e.height
+            if isinstance(e.path, tuple):
+                images = self._several(ctx, e, root, infos, issues) if root is not None else []
+                if images is None:
+                    continue
+                layers = self.layers(e.data, None, None, issues)
+                meta = layers.pop("meta", None) or {}
+                if not images:
+                    meta["image_file"] = list(e.path)
+                yield image_record(e.rid, self.label, image_value(images), meta=meta, **layers)
+                continue
             if root is not None and e.path:
                 info = infos[e.path]
                 if info.error and info.error.startswith("outside: "):
                     raise self._outside_error(ctx, e, root, info.error.removeprefix("outside: "))
                 if info.error:
-                    kind = "missing_image" if info.error == "missing" else "corrupt_image"
-                    if on_missing == "error":
-                        raise InputError(f"image {info.error}", Location(str(root / e.path)),
-                                         hint="set on_missing_image: skip to leave it out")
-                    issues.skip_image(kind, e.path)
+                    self._missing(root, e.path, info, issues)
                     continue
                 if info.width:
                     if w and h and (w, h) != (info.width, info.height):
@@ -461,3 +484,34 @@ class AnnotationSource(Source):
             yield image_record(e.rid, self.label, image, meta=meta, **layers)
             if (i + 1) % 10000 == 0:
                 ctx.emit({"event": "progress", "step": ctx.step_id, "done": i + 1, "total": total})
+
+    def _missing(self, root: Path, path: str, info: Any, issues: Issues) -> None:
+        """A missing or corrupt image: an error (``on_missing_image: error``) or a counted skip."""
+        kind = "missing_image" if info.error == "missing" else "corrupt_image"
+        if self.params["on_missing_image"] == "error":
+            raise InputError(f"image {info.error}", Location(str(root / path)),
+                             hint="set on_missing_image: skip to leave it out")
+        issues.skip_image(kind, path)
+
+    def _several(self, ctx: OpContext, e: Entry, root: Path, infos: dict,
+                 issues: Issues) -> list[dict] | None:
+        """The image references of a record with several images, or ``None`` (skipped) when
+        one of them is missing or corrupt; one outside the images folder is an error."""
+        out = []
+        for path in paths_of(e.path):
+            info = infos[path]
+            if info.error and info.error.startswith("outside: "):
+                raise self._outside_error(ctx, e, root, info.error.removeprefix("outside: "))
+            if info.error:
+                self._missing(root, path, info, issues)
+                return None
+            out.append({"root": self.label, "path": path, "width": info.width,
+                        "height": info.height, "sha256": info.sha256})
+        return out
+
+
+def paths_of(path: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The image paths of an entry (none, one, or several)."""
+    if not path:
+        return ()
+    return path if isinstance(path, tuple) else (path,)

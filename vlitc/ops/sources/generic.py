@@ -20,8 +20,10 @@ from vlitc.ops.sources._common import (
     Issues,
     coco_id,
     read_items,
+    read_parquet,
     schema,
 )
+from vlitc.ops.sources.text import dialogue, strip_placeholder
 from vlitc.ops.sources.vqa import group
 
 COLUMN_FIELDS = ("id", "image", "split", "width", "height", "caption", "question", "answer",
@@ -62,18 +64,20 @@ def _text(v: Any) -> str | None:
 
 @register("source", "generic")
 class GenericSource(AnnotationSource):
-    """Load rows of a JSON, JSON Lines or CSV file through a column mapping: captions,
-    question-answers (with answers and choices), and prompt/response conversations. Rows with
-    the same id merge into one record (their layers concatenated).
+    """Load rows of a JSON, JSON Lines, CSV or Parquet file through a column mapping: captions,
+    question-answers (with answers and choices), and prompt/response conversations (e.g.
+    MultiInstruct's ``prompt``/``target``: ``{prompt: prompt, response: target}``; each row one
+    entry of ``conversations`` with its row number and unmapped plain fields). Rows with the
+    same id merge into one record (their layers concatenated).
     """
 
-    version = 1
+    version = 2
     file_params = ("file",)
     writes = ("id", "image", "captions", "qas", "conversations")
     params_schema = schema(
         {
-            "file": FILE | {"description": "JSON array, JSON Lines or CSV with a header"},
-            "format": {"enum": ["json", "jsonl", "csv"],
+            "file": FILE | {"description": "JSON array, JSON Lines, CSV with a header, or Parquet"},
+            "format": {"enum": ["json", "jsonl", "csv", "parquet"],
                        "description": "file format (default: from the extension)"},
             "columns": {
                 "type": "object",
@@ -110,7 +114,7 @@ class GenericSource(AnnotationSource):
             if image and image.startswith("./"):
                 image = image[2:]
             rid = self._rid(id_from, row, cols, image, i)
-            pairs.append(((rid, image), (i, row)))
+            pairs.append(((rid, image), (i, row, line or i + 1)))
         out = []
         for (rid, image), items in group(pairs).items():
             first = items[0][1]
@@ -120,9 +124,12 @@ class GenericSource(AnnotationSource):
         return out
 
     def _rows(self, path: Path) -> list[tuple[int, Any]]:
-        fmt = self.params.get("format") or ("csv" if path.suffix.lower() in (".csv",) else "json")
+        suffix = path.suffix.lower()
+        fmt = self.params.get("format") or {".csv": "csv", ".parquet": "parquet"}.get(suffix, "json")
         if fmt == "csv":
             return read_csv(path)
+        if fmt == "parquet":
+            return read_parquet(path)
         return read_items(path)
 
     @staticmethod
@@ -145,11 +152,15 @@ class GenericSource(AnnotationSource):
             return coco_id(name) or PurePosixPath(name).stem
         return str(i)
 
+    @property
+    def _file(self) -> str:
+        return Path(self.params["file"]).name
+
     def layers(self, data: Any, width: Any, height: Any, issues: Issues) -> dict:
         rid, items = data
         cols = self.params["columns"]
         out: dict[str, list] = {}
-        for i, row in items:
+        for i, row, line in items:
             get = {k: row.get(c) for k, c in cols.items()}
             if get.get("caption") is not None:
                 out.setdefault("captions", []).extend(_text(c) for c in _listify(get["caption"]))
@@ -163,10 +174,19 @@ class GenericSource(AnnotationSource):
                     "choices": [_text(c) for c in _listify(get.get("choices"))],
                     "answer_type": None})
             if get.get("prompt") is not None and get.get("response") is not None:
-                out.setdefault("conversations", []).extend([
-                    {"role": "user", "content": _text(get["prompt"])},
-                    {"role": "assistant", "content": _text(get["response"])}])
+                out.setdefault("conversations", []).append(dialogue(
+                    f"{rid}/{i}" if len(items) > 1 else rid,
+                    [{"role": "user", "content": strip_placeholder(_text(get["prompt"]) or "")[0]},
+                     {"role": "assistant", "content": _text(get["response"])}],
+                    f"{self._file}:{line}", meta=_plain(row, cols)))
         return out
+
+
+def _plain(row: dict, cols: dict) -> dict:
+    """A row's plain fields that the mapping does not read (kept with the conversation)."""
+    used = set(cols.values())
+    return {k: v for k, v in row.items()
+            if k not in used and isinstance(v, (str, int, float, bool))}
 
 
 def _int(v: Any) -> int | None:

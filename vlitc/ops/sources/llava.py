@@ -2,81 +2,62 @@
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
 from typing import Any
 
-from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
 from vlitc.ops.sources._common import (
     BOX_FORMATS,
     FILE,
     IMAGES,
     SAMPLING,
-    AnnotationSource,
-    Entry,
     Issues,
-    coco_id,
     fit_box,
-    read_items,
     schema,
     to_pixels,
 )
-from vlitc.ops.sources.text import read_turns
-from vlitc.ops.sources.vqa import group
+from vlitc.ops.sources.text import ID_PARAM, ConversationSource
 
 
 @register("source", "llava")
-class LlavaSource(AnnotationSource):
-    """Load LLaVA-format JSON / JSON Lines: ``conversations`` (human/gpt turns, ``<image>``
-    placeholders removed: samples put their own back) and, in LLaVA's GPT-4 context files,
-    ``captions`` and ``instances`` (category + box). Items on one image merge into one record
-    when ``id: image``.
+class LlavaSource(ConversationSource):
+    """Load LLaVA-format JSON, JSON Lines or Parquet: ``conversations`` (human/gpt turns) on
+    ``image`` (a path, or a list of paths with one ``<image>`` each: LLaVA-OneVision and
+    M4-Instruct multi-image data) and, in LLaVA's GPT-4 context files, ``captions`` and
+    ``instances`` (category + box). Each item is one entry of the record's ``conversations``
+    (its id, ``file:line`` and plain fields kept); with one image its ``<image>`` placeholder is
+    removed (samples put it back at the start), with several they stay where the data put them.
+    Items on one image merge into one record when ``id: image``.
+
+    ``assume_size`` gives normalised boxes a pixel size when no image is read and the file has
+    none (IoU between boxes of one image does not depend on the size chosen).
     """
 
-    version = 1
+    version = 2
     file_params = ("file",)
     writes = ("id", "image", "conversations", "captions", "objects")
     params_schema = schema(
         {
-            "file": FILE | {"description": "LLaVA JSON array or JSON Lines"},
-            "id": {"enum": ["item", "image"], "default": "item",
-                   "description": "record id: the item's id, or the image's (COCO id when the "
-                                  "file name has one) to join with other sources"},
+            "file": FILE | {"description": "LLaVA JSON array, JSON Lines or Parquet"},
+            "id": ID_PARAM,
             "box_format": {"enum": list(BOX_FORMATS), "default": "normalized",
                            "description": "how instance boxes are written in the file"},
+            "assume_size": {"type": "array", "items": {"type": "integer", "minimum": 1},
+                            "minItems": 2, "maxItems": 2,
+                            "description": "[width, height] for boxes of images of unknown size"},
             **IMAGES,
             **SAMPLING,
         },
         required=("file",),
     )
 
-    def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
-        path = self.path(ctx, "file")
-        by_image = self.params["id"] == "image"
-        pairs = []
-        for i, (line, item) in enumerate(read_items(path)):
-            if not isinstance(item, dict):
-                issues.add("bad_item", f"{path.name}:{line or i}")
-                continue
-            image = item.get("image")
-            if by_image and image:
-                rid = coco_id(PurePosixPath(image).name) or PurePosixPath(image).stem
-            else:
-                rid = str(item.get("id", i))
-            pairs.append(((rid, image), (f"{path.name}:{line or i}", item)))
-        return [Entry(rid, image, None, None, items) for (rid, image), items in group(pairs).items()]
-
     def layers(self, data: Any, width: Any, height: Any, issues: Issues) -> dict:
-        out: dict[str, Any] = {}
+        out = super().layers(data, width, height, issues)
         fmt = self.params["box_format"]
-        for where, item in data:
-            if "conversations" in item:
-                turns, system, n = read_turns(item["conversations"], issues, where)
-                if turns and item.get("image") and n != 1:
-                    issues.add("image_placeholder_count", {"item": where, "placeholders": n})
-                out.setdefault("conversations", []).extend(turns)
-                if system:
-                    out.setdefault("meta", {})["system"] = system
+        assumed = self.params.get("assume_size")
+        if assumed and not (width and height):
+            width, height = assumed
+            out.setdefault("meta", {})["image_size"] = list(assumed)
+        for where, item, _ in data:
             if "captions" in item:
                 out.setdefault("captions", []).extend(c.strip() for c in item["captions"] or [])
             if "instances" in item:

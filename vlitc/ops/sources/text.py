@@ -1,26 +1,33 @@
-"""Text-only instruction data (ShareGPT-style JSON / JSON Lines), and the conversation reading
-that the LLaVA loader shares."""
+"""Existing instruction data in ShareGPT / chat-messages style (with or without images), and the
+conversation reading that the LLaVA loader shares."""
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
 from vlitc.ops.sources._common import (
     FILE,
+    IMAGES,
     SAMPLING,
     AnnotationSource,
     Entry,
     Issues,
+    coco_id,
     read_items,
     schema,
 )
+from vlitc.ops.sources.vqa import group
 from vlitc.records import IMAGE_TOKEN
 
 USER_ROLES = frozenset({"human", "user", "prompter"})
 ASSISTANT_ROLES = frozenset({"gpt", "assistant", "chatgpt", "bing", "bard", "model"})
 SYSTEM_ROLES = frozenset({"system"})
+ID_PARAM = {"enum": ["item", "image"], "default": "item",
+            "description": "record id: the item's id, or the image's (COCO id when the file name "
+                           "has one) to join with annotation sources"}
 
 
 def strip_placeholder(text: str) -> tuple[str, int]:
@@ -32,12 +39,15 @@ def strip_placeholder(text: str) -> tuple[str, int]:
     return text.strip(), n
 
 
-def read_turns(raw: Any, issues: Issues, where: Any) -> tuple[list[dict], str | None, int]:
+def read_turns(raw: Any, issues: Issues, where: Any,
+               keep_placeholders: bool = False) -> tuple[list[dict], str | None, int]:
     """ShareGPT ``{"from", "value"}`` or chat ``{"role", "content"}`` turns as record turns.
 
-    Returns ``(turns, system prompt, placeholders seen)``. A conversation that does not alternate
-    user/assistant starting with the user is counted (``bad_conversation``) and comes back empty;
-    a trailing user turn is dropped (``trailing_user_turn``).
+    Returns ``(turns, system prompt, placeholders seen)``. Placeholders are removed (a sample
+    puts its own back at the start) unless ``keep_placeholders`` (several images, whose
+    placeholders the data places). A conversation that does not alternate user/assistant
+    starting with the user is counted (``bad_conversation``) and comes back empty; a trailing
+    user turn is dropped (``trailing_user_turn``).
     """
     if not isinstance(raw, list):
         issues.add("bad_conversation", {"item": where, "why": "no list of turns"})
@@ -50,7 +60,10 @@ def read_turns(raw: Any, issues: Issues, where: Any) -> tuple[list[dict], str | 
         if not isinstance(value, str):
             issues.add("bad_conversation", {"item": where, "why": "turn without text"})
             return [], None, 0
-        text, n = strip_placeholder(value)
+        if keep_placeholders:
+            text, n = value.strip(), value.count(IMAGE_TOKEN)
+        else:
+            text, n = strip_placeholder(value)
         placeholders += n
         if role in SYSTEM_ROLES and not turns:
             system = text
@@ -67,6 +80,18 @@ def read_turns(raw: Any, issues: Issues, where: Any) -> tuple[list[dict], str | 
     return turns, system, placeholders
 
 
+def dialogue(did: str, turns: list[dict], where: str, system: str | None = None,
+             meta: dict | None = None) -> dict:
+    """One existing conversation of a record's ``conversations`` layer: its original id, turns,
+    where it was read (``file:line``), system prompt and the item's other plain fields."""
+    out: dict[str, Any] = {"id": did, "turns": turns, "where": where}
+    if system:
+        out["system"] = system
+    if meta:
+        out["meta"] = meta
+    return out
+
+
 def unique_ids(ids: list[str], issues: Issues) -> list[str]:
     """Make repeated ids unique (``id#2``, ``id#3``...), counting ``duplicate_id``."""
     seen: dict[str, int] = {}
@@ -81,37 +106,95 @@ def unique_ids(ids: list[str], issues: Issues) -> list[str]:
     return out
 
 
+#: fields of a conversation item that are read as layers, not kept as its plain metadata
+ITEM_FIELDS = frozenset({"id", "image", "images", "conversations", "messages", "captions",
+                         "instances"})
+
+
+def item_meta(item: dict) -> dict:
+    """The plain (string, number, bool) fields of an item beyond those read as layers, e.g. the
+    ``type`` of LLaVA's GPT-4 answers or the ``task``/``source``/``split`` of vlitc's exports."""
+    return {k: v for k, v in item.items()
+            if k not in ITEM_FIELDS and isinstance(v, (str, int, float, bool))}
+
+
+def item_images(item: dict) -> str | tuple[str, ...] | None:
+    """The image path(s) an item names: ``image`` (a path or a list, LLaVA / OneVision) or
+    ``images`` (a list, LLaMA-Factory / ShareGPT messages); one path, a tuple of several, or None."""
+    raw = item.get("images", item.get("image"))
+    if isinstance(raw, list):
+        names = tuple(str(x) for x in raw if isinstance(x, str) and x)
+        return None if not names else names[0] if len(names) == 1 else names
+    return raw if isinstance(raw, str) and raw else None
+
+
+class ConversationSource(AnnotationSource):
+    """Base of the loaders of existing instruction data: one item per conversation, with its
+    image(s); items on one record id merge into one record with one ``conversations`` entry each
+    (ids made unique: ``id#2``...)."""
+
+    def record_id(self, did: str, image: str | tuple[str, ...] | None) -> str:
+        """The item's (unique) id, or with ``id: image`` its image's id (the COCO id when the
+        file name has one, else the file stem)."""
+        if self.params["id"] == "image" and isinstance(image, str):
+            name = PurePosixPath(image).name
+            return coco_id(name) or PurePosixPath(name).stem
+        return did
+
+    def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
+        path = self.path(ctx, "file")
+        items = []
+        for i, (line, item) in enumerate(read_items(path, ("data", "train"))):
+            if not isinstance(item, dict):
+                issues.add("bad_item", f"{path.name}:{line or i}")
+                continue
+            where = f"{path.name}:{line}" if line else f"{path.name}[{i}]"
+            items.append((where, item, str(item.get("id", i))))
+        dids = unique_ids([did for _, _, did in items], issues)
+        pairs = []
+        for (where, item, _), did in zip(items, dids, strict=True):
+            image = item_images(item)
+            pairs.append(((self.record_id(did, image), image), (where, item, did)))
+        return [Entry(rid, image, None, None, group_items)
+                for (rid, image), group_items in group(pairs).items()]
+
+    def layers(self, data: Any, width: Any, height: Any, issues: Issues) -> dict:
+        out: dict[str, Any] = {}
+        for where, item, did in data:
+            raw = item.get("conversations", item.get("messages"))
+            if raw is None:
+                continue
+            image = item_images(item)
+            turns, system, n = read_turns(raw, issues, where,
+                                          keep_placeholders=isinstance(image, tuple))
+            want = len(image) if isinstance(image, tuple) else 1 if image else 0
+            if turns and n != want:
+                kind = "placeholder_in_text_only" if not want else "image_placeholder_count"
+                issues.add(kind, {"item": where, "placeholders": n, "images": want})
+            if turns:
+                out.setdefault("conversations", []).append(
+                    dialogue(did, turns, where, system, item_meta(item)))
+        return out
+
+
 @register("source", "sharegpt")
-class ShareGptSource(AnnotationSource):
-    """Load text-only instruction data in ShareGPT style (``conversations`` of from/value turns,
-    or chat ``messages`` of role/content turns), JSON or JSON Lines; records have no image.
+class ShareGptSource(ConversationSource):
+    """Load instruction data in ShareGPT style (``conversations`` of from/value turns, or chat
+    ``messages`` of role/content turns), JSON, JSON Lines or Parquet, with or without images:
+    ``images`` (a list, LLaMA-Factory's sharegpt layout) or ``image`` name them under the
+    ``images`` folder. Each item is one conversation; ``id: image`` merges the items on one
+    image into one record (COCO id when the file name has one), to join with annotations.
     """
 
-    version = 1
+    version = 2
     file_params = ("file",)
-    writes = ("id", "conversations")
-    image_folder_param = None  # text-only: records have no image
+    writes = ("id", "image", "conversations")
     params_schema = schema(
         {
-            "file": FILE | {"description": "JSON array or JSON Lines of conversations"},
+            "file": FILE | {"description": "JSON array, JSON Lines or Parquet of conversations"},
+            "id": ID_PARAM,
+            **IMAGES,
             **SAMPLING,
         },
         required=("file",),
     )
-
-    def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
-        path = self.path(ctx, "file")
-        items = read_items(path)
-        ids = [str(it.get("id", i)) if isinstance(it, dict) else str(i)
-               for i, (_, it) in enumerate(items)]
-        return [Entry(rid, None, None, None, (f"{path.name}:{line or i}", it))
-                for i, (rid, (line, it)) in enumerate(zip(unique_ids(ids, issues), items, strict=True))]
-
-    def layers(self, data: Any, width: Any, height: Any, issues: Issues) -> dict:
-        where, item = data
-        raw = item.get("conversations", item.get("messages")) if isinstance(item, dict) else None
-        turns, system, placeholders = read_turns(raw, issues, where)
-        if placeholders:
-            issues.add("placeholder_in_text_only", where)
-        meta = {"system": system} if system else {}
-        return {"conversations": turns, "meta": meta}

@@ -8,7 +8,7 @@ from vlitc import formats as fmt
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
 from vlitc.ops.tasks.base import AdaptTask, Item, task_schema
-from vlitc.records import Record
+from vlitc.records import Record, one_image
 
 
 def join_words(words: list[str]) -> str:
@@ -31,7 +31,7 @@ class Attributes(AdaptTask):
     )
 
     def items(self, rec: Record, base: dict, ctx: OpContext) -> Iterator[Item]:
-        img = rec.get("image") or {}
+        img = one_image(rec)
         w, h = img.get("width"), img.get("height")
         bf: fmt.BoxFormat = fmt.FORMATS[self.params["box_format"]]  # type: ignore[assignment]
         for i, o in enumerate(rec.get("objects") or []):

@@ -21,7 +21,7 @@ from vlitc import formats as fmt
 from vlitc.errors import InputError
 from vlitc.ops.base import OpContext, Task
 from vlitc.ops.pools import builtin_pool_path, locate_in_file, locate_pool, read_pool_file
-from vlitc.records import Record, Sample, grounding, sample
+from vlitc.records import Record, Sample, grounding, one_image, sample
 from vlitc.templating import Renderer, TemplateProblem, check_variables, located_error
 
 #: Variables every template may read: the record's layers and image size.
@@ -69,7 +69,7 @@ class Item(NamedTuple):
 
 def base_context(rec: Record) -> dict[str, Any]:
     """The record-level template variables."""
-    img = rec.get("image") or {}
+    img = one_image(rec)
     objects = rec.get("objects") or []
     return {
         "id": rec["id"], "source": rec.get("source", ""),

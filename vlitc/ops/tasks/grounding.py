@@ -18,7 +18,7 @@ from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
 from vlitc.ops.tasks.base import AdaptTask, Item, task_schema
 from vlitc.ops.tasks.objects import unique_objects
-from vlitc.records import Record
+from vlitc.records import Record, one_image
 
 
 def _schema(origin: dict) -> dict:
@@ -50,7 +50,7 @@ class _BoxTask(AdaptTask):
               ) -> Iterator[tuple[str, str, list[float], str]]:
         """``(key, phrase, box, box text)``; ``tag_phrase``: formats that tag the referred
         phrase (Qwen-VL's ``<ref>``) write it before the box."""
-        img = rec.get("image") or {}
+        img = one_image(rec)
         w, h = img.get("width"), img.get("height")
         if not (w and h):
             return

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from vlitc.ops.base import OpContext, Task
 from vlitc.ops.registry import register
 from vlitc.ops.tasks.base import rng_for
-from vlitc.records import IMAGE_TOKEN, Record, Sample, sample
+from vlitc.records import IMAGE_TOKEN, Record, Sample, image_refs_key, sample
 
 
 def approx_tokens(text: str) -> int:
@@ -37,6 +37,8 @@ def image_key(s: Sample) -> tuple[str, str]:
     """What identifies a sample's image across sources: its content hash, else its file, else
     (for text-only samples) the source record."""
     img = s.get("image") or {}
+    if isinstance(img, list):
+        return ("images", image_refs_key(s))
     if img.get("sha256"):
         return ("sha256", img["sha256"])
     if img.get("path"):

@@ -8,7 +8,7 @@ from vlitc import formats as fmt
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
 from vlitc.ops.tasks.base import AdaptTask, Item, task_schema
-from vlitc.records import Record
+from vlitc.records import Record, one_image
 
 
 def reading_order(tokens: list[dict]) -> list[dict]:
@@ -63,7 +63,7 @@ class OCRReading(AdaptTask):
                 return
             yield Item("0", {}, " ".join(t["text"].strip() for t in reading_order(tokens)))
             return
-        img = rec.get("image") or {}
+        img = one_image(rec)
         bf: fmt.BoxFormat = fmt.FORMATS[self.params["box_format"]]  # type: ignore[assignment]
         for i, t in enumerate(tokens):
             if t.get("bbox") and img.get("width") and img.get("height"):

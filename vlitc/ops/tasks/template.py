@@ -41,7 +41,7 @@ from vlitc.ops.tasks.base import (
     stable_index,
     task_schema,
 )
-from vlitc.records import Record
+from vlitc.records import Record, one_image
 from vlitc.templating import TemplateProblem, check_variables, located_error
 
 PER_VARS = {
@@ -104,7 +104,7 @@ def layer_items(per: str, rec: Record, form: fmt.ResponseFormat, seed_key: str) 
 
 
 def _box_items(per: str, rec: Record, bf: fmt.BoxFormat) -> Iterator[tuple[str, dict]]:
-    img = rec.get("image") or {}
+    img = one_image(rec)
     w, h = img.get("width"), img.get("height")
     layer = {"object": "objects", "region": "regions", "ocr": "ocr"}[per]
     for i, it in enumerate(rec.get(layer) or []):

@@ -1,0 +1,126 @@
+"""The ``conversations`` task: existing instruction data passed through from every source that
+carries it, joined with annotations by image id, and vlitc's own exports read back byte for byte."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests._core_util import DEMO_DATA, demo_copy
+from tests._sources_util import load, make_ctx
+from vlitc.api import build
+from vlitc.errors import UserError
+from vlitc.ops.tasks.text_only import Conversations
+
+QA = "LLaVA/playground/data/coco2014_val_gpt4_qa_30x3.jsonl"
+CAPS_BOXES = "LLaVA/llava/eval/table/caps_boxes_coco2014_val_80.jsonl"
+
+
+@pytest.fixture(scope="module")
+def demo_release(tmp_path_factory):
+    """The demo recipe built once, exporting every sample (train split) in all three formats."""
+    tmp = tmp_path_factory.mktemp("demo")
+    recipe = demo_copy(tmp)
+    data = yaml.safe_load(recipe.read_text())
+    data["outputs"] = [{"format": "llava", "path": "train.json", "split": "train"},
+                       {"format": "sharegpt", "path": "train.jsonl", "split": "train"},
+                       {"format": "parquet", "path": "train.parquet", "split": "train"}]
+    recipe.write_text(yaml.safe_dump(data))
+    out = tmp / "release"
+    build(recipe, out_dir=out, cache_dir=tmp / "cache")
+    return out
+
+
+def _reingest(tmp_path, release, source: dict, fmt: str, path: str, task: dict | None = None):
+    recipe = {"vlitc": 1, "name": "back", "version": "0.1.0", "seed": 1,
+              "sources": {"coco": {**source, "images": str(DEMO_DATA / "images")}},
+              "tasks": {"back": {"kind": "conversations", "source": "coco", **(task or {})}},
+              "outputs": [{"format": fmt, "path": path}], "report": False}
+    (tmp_path / "back.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / f"back-{fmt}"
+    result = build(tmp_path / "back.yaml", out_dir=out, cache_dir=tmp_path / "cache")
+    return out / path, result
+
+
+@pytest.mark.parametrize("fmt,path,kind", [("llava", "train.json", "llava"),
+                                           ("sharegpt", "train.jsonl", "sharegpt"),
+                                           ("parquet", "train.parquet", "llava")])
+def test_vlitc_exports_read_back_through_the_task_re_export_byte_identical(demo_release, tmp_path,
+                                                                          fmt, path, kind):
+    original = demo_release / path
+    again, result = _reingest(tmp_path, demo_release, {"type": kind, "file": str(original)}, fmt,
+                              path, {"keep_labels": True} if fmt == "parquet" else None)
+    assert again.read_bytes() == original.read_bytes()
+    assert result.manifest["steps"][-1]["n_out"] > 100
+    assert "warnings" not in result.manifest
+
+
+def test_same_conversations_and_images_through_a_different_format(demo_release, tmp_path):
+    from vlitc.release.read import read_file
+
+    again, _ = _reingest(tmp_path, demo_release, {"type": "sharegpt",
+                                                  "file": str(demo_release / "train.jsonl")},
+                         "llava", "train.json")
+    a, b = read_file(demo_release / "train.json"), read_file(again)
+    assert [(s["id"], s["image"], s["turns"]) for s in a] == \
+        [(s["id"], s["image"], s["turns"]) for s in b]
+
+
+def test_text_only_on_an_image_release_warns_with_the_counter_and_strict_fails(demo_release,
+                                                                              tmp_path):
+    recipe = {"vlitc": 1, "name": "chat", "version": "0.1.0", "seed": 1,
+              "sources": {"chat": {"type": "llava", "file": str(demo_release / "train.json"),
+                                   "images": str(DEMO_DATA / "images")}},
+              "tasks": {"chat": {"kind": "text_only", "source": "chat"}},
+              "outputs": [{"format": "llava", "path": "out.json"}], "report": False}
+    (tmp_path / "chat.yaml").write_text(yaml.safe_dump(recipe))
+    result = build(tmp_path / "chat.yaml", out_dir=tmp_path / "o", cache_dir=tmp_path / "c")
+    n = json.loads((demo_release / "train.json").read_text())
+    warnings = result.manifest["warnings"]
+    assert f"task:chat yields no samples from {len(n)} input records " \
+           f"(skipped_has_image: {len(n)})" in warnings
+    assert any(w.startswith("the release has no samples") for w in warnings)
+    assert any(e.get("event") == "warning" and "skipped_has_image" in e["message"]
+               for e in result.events)
+    with pytest.raises(UserError, match="strict build: task:chat yields no samples"):
+        build(tmp_path / "chat.yaml", out_dir=tmp_path / "o2", cache_dir=tmp_path / "c", strict=True)
+    assert not (tmp_path / "o2").exists()
+
+
+def test_gpt4_answers_join_annotations_by_coco_id_and_keep_provenance(fixtures_dir):
+    qa = load("generic", {"file": QA, "columns": {"image": "image", "prompt": "instruction",
+                                                  "response": "output"}, "id_from": "image"},
+              make_ctx(fixtures_dir), "qa")
+    boxes = load("llava", {"file": CAPS_BOXES, "id": "image", "assume_size": [640, 480]},
+                 make_ctx(fixtures_dir), "boxes")
+    join = load("join", {"sources": ["qa", "boxes"]},
+                make_ctx(fixtures_dir, inputs={"source:qa": qa, "source:boxes": boxes}), "coco")
+    assert len(join) == 30 and all(len(r["conversations"]) == 3 for r in join)
+    ctx = make_ctx(fixtures_dir)
+    samples = list(Conversations({"source": "coco"}, "gpt4").run(join, ctx))
+    assert len(samples) == 90 and ctx.counters["samples"] == 90
+    s = samples[0]
+    assert s["id"] == "525439/0" and s["image"] is None and s["task"] == "gpt4"
+    assert s["turns"][0]["content"] == "What is the position of the skateboard in the image?"
+    ann = s["meta"]["annotations"]
+    assert ann["width"] == 640 and {o["category"] for o in ann["objects"]} >= {"skateboard"}
+    assert len(ann["captions"]) == 5
+    assert s["meta"]["provenance"] == {"source": "qa+boxes", "file": "coco2014_val_gpt4_qa_30x3.jsonl",
+                                       "line": 1, "fields": {"id": "000000525439", "type": "conv"}}
+
+
+def test_multiinstruct_prompt_target_rows_pass_through(fixtures_dir):
+    recs = load("generic", {"file": "MultiInstruct/train.jsonl",
+                            "columns": {"id": "unique_id", "image": "image_path",
+                                        "prompt": "prompt", "response": "target"}},
+                make_ctx(fixtures_dir), "mi")
+    ctx = make_ctx(fixtures_dir)
+    samples = list(Conversations({"source": "mi", "ids": "task"}, "mi").run(recs, ctx))
+    assert len(samples) == 59  # one per row, rows sharing an id are separate conversations
+    first = samples[0]
+    assert first["id"] == "mi/VQA_object_presence_10026521"
+    assert first["turns"][1]["content"] == "no"
+    assert first["meta"]["provenance"]["fields"]["task_name"] == "VQA_object_presence"
+    assert first["meta"]["provenance"]["line"] == 1
