@@ -94,3 +94,48 @@ def test_threshold_params_are_keep_params_and_stay_out_of_the_measure_key():
     f = RepetitionFilter({"n": 3, "max_ratio": 0.1})
     assert f.measure_params() == {"n": 3}
     assert WordsFilter({"min": 1, "per_task": {}}).measure_params() == {}
+
+
+def test_leakage_default_list_holds_the_common_variants():
+    leaks = [
+        "Based on the provided captions, the man is riding a horse.",
+        "According to the bounding box coordinates, the cup is on the left.",
+        "As an AI language model, I think the dog is happy.",
+        "In the given description, two people stand by a bus.",
+        "From the   given   annotations there are three cars.",
+    ]
+    clean = ["The man is riding a horse along the beach.",
+             "In this context, the umbrella protects them from the sun."]
+    stats, keep = run(LeakageFilter({}), [qa("Q", t) for t in leaks + clean])
+    assert all(k is not None for k in keep[:5]) and keep[5:] == [None, None]
+    assert stats[1]["leaks"] == ["according to the bounding box coordinates"]
+
+
+def test_truncated_reads_cut_off_endings_from_the_text_alone():
+    cut = ["The dog is sitting on a red couch next to the",
+           "There are two people (one holding an umbrella and the other",
+           'The sign reads "Stop here and wait for the',
+           "The woman walks her dog along a busy street while people wait at",
+           "The kitchen has white cabinets, a stainless steel fridge and a small wooden table near"]
+    whole = ["Yes", "Two cats", "The dog is on the couch.", "It says \"STOP\".",
+             "A red bus (a double-decker) is parked by the curb!", "About 42"]
+    stats, keep = run(TruncatedFilter({}), [qa("Q", t) for t in cut + whole])
+    assert all(k and k.startswith("truncated answer 0: ") for k in keep[:5]), keep
+    assert keep[5:] == [None] * len(whole)
+    assert stats[0]["cut_turns"] == [{"turn": 0, "why": "ends on 'the'"}]
+    assert stats[1]["cut_turns"][0]["why"] == "unclosed '('"
+    _, off = run(TruncatedFilter({"text": False}), [qa("Q", cut[0])])
+    assert off == [None]
+
+
+def test_structure_finds_parser_separators_left_in_answers():
+    bad = [qa("Q", "The cat sleeps.\n===\nQuestion:\nWhat colour is it?"),
+           qa("Q", "A red bus.\n==\n"),
+           qa("Q", "It is sunny.\nAnswer: yes")]
+    good = qa("Question: what is shown?", "A cat on a mat. The score was 2 == 2 in the game.")
+    stats, keep = run(StructureFilter({}), [*bad, good])
+    assert all(k and "malformed conversation" in k for k in keep[:3]) and keep[3] is None
+    assert "turn 1 has a separator line '==='" in stats[0]["problems"]
+    assert "turn 1 has a parser label 'Answer:'" in stats[2]["problems"]
+    _, off = run(StructureFilter({"separators": False}), bad)
+    assert off == [None, None, None]

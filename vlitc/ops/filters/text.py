@@ -3,6 +3,7 @@ n-gram repetition and empty or truncated answers. All model-free and cheap."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from typing import Any, ClassVar
@@ -130,51 +131,102 @@ class TurnsFilter(_Band):
         return {"task": s.get("task", ""), "turns": len(assistant_turns(s))}
 
 
+#: a line that is only a separator of the generator's output format ("===" between pairs)
+SEPARATOR_LINE = re.compile(r"^[ \t]*(?:={2,}|-{3,}|#{3,})[ \t]*$", re.M)
+#: a parser label left at the start of a line of an answer ("Question:", "Answer:")
+LABEL_LINE = re.compile(r"(?:^|\n)[ \t]*(?:Question|Answer|Q|A|User|Assistant|Human|GPT)[ \t]*:",
+                        re.I)
+
+
+def separator_problems(s: Sample) -> list[str]:
+    """Parser leftovers: separator lines ("==", "===") in any turn, and "Question:"/"Answer:"
+    labels opening a line of an answer (the generator's format not fully split)."""
+    out = []
+    for i, t in enumerate(s.get("turns") or []):
+        text = str(t.get("content", ""))
+        m = SEPARATOR_LINE.search(text)
+        if m:
+            out.append(f"turn {i} has a separator line {m.group(0).strip()!r}")
+        if t.get("role") == "assistant":
+            m2 = LABEL_LINE.search(text)
+            if m2:
+                out.append(f"turn {i} has a parser label {m2.group(0).strip()!r}")
+    return out
+
+
 @register("filter", "structure")
 class StructureFilter(_PerSample):
     """Drop samples whose conversation is malformed: roles must alternate user/assistant, end on
-    an answer, no turn empty, and the image placeholder appear exactly once, at the start of the
-    first user turn. Reads: turns, image. Writes: stats.problems."""
+    an answer, no turn empty, one image placeholder per image (a single image's at the start of
+    the first user turn), and (``separators``, on by default) no parser leftovers: separator
+    lines ("==", "===") in any turn, "Question:"/"Answer:" labels opening a line of an answer.
+    Reads: turns, image. Writes: stats.problems."""
 
-    version = 1
+    version = 2
     reads = ("turns", "image")
     writes = ("meta.stats",)
+    params_schema: ClassVar[dict] = {
+        "type": "object",
+        "properties": {"separators": {"type": "boolean", "default": True}},
+        "additionalProperties": False,
+    }
 
     def measure_one(self, s: Sample) -> dict:
-        return {"problems": structure_problems(s)}
+        problems = structure_problems(s)
+        if self.params["separators"]:
+            problems += separator_problems(s)
+        return {"problems": problems}
 
     def keep(self, stats: dict) -> str | None:
         return "malformed conversation: " + "; ".join(stats["problems"]) if stats["problems"] else None
 
 
-#: Phrases that betray the generator's prompt (it saw captions or a description, not the image).
+_LEAD = "{based on|according to|from|in|as described in|as mentioned in|as stated in|as per}"
+_DET = "{the|the provided|the given|these|this}"
+_GIVEN = ("{caption|captions|description|descriptions|image description|text description|"
+          "annotations|bounding box|bounding boxes|bounding box coordinates|box coordinates|"
+          "coordinates|given text}")
+
+#: Phrases that betray the generator's prompt (it saw captions or a description, not the image),
+#: written with ``{a|b}`` alternatives: what it was given after a lead ("based on the provided
+#: captions", "according to the bounding box coordinates", "in the given description"), and the
+#: assistant disclaimers.
 DEFAULT_LEAKS = (
-    "the given text",
-    "the given description",
+    f"{_LEAD} {_DET} {_GIVEN}",
+    "{the provided|the given} {text|information|data|details}",
+    f"{{the provided|the given}} {_GIVEN}",
     "the description",
-    "the provided description",
-    "based on the caption",
-    "based on the description",
-    "according to the caption",
-    "according to the description",
     "the captions",
     "the bounding box coordinates",
-    "as an ai",
-    "i cannot see the image",
+    "as {an ai|an ai language model|a language model|a text-based ai}",
+    "i {cannot|can't|am unable to|'m unable to} {see|view} {the image|images}",
     "i'm unable to view",
+    "i don't have the ability to see",
 )
+
+_ALTS = re.compile(r"\{([^{}]*)\}")
+
+
+def expand(phrase: str) -> list[str]:
+    """Every phrase a ``{a|b}`` pattern stands for (``"as {an ai|a model}"`` -> 2 phrases)."""
+    parts = _ALTS.split(phrase)
+    options = [p.split("|") if i % 2 else [p] for i, p in enumerate(parts)]
+    return [" ".join("".join(c).split()) for c in itertools.product(*options)]
 
 
 @register("filter", "leakage")
 class LeakageFilter(_PerSample):
-    """Drop samples whose answers contain leaked template phrases ("based on the caption",
-    "as an AI", ...), matched case-insensitively on word boundaries.
+    """Drop samples whose answers contain leaked template phrases ("based on the provided
+    captions", "according to the bounding box coordinates", "in the given description", "as an
+    AI language model", ...: the default list holds their common variants), matched
+    case-insensitively on word boundaries, any spacing.
 
-    ``phrases`` replaces the default list; ``extra`` adds to it. Reads: turns (assistant).
+    ``phrases`` replaces the default list; ``extra`` adds to it; ``{a|b}`` in a phrase stands for
+    each alternative. Reads: turns (assistant).
     Writes: stats.leaks.
     """
 
-    version = 1
+    version = 2
     reads = ("turns",)
     writes = ("meta.stats",)
     params_schema: ClassVar[dict] = {
@@ -189,7 +241,8 @@ class LeakageFilter(_PerSample):
 
     def __init__(self, params: dict, label: str = ""):
         super().__init__(params, label)
-        phrases = list(self.params["phrases"]) + list(self.params["extra"])
+        phrases = [x for p in [*self.params["phrases"], *self.params["extra"]] for x in expand(p)]
+        phrases = sorted(set(phrases), key=lambda p: (-len(p), p))  # longest first
         alts = "|".join(re.escape(p.lower()).replace(r"\ ", r"\s+") for p in phrases)
         self._re = re.compile(rf"(?<!\w)(?:{alts})(?!\w)") if phrases else None
 
@@ -248,34 +301,86 @@ class RepetitionFilter(_PerSample):
         return None
 
 
+#: words a complete sentence does not end on (articles, prepositions, conjunctions, auxiliaries)
+TRAILING_FUNCTION_WORDS = frozenset(
+    "a an the and or but nor of to in on at by for with from into onto over under about as than "
+    "that which who whose whom while because although though if so is are was were be been "
+    "being has have had do does did can could will would should may might must its their his "
+    "her our your my this these those such very".split()
+)
+SENTENCE_END = re.compile(r"""[.!?…:;)\]}"'”’»*`>]\s*$|[\U0001F300-\U0001FAFF\u2600-\u27BF]\s*$""")
+PAIRS = (("(", ")"), ("[", "]"), ("{", "}"), ("“", "”"))
+
+
+def cut_off(text: str, min_words: int) -> str | None:
+    """Why an answer looks cut off from its text alone, or ``None``: it ends on a function word,
+    leaves a bracket, quote or code fence open, or (with at least ``min_words`` words) ends
+    mid-sentence with no closing punctuation. Short answers ("Yes", "Two cats") pass."""
+    body = text.strip()
+    if not body:
+        return None
+    toks = words(body)
+    tail = body.rstrip()
+    last = toks[-1] if toks else ""
+    if len(toks) >= 3 and last in TRAILING_FUNCTION_WORDS and not SENTENCE_END.search(tail):
+        return f"ends on {last!r}"
+    if body.count("```") % 2:
+        return "unclosed code block"
+    for a, b in PAIRS:
+        if body.count(a) > body.count(b):
+            return f"unclosed {a!r}"
+    if body.count('"') % 2:
+        return "unclosed quote"
+    if body.rstrip().endswith((",", "-", "–", "—")):
+        return "ends mid-sentence"
+    if len(toks) >= min_words and not SENTENCE_END.search(tail) and not tail[-1:].isdigit():
+        return "ends mid-sentence"
+    return None
+
+
 @register("filter", "truncated")
 class TruncatedFilter(_PerSample):
-    """Drop samples with an empty answer or one the generator cut off (a finish reason in
-    ``reasons``, default ``length``, as recorded in ``meta.finish_reasons``).
+    """Drop samples with an empty answer or one cut off: a finish reason in ``reasons`` (default
+    ``length``, as recorded in ``meta.finish_reasons``), or (``text``, on by default, for
+    imported data that has no finish reason) an ending that the text alone shows: on a function
+    word ("... next to the"), with a bracket, quote or code fence left open, or mid-sentence in
+    an answer of at least ``min_words`` words.
 
-    Reads: turns (assistant), meta.finish_reasons. Writes: stats.empty_turns, stats.finish_reasons.
+    Reads: turns (assistant), meta.finish_reasons. Writes: stats.empty_turns,
+    stats.finish_reasons, stats.cut_turns.
     """
 
-    version = 1
+    version = 2
     reads = ("turns", "meta.finish_reasons?")
     writes = ("meta.stats",)
     params_schema: ClassVar[dict] = {
         "type": "object",
         "properties": {
             "reasons": {"type": "array", "items": {"type": "string"}, "default": ["length"]},
+            "text": {"type": "boolean", "default": True},
+            "min_words": {"type": "integer", "minimum": 1, "default": 8},
         },
         "additionalProperties": False,
     }
-    keep_params = ("reasons",)
+    keep_params = ("reasons", "text")
 
     def measure_one(self, s: Sample) -> dict:
-        empty = [i for i, t in enumerate(assistant_turns(s)) if not t.strip()]
+        answers = assistant_turns(s)
+        empty = [i for i, t in enumerate(answers) if not t.strip()]
         reasons: Any = (s.get("meta") or {}).get("finish_reasons") or []
-        return {"empty_turns": empty, "finish_reasons": [str(r) for r in reasons]}
+        n = self.params["min_words"]
+        cut = [{"turn": i, "why": why} for i, t in enumerate(answers)
+               if (why := cut_off(t, n)) is not None]
+        return {"empty_turns": empty, "finish_reasons": [str(r) for r in reasons], "cut_turns": cut}
 
     def keep(self, stats: dict) -> str | None:
         if stats["empty_turns"]:
             return f"empty answer in assistant turn(s) {stats['empty_turns']}"
         bad = set(self.params["reasons"])
         cut = [r for r in stats["finish_reasons"] if r in bad]
-        return f"truncated answer: finish reason {cut[0]!r}" if cut else None
+        if cut:
+            return f"truncated answer: finish reason {cut[0]!r}"
+        if self.params["text"] and stats.get("cut_turns"):
+            c = stats["cut_turns"][0]
+            return f"truncated answer {c['turn']}: {c['why']}"
+        return None
