@@ -176,3 +176,37 @@ def test_real_captions_score_almost_no_hallucinations_and_planted_errors_are_cau
 
 def test_tokens_split_contractions_so_denials_are_seen():
     assert tokens("isn't") == ["isn", "'", "t"]
+
+
+def test_reference_captions_ground_objects_like_chair_unless_turned_off():
+    ann = {**CATS, "captions": ["Two cats lie on a couch beside a wooden table."]}
+    text = "Two cats nap on a couch, and a table is next to it."
+    stats, keep = run(HallucinationFilter({}), [qa("Q", text, annotations=ann)])
+    assert keep == [None] and stats[0]["caption_grounded"] == ["dining table"]
+    _, off = run(HallucinationFilter({"captions": False}), [qa("Q", text, annotations=ann)])
+    assert off[0].startswith("hallucinated objects: dining table")
+    # a caption's count does not ground a count: only instances are counted
+    _, counted = run(HallucinationFilter({}), [qa("Q", "There are three tables.", annotations=ann)])
+    assert counted == [None]
+
+
+@pytest.mark.parametrize("text", [
+    "People may use the umbrella for shade on sunny days.",
+    "If a dog were there, the cats would likely run away.",
+    "Such scenes typically include items such as a laptop or a book.",
+    "It is important to keep a knife away from the cats.",
+])
+def test_hypothetical_and_generic_mentions_claim_nothing(text):
+    stats, keep = check(text)
+    assert keep is None and stats["hallucinated"] == [] and stats["generic"]
+
+
+@pytest.mark.parametrize("text", [
+    "You can see a dog sleeping between the cats.",
+    "A dog sleeps between the two cats.",
+])
+def test_claims_with_perception_verbs_stay_claims(text):
+    stats, keep = check(text)
+    assert keep is not None and stats["hallucinated"] == ["dog"]
+    _, off = check("People may use the umbrella for shade.", generic=False)
+    assert off is not None

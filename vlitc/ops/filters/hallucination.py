@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from vlitc import boxes as B
 from vlitc.ops.base import Filter, OpContext
-from vlitc.ops.filters.mentions import Claims, claims, vocabulary, words_of
+from vlitc.ops.filters.mentions import Claims, Vocabulary, claims, vocabulary, words_of
 from vlitc.ops.registry import register
 from vlitc.records import Sample, assistant_text
 
@@ -37,23 +37,41 @@ def _objects(ann: dict) -> tuple[set[str], Counter, set[str], dict[str, list]]:
     return present, counts, crowd, by_cat
 
 
-def object_stats(c: Claims, ann: dict) -> dict:
-    """Mentioned, denied and hallucinated categories, and stated counts, against the objects."""
+def caption_objects(ann: dict, vocab: Vocabulary) -> set[str]:
+    """The categories the image's reference captions name (not denied), as CHAIR grounds them."""
+    out: set[str] = set()
+    for cap in ann.get("captions") or []:
+        out |= {m.category for m in claims(str(cap), vocab).mentions if not m.denied}
+    return out
+
+
+def object_stats(c: Claims, ann: dict, from_captions: set[str] | None = None,
+                 generic: bool = True) -> dict:
+    """Mentioned, denied and hallucinated categories, and stated counts, against the objects
+    (and, when given, the categories the reference captions name). With ``generic``, mentions in
+    hypothetical or generic clauses are set apart (``generic``) and claim nothing."""
     present, counts, crowd, _ = _objects(ann)
-    affirmed = sorted({m.category for m in c.mentions if not m.denied})
-    denied = sorted({m.category for m in c.mentions if m.denied} - set(affirmed))
-    halluc = [cat for cat in affirmed if cat not in present]
+    claimed = [m for m in c.mentions if not (generic and m.generic)]
+    affirmed = sorted({m.category for m in claimed if not m.denied})
+    denied = sorted({m.category for m in claimed if m.denied} - set(affirmed))
+    grounded = present | (from_captions or set())
+    halluc = [cat for cat in affirmed if cat not in grounded]
     stated = []
-    for m in c.mentions:
+    for m in claimed:
         if m.count is not None and not m.denied and m.category in present and m.category not in crowd:
             stated.append({"object": m.category, "stated": m.count, "annotated": counts[m.category]})
-    return {
+    out = {
         "mentioned": affirmed,
         "denied": denied,
         "hallucinated": halluc,
         "rate": round(len(halluc) / len(affirmed), 4) if affirmed else 0.0,
         "counts": stated,
     }
+    if generic:
+        out["generic"] = sorted({m.category for m in c.mentions if m.generic} - set(affirmed))
+    if from_captions:
+        out["caption_grounded"] = sorted(set(affirmed) & (from_captions - present))
+    return out
 
 
 def box_stats(c: Claims, ann: dict, fmt: str) -> list[dict]:
@@ -84,6 +102,12 @@ class HallucinationFilter(Filter):
     not annotated (denials excepted), wrong counts, written boxes that match no annotated box,
     quotes that no OCR token holds.
 
+    Like CHAIR, an object counts as present when the instances hold it *or* (``captions``, on by
+    default) one of the image's reference captions names it, so a table every caption names but
+    COCO did not box is no hallucination. With ``generic`` (on by default), mentions in a
+    hypothetical or generic clause of a reasoning answer ("people may use the umbrella for
+    shade", "such as cups") are set apart as ``generic`` and are not claims about the image.
+
     Objects are checked only when the sample carries ``meta.annotations.objects``, quotes only
     when it carries ``ocr``. Counts are checked against non-crowd instances; ``counts: at_most``
     (the default) lets a text speak of a subset ("two men" of four annotated people, as human
@@ -92,7 +116,7 @@ class HallucinationFilter(Filter):
     counts, boxes, wrong_quotes).
     """
 
-    version = 1
+    version = 2
     reads = ("turns", "meta.annotations")
     writes = ("meta.stats",)
     file_params = ("synonyms",)
@@ -105,6 +129,10 @@ class HallucinationFilter(Filter):
             "counts": {"enum": ["exact", "at_most", "ignore"], "default": "at_most"},
             "min_iou": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
             "quotes": {"type": "boolean", "default": True},
+            "captions": {"type": "boolean", "default": True,
+                         "description": "ground objects on the reference captions too (CHAIR)"},
+            "generic": {"type": "boolean", "default": True,
+                        "description": "hypothetical or generic mentions claim nothing"},
         },
         "additionalProperties": False,
     }
@@ -115,12 +143,13 @@ class HallucinationFilter(Filter):
         vocab = vocabulary(str(ctx.resolve(path)) if path else None)
         return [self.measure_one(s, vocab) for s in samples]
 
-    def measure_one(self, s: Sample, vocab) -> dict:
+    def measure_one(self, s: Sample, vocab: Vocabulary) -> dict:
         ann = (s.get("meta") or {}).get("annotations") or {}
         c = claims(assistant_text(s), vocab)
         stats: dict = {"objects_checked": "objects" in ann, "ocr_checked": "ocr" in ann}
         if stats["objects_checked"]:
-            stats.update(object_stats(c, ann))
+            caps = caption_objects(ann, vocab) if self.params["captions"] else None
+            stats.update(object_stats(c, ann, caps, self.params["generic"]))
             stats["boxes"] = box_stats(c, ann, self.params["box_format"])
         else:
             stats["mentioned"] = sorted({m.category for m in c.mentions if not m.denied})

@@ -54,6 +54,15 @@ NUMBER_WORDS = {
         "fifteen sixteen seventeen eighteen nineteen twenty".split()
     )
 }
+#: Words that make a clause hypothetical or generic ("people may use the umbrella for shade",
+#: "if a dog were there"): its mentions are not claims about the image.
+HEDGES = frozenset(
+    "may might could would should can if unless whether possibly perhaps maybe likely unlikely "
+    "potential potentially probably typically usually generally commonly often such example "
+    "instance imagine ensure recommend recommended consider important essential avoid".split()
+)
+#: After a modal, these verbs make it a claim again ("you can see a dog").
+PERCEPTION = frozenset("see seen spot spotted notice noticed observe observed tell find".split())
 #: Categories whose name is a pair noun: "two skis" is one pair, so counts are not checked.
 UNCOUNTED = frozenset({"skis", "scissors"})
 IRREGULAR_END = ("s", "x", "ch", "sh", "z")
@@ -117,6 +126,7 @@ class Mention:
     phrase: str
     denied: bool = False
     count: int | None = None
+    generic: bool = False
 
 
 @dataclass
@@ -186,6 +196,30 @@ def _denied(toks: list[str], m: Mention) -> bool:
     return False
 
 
+def _hedge_at(toks: list[str], j: int) -> bool:
+    t = toks[j]
+    if t not in HEDGES:
+        return False
+    nxt = toks[j + 1 : j + 3]
+    return not any(w in PERCEPTION for w in nxt)  # "can see", "could be seen" are claims
+
+
+def _generic(toks: list[str], m: Mention) -> bool:
+    """A mention in a hypothetical or generic clause: a hedge (modal, "if", "such as",
+    "typically"...) earlier in its sentence or within three words after it."""
+    j = m.start - 1
+    while j >= 0 and toks[j] not in SENTENCE_END:
+        if _hedge_at(toks, j):
+            return True
+        j -= 1
+    for k in range(m.end, min(m.end + 3, len(toks))):
+        if toks[k] in SENTENCE_END:
+            break
+        if _hedge_at(toks, k):
+            return True
+    return False
+
+
 def _count(toks: list[str], m: Mention, mention_ends: set[int]) -> int | None:
     j, skipped = m.start - 1, 0
     while j >= 0 and skipped <= 2:
@@ -215,6 +249,7 @@ def claims(text: str, vocab: Vocabulary) -> Claims:
     ends = {m.end for m in out.mentions}
     for m in out.mentions:
         m.denied = _denied(toks, m)
+        m.generic = _generic(toks, m)
         if m.category not in UNCOUNTED:
             m.count = _count(toks, m, ends)
     at = [pos for pos, t in enumerate(toks) if t == BOX_TOKEN]
