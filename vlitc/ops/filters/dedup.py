@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from vlitc.ops.base import Filter, OpContext
 from vlitc.ops.registry import register
-from vlitc.records import IMAGE_TOKEN, Sample, assistant_text
+from vlitc.records import IMAGE_TOKEN, Sample, assistant_text, image_refs_key, images_of
 
 NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 EMBED_NS = "minilm-embedding"
@@ -34,10 +34,8 @@ def scope_key(s: Sample, scope: str) -> str:
         return ""
     if scope == "task":
         return str(s.get("task", ""))
-    img = s.get("image") or {}
-    if not img:
-        return f"id:{s.get('id')}"  # a text-only sample is its own scope
-    return img.get("sha256") or f"{img.get('root')}/{img.get('path')}"
+    key = image_refs_key(s)
+    return key or f"id:{s.get('id')}"  # a text-only sample is its own scope
 
 
 def _batch(cache: Any):
@@ -80,7 +78,7 @@ def cached_embeddings(texts: list[str], ctx: OpContext, batch_size: int) -> Any:
 
 
 #: the similarity a pair must reach to count as duplicates, per method, when no threshold is set
-METHOD_THRESHOLDS = {"exact": 1.0, "minhash": 0.8, "semantic": 0.95}
+METHOD_THRESHOLDS = {"exact": 1.0, "minhash": 0.8, "semantic": 0.95, "image": 1.0}
 
 
 @register("filter", "dedup")
@@ -88,7 +86,9 @@ class DedupFilter(Filter):
     """Drop duplicates, keeping the first occurrence in input order: ``exact`` (same text after
     folding case, punctuation and spacing), ``minhash`` (estimated word-shingle Jaccard at least
     ``threshold``, MinHash LSH) or ``semantic`` (all-MiniLM-L6-v2 cosine at least ``threshold``),
-    compared within ``scope``: one image, one task, or the whole build.
+    compared within ``scope``: one image, one task, or the whole build; or ``image``:
+    near-duplicate images (perceptual hash within ``max_distance`` bits, ``imagehash``) of
+    different files, in the build or per task.
 
     A sample is dropped when an earlier sample in its scope is that similar; the reason names the
     earliest such sample. Exact copies are found first, so near-duplicate search sees each text
@@ -102,13 +102,15 @@ class DedupFilter(Filter):
     params_schema: ClassVar[dict] = {
         "type": "object",
         "properties": {
-            "method": {"enum": ["exact", "minhash", "semantic"], "default": "exact"},
+            "method": {"enum": ["exact", "minhash", "semantic", "image"], "default": "exact"},
             "scope": {"enum": ["image", "task", "global"], "default": "global"},
             "field": {"enum": ["conversation", "assistant"], "default": "conversation"},
             "threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
             "num_perm": {"type": "integer", "minimum": 16, "maximum": 1024, "default": 128},
             "ngram": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3},
             "batch_size": {"type": "integer", "minimum": 1, "default": 64},
+            "max_distance": {"type": "integer", "minimum": 0, "maximum": 32, "default": 4,
+                             "description": "method image: perceptual-hash bits that may differ"},
         },
         "additionalProperties": False,
     }
@@ -133,6 +135,8 @@ class DedupFilter(Filter):
         embedding (``semantic``)."""
         import numpy as np
 
+        if self.params["method"] == "image":
+            return self._image_features(samples, ctx)
         texts = [sample_text(s, self.params["field"]) for s in samples]
         norm = [normalise(t) for t in texts]
         out: dict[str, Any] = {
@@ -153,6 +157,8 @@ class DedupFilter(Filter):
         return out
 
     def measure_features(self, features: dict[str, Any], ctx: OpContext) -> Callable[[int, str], dict]:
+        if self.params["method"] == "image":
+            return self._image_stats(features, ctx)
         import numpy as np
 
         exact, empty = np.asarray(features["exact"]), np.asarray(features["empty"])
@@ -213,9 +219,86 @@ class DedupFilter(Filter):
         sim[uniq[hit]] = np.asarray(nsim)[hit]
         return first, sim
 
+    def _image_features(self, samples: list[Sample], ctx: OpContext) -> dict[str, Any]:
+        """Method ``image``, per sample: its scope group, its image files and their perceptual
+        hashes (``""`` for an unreadable image), each list joined by newlines."""
+        from vlitc.quality.imagefacts import FACTS_NS, facts_of_file, need_imagehash
+
+        need_imagehash()
+        try:
+            cache = ctx.item_cache(FACTS_NS)
+        except RuntimeError:
+            cache = None
+        task_scope = self.params["scope"] == "task"
+        groups, refs, hashes = [], [], []
+        for s in samples:
+            groups.append(str(s.get("task", "")) if task_scope else "")
+            names, phs = [], []
+            for img in images_of(s):
+                try:
+                    facts = facts_of_file(ctx.image_path(img), True, cache, img.get("sha256"))
+                except KeyError:
+                    facts = None
+                if facts is None:
+                    ctx.count("unreadable_image")
+                names.append(f"{img.get('root')}/{img.get('path')}")
+                phs.append(facts["phash"] if facts else "")
+            refs.append("\n".join(names))
+            hashes.append("\n".join(phs))
+        return {"image_group": groups, "image_refs": refs, "image_hashes": hashes}
+
+    def _image_stats(self, features: dict[str, Any], ctx: OpContext) -> Callable[[int, str], dict]:
+        """Near-duplicate images: a sample whose image is within ``max_distance`` perceptual-hash
+        bits of an earlier sample's *different* image file (in its scope) is a duplicate; samples
+        on one file are not (several questions about one image are the norm)."""
+        from vlitc.quality.imagefacts import HashIndex
+
+        limit = self.params["max_distance"]
+        indexes: dict[str, HashIndex] = {}
+        owner: dict[str, int] = {}  # image file -> index of the first sample on it
+        dup_file: dict[str, tuple[str, int]] = {}  # image file -> (earlier file, distance)
+        found: dict[int, dict] = {}
+        for i, (group, refs, hashes) in enumerate(zip(
+                features["image_group"], features["image_refs"], features["image_hashes"],
+                strict=True)):
+            index = indexes.setdefault(group, HashIndex())
+            for name, ph in zip(*((refs.split("\n"), hashes.split("\n")) if refs else ([], [])),
+                                strict=True):
+                ref = f"{group}\0{name}"
+                if ref not in owner and ref not in dup_file:
+                    near = index.nearest(ph, limit) if ph else None
+                    if near is not None:
+                        dup_file[ref] = near
+                    else:
+                        if ph:
+                            index.add(ph, ref)
+                        owner[ref] = i
+                if ref in dup_file and i not in found:
+                    earlier, dist = dup_file[ref]
+                    found[i] = {"of": owner[earlier], "distance": dist,
+                                "image": name.split("/", 1)[-1], "of_image": earlier.split("\0", 1)[1]}
+        ctx.count("duplicates", len(found))
+        needed = {f["of"] for f in found.values()}
+        names: dict[int, str] = {}
+
+        def stat(i: int, sample_id: str) -> dict:
+            if i in needed:
+                names[i] = sample_id
+            f = found.get(i)
+            if f is None:
+                return {"dup_of": None, "method": None, "similarity": None}
+            return {"dup_of": names[f["of"]], "method": "image", "similarity": None,
+                    "distance": f["distance"], "image": f["image"], "of_image": f["of_image"]}
+
+        return stat
+
     def keep(self, stats: dict) -> str | None:
         if stats["dup_of"] is None:
             return None
+        if stats["method"] == "image":
+            return (f"near-duplicate image {stats['image']} of {stats['of_image']} (sample "
+                    f"{stats['dup_of']}; perceptual hash distance {stats['distance']} <= "
+                    f"{self.params['max_distance']})")
         if stats["method"] == "exact":
             return f"duplicate of {stats['dup_of']} (same text)"
         what = "estimated Jaccard" if stats["method"] == "minhash" else "cosine"
