@@ -47,7 +47,7 @@ def test_two_builds_in_fresh_caches_are_byte_identical(release, tmp_path):
     recipe, one = release
     build(recipe, out_dir=tmp_path / "two", cache_dir=tmp_path / "cache2")
     a, b = _files(one), _files(tmp_path / "two")
-    assert sorted(a) == ["README.md", "all.jsonl", "data/train.parquet", "indicators.json",
+    assert sorted(a) == ["README.md", "all.jsonl", "data/train.parquet", "drops.jsonl", "indicators.json",
                          "report.html", "train.json", "validation.json", "vlitc.lock"]
     assert a == b
     assert is_identical(diff_releases(one, tmp_path / "two"))

@@ -40,7 +40,7 @@ def _inputs(tmp_path):
                     drop={"filter": "match", "reason": "score 0.12 < 0.2"}),
                conv("text/9", "text", "Hi?", "x", None, source="alpaca",
                     drop={"filter": "min_words", "reason": "1 words < 2"})]
-    return {"balance": kept, "dropped": dropped, "steps": STEPS}
+    return {"balance": kept, "filtered": kept, "dropped": dropped, "steps": STEPS}
 
 
 def _write(tmp_path, params=None):

@@ -7,9 +7,13 @@ import json
 
 from vlitc.ops.base import OpContext, Report
 from vlitc.ops.registry import register
+from vlitc.records import images_of
 from vlitc.release import layout
 
-FILES = layout.REPORT_FILES
+#: one line per dropped sample: id, filter, reason, that filter's stats, provenance
+DROP_LOG = layout.register("drops.jsonl", "report",
+                           "every dropped sample: id, filter, reason, stats, provenance")
+FILES = (*layout.REPORT_FILES, DROP_LOG)
 
 
 def image_set(samples: list[dict], ctx: OpContext) -> dict:
@@ -18,10 +22,7 @@ def image_set(samples: list[dict], ctx: OpContext) -> dict:
     from vlitc.release.lock import image_set_hash
 
     pairs = {}
-    for s in samples:
-        img = s.get("image")
-        if not img:
-            continue
+    for img in (i for s in samples for i in images_of(s)):
         ref = f"{img.get('root')}/{img.get('path')}"
         if ref not in pairs:
             sha = img.get("sha256")
@@ -37,7 +38,10 @@ def image_set(samples: list[dict], ctx: OpContext) -> dict:
 
 @register("report", "release")
 class ReleaseReport(Report):
-    """Write README.md (dataset card), report.html, indicators.json and vlitc.lock.
+    """Write README.md (dataset card), report.html, indicators.json, vlitc.lock and drops.jsonl
+    (one line per dropped sample: id, filter, reason, that filter's stats, task, source,
+    template, provenance), with pass rates per source, task and instruction template and what
+    decontamination removed per evaluation set.
 
     Reads: the balanced samples, the dropped samples, the step summaries and the recipe. No
     wall-clock time goes into these files: they are byte-identical across rebuilds.
@@ -63,26 +67,32 @@ class ReleaseReport(Report):
         },
         "additionalProperties": False,
     }
-    reads = ("balance", "dropped", "steps", "recipe")
+    reads = ("balance", "filtered", "dropped", "steps", "recipe")
     writes = FILES
 
     def write(self, ctx: OpContext) -> list[str]:
         from vlitc.release import card, html
+        from vlitc.release import summary as sm
         from vlitc.release.lock import dumps, make_lock, package_versions
 
         samples = sorted(ctx.input("balance"), key=lambda s: s["id"])
         dropped = sorted(ctx.input("dropped"), key=lambda s: s["id"])
         steps = list(ctx.input("steps"))
         summary = self.summarise(samples, dropped, steps, ctx)
+        summary["pass_rates"] = sm.pass_rates(ctx.input("filtered"), dropped)
+        summary["decontamination"] = sm.decontamination(dropped)
         lock = make_lock(ctx.recipe, steps, image_set(samples, ctx), package_versions())
         report = self.report_data(summary, samples, dropped, ctx)
         indicators = {k: summary[k] for k in ("name", "version", "seed", "n_samples", "counts",
-                                              "indicators", "funnel", "drop_reasons")}
+                                              "indicators", "funnel", "drop_reasons",
+                                              "pass_rates", "decontamination")}
         out = {
             layout.CARD: card.render(summary).encode(),
             layout.REPORT: html.render(report).encode(),
             layout.INDICATORS: (json.dumps(indicators, indent=2, sort_keys=True) + "\n").encode(),
             layout.LOCK: dumps(lock),
+            DROP_LOG: "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n"
+                              for r in sm.drop_log(dropped)).encode(),
         }
         if ctx.out_dir is None:
             raise RuntimeError("reports need ctx.out_dir")

@@ -44,6 +44,18 @@ def front_matter(s: Mapping) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=True, allow_unicode=True) + "---\n"
 
 
+def pass_rate_tables(rates: Mapping, table) -> list[str]:
+    """Pass-rate tables (per source, task, template) drawn with ``table(head, rows)``."""
+    out = []
+    for what in ("source", "task", "template"):
+        rows = rates.get(what) or []
+        if rows:
+            out.append(table((what, "passed", "dropped", "pass rate"),
+                             [(r["key"], r["passed"], r["dropped"], f"{r['rate']:.1%}")
+                              for r in rows]) + "\n")
+    return out
+
+
 def render(s: Mapping) -> str:
     """The card for summary ``s`` (built by the ``release`` report op)."""
     c = s["counts"]
@@ -87,6 +99,15 @@ def render(s: Mapping) -> str:
                    [(f["step"], i["item"], i["error"]) for f in s["failed"] for i in f["items"]])
             + "\n",
         ]
+    parts.append("Every dropped sample is listed in `drops.jsonl` (id, filter, reason, stats, "
+                 "provenance).\n")
+    parts += pass_rate_tables(s.get("pass_rates") or {}, _table)
+    if s.get("decontamination"):
+        parts.append("## Decontamination\n")
+        parts.append(_table(("evaluation set", "samples removed", "matched by", "examples"),
+                            [(d["eval"], d["samples"],
+                              ", ".join(f"{k}: {v}" for k, v in d["by"].items()),
+                              "; ".join(d["examples"])) for d in s["decontamination"]]) + "\n")
     parts += [
         "## Quality indicators\n",
         "After the review paper's §4.2 and Table 4 (higher is better except balance variance).\n",

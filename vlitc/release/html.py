@@ -148,6 +148,16 @@ def render(data: Mapping) -> str:
         _table([(r["step"], r["n_in"], r["n_out"], r["n_in"] - r["n_out"]) for r in data["funnel"]],
                ("step", "in", "out", "removed")),
         _task_funnel(data), _llm_section(data),
+        "<p>Every dropped sample: <a href=\"drops.jsonl\">drops.jsonl</a>.</p>",
+        "<h2>Pass rates</h2>",
+        "".join(_table([(r["key"], r["passed"], r["dropped"], f"{r['rate']:.1%}") for r in rows],
+                       (what, "passed", "dropped", "pass rate"))
+                for what, rows in sorted((data.get("pass_rates") or {}).items()) if rows),
+        "".join(["<h2>Decontamination</h2>", _table(
+            [(d["eval"], d["samples"], ", ".join(f"{k}: {v}" for k, v in d["by"].items()),
+              "; ".join(d["examples"])) for d in data["decontamination"]],
+            ("evaluation set", "samples removed", "matched by", "examples"))])
+        if data.get("decontamination") else "",
         "<h2>Kept samples</h2><div class=\"gallery\">",
         "".join(_card(i) for i in data["kept"]) or "<p>none</p>", "</div>",
         "<h2>Dropped samples</h2><div class=\"gallery\">",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from vlitc.quality.indicators import TOO_FEW
 from vlitc.records import Sample, assistant_text, user_text
@@ -262,3 +262,62 @@ def stat_rows(stats: Mapping) -> list[tuple[str, str, str]]:
                 text = str(v)
             rows.append((str(label), str(key), text[:200]))
     return rows
+def template_key(s: Sample) -> str:
+    """The instruction template a sample was written from (``pool#index``), or ``(none)`` for
+    imported conversations and generated text."""
+    t = (s.get("meta") or {}).get("template")
+    if isinstance(t, Mapping):
+        return f"{t.get('pool') or 'inline'}#{t.get('index')}"
+    return "(none)"
+
+
+def pass_rates(passed: Iterable[Sample], dropped: Sequence[Sample]) -> dict[str, list[dict]]:
+    """Share of samples that passed every filter, per source, per task and per instruction
+    template: ``{"source": [{"key", "passed", "dropped", "rate"}, ...], ...}``."""
+    keys = {"source": lambda s: s.get("source", ""), "task": lambda s: s.get("task", ""),
+            "template": template_key}
+    tallies: dict[str, dict[str, list[int]]] = {k: defaultdict(lambda: [0, 0]) for k in keys}
+    for s in passed:
+        for name, key in keys.items():
+            tallies[name][str(key(s))][0] += 1
+    for s in dropped:
+        for name, key in keys.items():
+            tallies[name][str(key(s))][1] += 1
+    return {name: [{"key": k, "passed": p, "dropped": d, "rate": round(p / (p + d), 4)}
+                   for k, (p, d) in sorted(t.items())] for name, t in tallies.items()}
+
+
+def decontamination(dropped: Sequence[Sample], examples: int = 5) -> list[dict]:
+    """What decontamination removed, per evaluation set: how many samples, matched how, and a
+    few ids with what they matched (from the ``contaminated`` stats of the dropping filter)."""
+    per: dict[str, dict] = {}
+    for d in dropped:
+        meta = d.get("meta") or {}
+        label = (meta.get("drop") or {}).get("filter")
+        st = (meta.get("stats") or {}).get(label) if label else None
+        if not isinstance(st, Mapping) or not st.get("contaminated"):
+            continue
+        for ev in sorted({str(f.get("eval")) for f in st["contaminated"]}):
+            row = per.setdefault(ev, {"eval": ev, "samples": 0, "by": Counter(), "examples": []})
+            row["samples"] += 1
+            hits = [f for f in st["contaminated"] if str(f.get("eval")) == ev]
+            row["by"].update(str(f.get("by")) for f in hits)
+            if len(row["examples"]) < examples:
+                row["examples"].append(f"{d['id']} ({hits[0].get('by')}: {hits[0].get('match')})")
+    return [{**r, "by": dict(sorted(r["by"].items()))} for _, r in sorted(per.items())]
+
+
+def drop_log(dropped: Iterable[Sample]) -> Iterator[dict]:
+    """One row per dropped sample, for ``drops.jsonl``: id, the filter and its reason, that
+    filter's stats, and where the sample came from (task, source, template, record, provenance)."""
+    for d in dropped:
+        meta = d.get("meta") or {}
+        drop = meta.get("drop") or {}
+        prov = meta.get("provenance") or {}
+        row = {"id": d.get("id"), "filter": drop.get("filter"), "reason": drop.get("reason"),
+               "stats": (meta.get("stats") or {}).get(drop.get("filter")),
+               "task": d.get("task", ""), "source": d.get("source", ""),
+               "template": template_key(d), "record_id": meta.get("record_id")}
+        if prov:
+            row["provenance"] = prov
+        yield row

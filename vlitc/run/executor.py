@@ -62,6 +62,7 @@ class Executor:
     llm_store: Path | None = None
     execution: Execution = field(default_factory=Execution)
     events: list[dict] = field(default_factory=list)
+    strict: bool = False  # a step that outputs nothing, or an empty release, is an error
 
     def __post_init__(self) -> None:
         self.files = FileState(self.store.root / "files")
