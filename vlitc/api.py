@@ -34,11 +34,14 @@ def build(
     engine: str | None = None,
     workers: int | str | None = None,
     address: str | None = None,
+    strict: bool = False,
 ) -> BuildResult:
     """Build a recipe: run what is stale, reuse what is cached, write exports and the manifest.
 
     ``engine``, ``workers`` and ``address`` override the recipe's ``execution`` settings (where
-    map steps run: ``local`` process pool or ``ray``); they never change a key or a byte."""
+    map steps run: ``local`` process pool or ``ray``); they never change a key or a byte.
+    ``strict``: a step that outputs nothing, or a release with no samples, is an error (a
+    :class:`~vlitc.errors.UserError` naming the counters that explain it) instead of a warning."""
     from vlitc.release import layout
 
     recipe = load_recipe(recipe_path)
@@ -49,7 +52,7 @@ def build(
     layout.check_out_dir(out, cache)  # before anything runs
     store = Store(cache)
     ex = Executor(recipe, plan, store, out, tuple(force), emit, frozen,
-                  Path(llm_store) if llm_store else None, execution)
+                  Path(llm_store) if llm_store else None, execution, strict=strict)
     return ex.run()
 
 

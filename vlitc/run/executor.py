@@ -121,7 +121,8 @@ class Executor:
 
     def input(self, step: Step, ref: str) -> Iterator[dict]:
         """The records a step reads by reference: a dep's step id, ``steps`` (the summaries),
-        ``dropped`` (every filter's dropped samples), ``balance``/``final`` (the first dep)."""
+        ``dropped`` (every filter's dropped samples), ``filtered`` (what passed every filter),
+        ``balance``/``final`` (the first dep)."""
         if ref == "steps":
             return iter(self._summaries())
         if ref == "dropped":
@@ -132,6 +133,9 @@ class Executor:
 
     def output_of(self, step: Step, ref: str) -> dict:
         """The main output (shard list) of the step ``ref`` names, one of ``step``'s inputs."""
+        if ref == "filtered":  # what passed every filter (before balance)
+            filters = [s for s in self.plan.order if self.plan.steps[s].kind == "filter"]
+            ref = filters[-1] if filters else "merge"
         if ref in ("balance", "final"):
             ref = step.deps[0]
         if ref not in self.done:
@@ -296,6 +300,7 @@ class Executor:
         while True:
             self._extra_files = self._build_files()
             manifest = self._manifest(time.time() - started)
+            self._check_empty(manifest)
             try:
                 layout.publish(self._out_files(), self.out_dir, manifest, self.store.object_path,
                                self.store.root / "materialized.json")
@@ -379,6 +384,33 @@ class Executor:
             out.append(self.release_file(layout.pool_path(sid.split(":", 1)[1]), data,
                                          len(templates), sid))
         return out
+
+    def _check_empty(self, manifest: dict) -> None:
+        """Warn (``--strict``: fail, before anything is written) for steps that output nothing
+        and an empty release, naming the counters that explain them."""
+        from collections import Counter
+
+        from vlitc.run.empty import empty_warnings
+
+        reasons: dict[str, Counter] = {}
+        for row in manifest["steps"]:
+            sid = row["id"]
+            if sid.startswith("filter:") and row["n_in"] and not row["n_out"]:
+                out = self.done[sid].entry["outputs"].get("dropped")
+                drops = itertools.islice(self.store.read(out), 1000) if out else iter(())
+                reasons[sid.split(":", 1)[1]] = Counter(
+                    str((d.get("meta") or {}).get("drop", {}).get("reason", "")).split(":")[0]
+                    for d in drops)
+        final = "balance" if "balance" in self.done else "merge" if "merge" in self.done else None
+        released = self.done[final].entry["outputs"]["main"]["count"] if final else None
+        warnings = empty_warnings(manifest["steps"], reasons, released)
+        if warnings:
+            manifest["warnings"] = warnings
+        for w in warnings:
+            self._emit({"event": "warning", "step": "", "message": w})
+        if warnings and self.strict:
+            raise UserError("strict build: " + "; ".join(warnings)
+                            + "\nhint: the counters named say why; without --strict this is a warning")
 
     # manifest -----------------------------------------------------------------------------
     def _out_files(self) -> list[dict]:

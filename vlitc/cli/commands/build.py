@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     sp.add_argument("--json", action="store_true", help="print events as JSON lines")
     sp.add_argument("--quiet", action="store_true", help="no progress display")
     sp.add_argument("--frozen", action="store_true", help="make no LLM call: use stored responses only")
+    sp.add_argument("--strict", action="store_true",
+                    help="a step that outputs nothing, or a release with no samples, is an error")
     sp.add_argument("--llm-store", default=None, help="response store (llm_responses.jsonl) to read")
     sp.add_argument("--frozen-from", dest="frozen_release", default=None, metavar="RELEASE",
                     help="rebuild RELEASE with no LLM call, from the responses it carries, and "
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             result = build(args.recipe, out_dir=args.out, cache_dir=args.cache_dir,
                            force=args.force or (), emit=reporter, frozen=args.frozen,
                            llm_store=args.llm_store, engine=args.engine, workers=args.workers,
-                           address=args.address)
+                           address=args.address, strict=args.strict)
     finally:
         if reporter is not None:
             reporter.close()
