@@ -102,7 +102,7 @@ def test_objects_are_not_checked_without_annotations():
 
 def test_thresholds_are_keep_params():
     f = HallucinationFilter({"max_rate": 0.2, "counts": "exact", "min_iou": 0.3, "box_format": "pixel"})
-    assert f.measure_params() == {"box_format": "pixel"}
+    assert f.measure_params() == {"box_format": "pixel", "captions": True, "generic": True}
 
 
 def test_our_table_agrees_with_the_chair_synonym_list(fixtures_dir):

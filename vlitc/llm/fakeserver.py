@@ -182,6 +182,8 @@ class FakeServer:
             return answer
         if '"User"' in system:  # the review paper's JSON dialog
             return json.dumps({"User": "What does the image show?", "AI": answer})
+        if "plain prose" in system:  # a detailed description, not a conversation
+            return answer
         return (
             f"Question:\nWhat does the image show?\n===\nAnswer:\n{answer}\n===\n"
             "Question:\nIs it clear?\n===\nAnswer:\nYes, it is clear."

@@ -26,8 +26,8 @@ class ImageCheckFilter(Filter):
     params_schema: ClassVar[dict] = {
         "type": "object",
         "properties": {
-            "min_width": {"type": "integer", "minimum": 1},
-            "min_height": {"type": "integer", "minimum": 1},
+            "min_width": {"type": "integer", "minimum": 1, "default": 1},
+            "min_height": {"type": "integer", "minimum": 1, "default": 1},
             "min_pixels": {"type": "integer", "minimum": 1},
             "aspect": {"type": "object",
                        "properties": {"min": {"type": "number", "exclusiveMinimum": 0},
@@ -66,8 +66,9 @@ class ImageCheckFilter(Filter):
             return "unreadable"
         p = self.params
         w, h = im["width"], im["height"]
-        if p.get("min_width") and w < p["min_width"] or p.get("min_height") and h < p["min_height"]:
-            return f"{w}x{h} under the minimum {p.get('min_width', 1)}x{p.get('min_height', 1)}"
+        lo_w, lo_h = p["min_width"], p["min_height"]
+        if w < lo_w or h < lo_h:
+            return f"{w}x{h} under the minimum {lo_w}x{lo_h}"
         if p.get("min_pixels") and w * h < p["min_pixels"]:
             return f"{w * h} pixels < min {p['min_pixels']}"
         band = p.get("aspect") or {}
@@ -75,7 +76,7 @@ class ImageCheckFilter(Filter):
         if ("min" in band and ratio < band["min"]) or ("max" in band and ratio > band["max"]):
             return f"aspect ratio {ratio:.2f} outside [{band.get('min', 0)}, {band.get('max', 'inf')}]"
         if im["std"] < p["min_std"]:
-            return f"near blank: grey-level std {im['std']:.1f} < {p.get('min_std', 4.0)}"
+            return f"near blank: grey-level std {im['std']:.1f} < {p['min_std']}"
         if im["dominant"] > p["max_dominant"]:
             return f"near blank: one grey level covers {im['dominant']:.0%}"
         return None
