@@ -124,3 +124,19 @@ def test_multiinstruct_prompt_target_rows_pass_through(fixtures_dir):
     assert first["turns"][1]["content"] == "no"
     assert first["meta"]["provenance"]["fields"]["task_name"] == "VQA_object_presence"
     assert first["meta"]["provenance"]["line"] == 1
+
+
+def test_vlitc_build_strict_exits_2_naming_the_counter(demo_release, tmp_path, capsys):
+    from vlitc.cli.main import main
+
+    recipe = {"vlitc": 1, "name": "chat", "version": "0.1.0", "seed": 1,
+              "sources": {"chat": {"type": "llava", "file": str(demo_release / "train.json"),
+                                   "images": str(DEMO_DATA / "images")}},
+              "tasks": {"chat": {"kind": "text_only", "source": "chat"}},
+              "outputs": [{"format": "llava", "path": "out.json"}], "report": False}
+    (tmp_path / "chat.yaml").write_text(yaml.safe_dump(recipe))
+    args = ["build", str(tmp_path / "chat.yaml"), "--out", str(tmp_path / "o"), "--quiet",
+            "--cache-dir", str(tmp_path / "c")]
+    assert main(args) == 0
+    assert main([*args, "--strict"]) == 2
+    assert "skipped_has_image" in capsys.readouterr().err
