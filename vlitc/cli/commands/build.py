@@ -51,9 +51,12 @@ def _up_to_date(args: argparse.Namespace) -> bool:
 
     cache = Path(args.cache_dir) if args.cache_dir else noop.default_cache_dir()
     done = noop.answer(Path(args.recipe), cache, Path(args.out) if args.out else None)
-    if done is None:
-        return False
+    if done is None or (args.strict and done.get("warnings")):
+        return False  # a strict build with warnings takes the full path, which fails on them
     n = len(done["steps"])
+    if not args.quiet and not args.json:
+        for w in done.get("warnings") or []:
+            print(f"warning: {w}", file=sys.stderr)
     out = Path(args.out) if args.out else Path("build") / done["name"]
     if args.json:
         print(json.dumps({"event": "done", "out_dir": str(out), "ran": 0, "cached": n}))

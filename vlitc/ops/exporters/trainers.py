@@ -32,7 +32,7 @@ from vlitc.ops.exporters.common import (
 )
 from vlitc.ops.exporters.llava import FROM
 from vlitc.ops.registry import register
-from vlitc.records import IMAGE_TOKEN, Sample
+from vlitc.records import IMAGE_TOKEN, Sample, images_of
 from vlitc.release import layout
 
 #: the side files, each written beside its export's data file
@@ -43,14 +43,6 @@ INTERNVL_META = layout.register("internvl_meta.json", "export", "InternVL's --me
 
 #: one JSON object per line, each line ended by a newline
 LINES = {"sep": "\n", "end": "\n", "end_empty": ""}
-
-
-def images_of(s: Sample) -> list[dict]:
-    """A sample's images: none, its one ``image``, or each of several (``image`` as a list)."""
-    img = s.get("image")
-    if not img:
-        return []
-    return list(img) if isinstance(img, list) else [img]
 
 
 def dumps(rec: Any) -> str:
