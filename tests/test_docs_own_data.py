@@ -11,7 +11,7 @@ from test_exporters_trainers import internvl_read, llamafactory_read
 
 from vlitc.api import build
 
-RECIPES = ("own-coco", "own-llava")
+RECIPES = ("own-coco", "own-llava", "own-images")
 
 
 def test_the_page_shows_each_shipped_recipe(repo_root):
@@ -22,11 +22,12 @@ def test_the_page_shows_each_shipped_recipe(repo_root):
     assert "docs/your-own-data.md" in (repo_root / "README.md").read_text(encoding="utf-8")
 
 
-def _build(tmp_path, repo_root, name):
+def _build(tmp_path, repo_root, name, edit=None):
     # the recipe as shipped, with its data beside it (paths are relative to the recipe)
     shutil.copytree(repo_root / "recipes" / "data", tmp_path / "data")
     recipe = tmp_path / f"{name}.yaml"
-    shutil.copy(repo_root / "recipes" / f"{name}.yaml", recipe)
+    text = (repo_root / "recipes" / f"{name}.yaml").read_text(encoding="utf-8")
+    recipe.write_text(edit(text) if edit else text, encoding="utf-8")
     out = tmp_path / "release"
     result = build(recipe, out_dir=out, cache_dir=tmp_path / "cache")
     return result, out
@@ -55,3 +56,23 @@ def test_own_llava_joins_the_file_with_coco_and_builds_for_internvl(tmp_path, re
     assert {i["image"] for i in items} == {"000000000001.png", "000000000002.png",
                                            "000000000003.png"}
     assert {i["id"].split("/")[0] for i in items} == {"caption", "existence"}
+
+
+def test_own_images_has_a_vision_model_describe_each_picture(tmp_path, repo_root, monkeypatch):
+    from vlitc.llm.fakeserver import FakeServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    server = FakeServer().start_in_thread()
+    # the recipe's pool file is ../prompt_templates/..., as from recipes/
+    shutil.copytree(repo_root / "prompt_templates" / "pools", tmp_path / "prompt_templates" / "pools")
+
+    def on_loopback(text: str) -> str:
+        return text.replace("http://127.0.0.1:8000/v1", server.base_url)
+
+    tmp = tmp_path / "r"
+    tmp.mkdir()
+    _, out = _build(tmp, repo_root, "own-images", on_loopback)
+    rows = llamafactory_read(out, "own-images")
+    n_images = len(list((repo_root / "recipes" / "data" / "demo" / "images").glob("*.png")))
+    assert len(rows) == n_images and all(len(r["images"]) == 1 for r in rows)
+    assert len([r for r in server.log if r.get("images")]) == n_images  # each picture sent once
