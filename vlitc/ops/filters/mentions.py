@@ -61,6 +61,19 @@ HEDGES = frozenset(
     "potential potentially probably typically usually generally commonly often such example "
     "instance imagine ensure recommend recommended consider important essential avoid".split()
 )
+#: Roles a reasoning answer infers from the scene ("the driver parked the car", "invites people
+#: to try"): they name no one visible unless their sentence says someone is seen or doing
+#: something there.
+ROLE_NOUNS = frozenset(
+    "people person driver drivers owner owners passenger passengers customer customers visitor "
+    "visitors user users human humans companion companions individual individuals someone "
+    "anyone everyone viewer viewers".split()
+)
+#: Words that put a role noun's person in the picture ("a driver is visible", "sitting").
+SCENE_WORDS = frozenset(
+    "visible seen see shown pictured depicted standing sitting holding wearing riding walking "
+    "looking image picture photo scene foreground background there".split()
+)
 #: After a modal, these verbs make it a claim again ("you can see a dog").
 PERCEPTION = frozenset("see seen spot spotted notice noticed observe observed tell find".split())
 #: Categories whose name is a pair noun: "two skis" is one pair, so counts are not checked.
@@ -150,6 +163,8 @@ def _is_modifier(toks: list[str], start: int, end: int) -> bool:
     nxt = toks[end] if end < len(toks) else ""
     if nxt in COMPOUND_HEADS:
         return True
+    if nxt == "-" and end + 1 < len(toks) and toks[end + 1].isalpha():
+        return True  # a hyphenated compound: "cake-style", "dog-friendly"
     if end - start == 1 and toks[start] in COLOUR_WORDS:
         after = toks[end + 1] if end + 1 < len(toks) else ""
         if nxt in ("and", "or") and after in OTHER_COLOURS:
@@ -204,9 +219,22 @@ def _hedge_at(toks: list[str], j: int) -> bool:
     return not any(w in PERCEPTION for w in nxt)  # "can see", "could be seen" are claims
 
 
+def _sentence(toks: list[str], m: Mention) -> list[str]:
+    lo = m.start
+    while lo > 0 and toks[lo - 1] not in SENTENCE_END:
+        lo -= 1
+    hi = m.end
+    while hi < len(toks) and toks[hi] not in SENTENCE_END:
+        hi += 1
+    return toks[lo:hi]
+
+
 def _generic(toks: list[str], m: Mention) -> bool:
     """A mention in a hypothetical or generic clause: a hedge (modal, "if", "such as",
-    "typically"...) earlier in its sentence or within three words after it."""
+    "typically"...) earlier in its sentence or within three words after it; or a role a
+    reasoning answer infers ("the driver", "people") in a sentence that puts no one in view."""
+    if m.phrase in ROLE_NOUNS and not SCENE_WORDS & set(_sentence(toks, m)):
+        return True
     j = m.start - 1
     while j >= 0 and toks[j] not in SENTENCE_END:
         if _hedge_at(toks, j):
