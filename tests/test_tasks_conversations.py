@@ -140,3 +140,26 @@ def test_vlitc_build_strict_exits_2_naming_the_counter(demo_release, tmp_path, c
     assert main(args) == 0
     assert main([*args, "--strict"]) == 2
     assert "skipped_has_image" in capsys.readouterr().err
+
+
+def test_clean_existing_recipe_builds_offline_on_the_real_fixtures(repo_root, fixtures_dir, tmp_path):
+    recipe = repo_root / "recipes" / "clean-existing.yaml"
+    if not (recipe.parent / "../../shared/fixtures").resolve().samefile(fixtures_dir):
+        pytest.skip("the recipe reads the fixtures next to the checkout")
+    result = build(recipe, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", strict=True)
+    out = tmp_path / "out"
+    kept = json.loads((out / "clean.json").read_text())
+    drops = [json.loads(x) for x in (out / "drops.jsonl").read_text().splitlines()]
+    why = {d["id"]: (d["filter"], d["reason"]) for d in drops}
+    assert why["shipped/extra-2"][0] == "leakage" and why["shipped/extra-3"][0] == "truncated"
+    assert why["shipped/extra-5"][0] == "dedup" and why["shipped/extra-7"][0] == "structure"
+    assert why["shipped/extra-6"] == ("decontaminate", "in evaluation set pope: image id '310196'; "
+                                   "pope: question 'Is there a snowboard in the image?' (100% of its 8-grams)")
+    pope_hits = [d for d in drops if d["filter"] == "decontaminate"]
+    assert len(pope_hits) == 4  # extra-6, and the 3 answers on the one LLaVA-Bench image in POPE
+    assert len(kept) + len(drops) == 97 and len(kept) >= 86
+    assert all(d["provenance"]["file"] for d in drops)
+    card = (out / "README.md").read_text()
+    assert "## Decontamination" in card and "| pope | 4 | image id: 4, question: 1 |" in card
+    assert "drops.jsonl" in card and "| gpt4_answers | 86 | 4 | 95.6% |" in card
+    assert result.manifest.get("warnings") is None

@@ -307,6 +307,11 @@ class DecontaminateFilter(Filter):
         from vlitc.quality.imagefacts import facts_of_file
 
         out: list[dict] = []
+        named = (s.get("meta") or {}).get("image_file")  # imported without reading the image
+        for name in ([] if images_of(s) else named if isinstance(named, list) else [named] if named else []):
+            cid = coco_name_id(str(name))
+            out += [{"eval": ev.name, "by": "image id", "match": cid}
+                    for ev in evs if cid is not None and cid in ev.image_ids]
         for img in images_of(s):
             cid = coco_name_id(str(img.get("path", "")))
             facts = None

@@ -131,6 +131,8 @@ class Conversations(Task):
                                 "provenance": provenance(rec, d)}
         if d.get("system"):
             meta["system"] = d["system"]
+        if rec.get("image") is None and (rec.get("meta") or {}).get("image_file"):
+            meta["image_file"] = rec["meta"]["image_file"]  # named, not read: decontamination uses it
         split = (d.get("meta") or {}).get("split")
         if split in ("train", "validation"):
             meta["split"] = split
