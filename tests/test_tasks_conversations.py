@@ -163,3 +163,19 @@ def test_clean_existing_recipe_builds_offline_on_the_real_fixtures(repo_root, fi
     assert "## Decontamination" in card and "| pope | 4 | image id: 4, question: 1 |" in card
     assert "drops.jsonl" in card and "| gpt4_answers | 86 | 4 | 95.6% |" in card
     assert result.manifest.get("warnings") is None
+
+
+def test_llava_mix_recipe_mixes_existing_text_vqa_and_grounding_in_its_proportions(repo_root,
+                                                                                   tmp_path):
+    result = build(repo_root / "recipes" / "llava-mix.yaml", out_dir=tmp_path / "out",
+                   cache_dir=tmp_path / "cache", strict=True)
+    counts = json.loads((tmp_path / "out" / "indicators.json").read_text())["counts"]["task"]
+    assert counts == {"grounding": 15, "llava_instruct": 14, "sharegpt_text": 4, "vqa_short": 27}
+    data = json.loads((tmp_path / "out" / "llava_mix.json").read_text())
+    text_only = [r for r in data if "image" not in r]
+    assert len(text_only) == 4 and all("<image>" not in t["value"] for r in text_only
+                                       for t in r["conversations"])
+    vqa = [r for r in data if r["id"].startswith("vqa_short/")]
+    assert all(r["conversations"][0]["value"].endswith(
+        "Answer the question using a single word or phrase.") for r in vqa)
+    assert "warnings" not in result.manifest
