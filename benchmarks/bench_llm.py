@@ -1,15 +1,21 @@
-"""Throughput of the generator layer against a loopback OpenAI-compatible server with a fixed
-250 ms latency, side by side with the bare ``openai`` async client behind a semaphore.
+"""Throughput of LLM fan-out against a loopback OpenAI-compatible server with a fixed latency,
+side by side with the bare ``openai`` async client sending the same requests behind a semaphore.
 
-For max_concurrency 16, 64 and 256 it prints requests/second, that rate as a fraction of the
-ideal max_concurrency / latency, and vlitc's rate as a ratio to the bare client's in the same
-run. vlitc runs with everything on: the request store (a fresh diskcache per run, every
-response committed), rpm/tpm limits (set high enough not to bind), retries and cost accounting.
+For max_concurrency 16, 64 and 256, without and with 1% slow answers (5 s instead of the fixed
+latency; the same requests are slow for every client: the server picks them by a hash of the
+user message), it times:
 
-Rounds of bare and vlitc are interleaved (alternating which goes first); the table shows medians
-over rounds, the ratio of the median rates and the median of the per-round ratios, and the client
-process's CPU milliseconds per request (client and server share the CPU, so every extra CPU
-millisecond in the client lowers throughput; this column is steadier than the rates).
+* ``step``: what a user runs, a ``generate`` step (LLaVA conversation pack, llava context) over
+  synthetic COCO-like records through vlitc: requests built from the records, streamed through
+  the session (store committed per answer, leases, budget reservations, retries, accounting),
+  answers parsed into samples;
+* ``client``: the session's client alone (``Client.run`` over the same requests);
+* ``bare``: the openai SDK's ``AsyncOpenAI`` sending exactly those requests.
+
+Each vlitc run starts on a fresh cache, so every request is sent. Rounds of the three are
+interleaved (the order rotates per round); the table shows the median rate of each and the
+median per-round ratio to the bare client (goal: at least 0.9 everywhere), and client CPU
+milliseconds per request (client and server share the CPUs).
 
     python benchmarks/bench_llm.py [--latency 0.25] [--per-slot 8] [--rounds 3] [--levels 16 64]
 """
@@ -26,14 +32,19 @@ import time
 from pathlib import Path
 
 LEVELS = (16, 64, 256)
+SLOW = (0.0, 0.01)
+MODEL = "fake"
+MAX_TOKENS = 256
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+def start_server(latency: float, slow_rate: float, slow_latency: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vlitc.llm.fakeserver", "--latency", str(latency)],
+        [sys.executable, "-m", "vlitc.llm.fakeserver", "--latency", str(latency),
+         "--slow-rate", str(slow_rate), "--slow-latency", str(slow_latency)],
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout is not None
     line = proc.stdout.readline()
     if "listening on" not in line:
         proc.kill()
@@ -41,110 +52,145 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     return proc, line.split("listening on ", 1)[1].strip()
 
 
-def messages(tag: str, i: int) -> list[dict]:
-    return [
-        {"role": "system", "content": "You are a visual assistant."},
-        {"role": "user", "content": f"Describe scene {tag}-{i}: two cats on a couch."},
-    ]
+def records(tag: str, n: int) -> list[dict]:
+    """COCO-like records, each with its own captions and boxes (so each request differs)."""
+    return [{
+        "id": f"{tag}-{i}", "source": "coco",
+        "image": {"root": "coco", "path": f"{i:012d}.jpg", "width": 640, "height": 480},
+        "captions": [f"Scene {tag}-{i}: two cats sleep on a pink couch.",
+                     "A pair of cats lying next to remotes."],
+        "objects": [{"id": 1, "category": "cat", "bbox": [12.0, 52.0, 316.0, 470.0]},
+                    {"id": 2, "category": "remote", "bbox": [40.0, 72.0, 176.0, 118.0]}],
+    } for i in range(n)]
 
 
-async def bare(url: str, conc: int, n: int, tag: str) -> tuple[float, float]:
+def generator(url: str, conc: int) -> dict:
+    return {"provider": "openai", "model": MODEL, "base_url": url, "api_key_env": "BENCH_KEY",
+            "max_concurrency": conc, "rpm": 10_000_000, "tpm": 10_000_000_000,
+            "max_tokens": MAX_TOKENS, "prices": {"input": 0.15, "output": 0.6}}
+
+
+def step_op():
+    from vlitc.ops.registry import get
+
+    return get("task", "generate")({"source": "coco", "generator": "g",
+                                    "prompt": "llava/conversation"}, label="conv")
+
+
+def context(s, gens: dict):
+    from vlitc.ops.base import OpContext
+
+    root = Path(__file__).resolve().parents[1]
+    return OpContext(seed=7, recipe_dir=root, step_id="task:conv", generators=gens,
+                     _client=s.client)
+
+
+def the_requests(recs: list[dict]) -> list:
+    """The requests the generate step sends for ``recs`` (its own format_request)."""
+    from vlitc.llm.prompts import load_pack
+    from vlitc.ops.base import OpContext
+
+    op = step_op()
+    ctx = OpContext(seed=7, recipe_dir=Path(__file__).resolve().parents[1], step_id="task:conv")
+    pack = load_pack("llava/conversation", ctx.recipe_dir)
+    return [op.format_request(r, ctx, pack)[1] for r in recs]
+
+
+async def bare(url: str, conc: int, reqs: list) -> tuple[float, float]:
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
     sem = asyncio.Semaphore(conc)
 
-    async def one(i: int) -> None:
+    async def one(req) -> None:
+        kwargs = {"model": MODEL, "messages": req.messages, "max_tokens": req.max_tokens or MAX_TOKENS}
+        for k in ("temperature", "top_p"):
+            if getattr(req, k) is not None:
+                kwargs[k] = getattr(req, k)
         async with sem:
-            r = await client.chat.completions.create(
-                model="fake", messages=messages(tag, i), max_tokens=256
-            )
+            r = await client.chat.completions.create(**kwargs)
             assert r.choices[0].message.content
 
+    await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "warm"}])
     t, c = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(one(i) for i in range(n)))
+    await asyncio.gather(*(one(r) for r in reqs))
     dt, dc = time.perf_counter() - t, time.process_time() - c
     await client.close()
-    return n / dt, 1000 * dc / n
+    return len(reqs) / dt, 1000 * dc / len(reqs)
 
 
-def ours(url: str, conc: int, n: int, tag: str) -> tuple[float, float]:
+def ours(url: str, conc: int, recs: list[dict], reqs: list, mode: str) -> tuple[float, float]:
     from vlitc.llm import Request, session
 
-    gens = {
-        "g": {
-            "provider": "openai",
-            "model": "fake",
-            "base_url": url,
-            "max_concurrency": conc,
-            "rpm": 10_000_000,
-            "tpm": 10_000_000_000,
-            "max_tokens": 256,
-            "prices": {"input": 0.15, "output": 0.6},
-        }
-    }
-    reqs = [Request(messages=messages(tag, i)) for i in range(n)]
+    gens = {"g": generator(url, conc)}
     with tempfile.TemporaryDirectory() as tmp, session({"generators": gens}, Path(tmp)) as s:
         client = s.client("g")
-        client.run([Request(messages=messages(tag + "-warm", 0))], step="warm")  # build the SDK
+        client.run([Request(messages=[{"role": "user", "content": "warm"}])], step="warm")
         t, c = time.perf_counter(), time.process_time()
-        out = client.run(reqs, step="bench")
+        if mode == "step":
+            out = list(step_op().run(recs, context(s, gens)))
+            assert len(out) == len(recs) and all(x["turns"] for x in out)
+        else:
+            resp = client.run(reqs, step="task:conv")
+            assert all(r.error is None and not r.cached for r in resp)
         dt, dc = time.perf_counter() - t, time.process_time() - c
-        assert all(r.error is None and not r.cached for r in out)
-        assert s.usage()["steps"]["bench"]["calls"] == n
-    return n / dt, 1000 * dc / n
+        assert s.usage()["steps"]["task:conv"]["calls"] == len(reqs)
+    return len(reqs) / dt, 1000 * dc / len(reqs)
 
 
-def level(url: str, conc: int, n: int, rounds: int) -> dict[str, float]:
-    """Interleaved rounds of bare and vlitc at one concurrency (alternating which goes first);
-    medians of the rates, of the per-round ratios and of the client CPU per request."""
-    b, o = [], []
+def level(url: str, conc: int, n: int, rounds: int, tag: str) -> dict[str, dict[str, float]]:
+    """Interleaved rounds of bare, client and step at one concurrency (the order rotates);
+    medians of the rates, of the per-round ratios to bare and of client CPU per request."""
+    runs: dict[str, list[tuple[float, float]]] = {"bare": [], "client": [], "step": []}
+    order = ["bare", "client", "step"]
     for r in range(rounds):
-        if r % 2:
-            o.append(ours(url, conc, n, f"o{conc}.{r}"))
-        b.append(asyncio.run(bare(url, conc, n, f"b{conc}.{r}")))
-        if not r % 2:
-            o.append(ours(url, conc, n, f"o{conc}.{r}"))
+        recs = records(f"{tag}.{r}", n)
+        reqs = the_requests(recs)  # the same requests for all three (hence the same slow ones)
+        for kind in order[r % 3:] + order[: r % 3]:
+            if kind == "bare":
+                runs[kind].append(asyncio.run(bare(url, conc, reqs)))
+            else:
+                runs[kind].append(ours(url, conc, recs, reqs, kind))
     med = statistics.median
-    return {
-        "bare": med(x[0] for x in b),
-        "ours": med(x[0] for x in o),
-        "ratio": med(y[0] / x[0] for x, y in zip(b, o, strict=True)),
-        "bare_cpu": med(x[1] for x in b),
-        "ours_cpu": med(x[1] for x in o),
-    }
+    out = {}
+    for kind, xs in runs.items():
+        out[kind] = {"rate": med(x[0] for x in xs), "cpu": med(x[1] for x in xs),
+                     "ratio": med(x[0] / b[0] for x, b in zip(xs, runs["bare"], strict=True))}
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency", type=float, default=0.25)
+    ap.add_argument("--slow-latency", type=float, default=5.0)
     ap.add_argument("--per-slot", type=int, default=8, help="requests per concurrency slot")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
+    ap.add_argument("--slow", type=float, nargs="+", default=list(SLOW),
+                    help="shares of slow answers to run (default: 0 and 0.01)")
     args = ap.parse_args()
-    proc, url = start_server(args.latency)
-    try:
-        asyncio.run(bare(url, 4, 8, "warmup"))
-        print(
-            f"loopback server {url}, latency {args.latency * 1000:.0f} ms, "
-            f"{args.per_slot} requests per slot, median of {args.rounds} interleaved rounds"
-        )
-        print(
-            f"{'conc':>5} {'ideal/s':>8} {'bare/s':>8} {'bare%':>6} {'vlitc/s':>8} {'vlitc%':>7} "
-            f"{'ratio of medians':>16} {'median ratio':>12} {'client CPU ms/req bare / vlitc':>31}"
-        )
-        for conc in args.levels:
-            m = level(url, conc, conc * args.per_slot, args.rounds)
-            ideal = conc / args.latency
-            print(
-                f"{conc:>5} {ideal:>8.0f} {m['bare']:>8.1f} {m['bare'] / ideal:>6.2f} "
-                f"{m['ours']:>8.1f} {m['ours'] / ideal:>7.2f} {m['ours'] / m['bare']:>16.2f} "
-                f"{m['ratio']:>12.2f} {m['bare_cpu']:>20.2f} / {m['ours_cpu']:.2f}",
-                flush=True,
-            )
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    import os
+
+    os.environ.setdefault("BENCH_KEY", "bench")
+    print(f"loopback server, latency {args.latency * 1000:.0f} ms (slow answers "
+          f"{args.slow_latency:.0f} s), {args.per_slot} requests per slot, median of "
+          f"{args.rounds} interleaved rounds; ratio = vlitc rate / bare openai client rate")
+    print(f"{'slow':>5} {'conc':>5} {'reqs':>5} {'bare/s':>8} {'client/s':>9} {'step/s':>8} "
+          f"{'client ratio':>12} {'step ratio':>10} {'CPU ms/req bare / client / step':>32}")
+    for slow in args.slow:
+        proc, url = start_server(args.latency, slow, args.slow_latency)
+        try:
+            for conc in args.levels:
+                n = conc * args.per_slot
+                m = level(url, conc, n, args.rounds, f"s{slow}c{conc}")
+                print(f"{slow * 100:>4.0f}% {conc:>5} {n:>5} {m['bare']['rate']:>8.1f} "
+                      f"{m['client']['rate']:>9.1f} {m['step']['rate']:>8.1f} "
+                      f"{m['client']['ratio']:>12.2f} {m['step']['ratio']:>10.2f} "
+                      f"{m['bare']['cpu']:>14.2f} / {m['client']['cpu']:.2f} / {m['step']['cpu']:.2f}",
+                      flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,18 @@ def test_a_lease_left_by_a_killed_process_is_taken_over(tmp_path):
     other.close()
 
 
+def test_leases_are_taken_only_while_another_session_uses_the_cache(tmp_path):
+    from vlitc.llm.cache import ResponseCache
+
+    a = ResponseCache(tmp_path)
+    assert a.shared(force=True) is False  # alone: sends without leases
+    b = ResponseCache(tmp_path)
+    assert b.shared(force=True) is True and a.shared(force=True) is True
+    b.close()  # gone: a is alone again
+    assert a.shared(force=True) is False
+    a.close()
+
+
 def _dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()

@@ -11,7 +11,11 @@ Leases make one sender per sample key across processes sharing the cache: before
 session claims the keys it will send (a lease names host, process and session, and expires
 ``LEASE_TTL`` seconds after its last renewal); another session that finds a live lease waits for
 the answer instead of sending the request again. A lease whose process is gone (``kill -9``)
-is taken over at once on the same host, and after ``LEASE_TTL`` from anywhere else.
+is taken over at once on the same host, and after ``LEASE_TTL`` from anywhere else. Leases cost
+two commits per request, so a session takes them only while another session uses the cache:
+every session that sends registers in ``peers/`` (looked at every ``PEERS_EVERY`` seconds); one
+that finds a newcomer leases what it has in flight and waits ``JOIN_GRACE`` before sending more,
+by which time the newcomer has done the same (see :meth:`vlitc.llm.session.LLMSession._own`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,7 +36,9 @@ from vlitc.release import layout
 
 STORE_FILE = layout.RESPONSES
 _FIELDS = ("text", "finish_reason", "usage", "provider", "model")
-LEASE_TTL = 30.0  # seconds a lease lives without renewal
+LEASE_TTL = 30.0  # seconds a lease (or a peer's registration) lives without renewal
+PEERS_EVERY = 0.2  # seconds between looks at which other sessions use this cache
+JOIN_GRACE = 1.0  # seconds a session waits after it finds a new peer (> PEERS_EVERY, with margin)
 _HOST = socket.gethostname()
 
 
@@ -60,6 +67,9 @@ class ResponseCache:
             raise CacheError(f"cannot open the LLM response cache at {directory}: {exc}") from exc
         self._store = store or {}
         self._leases: Any = None
+        self._peers: Any = None
+        self._peers_at = -1e9
+        self._shared = False
         self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self.lease_ttl = LEASE_TTL
         self.warnings: list[str] = []
@@ -106,6 +116,33 @@ class ResponseCache:
             return True
         return lease.get("host") == _HOST and lease["pid"] != os.getpid() and not _alive(lease["pid"])
 
+    def shared(self, force: bool = False) -> bool:
+        """Whether another live session uses this cache; registers (renews) this session too.
+        Looked up at most every ``PEERS_EVERY`` seconds unless ``force``."""
+        now = time.monotonic()
+        if not force and now - self._peers_at < PEERS_EVERY:
+            return self._shared
+        self._peers_at = now
+        if self._peers is None:
+            from vlitc.diskstore import open_cache
+
+            self._peers = open_cache(self.directory / "peers")
+        db = self._peers
+        db.set(self.owner, {"owner": self.owner, "host": _HOST, "pid": os.getpid()},
+               expire=self.lease_ttl)
+        others = False
+        for k in list(db.iterkeys()):
+            if k == self.owner:
+                continue
+            peer = db.get(k)  # None once expired
+            if peer is not None and self._stale(peer):
+                db.delete(k)
+            elif peer is not None:
+                others = True
+                break
+        self._shared = others
+        return others
+
     def claim(self, keys: list[str]) -> frozenset[str]:
         """Lease the ``keys`` nobody else holds (or whose holder died); returns those leased."""
         if not keys:
@@ -143,6 +180,9 @@ class ResponseCache:
         self._dc.close()
         if self._leases is not None:
             self._leases.close()
+        if self._peers is not None:
+            self._peers.delete(self.owner)
+            self._peers.close()
 
     def export(self, keys: Iterable[str], path: Path) -> Path:
         """Write the entries for ``keys`` (sorted) to ``path`` (a folder or a ``.jsonl`` file)."""

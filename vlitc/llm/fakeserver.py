@@ -150,6 +150,10 @@ class FakeServer:
     seed: int = 0
     log_path: str | None = None
     keep_bodies: bool = False  # log each answered request's JSON body (tests of parameters)
+    #: a share of requests answered after ``slow_latency`` instead of ``latency``, chosen by a
+    #: hash of the last user message (so the same requests are slow whichever client sends them)
+    slow_rate: float = 0.0
+    slow_latency: float = 5.0
     log: list[dict] = field(default_factory=list)
     port: int = 0
     _seen: dict[str, int] = field(default_factory=dict)
@@ -288,7 +292,9 @@ class FakeServer:
             await asyncio.sleep(3600)
             return False
         fault = self._fault(digest)
-        if self.latency:
+        if self.slow_rate and self._slow(raw):
+            await asyncio.sleep(self.slow_latency)
+        elif self.latency:
             await asyncio.sleep(self.latency)
         if fault == "timeout":
             self._record(path, digest, "timeout")
@@ -324,6 +330,15 @@ class FakeServer:
         self._record(path, digest, "ok", extra)  # logged before the client can see the answer
         await _send(writer, 200, answer)
         return True
+
+    def _slow(self, raw: bytes) -> bool:
+        try:
+            msgs = json.loads(raw).get("messages") or []
+        except (ValueError, AttributeError):
+            return False
+        last = next((m.get("content") for m in reversed(msgs) if m.get("role") == "user"), "")
+        tag = hashlib.sha256(json.dumps(last, sort_keys=True).encode()).digest()
+        return int.from_bytes(tag[:4], "big") < self.slow_rate * 2**32
 
     # running ---------------------------------------------------------------------------------
     async def serve(self, ready: threading.Event | None = None) -> None:
@@ -374,9 +389,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--fault-rate", type=float, default=0.0)
     ap.add_argument("--log", default=None, help="append one JSON line per request here")
+    ap.add_argument("--slow-rate", type=float, default=0.0, help="share of slow answers")
+    ap.add_argument("--slow-latency", type=float, default=5.0, help="seconds a slow answer takes")
     args = ap.parse_args(argv)
     srv = FakeServer(
-        latency=args.latency, fault_rate=args.fault_rate, log_path=args.log, port=args.port
+        latency=args.latency, fault_rate=args.fault_rate, log_path=args.log, port=args.port,
+        slow_rate=args.slow_rate, slow_latency=args.slow_latency,
     )
 
     async def run() -> None:

@@ -379,6 +379,7 @@ class Client:
                 "usage": {"prompt_tokens": p_tok if j == 0 else 0, "completion_tokens": share},
             }
             self.session.cache.set(plan.keys[i], entry)
+            self.session._answered.add(plan.keys[i])
             plan.entries[i] = entry
         if got:
             self._longest_answer = max(self._longest_answer, c_tok // len(got) + 1)
@@ -467,6 +468,9 @@ class LLMSession:
         self._thread: threading.Thread | None = None
         self._inflight: dict[str, asyncio.Future] = {}  # sample key -> its answer in this session
         self._heartbeat: asyncio.Task | None = None
+        self._shared = False  # another session uses the cache: lease what is sent
+        self._answered: set[str] = set()  # keys this session stored (reread, never resent)
+        self._joining: asyncio.Task | None = None
 
     def client(self, name: str) -> Client:
         """The client of generator ``name`` (one per generator, created on first use)."""
@@ -502,23 +506,27 @@ class LLMSession:
         """Split the unanswered samples ``indices`` into those this task sends now and those
         another process holds a lease on. A sample on its way in this session is awaited, and
         a sample someone answered meanwhile is read from the store (it is in neither list)."""
+        await self._peers()
         for i in indices:
             other = self._inflight.get(plan.keys[i])
             if other is not None:
                 await asyncio.shield(other)
         todo = []
-        for i in indices:
-            plan.entries[i] = plan.entries[i] or self.cache.get(plan.keys[i])
+        for i in indices:  # answered meanwhile: here (read back) or, when shared, elsewhere
+            if plan.entries[i] is None and (self._shared or plan.keys[i] in self._answered):
+                plan.entries[i] = self.cache.get(plan.keys[i])
             if plan.entries[i] is None:
                 todo.append(i)
         free = [i for i in todo if plan.keys[i] not in self._inflight]
-        claimed = self.cache.claim([plan.keys[i] for i in free])
+        wanted = [plan.keys[i] for i in free]
+        claimed = self.cache.claim(wanted) if self._shared else frozenset(wanted)
         ours = []
         for i in free:
             key = plan.keys[i]
             if key not in claimed:
                 continue
-            plan.entries[i] = self.cache.get(key)  # answered just before its lease was given back
+            if self._shared:  # answered in another process just before its lease was given back
+                plan.entries[i] = self.cache.get(key)
             if plan.entries[i] is not None:
                 self.cache.release([key])
             else:
@@ -536,6 +544,25 @@ class LLMSession:
                 fut.set_result(None)
         self.cache.release(keys)
 
+    async def _peers(self) -> None:
+        """Lease only while another session uses the cache. When one appears, lease what is in
+        flight and wait ``JOIN_GRACE`` (the other side, noticing this session within
+        ``PEERS_EVERY``, does the same), so that neither sends what the other has in flight."""
+        from vlitc.llm.cache import JOIN_GRACE
+
+        shared = self.cache.shared()
+        if shared and not self._shared:
+            self._shared = True
+            self._joining = asyncio.get_running_loop().create_task(self._join(JOIN_GRACE))
+        elif not shared:
+            self._shared = False
+        if self._joining is not None and not self._joining.done():
+            await asyncio.shield(self._joining)
+
+    async def _join(self, grace: float) -> None:
+        self.cache.claim(list(self._inflight))
+        await asyncio.sleep(grace)
+
     def _beat(self) -> None:
         """Keep this session's leases alive while it holds any (started on first claim)."""
         if self._heartbeat is None or self._heartbeat.done():
@@ -544,6 +571,7 @@ class LLMSession:
     async def _renew(self) -> None:
         while self._inflight:
             await asyncio.sleep(self.cache.lease_ttl / 3)
+            self.cache.shared(force=True)  # keeps this session registered while it waits
             self.cache.renew(list(self._inflight))
 
     # reports --------------------------------------------------------------------------------
