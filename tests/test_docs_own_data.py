@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from test_exporters_trainers import internvl_read, llamafactory_read
@@ -47,6 +48,13 @@ def test_own_coco_builds_for_llamafactory_trl_and_the_hub(tmp_path, repo_root):
     pq = datasets.load_dataset("parquet", data_files=str(out / "train.parquet"), split="train",
                                cache_dir=str(tmp_path / "hf"))
     assert pq.features["image"] == datasets.Image() and pq[0]["image"].size == (160, 120)
+    # the card says where each export's images are, as its trainer finds them
+    card = (out / "README.md").read_text()
+    assert ("Images in `llamafactory/train.jsonl`: paths relative to the data file's own folder, "
+            "into the release's `llamafactory/images/` folder") in card
+    assert "Images in `train.parquet`: the pictures themselves" in card
+    assert "Images in `messages.jsonl`: absolute paths of the source images" in card
+    assert all(Path(p).is_absolute() and Path(p).is_file() for r in lines for p in r["images"])
 
 
 def test_own_llava_joins_the_file_with_coco_and_builds_for_internvl(tmp_path, repo_root):

@@ -158,6 +158,24 @@ class ReleaseReport(Report):
                             for s in gallery.pick(dropped, n, ctx.seed, "dropped")]}
 
 
+#: exports whose image paths are written for their trainer (vlitc.ops.exporters.trainers)
+TRAINER_FORMATS = ("llamafactory", "messages", "internvl")
+
+
+def _trainer_place(spec: dict) -> str:
+    """Where the images of an embedding or trainer export are, in words."""
+    mode, folder = spec.get("images", "reference"), spec.get("image_dir", "images")
+    if mode == "embed":
+        return "the pictures themselves, stored in the file as datasets.Image bytes."
+    if mode == "reference":
+        return ("absolute paths of the source images on the machine that built the release "
+                "(export with `images: copy` to carry them).")
+    if spec.get("format") == "internvl":
+        return f"paths under the meta file's `root`, the release's `{folder}/` folder."
+    return (f"paths relative to the data file's own folder, into the release's `{folder}/` "
+            "folder, as the trainer resolves them.")
+
+
 def image_note(recipe: dict) -> str:
     """Where the image paths in each exported file resolve: the recipe's image folders for an
     output that references them, the release's own image folder for one that copies or links
@@ -174,13 +192,17 @@ def image_note(recipe: dict) -> str:
     for spec, path in zip(specs, shown, strict=True):
         mode = spec.get("images", "reference")
         place = "" if mode == "reference" else f"{spec.get('image_dir', 'images')}\0{mode}"
+        if mode == "embed" or spec.get("format") in TRAINER_FORMATS:
+            place = "\0" + _trainer_place(spec)
         by_place.setdefault(place, []).append(f"`{path}`")
     if not specs:
         by_place[""] = []
     notes = []
     for place, paths in sorted(by_place.items()):
         files = f" in {', '.join(paths)}" if paths else ""
-        if not place:
+        if place.startswith("\0"):
+            notes.append(f"Images{files}: {place[1:]}")
+        elif not place:
             where = (f"the image folder `{folders[0]}`" if len(folders) == 1 else
                      "the common parent of the image folders " + ", ".join(f"`{f}`" for f in folders))
             them = "it" if len(folders) == 1 else "them"
