@@ -515,3 +515,38 @@ def test_a_box_that_cannot_be_read_is_counted_and_left_out(bbox, base_dir, tmp_p
     assert counts and counts[0].get("unreadable_box") == 1
     text = (out / "train.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
+
+
+def test_a_damaged_cache_database_is_a_located_error(base_dir, tmp_path, capsys):
+    root = tmp_path / "case"
+    shutil.copytree(base_dir, root, symlinks=True)
+    cache = tmp_path / "cache"
+    args = ["build", str(root / "r.yaml"), "--cache-dir", str(cache), "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "first")]) == 0
+    for db in cache.rglob("cache.db"):
+        db.write_bytes(b"not a database " * 64)
+    for wal in list(cache.rglob("cache.db-*")):
+        wal.unlink()
+    capsys.readouterr()
+    rc = main(args + ["--out", str(tmp_path / "out" / "second"), "--force", "all"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"error: {cache}: a cache database is damaged"), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    assert _temp_files(cache) == []
+
+
+@pytest.mark.parametrize("which", ["output", "cache"])
+def test_an_unwritable_output_or_cache_folder_is_found_before_anything_runs(which, base_dir, tmp_path,
+                                                                           capsys):
+    root = tmp_path / "case"
+    shutil.copytree(base_dir, root, symlinks=True)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder must go")
+    out = blocker / "release" if which == "output" else tmp_path / "out" / "release"
+    cache = tmp_path / "cache" if which == "output" else blocker / "cache"
+    rc = main(["build", str(root / "r.yaml"), "--out", str(out), "--cache-dir", str(cache), "--quiet"])
+    err = capsys.readouterr().err
+    folder = out.parent if which == "output" else cache
+    assert rc == 2 and err.startswith(f"error: {folder}: the {which} folder cannot be written"), err
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache" / "steps").rglob("*"))

@@ -110,3 +110,18 @@ def _args(paths):
     import argparse
 
     return argparse.Namespace(paths=paths)
+
+
+def test_lint_checks_context_templates_and_loads_recipes_bounded(tmp_path, capsys):
+    from vlitc.cli.main import main
+
+    (tmp_path / "ctx.j2").write_text("{{ captions }}\n{{ record.__class__ }}\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("vlitc: 1\nname: t\ntasks:\n  g: {kind: generate, source: s, generator: m, "
+                      "prompt: llava/conversation, context: ctx.j2}\n")
+    rc = main(["lint", str(recipe)])
+    out = capsys.readouterr()
+    assert rc == 2 and f"{tmp_path / 'ctx.j2'}:2: template not allowed in a template" in out.out + out.err
+    recipe.write_text("vlitc: 1\nx: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert main(["lint", str(recipe)]) == 2
+    assert "nested more than 64 levels" in capsys.readouterr().err

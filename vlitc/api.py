@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from vlitc.paths import check_writable
 from vlitc.plan import Plan, build_plan
 from vlitc.recipe import Recipe, load_recipe
 from vlitc.run.engine import Execution
@@ -50,6 +51,8 @@ def build(
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     out = Path(out_dir) if out_dir else default_out_dir(recipe)
     layout.check_out_dir(out, cache)  # before anything runs
+    check_writable(out.parent, "output folder")
+    check_writable(cache, "cache folder")
     store = Store(cache)
     ex = Executor(recipe, plan, store, out, tuple(force), emit, frozen,
                   Path(llm_store) if llm_store else None, execution, strict=strict)

@@ -22,9 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from vlitc.errors import InputError
+from vlitc.recipe.load import Positions
 
 _RUN_TOGETHER = re.compile(r"(?<=[a-z0-9)\]}\"'])[.?!](?=[A-Z])")
 _NORM_PUNCT = re.compile(r"[^\w{}\s]+")
@@ -154,30 +153,20 @@ def lint_file(path: Path, expect: Expect | None = None) -> list[Finding]:
     return lint_templates(items, str(path), expect if expect is not None else expect_for_pool_file(path))
 
 
-def _line_of(root: yaml.Node | None, *path: str | int) -> int:
-    node = root
-    for key in path:
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == key), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-        else:
-            return 0
-        if node is None:
-            return 0
-    return node.start_mark.line + 1 if node is not None else 0
+def _line_of(pos: Positions, *path: str | int) -> int:
+    mark = pos.values.get(tuple(path))
+    return mark[0] if mark else 0
 
 
 def lint_recipe(path: Path) -> list[Finding]:
     """Lint the pools and inline templates of a recipe against the tasks that use them."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text) or {}
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except (OSError, yaml.YAMLError) as e:
-        raise InputError(f"cannot read recipe: {e}") from None
-    pools = data.get("pools") or {}
-    tasks = data.get("tasks") or {}
+    from vlitc.recipe.load import load_yaml
+
+    data, root = load_yaml(path)  # the recipe loader: bounded, every problem located
+    if not isinstance(data, dict):
+        data = {}
+    pools: dict = data["pools"] if isinstance(data.get("pools"), dict) else {}
+    tasks: dict = data["tasks"] if isinstance(data.get("tasks"), dict) else {}
     users: dict[str, list[Expect]] = {}
     out: list[Finding] = []
     for name, t in tasks.items():
@@ -194,9 +183,26 @@ def lint_recipe(path: Path) -> list[Finding]:
                   _line_of(root, "tasks", name, "instruction", "templates", i))
                  for i, tpl in enumerate(instr.get("templates") or [])]
         out += lint_templates(items, str(path), expect)
+        if isinstance(t.get("context"), str):
+            out += _lint_context(t["context"], path, _line_of(root, "tasks", name, "context"))
     for name, p in pools.items():
         out += _lint_pool(path, root, name, p or {}, _merge(users.get(name, [])))
     return sorted(set(out))
+
+
+def _lint_context(name: str, recipe: Path, line: int) -> list[Finding]:
+    """A context template (built-in or ``.j2`` file) compiles in the sandbox and reads only
+    what context templates are given."""
+    from vlitc.llm.context import check_template
+
+    try:
+        check_template(name, recipe.parent)
+    except InputError as e:
+        loc = e.location
+        if loc is None or not Path(loc.file).is_file():
+            return [Finding(str(recipe), line, e.message)]
+        return [Finding(loc.file, loc.line, e.message)]
+    return []
 
 
 def _merge(expects: list[Expect]) -> Expect:
@@ -209,7 +215,7 @@ def _merge(expects: list[Expect]) -> Expect:
     return Expect(provided, required)
 
 
-def _lint_pool(recipe: Path, root, name: str, p: dict, expect: Expect) -> list[Finding]:
+def _lint_pool(recipe: Path, root: Positions, name: str, p: dict, expect: Expect) -> list[Finding]:
     if isinstance(p.get("file"), str):
         f = (recipe.parent / p["file"]).resolve()
         if not f.is_file():
@@ -229,10 +235,13 @@ def is_recipe(path: Path) -> bool:
     """A YAML mapping with a top-level ``vlitc`` or ``tasks`` key is a recipe, not a pool list."""
     if path.suffix.lower() not in (".yaml", ".yml"):
         return False
+    from vlitc.errors import RecipeError
+    from vlitc.recipe.load import load_yaml
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False
+        data, _ = load_yaml(path)
+    except RecipeError:
+        return True  # a YAML file that does not load: lint_recipe reports where, located
     return isinstance(data, dict) and bool({"vlitc", "tasks", "pools"} & set(data))
 
 

@@ -24,6 +24,24 @@ def recipe_path(recipe_dir: Path, value: str | Path) -> Path:
     return p if p.is_absolute() else recipe_dir / p
 
 
+def check_writable(folder: Path, what: str) -> None:
+    """Make sure ``folder`` exists and takes a new file, before anything runs: a read-only or
+    full disk found after every step ran is a wasted build. A located :class:`InputError`."""
+    import tempfile
+
+    from vlitc.errors import InputError, Location
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".tmp-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"the {what} cannot be written: {e.strerror or e}", Location(str(folder)),
+                         hint=f"choose a {what} you can write to") from None
+
+
 def relative_problem(path: object) -> str | None:
     """Why ``path`` cannot name a place inside a folder, or ``None`` when it can: it must be
     non-empty text, relative, without ``..`` segments, NUL characters or backslashes."""

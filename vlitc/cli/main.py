@@ -12,6 +12,7 @@ import importlib
 import os
 import pkgutil
 import signal
+import sqlite3
 import sys
 import threading
 
@@ -84,6 +85,14 @@ def _run(args: argparse.Namespace) -> int:
         err = console(stderr=True)
         err.print(f"error: this recipe needs the package {e.name!r}, which is not installed\n"
                   f"hint: {hint}", markup=False)
+        return 2
+    except sqlite3.DatabaseError as e:  # a cache database damaged on disk (or not one at all)
+        from vlitc.run.executor import default_cache_dir
+
+        cache = getattr(args, "cache_dir", None) or default_cache_dir()
+        console(stderr=True).print(
+            f"error: {cache}: a cache database is damaged: {e}\nhint: delete the cache folder "
+            "(or the damaged cache.db in it) or build with another --cache-dir", markup=False)
         return 2
     except OSError as e:
         if e.filename is None and e.errno not in _USER_ERRNOS:
