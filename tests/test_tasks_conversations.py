@@ -179,3 +179,39 @@ def test_llava_mix_recipe_mixes_existing_text_vqa_and_grounding_in_its_proportio
     assert all(r["conversations"][0]["value"].endswith(
         "Answer the question using a single word or phrase.") for r in vqa)
     assert "warnings" not in result.manifest
+
+
+@pytest.mark.slow
+def test_review_qc_recipe_builds_offline_with_clip_and_a_majority_of_three_judge(repo_root,
+                                                                                 tmp_path,
+                                                                                 monkeypatch):
+    pytest.importorskip("open_clip", reason="needs the clip extra")
+    import open_clip
+    import torch
+    from test_filters_clip import TINY
+
+    from vlitc.llm.fakeserver import FakeServer
+
+    cfg = tmp_path / "vlitc-tiny-clip.json"
+    cfg.write_text(json.dumps(TINY))
+    open_clip.add_model_config(cfg)
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("vlitc-tiny-clip", pretrained=None).state_dict(),
+               tmp_path / "tiny.pt")
+    server = FakeServer().start_in_thread()
+    monkeypatch.setenv("JUDGE_API_KEY", "sk-test")
+    data = yaml.safe_load((repo_root / "recipes" / "review-qc.yaml").read_text())
+    src = data["sources"]["conversations"]
+    src.update(file=str(repo_root / "recipes" / src["file"]),
+               images=str(repo_root / "recipes" / src["images"]))
+    data["generators"]["judge"].update(base_url=server.base_url, retry_backoff=0.01)
+    data["filters"][1].update(model=str(cfg), pretrained=str(tmp_path / "tiny.pt"), device="cpu")
+    (tmp_path / "qc.yaml").write_text(yaml.safe_dump(data))
+    result = build(tmp_path / "qc.yaml", out_dir=tmp_path / "out", cache_dir=tmp_path / "c")
+    steps = {s["id"]: s for s in result.manifest["steps"]}
+    assert steps["filter:clip_match"]["n_dropped"] == 2  # the bottom 10% of 24
+    assert steps["measure:judge"]["counters"]["measured"] == 22
+    assert 0 < len(server.log) <= 22  # one request per distinct conversation, 3 votes each
+    assert data["filters"][2]["votes"] == 3
+    kept = json.loads((tmp_path / "out" / "review_qc.json").read_text())
+    assert len(kept) == 22
