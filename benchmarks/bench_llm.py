@@ -99,7 +99,7 @@ def the_requests(recs: list[dict]) -> list:
 async def bare(url: str, conc: int, reqs: list) -> tuple[float, float]:
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
+    client = AsyncOpenAI(base_url=url, api_key="bench", max_retries=0, timeout=120.0)  # as vlitc
     sem = asyncio.Semaphore(conc)
 
     async def one(req) -> None:
