@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,8 @@ def demo_copy(tmp_path: Path, copy_annotations: bool = False) -> Path:
     text = text.replace("data/demo", str(data))
     # the response-diversity indicator loads an embedding model; core tests do not need it
     text = text.replace("indicators: {response: true}", "indicators: {response: false}")
+    if importlib.util.find_spec("pyarrow") is None:  # core-only install: no Parquet output
+        text = "".join(line for line in text.splitlines(keepends=True) if "format: parquet" not in line)
     path = tmp_path / "demo.yaml"
     path.write_text(text)
     return path
@@ -32,3 +35,13 @@ def ran(result) -> set[str]:
 
 def cached(result) -> set[str]:
     return {e["step"] for e in result.events if e.get("event") == "step" and e["status"] == "cached"}
+
+
+def needs(module: str):
+    """Skip the calling test, naming the extra, when ``module`` (from an optional extra) is absent."""
+    import pytest
+
+    from vlitc.errors import EXTRAS
+
+    extra = EXTRAS[module.split(".")[0]]
+    return pytest.importorskip(module, reason=f"needs the '{extra}' extra (pip install 'vlitc[{extra}]')")

@@ -30,6 +30,7 @@ def test_mix_is_registered_under_balance_family():
     assert get("balance", "mix") is MixBalance
 
 
+@pytest.mark.exercises("balance.mix")
 def test_mix_fractions_set_per_task_counts():
     pool = [_s("a", i) for i in range(50)] + [_s("b", i) for i in range(50)]
     out, ctx = _run({"total": 20, "mix": {"a": 0.75, "b": 0.25}}, pool)

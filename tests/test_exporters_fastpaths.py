@@ -38,6 +38,7 @@ def test_awkward_text_round_trips_exactly(tmp_path, exporter, path):
         assert values == [text, text[::-1]]
 
 
+@pytest.mark.exercises("exporter.llava")
 def test_llava_lines_match_the_json_module(tmp_path):
     ctx = context(tmp_path)
     LlavaExporter({"path": "t.json"}).export(_samples(), ctx)

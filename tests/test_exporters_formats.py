@@ -72,6 +72,7 @@ def test_shard_size_writes_numbered_shards(tmp_path):
     assert [len(x) for x in lines] == [3, 1]
 
 
+@pytest.mark.exercises("exporter.sharegpt")
 def test_sharegpt_jsonl_has_roles_and_images_list(tmp_path):
     ctx = context(tmp_path)
     ShareGptExporter({"path": "train.jsonl"}).export(demo_samples(tmp_path), ctx)

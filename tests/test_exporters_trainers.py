@@ -69,6 +69,7 @@ def llamafactory_read(dataset_dir: Path, name: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("mode", ["copy", "reference"])
+@pytest.mark.exercises("exporter.llamafactory")
 def test_llamafactory_export_registers_itself_and_its_images_resolve(tmp_path, mode):
     ctx = context(tmp_path, recipe={"name": "demo"})
     samples = demo_samples(tmp_path)
@@ -122,6 +123,7 @@ def internvl_read(release: Path, meta_file: Path) -> list[dict]:
     return out
 
 
+@pytest.mark.exercises("exporter.internvl")
 def test_internvl_export_and_meta_file_read_as_its_training_reads_them(tmp_path):
     ctx = context(tmp_path, recipe={"name": "demo"})
     samples = demo_samples(tmp_path)
@@ -147,6 +149,7 @@ def test_content_parts_put_each_image_where_its_placeholder_stood():
     assert content_parts("No image.") == [{"type": "text", "text": "No image."}]
 
 
+@pytest.mark.exercises("exporter.messages")
 def test_messages_export_has_content_lists_and_no_placeholder_text(tmp_path):
     ctx = context(tmp_path)
     samples = demo_samples(tmp_path)
@@ -227,6 +230,7 @@ def test_trainer_exports_build_from_a_recipe(tmp_path, repo_root):
     assert front["configs"][0]["data_files"] == [{"split": "train", "path": "train.parquet"}]
 
 
+@pytest.mark.exercises("exporter.parquet")
 def test_parquet_embeds_image_bytes_as_the_datasets_image_feature(tmp_path):
     datasets = pytest.importorskip("datasets")
     from vlitc.ops.exporters.parquet import ParquetExporter

@@ -85,6 +85,7 @@ def test_many_samples_on_one_image_cost_one_encode_and_a_rebuild_none(tiny, imag
     assert "clip_images_encoded" not in again.counters and again.counters["clip_image_cache_hits"] == 2
 
 
+@pytest.mark.exercises("filter.clip_match")
 def test_long_text_scores_each_exchange_and_aggregates(tiny, images, tmp_path):
     ctx, _ = caching_ctx(tmp_path, image_roots={"coco": images})
     s = qa("<image>\nQ1", "A1 " * 40, "Q2", "A2", image=img("red.png"))

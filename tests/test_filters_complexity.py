@@ -26,6 +26,7 @@ def _samples():
                               {"role": "assistant", "content": "It looks like rain."}])]
 
 
+@pytest.mark.exercises("filter.complexity")
 def test_scores_feed_stats_the_floor_and_the_indicator(tmp_path):
     template = "Rated.\nSCORE: {{ 2 if 'dog' in last_user else 8 }}"
     gens = {"m": {"provider": "mock", "model": "mock-1", "template": template}}

@@ -14,6 +14,7 @@ IMG1 = {"root": "coco", "path": "1.jpg", "sha256": "aa"}
 IMG2 = {"root": "coco", "path": "2.jpg", "sha256": "bb"}
 
 
+@pytest.mark.exercises("filter.dedup")
 def test_exact_dedup_folds_case_punctuation_and_spacing_and_names_the_kept_sample():
     s = [qa("What is it?", "A cat.", sid="a"), qa("what is it", "a  CAT!", sid="b"),
          qa("What is it?", "A dog.", sid="c")]
@@ -136,6 +137,7 @@ def test_semantic_dedup_with_minilm_drops_paraphrases_and_caches_embeddings(tmp_
     assert caches["minilm-embedding"].sets == 3 and context.counters["embedding_cache_hits"] == 3
 
 
+@pytest.mark.exercises("filter.per_image_cap")
 def test_per_image_cap_keeps_the_first_n_per_image_and_task():
     s = [qa("Q", "A", sid=f"s{i}", image=IMG1 if i != 2 else IMG2, task="t" if i < 4 else "u")
          for i in range(6)]

@@ -67,6 +67,7 @@ def test_plurals_irregulars_and_modifiers():
     assert got == ["dog", "mouse", "knife", "bus", "elephant", "cat", "orange"]
 
 
+@pytest.mark.exercises("filter.hallucination")
 def test_counts_against_non_crowd_instances():
     stats, keep = check("Three cats sleep on a couch.")
     assert stats["counts"] == [{"object": "cat", "stated": 3, "annotated": 2}]

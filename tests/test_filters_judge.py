@@ -36,6 +36,7 @@ SAMPLES = [
 ]
 
 
+@pytest.mark.exercises("filter.judge")
 def test_majority_of_strictly_parsed_votes_decides_and_the_reason_counts_them(tmp_path):
     f, stats, calls = judged(tmp_path, SAMPLES)
     assert calls == 9  # 3 samples x 3 votes

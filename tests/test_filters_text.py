@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from _filters_util import qa, run
 
 from vlitc.ops.filters.text import (
@@ -15,6 +16,7 @@ from vlitc.ops.filters.text import (
 )
 
 
+@pytest.mark.exercises("filter.min_words")
 def test_min_words_drops_short_answers_with_the_count_in_the_reason():
     s = [qa("<image>\nWhat?", "A cat.", sid="a"), qa("What?", "A cat sits on a mat.", sid="b")]
     stats, keep = run(MinWordsFilter({"min": 3}), s)
@@ -22,6 +24,7 @@ def test_min_words_drops_short_answers_with_the_count_in_the_reason():
     assert keep == ["2 words < min 3", None]
 
 
+@pytest.mark.exercises("filter.words")
 def test_word_band_per_task_overrides_the_default_band():
     s = [qa("Q", "yes", task="vqa"), qa("Q", "yes", task="detail")]
     f = WordsFilter({"min": 5, "max": 200, "per_task": {"vqa": {"min": 1, "max": 3}}})
@@ -33,6 +36,7 @@ def test_min_words_per_task_integer():
     assert run(MinWordsFilter({"min": 4, "per_task": {"vqa": 1}}), s)[1] == [None, "1 words < min 4"]
 
 
+@pytest.mark.exercises("filter.turns")
 def test_turn_band_counts_exchanges():
     s = [qa("Q1", "A1", "Q2", "A2", "Q3", "A3"), qa("Q", "A")]
     stats, keep = run(TurnsFilter({"min": 2, "max": 2}), s)
@@ -40,6 +44,7 @@ def test_turn_band_counts_exchanges():
     assert keep == ["3 turns > max 2", "1 turns < min 2"]
 
 
+@pytest.mark.exercises("filter.structure")
 def test_structure_requires_alternation_and_one_leading_placeholder():
     img = {"root": "coco", "path": "1.jpg"}
     good = qa("Describe.", "A cat.", image=img)
@@ -62,6 +67,7 @@ def test_leakage_finds_template_phrases_case_insensitively():
     assert keep[2] is None  # "a description" is not "the description"
 
 
+@pytest.mark.exercises("filter.leakage")
 def test_leakage_extra_phrases_and_replaced_list():
     s = [qa("Q", "In the picture provided, a dog."), qa("Q", "The description says a dog.")]
     _, keep = run(LeakageFilter({"phrases": ["picture provided"]}), s)
@@ -71,6 +77,7 @@ def test_leakage_extra_phrases_and_replaced_list():
                     "leaked template phrase: 'the description'"]
 
 
+@pytest.mark.exercises("filter.repetition")
 def test_repetition_drops_looping_answers_only():
     loop = "the cat is on the mat " * 6
     s = [qa("Q", "A black cat sleeps on a red mat near the window.", "Q2", loop)]
@@ -81,6 +88,7 @@ def test_repetition_drops_looping_answers_only():
     assert stats[1]["repetition"] == 0.0 and keep[1] is None
 
 
+@pytest.mark.exercises("filter.truncated")
 def test_truncated_drops_empty_and_length_cut_answers():
     cut = qa("Q", "A long answer that stops mid", finish_reasons=["length"])
     empty = qa("Q", "  ")

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from tests._core_util import needs
 from tests._release_util import conv, img
 from vlitc.quality import indicators as ind
 from vlitc.records import sample
@@ -153,6 +154,7 @@ def test_correctness_rate_reads_the_judge_votes_majority():
 
 
 def test_tiny_sets_say_too_few_samples_instead_of_zero():
+    needs("sklearn")
     from vlitc.release.summary import indicator_rows
 
     samples = [conv("1", "t", "q", "An answer.")]

@@ -105,6 +105,7 @@ def test_region_context_marks_a_seeded_object(tmp_path):
     assert out[0]["turns"][0]["content"].startswith("<image>\nConsider the region [0.")
 
 
+@pytest.mark.exercises("task.rewrite")
 def test_rewrite_keeps_both_versions(tmp_path):
     src, _, _ = _run(tmp_path, {}, {"template": GOOD})
     gens = {"fix": {"provider": "mock", "template": "{{ last_user | replace('two', ' two') }}"}}
@@ -128,6 +129,15 @@ def test_generator_schemas_reject_typos(name):
         jsonschema.validate({"model": "x", "temprature": 0.8}, schema)
 
 
+@pytest.mark.exercises("generator.anthropic")
+def test_an_anthropic_generator_keys_on_model_and_sampling_not_on_secrets_or_limits():
+    op = get("generator", "anthropic")({"model": "claude-3-5-haiku", "temperature": 0.2, "rpm": 50,
+                                        "api_key_env": "K", "timeout": 30})
+    assert op.key_params() == {"model": "claude-3-5-haiku", "temperature": 0.2}
+    assert op.config()["provider"] == "anthropic" and op.config()["model"] == "claude-3-5-haiku"
+
+
+@pytest.mark.exercises("generator.openai")
 def test_only_response_changing_generator_params_enter_keys():
     op = get("generator", "openai")({"model": "gpt-4o-mini", "temperature": 0.8, "rpm": 60,
                                      "base_url": "https://api.openai.com/v1/", "api_key_env": "K",
@@ -184,6 +194,7 @@ def test_recipe_builds_end_to_end_and_rebuilds_with_zero_calls(tmp_path, server,
     assert "sk-test-secret-123" not in json.dumps(first.manifest)
 
 
+@pytest.mark.exercises("task.generate")
 def test_generate_reads_llava_own_prompt_folder(tmp_path, fixtures_dir):
     folder = fixtures_dir / "LLaVA/playground/data/prompts/conversation"
     gen = {"template": "Question:\n{{ system[:39] }}|{{ messages|length }}\n===\nAnswer:\nTwo."}

@@ -39,6 +39,7 @@ def test_exact_dedup_ignores_case_spacing_and_final_punctuation():
         "Describe it.", "Other one."]
 
 
+@pytest.mark.exercises("pool.expand")
 def test_expansion_dedups_keeps_seeds_and_rejects_unknown_placeholders(llm, monkeypatch):
     import vlitc.ops.pools as pools
 

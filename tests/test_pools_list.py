@@ -14,6 +14,7 @@ def pool(**params):
     return get("pool", "list")(params, "p")
 
 
+@pytest.mark.exercises("pool.list")
 def test_text_file_skips_blank_lines_and_comments(tmp_path):
     (tmp_path / "p.txt").write_text("# brief captions\n\nDescribe the image.\n  Summarize it.  \n")
     assert pool(file="p.txt").templates(ctx(tmp_path)) == ["Describe the image.", "Summarize it."]

@@ -1,17 +1,16 @@
-"""Every registered op has a docstring, a strict params schema, a version and a test."""
+"""Every registered op has a docstring, a strict params schema, a version and a test that runs it
+(``@pytest.mark.exercises``, enforced at run time by conftest: see tests/_op_contract.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
 
+from tests._op_contract import marked_ops, op_id
 from vlitc.ops import registry
 
-TESTS = Path(__file__).resolve().parent
-ALL_TEST_TEXT = "\n".join(p.read_text() for p in TESTS.rglob("test_*.py"))
 OPS = registry.all_ops()
+MARKED = marked_ops()
 
 
 def _strict(schema: dict) -> bool:
@@ -24,7 +23,9 @@ def test_op_contract(op):
     assert _strict(op.params_schema), "params_schema must be an object with additionalProperties: false"
     Draft202012Validator.check_schema(op.params_schema)
     assert isinstance(op.version, int) and op.version >= 1
-    assert op.name in ALL_TEST_TEXT, f"no test mentions {op.family} op {op.name!r}"
+    assert MARKED.get(op_id(op)), (
+        f"no test runs {op_id(op)}: mark one that builds it and asserts on its output with "
+        f"@pytest.mark.exercises({op_id(op)!r})")
 
 
 def test_duplicate_registration_raises():
@@ -48,3 +49,26 @@ def test_declared_traits_match_the_schema(op):
         assert "images" not in props or op.family != "source", "a source with an images param declares it"
     for field in (*op.reads, *op.writes):
         assert field and all(a and " " not in a for a in field.rstrip("?").split("|")), field
+
+
+def test_the_contract_sees_only_marked_tests_that_assert(tmp_path, monkeypatch):
+    import tests._op_contract as contract
+
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.exercises('filter.words')\ndef test_runs():\n    assert True\n\n"
+        "@pytest.mark.exercises('filter.turns')\ndef test_asserts_nothing():\n    pass\n\n"
+        "def test_mentions_filter_dedup():\n    assert 'dedup'\n")
+    monkeypatch.setattr(contract, "TESTS", tmp_path)
+    assert contract.marked_ops() == {"filter.words": ["test_x.py::test_runs"]}
+
+
+def test_recording_sees_an_op_only_when_its_family_method_runs(monkeypatch):
+    from tests._op_contract import classes_for, recording
+
+    cls = registry.get("filter", "min_words")
+    with recording(classes_for(("filter.min_words", "filter.words")), monkeypatch.setattr) as called:
+        op = cls({"min": 1}, "m")
+        assert called == set()  # built, not run
+        op.measure([], None)
+    assert called == {"filter.min_words"}

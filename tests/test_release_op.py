@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from tests._release_util import context, conv, demo_samples, img
 from vlitc.ops.registry import get
 from vlitc.ops.release import FILES, ReleaseReport
@@ -57,6 +59,7 @@ def test_release_is_the_registered_report_and_writes_four_files(tmp_path):
     assert sorted(p.name for p in ctx.out_dir.iterdir()) == sorted(FILES)
 
 
+@pytest.mark.exercises("report.release")
 def test_card_names_sources_licences_counts_models_funnel_and_rebuild(tmp_path):
     ctx, _ = _write(tmp_path)
     card = (ctx.out_dir / "README.md").read_text()

@@ -40,6 +40,7 @@ def instances_39769(fixtures_dir: Path, tmp_path: Path) -> Path:
         "annotations": anns, "categories": cats})
 
 
+@pytest.mark.exercises("source.coco")
 def test_coco_samples_load_captions_and_instances_by_image_id(fixtures_dir):
     ctx = make_ctx(fixtures_dir / COCO_SAMPLES)
     recs = load("coco", {"captions": "captions_val2014.json_samples.json",
@@ -105,6 +106,7 @@ def test_joined_record_39769_merges_coco_vqa_and_refcoco_layers(fixtures_dir, tm
     assert ctx.counters["joined_records"] == 1
 
 
+@pytest.mark.exercises("source.join")
 def test_join_shifts_relation_indices_and_counts_unmatched_ids(tmp_path):
     a = [{"id": "1", "source": "a", "image": None, "objects": [{"category": "x"}], "meta": {}},
          {"id": "2", "source": "a", "image": None, "captions": ["c"], "meta": {}}]

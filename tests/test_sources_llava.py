@@ -14,6 +14,7 @@ from vlitc.errors import InputError
 CAPS_BOXES = "LLaVA/llava/eval/table/caps_boxes_coco2014_val_80.jsonl"
 
 
+@pytest.mark.exercises("source.llava")
 def test_llava_caps_boxes_normalised_boxes_become_pixels_of_the_image(fixtures_dir, tmp_path):
     rows = [json.loads(x) for x in (fixtures_dir / CAPS_BOXES).read_text().splitlines()]
     first = rows[0]
@@ -75,6 +76,7 @@ def test_llava_qa_fixture_pairs_load_as_item_records(fixtures_dir):
     assert first["meta"] == {"id": "000000525439"}  # the unmapped plain fields
 
 
+@pytest.mark.exercises("source.sharegpt")
 def test_sharegpt_text_only_conversations_and_system_prompt(tmp_path):
     write_jsonl(tmp_path / "sharegpt.jsonl", [
         {"id": "a1", "conversations": [{"from": "system", "value": "Be brief."},
@@ -135,6 +137,7 @@ def test_multiinstruct_rows_become_conversations_with_choices(fixtures_dir):
     assert caption[0]["captions"] == ["A parade float of a dog on a skateboard with on lookers."]
 
 
+@pytest.mark.exercises("source.generic")
 def test_generic_csv_and_unknown_column_error(tmp_path):
     (tmp_path / "t.csv").write_text("img,cap,sp\n1.jpg,a cat,train\n2.jpg,a dog,val\n")
     recs = load("generic", {"file": "t.csv", "columns": {"image": "img", "caption": "cap",
@@ -149,6 +152,7 @@ def test_generic_csv_and_unknown_column_error(tmp_path):
     assert e.value.location.line == 3
 
 
+@pytest.mark.exercises("source.image_folder")
 def test_image_folder_one_record_per_image(tmp_path):
     make_image(tmp_path / "imgs" / "000000000009.jpg")
     make_image(tmp_path / "imgs" / "sub" / "b.png", (10, 20))

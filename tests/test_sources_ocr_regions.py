@@ -28,6 +28,7 @@ def _textvqa(tmp_path):
          "set_name": "val", "caption_id": 2, "caption_str": "A camera that says Dakota."}]})
 
 
+@pytest.mark.exercises("source.textvqa")
 def test_textvqa_consensus_and_rosetta_tokens_in_pixels(tmp_path):
     _textvqa(tmp_path)
     (rec,) = load("textvqa", {"questions": "TextVQA_0.5.1_val.json",
@@ -40,12 +41,14 @@ def test_textvqa_consensus_and_rosetta_tokens_in_pixels(tmp_path):
     assert rec["captions"] == ["A Dakota digital camera.", "A camera that says Dakota."]
 
 
+@pytest.mark.exercises("source.textcaps")
 def test_textcaps_needs_its_captions_file(tmp_path):
     _textvqa(tmp_path)
     (rec,) = load("textcaps", {"captions": "TextCaps_0.1_val.json"}, make_ctx(tmp_path))
     assert "qas" not in rec and len(rec["captions"]) == 2
 
 
+@pytest.mark.exercises("source.coco_text")
 def test_coco_text_keeps_legible_text_with_pixel_boxes(tmp_path):
     write_json(tmp_path / "cocotext.v2.json", {
         "imgs": {"540965": {"id": 540965, "set": "train", "width": 640, "height": 427,
@@ -68,6 +71,7 @@ def test_coco_text_keeps_legible_text_with_pixel_boxes(tmp_path):
     assert len(both[0]["ocr"]) == 2
 
 
+@pytest.mark.exercises("source.visual_genome")
 def test_visual_genome_regions_attributes_and_relationships(tmp_path):
     write_json(tmp_path / "image_data.json", [
         {"image_id": 1, "width": 800, "height": 600, "coco_id": None},
@@ -144,6 +148,7 @@ def test_refcoco_pickle_with_code_is_refused(tmp_path):
         load("refcoco", {"refs": "refs.p", "instances": "instances.json"}, make_ctx(tmp_path))
 
 
+@pytest.mark.exercises("source.refcoco")
 def test_refcoco_json_refs_with_objects(tmp_path):
     _refcoco_instances(tmp_path)
     write_json(tmp_path / "refs.json", REFS[:1])

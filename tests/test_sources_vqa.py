@@ -80,12 +80,14 @@ def test_vqa_v2_groups_questions_by_image_and_names_coco_2014_files(tmp_path):
     assert ctx.counters["missing_image"] == 1
 
 
+@pytest.mark.exercises("source.okvqa")
 def test_okvqa_reads_the_vqa_v2_layout(tmp_path):
     q, a = _vqa_files(tmp_path)
     recs = load("okvqa", {"questions": "q.json", "annotations": "a.json"}, make_ctx(tmp_path))
     assert [r["id"] for r in recs] == ["7", "8"] and recs[0]["source"] == "okvqa"
 
 
+@pytest.mark.exercises("source.aokvqa")
 def test_aokvqa_keeps_choices_rationales_and_the_correct_choice(tmp_path):
     write_json(tmp_path / "aokvqa_v1p0_val.json", [
         {"split": "val", "image_id": 299207, "question_id": "22MexNkBPpdZGX6sxbxVBH",
@@ -107,6 +109,7 @@ def test_aokvqa_keeps_choices_rationales_and_the_correct_choice(tmp_path):
     assert len(qa["rationales"]) == 3 and len(qa["answers"]) == 10
 
 
+@pytest.mark.exercises("source.gqa")
 def test_gqa_questions_and_scene_graph_objects_relations(tmp_path):
     write_json(tmp_path / "val_balanced_questions.json", {
         "05515938": {"imageId": "2354786", "question": "Is the sky dark?", "answer": "yes",
@@ -145,6 +148,7 @@ def test_sample_is_seeded_and_keeps_file_order_and_limit_applies_after(tmp_path)
     assert [r["id"] for r in limited] == one[:3]
 
 
+@pytest.mark.exercises("source.vqa_v2")
 def test_vqa_v2_finds_images_named_the_2017_way_when_the_subtype_says_2014(tmp_path):
     _vqa_files(tmp_path)
     make_image(tmp_path / "img" / "000000000007.jpg")

@@ -27,6 +27,7 @@ def close(a, b, tol):
 
 
 @pytest.mark.parametrize("box_format", BOX_FORMATS)
+@pytest.mark.exercises("task.rec")
 def test_rec_answers_round_trip_to_the_annotated_box(box_format):
     rec = regions_record()
     out = list(task("rec", box_format=box_format).run([rec], ctx()))
@@ -57,11 +58,13 @@ def test_reg_puts_the_box_in_the_question_and_the_phrase_in_the_answer():
     assert [s["turns"][1]["content"] for s in out] == ["cat on the left", "the couch"]
 
 
+@pytest.mark.exercises("task.region_caption")
 def test_region_caption_uses_caption_regions_only():
     out = list(task("region_caption").run([regions_record()], ctx()))
     assert [s["turns"][1]["content"] for s in out] == ["A cat stretching on a pink cushion."]
 
 
+@pytest.mark.exercises("task.attributes")
 def test_attributes_are_listed_once_each_for_the_boxed_object():
     out = list(task("attributes").run([regions_record()], ctx()))
     assert [s["turns"][1]["content"] for s in out] == ["orange and striped"]
@@ -74,6 +77,7 @@ def test_ocr_reads_tokens_in_reading_order():
     assert out[0]["meta"]["annotations"]["ocr"] == ["WORLD", "HELLO", "EXIT"]
 
 
+@pytest.mark.exercises("task.ocr")
 def test_ocr_per_token_boxes_round_trip():
     out = list(task("ocr", per="token").run([regions_record()], ctx()))
     bf = FORMATS["bbox"]
@@ -122,6 +126,7 @@ def test_family_grounding_syntax_tags_the_phrase_and_the_box(name):
 
 
 @pytest.mark.parametrize("name", sorted(FAMILY))
+@pytest.mark.exercises("task.reg")
 def test_family_box_in_a_reg_question_round_trips_without_a_phrase(name):
     out = list(task("reg", box_format=name).run([regions_record()], ctx()))
     bf = FORMATS[name]

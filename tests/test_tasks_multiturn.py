@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from _tasks_util import cats_record, ctx, task
 
 from vlitc.ops.registry import get
@@ -43,6 +44,7 @@ def test_pack_respects_max_turns_and_token_budget():
         assert sum((len(t["content"]) + 3) // 4 for t in s["turns"]) <= 40 + 2  # placeholder added after
 
 
+@pytest.mark.exercises("task.pack")
 def test_pack_is_deterministic_for_a_seed():
     inputs = singles()
     a = list(pack(tasks=["vqa", "count"]).run([], ctx(inputs=inputs)))
@@ -50,6 +52,7 @@ def test_pack_is_deterministic_for_a_seed():
     assert a == b
 
 
+@pytest.mark.exercises("task.text_only")
 def test_text_only_conversations_pass_through_with_roles_mapped():
     recs = [image_record("t1", "chat", None, conversations=[{"id": "t1", "turns": [
                 {"role": "human", "content": "Write a haiku."}, {"role": "gpt", "content": "Leaves fall."}]}]),

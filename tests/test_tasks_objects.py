@@ -61,6 +61,7 @@ def test_popular_negatives_are_the_most_frequent_absent_categories():
     assert negs == ["car", "dog"]
 
 
+@pytest.mark.exercises("task.existence")
 def test_adversarial_negatives_are_the_top_cooccurring_absent_categories():
     out = run_existence("adversarial", dataset())
     negs = [s["meta"]["pope"]["category"] for s in out
@@ -69,6 +70,7 @@ def test_adversarial_negatives_are_the_top_cooccurring_absent_categories():
     assert negs == ["car", "frisbee"]
 
 
+@pytest.mark.exercises("task.counting")
 def test_counts_equal_annotated_non_crowd_instances():
     rec = image_record("1", "coco", dict(IMG), objects=[
         obj("cat", [0, 0, 9, 9]), obj("cat", [10, 0, 19, 9]), obj("dog", [0, 20, 9, 29]),
@@ -104,6 +106,7 @@ def subj_obj(s):
     return m.group(1), m.group(2)
 
 
+@pytest.mark.exercises("task.spatial")
 def test_spatial_answers_follow_box_geometry_and_skip_ambiguous_pairs():
     rec = image_record("1", "coco", dict(IMG), objects=[
         obj("cat", [0, 0, 100, 100]), obj("dog", [200, 0, 250, 50]),

@@ -64,6 +64,7 @@ def test_random_selection_does_not_depend_on_record_order():
     assert fwd == rev
 
 
+@pytest.mark.exercises("task.template")
 def test_balanced_selection_uses_every_template_equally():
     pool = [f"Template number {i}." for i in range(7)]
     t = task("template", instruction={"templates": pool}, response="{{ caption }}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from _tasks_util import IMG, cats_record, ctx, task
 
 from vlitc.formats import FORMATS, LETTERS
@@ -21,6 +22,7 @@ def vqa_records():
          "answer_type": t}]) for i, (q, a, t) in enumerate(qs)]
 
 
+@pytest.mark.exercises("task.vqa")
 def test_short_answer_vqa_appends_the_format_prompt():
     out = list(task("vqa", "vqa", instruction={"templates": ["{{ question }}"]}).run(vqa_records(), ctx()))
     assert out[0]["turns"][0]["content"] == f"<image>\nWhat color is the cat?\n{SHORT}"
@@ -33,6 +35,7 @@ def test_vqa_answer_types_filter():
     assert [s["turns"][1]["content"] for s in out] == ["2"]
 
 
+@pytest.mark.exercises("task.vqa_mc")
 def test_multiple_choice_distractors_share_the_answer_type_and_are_never_acceptable():
     recs = vqa_records()
     t = task("vqa_mc", "mc", instruction={"templates": ["{{ question }}"]}, n_choices=3)
@@ -60,6 +63,7 @@ def test_multiple_choice_uses_dataset_choices_when_present():
     assert "A. frog\nB. cat\nC. crow" in out[0]["turns"][0]["content"]
 
 
+@pytest.mark.exercises("task.brief_caption")
 def test_brief_caption_cleans_captions_and_uses_the_default_pool():
     rec = cats_record()
     rec["captions"].append("cat")
@@ -78,6 +82,7 @@ def test_one_sentence_format_on_brief_captions():
     assert FORMATS["one_sentence"].problem(out[0]["turns"][1]["content"]) is None
 
 
+@pytest.mark.exercises("task.detailed_caption")
 def test_detailed_caption_takes_the_longest_long_caption():
     rec = image_record("1", "coco", dict(IMG), captions=[
         "short one here", "a long and careful description of two cats asleep side by side on an old pink couch"])

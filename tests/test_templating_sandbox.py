@@ -136,6 +136,7 @@ def _recipe(tmp_path: Path, context: str = "llava", mock: str = "{{ last_user }}
     return path
 
 
+@pytest.mark.exercises("generator.mock")
 def test_validate_catches_a_bad_context_template_and_mock_script_at_once(tmp_path):
     (tmp_path / "ctx.j2").write_text("{{ captions }}\n{{ nope | nofilter }}\n")
     with pytest.raises(RecipeError) as info:
