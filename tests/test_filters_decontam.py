@@ -67,6 +67,7 @@ def test_every_planted_pope_image_and_question_is_found_and_a_clean_build_passes
     assert sum(k is not None for k in again) == 3  # the three questions on the shared image
 
 
+@pytest.mark.exercises("filter.decontaminate")
 def test_question_overlap_is_normalised_and_short_questions_are_not_compared(fixtures_dir, tmp_path):
     ev = tmp_path / "eval.jsonl"
     ev.write_text("\n".join(json.dumps(r) for r in [
@@ -149,6 +150,7 @@ def test_karpathy_test_ids_and_vqa_test_questions(tmp_path):
     assert keep[3] == "in evaluation set vqa: image id '262144'"
 
 
+@pytest.mark.exercises("filter.image_check")
 def test_image_check_drops_small_off_band_and_blank_images(tmp_path):
     from PIL import Image
 

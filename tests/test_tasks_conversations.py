@@ -111,6 +111,7 @@ def test_gpt4_answers_join_annotations_by_coco_id_and_keep_provenance(fixtures_d
                                        "line": 1, "fields": {"id": "000000525439", "type": "conv"}}
 
 
+@pytest.mark.exercises("task.conversations")
 def test_multiinstruct_prompt_target_rows_pass_through(fixtures_dir):
     recs = load("generic", {"file": "MultiInstruct/train.jsonl",
                             "columns": {"id": "unique_id", "image": "image_path",
