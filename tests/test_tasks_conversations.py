@@ -216,3 +216,16 @@ def test_review_qc_recipe_builds_offline_with_clip_and_a_majority_of_three_judge
     assert data["filters"][2]["votes"] == 3
     kept = json.loads((tmp_path / "out" / "review_qc.json").read_text())
     assert len(kept) == 22
+
+
+@pytest.mark.slow
+def test_instruction_pool_expansion_recipe_builds_offline_and_ships_its_pool(repo_root, tmp_path):
+    result = build(repo_root / "recipes" / "instruction-pool-expansion.yaml",
+                   out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", strict=True)
+    pool = json.loads((tmp_path / "out" / "pools" / "brief.json").read_text())
+    assert pool[:2] == ["Describe the image briefly.", "Give a short caption for this picture."]
+    assert 6 <= len(pool) <= 12 and len(set(map(str.lower, pool))) == len(pool)
+    data = json.loads((tmp_path / "out" / "brief_captions.json").read_text())
+    used = {r["conversations"][0]["value"].removeprefix("<image>\n") for r in data}
+    assert used <= set(pool) and len(used) > 2
+    assert "warnings" not in result.manifest
