@@ -550,3 +550,19 @@ def test_an_unwritable_output_or_cache_folder_is_found_before_anything_runs(whic
     folder = out.parent if which == "output" else cache
     assert rc == 2 and err.startswith(f"error: {folder}: the {which} folder cannot be written"), err
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache" / "steps").rglob("*"))
+
+
+def test_a_missing_optional_package_is_found_by_validate(base_dir, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("pyarrow", "ray") else real(name, *a))
+    root = tmp_path / "case"
+    shutil.copytree(base_dir, root, symlinks=True)
+    recipe_data(lambda d: (d["outputs"].append({"format": "parquet", "path": "train.parquet"}),
+                           d.update(execution={"engine": "ray"})))(root)
+    assert main(["validate", str(root / "r.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "exporter 'parquet' needs the package 'pyarrow'" in err and "vlitc[parquet]" in err
+    assert "the ray engine needs the package 'ray'" in err and "vlitc[ray]" in err

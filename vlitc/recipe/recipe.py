@@ -164,7 +164,7 @@ def load_recipe(path: str | Path) -> Recipe:
     problems += v.file_problems(entries, recipe_dir, pos)
     problems += v.path_problems(entries, recipe_dir, pos)
     problems += _label_problems(entries, pos)
-    problems += v.package_problems(entries, pos)
+    problems += v.package_problems(entries, pos, data)
     problems += v.cycle_problems(entries, pos)
     sound = _sound(entries, data, bad)
     problems += field_problems({p: op for p, op in ops.items() if p in sound}, pos)

@@ -168,13 +168,20 @@ def _entry_of(path: KeyPath) -> KeyPath:
     return path[:1] if section.shape == "single" else path[:2]
 
 
-def package_problems(entries: list[tuple[KeyPath, Any]], pos: Positions) -> list[Problem]:
-    """Ops that need a package that is not installed (an extra), found before anything runs."""
+def package_problems(entries: list[tuple[KeyPath, Any]], pos: Positions,
+                     data: dict | None = None) -> list[Problem]:
+    """Ops that need a package that is not installed (an extra), and an execution engine that
+    needs one (``execution: {engine: ray}``), found before anything runs."""
     import importlib.util
 
     from vlitc.errors import install_hint
 
     out: list[Problem] = []
+    execution = (data or {}).get("execution")
+    if isinstance(execution, dict) and execution.get("engine") == "ray" \
+            and importlib.util.find_spec("ray") is None:
+        out.append(pos.problem(("execution", "engine"), "the ray engine needs the package 'ray', "
+                                                        "which is not installed", install_hint("ray")))
     for path, op in entries:
         for module in op.packages():
             try:
