@@ -129,26 +129,88 @@ def plan_status(recipe_path: str | Path, cache_dir: str | Path | None = None) ->
 
 def estimates(recipe: Recipe, plan: Plan, rows: list[dict]) -> dict[str, dict]:
     """Cost estimates of the stale steps that call generators, by step id (from
-    :func:`plan_status` rows; counts of cached inputs make them exact, else per input)."""
-    from vlitc.llm import estimate
+    :func:`plan_status` rows), and ``totals`` per generator and for the whole build.
 
-    out = {}
-    counts = {r["id"]: r.get("n_out", -1) for r in rows}
+    Input counts come from cached steps, else from a cheap count of what a source will yield
+    (its annotation files read, no image opened; see :meth:`vlitc.ops.base.Source.count`); a step
+    whose inputs cannot be counted is estimated per input and left out of the sums."""
+    from vlitc.llm.estimate import estimate, estimate_votes, totals
+
+    out: dict[str, dict] = {}
+    gen_of: dict[str, str] = {}
+    counts = record_counts(recipe, plan, rows)
     sizes_by = {r["id"]: r.pop("image_sizes", None) for r in rows}  # of cached sources
     for r in rows:
         step = plan.steps[r["id"]]
-        if r["status"] == "cached" or step.kind != "task" or step.op is None:
+        if r["status"] == "cached" or step.op is None or step.kind not in ("task", "measure"):
             continue
         gens = step.op.references().get("generator", [])
         gen = recipe.ops.get(("generators", gens[0])) if gens else None
         if gen is None:
             continue
+        config = {"provider": gen.name, **gen.params}
         ins = [counts.get(d, -1) for d in step.deps if not d.startswith("pool:")]
         n = sum(ins) if ins and min(ins) >= 0 else -1
-        sizes = [s for d in step.deps for s in (sizes_by.get(d) or [])]
-        out[r["id"]] = estimate(step.op.params, {"provider": gen.name, **gen.params}, n,
-                                recipe_dir=recipe.dir, image_sizes=sizes or None)
+        sizes = [s for d in _ancestors(plan, step.id) for s in (sizes_by.get(d) or [])] or None
+        if step.kind == "task":
+            out[r["id"]] = estimate(step.op.params, config, n, recipe_dir=recipe.dir,
+                                    image_sizes=sizes)
+        else:
+            votes = int(step.op.params.get("votes") or 1)
+            out[r["id"]] = estimate_votes(votes, config, n, bool(step.op.params.get("image")),
+                                          sizes)
+        gen_of[r["id"]] = gens[0]
+    if out:
+        out["totals"] = totals(out, gen_of)
     return out
+
+
+def record_counts(recipe: Recipe, plan: Plan, rows: list[dict]) -> dict[str, int]:
+    """Records each step yields, by step id: exact for cached steps, a cheap upper bound for a
+    source not built yet, the count of a one-record-per-input step's inputs (a generating task,
+    the merge, a measure), and ``-1`` where it is not known before the step runs."""
+    from vlitc.ops.base import OpContext, Source
+
+    counts = {r["id"]: r["n_out"] for r in rows if "n_out" in r}
+    ctx = OpContext(seed=recipe.seed, recipe_dir=recipe.dir, recipe=recipe.data)
+    for sid in plan.order:
+        if sid in counts:
+            continue
+        step = plan.steps[sid]
+        ins = [counts.get(d, -1) for d in step.deps if not d.startswith("pool:")]
+        known = bool(ins) and min(ins) >= 0
+        if step.kind == "source" and isinstance(step.op, Source):
+            counts[sid] = _source_count(step.op, ctx, ins)
+        elif step.kind in ("merge", "measure") and known:
+            counts[sid] = sum(ins)
+        elif step.kind == "task" and step.op is not None and known and \
+                step.op.references().get("generator"):
+            limit = step.op.params.get("limit")
+            counts[sid] = min(sum(ins), int(limit)) if limit else sum(ins)
+        else:
+            counts[sid] = -1
+    return counts
+
+
+def _source_count(op, ctx, ins: list[int]) -> int:
+    if ins and min(ins) < 0:
+        return -1
+    try:
+        n = op.count(ctx, ins)
+    except Exception:  # a source that cannot be counted now is counted by its build
+        return -1
+    return -1 if n is None else int(n)
+
+
+def _ancestors(plan: Plan, sid: str) -> list[str]:
+    seen: list[str] = []
+    todo = list(plan.steps[sid].deps)
+    while todo:
+        d = todo.pop()
+        if d not in seen:
+            seen.append(d)
+            todo += plan.steps[d].deps
+    return seen
 
 
 def graph(recipe_path: str | Path, fmt: str = "mermaid", cache_dir: str | Path | None = None) -> str:

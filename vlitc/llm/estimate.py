@@ -82,7 +82,7 @@ def estimate(
     cap = op_params.get("max_tokens") or generator_config.get("max_tokens")
     if cap:
         completion = min(completion, int(cap))
-    one_call_per_sample = generator_config.get("provider") != "openai"
+    one_call_per_sample = calls_per_sample(generator_config)
     calls = n_items * (n if one_call_per_sample else 1)
     images = 0
     if op_params.get("image"):
@@ -99,6 +99,80 @@ def estimate(
         "priced": price is not None,
         "images": images,
         "per_item": per_item,
-        **({"note": f"{n} samples cost {n} calls per item (the provider has no n)"}
-           if one_call_per_sample and n > 1 else {}),
+        **({"note": _n_note(generator_config, n)} if one_call_per_sample and n > 1 else {}),
     }
+
+
+def calls_per_sample(generator_config: dict) -> bool:
+    """Whether ``n`` samples cost ``n`` calls on this generator: always on providers without
+    ``n`` (Anthropic, the mock), and on an OpenAI-compatible server other than OpenAI's own
+    endpoint unless the recipe declares ``supports_n: true`` (llama.cpp answers ``n: 5`` with one
+    choice, so the build sends the other four as calls of their own)."""
+    if generator_config.get("provider") != "openai":
+        return True
+    if generator_config.get("supports_n") is not None:
+        return not generator_config["supports_n"]
+    base = generator_config.get("base_url")
+    return bool(base) and "api.openai.com" not in str(base)
+
+
+def _n_note(generator_config: dict, n: int) -> str:
+    if generator_config.get("provider") == "openai":
+        return f"{n} samples counted as {n} calls per item (a server other than OpenAI's may " \
+               "return fewer choices than n; set supports_n: true on the generator if it does not)"
+    return f"{n} samples cost {n} calls per item (the provider has no n)"
+
+
+#: what one vote of an LLM-rating filter sends and gets back, in characters
+VOTE_PROMPT_CHARS = 1800  # instructions, the description the generator saw, the sample
+VOTE_ANSWER_CHARS = 240  # a sentence of reasons and the VERDICT/SCORE line
+
+
+def estimate_votes(
+    votes: int, generator_config: dict, n_items: int, image: bool = False,
+    image_sizes: list | None = None,
+) -> dict:
+    """Calls, tokens and USD of a filter that asks a model ``votes`` times per sample (``judge``,
+    ``complexity``), for ``n_items`` samples (``< 0``: per sample)."""
+    per_item = n_items is None or n_items < 0
+    n_items = 1 if per_item else n_items
+    cap = generator_config.get("max_tokens")
+    completion = _tokens(VOTE_ANSWER_CHARS) if not cap else min(_tokens(VOTE_ANSWER_CHARS), int(cap))
+    calls = n_items * (votes if calls_per_sample(generator_config) else 1)
+    prompt = _tokens(VOTE_PROMPT_CHARS)
+    if image:
+        prompt += int(round(image_tokens_per_call(generator_config, image_sizes)))
+    prompt_tokens, completion_tokens = calls * prompt, n_items * votes * completion
+    price = price_for(generator_config.get("model", ""), generator_config.get("prices"))
+    return {
+        "calls": calls,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "usd": round(cost(price, prompt_tokens, completion_tokens), 4),
+        "priced": price is not None,
+        "images": calls if image else 0,
+        "per_item": per_item,
+    }
+
+
+def totals(estimates: dict[str, dict], generator_of: dict[str, str]) -> dict:
+    """Per generator and for the whole build: the sums of the step estimates (steps whose count
+    of inputs is not known yet are left out of the sums and listed as ``per_item``)."""
+    fields = ("calls", "prompt_tokens", "completion_tokens", "images", "usd")
+
+    def zero() -> dict:
+        return {**dict.fromkeys(fields, 0), "steps": [], "per_item": []}
+
+    build, gens = zero(), {}
+    for sid, e in estimates.items():
+        g = gens.setdefault(generator_of.get(sid, "?"), zero())
+        for into in (g, build):
+            if e.get("per_item"):
+                into["per_item"].append(sid)
+                continue
+            into["steps"].append(sid)
+            for f in fields:
+                into[f] += e.get(f, 0)
+    for t in (build, *gens.values()):
+        t["usd"] = round(t["usd"], 4)
+    return {"generators": gens, "build": build}

@@ -149,11 +149,14 @@ class FakeServer:
     hold_after: int | None = None
     seed: int = 0
     log_path: str | None = None
-    keep_bodies: bool = False  # log each answered request's JSON body (tests of parameters)
+    keep_bodies: bool = False  # log each answered request's body and answer (tests of parameters)
     #: a share of requests answered after ``slow_latency`` instead of ``latency``, chosen by a
     #: hash of the last user message (so the same requests are slow whichever client sends them)
     slow_rate: float = 0.0
     slow_latency: float = 5.0
+    #: answer at most this many choices per call, as llama.cpp does (it ignores ``n``); a text
+    #: then depends on the request's ``seed`` as a sampling server's would
+    max_choices: int | None = None
     log: list[dict] = field(default_factory=list)
     port: int = 0
     _seen: dict[str, int] = field(default_factory=dict)
@@ -195,7 +198,12 @@ class FakeServer:
 
     def _openai(self, body: dict, images: list[dict]) -> dict:
         n = int(body.get("n") or 1)
-        texts = [_cap(self.reply(body, i, images), body) for i in range(n)]
+        if self.max_choices is None:
+            texts = [_cap(self.reply(body, i, images), body) for i in range(n)]
+        else:
+            shift = int(body.get("seed") or 0)
+            texts = [_cap(self.reply(body, shift + i, images), body)
+                     for i in range(min(n, self.max_choices))]
         prompt = sum(_text_len(m.get("content")) for m in body.get("messages", [])) // 4 + 1
         prompt += _image_tokens(images, False, str(body.get("model", "")))
         return {
@@ -324,7 +332,7 @@ class FakeServer:
         else:
             answer = self._openai(body, images)
         self._ok += 1
-        extra = {"body": body} if self.keep_bodies else {}
+        extra = {"body": body, "answer": answer} if self.keep_bodies else {}
         if images:
             extra["images"] = images
         self._record(path, digest, "ok", extra)  # logged before the client can see the answer
@@ -391,10 +399,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log", default=None, help="append one JSON line per request here")
     ap.add_argument("--slow-rate", type=float, default=0.0, help="share of slow answers")
     ap.add_argument("--slow-latency", type=float, default=5.0, help="seconds a slow answer takes")
+    ap.add_argument("--max-choices", type=int, default=None,
+                    help="answer at most this many choices per call (llama.cpp ignores n)")
     args = ap.parse_args(argv)
     srv = FakeServer(
         latency=args.latency, fault_rate=args.fault_rate, log_path=args.log, port=args.port,
-        slow_rate=args.slow_rate, slow_latency=args.slow_latency,
+        slow_rate=args.slow_rate, slow_latency=args.slow_latency, max_choices=args.max_choices,
     )
 
     async def run() -> None:

@@ -96,6 +96,17 @@ class _RunState:
     last_emit: float = 0.0
 
 
+def _seeded(params: dict, first: int) -> dict:
+    """The params of a call whose first sample is ``first``: with a fixed ``seed``, each later
+    call (a server that returned fewer choices than ``n``, or a provider without ``n``) takes
+    ``seed + first``, so that it does not repeat the first call's texts. The request key keeps
+    the declared seed and the sample index."""
+    seed = params.get("seed")
+    if not first or seed is None:
+        return params
+    return {**params, "seed": int(seed) + first}
+
+
 class Client:
     """Sends requests for one generator; ``run`` and ``stream`` are synchronous and thread-safe."""
 
@@ -285,7 +296,8 @@ class Client:
                 state.unsent += len(missing)
                 return
             try:
-                groups = [missing] if self.provider().supports_n else [[i] for i in missing]
+                one_call = self.provider().supports_n and self.config.get("supports_n") is not False
+                groups = [missing] if one_call else [[i] for i in missing]
                 for group in groups:
                     await self._fetch(plan, group, state)
             except ProviderError as exc:
@@ -334,7 +346,8 @@ class Client:
             try:
                 await self.limits.acquire(prompt_est + answer_est)
                 comp = await with_retries(
-                    functools.partial(provider.complete, params, n, remaining[0]),
+                    functools.partial(provider.complete, _seeded(params, remaining[0]), n,
+                                      remaining[0]),
                     max_retries=int(self.config["max_retries"]),
                     base=float(self.config["retry_backoff"]),
                     on_retry=lambda exc: self.session.accounting.add(

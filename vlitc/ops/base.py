@@ -197,6 +197,12 @@ class Source(Op):
     def load(self, ctx: OpContext) -> Iterator[Record]:
         raise NotImplementedError
 
+    def count(self, ctx: OpContext, inputs: list[int]) -> int | None:
+        """How many records ``load`` would yield at most, found cheaply (annotation files read,
+        no image opened), for ``vlitc plan``; ``inputs`` are the counts of the sources this one
+        reads. ``None`` when that is not known without loading."""
+        return None
+
 
 class Pool(Op):
     """An instruction pool: a list of Jinja2 templates."""

@@ -27,11 +27,12 @@ def run(args: argparse.Namespace) -> int:
 
     recipe, plan, rows = plan_status(args.recipe, args.cache_dir)
     est = _estimates(recipe, plan, rows)
+    sums = est.pop("totals", None)
     if args.json:
         for r in rows:
             if r["id"] in est:
                 r["estimate"] = est[r["id"]]
-        print(json.dumps({"steps": rows}, indent=2))
+        print(json.dumps({"steps": rows, "totals": sums}, indent=2))
         return 0
     from rich.markup import escape
     from rich.table import Table
@@ -52,4 +53,24 @@ def run(args: argparse.Namespace) -> int:
                     f"${e.get('usd', 0):.4f}{per}{note}]")
         table.add_row(r["id"], f"[{colours[r['status']]}]{r['status']}[/]", escape(why))
     console().print(table)
+    if sums:
+        console().print(_totals_table(sums))
     return 0
+
+
+def _totals_table(sums: dict):
+    """Calls, tokens and dollars per generator and for the whole build."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="estimated LLM spend of the steps that would run")
+    for col in ("generator", "calls", "prompt tokens", "completion tokens", "images", "USD"):
+        table.add_column(col, justify="left" if col == "generator" else "right")
+    rows = [*sorted(sums["generators"].items()), ("whole build", sums["build"])]
+    for name, t in rows:
+        usd = f"${t['usd']:.4f}"
+        if t["per_item"]:
+            usd += f" + {len(t['per_item'])} step(s) per input"
+        table.add_row(escape(name), str(t["calls"]), str(t["prompt_tokens"]),
+                      str(t["completion_tokens"]), str(t["images"]), escape(usd))
+    return table

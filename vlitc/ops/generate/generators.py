@@ -97,6 +97,7 @@ NOT_IN_KEY = (
     "prices",
     "on_error",
     "latency",
+    "supports_n",
 )
 
 
@@ -132,7 +133,14 @@ class OpenAIGenerator(_Endpoint):
     """An OpenAI Chat Completions endpoint, or any OpenAI-compatible server through ``base_url``."""
 
     version = 1
-    params_schema = _schema()
+    params_schema = _schema({
+        "supports_n": {
+            "type": "boolean",
+            "description": "whether the server returns n choices per call (OpenAI's endpoint "
+                           "does; llama.cpp does not): false sends one call per sample; `vlitc "
+                           "plan` counts n calls per item on other servers unless this is true",
+        },
+    })
 
 
 @register("generator", "anthropic")

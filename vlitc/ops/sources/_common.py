@@ -398,6 +398,12 @@ class AnnotationSource(Source):
                 gc.unfreeze()
             issues.close()
 
+    def count(self, ctx: OpContext, inputs: list[int]) -> int | None:
+        """Entries after ``split``, ``sample`` and ``limit``, from the annotation files alone
+        (images missing on disk are not subtracted: an upper bound)."""
+        probe = OpContext(seed=ctx.seed, recipe_dir=ctx.recipe_dir, recipe=ctx.recipe)
+        return len(select(self.entries(probe, Issues(probe)), self.params, ctx.seed, self.label))
+
     def image_root(self, ctx: OpContext) -> Path | None:
         folder = self.image_folder()
         if not folder:

@@ -62,6 +62,14 @@ class JoinSource(Source):
     def references(self) -> dict[str, list[str]]:
         return {"source": list(self.params["sources"])}
 
+    def count(self, ctx: OpContext, inputs: list[int]) -> int | None:
+        """An upper bound from the joined sources' counts: the first one's (``left``), the
+        smallest (``inner``) or their sum (``outer``)."""
+        if not inputs:
+            return None
+        how = self.params["how"]
+        return inputs[0] if how == "left" else min(inputs) if how == "inner" else sum(inputs)
+
     def load(self, ctx: OpContext) -> Iterator[Record]:
         how = self.params["how"]
         names = self.params["sources"]
