@@ -163,7 +163,8 @@ def totals(estimates: dict[str, dict], generator_of: dict[str, str]) -> dict:
     def zero() -> dict:
         return {**dict.fromkeys(fields, 0), "steps": [], "per_item": []}
 
-    build, gens = zero(), {}
+    build: dict = zero()
+    gens: dict[str, dict] = {}
     for sid, e in estimates.items():
         g = gens.setdefault(generator_of.get(sid, "?"), zero())
         for into in (g, build):
