@@ -10,7 +10,8 @@ import pytest
 
 from tests._llm_util import RECORD, demo_recipe
 from vlitc.errors import GenerationError
-from vlitc.llm import estimate, session
+from vlitc.llm import session
+from vlitc.llm.estimate import estimate
 from vlitc.llm.fakeserver import FakeServer
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import get

@@ -11,11 +11,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vlitc.llm.estimate import estimate
     from vlitc.llm.session import Client, LLMSession, session
     from vlitc.llm.types import Request, Response
 
-__all__ = ["Client", "LLMSession", "Request", "Response", "estimate", "session"]
+__all__ = ["Client", "LLMSession", "Request", "Response", "session"]
 
 #: where each public name lives; imported on first use, so that reading a recipe (which imports
 #: every op module) does not load asyncio, the SDK wrappers and the store
@@ -25,7 +24,6 @@ _HOME = {
     "session": "session",
     "Request": "types",
     "Response": "types",
-    "estimate": "estimate",
 }
 
 
