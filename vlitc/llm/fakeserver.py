@@ -71,15 +71,29 @@ def decode_images(body: dict) -> list[dict]:
                 continue
             try:
                 raw = base64.b64decode(str(data), validate=True)
-                out.append({"media_type": media, "detail": detail, **_look(raw)})
+                out.append({"media_type": media, "detail": detail, **_looked(raw)})
             except Exception as exc:  # a bad image is reported, not fatal
                 out.append({"media_type": media, "detail": detail, "error": str(exc)})
     return out
 
 
+_LOOKED: dict[str, dict] = {}  # what an image showed, by the sha256 of its bytes
+
+
+def _looked(raw: bytes) -> dict:
+    """:func:`_look`, remembered by content (the same image sent again is not decoded again)."""
+    key = hashlib.sha256(raw).hexdigest()
+    if key not in _LOOKED:
+        if len(_LOOKED) > 50_000:
+            _LOOKED.clear()
+        _LOOKED[key] = _look(raw)
+    return _LOOKED[key]
+
+
 def _look(raw: bytes) -> dict:
     import io
 
+    import numpy as np
     from PIL import Image
 
     with Image.open(io.BytesIO(raw)) as im:
@@ -87,17 +101,12 @@ def _look(raw: bytes) -> dict:
         rgb = im.convert("RGB")
     w, h = rgb.size
     small = rgb if w * h <= 40_000 else rgb.resize((200, max(1, 200 * h // w)))
-    counts = dict.fromkeys(PALETTE, 0)
-    marked = 0
-    for px in list(small.getdata()):
-        if sum((a - b) ** 2 for a, b in zip(px, MARK, strict=True)) < 3600:
-            marked += 1
-            continue
-        for name, ref in PALETTE.items():
-            if sum((a - b) ** 2 for a, b in zip(px, ref, strict=True)) < 3600:
-                counts[name] += 1
-                break
-    total = small.size[0] * small.size[1]
+    px = np.asarray(small, dtype=np.int32).reshape(-1, 3)
+    near = {name: ((px - np.array(ref)) ** 2).sum(axis=1) < 3600
+            for name, ref in {**PALETTE, "mark": MARK}.items()}
+    total = len(px)
+    counts = {c: int(near[c].sum()) for c in PALETTE}
+    marked = int(near["mark"].sum())
     seen = sorted((c for c in counts if counts[c] > total * 0.005), key=lambda c: -counts[c])
     return {"sha256": hashlib.sha256(raw).hexdigest(), "width": w, "height": h, "format": fmt,
             "colours": seen, "dominant": seen[0] if seen else None,

@@ -260,7 +260,11 @@ class Client:
                     part["url"] = src.url
                     w, h = self.prep.target(*self.session.images.size_of(src))
                 else:
-                    prep = await asyncio.to_thread(self.session.images.prepared, src, self.prep)
+                    prep = self.session.images.in_memory(src, self.prep)
+                    if prep is None:  # from disk, or prepared now: off the event loop
+                        prep = await asyncio.to_thread(
+                            self.session.images.prepared, src, self.prep
+                        )
                     w, h = prep.width, prep.height
                     part.update(media_type=prep.media_type, data=prep.b64(), width=w, height=h)
                 if self.prep.detail is not None:
@@ -595,6 +599,7 @@ class LLMSession:
         out["frozen"] = self.frozen
         out["warnings"] = list(self.cache.warnings)
         out["images_prepared"] = self.images.prepared_count
+        out["images_prepare_seconds"] = round(self.images.prepare_seconds, 4)
         if self.cache.refused():
             out["warnings"].append(
                 f"{self.cache.refused()} LLM cache entries were not JSON (written by an older "

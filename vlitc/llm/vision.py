@@ -23,6 +23,7 @@ Anthropic's pixel rule (width x height / 750), overridable per generator under `
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import math
@@ -237,8 +238,13 @@ class Prepared:
     height: int
     sha256: str
 
-    def b64(self) -> str:
+    @functools.cached_property
+    def _b64(self) -> str:
         return base64.b64encode(self.data).decode("ascii")
+
+    def b64(self) -> str:
+        """The bytes as base64 (encoded once per prepared image)."""
+        return self._b64
 
     def data_uri(self) -> str:
         return f"data:{self.media_type};base64,{self.b64()}"
@@ -343,6 +349,7 @@ class ImageStore:
         self._index: Any = None
         self._lock = threading.Lock()
         self._mem: OrderedDict[str, Prepared] = OrderedDict()
+        self._sizes: dict[str, tuple[int, int]] = {}
         self.prepared_count = 0
         self.prepare_seconds = 0.0
 
@@ -361,13 +368,28 @@ class ImageStore:
 
     def size_of(self, src: ImageSource) -> tuple[int, int]:
         """The oriented size of an image, from the header once, then remembered by hash."""
+        known = self._sizes.get(src.sha256)
+        if known is not None:
+            return known
         key = f"hdr:{src.sha256}"
         hit = self.index.get(key)
         if isinstance(hit, list) and len(hit) == 2:
-            return int(hit[0]), int(hit[1])
-        size = oriented_size(Path(src.path))
-        self.index.set(key, list(size))
+            size = (int(hit[0]), int(hit[1]))
+        else:
+            size = oriented_size(Path(src.path))
+            self.index.set(key, list(size))
+        self._sizes[src.sha256] = size
         return size
+
+    def in_memory(self, src: ImageSource, prep: Prep) -> Prepared | None:
+        """The prepared image if this store holds it in memory (no disk, no decode)."""
+        with self._lock:
+            return self._mem.get(self._key(src, prep))
+
+    def _key(self, src: ImageSource, prep: Prep) -> str:
+        w, h = prep.target(*self.size_of(src))
+        return _digest({"v": PREP_VERSION, "sha256": src.sha256, "size": [w, h],
+                        "format": prep.format, "quality": prep.quality})
 
     def key_part(self, src: ImageSource, prep: Prep) -> dict:
         return prep.key_part(src, self.size_of(src))
@@ -381,8 +403,7 @@ class ImageStore:
         import time
 
         w, h = prep.target(*self.size_of(src))
-        key = _digest({"v": PREP_VERSION, "sha256": src.sha256, "size": [w, h],
-                       "format": prep.format, "quality": prep.quality})
+        key = self._key(src, prep)
         with self._lock:
             hit = self._mem.get(key)
             if hit is not None:
