@@ -116,3 +116,16 @@ def test_the_card_says_where_image_paths_resolve_for_copied_and_referenced_image
                            for r in records if "image" in r)
     others = json.loads((tmp_path / "rel" / "validation.json").read_text())
     assert all((DEMO_DATA / "images" / r["image"]).is_file() for r in others if "image" in r)
+
+
+def test_the_image_note_names_embedded_images_as_embedded():
+    from vlitc.ops.release import image_note
+
+    recipe = {"sources": {"coco": {"type": "coco", "images": "data/images"}},
+              "outputs": [{"format": "parquet", "path": "train.parquet", "images": "embed"},
+                          {"format": "llava", "path": "train.json", "images": "link",
+                           "image_dir": "img"}]}
+    note = image_note(recipe)
+    assert "Images in `train.parquet`: the pictures themselves, stored in the file" in note
+    assert "Image paths in `train.json` are relative to the release's `img/` folder" in note
+    assert "data/images" not in note

@@ -188,6 +188,14 @@ def _inside(path: Path, folder: Path) -> bool:
     return True
 
 
+def _holds_cwd(folder: Path) -> bool:
+    """Whether the working directory is ``folder`` or inside it (a folder that cannot move)."""
+    try:
+        return _inside(Path.cwd(), folder)
+    except FileNotFoundError:  # the working directory was removed
+        return False
+
+
 def current_umask() -> int:
     """The process umask, read without changing it where the system says it (Linux)."""
     with contextlib.suppress(OSError, ValueError):
@@ -252,7 +260,7 @@ def publish(files: list[dict], out_dir: Path, manifest_data: dict, source: Sourc
         tmp.unlink(missing_ok=True)
         _write_manifest(tmp, manifest_data)
         os.replace(tmp, out_dir / MANIFEST)
-    elif out_dir.is_dir() and _inside(Path.cwd(), out_dir):
+    elif out_dir.is_dir() and _holds_cwd(out_dir):
         _publish_in_place(plan, manifest_data, source)
     else:
         _publish_swapped(plan, manifest_data, source)
