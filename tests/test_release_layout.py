@@ -231,3 +231,16 @@ def test_a_swap_killed_between_its_two_renames_gets_the_old_release_back(tmp_pat
     assert (rel / "notes.txt").read_text() == "mine\n"  # carried over from the old release
     assert _tree(rel)["train.json"] != before["train.json"] and not layout.verify(rel)
     assert sorted(os.listdir(tmp_path)) == ["c", "demo.yaml", "rel"]
+
+
+def test_a_no_op_rebuild_keeps_the_manifest_mode_of_the_umask(tmp_path):
+    recipe = demo_copy(tmp_path)
+    args = ["build", str(recipe), "--out", str(tmp_path / "rel"), "--cache-dir", str(tmp_path / "c"),
+            "--quiet"]
+    old = os.umask(0o002)
+    try:
+        assert main(args) == 0 and main(args) == 0  # the second one answered as a no-op
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "rel" / "manifest.json").stat().st_mode) == 0o664
+    assert not [p for p in os.listdir(tmp_path / "rel") if p.startswith(".")]

@@ -147,8 +147,10 @@ def answer(recipe: Path, cache: Path, out_dir: Path | None) -> dict | None:
         s["status"], s["seconds"] = "cached", 0.0
     manifest["seconds"] = round(time.perf_counter() - t0, 3)
     path = Path(json.loads(_record_path(cache, recipe).read_text())["out"]) / "manifest.json"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
+    # a new file (its mode from the umask, like every release file), named as a release's
+    # staging files are (vlitc.release.layout.STAGING_PREFIX) so that a leftover is swept
+    tmp = path.with_name(f".vlitc-staging-{os.getpid()}-manifest.json")
+    with open(tmp, "wb") as f:
         f.write(json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
     os.replace(tmp, path)
     return manifest
