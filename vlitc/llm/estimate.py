@@ -88,8 +88,16 @@ def estimate(
     if op_params.get("image"):
         images = calls
         prompt += int(round(image_tokens_per_call(generator_config, image_sizes)))
-    prompt_tokens = calls * prompt
-    completion_tokens = n_items * n * completion
+    out = _figures(generator_config, calls, calls * prompt, n_items * n * completion, images,
+                   per_item)
+    if one_call_per_sample and n > 1:
+        out["note"] = _n_note(generator_config, n)
+    return out
+
+
+def _figures(generator_config: dict, calls: int, prompt_tokens: int, completion_tokens: int,
+             images: int, per_item: bool) -> dict:
+    """One estimate's figures, priced at the generator's model."""
     price = price_for(generator_config.get("model", ""), generator_config.get("prices"))
     return {
         "calls": calls,
@@ -99,7 +107,6 @@ def estimate(
         "priced": price is not None,
         "images": images,
         "per_item": per_item,
-        **({"note": _n_note(generator_config, n)} if one_call_per_sample and n > 1 else {}),
     }
 
 
@@ -142,17 +149,8 @@ def estimate_votes(
     prompt = _tokens(VOTE_PROMPT_CHARS)
     if image:
         prompt += int(round(image_tokens_per_call(generator_config, image_sizes)))
-    prompt_tokens, completion_tokens = calls * prompt, n_items * votes * completion
-    price = price_for(generator_config.get("model", ""), generator_config.get("prices"))
-    return {
-        "calls": calls,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "usd": round(cost(price, prompt_tokens, completion_tokens), 4),
-        "priced": price is not None,
-        "images": calls if image else 0,
-        "per_item": per_item,
-    }
+    return _figures(generator_config, calls, calls * prompt, n_items * votes * completion,
+                    calls if image else 0, per_item)
 
 
 def totals(estimates: dict[str, dict], generator_of: dict[str, str]) -> dict:
