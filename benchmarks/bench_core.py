@@ -20,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-RECIPE = """\
+#: the generated COCO captions and one template task over them; the benchmarks add the rest
+BRIEF_HEAD = """\
 vlitc: 1
-name: bench
+name: NAME
 version: 0.0.1
 seed: 7
 sources:
@@ -39,13 +40,22 @@ tasks:
       templates: ["Describe the image briefly.", "Give a short caption.", "What is shown here?"]
     response: "{{ caption }}"
     per: caption
+"""
+
+
+def brief_recipe(name: str, rest: str) -> str:
+    """A recipe named ``name``: :data:`BRIEF_HEAD` followed by ``rest`` (filters, outputs...)."""
+    return BRIEF_HEAD.replace("NAME", name) + rest
+
+
+RECIPE = brief_recipe("bench", """\
 filters:
   - {type: min_words, min: 2}
 outputs:
   - {format: llava, path: train.json}
 report:
   indicators: {response: false}  # measured separately: it loads an embedding model
-"""
+""")
 
 
 def make(root: Path, n_samples: int) -> Path:

@@ -23,31 +23,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import make  # noqa: E402  (the same generated data and recipe shape)
+from bench_core import brief_recipe, make  # noqa: E402  (the same generated data and recipe shape)
 
-RECIPE = """\
-vlitc: 1
-name: bench
-version: 0.0.1
-seed: 7
-sources:
-  coco:
-    type: coco
-    images: images
-    captions: captions.json
-    check_images: false
-tasks:
-  brief:
-    kind: template
-    source: coco
-    instruction:
-      templates: ["Describe the image briefly.", "Give a short caption.", "What is shown here?"]
-    response: "{{ caption }}"
-    per: caption
+RECIPE = brief_recipe("bench", """\
 outputs:
   - {format: llava, path: train.json}
 report: false
-"""
+""")
 
 # the same three stages as plain scripts for DVC
 STAGES = {

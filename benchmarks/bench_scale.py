@@ -26,25 +26,10 @@ from pathlib import Path
 
 import orjson
 
-RECIPE = """\
-vlitc: 1
-name: scale
-version: 0.0.1
-seed: 7
-sources:
-  coco:
-    type: coco
-    images: images
-    captions: captions.json
-    check_images: false
-tasks:
-  brief:
-    kind: template
-    source: coco
-    instruction:
-      templates: ["Describe the image briefly.", "Give a short caption.", "What is shown here?"]
-    response: "{{{{ caption }}}}"
-    per: caption
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_core import brief_recipe  # noqa: E402  (the same source and template task)
+
+REST = """\
 filters:
   - {{type: dedup, method: minhash, scope: global, threshold: 0.8}}
 balance:
@@ -96,7 +81,7 @@ def make(root: Path, n_samples: int) -> Path:
                 recent = (recent + [cap])[-1000:]
             anns.append({"id": len(anns) + 1, "image_id": i, "caption": cap})
     (root / "captions.json").write_bytes(orjson.dumps({"images": images, "annotations": anns}))
-    (root / "recipe.yaml").write_text(RECIPE.format(total=int(n_samples * 0.9)))
+    (root / "recipe.yaml").write_text(brief_recipe("scale", REST.format(total=int(n_samples * 0.9))))
     return root / "recipe.yaml"
 
 
