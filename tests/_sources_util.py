@@ -58,3 +58,20 @@ def make_image(path: Path, size: tuple[int, int] = (64, 48), color: str = "red")
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, color).save(path)
     return path
+
+
+#: LLaVA's 90 GPT-4 answers about 30 COCO images, and the captions and boxes of those images
+GPT4_QA = "LLaVA/playground/data/coco2014_val_gpt4_qa_30x3.jsonl"
+GPT4_CAPS_BOXES = "LLaVA/llava/eval/table/caps_boxes_coco2014_val_80.jsonl"
+
+
+def gpt4_answers_joined(fixtures_dir: Path) -> list[dict]:
+    """The GPT-4 answers (a ``generic`` source) joined by COCO id with the captions and boxes
+    (a ``llava`` source): one record per image, three conversations each."""
+    qa = load("generic", {"file": GPT4_QA, "columns": {"image": "image", "prompt": "instruction",
+                                                       "response": "output"}, "id_from": "image"},
+              make_ctx(fixtures_dir), "qa")
+    boxes = load("llava", {"file": GPT4_CAPS_BOXES, "id": "image", "assume_size": [640, 480]},
+                 make_ctx(fixtures_dir), "boxes")
+    return load("join", {"sources": ["qa", "boxes"]},
+                make_ctx(fixtures_dir, inputs={"source:qa": qa, "source:boxes": boxes}), "coco")

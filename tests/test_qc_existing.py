@@ -12,13 +12,11 @@ from __future__ import annotations
 import copy
 import random
 
-from tests._sources_util import load, make_ctx
+from tests._sources_util import gpt4_answers_joined, make_ctx
 from vlitc.ops import registry
 from vlitc.ops.filters.mentions import NUMBER_WORDS, claims, plural, vocabulary
 from vlitc.ops.tasks.text_only import Conversations
 
-QA = "LLaVA/playground/data/coco2014_val_gpt4_qa_30x3.jsonl"
-CAPS_BOXES = "LLaVA/llava/eval/table/caps_boxes_coco2014_val_80.jsonl"
 #: the QC recipes/clean-existing.yaml runs (decontamination aside)
 DEFAULT_QC = [("structure", {}), ("leakage", {}), ("truncated", {}), ("repetition", {}),
               ("hallucination", {"box_format": "normalized"}), ("dedup", {"method": "exact"})]
@@ -28,13 +26,7 @@ LEAKS = ["Based on the provided captions, ", "According to the bounding box coor
 
 
 def imported(fixtures_dir) -> list[dict]:
-    qa = load("generic", {"file": QA, "columns": {"image": "image", "prompt": "instruction",
-                                                  "response": "output"}, "id_from": "image"},
-              make_ctx(fixtures_dir), "qa")
-    boxes = load("llava", {"file": CAPS_BOXES, "id": "image", "assume_size": [640, 480]},
-                 make_ctx(fixtures_dir), "boxes")
-    join = load("join", {"sources": ["qa", "boxes"]},
-                make_ctx(fixtures_dir, inputs={"source:qa": qa, "source:boxes": boxes}), "coco")
+    join = gpt4_answers_joined(fixtures_dir)
     return list(Conversations({"source": "coco"}, "gpt4").run(join, make_ctx(fixtures_dir)))
 
 

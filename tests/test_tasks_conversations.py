@@ -9,13 +9,10 @@ import pytest
 import yaml
 
 from tests._core_util import DEMO_DATA, demo_copy
-from tests._sources_util import load, make_ctx
+from tests._sources_util import gpt4_answers_joined, load, make_ctx
 from vlitc.api import build
 from vlitc.errors import UserError
 from vlitc.ops.tasks.text_only import Conversations
-
-QA = "LLaVA/playground/data/coco2014_val_gpt4_qa_30x3.jsonl"
-CAPS_BOXES = "LLaVA/llava/eval/table/caps_boxes_coco2014_val_80.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +87,7 @@ def test_text_only_on_an_image_release_warns_with_the_counter_and_strict_fails(d
 
 
 def test_gpt4_answers_join_annotations_by_coco_id_and_keep_provenance(fixtures_dir):
-    qa = load("generic", {"file": QA, "columns": {"image": "image", "prompt": "instruction",
-                                                  "response": "output"}, "id_from": "image"},
-              make_ctx(fixtures_dir), "qa")
-    boxes = load("llava", {"file": CAPS_BOXES, "id": "image", "assume_size": [640, 480]},
-                 make_ctx(fixtures_dir), "boxes")
-    join = load("join", {"sources": ["qa", "boxes"]},
-                make_ctx(fixtures_dir, inputs={"source:qa": qa, "source:boxes": boxes}), "coco")
+    join = gpt4_answers_joined(fixtures_dir)
     assert len(join) == 30 and all(len(r["conversations"]) == 3 for r in join)
     ctx = make_ctx(fixtures_dir)
     samples = list(Conversations({"source": "coco"}, "gpt4").run(join, ctx))
