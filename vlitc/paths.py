@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path, PurePosixPath
 
 
@@ -108,3 +109,17 @@ class Containment:
 def inside(root: Path | str, rel: str) -> bool:
     """Whether ``root/rel`` stays under ``root`` (lexically and with links resolved)."""
     return Containment(root).check(rel)[0] is None
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in its folder and a rename: a reader
+    sees the old bytes or the new ones, never part of them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlitc.run.store import atomic_write
+from vlitc.hashing import digest
+from vlitc.paths import atomic_write
 
 #: the image root of derived images (boxes drawn) in records and samples
 DERIVED_ROOT = "@derived"
@@ -327,12 +328,6 @@ def draw_boxes(path: Path, boxes: list[list[float]], numbered: bool) -> Any:
     return im
 
 
-def _digest(obj: Any) -> str:
-    import orjson
-
-    return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
 class ImageStore:
     """Prepared and derived images on disk, and image headers remembered by content hash.
 
@@ -388,7 +383,7 @@ class ImageStore:
 
     def _key(self, src: ImageSource, prep: Prep) -> str:
         w, h = prep.target(*self.size_of(src))
-        return _digest({"v": PREP_VERSION, "sha256": src.sha256, "size": [w, h],
+        return digest({"v": PREP_VERSION, "sha256": src.sha256, "size": [w, h],
                         "format": prep.format, "quality": prep.quality})
 
     def key_part(self, src: ImageSource, prep: Prep) -> dict:
@@ -435,7 +430,7 @@ def derive(src: ImageSource, boxes: list[list[float]], numbered: bool, folder: P
     """The image with ``boxes`` drawn, as ``{"path", "sha256", "width", "height"}`` of a PNG in
     ``folder`` named by what it is derived from (image hash, boxes, style): drawn once, then
     found by name."""
-    key = _digest({"v": DERIVE_VERSION, "sha256": src.sha256,
+    key = digest({"v": DERIVE_VERSION, "sha256": src.sha256,
                    "boxes": [[round(float(v), 2) for v in b] for b in boxes],
                    "numbered": numbered})
     rel = f"{key}.png"

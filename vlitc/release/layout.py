@@ -36,7 +36,8 @@ from typing import Any
 
 from vlitc.errors import InputError, Location, UserError
 from vlitc.hashing import sha256_file
-from vlitc.run.store import CorruptObject, atomic_write
+from vlitc.paths import atomic_write
+from vlitc.run.store import CorruptObject
 
 
 @dataclass(frozen=True)

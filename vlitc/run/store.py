@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from vlitc.errors import CacheError
+from vlitc.paths import atomic_write
 
 SHARD_SIZE = 20_000
 
@@ -43,18 +44,6 @@ class CorruptObject(CacheError):
 
     def __reduce__(self) -> tuple:  # raised in a worker process, re-raised in the build
         return (CorruptObject, (self.sha, self.path))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def entry_objects(entry: dict) -> set[str]:
