@@ -167,3 +167,28 @@ def test_a_corrupt_source_shard_read_by_a_task_on_the_process_pool_is_rebuilt(bu
     second = build(recipe, out_dir=tmp_path / "rel", cache_dir=cache)
     assert {"source:coco", "task:object_box"} <= ran(second)
     assert shard.read_bytes() == good and not layout.verify(tmp_path / "rel")
+
+
+def test_a_cache_that_keeps_corrupting_is_a_located_error_not_an_internal_one(built, tmp_path,
+                                                                                 capsys, monkeypatch):
+    """A disk that damages every shard it holds: the build repairs a bounded number of objects,
+    then stops with exit 2, the cache folder named and what to do, and no release half-written."""
+    recipe, cache, first = built
+    real = Store._read_shard
+
+    def failing(self, sha):
+        for record in real(self, sha):
+            _flip(self.object_path(sha))  # damaged again as soon as it is read
+            yield record
+
+    monkeypatch.setattr(Store, "_read_shard", failing)
+    _rebalance(recipe)
+    before = layout.file_hashes(first.manifest)
+    code = main(["build", str(recipe), "--out", str(tmp_path / "rel"), "--cache-dir", str(cache),
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "internal error" not in err and "Traceback" not in err
+    assert "more keep appearing" in err and str(cache) in err and "--cache-dir" in err
+    assert not layout.verify(tmp_path / "rel")  # the old release stands, whole
+    assert layout.file_hashes(json.loads((tmp_path / "rel" / layout.MANIFEST).read_text())) == before

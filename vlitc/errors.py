@@ -110,4 +110,7 @@ class BudgetExceeded(UserError):
 
 
 class CacheError(VlitcError):
-    """The cache directory cannot be used at all."""
+    """The cache directory cannot be used: unreadable, or damaged beyond what a build repairs.
+    The machine or the disk is at fault, which the user fixes (exit 2)."""
+
+    exit_code = 2

@@ -17,7 +17,7 @@ import sys
 import threading
 
 from vlitc.cli.common import console
-from vlitc.errors import RecipeError, UserError, VlitcError
+from vlitc.errors import CacheError, RecipeError, UserError, VlitcError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +73,9 @@ def _run(args: argparse.Namespace) -> int:
     except UserError as e:
         err = console(stderr=True)
         err.print(f"error: {e}", markup=False)
+        return e.exit_code
+    except CacheError as e:
+        console(stderr=True).print(f"error: {e}", markup=False)
         return e.exit_code
     except VlitcError as e:
         err = console(stderr=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlitc.errors import UserError, VlitcError
+from vlitc.errors import CacheError, UserError, VlitcError
 from vlitc.ops.base import OpContext, Pool, Task
 from vlitc.ops.model import FAILED
 from vlitc.plan import Plan, Step
@@ -285,7 +285,12 @@ class Executor:
                      if sid in self.done and e.sha in entry_objects(self.done[sid].entry)]
         self._repairs += 1
         if not producers or self._repairs > MAX_REPAIRS:
-            raise e
+            why = (f"{MAX_REPAIRS} corrupt objects were repaired in this build and more keep "
+                   "appearing: the disk that holds the cache may be failing" if producers
+                   else "no step of this build produces it, so it cannot be rebuilt")
+            raise CacheError(f"{e} at {e.path}; {why}\nhint: delete the cache folder "
+                             f"{self.store.root} (paid LLM responses live in its llm/ folder: "
+                             "move that aside first) or build with another --cache-dir") from e
         self.store.discard(e.sha)
         self._emit({"event": "warning", "step": producers[0],
                     "message": f"{e}: removed; {', '.join(producers)} run again"})
