@@ -142,6 +142,24 @@ def test_boxes_are_drawn_on_a_copy_named_by_its_hash(tmp_path, images):
     store.close()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "jpeg", "garbage"])
+def test_a_damaged_derived_image_is_drawn_again_not_used(tmp_path, images, damage):
+    store = ImageStore(tmp_path / "store")
+    boxes = [[10, 10, 100, 80]]
+    d = store.derive(images["red"], boxes, numbered=False)
+    path = tmp_path / "store" / "derived" / d["path"]
+    good = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "jpeg":  # a valid image, but not the PNG this name stands for
+        Image.new("RGB", (320, 240), "blue").save(path, format="JPEG")
+    else:
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    assert store.derive(images["red"], boxes, numbered=False) == d
+    assert path.read_bytes() == good
+    store.close()
+
+
 def test_image_tokens_follow_each_providers_rule():
     assert openai_tokens(1024, 1024, "high", "gpt-4o") == 85 + 170 * 4  # 768x768: 2x2 tiles
     assert openai_tokens(2048, 4096, "high", "gpt-4o") == 85 + 170 * 6  # 768x1536: 2x3 tiles

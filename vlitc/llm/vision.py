@@ -435,13 +435,14 @@ def derive(src: ImageSource, boxes: list[list[float]], numbered: bool, folder: P
                    "numbered": numbered})
     rel = f"{key}.png"
     target = Path(folder) / rel
-    try:
+    try:  # a file left in the folder is used only if it decodes whole as a PNG
         data = target.read_bytes()
         from PIL import Image
 
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
             size = im.size
-    except OSError:
+            im.load()
+    except Exception:  # missing, truncated, not a PNG: Pillow raises many types; draw it again
         im = draw_boxes(Path(src.path), boxes, numbered)
         data = encode(im, "png", 0)
         size = im.size
