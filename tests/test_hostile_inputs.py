@@ -335,6 +335,9 @@ def semantic_cases() -> list[Case]:
         Case("pool:unknown_filter", file_text("brief.txt", "Describe it.\n{{ caption | nofilter }}\n"), where="brief.txt"),
         Case("pool:syntax", file_text("brief.txt", "Describe it.\n{% if %}\n"), where="brief.txt"),
         Case("pool:not_utf8", file_text("brief.txt", b"Describe it.\n\xff\n"), where="brief.txt", lined=False),
+        Case("pool:yaml_too_deep", both(_d(lambda d: d["pools"]["brief"].update(file="deep.yaml")),
+                                        file_text("deep.yaml", "- " + "[" * 5000 + "]" * 5000 + "\n")),
+             where="deep.yaml"),
         # prompt packs
         Case("pack:system_not_utf8", file_text("pack/system.txt", b"\xff\xfe system"), where="pack/system.txt", lined=False),
         Case("pack:example_not_utf8", file_text("pack/examples/000_context.txt", b"a\n\xc3\x28\n"),

@@ -18,6 +18,7 @@ from vlitc.errors import GenerationError, InputError, Location
 from vlitc.ops.base import OpContext, Pool
 from vlitc.ops.model import ModelOp
 from vlitc.ops.registry import register
+from vlitc.recipe.load import compose
 
 #: Where the default pools shipped with vlitc live (package data first, then a source checkout).
 _BUILTIN_DIRS = (
@@ -59,7 +60,7 @@ def read_pool_file(path: Path) -> list[tuple[str, int]]:
 
 def _read_list_file(path: Path, text: str) -> list[tuple[str, int]]:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         loc = Location(str(path), mark.line + 1, mark.column + 1) if mark else Location(str(path))

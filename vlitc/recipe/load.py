@@ -104,6 +104,17 @@ class _Loader(yaml.SafeLoader):
                 None, None, f"cannot read this value: {e}", node.start_mark) from None
 
 
+def compose(text: str) -> yaml.Node | None:
+    """The node tree of one YAML document with nesting bounded (deep input is a
+    :class:`yaml.MarkedYAMLError` at its place, not a RecursionError): for the other YAML files
+    a recipe names, such as pool lists."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
 # dates stay text: a recipe's ``version: 2024-01-01`` means the string
 _Loader.yaml_implicit_resolvers = {
     ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
