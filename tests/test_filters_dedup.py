@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from _filters_util import caching_ctx, qa, run
 
 from vlitc.ops.filters.cap import PerImageCapFilter
 from vlitc.ops.filters.dedup import DedupFilter, normalise
-from vlitc.quality.neighbours import SMALL_GROUP, cosine_neighbours, minhash_neighbours, minhashes
+from vlitc.quality import neighbours as nb
+from vlitc.quality.neighbours import SMALL_GROUP, cosine_neighbours, minhash_neighbours
 
 IMG1 = {"root": "coco", "path": "1.jpg", "sha256": "aa"}
 IMG2 = {"root": "coco", "path": "2.jpg", "sha256": "bb"}
@@ -63,12 +66,88 @@ def test_minhash_lsh_path_on_a_large_group_matches_the_pairwise_path():
     assert first[60:].tolist() == list(range(10)) and (sim[60:] >= 0.7).all()
 
 
+def datasketch_minhashes(texts: list[str], num_perm: int = 128, ngram: int = 3) -> list:
+    """datasketch's own ``MinHash`` of each text's word n-gram shingles (``None`` without
+    words), one object and one ``update`` per text: the reference the numpy signatures match."""
+    pytest.importorskip("datasketch", reason="the dev extra (datasketch, the reference)")
+    from datasketch import MinHash
+    from datasketch.hashfunc import sha1_hash32
+
+    out = []
+    for t in texts:
+        ids = [sha1_hash32(w.encode()) for w in re.findall(r"\w+", t.lower())]
+        if not ids:
+            out.append(None)
+            continue
+        n = min(ngram, len(ids))
+        shingles = set()
+        for p in range(len(ids) - n + 1):
+            h = ids[p]
+            for k in range(1, n):
+                h = ((h * 1_000_003) ^ ids[p + k]) & 0xFFFFFFFF
+            shingles.add(h)
+        m = MinHash(num_perm=num_perm, seed=1, hashfunc=lambda x: x)
+        for h in sorted(shingles):
+            m.update(h)
+        out.append(m)
+    return out
+
+
+def edited_texts(n: int, seed: int, vocab_size: int = 300) -> list[str]:
+    """Random word texts of 0-40 words, a third of them one-word edits of an earlier one."""
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(vocab_size)]
+    texts: list[str] = []
+    for k in range(n):
+        if k > 10 and rng.random() < 0.3:
+            words = texts[int(rng.integers(0, k))].split() or ["w1"]
+            words[int(rng.integers(0, len(words)))] = str(rng.choice(vocab))
+            texts.append(" ".join(words))
+        else:
+            texts.append(" ".join(rng.choice(vocab, int(rng.integers(0, 40)))))
+    return texts
+
+
+@pytest.mark.parametrize(("num_perm", "ngram"), [(128, 3), (64, 1), (16, 5)])
+def test_numpy_minhash_signatures_are_datasketchs(num_perm, ngram):
+    texts = ["A brown dog runs.", "", "!!", "one", "two words", "Ünïcode wörds, the quick brown fox"]
+    texts += edited_texts(400, seed=3)
+    hv, has = nb.minhash_signatures(texts, num_perm, ngram)
+    ref = datasketch_minhashes(texts, num_perm, ngram)
+    assert has.tolist() == [m is not None for m in ref]
+    for j, m in enumerate(ref):
+        if m is not None:
+            assert hv[j].tolist() == m.hashvalues.tolist(), texts[j]
+
+
+def test_minhash_signatures_do_not_depend_on_the_batching():
+    texts = edited_texts(3000, seed=4) + ["a very long text " * 300]
+    whole, has = nb.minhash_signatures(texts, 128, 3)
+    parts = [nb.minhash_signatures(texts[i : i + 700], 128, 3) for i in range(0, len(texts), 700)]
+    assert (np.concatenate([p[0] for p in parts]) == whole).all()
+    assert (np.concatenate([p[1] for p in parts]) == has).all()
+
+
+def test_lsh_bands_are_the_ones_datasketch_minhash_lsh_picks():
+    pytest.importorskip("datasketch", reason="the dev extra (datasketch, the reference)")
+    from datasketch import MinHashLSH
+
+    for num_perm in (16, 64, 128, 256):
+        for threshold in np.round(np.arange(0.1, 1.0, 0.05), 2).tolist():
+            try:
+                expected = MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges
+            except ValueError:  # datasketch refuses a single band; ours takes it
+                continue
+            assert nb.lsh_bands(threshold, num_perm) == expected, (num_perm, threshold)
+
+
 def lsh_reference(texts: list[str], groups: list[list[int]], threshold: float):
     """The earliest similar earlier item found through datasketch's own ``MinHashLSH`` index
     (query, then insert), and all pairs in small groups."""
+    pytest.importorskip("datasketch", reason="the dev extra (datasketch, the reference)")
     from datasketch import MinHashLSH
 
-    ms = list(minhashes(texts, 128, 3))
+    ms = datasketch_minhashes(texts)
     first, sim = np.full(len(texts), -1), np.zeros(len(texts), dtype=np.float32)
     for group in groups:
         lsh = MinHashLSH(threshold=threshold, num_perm=128) if len(group) > SMALL_GROUP else None

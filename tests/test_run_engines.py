@@ -59,6 +59,68 @@ def test_demo_at_one_and_two_local_workers_gives_the_same_keys_and_bytes(tmp_pat
     assert counters["task:object_box"]["records"] == 24
 
 
+MINHASH_RECIPE = """\
+vlitc: 1
+name: near
+version: 0.0.1
+seed: 3
+sources:
+  coco: {type: coco, images: images, captions: captions.json, check_images: false}
+tasks:
+  brief:
+    kind: template
+    source: coco
+    instruction: {templates: ["Describe the image briefly."]}
+    response: "{{ caption }}"
+    per: caption
+filters:
+  - {type: dedup, method: minhash, scope: global, threshold: 0.7}
+outputs:
+  - {format: llava, path: train.json}
+report: false
+execution: {chunk: 7}
+"""
+
+
+def _near_duplicate_captions(root: Path) -> Path:
+    """40 images with two captions of 40 words each; every fourth image's second caption is its first with
+    one word changed (a near-duplicate), the rest are unrelated word salads."""
+    import json
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(5)
+    words = [f"word{i}" for i in range(200)]
+    (root / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(root / "images" / "1.png")
+    images, anns = [], []
+    for i in range(1, 41):
+        images.append({"id": i, "file_name": "1.png", "width": 8, "height": 8})
+        first = rng.choices(words, k=40)
+        second = list(first) if i % 4 == 0 else rng.choices(words, k=40)
+        if i % 4 == 0:
+            second[20] = "changed"
+        for cap in (first, second):
+            anns.append({"id": len(anns) + 1, "image_id": i, "caption": " ".join(cap)})
+    (root / "captions.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    (root / "near.yaml").write_text(MINHASH_RECIPE)
+    return root / "near.yaml"
+
+
+def test_minhash_dedup_drops_the_same_near_duplicates_at_one_and_two_workers(tmp_path):
+    import json
+
+    recipe = _near_duplicate_captions(tmp_path)
+    one = _build_as(recipe, tmp_path, "one", workers=1)
+    two = _build_as(recipe, tmp_path, "two", workers=2)
+    assert _release(one) == _release(two)
+    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+    kept = json.loads((tmp_path / "one" / "train.json").read_text())
+    assert len(kept) == 70  # the 10 near-duplicates dropped, the 70 distinct texts kept
+    assert not any("changed" in c["conversations"][1]["value"] for c in kept)
+
+
 def test_the_engine_and_its_settings_are_no_part_of_any_key(tmp_path):
     plain = demo_copy(tmp_path)
     first = _build_as(plain, tmp_path, "plain")

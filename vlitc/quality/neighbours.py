@@ -1,6 +1,7 @@
 """Earliest near neighbours without comparing all pairs: MinHash LSH over word shingles
-(datasketch) and cosine search over normalised embeddings (an inverted-file index: spherical
-k-means lists, each query probing its two nearest lists, blockwise matrix products).
+(datasketch's signatures, computed for whole batches with numpy) and cosine search over
+normalised embeddings (an inverted-file index: spherical k-means lists, each query probing its
+two nearest lists, blockwise matrix products).
 
 Both answer the same question for every item ``j``: the smallest ``i < j`` in the same group
 whose similarity reaches the threshold, or ``-1``. Items are indices into the caller's arrays;
@@ -9,9 +10,10 @@ groups are lists of indices in ascending order (a scope: one image, one task, ev
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import re
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -27,71 +29,136 @@ CHUNK = 4096
 
 
 # --- MinHash LSH ---------------------------------------------------------------------------
+#
+# Signatures are datasketch's ``MinHash`` (its default ``affine32`` scheme), computed for a whole
+# batch of texts at once with numpy instead of one ``MinHash`` object per text:
+#
+# * shingles: the text's words (``\w+`` of the lower-cased text), each hashed to 32 bits (the
+#   first four bytes of its SHA-1, little-endian: datasketch's ``sha1_hash32``), folded into
+#   word ``ngram``-grams as ``h = ((h * 1000003) ^ next) & 0xFFFFFFFF`` (a text shorter than
+#   ``ngram`` words is one shingle of all its words);
+# * permutations: ``num_perm`` affine maps ``x -> a * fmix32(x) + b mod 2^32`` with odd ``a``,
+#   drawn from ``numpy.random.RandomState(seed)`` as datasketch draws them (``fmix32``: the
+#   MurmurHash3 finaliser); a signature value is the minimum of a map over the text's shingles;
+# * bands: ``b`` bands of ``r`` rows minimising the sum of false-positive and false-negative
+#   probability mass at the threshold (datasketch ``MinHashLSH``'s choice, weights 0.5/0.5);
+#   two texts are candidates when all ``r`` values of some band agree, and a candidate is a
+#   duplicate when its estimated Jaccard (share of equal values) reaches the threshold.
+#
+# The signatures are the same numbers datasketch computes (tests compare them), so the results
+# do not depend on how texts are batched, on the worker count or on the engine.
 
-def _identity(x: int) -> int:
-    return x
+SIG_ROWS = 2048  # texts per block: a (2048, num_perm) uint32 minimum at a time
+
+
+def _token_hash(token: str) -> int:
+    return int.from_bytes(hashlib.sha1(token.encode()).digest()[:4], "little")
 
 
 class Shingler:
-    """Word n-gram shingles as 32-bit ints (token hashes from datasketch's sha1_hash32, cached)."""
+    """Word n-gram shingles of a batch of texts as one flat uint32 array (token hashes cached)."""
 
     def __init__(self, n: int):
-        from datasketch.hashfunc import sha1_hash32
-
-        self.n, self._hash = n, sha1_hash32
+        self.n = n
         self._vocab: dict[str, int] = {}
 
-    def __call__(self, text: str) -> np.ndarray:
-        toks = WORD.findall(text.lower())
-        if not toks:
-            return np.zeros(0, dtype=np.uint64)
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The shingles of every text, one after another, and how many each text has."""
         vocab = self._vocab
-        ids = np.fromiter(
-            (vocab[t] if t in vocab else vocab.setdefault(t, self._hash(t.encode())) for t in toks),
-            dtype=np.uint64, count=len(toks))
-        n = min(self.n, len(ids))
-        h = ids[: len(ids) - n + 1].copy()
-        for k in range(1, n):
-            h = ((h * np.uint64(1_000_003)) ^ ids[k : len(ids) - n + 1 + k]) & np.uint64(0xFFFFFFFF)
-        return np.unique(h)
+        toks = [WORD.findall(t.lower()) for t in texts]
+        lengths = np.fromiter((len(t) for t in toks), dtype=np.int64, count=len(toks))
+        total = int(lengths.sum())
+        flat = list(itertools.chain.from_iterable(toks))
+        for w in set(flat).difference(vocab):
+            vocab[w] = _token_hash(w)
+        ids = np.fromiter(map(vocab.__getitem__, flat), dtype=np.uint64, count=total)
+        n_t = np.minimum(lengths, self.n)  # words per shingle, per text
+        counts = np.where(lengths > 0, lengths - n_t + 1, 0)
+        starts = np.cumsum(lengths) - lengths
+        first = np.cumsum(counts) - counts
+        pos = np.repeat(starts, counts) + (np.arange(int(counts.sum())) - np.repeat(first, counts))
+        words = np.repeat(n_t, counts)
+        h = ids[pos]
+        for k in range(1, self.n):
+            more = k < words
+            nxt = ids[np.minimum(pos + k, max(total - 1, 0))]
+            h = np.where(more, ((h * np.uint64(1_000_003)) ^ nxt) & np.uint64(0xFFFFFFFF), h)
+        return h.astype(np.uint32), counts
 
 
-def minhashes(texts: list[str], num_perm: int, ngram: int, seed: int = 1) -> Any:
-    """One datasketch ``MinHash`` per text (``None`` for a text without words), lazily."""
-    from datasketch import MinHash
+def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(a, b)`` uint32 vectors of datasketch's ``affine32`` scheme for ``seed``."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
-    proto = MinHash(num_perm=num_perm, seed=seed)
-    perms, scheme = proto.permutations, proto.scheme
-    shingle = Shingler(ngram)
-    for t in texts:
-        sh = shingle(t)
-        if not len(sh):
-            yield None
-            continue
-        m = MinHash(num_perm=num_perm, seed=seed, hashfunc=_identity, permutations=perms,
-                    scheme=scheme)
-        m.update_batch(sh.tolist())
-        yield m
+
+def fmix32(h: np.ndarray) -> np.ndarray:
+    """The MurmurHash3 32-bit finaliser (a bijection), elementwise; wraps modulo 2^32."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
 
 
 def minhash_signatures(texts: list[str], num_perm: int, ngram: int,
                        seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The datasketch MinHash signatures of ``texts`` as one ``(n, num_perm)`` uint32 matrix,
-    and which texts have words at all."""
+    """The MinHash signatures of ``texts`` as one ``(n, num_perm)`` uint32 matrix, and which
+    texts have words at all (a row without words is zeros)."""
+    shingles, counts = Shingler(ngram)(texts)
+    has = counts > 0
     hv = np.zeros((len(texts), num_perm), dtype=np.uint32)
-    has = np.zeros(len(texts), dtype=bool)
-    for j, m in enumerate(minhashes(texts, num_perm, ngram, seed)):
-        if m is not None:
-            hv[j], has[j] = m.hashvalues, True
+    if not len(shingles):
+        return hv, has
+    a, b = permutations(num_perm, seed)
+    x = fmix32(shingles)
+    starts = np.cumsum(counts) - counts
+    rows = np.flatnonzero(has)
+    rows = rows[np.argsort(-counts[rows], kind="stable")]  # longest first: a prefix stays active
+    acc = np.empty((SIG_ROWS, num_perm), dtype=np.uint32)
+    tmp = np.empty_like(acc)
+    for r0 in range(0, len(rows), SIG_ROWS):
+        block = rows[r0 : r0 + SIG_ROWS]
+        st, ct = starts[block], counts[block]
+        m = len(block)
+        np.multiply(x[st][:, None], a[None, :], out=acc[:m])
+        acc[:m] += b
+        for k in range(1, int(ct[0])):  # the k-th shingle of every text that has one
+            mk = int(np.searchsorted(-ct, -k, side="left"))  # texts with more than k shingles
+            np.multiply(x[st[:mk] + k][:, None], a[None, :], out=tmp[:mk])
+            tmp[:mk] += b
+            np.minimum(acc[:mk], tmp[:mk], out=acc[:mk])
+        hv[block] = acc[:m]
     return hv, has
+
+
+def _lsh_error(threshold: float, num_perm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every ``(b, r)`` with ``b * r <= num_perm`` (b, then r ascending) and the false-positive
+    plus false-negative probability mass of each, integrated exactly (Gauss-Legendre nodes
+    enough for the polynomial ``1 - (1 - s^r)^b`` of degree ``b * r <= num_perm``)."""
+    bs = np.concatenate([np.full(num_perm // b, b) for b in range(1, num_perm + 1)])
+    rs = np.concatenate([np.arange(1, num_perm // b + 1) for b in range(1, num_perm + 1)])
+    x, w = np.polynomial.legendre.leggauss(num_perm // 2 + 2)
+
+    def mass(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+        s = (hi - lo) / 2 * x + (hi + lo) / 2
+        p = 1 - (1 - s[None, :] ** rs[:, None].astype(float)) ** bs[:, None].astype(float)
+        return p, (hi - lo) / 2 * w
+
+    p_lo, w_lo = mass(0.0, threshold)
+    p_hi, w_hi = mass(threshold, 1.0)
+    return bs, rs, 0.5 * (p_lo @ w_lo) + 0.5 * ((1 - p_hi) @ w_hi)
 
 
 def lsh_bands(threshold: float, num_perm: int) -> list[tuple[int, int]]:
     """The column ranges of the LSH bands datasketch's ``MinHashLSH`` picks for this threshold
     (``b`` bands of ``r`` rows minimising false positives plus false negatives)."""
-    from datasketch import MinHashLSH
-
-    return list(MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges)
+    bs, rs, err = _lsh_error(threshold, num_perm)
+    k = int(np.argmin(err))
+    b, r = int(bs[k]), int(rs[k])
+    return [(i * r, (i + 1) * r) for i in range(b)]
 
 
 def _band_hash(cols: np.ndarray) -> np.ndarray:
@@ -162,7 +229,7 @@ def minhash_neighbours(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Earliest earlier item with estimated Jaccard >= threshold, per item, and that estimate.
 
-    Signatures come from datasketch's ``MinHash`` and are kept as one uint32 matrix. Groups up
+    Signatures are datasketch's ``MinHash`` values (:func:`minhash_signatures`), one uint32 matrix. Groups up
     to ``SMALL_GROUP`` items compare all pairs; larger ones use LSH banding with the bands
     datasketch's ``MinHashLSH`` would use: items sharing a band are candidates, found by
     sorting each band's keys (no table per band), and a candidate counts when its estimated

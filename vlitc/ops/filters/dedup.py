@@ -116,8 +116,7 @@ class DedupFilter(Filter):
     }
 
     def packages(self) -> tuple[str, ...]:
-        return {"minhash": ("datasketch",), "semantic": ("sentence_transformers",)}.get(
-            self.params["method"], ())
+        return {"semantic": ("sentence_transformers",)}.get(self.params["method"], ())
 
     def threshold(self) -> float:
         given = self.params.get("threshold")
