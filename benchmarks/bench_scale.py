@@ -6,7 +6,8 @@ COCO-format captions, side by side for 1 and 2 local workers and Ray on 2 CPUs.
 Each build is a whole ``vlitc build`` process with a fresh cache. Reported per sample count and
 configuration: wall seconds, the seconds of each step (from the manifest), peak RSS of the largest
 process and the peak sum over the build's process tree (sampled every 50 ms: the pool's workers,
-or Ray's processes, count), the cache size and the release size. ``--large`` adds 10M samples.
+or Ray's processes, count), the cache size, the release size and the 1-minute load average when
+the build ended (the machine may be shared: compare the ratios of one run). ``--large`` adds 10M samples.
 Goals (issue 14): peak RSS < 1 GB at 1M; cache <= 2x release; 2 workers >= 1.7x on the
 CPU-bound steps; Ray within 1.3x of the local pool; 1M in < 60 s with 2 workers.
 """
@@ -114,7 +115,8 @@ def run_build(cmd: list[str], cwd: Path, env: dict) -> dict:
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return {"wall": wall, "rss_one": peak_one / 2**20, "rss_tree": peak_tree / 2**20}
+    return {"wall": wall, "rss_one": peak_one / 2**20, "rss_tree": peak_tree / 2**20,
+            "load": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -126,8 +128,9 @@ def main() -> None:
     sizes = args.samples + ([10_000_000] if args.large else [])
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     print(f"machine: {os.cpu_count()} CPUs; vlitc build end to end, fresh cache per run")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
     print(f"{'samples':>9} {'config':>6} {'wall s':>8} {'rss MiB':>8} {'tree MiB':>9} "
-          f"{'cache MB':>9} {'release MB':>11}  steps (s)")
+          f"{'cache MB':>9} {'release MB':>11} {'load':>5}  steps (s)")
     results: dict = {}
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="vb-", dir="/tmp") as tmp:
@@ -148,7 +151,7 @@ def main() -> None:
                 results[(n, name)] = r
                 short = " ".join(f"{k.split(':')[0]}={v:.1f}" for k, v in steps.items() if v >= 0.05)
                 print(f"{n:>9} {name:>6} {r['wall']:>8.1f} {r['rss_one']:>8.0f} {r['rss_tree']:>9.0f} "
-                      f"{r['cache']:>9.1f} {r['release']:>11.1f}  {short}", flush=True)
+                      f"{r['cache']:>9.1f} {r['release']:>11.1f} {r['load']:>5.2f}  {short}", flush=True)
             base = results.get((n, args.configs[0]))
             for name in args.configs[1:]:
                 r = results[(n, name)]
