@@ -29,6 +29,7 @@ def _object(cache, sha):
 def _flip(path, at=40):
     """Change one byte, keeping the size (a same-size corruption)."""
     data = bytearray(path.read_bytes())
+    at = min(at, len(data) - 1)
     data[at] = ord("7") if data[at] != ord("7") else ord("8")
     path.write_bytes(bytes(data))
 
@@ -50,7 +51,15 @@ def _rebalance(recipe):
 
 
 def _shard(cache, result, step):
-    return _object(cache, _entry(cache, result, step)["outputs"]["main"]["shards"][0]["sha256"])
+    """The first object of ``step``'s main output that the step wrote itself: a shard of a full
+    output, the selection of a filter's view, the stats column of a measure's."""
+    out = _entry(cache, result, step)["outputs"]["main"]
+    if "view" in out:
+        view = out["view"]
+        sha = view["select"]["sha256"] if view["select"] else view["columns"][-1]["pieces"][0]["sha256"]
+    else:
+        sha = out["shards"][0]["sha256"]
+    return _object(cache, sha + ".zst")
 
 
 def test_a_truncated_object_is_replaced_when_its_step_runs_again(built, tmp_path):

@@ -282,7 +282,7 @@ class Executor:
         """Remove a corrupt object and run again every step of this build that produced it
         (their outputs replace it); a corrupt object nothing here produced is an error."""
         producers = [sid for sid in self.plan.order
-                     if sid in self.done and e.sha in entry_objects(self.done[sid].entry)]
+                     if sid in self.done and e.path.name in entry_objects(self.done[sid].entry, own=True)]
         self._repairs += 1
         if not producers or self._repairs > MAX_REPAIRS:
             why = (f"{MAX_REPAIRS} corrupt objects were repaired in this build and more keep "
@@ -291,7 +291,7 @@ class Executor:
             raise CacheError(f"{e} at {e.path}; {why}\nhint: delete the cache folder "
                              f"{self.store.root} (paid LLM responses live in its llm/ folder: "
                              "move that aside first) or build with another --cache-dir") from e
-        self.store.discard(e.sha)
+        self.store.discard(e.path.name)
         self._emit({"event": "warning", "step": producers[0],
                     "message": f"{e}: removed; {', '.join(producers)} run again"})
         for sid in producers:

@@ -13,7 +13,7 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
@@ -33,8 +33,10 @@ from vlitc.run.shards import (
     raise_chunk_error,
     run_chunk,
     set_stats,
+    stat_value,
+    stats_path,
 )
-from vlitc.run.store import SHARD_SIZE
+from vlitc.run.store import SHARD_SIZE, is_view
 
 if TYPE_CHECKING:
     from vlitc.run.executor import Executor
@@ -67,15 +69,21 @@ class Runner:
 
     def map(self, step: Step, ctx: OpContext, kind: str, source: dict, measure_fp: str | None = None) -> dict:
         """Run the step's op over ``source`` in chunks on the build's engine; the chunks' outputs
-        are written in order, so the output is the same bytes as running it inline."""
+        are written in order, so the output is the same bytes as running it inline (a task's as
+        shards, a measure's as a view of ``source`` with the op's stats column)."""
         job = self.ex.job(step, ctx, kind, measure_fp)
         chunks = self.ex.store.read_chunks(source, self.ex.execution.chunk)
         w = self.ex.store.writer()
+        view = self.ex.store.view_writer(source, stats_path(job.label)) if kind == "measure" else None
         done = 0
         try:
             for res in self.ex.engine.map(run_chunk, job, (data for data, _n in chunks)):
                 raise_chunk_error(res)
-                w.write_encoded(res.lines, res.count)
+                if view is not None:
+                    for line, value in zip(res.lines.splitlines(keepends=True), res.values or [], strict=True):
+                        view.add(True, line, value)
+                else:
+                    w.write_encoded(res.lines, res.count)
                 merge_chunk(ctx, res)
                 done += 1
                 ctx.emit({"event": "progress", "step": step.id, "done": done * self.ex.execution.chunk,
@@ -83,7 +91,15 @@ class Runner:
         except BaseException:
             w.abort()
             raise
-        return w.close()
+        return view.close() if view is not None else w.close()
+
+    def measured(self, source: dict, label: str, samples: Iterable[dict]) -> dict:
+        """A measure's output: a view of ``source`` (the samples it was given, in order) with
+        each sample's ``meta.stats.<label>`` as a column; no body is stored again."""
+        view = self.ex.store.view_writer(source, stats_path(label))
+        for s in samples:
+            view.add(True, orjson.dumps(s) + b"\n", stat_value(s, label))
+        return view.close()
 
 
 RUNNERS: dict[str, type[Runner]] = {}
@@ -139,7 +155,8 @@ class MergeRunner(Runner):
 
     def run(self, step: Step, ctx: OpContext) -> dict:
         outputs = [self.ex.output_of(step, d) for d in step.deps]
-        if len(outputs) == 1 and all(sh["count"] == SHARD_SIZE for sh in outputs[0]["shards"][:-1]):
+        if len(outputs) == 1 and not is_view(outputs[0]) and \
+                all(sh["count"] == SHARD_SIZE for sh in outputs[0]["shards"][:-1]):
             return {"outputs": {"main": copy.deepcopy(outputs[0])}}
         w = self.ex.store.writer()
         try:
@@ -195,17 +212,20 @@ class BalanceRunner(Runner):
 
 @runner
 class MeasureRunner(Runner):
-    """A filter's measurement: stats under ``meta.stats.<label>`` for every sample in scope;
-    item-scope stats are cached per sample across builds, and item-scope measures are map steps."""
+    """A filter's measurement: stats under ``meta.stats.<label>`` for every sample in scope,
+    stored as a column of its input's view; item-scope stats are cached per sample across
+    builds, and item-scope measures are map steps."""
 
     kind = "measure"
 
     def run(self, step: Step, ctx: OpContext) -> dict:
         op = op_of(step, Filter)
+        source = self.ex.output_of(step, step.deps[0])
         if op.scope == "dataset" and op.streams:
             return {"outputs": {"main": self._measure_streamed(step, op, ctx)}}
         if op.scope == "dataset":
-            return {"outputs": {"main": self.write(measure_all(op, list(self.input(step, step.deps[0])), ctx))}}
+            samples = measure_all(op, list(self.input(step, step.deps[0])), ctx)
+            return {"outputs": {"main": self.measured(source, op.label, samples)}}
         fp = None
         if op.cache_items:
             from vlitc.run.fingerprint import digest
@@ -213,15 +233,14 @@ class MeasureRunner(Runner):
             ex = self.ex
             fp = digest({"op": op.name, "version": op.version, "params": step.params,
                          "files": keys.step_files(step, ex.recipe, ex.files, ctx)})
-        source = self.ex.output_of(step, step.deps[0])
         if op.shardable() and self.ex.maps(source):
             return {"outputs": {"main": self.map(step, ctx, "measure", source, fp)}}
         samples = self.input(step, step.deps[0])
         if fp is None:
-            return {"outputs": {"main": self.write(measure_chunked(op, samples, ctx))}}
+            return {"outputs": {"main": self.measured(source, op.label, measure_chunked(op, samples, ctx))}}
         cache = self.ex.store.item_cache(f"measure-{op.name}")
-        return {"outputs": {"main": self.write(measure_cached(op, samples, ctx, cache, fp))}}
-
+        return {"outputs": {"main": self.measured(source, op.label,
+                                                  measure_cached(op, samples, ctx, cache, fp))}}
 
     def _measure_streamed(self, step: Step, op: Filter, ctx: OpContext) -> dict:
         """Pass 1: every chunk's features (through the engine when it spreads), gathered on
@@ -252,14 +271,15 @@ class MeasureRunner(Runner):
                         i += 1
                     yield s
 
-            return self.write(measured())
+            return self.measured(source, op.label, measured())
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
 @runner
 class FilterRunner(Runner):
-    """A filter's keep decision over the measured stats: kept samples and dropped ones."""
+    """A filter's keep decision over the measured stats: views of its input that hold the kept
+    samples and the dropped ones (with their ``meta.drop`` reasons as a column)."""
 
     kind = "filter"
 
@@ -273,26 +293,23 @@ class FilterRunner(Runner):
         else:  # a dataset-wide rule (a top fraction) sees every stat first
             scoped = [s["meta"]["stats"][op.label] for s in store.read(source) if in_scope(op, s)]
             decisions = iter(op.decide(scoped))
-        kept, dropped = store.writer(), store.writer()
-        try:
-            for line in store.read_lines(source):
-                s = orjson.loads(line)
-                if not in_scope(op, s):
-                    reason = None
-                elif decisions is None:
-                    reason = decide(s["meta"]["stats"][op.label])
-                else:
-                    reason = next(decisions)
-                if reason is None:
-                    kept.write_encoded(line, 1)  # unchanged: the same bytes, not encoded again
-                else:
-                    s["meta"]["drop"] = {"filter": op.label, "reason": reason}
-                    dropped.write(s)
-                    ctx.count("dropped")
-        except BaseException:
-            kept.abort()
-            dropped.abort()
-            raise
+        kept, dropped = store.view_writer(source), store.view_writer(source, ["meta", "drop"])
+        for s in store.read(source):
+            if not in_scope(op, s):
+                reason = None
+            elif decisions is None:
+                reason = decide(s["meta"]["stats"][op.label])
+            else:
+                reason = next(decisions)
+            if reason is None:
+                kept.add(True, orjson.dumps(s) + b"\n")
+                dropped.add(False)
+            else:
+                kept.add(False)
+                mark = {"filter": op.label, "reason": reason}
+                s["meta"]["drop"] = mark
+                dropped.add(True, orjson.dumps(s) + b"\n", orjson.dumps(mark))
+                ctx.count("dropped")
         return {"outputs": {"main": kept.close(), "dropped": dropped.close()}}
 
 

@@ -28,8 +28,19 @@ def in_scope(op: Filter, sample: dict) -> bool:
     return not tasks or sample.get("task") in tasks
 
 
+def stats_path(label: str) -> list[str]:
+    """Where a filter's stats lie in a sample (a column of a measure's view)."""
+    return ["meta", "stats", label]
+
+
 def set_stats(sample: dict, label: str, stats: Any) -> None:
     sample.setdefault("meta", {}).setdefault("stats", {})[label] = stats
+
+
+def stat_value(sample: dict, label: str) -> bytes:
+    """A measured sample's ``meta.stats.<label>`` encoded for its column (``b""``: none)."""
+    stats = (sample.get("meta") or {}).get("stats") or {}
+    return orjson.dumps(stats[label]) if label in stats else b""
 
 
 def measure_all(op: Filter, alls: list[dict], ctx: OpContext) -> Iterator[dict]:
@@ -92,6 +103,7 @@ class ChunkResult:
     warnings: list[str] = field(default_factory=list)
     error: tuple[int, str] | None = None  # (exit code, message) of a VlitcError
     features: dict[str, Any] | None = None  # a streamed dataset-scope filter's chunk features
+    values: list[bytes] | None = None  # a measure's stats per record, encoded (its view's column)
 
 
 _WORKER: dict[str, Any] = {}  # per process: step key -> (op, store)
@@ -183,10 +195,15 @@ def run_chunk(job: Job, lines: bytes) -> ChunkResult:
             out = measure_cached(op, records, ctx, cache, job.measure_fp)
         else:
             out = measure_chunked(op, records, ctx)
+        values = None
+        if job.kind == "measure":
+            measured = list(out)
+            values = [stat_value(s, job.label) for s in measured]
+            out = iter(measured)
         data, n = encode(out)
     except VlitcError as e:  # its text crosses the process boundary, not its class
         return ChunkResult(error=(e.exit_code, str(e)))
-    return ChunkResult(data, n, ctx.counters, ctx.notes, ctx.warnings)
+    return ChunkResult(data, n, ctx.counters, ctx.notes, ctx.warnings, values=values)
 
 
 def merge_chunk(ctx: OpContext, result: ChunkResult) -> None:

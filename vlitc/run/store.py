@@ -1,7 +1,9 @@
-"""The cache directory: content-addressed shards, step entries, state records, item caches.
+"""The cache directory: content-addressed objects, step entries, state records, item caches.
 
-    <cache>/objects/ab/abcdef...   shard and file contents, named by sha256
-    <cache>/steps/<key>.json       a step's outputs (shard lists), counters and notes
+    <cache>/objects/ab/abcdef...       a file (an export, a release file), named by its sha256
+    <cache>/objects/ab/abcdef....zst   a shard, a stats column piece or a selection, stored
+                                   zstd-compressed and named by the sha256 of its plain bytes
+    <cache>/steps/<key>.json       a step's outputs, counters and notes (:data:`LAYOUT`)
     <cache>/state/<recipe>/<step>.json   the components of the last key built for a step,
                                    so `vlitc plan` can say why a step is stale
     <cache>/items/<namespace>/     diskcache stores for per-item results (stats, embeddings)
@@ -10,11 +12,22 @@
                                    removes those no running build holds)
     <cache>/.lock                  held shared by every open store, exclusively by gc
 
-Every write goes to a temp file and is renamed into place; a corrupt entry is a warning and a miss.
-Objects are checked against their sha256 whenever they are read (a shard as it streams, a file
-as it is copied into a release): a bad one raises :class:`CorruptObject`, and the executor
-removes it and reruns the step that produced it. An object written again always replaces the
-one on disk, so a damaged object is repaired by the next step that produces it.
+A step output is either **full** (``shards``: the records as JSON lines, 20,000 a shard) or a
+**view** of the full output of the step that last changed the sample bodies (``view``): a
+``select`` bitmap of the base rows it holds (absent: all of them) and ``columns``, each a value
+per base row set at a path of the record (a filter's ``meta.stats.<label>``, a drop mark's
+``meta.drop``), stored as one piece per base shard. A measure adds a column to its input's view,
+a filter narrows the selection (its dropped samples are a view with a ``meta.drop`` column), so a
+chain of filters stores ids and stats, not copies. Reading a view puts its records together as
+the step that made it wrote them: every output's ``hash`` is the hash of those records' JSON lines
+in shards of 20,000, whatever the layout, so step keys do not depend on it.
+
+Every write goes to a temp file and is renamed into place; a corrupt entry is a warning and a miss,
+and an entry of another layout (an older vlitc's) is a miss, never read. Objects are checked
+against their sha256 whenever they are read (a shard or column piece before any of its records is
+given out, a file as it is copied into a release): a bad one raises :class:`CorruptObject`, and the
+executor removes it and reruns the step that produced it. An object written again always replaces
+the one on disk, so a damaged object is repaired by the next step that produces it.
 """
 
 from __future__ import annotations
@@ -29,10 +42,15 @@ from typing import Any
 
 import orjson
 
-from vlitc.errors import CacheError
+from vlitc.errors import CacheError, VlitcError
 from vlitc.paths import atomic_write
 
 SHARD_SIZE = 20_000
+#: the layout of step entries and their outputs; an entry of any other layout is ignored
+LAYOUT = 2
+#: zstd level of stored shards (fast; sample bodies compress about 20x)
+ZSTD_LEVEL = 1
+ZST = ".zst"
 
 
 class CorruptObject(CacheError):
@@ -46,51 +64,122 @@ class CorruptObject(CacheError):
         return (CorruptObject, (self.sha, self.path))
 
 
-def entry_objects(entry: dict) -> set[str]:
-    """The sha256 of every object a step entry refers to (its shards and its files)."""
-    out = {s["sha256"] for o in entry["outputs"].values() for s in o["shards"]}
+def _output_objects(out: dict, own: bool) -> set[str]:
+    """Object file names of one output (``own``: not those of a view's base)."""
+    view = out.get("view")
+    if view is None:
+        return {s["sha256"] + ZST for s in out.get("shards", [])}
+    names = set() if own else _output_objects(view["base"], False)
+    if view.get("select"):
+        names.add(view["select"]["sha256"] + ZST)
+    for col in view["columns"]:
+        names |= {p["sha256"] + ZST for p in col["pieces"]}
+    return names
+
+
+def entry_objects(entry: dict, own: bool = False) -> set[str]:
+    """The object file names a step entry refers to (its shards, views and files); ``own``
+    leaves out the base of its views (the objects another step produced)."""
+    if entry.get("layout") != LAYOUT:  # an older layout: shards stored plain under their sha
+        out = {s["sha256"] for o in entry.get("outputs", {}).values() for s in o.get("shards", [])}
+    else:
+        out = set().union(*(_output_objects(o, own) for o in entry["outputs"].values()))
     return out | {f["sha256"] for f in entry.get("files", [])}
 
 
-class ShardWriter:
-    """Writes records as JSON lines into content-addressed shards of ``shard_size`` records."""
+def _sized(out: dict) -> Iterator[tuple[str, int]]:
+    """(object file name, stored size) of every object an output refers to."""
+    view = out.get("view")
+    if view is None:
+        for s in out.get("shards", []):
+            yield s["sha256"] + ZST, s["size"]
+        return
+    yield from _sized(view["base"])
+    if view.get("select"):
+        yield view["select"]["sha256"] + ZST, view["select"]["size"]
+    for col in view["columns"]:
+        for p in col["pieces"]:
+            yield p["sha256"] + ZST, p["size"]
 
-    def __init__(self, store: Store, shard_size: int = SHARD_SIZE):
+
+def set_path(record: dict, path: list[str], value: Any) -> None:
+    """Set ``value`` at ``path`` (``["meta", "stats", label]``), making the dicts on the way as
+    :func:`vlitc.run.shards.set_stats` does (same key order, so the same JSON line)."""
+    for key in path[:-1]:
+        record = record.setdefault(key, {})
+    record[path[-1]] = value
+
+
+def combined_hash(shas: Iterable[str]) -> str:
+    """An output's hash from the sha256 of its shards (of their plain JSON lines)."""
+    return hashlib.sha256(",".join(shas).encode()).hexdigest()
+
+
+def _compressor() -> Any:
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+
+
+def is_view(out: dict) -> bool:
+    return "view" in out
+
+
+def base_of(out: dict) -> dict:
+    """The full output whose bodies ``out`` holds (``out`` itself when it is full)."""
+    return out["view"]["base"] if is_view(out) else out
+
+
+class ShardWriter:
+    """Writes records as JSON lines into content-addressed shards of ``shard_size`` records.
+
+    ``keep=False`` stores nothing: it only hashes the lines as the shards would hold them (the
+    hash of a view, which stores its records as ids and columns)."""
+
+    def __init__(self, store: Store, shard_size: int = SHARD_SIZE, keep: bool = True):
         self.store = store
         self.shard_size = shard_size
+        self.keep = keep
         self.shards: list[dict] = []
         self.count = 0
-        self._f: Any = None
+        self._parts: list[bytes] = []
         self._h: Any = None
         self._n = 0
-        self._tmp = ""
 
     def _open(self) -> None:
-        fd, self._tmp = tempfile.mkstemp(dir=self.store.tmp, prefix="shard-")
-        self._f = os.fdopen(fd, "wb")
         self._h = hashlib.sha256()
+        self._parts = []
         self._n = 0
 
     def _close_shard(self) -> None:
-        if self._f is None:
+        if self._h is None:
             return
-        self._f.close()
         sha = self._h.hexdigest()
-        size = os.path.getsize(self._tmp)
-        self.store.adopt(Path(self._tmp), sha)
-        self.shards.append({"sha256": sha, "count": self._n, "size": size})
-        self._f = None
+        if self.keep:
+            size = self.store.put_compressed(b"".join(self._parts), sha)
+            self.shards.append({"sha256": sha, "count": self._n, "size": size})
+        else:
+            self.shards.append({"sha256": sha, "count": self._n})
+        self._parts = []
+        self._h = None
 
-    def write(self, record: dict) -> None:
-        if self._f is None:
-            self._open()
-        line = orjson.dumps(record) + b"\n"
-        self._f.write(line)
-        self._h.update(line)
-        self._n += 1
-        self.count += 1
+    def _add(self, part: bytes, k: int) -> None:
+        if self.keep:
+            self._parts.append(part)
+        self._h.update(part)
+        self._n += k
+        self.count += k
         if self._n >= self.shard_size:
             self._close_shard()
+
+    def write(self, record: dict) -> None:
+        self.write_line(orjson.dumps(record) + b"\n")
+
+    def write_line(self, line: bytes) -> None:
+        """Append one record already encoded as :meth:`write` encodes it."""
+        if self._h is None:
+            self._open()
+        self._add(line, 1)
 
     def write_all(self, records: Iterable[dict]) -> None:
         for r in records:
@@ -100,7 +189,7 @@ class ShardWriter:
         """Append ``n`` records already encoded as :meth:`write` encodes them (JSON lines): the
         same shards as writing them one by one, without decoding them."""
         while n:
-            if self._f is None:
+            if self._h is None:
                 self._open()
             room = self.shard_size - self._n
             if n <= room:
@@ -110,24 +199,87 @@ class ShardWriter:
                 for _ in range(room):
                     cut = data.index(b"\n", cut + 1)
                 part, data, k = data[:cut + 1], data[cut + 1:], room
-            self._f.write(part)
-            self._h.update(part)
-            self._n += k
-            self.count += k
             n -= k
-            if self._n >= self.shard_size:
-                self._close_shard()
+            self._add(part, k)
 
     def close(self) -> dict:
         self._close_shard()
         return {"shards": self.shards, "count": self.count,
-                "hash": hashlib.sha256(",".join(s["sha256"] for s in self.shards).encode()).hexdigest()}
+                "hash": combined_hash(s["sha256"] for s in self.shards)}
 
     def abort(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            Path(self._tmp).unlink(missing_ok=True)
-            self._f = None
+        self._parts = []
+        self._h = None
+
+
+class ViewWriter:
+    """Writes a view over ``source`` (full or a view itself): the records it is given are
+    ``source``'s selected rows in order, each with ``True`` (kept) or ``False``, and, for a new
+    column, the encoded value it holds at ``path`` (``b""``: none). What the view's records are as
+    JSON lines is hashed as they come (``line``), so its hash is that of a full copy."""
+
+    def __init__(self, store: Store, source: dict, path: list[str] | None = None):
+        import numpy as np
+
+        self.store = store
+        self.base = base_of(source)
+        view = source.get("view") or {}
+        self.columns: list[dict] = list(view.get("columns", []))
+        self.path = path
+        counts = [s["count"] for s in self.base["shards"]]
+        self.starts = np.cumsum([0, *counts])
+        total = int(self.starts[-1])
+        selected = store.selection(source)
+        self.rows = np.flatnonzero(selected) if selected is not None else np.arange(total)
+        self.keep = np.zeros(total, dtype=bool)
+        self.hasher = ShardWriter(store, keep=False)
+        self._i = 0  # rows of ``source`` seen
+        self._shard = 0  # the base shard being filled
+        self._piece: list[bytes] = []
+        self._pieces: list[dict] = []
+
+    def add(self, kept: bool, line: bytes | None = None, value: bytes = b"") -> None:
+        """The next row of the source: whether this view holds it, its JSON line as this view
+        has it (when kept), and its value in the new column."""
+        row = int(self.rows[self._i])
+        self._i += 1
+        if kept:
+            self.keep[row] = True
+            assert line is not None
+            self.hasher.write_line(line)
+        if self.path is not None:
+            self._fill_to(row)
+            self._piece.append(value)
+
+    def _fill_to(self, row: int) -> None:
+        """Close the pieces of base shards before ``row``'s and pad the current one up to it."""
+        while row >= self.starts[self._shard + 1]:
+            self._close_piece()
+        self._piece += [b""] * (row - int(self.starts[self._shard]) - len(self._piece))
+
+    def _close_piece(self) -> None:
+        n = int(self.starts[self._shard + 1] - self.starts[self._shard])
+        self._piece += [b""] * (n - len(self._piece))
+        data = b"\n".join(self._piece) + b"\n" if n else b""
+        self._pieces.append(self.store.put_object(data))
+        self._piece = []
+        self._shard += 1
+
+    def close(self) -> dict:
+        if self._i != len(self.rows):
+            raise VlitcError(f"a view was given {self._i} of its source's {len(self.rows)} records")
+        columns = list(self.columns)
+        if self.path is not None:
+            while self._shard < len(self.base["shards"]):
+                self._close_piece()
+            columns.append({"path": self.path, "pieces": self._pieces})
+        import numpy as np
+
+        select = None if self.keep.all() else self.store.put_object(np.packbits(self.keep).tobytes())
+        hashed = self.hasher.close()
+        return {"view": {"base": self.base, "select": select, "columns": columns},
+                "count": hashed["count"], "hash": hashed["hash"],
+                "check": [s["sha256"] for s in hashed["shards"]]}
 
 
 LOCK_FILE = ".lock"
@@ -165,19 +317,20 @@ class Store:
         self.warnings: list[str] = []
 
     # objects
-    def object_path(self, sha: str) -> Path:
-        return self.root / "objects" / sha[:2] / sha
+    def object_path(self, name: str) -> Path:
+        """Where the object ``name`` lies (a sha256, with ``.zst`` for a compressed object)."""
+        return self.root / "objects" / name[:2] / name
 
-    def adopt(self, tmp: Path, sha: str) -> None:
-        """Move a finished temp file into the object store under its hash. It replaces what is
+    def adopt(self, tmp: Path, name: str) -> None:
+        """Move a finished temp file into the object store under its name. It replaces what is
         there: the new bytes were just hashed, the old ones may have been damaged since."""
-        dest = self.object_path(sha)
+        dest = self.object_path(name)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
 
-    def discard(self, sha: str) -> None:
+    def discard(self, name: str) -> None:
         """Remove a (corrupt) object, so that nothing reads it again before it is rebuilt."""
-        self.object_path(sha).unlink(missing_ok=True)
+        self.object_path(name).unlink(missing_ok=True)
 
     def put_file(self, path: Path) -> tuple[str, int]:
         """Copy a file into the object store; returns (sha256, size)."""
@@ -194,9 +347,7 @@ class Store:
         self.adopt(Path(tmp), sha)
         return sha, path.stat().st_size
 
-    def put_bytes(self, data: bytes) -> tuple[str, int]:
-        """Put bytes into the object store; returns (sha256, size)."""
-        sha = hashlib.sha256(data).hexdigest()
+    def _put(self, data: bytes, name: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="file-")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -204,62 +355,145 @@ class Store:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self.adopt(Path(tmp), sha)
+        self.adopt(Path(tmp), name)
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Put bytes into the object store as they are (a release file); returns (sha256, size)."""
+        sha = hashlib.sha256(data).hexdigest()
+        self._put(data, sha)
         return sha, len(data)
+
+    def put_compressed(self, data: bytes, sha: str | None = None) -> int:
+        """Store ``data`` compressed under the sha256 of its plain bytes; returns the stored size."""
+        packed = _compressor().compress(data)
+        self._put(packed, (sha or hashlib.sha256(data).hexdigest()) + ZST)
+        return len(packed)
+
+    def put_object(self, data: bytes) -> dict:
+        """A compressed object for a view (a column piece, a selection): ``{sha256, size}``."""
+        sha = hashlib.sha256(data).hexdigest()
+        return {"sha256": sha, "size": self.put_compressed(data, sha)}
+
+    def plain(self, sha: str) -> bytes:
+        """The plain bytes of a compressed object, checked against their sha256."""
+        import zstandard
+
+        path = self.object_path(sha + ZST)
+        try:
+            data = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
+        except (FileNotFoundError, zstandard.ZstdError):
+            raise CorruptObject(sha, path) from None
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise CorruptObject(sha, path)
+        return data
 
     def writer(self) -> ShardWriter:
         return ShardWriter(self)
 
-    def read(self, output: dict) -> Iterator[dict]:
-        """The records of a step output, shard by shard; each shard is checked against its
-        sha256 before any of its records is given out (:class:`CorruptObject` otherwise)."""
-        for shard in output["shards"]:
-            yield from self._read_shard(shard["sha256"])
+    def view_writer(self, source: dict, path: list[str] | None = None) -> ViewWriter:
+        return ViewWriter(self, source, path)
 
-    def _read_shard(self, sha: str) -> Iterator[dict]:
-        path = self.object_path(sha)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise CorruptObject(sha, path) from None
-        if hashlib.sha256(data).hexdigest() != sha:
-            raise CorruptObject(sha, path)
-        for line in data.splitlines():
-            yield orjson.loads(line)
+    def selection(self, output: dict) -> Any:
+        """Which rows of its base a view holds (a boolean array), or None for all of them."""
+        import numpy as np
+
+        select = (output.get("view") or {}).get("select")
+        if not select:
+            return None
+        total = sum(s["count"] for s in base_of(output)["shards"])
+        bits = np.frombuffer(self.plain(select["sha256"]), dtype=np.uint8)
+        return np.unpackbits(bits, count=total).astype(bool)
+
+    def read(self, output: dict) -> Iterator[dict]:
+        """The records of a step output, shard by shard; each object is checked against its
+        sha256 before any of its records is given out (:class:`CorruptObject` otherwise)."""
+        if is_view(output):
+            yield from self._view(output, decode=True)
+            return
+        for shard in output["shards"]:
+            for line in self.plain(shard["sha256"]).splitlines():
+                yield orjson.loads(line)
 
     def read_lines(self, output: dict) -> Iterator[bytes]:
-        """The output's records as their JSON lines, not decoded."""
+        """The output's records as their JSON lines (a full output's are not decoded)."""
+        if is_view(output):
+            yield from self._view(output, decode=False)
+            return
         for shard in output["shards"]:
-            with open(self.object_path(shard["sha256"]), "rb") as f:
-                yield from f
+            data = self.plain(shard["sha256"])
+            start = 0
+            while start < len(data):
+                end = data.index(b"\n", start) + 1
+                yield data[start:end]
+                start = end
 
     def read_chunks(self, output: dict, size: int) -> Iterator[tuple[bytes, int]]:
-        """The output's records as blocks of up to ``size`` JSON lines, not decoded."""
+        """The output's records as blocks of up to ``size`` JSON lines."""
         buf: list[bytes] = []
-        for shard in output["shards"]:
-            with open(self.object_path(shard["sha256"]), "rb") as f:
-                for line in f:
-                    buf.append(line)
-                    if len(buf) == size:
-                        yield b"".join(buf), size
-                        buf = []
+        for line in self.read_lines(output):
+            buf.append(line)
+            if len(buf) == size:
+                yield b"".join(buf), size
+                buf = []
         if buf:
             yield b"".join(buf), len(buf)
+
+    def _view(self, output: dict, decode: bool) -> Iterator[Any]:
+        """A view's records put together: each selected base row with its column values set."""
+        import numpy as np
+
+        view = output["view"]
+        selected = self.selection(output)
+        check = None if decode else ShardWriter(self, keep=False)
+        start = 0
+        for k, shard in enumerate(view["base"]["shards"]):
+            n = shard["count"]
+            rows = range(n) if selected is None else np.flatnonzero(selected[start:start + n]).tolist()
+            start += n
+            if not len(rows):
+                continue
+            body = self.plain(shard["sha256"]).splitlines()
+            cols = [(c["path"], self.plain(c["pieces"][k]["sha256"]).splitlines()) for c in view["columns"]]
+            if len(body) != n or any(len(values) != n for _p, values in cols):
+                raise CorruptObject(shard["sha256"], self.object_path(shard["sha256"] + ZST))
+            for j in rows:
+                values = [(p, col[j]) for p, col in cols if col[j]]
+                if not values and not decode:
+                    line = body[j] + b"\n"
+                    check.write_line(line)  # type: ignore[union-attr]
+                    yield line
+                    continue
+                rec = orjson.loads(body[j])
+                for p, v in values:
+                    set_path(rec, p, orjson.loads(v))
+                if decode:
+                    yield rec
+                else:
+                    line = orjson.dumps(rec) + b"\n"
+                    check.write_line(line)  # type: ignore[union-attr]
+                    yield line
+        if check is not None and check.close()["hash"] != output["hash"]:
+            raise VlitcError("a cached view does not give back the records its step wrote "
+                             "(an op wrote outside the fields it declares); rebuild with --force")
 
     # step entries
     def _entry_path(self, key: str) -> Path:
         return self.root / "steps" / f"{key}.json"
 
     def get_entry(self, key: str) -> dict | None:
+        """The entry of ``key``; None when there is none, when it is corrupt (a warning) or when
+        it is of another layout (an older vlitc's: ignored, its step runs again)."""
         path = self._entry_path(key)
         if not path.exists():
             return None
         try:
             entry = orjson.loads(path.read_bytes())
+            if not isinstance(entry, dict) or entry.get("layout") != LAYOUT:
+                return None
             for out in entry["outputs"].values():
-                for shard in out["shards"]:
-                    if self.object_path(shard["sha256"]).stat().st_size != shard["size"]:
-                        raise ValueError(f"shard {shard['sha256'][:12]} has the wrong size")
+                for name, size in _sized(out):
+                    if self.object_path(name).stat().st_size != size:
+                        raise ValueError(f"object {name[:12]} has the wrong size")
             for f in entry.get("files", []):
                 if self.object_path(f["sha256"]).stat().st_size != f["size"]:
                     raise ValueError(f"file {f['path']} has the wrong size")
@@ -273,6 +507,7 @@ class Store:
         self._entry_path(key).unlink(missing_ok=True)
 
     def put_entry(self, key: str, entry: dict) -> None:
+        entry["layout"] = LAYOUT
         atomic_write(self._entry_path(key), orjson.dumps(entry, option=orjson.OPT_SORT_KEYS))
 
     # state records (for staleness reasons)

@@ -1,0 +1,171 @@
+"""The cache layout: sample bodies are stored once, by the step that last changed them; measures
+store a stats column and filters a selection (and their drop reasons), as views of those bodies;
+a view reads back as exactly the records its step wrote, with the hash a full copy would have;
+entries of an older layout are ignored; gc keeps what views refer to."""
+
+from __future__ import annotations
+
+import orjson
+from _core_util import demo_copy, ran
+
+from vlitc.api import build
+from vlitc.cli.main import main
+from vlitc.release import layout
+from vlitc.run.store import LAYOUT, ZST, Store, entry_objects
+
+
+def _entries(cache, result) -> dict[str, dict]:
+    return {s["id"]: orjson.loads((cache / "steps" / f"{s['key']}.json").read_bytes())
+            for s in result.manifest["steps"]}
+
+
+def _built(tmp_path):
+    recipe = demo_copy(tmp_path)
+    cache = tmp_path / "c"
+    return recipe, cache, build(recipe, out_dir=tmp_path / "rel", cache_dir=cache)
+
+
+def test_measures_and_filters_keep_ids_and_stats_over_one_copy_of_the_bodies(tmp_path):
+    recipe = demo_copy(tmp_path)
+    recipe.write_text(recipe.read_text().replace("{type: min_words, min: 1}", "{type: min_words, min: 4}"))
+    cache = tmp_path / "c"
+    result = build(recipe, out_dir=tmp_path / "rel", cache_dir=cache)
+    entries = _entries(cache, result)
+    merge = entries["merge"]["outputs"]["main"]
+    chain = [sid for sid in entries if sid.startswith(("measure:", "filter:"))]
+    assert len(chain) == 6
+    store = Store(cache)
+    try:
+        for sid in chain:
+            for name, out in entries[sid]["outputs"].items():
+                assert out["view"]["base"] == merge, (sid, name)  # the bodies the merge wrote
+                own = sum((cache / "objects" / o[:2] / o).stat().st_size
+                          for o in entry_objects({"layout": LAYOUT, "outputs": {name: out}}, own=True))
+                bodies = sum(s["size"] for s in merge["shards"])
+                assert own < bodies / 3, (sid, name, own, bodies)
+                records = list(store.read(out))
+                assert len(records) == out["count"]
+                lines = list(store.read_lines(out))  # checks the view against its hash
+                assert [orjson.loads(line) for line in lines] == records
+        last_filter = [sid for sid in chain if sid.startswith("filter:")][-1]
+        kept = entries[last_filter]["outputs"]["main"]
+        sample = next(store.read(kept))
+        assert set(sample["meta"]["stats"]) == {"structure", "min_words", "dedup"}
+        dropped = [d for sid in chain if sid.startswith("filter:")
+                   for d in store.read(entries[sid]["outputs"]["dropped"])]
+        assert dropped and all(d["meta"]["drop"]["filter"] and d["meta"]["drop"]["reason"] for d in dropped)
+    finally:
+        store.close()
+    # the cache holds the bodies a few times (source, tasks, merge, balance), not once per step
+    shards = sum(p.stat().st_size for p in (cache / "objects").glob("*/*" + ZST))
+    assert shards < 6 * sum(s["size"] for s in merge["shards"])
+
+
+def _sample(i: int) -> dict:
+    meta: dict = {"record_id": str(i)}
+    if i % 7 == 0:
+        meta["stats"] = {"earlier": {"n": i}}
+    return {"id": f"t/{i}", "task": "t" if i % 4 else "u", "turns": [{"role": "user", "content": f"q{i}"}],
+            "meta": meta}
+
+
+def test_a_view_reads_back_as_the_records_its_step_wrote_and_hashes_as_a_full_copy(tmp_path):
+    store = Store(tmp_path / "c")
+    try:
+        w = store.writer()
+        w.shard_size = 20  # several base shards, so columns come in several pieces
+        records = [_sample(i) for i in range(47)]
+        w.write_all(records)
+        base = w.close()
+        assert len(base["shards"]) == 3
+
+        # a measure: stats for the samples of task "t" only
+        expected = orjson.loads(orjson.dumps(records))
+        measure = store.view_writer(base, ["meta", "stats", "len"])
+        for s in expected:
+            value = b""
+            if s["task"] == "t":
+                s.setdefault("meta", {}).setdefault("stats", {})["len"] = {"chars": len(s["id"]), "x": 0.5}
+                value = orjson.dumps(s["meta"]["stats"]["len"])
+            measure.add(True, orjson.dumps(s) + b"\n", value)
+        measured = measure.close()
+        assert list(store.read(measured)) == expected
+
+        # a filter over the view: kept rows and dropped ones with their reasons
+        kept_w, dropped_w = store.view_writer(measured), store.view_writer(measured, ["meta", "drop"])
+        kept, dropped = [], []
+        for i, s in enumerate(store.read(measured)):
+            if i % 3:
+                kept_w.add(True, orjson.dumps(s) + b"\n")
+                dropped_w.add(False)
+                kept.append(s)
+            else:
+                kept_w.add(False)
+                s["meta"]["drop"] = {"filter": "len", "reason": f"row {i}"}
+                dropped_w.add(True, orjson.dumps(s) + b"\n", orjson.dumps(s["meta"]["drop"]))
+                dropped.append(s)
+        kept_out, dropped_out = kept_w.close(), dropped_w.close()
+
+        # a second measure over the narrowed view
+        again = store.view_writer(kept_out, ["meta", "stats", "second"])
+        second = []
+        for s in store.read(kept_out):
+            s["meta"].setdefault("stats", {})["second"] = [s["id"]]
+            again.add(True, orjson.dumps(s) + b"\n", orjson.dumps([s["id"]]))
+            second.append(s)
+        second_out = again.close()
+
+        for out, want in ((kept_out, kept), (dropped_out, dropped), (second_out, second)):
+            assert out["count"] == len(want) and out["view"]["base"] == base
+            assert list(store.read(out)) == want
+            assert list(store.read_lines(out)) == [orjson.dumps(r) + b"\n" for r in want]
+            full = store.writer()
+            full.write_all(want)
+            assert out["hash"] == full.close()["hash"]  # keys do not depend on the layout
+        assert [len(c["pieces"]) for c in second_out["view"]["columns"]] == [3, 3]
+    finally:
+        store.close()
+
+
+def test_an_entry_of_an_older_layout_is_ignored_never_read(tmp_path):
+    recipe, cache, first = _built(tmp_path)
+    store = Store(cache)
+    try:  # what an older vlitc wrote: plain shards, no layout; here holding the wrong records
+        sha, size = store.put_bytes(orjson.dumps({"id": "stale", "meta": {}}) + b"\n")
+    finally:
+        store.close()
+    old = {"outputs": {"main": {"shards": [{"sha256": sha, "count": 1, "size": size}],
+                                "count": 1, "hash": "h"}}, "n_in": 1}
+    for s in first.manifest["steps"]:
+        (cache / "steps" / f"{s['key']}.json").write_bytes(orjson.dumps(old))
+    second = build(recipe, out_dir=tmp_path / "rel2", cache_dir=cache)
+    assert ran(second) == {s["id"] for s in first.manifest["steps"]}
+    assert layout.file_hashes(second.manifest) == layout.file_hashes(first.manifest)
+    # (the report's key also covers the steps' counters, which a rerun may word differently)
+    keys = [{s["id"]: s["key"] for s in r.manifest["steps"] if s["id"] != "report"} for r in (first, second)]
+    assert keys[0] == keys[1]
+    assert not any("corrupt" in e.get("message", "") for e in second.events)
+    assert all(orjson.loads((cache / "steps" / f"{s['key']}.json").read_bytes())["layout"] == LAYOUT
+               for s in second.manifest["steps"])
+
+
+def test_gc_keeps_every_object_a_view_refers_to(tmp_path):
+    recipe, cache, first = _built(tmp_path)
+    stray = Store(cache)
+    try:
+        orphan = stray.put_object(b"nobody refers to this\n")["sha256"] + ZST
+    finally:
+        stray.close()
+    assert main(["cache", "gc", "--cache-dir", str(cache)]) == 0
+    assert not (cache / "objects" / orphan[:2] / orphan).exists()
+    entries = _entries(cache, first)
+    for entry in entries.values():
+        for name in entry_objects(entry):
+            assert (cache / "objects" / name[:2] / name).is_file(), name
+    again = build(recipe, out_dir=tmp_path / "rel", cache_dir=cache)
+    assert ran(again) == set() and not layout.verify(tmp_path / "rel")
+    # the views are read again when balance reruns: every piece is still there
+    recipe.write_text(recipe.read_text().replace("total: 200", "total: 150"))
+    third = build(recipe, out_dir=tmp_path / "rel", cache_dir=cache)
+    assert "balance" in ran(third) and not any(s.startswith(("measure:", "filter:")) for s in ran(third))
+    assert not layout.verify(tmp_path / "rel")
