@@ -183,14 +183,14 @@ def test_a_cache_that_keeps_corrupting_is_a_located_error_not_an_internal_one(bu
     """A disk that damages every shard it holds: the build repairs a bounded number of objects,
     then stops with exit 2, the cache folder named and what to do, and no release half-written."""
     recipe, cache, first = built
-    real = Store._read_shard
+    real = Store.plain
 
     def failing(self, sha):
-        for record in real(self, sha):
-            _flip(self.object_path(sha))  # damaged again as soon as it is read
-            yield record
+        data = real(self, sha)
+        _flip(self.object_path(sha + ".zst"))  # damaged again as soon as it is read
+        return data
 
-    monkeypatch.setattr(Store, "_read_shard", failing)
+    monkeypatch.setattr(Store, "plain", failing)
     _rebalance(recipe)
     before = layout.file_hashes(first.manifest)
     code = main(["build", str(recipe), "--out", str(tmp_path / "rel"), "--cache-dir", str(cache),
