@@ -203,3 +203,40 @@ def test_generate_reads_llava_own_prompt_folder(tmp_path, fixtures_dir):
     # the system message and LLaVA's one example pair reach the request, then the item
     assert out[0]["turns"][0]["content"] == "<image>\nYou are an AI visual assistant, and you|4"
     assert out[0]["meta"]["examples"] == [0]
+
+
+def test_answers_cut_at_max_tokens_carry_length_and_the_truncated_filter_drops_them(
+        tmp_path, server, monkeypatch):
+    """generate records each text's finish reason (meta.finish_reasons); the loopback server
+    stops answers at max_tokens with ``length``, as a model does, and the truncated filter's
+    finish-reason rule drops exactly those."""
+    import yaml
+
+    from vlitc import api
+
+    monkeypatch.setenv("VLITC_TEST_KEY", "sk-test")
+    recipe = demo_recipe("llava-instruct", tmp_path, server.base_url, sample=3)
+    data = yaml.safe_load(recipe.read_text())
+    data["tasks"] = {"detail": {**data["tasks"]["detail"], "max_tokens": 6},
+                     "conversation": data["tasks"]["conversation"]}
+    data["filters"] = [{"type": "truncated", "text": False}]
+    data["report"] = {"type": "release", "indicators": {"response": False}}
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    built = api.build(recipe, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    steps = {s["id"]: s for s in built.manifest["steps"]}
+    assert steps["task:detail"]["n_out"] == 3 and steps["filter:truncated"]["n_dropped"] == 3
+    kept = json.loads((tmp_path / "out" / "llava_instruct.json").read_text())
+    assert len(kept) == 3 and all(s["id"].startswith("conversation/") for s in kept)
+    from vlitc.run.store import Store
+
+    store = Store(tmp_path / "cache")
+    try:
+        entry = store.get_entry(steps["task:detail"]["key"])
+        made = list(store.read(entry["outputs"]["main"]))
+        entry = store.get_entry(steps["task:conversation"]["key"])
+        conv = list(store.read(entry["outputs"]["main"]))
+    finally:
+        store.close()
+    assert [s["meta"]["finish_reasons"] for s in made] == [["length"]] * 3
+    assert all(len(s["meta"]["raw"]) == 24 for s in made)  # 6 tokens of 4 characters
+    assert [s["meta"]["finish_reasons"] for s in conv] == [["stop"]] * 3

@@ -12,7 +12,8 @@ prompt asking for "plain prose" gets the answer sentence alone; one asking for "
 text" (a rewrite) gets the text back with its parenthesised asides removed. A judge (a
 system prompt with "VERDICT:") shown images answers ``VERDICT: correct`` exactly when the
 conversation names the dominant colour it sees. Answers stop at the request's ``max_tokens``
-(four characters a token). It can add a fixed latency, inject faults (HTTP 429
+(four characters a token), with finish reason ``length`` (Anthropic's ``max_tokens``). It can
+add a fixed latency, inject faults (HTTP 429
 with ``Retry-After``, HTTP 500, a hang past the client's timeout, a malformed 200 body) for a
 share of requests chosen by a seeded hash of (body, attempt), and hold every request after the
 first ``hold_after`` successes (to kill a client mid-build). Every request is logged with the
@@ -127,10 +128,14 @@ def _vision_answer(images: list[dict]) -> str:
     return "I see " + "; ".join(parts) + "."
 
 
-def _cap(text: str, body: dict) -> str:
-    """An answer cut at the request's max_tokens (four characters a token), as a model stops."""
+def _cap(text: str, body: dict, cut: str = "length") -> tuple[str, str]:
+    """An answer cut at the request's max_tokens (four characters a token), as a model stops,
+    and its finish reason: ``cut`` (OpenAI's ``length``, Anthropic's ``max_tokens``) when it was
+    cut short, else the provider's normal stop."""
     cap = body.get("max_tokens") or body.get("max_completion_tokens")
-    return text[: int(cap) * 4] if cap and len(text) > int(cap) * 4 else text
+    if cap and len(text) > int(cap) * 4:
+        return text[: int(cap) * 4], cut
+    return text, "stop" if cut == "length" else "end_turn"
 
 
 def _text_len(content) -> int:
@@ -208,11 +213,12 @@ class FakeServer:
     def _openai(self, body: dict, images: list[dict]) -> dict:
         n = int(body.get("n") or 1)
         if self.max_choices is None:
-            texts = [_cap(self.reply(body, i, images), body) for i in range(n)]
+            answers = [_cap(self.reply(body, i, images), body) for i in range(n)]
         else:
             shift = int(body.get("seed") or 0)
-            texts = [_cap(self.reply(body, shift + i, images), body)
-                     for i in range(min(n, self.max_choices))]
+            answers = [_cap(self.reply(body, shift + i, images), body)
+                       for i in range(min(n, self.max_choices))]
+        texts = [t for t, _ in answers]
         prompt = sum(_text_len(m.get("content")) for m in body.get("messages", [])) // 4 + 1
         prompt += _image_tokens(images, False, str(body.get("model", "")))
         return {
@@ -223,10 +229,10 @@ class FakeServer:
             "choices": [
                 {
                     "index": i,
-                    "finish_reason": "stop",
+                    "finish_reason": reason,
                     "message": {"role": "assistant", "content": t},
                 }
-                for i, t in enumerate(texts)
+                for i, (t, reason) in enumerate(answers)
             ],
             "usage": {
                 "prompt_tokens": prompt,
@@ -236,7 +242,7 @@ class FakeServer:
         }
 
     def _anthropic(self, body: dict, images: list[dict]) -> dict:
-        text = _cap(self.reply(body, 0, images), body)
+        text, reason = _cap(self.reply(body, 0, images), body, "max_tokens")
         prompt = sum(_text_len(m.get("content")) for m in body.get("messages", [])) // 4 + 1
         prompt += _text_len(body.get("system")) // 4 + _image_tokens(images, True, "")
         return {
@@ -245,7 +251,7 @@ class FakeServer:
             "role": "assistant",
             "model": body.get("model", "fake"),
             "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
+            "stop_reason": reason,
             "stop_sequence": None,
             "usage": {"input_tokens": prompt, "output_tokens": len(text) // 4},
         }

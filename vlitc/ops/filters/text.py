@@ -341,7 +341,7 @@ def cut_off(text: str, min_words: int) -> str | None:
 @register("filter", "truncated")
 class TruncatedFilter(_PerSample):
     """Drop samples with an empty answer or one cut off: a finish reason in ``reasons`` (default
-    ``length``, as recorded in ``meta.finish_reasons``), or (``text``, on by default, for
+    ``length`` and ``max_tokens``, as ``generate`` records them in ``meta.finish_reasons``), or (``text``, on by default, for
     imported data that has no finish reason) an ending that the text alone shows: on a function
     word ("... next to the"), with a bracket, quote or code fence left open, or mid-sentence in
     an answer of at least ``min_words`` words.
@@ -356,7 +356,10 @@ class TruncatedFilter(_PerSample):
     params_schema: ClassVar[dict] = {
         "type": "object",
         "properties": {
-            "reasons": {"type": "array", "items": {"type": "string"}, "default": ["length"]},
+            "reasons": {"type": "array", "items": {"type": "string"},
+                        "default": ["length", "max_tokens"],
+                        "description": "finish reasons that mean cut off (OpenAI's length, "
+                                       "Anthropic's max_tokens)"},
             "text": {"type": "boolean", "default": True},
             "min_words": {"type": "integer", "minimum": 1, "default": 8},
         },

@@ -57,6 +57,7 @@ class _Answer(NamedTuple):
     text: str
     parsed: Any
     keys: list[str]
+    finish: str  # the provider's finish reason of ``text`` ("length": cut at max_tokens)
 
 
 @register("task", "generate")
@@ -71,10 +72,11 @@ class GenerateTask(ModelOp, Task):
     questions about "the box" are answerable.
 
     Reads: captions, objects, qas, ocr, regions. Writes: turns, meta.context, meta.generator,
-    meta.requests, meta.raw, meta.parse_error, meta.annotations.
+    meta.requests, meta.raw, meta.finish_reasons (the provider's, of the text the turns come
+    from: ``length`` when cut at ``max_tokens``), meta.parse_error, meta.annotations.
     """
 
-    version = 1
+    version = 2
     reads = ("captions|objects|qas|ocr|regions|image",)
     writes = (
         "turns",
@@ -82,6 +84,7 @@ class GenerateTask(ModelOp, Task):
         "meta.generator",
         "meta.requests",
         "meta.raw",
+        "meta.finish_reasons",
         "meta.parse_error",
         "meta.annotations",
     )
@@ -287,9 +290,11 @@ class GenerateTask(ModelOp, Task):
         answers = self.answers(ctx, made(), lambda m: m.request, lambda m: str(m.record["id"]),
                                count_usage=True)
         rows: Iterator[_Answer] = (
-            _Answer(m, i, text, self.parse_response(text, m.record, ctx, i, instructions), [key])
+            _Answer(m, i, text, self.parse_response(text, m.record, ctx, i, instructions), [key],
+                    reason)
             for m, resp in answers if not resp.error
-            for i, (text, key) in enumerate(zip(resp.texts, resp.keys, strict=False))
+            for i, (text, key, reason) in enumerate(zip(resp.texts, resp.keys,
+                                                        resp.finish_reasons, strict=False))
         )
         if self.params["repair"]:
             rows = self._repaired(rows, ctx, instructions)
@@ -334,7 +339,7 @@ class GenerateTask(ModelOp, Task):
             ctx.count("repaired")
             info = {**row.made.info, "repair": {"raw": row.text, "error": row.parsed.error}}
             yield _Answer(row.made._replace(info=info), row.nth, resp.texts[0], again,
-                          [*row.keys, resp.request_id])
+                          [*row.keys, resp.request_id], resp.finish_reasons[0])
 
     def _sample(self, row: _Answer, ctx: OpContext) -> Sample:
         rec, info, i, text, parsed = row.made.record, row.made.info, row.nth, row.text, row.parsed
@@ -348,6 +353,9 @@ class GenerateTask(ModelOp, Task):
             "examples": info["examples"],
             "requests": list(row.keys),
             "raw": text,
+            # why the text the turns come from ended, as the provider said ("length": cut at
+            # max_tokens), one per response: what the truncated filter reads
+            "finish_reasons": [row.finish],
             "sample_index": i,
         }
         if info.get("focus") is not None:
@@ -417,12 +425,13 @@ class RewriteTask(ModelOp, Task):
     corrects what the image contradicts (VIGC); ``prompt`` takes the system prompt and
     in-context examples from a pack (e.g. ``vigc/correct``) instead of ``instructions``.
 
-    Reads: turns. Writes: turns, meta.rewrite (original turns, raw text, requests, generator).
+    Reads: turns. Writes: turns, meta.rewrite (original turns, raw text, requests, generator),
+    meta.finish_reasons (the rewrite's, when its answers replace the original ones).
     """
 
-    version = 1
+    version = 2
     reads = ("turns",)
-    writes = ("turns", "meta.rewrite")
+    writes = ("turns", "meta.rewrite", "meta.finish_reasons")
     keeps_input_fields = True
     params_schema: ClassVar[dict] = {
         "type": "object",
@@ -550,6 +559,7 @@ class RewriteTask(ModelOp, Task):
             turns = s["turns"]
         else:
             ctx.count("rewritten")
+            meta["finish_reasons"] = list(resp.finish_reasons[:1])  # of the answers now shown
         out = sample(
             f"{self.label}/{s['id']}",
             self.label,
