@@ -252,3 +252,57 @@ def test_parquet_embeds_image_bytes_as_the_datasets_image_feature(tmp_path):
     plain = datasets.load_dataset("parquet", data_files=str(ctx.out_dir / "u.parquet"),
                                   split="train", cache_dir=str(tmp_path / "hf"))
     assert plain.features["image"] == datasets.Value("string") and plain[0]["image"] == "a.png"
+
+
+def test_two_llamafactory_exports_in_one_folder_share_one_dataset_info(tmp_path, repo_root):
+    """A train and a validation export in one folder (LLaMA-Factory's `dataset` and
+    `eval_dataset` from one `dataset_dir`): one dataset_info.json registers both; the images
+    the exports (and a LLaVA export beside them) copy into one folder are written once."""
+    from vlitc.api import build
+
+    r = demo_recipe_data(repo_root)
+    lf = {"format": "llamafactory", "images": "copy", "image_dir": "lf/images"}
+    r["outputs"] = [{**lf, "path": "lf/train.jsonl", "split": "train"},
+                    {**lf, "path": "lf/val.jsonl", "split": "validation"},
+                    {"format": "llava", "path": "lf/all.json", "split": "all", "images": "copy",
+                     "image_dir": "lf/images"}]
+    r["report"] = {"type": "release", "indicators": {"response": False}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(r, sort_keys=False))
+    out = tmp_path / "out"
+    result = build(path, out_dir=out, cache_dir=tmp_path / "cache")
+    info = json.loads((out / "lf" / "dataset_info.json").read_text())
+    name = r["name"]
+    assert sorted(info) == [f"{name}_train", f"{name}_validation"]
+    assert info[f"{name}_train"]["file_name"] == "train.jsonl"
+    assert info[f"{name}_validation"]["file_name"] == "val.jsonl"
+    train, val = llamafactory_read(out / "lf", f"{name}_train"), llamafactory_read(out / "lf", f"{name}_validation")
+    everything = json.loads((out / "lf" / "all.json").read_text())
+    assert train and val and len(train) + len(val) == len(everything)
+    listed = [o["path"] for o in result.manifest["outputs"]]
+    assert len(listed) == len(set(listed)) and listed.count("lf/dataset_info.json") == 1
+    entry = next(o for o in result.manifest["outputs"] if o["path"] == "lf/dataset_info.json")
+    assert entry["step"] == "export:0+export:1"
+    # a rebuild from the cache publishes the same bytes
+    again = build(path, out_dir=tmp_path / "out2", cache_dir=tmp_path / "cache")
+    assert again.manifest["outputs"] == result.manifest["outputs"]
+
+
+def test_two_llamafactory_exports_registering_one_name_in_a_folder_are_a_located_error(
+        tmp_path, repo_root):
+    from vlitc.errors import RecipeError
+    from vlitc.recipe import load_recipe
+
+    r = demo_recipe_data(repo_root)
+    r["outputs"] = [{"format": "llamafactory", "path": "lf/a.jsonl"},
+                    {"format": "llamafactory", "path": "lf/b.jsonl"},
+                    {"format": "llamafactory", "path": "other/b.jsonl"}]
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(r, sort_keys=False))
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    [problem] = [p for p in e.value.problems if "dataset_info.json" in p.message]
+    line = path.read_text().splitlines()[problem.location.line - 1]
+    assert "lf/b.jsonl" in line
+    assert f"dataset {r['name']!r} is already registered in lf/dataset_info.json by outputs[0]" \
+        in problem.message and "name:" in problem.hint

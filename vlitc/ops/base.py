@@ -350,6 +350,11 @@ class Exporter(Op):
     def export(self, samples: Iterable[Sample], ctx: OpContext) -> list[str]:
         raise NotImplementedError
 
+    def side_entry(self, recipe_name: str) -> tuple[str, str] | None:
+        """The shared registry file (release path) this export adds an entry to, and the
+        entry's name (LLaMA-Factory's ``dataset_info.json``); ``None``: it writes none."""
+        return None
+
 
 class Report(Op):
     """Writes the dataset card, report and indicators into ``ctx.out_dir``."""

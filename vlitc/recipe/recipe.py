@@ -164,6 +164,7 @@ def load_recipe(path: str | Path) -> Recipe:
     problems += v.file_problems(entries, recipe_dir, pos)
     problems += v.path_problems(entries, recipe_dir, pos)
     problems += _label_problems(entries, pos)
+    problems += _side_entry_problems(entries, pos, str(data.get("name") or "vlitc"))
     problems += v.package_problems(entries, pos, data)
     problems += v.cycle_problems(entries, pos)
     sound = _sound(entries, data, bad)
@@ -193,6 +194,29 @@ def _release_name_problems(entries: list[tuple[KeyPath, Op]], pos: Positions) ->
                 out.append(pos.problem(
                     path + (key,), f"{value!r} would overwrite the release's {clash.path} ({clash.about})",
                     f"choose another name; every release holds {reserved}"))
+    return out
+
+
+def _side_entry_problems(entries: list[tuple[KeyPath, Op]], pos: Positions, name: str) -> list:
+    """Exports in one folder share its registry file (one ``dataset_info.json`` holding each
+    llamafactory export's dataset): two that would register the same dataset name there."""
+    from vlitc.ops.base import Exporter
+
+    out = []
+    seen: dict[tuple[str, str], KeyPath] = {}
+    for path, op in entries:
+        if path[0] != "outputs" or not isinstance(op, Exporter):
+            continue
+        got = op.side_entry(name)
+        if got is None:
+            continue
+        if got in seen:
+            out.append(pos.problem(
+                path + ("path",), f"dataset {got[1]!r} is already registered in {got[0]} by "
+                      f"{format_path(seen[got])}; exports in one folder share that file",
+                "give one of them a distinct `name:` (or another `split:` or folder)"))
+        else:
+            seen[got] = path
     return out
 
 

@@ -48,6 +48,8 @@ class ReleaseFile:
     writer: str  # who writes it: "build", or the step that does ("report")
     about: str
     data: bool = False  # holds samples a reader of the release should load
+    #: a registry that several exports in one folder share (one JSON object, entries by name)
+    shared: bool = False
 
     @property
     def folder(self) -> bool:
@@ -57,16 +59,58 @@ class ReleaseFile:
 _REGISTRY: dict[str, ReleaseFile] = {}
 
 
-def register(path: str, writer: str, about: str, data: bool = False) -> str:
+def register(path: str, writer: str, about: str, data: bool = False, shared: bool = False) -> str:
     """Reserve a release file name (a folder ends in ``/``) and return it, so that the module
     that writes it names it once: ``DROP_LOG = layout.register("dropped.jsonl", "build", ...)``.
-    Names compare case-insensitively (releases are copied onto case-insensitive disks)."""
+    Names compare case-insensitively (releases are copied onto case-insensitive disks).
+    ``shared``: a JSON object of entries by name that each export in a folder writes beside its
+    data; the build publishes one with every export's entries (:func:`combine`)."""
     key = path.rstrip("/").casefold()
     old = _REGISTRY.get(key)
     if old is not None and (old.writer, old.folder) != (writer, path.endswith("/")):
         raise ValueError(f"release file {path!r} is already registered by {old.writer}")
-    _REGISTRY[key] = ReleaseFile(path, writer, about, data)
+    _REGISTRY[key] = ReleaseFile(path, writer, about, data, shared)
     return path
+
+
+def registry_bytes(entries: dict) -> bytes:
+    """The bytes of a shared registry file (see :func:`register`), however many wrote it."""
+    return (json.dumps(entries, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def combine(files: list[dict], read: Callable[[str], bytes],
+            put: Callable[[bytes], tuple[str, int]]) -> list[dict]:
+    """The release files with each path once, where several steps name it: the same bytes (an
+    image two exports copy into one folder) are one file; a shared registry (LLaMA-Factory's
+    ``dataset_info.json`` of two exports in one folder) is one object holding every export's
+    entries, its bytes put with ``put``. Different bytes of any other file stay, for
+    :func:`publish` to refuse."""
+    groups: dict[str, list[dict]] = {}
+    for f in files:
+        groups.setdefault(str(PurePosixPath(f["path"])).casefold(), []).append(f)
+    out: list[dict] = []
+    for f in files:
+        group = groups[str(PurePosixPath(f["path"])).casefold()]
+        if f is not group[0]:
+            continue
+        if len({g["sha256"] for g in group}) == 1:
+            out.append(f)
+            continue
+        known = _REGISTRY.get(PurePosixPath(f["path"]).name.casefold())
+        if known is None or not known.shared:
+            out.extend(group)
+            continue
+        merged: dict = {}
+        for g in group:
+            for name, entry in json.loads(read(g["sha256"])).items():
+                if name in merged:
+                    raise UserError(f"two exports register the dataset {name!r} in {f['path']} "
+                                    f"({group[0]['step']} and {g['step']}): give one a `name:`")
+                merged[name] = entry
+        sha, size = put(registry_bytes(merged))
+        out.append({**f, "sha256": sha, "size": size,
+                    "step": "+".join(str(g.get("step", "?")) for g in group)})
+    return out
 
 
 MANIFEST = register("manifest.json", "build", "every file of the release with its sha256")

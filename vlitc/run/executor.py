@@ -423,7 +423,9 @@ class Executor:
         for sid in self.plan.order:
             for f in self.done[sid].entry.get("files", []):
                 out.append({**f, "step": sid})
-        return out
+        # a path several exports write: one file (the same bytes, or a shared registry merged)
+        return layout.combine(out, lambda sha: self.store.object_path(sha).read_bytes(),
+                              self.store.put_bytes)
 
     def _manifest(self, seconds: float) -> dict:
         from vlitc import __version__

@@ -37,9 +37,9 @@ from vlitc.release import layout
 
 #: the side files, each written beside its export's data file
 DATASET_INFO = layout.register("dataset_info.json", "export", "LLaMA-Factory's dataset registry "
-                               "(llamafactory export, beside its data file)")
+                               "(llamafactory export, beside its data file)", shared=True)
 INTERNVL_META = layout.register("internvl_meta.json", "export", "InternVL's --meta_path file "
-                                "(internvl export, beside its data file)")
+                                "(internvl export, beside its data file)", shared=True)
 
 #: one JSON object per line, each line ended by a newline
 LINES = {"sep": "\n", "end": "\n", "end_empty": ""}
@@ -67,14 +67,19 @@ class TrainerExporter(FileExporter):
         target = out_dir(ctx) / side
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(json.dumps(self.side_file(data, ctx.counters.get("exported", 0)),
-                                  indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-                       encoding="utf-8")
+        tmp.write_bytes(layout.registry_bytes(self.side_file(data, ctx.counters.get("exported", 0))))
         os.replace(tmp, target)
         return [*written, {"path": str(side), "records": None}]
 
     def side_path(self) -> PurePosixPath:
         return self._rel.parent / self.side_name
+
+    def side_entry(self, recipe_name: str) -> tuple[str, str] | None:
+        """The side file this export writes its entry into and the entry's name: exports in one
+        folder share the file (the release holds one, with every entry), so their names must
+        differ."""
+        rel = PurePosixPath(str(self.params["path"]))
+        return str(rel.parent / self.side_name), self.dataset_name(recipe_name)
 
     def side_file(self, data_files: list[str], n: int) -> dict:
         raise NotImplementedError
@@ -99,9 +104,11 @@ class TrainerExporter(FileExporter):
     def open_shard(self, path: Path) -> JoinedTextShard:
         return JoinedTextShard(path, self.line, **LINES)
 
-    def dataset_name(self) -> str:
+    def dataset_name(self, recipe_name: str | None = None) -> str:
         split = self.params["split"]
-        name = self.params.get("name") or str((self._ctx.recipe or {}).get("name") or "vlitc")
+        if recipe_name is None:
+            recipe_name = str((self._ctx.recipe or {}).get("name") or "vlitc")
+        name = self.params.get("name") or recipe_name
         return name if split == "all" or self.params.get("name") else f"{name}_{split}"
 
 
@@ -119,7 +126,9 @@ class LlamaFactoryExporter(TrainerExporter):
     LLaMA-Factory's ``dataset_dir`` points) registers it with ``formatting: sharegpt``, the
     ``messages``/``images`` columns and the role/content tags. Image paths are relative to that
     folder (``images: copy`` or ``link``) or absolute (``reference``). Train with
-    ``dataset_dir: <release folder>`` and ``dataset: <name>``.
+    ``dataset_dir: <release folder>`` and ``dataset: <name>``. Several exports in one folder (a
+    ``train`` and a ``validation`` split, for ``dataset`` and ``eval_dataset``) share one
+    ``dataset_info.json`` holding all their entries; their names must differ (``name:``).
     """
 
     version = 1
@@ -153,6 +162,7 @@ class InternVLExporter(TrainerExporter):
     file ``internvl_meta.json`` (beside the data file) holds one entry with ``root`` (the folder image
     paths are under), ``annotation`` (the data file), ``data_augment: false``, ``repeat_time``
     and ``length``. Its paths are relative to the release folder: run training from there.
+    Several exports in one folder share one meta file holding all their entries.
     """
 
     version = 1
@@ -223,6 +233,9 @@ class MessagesExporter(TrainerExporter):
 
     version = 1
     params_schema = exporter_schema()
+
+    def side_entry(self, recipe_name: str) -> None:
+        return None
 
     def export(self, samples, ctx: OpContext) -> list:
         self._ctx = ctx
