@@ -266,5 +266,6 @@ def test_every_sampling_parameter_reaches_anthropic_through_the_installed_sdk(
     assert len(server.log) == 2  # no n in the Messages API
     body = server.log[0]["body"]
     assert body["temperature"] == 0.8 and body["top_p"] == 0.9 and body["max_tokens"] == 77
-    assert body["stop_sequences"] == ["###"] and body["system"] == "S."
+    assert body["stop_sequences"] == ["###"]
+    assert body["system"] == [{"type": "text", "text": "S.", "cache_control": {"type": "ephemeral"}}]
     assert "seed" not in body and "n" not in body and "stop" not in body

@@ -45,8 +45,9 @@ def test_report_shows_what_the_generator_did_and_what_it_cost(tmp_path, repo_roo
     tokens_p, tokens_c = conv["prompt_tokens"], conv["completion_tokens"]
     usd = (tokens_p * 2.0 + tokens_c * 8.0) / 1e6
     row = (f"<td>conv</td><td>llm</td><td>mock / mock</td><td>llava/conversation</td>"
-           f"<td>0.7</td><td>2</td><td>6</td><td>{tokens_p:,}</td><td>{tokens_c:,}</td>"
-           f"<td>${usd:.4f}</td><td>0 of 3</td><td>3</td><td>0</td>")
+           f"<td>0.7</td><td>2</td><td>6</td><td>{tokens_p:,}</td><td>0 / 0</td>"
+           f"<td>{tokens_c:,}</td><td>${usd:.4f}</td><td>$0.0000</td><td>0 of 3</td><td>3</td>"
+           "<td>0</td>")
     assert row in page
     # each parse failure with the parser's reason and the raw text
     assert page.count('<div class="failure">') == 3

@@ -1,52 +1,116 @@
 """Prices, usage accounting per step and per generator, and the build's budget.
 
 Prices are USD per million tokens, matched on the longest model-name prefix; a generator's
-``prices: {input, output}`` overrides the table (local servers: ``{input: 0, output: 0}``).
-Only fresh calls cost money: cache hits are counted but free. The budget is kept with the
-requests in flight counted: each call reserves its estimated spend (prompt characters / 4 plus
-``max_tokens``, or the longest answer seen, per sample) before it is sent, and the reservation
-is replaced by the real usage when the answer arrives, so a build stops short of ``max_usd``
-instead of overshooting it by everything in flight.
+``prices: {input, output, cache_read, cache_write}`` overrides the table (local servers:
+``{input: 0, output: 0}``). Only fresh calls cost money: cache hits are counted but free. The
+budget is kept with the requests in flight counted: each call reserves its estimated spend
+(prompt characters / 4 plus ``max_tokens``, or the longest answer seen, per sample) before it is
+sent, and the reservation is replaced by the real usage when the answer arrives, so a build stops
+short of ``max_usd`` instead of overshooting it by everything in flight.
+
+Prompt caching: ``prompt_tokens`` always counts the whole prompt; ``cache_read_tokens`` (OpenAI's
+``cached_tokens``, Anthropic's ``cache_read_input_tokens``) and ``cache_write_tokens``
+(Anthropic's ``cache_creation_input_tokens``) are the parts of it billed at the ``cache_read``
+and ``cache_write`` rates instead of ``input``. The table holds the providers' published rates:
+OpenAI bills a cached prefix at its discount and writes for free; Anthropic bills a 5-minute cache
+write at 1.25x and a read at 0.1x the input rate. A model without a cache rate bills cached
+tokens at the input rate. ``usd_saved`` is what the same calls would have cost without caching,
+minus what they cost (a write's surcharge counts against it).
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-#: USD per 1M tokens (input, output), list prices; override per generator in the recipe
-PRICES: dict[str, tuple[float, float]] = {
-    "gpt-3.5-turbo": (0.50, 1.50),
-    "gpt-4": (30.0, 60.0),
-    "gpt-4-turbo": (10.0, 30.0),
-    "gpt-4o": (2.50, 10.0),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "o3-mini": (1.10, 4.40),
-    "claude-3-haiku": (0.25, 1.25),
-    "claude-3-5-haiku": (0.80, 4.00),
-    "claude-3-5-sonnet": (3.00, 15.0),
-    "claude-3-7-sonnet": (3.00, 15.0),
-    "claude-sonnet-4": (3.00, 15.0),
-    "claude-opus-4": (15.0, 75.0),
-    "mock": (0.0, 0.0),
+#: the usage fields that say how much of a prompt the provider's cache served or stored
+CACHE_USAGE = ("cache_read_tokens", "cache_write_tokens")
+
+
+class Price(NamedTuple):
+    """USD per 1M tokens; ``None`` cache rates bill those tokens at the ``input`` rate."""
+
+    input: float
+    output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+    def read_rate(self) -> float:
+        return self.input if self.cache_read is None else self.cache_read
+
+    def write_rate(self) -> float:
+        return self.input if self.cache_write is None else self.cache_write
+
+
+def _claude(inp: float, out: float) -> Price:
+    """Anthropic's published rule: 5-minute cache writes at 1.25x input, reads at 0.1x."""
+    return Price(inp, out, round(inp * 0.1, 6), round(inp * 1.25, 6))
+
+
+#: USD per 1M tokens (input, output, cached input read, cache write), list prices; override per
+#: generator in the recipe
+PRICES: dict[str, Price] = {
+    "gpt-3.5-turbo": Price(0.50, 1.50),
+    "gpt-4": Price(30.0, 60.0),
+    "gpt-4-turbo": Price(10.0, 30.0),
+    "gpt-4o": Price(2.50, 10.0, 1.25),
+    "gpt-4o-mini": Price(0.15, 0.60, 0.075),
+    "gpt-4.1": Price(2.00, 8.00, 0.50),
+    "gpt-4.1-mini": Price(0.40, 1.60, 0.10),
+    "gpt-4.1-nano": Price(0.10, 0.40, 0.025),
+    "o3-mini": Price(1.10, 4.40, 0.55),
+    "claude-3-haiku": _claude(0.25, 1.25),
+    "claude-3-5-haiku": _claude(0.80, 4.00),
+    "claude-3-5-sonnet": _claude(3.00, 15.0),
+    "claude-3-7-sonnet": _claude(3.00, 15.0),
+    "claude-sonnet-4": _claude(3.00, 15.0),
+    "claude-opus-4": _claude(15.0, 75.0),
+    "mock": Price(0.0, 0.0),
 }
 
 
-def price_for(model: str, override: dict | None = None) -> tuple[float, float] | None:
-    """(input, output) USD per 1M tokens, or ``None`` when the model is unknown."""
+#: the smallest prompt prefix a provider caches, by model-name prefix (default per provider)
+CACHE_MINIMUM = {"openai": 1024, "anthropic": 1024, "claude-3-haiku": 2048,
+                 "claude-3-5-haiku": 2048, "claude-haiku-4-5": 4096, "claude-opus-4-5": 4096}
+
+
+def cache_minimum(provider: str, model: str) -> int:
+    """Prompt tokens a prefix needs before ``provider`` caches it for ``model``."""
+    best = max((p for p in CACHE_MINIMUM if model.startswith(p)), key=len, default=None)
+    return CACHE_MINIMUM[best] if best else CACHE_MINIMUM.get(provider, 1024)
+
+
+def price_for(model: str, override: dict | None = None) -> Price | None:
+    """The model's :class:`Price`, or ``None`` when the model is unknown."""
     if override:
-        return float(override.get("input", 0.0)), float(override.get("output", 0.0))
+        def rate(k: str) -> float | None:
+            return None if override.get(k) is None else float(override[k])
+
+        return Price(float(override.get("input", 0.0)), float(override.get("output", 0.0)),
+                     rate("cache_read"), rate("cache_write"))
     best = max((p for p in PRICES if model.startswith(p)), key=len, default=None)
     return PRICES[best] if best else None
 
 
-def cost(price: tuple[float, float] | None, prompt_tokens: int, completion_tokens: int) -> float:
+def cost(price: Price | tuple | None, prompt_tokens: int, completion_tokens: int,
+         cache_read: int = 0, cache_write: int = 0) -> float:
+    """USD of ``prompt_tokens`` (of which ``cache_read`` and ``cache_write`` are billed at the
+    cache rates) and ``completion_tokens``."""
     if price is None:
         return 0.0
-    return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
+    p = price if isinstance(price, Price) else Price(*price)
+    plain = max(0, prompt_tokens - cache_read - cache_write)
+    return (plain * p.input + cache_read * p.read_rate() + cache_write * p.write_rate()
+            + completion_tokens * p.output) / 1e6
+
+
+def saved(price: Price | tuple | None, cache_read: int, cache_write: int) -> float:
+    """USD that caching saved on these tokens (reads' discount less writes' surcharge)."""
+    if price is None:
+        return 0.0
+    p = price if isinstance(price, Price) else Price(*price)
+    return (cache_read * (p.input - p.read_rate()) - cache_write * (p.write_rate() - p.input)) / 1e6
 
 
 @dataclass
@@ -62,11 +126,15 @@ class Tally:
     image_tokens: int = 0  # what they cost by the provider's rule (part of prompt_tokens)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cache_read_tokens: int = 0  # prompt tokens read from the provider's prompt cache
+    cache_write_tokens: int = 0  # prompt tokens written to it (Anthropic)
     usd: float = 0.0
+    usd_saved: float = 0.0  # what prompt caching saved
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
         d["usd"] = round(self.usd, 6)
+        d["usd_saved"] = round(self.usd_saved, 6)
         return d
 
 

@@ -8,4 +8,5 @@ DEFAULTS: dict[str, Any] = {
     "max_retries": 6,
     "retry_backoff": 0.5,
     "on_error": "fail",
+    "prompt_cache": True,
 }

@@ -9,13 +9,21 @@ A step with ``image: true`` adds, per call, the image tokens of its images as th
 prepares them (OpenAI's tile rule, Anthropic's pixel rule, or the ``prices`` override), from the
 sizes of the source's images when the source is cached (``image_sizes``), else from a
 1024x768 image. With ``context: none`` the item's text is the pack's instruction alone.
+
+Prompt caching: the stable prefix of a step's requests (the system prompt, then the drawn
+in-context examples) is known before anything runs. On Anthropic (``prompt_cache`` on) and
+OpenAI's own endpoint, a prefix of at least the model's minimum (:func:`cache_minimum`) is
+written by the first call that sends it and read by every later one: the system prompt by all
+calls, the examples by the calls that drew the same ordered examples (of ``N!/(N-k)!`` possible
+draws, a step of ``M`` items draws ``D(1 - (1 - 1/D)^M)`` distinct ones). OpenAI reads in steps
+of 128 tokens and writes for free; Anthropic writes at its cache-write rate.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from vlitc.llm.cost import cost, price_for
+from vlitc.llm.cost import cache_minimum, cost, price_for, saved
 
 CHARS_PER_TOKEN = 4
 REWRITE_SAMPLE_CHARS = 1200  # a typical generated conversation
@@ -25,8 +33,10 @@ def _tokens(chars: float) -> int:
     return int(round(chars / CHARS_PER_TOKEN))
 
 
-def _generate_shape(op_params: dict, recipe_dir: Path | None) -> tuple[int, int]:
-    """(prompt tokens per call, completion tokens per sample) of a ``generate`` step."""
+def _generate_shape(op_params: dict, recipe_dir: Path | None) -> tuple[int, int, dict]:
+    """(prompt tokens per call, completion tokens per sample, stable prefix) of a ``generate``
+    step; the prefix: tokens of the system prompt and of one example pair, examples drawn of
+    examples in the pack."""
     from vlitc.llm.prompts import load_pack
 
     pack = load_pack(op_params["prompt"], recipe_dir)
@@ -36,7 +46,9 @@ def _generate_shape(op_params: dict, recipe_dir: Path | None) -> tuple[int, int]
     avg_resp = sum(len(r) for _, r in ex) / len(ex) if ex else 800
     item = len(pack.user) if op_params.get("context") == "none" else avg_ctx
     prompt = len(pack.system) + k * (avg_ctx + avg_resp) + item
-    return _tokens(prompt) + 4 * (2 * k + 2), _tokens(avg_resp)
+    prefix = {"system": _tokens(len(pack.system)) + 4, "pair": _tokens(avg_ctx + avg_resp) + 8,
+              "k": k, "of": len(ex)}
+    return _tokens(prompt) + 4 * (2 * k + 2), _tokens(avg_resp), prefix
 
 
 ASSUMED_IMAGE = (1024, 768)
@@ -69,7 +81,7 @@ def estimate(
         n_items = min(n_items, int(op_params["limit"]))
     n = int(op_params.get("n", 1))
     if "prompt" in op_params:
-        prompt, completion = _generate_shape(op_params, recipe_dir)
+        prompt, completion, prefix = _generate_shape(op_params, recipe_dir)
     else:  # rewrite: instructions + one sample in, one sample out
         from vlitc.llm.prompts import REWRITE_INSTRUCTIONS
 
@@ -79,6 +91,7 @@ def estimate(
             _tokens(REWRITE_SAMPLE_CHARS),
             1,
         )
+        prefix = {"system": _tokens(len(instr)) + 4, "pair": 0, "k": 0, "of": 0}
     cap = op_params.get("max_tokens") or generator_config.get("max_tokens")
     if cap:
         completion = min(completion, int(cap))
@@ -88,22 +101,64 @@ def estimate(
     if op_params.get("image"):
         images = calls
         prompt += int(round(image_tokens_per_call(generator_config, image_sizes)))
+    cached = prompt_cache(generator_config, prefix, n_items, calls)
     out = _figures(generator_config, calls, calls * prompt, n_items * n * completion, images,
-                   per_item)
+                   per_item, *cached)
     if one_call_per_sample and n > 1:
         out["note"] = _n_note(generator_config, n)
     return out
 
 
+def caches_prompts(generator_config: dict) -> bool:
+    """Whether this generator's provider reports prompt-cache reads: Anthropic with
+    ``prompt_cache`` on, OpenAI's own endpoint (automatic)."""
+    provider = generator_config.get("provider")
+    if provider == "anthropic":
+        return generator_config.get("prompt_cache") is not False
+    base = generator_config.get("base_url")
+    return provider == "openai" and (not base or "api.openai.com" in str(base))
+
+
+def prompt_cache(generator_config: dict, prefix: dict, items: int, calls: int) -> tuple[int, int]:
+    """(cache-read, cache-write) prompt tokens of ``calls`` calls for ``items`` items sharing
+    the stable ``prefix`` (see the module doc)."""
+    if not caches_prompts(generator_config) or calls <= 0:
+        return 0, 0
+    openai = generator_config.get("provider") == "openai"
+    least = cache_minimum(generator_config.get("provider", ""), generator_config.get("model", ""))
+
+    def hit(tokens: float) -> float:
+        if tokens < least:
+            return 0
+        return least + (tokens - least) // 128 * 128 if openai else tokens
+
+    system, full = prefix["system"], prefix["system"] + prefix["k"] * prefix["pair"]
+    draws = 1
+    for i in range(prefix["k"]):
+        draws *= prefix["of"] - i
+    distinct = min(calls, draws * (1 - (1 - 1 / draws) ** max(items, 1))) if draws > 1 else 1
+    # first call: writes its prefix; other new draws: read the system prompt, write the rest;
+    # repeated draws: read the whole prefix
+    read = (distinct - 1) * hit(system) + (calls - distinct) * hit(full)
+    write = 0.0
+    if not openai:
+        top = full if full >= least else system if system >= least else 0
+        write = hit(top) + (distinct - 1) * (hit(top) - hit(system) if top == full else 0)
+    return int(round(read)), int(round(write))
+
+
 def _figures(generator_config: dict, calls: int, prompt_tokens: int, completion_tokens: int,
-             images: int, per_item: bool) -> dict:
+             images: int, per_item: bool, cache_read: int = 0, cache_write: int = 0) -> dict:
     """One estimate's figures, priced at the generator's model."""
     price = price_for(generator_config.get("model", ""), generator_config.get("prices"))
     return {
         "calls": calls,
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
-        "usd": round(cost(price, prompt_tokens, completion_tokens), 4),
+        "cache_read_tokens": cache_read,
+        "cache_write_tokens": cache_write,
+        "usd": round(cost(price, prompt_tokens, completion_tokens, cache_read, cache_write), 4),
+        "usd_saved": round(saved(price, cache_read, cache_write), 4),
         "priced": price is not None,
         "images": images,
         "per_item": per_item,
@@ -156,7 +211,8 @@ def estimate_votes(
 def totals(estimates: dict[str, dict], generator_of: dict[str, str]) -> dict:
     """Per generator and for the whole build: the sums of the step estimates (steps whose count
     of inputs is not known yet are left out of the sums and listed as ``per_item``)."""
-    fields = ("calls", "prompt_tokens", "completion_tokens", "images", "usd")
+    fields = ("calls", "prompt_tokens", "completion_tokens", "cache_read_tokens",
+              "cache_write_tokens", "images", "usd", "usd_saved")
 
     def zero() -> dict:
         return {**dict.fromkeys(fields, 0), "steps": [], "per_item": []}
@@ -173,5 +229,5 @@ def totals(estimates: dict[str, dict], generator_of: dict[str, str]) -> dict:
             for f in fields:
                 into[f] += e.get(f, 0)
     for t in (build, *gens.values()):
-        t["usd"] = round(t["usd"], 4)
+        t["usd"], t["usd_saved"] = round(t["usd"], 4), round(t["usd_saved"], 4)
     return {"generators": gens, "build": build}

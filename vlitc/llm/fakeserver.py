@@ -19,6 +19,15 @@ share of requests chosen by a seeded hash of (body, attempt), and hold every req
 first ``hold_after`` successes (to kill a client mid-build). Every request is logged with the
 sha256 of its body and its outcome. Plain asyncio streams, HTTP/1.1 with keep-alive.
 
+Prompt caching is emulated as each provider bills it: an OpenAI prompt whose leading messages
+repeat a prefix seen before (of ``cache_min_tokens`` or more, counted in steps of
+``cache_step``) reports them as ``usage.prompt_tokens_details.cached_tokens``; an Anthropic
+request reports, for its ``cache_control`` breakpoints (system blocks, then message blocks, each
+prefix of ``cache_min_tokens`` or more), the longest prefix seen before as
+``cache_read_input_tokens`` and the rest up to its last breakpoint as
+``cache_creation_input_tokens``, with ``input_tokens`` the remainder. The cache lives as long as
+the server (no expiry).
+
     python -m vlitc.llm.fakeserver --port 8000 --latency 0.25
 """
 
@@ -171,8 +180,12 @@ class FakeServer:
     #: answer at most this many choices per call, as llama.cpp does (it ignores ``n``); a text
     #: then depends on the request's ``seed`` as a sampling server's would
     max_choices: int | None = None
+    #: prompt caching (see the module doc): the smallest cacheable prefix, OpenAI's increment
+    cache_min_tokens: int = 1024
+    cache_step: int = 128
     log: list[dict] = field(default_factory=list)
     port: int = 0
+    _prefixes: set[str] = field(default_factory=set)
     _seen: dict[str, int] = field(default_factory=dict)
     _ok: int = 0
 
@@ -221,6 +234,7 @@ class FakeServer:
         texts = [t for t, _ in answers]
         prompt = sum(_text_len(m.get("content")) for m in body.get("messages", [])) // 4 + 1
         prompt += _image_tokens(images, False, str(body.get("model", "")))
+        cached = self._openai_cached(body)
         return {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -238,6 +252,7 @@ class FakeServer:
                 "prompt_tokens": prompt,
                 "completion_tokens": sum(len(t) // 4 for t in texts),
                 "total_tokens": prompt + sum(len(t) // 4 for t in texts),
+                "prompt_tokens_details": {"cached_tokens": cached},
             },
         }
 
@@ -245,6 +260,7 @@ class FakeServer:
         text, reason = _cap(self.reply(body, 0, images), body, "max_tokens")
         prompt = sum(_text_len(m.get("content")) for m in body.get("messages", [])) // 4 + 1
         prompt += _text_len(body.get("system")) // 4 + _image_tokens(images, True, "")
+        read, write = self._anthropic_cached(body)
         return {
             "id": "msg_fake",
             "type": "message",
@@ -253,8 +269,54 @@ class FakeServer:
             "content": [{"type": "text", "text": text}],
             "stop_reason": reason,
             "stop_sequence": None,
-            "usage": {"input_tokens": prompt, "output_tokens": len(text) // 4},
+            "usage": {"input_tokens": prompt - read - write, "output_tokens": len(text) // 4,
+                      "cache_read_input_tokens": read, "cache_creation_input_tokens": write},
         }
+
+    # prompt caching ----------------------------------------------------------------------
+    def _prefixes_of(self, blocks: list, api: str) -> list[tuple[int, bool, str]]:
+        """(tokens, seen before, digest) of each prefix ``blocks[:i + 1]`` (cache markers left
+        out of the digest: they change the billing, not the prompt)."""
+        out, chars, h = [], 0, hashlib.sha256(api.encode())
+        for b in blocks:
+            clean = {k: v for k, v in b.items() if k != "cache_control"}
+            h.update(json.dumps(clean, sort_keys=True).encode())
+            chars += _text_len(clean["content"]) if "content" in clean \
+                else len(str(clean.get("text", "")))
+            digest = h.copy().hexdigest()
+            out.append((chars // 4, digest in self._prefixes, digest))
+        return out
+
+    def _openai_cached(self, body: dict) -> int:
+        msgs = [{"role": m.get("role"), "content": m.get("content")}
+                for m in body.get("messages") or []]
+        prefixes = self._prefixes_of(msgs, f"openai:{body.get('model')}")
+        hit = max((t for t, seen, _ in prefixes if seen and t >= self.cache_min_tokens),
+                  default=0)
+        self._prefixes.update(d for t, _, d in prefixes if t >= self.cache_min_tokens)
+        if not hit:
+            return 0
+        return self.cache_min_tokens + (hit - self.cache_min_tokens) // self.cache_step * self.cache_step
+
+    def _anthropic_cached(self, body: dict) -> tuple[int, int]:
+        """(tokens read from the cache, tokens written to it) at the request's breakpoints."""
+        system = body.get("system") or []
+        blocks: list = [{"tools": body["tools"]}] if body.get("tools") else []
+        blocks += [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
+        for m in body.get("messages") or []:
+            content = m.get("content")
+            parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            blocks += [{"role": m.get("role"), **p} for p in parts or [] if isinstance(p, dict)]
+        prefixes = self._prefixes_of(blocks, f"anthropic:{body.get('model')}")
+        marks = [i for i, b in enumerate(blocks)
+                 if isinstance(b, dict) and b.get("cache_control")
+                 and prefixes[i][0] >= self.cache_min_tokens]
+        if not marks:
+            return 0, 0
+        read = max((prefixes[i][0] for i in marks if prefixes[i][1]), default=0)
+        write = prefixes[marks[-1]][0] - read
+        self._prefixes.update(prefixes[i][2] for i in marks)
+        return read, write
 
     # faults ----------------------------------------------------------------------------------
     def _fault(self, digest: str) -> str | None:
@@ -416,10 +478,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--slow-latency", type=float, default=5.0, help="seconds a slow answer takes")
     ap.add_argument("--max-choices", type=int, default=None,
                     help="answer at most this many choices per call (llama.cpp ignores n)")
+    ap.add_argument("--cache-min-tokens", type=int, default=1024,
+                    help="smallest prompt prefix the emulated prompt cache keeps")
     args = ap.parse_args(argv)
     srv = FakeServer(
         latency=args.latency, fault_rate=args.fault_rate, log_path=args.log, port=args.port,
         slow_rate=args.slow_rate, slow_latency=args.slow_latency, max_choices=args.max_choices,
+        cache_min_tokens=args.cache_min_tokens,
     )
 
     async def run() -> None:

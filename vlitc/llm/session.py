@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from vlitc.errors import BudgetExceeded, ConfigurationError, GenerationError
 from vlitc.llm.cache import ResponseCache, load_store
-from vlitc.llm.cost import Accounting, cost, price_for
+from vlitc.llm.cost import CACHE_USAGE, Accounting, cost, price_for, saved
 from vlitc.llm.defaults import DEFAULTS
 from vlitc.llm.limits import Limits, estimate_prompt_tokens
 from vlitc.llm.providers import Provider, make_provider
@@ -335,6 +335,7 @@ class Client:
     async def _send(self, plan: _Plan, remaining: list[int], state: _RunState) -> None:
         params: dict[str, Any] = {"model": self.model, "messages": plan.base["messages"]}
         params.update({k: plan.base[k] for k in SAMPLING_KEYS})
+        params["cache_prefix"] = plan.request.cache_prefix  # billing only, not in the key
         sizes: list[tuple[int, int]] = []
         if has_images(plan.request.messages):
             params["messages"], sizes = await self._wire(plan.request.messages)
@@ -366,7 +367,8 @@ class Client:
                     state.step, self.name, images=len(sizes), image_tokens=img_tokens
                 )
             self._store(plan, got, comp.usage, comp.raw, state)
-            self.limits.settle(prompt_est + answer_est, sum(comp.usage.values()))
+            self.limits.settle(prompt_est + answer_est, int(comp.usage.get("prompt_tokens", 0))
+                               + int(comp.usage.get("completion_tokens", 0)))
             remaining = remaining[len(got) :]
 
     async def _reserve(self, usd: float, tokens: int, n: int, state: _RunState) -> bool:
@@ -386,6 +388,7 @@ class Client:
 
     def _store(self, plan: _Plan, got: list, usage: dict, raw: Any, state: _RunState) -> None:
         p_tok, c_tok = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        cached = {k: int(usage.get(k, 0)) for k in CACHE_USAGE if usage.get(k)}
         for j, (i, text, reason) in enumerate(got):
             share = c_tok // len(got) + (c_tok % len(got) if j == 0 else 0)
             entry = {
@@ -393,16 +396,20 @@ class Client:
                 "finish_reason": reason,
                 "provider": self.provider_name,
                 "model": self.model,
-                "usage": {"prompt_tokens": p_tok if j == 0 else 0, "completion_tokens": share},
+                "usage": {"prompt_tokens": p_tok if j == 0 else 0, "completion_tokens": share,
+                          **(cached if j == 0 else {})},
             }
             self.session.cache.set(plan.keys[i], entry)
             self.session._answered.add(plan.keys[i])
             plan.entries[i] = entry
         if got:
             self._longest_answer = max(self._longest_answer, c_tok // len(got) + 1)
-        usd = cost(self.price, p_tok, c_tok)
+        read, write = cached.get("cache_read_tokens", 0), cached.get("cache_write_tokens", 0)
         self.session.accounting.add(
-            state.step, self.name, calls=1, prompt_tokens=p_tok, completion_tokens=c_tok, usd=usd
+            state.step, self.name, calls=1, prompt_tokens=p_tok, completion_tokens=c_tok,
+            cache_read_tokens=read, cache_write_tokens=write,
+            usd=cost(self.price, p_tok, c_tok, read, write),
+            usd_saved=saved(self.price, read, write),
         )
         if not plan.fresh:
             plan.fresh, plan.raw = True, raw
@@ -435,10 +442,8 @@ class Client:
         self.session.used.update(
             k for k, e in zip(plan.keys, plan.entries, strict=True) if e is not None
         )
-        usage = {
-            "prompt_tokens": sum(e["usage"].get("prompt_tokens", 0) for e in ok),
-            "completion_tokens": sum(e["usage"].get("completion_tokens", 0) for e in ok),
-        }
+        usage = {k: sum(e["usage"].get(k, 0) for e in ok)
+                 for k in ("prompt_tokens", "completion_tokens", *CACHE_USAGE)}
         error = None
         if plan.errors or len(ok) < len(plan.keys):
             first = min(plan.errors) if plan.errors else 0

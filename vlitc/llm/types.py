@@ -11,7 +11,8 @@ A message's content is a string, or a list of parts: ``{"type": "text", "text": 
 part is its sha256 and resolved preparation, never its bytes; a text-only request's key is the
 same as before parts existed. A generator on an endpoint other than its provider's default adds
 ``endpoint`` (or its declared ``model_revision``) to the key, so another server with the same
-model name does not reuse old answers.
+model name does not reuse old answers. What only changes how a request is billed (a prompt
+cache breakpoint, ``Request.cache_prefix``) is never part of the key.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class Request:
     seed: int | None = None
     stop: list[str] | str | None = None
     response_format: dict | None = None
+    #: how many leading messages are the same across a step's requests (the system prompt and
+    #: the in-context examples): where a provider's prompt cache may break. Billing only: never
+    #: part of the request key.
+    cache_prefix: int | None = None
 
     def __post_init__(self) -> None:
         if not self.messages:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 from vlitc.errors import GenerationError
+from vlitc.llm.cost import CACHE_USAGE
 from vlitc.ops.base import Filter, Measuring, OpContext
 
 T = TypeVar("T")
@@ -70,7 +71,8 @@ class ModelOp:
         A response with ``error`` has already been handled by ``on_error``: under ``fail`` it
         raised; under ``skip`` it was recorded, and the op leaves the item out (or keeps it
         unchanged) as its docs say. With ``count_usage`` the answered requests are counted with
-        their recorded tokens (``llm_requests``, ``prompt_tokens``, ``completion_tokens``: the same
+        their recorded tokens (``llm_requests``, ``prompt_tokens``, ``completion_tokens`` and the
+        prompt-cache ``cache_read_tokens`` / ``cache_write_tokens``: the same
         whether an answer came fresh or from the cache, so the report of a rebuild matches)."""
         client = ctx.client(self.generator)
         fail = self.on_error(ctx) == "fail"
@@ -87,6 +89,9 @@ class ModelOp:
                 ctx.count("llm_requests")
                 ctx.count("prompt_tokens", int(resp.usage.get("prompt_tokens", 0)))
                 ctx.count("completion_tokens", int(resp.usage.get("completion_tokens", 0)))
+                for k in CACHE_USAGE:  # the prompt tokens a provider's prompt cache served
+                    if resp.usage.get(k):
+                        ctx.count(k, int(resp.usage[k]))
             yield item, resp
 
 

@@ -45,6 +45,10 @@ def _table(rows: Sequence[Sequence], head: Sequence[str], cls: str = "") -> str:
     return f"<table{attr}><tr>{h}</tr>{body}</table>"
 
 
+def _cached(row: Mapping) -> str:
+    return f'{row.get("cache_read_tokens", 0):,} / {row.get("cache_write_tokens", 0):,}'
+
+
 def _llm_section(data: Mapping) -> str:
     """The generators behind the LLM-written tasks and what their data cost."""
     rows = data.get("llm") or []
@@ -56,11 +60,13 @@ def _llm_section(data: Mapping) -> str:
 
     table = _table([(r["task"], r["generator"], f'{r["provider"]} / {r["model"]}', r["pack"],
                      "default" if r["temperature"] is None else r["temperature"], r["n"],
-                     r["requests"], f'{r["prompt_tokens"]:,}', f'{r["completion_tokens"]:,}',
-                     usd(r["usd"]), f'{r["repaired"]} of {r["repairs"]}', r["parse_failures"],
+                     r["requests"], f'{r["prompt_tokens"]:,}', _cached(r),
+                     f'{r["completion_tokens"]:,}', usd(r["usd"]), usd(r.get("usd_saved")),
+                     f'{r["repaired"]} of {r["repairs"]}', r["parse_failures"],
                      r["failed"]) for r in rows],
                    ("task", "generator", "provider / model", "prompt pack", "temperature", "n",
-                    "requests", "prompt tokens", "completion tokens", "cost", "repaired",
+                    "requests", "prompt tokens", "of them cached (read / written)",
+                    "completion tokens", "cost", "saved by prompt caching", "repaired",
                     "parse failures", "failed"), "llm")
     parts = ["<h2>LLM generation</h2>", table,
              "<p class=\"sub\">Requests, tokens and cost are those of the responses the data "

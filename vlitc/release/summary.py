@@ -178,9 +178,10 @@ LLM_TASKS = ("generate", "rewrite")
 def llm_rows(recipe: Mapping, steps: Sequence[Mapping]) -> list[dict]:
     """One row per generating task: its generator (provider, model), prompt pack, temperature
     and n, and what its data cost, from the usage each response recorded (so a rebuild from the
-    cache reports the same): requests, tokens, dollars at the generator's prices, repairs and
-    parse failures. This build's own fresh calls and cache hits are in ``manifest.json``."""
-    from vlitc.llm.cost import cost, price_for
+    cache reports the same): requests, tokens (prompt tokens read from and written to the
+    provider's prompt cache among them), dollars at the generator's prices and what prompt
+    caching saved, repairs and parse failures. This build's own fresh calls and cache hits are in ``manifest.json``."""
+    from vlitc.llm.cost import cost, price_for, saved
 
     tasks = recipe.get("tasks") or {}
     gens = recipe.get("generators") or {}
@@ -192,6 +193,7 @@ def llm_rows(recipe: Mapping, steps: Sequence[Mapping]) -> list[dict]:
         gen = gens.get(spec.get("generator"), {}) if isinstance(gens, Mapping) else {}
         c = (by_id.get(f"task:{name}") or {}).get("counters") or {}
         p_tok, c_tok = int(c.get("prompt_tokens", 0)), int(c.get("completion_tokens", 0))
+        read, write = int(c.get("cache_read_tokens", 0)), int(c.get("cache_write_tokens", 0))
         price = price_for(str(gen.get("model", "")), gen.get("prices"))
         temperature = spec.get("temperature", gen.get("temperature"))
         rows.append({
@@ -199,8 +201,9 @@ def llm_rows(recipe: Mapping, steps: Sequence[Mapping]) -> list[dict]:
             "provider": gen.get("provider", ""), "model": gen.get("model", ""),
             "pack": spec.get("prompt", ""), "temperature": temperature, "n": spec.get("n", 1),
             "requests": int(c.get("llm_requests", 0)), "prompt_tokens": p_tok,
-            "completion_tokens": c_tok,
-            "usd": round(cost(price, p_tok, c_tok), 6) if price is not None else None,
+            "completion_tokens": c_tok, "cache_read_tokens": read, "cache_write_tokens": write,
+            "usd": round(cost(price, p_tok, c_tok, read, write), 6) if price is not None else None,
+            "usd_saved": round(saved(price, read, write), 6) if price is not None else None,
             "repairs": int(c.get("repair_requests", 0)), "repaired": int(c.get("repaired", 0)),
             "parse_failures": int(c.get("parse_error", 0)), "failed": int(c.get("llm_failed", 0)),
         })

@@ -67,6 +67,9 @@ class StepState:
             parts.append(f"{llm.get('calls', 0)} calls, {tokens:,} tok, ${llm.get('usd', 0):.4f}")
             if llm.get("cached"):
                 parts.append(f"{llm['cached']} cached")
+            if llm.get("cache_read_tokens"):  # the provider's prompt cache
+                parts.append(f"{llm['cache_read_tokens']:,} prompt tok from the prompt cache "
+                             f"(saved ${llm.get('usd_saved', 0):.4f})")
             if llm.get("retries"):
                 parts.append(f"{llm['retries']} retries")
             if llm.get("failed"):

@@ -49,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
             tokens = e.get("prompt_tokens", 0) + e.get("completion_tokens", 0)
             imgs = f", {e['images']} images" if e.get("images") else ""
             note = f"; {e['note']}" if e.get("note") else ""
-            why += (f" [est. {e.get('calls', 0)} calls{imgs}, {tokens} tokens, "
+            cached = (f" ({e['cache_read_tokens']} prompt tokens from the prompt cache, saving "
+                      f"${e.get('usd_saved', 0):.4f})" if e.get("cache_read_tokens") else "")
+            why += (f" [est. {e.get('calls', 0)} calls{imgs}, {tokens} tokens{cached}, "
                     f"${e.get('usd', 0):.4f}{per}{note}]")
         table.add_row(r["id"], f"[{colours[r['status']]}]{r['status']}[/]", escape(why))
     console().print(table)
@@ -71,6 +73,10 @@ def _totals_table(sums: dict):
         usd = f"${t['usd']:.4f}"
         if t["per_item"]:
             usd += f" + {len(t['per_item'])} step(s) per input"
-        table.add_row(escape(name), str(t["calls"]), str(t["prompt_tokens"]),
-                      str(t["completion_tokens"]), str(t["images"]), escape(usd))
+        prompt = str(t["prompt_tokens"])
+        if t.get("cache_read_tokens"):
+            prompt += f" ({t['cache_read_tokens']} cached)"
+            usd += f" (caching saves ${t.get('usd_saved', 0):.4f})"
+        table.add_row(escape(name), str(t["calls"]), prompt, str(t["completion_tokens"]),
+                      str(t["images"]), escape(usd))
     return table

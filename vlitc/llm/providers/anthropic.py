@@ -7,10 +7,19 @@ signature) is sent in ``extra_body``, i.e. in the JSON body as the Messages API 
 equivalent and are not sent (they stay in the request key). There is no ``n``: ``n`` samples
 cost ``n`` calls. Image parts become ``image`` blocks with a base64 source and media type (or a
 ``url`` source when the generator asks for URLs and the image has one).
+
+Prompt caching (``prompt_cache: true``, the default): the system prompt, and the last message of
+the request's stable prefix (``cache_prefix`` leading messages: the system prompt and the
+in-context examples), carry a ``cache_control: {type: ephemeral}`` breakpoint, so that requests
+repeating that prefix read it at the cache rate (``usage.cache_read_input_tokens``) after the
+first one wrote it (``cache_creation_input_tokens``). A breakpoint only changes the billing,
+never the answer, so it is not part of the request key. ``prompt_tokens`` counts the whole
+prompt (the API's ``input_tokens`` plus both cache counts).
 """
 
 from __future__ import annotations
 
+from vlitc.llm.defaults import DEFAULTS
 from vlitc.llm.providers import Completion, Provider, api_key, sdk_call, sdk_kwargs
 from vlitc.llm.retry import ProviderError
 
@@ -32,6 +41,17 @@ def _text(content) -> str:
     return "\n\n".join(p["text"] for p in content if p["type"] == "text")
 
 
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def _breakpoint(message: dict) -> dict:
+    """``message`` with a cache breakpoint on its last content block."""
+    content = message["content"]
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+    blocks[-1] = {**blocks[-1], "cache_control": EPHEMERAL}
+    return {"role": message["role"], "content": blocks}
+
+
 class AnthropicProvider(Provider):
     supports_n = False
 
@@ -40,6 +60,7 @@ class AnthropicProvider(Provider):
         from anthropic import AsyncAnthropic
 
         self._sdk = anthropic
+        self.prompt_cache = bool(config.get("prompt_cache", DEFAULTS["prompt_cache"]))
 
         key = api_key(config, "ANTHROPIC_API_KEY", name, required=True)
         self._client = AsyncAnthropic(
@@ -52,7 +73,8 @@ class AnthropicProvider(Provider):
     def kwargs(self, params: dict) -> dict:
         """What ``messages.create`` is called with."""
         msgs = params["messages"]
-        system = "\n\n".join(_text(m["content"]) for m in msgs if m["role"] == "system")
+        system: str | list | None = "\n\n".join(
+            _text(m["content"]) for m in msgs if m["role"] == "system")
         stop = params.get("stop")
         fields = {
             "max_tokens": params.get("max_tokens") or DEFAULT_MAX_TOKENS,
@@ -66,6 +88,13 @@ class AnthropicProvider(Provider):
             else {"role": m["role"], "content": [wire_part(p) for p in m["content"]]}
             for m in msgs if m["role"] != "system"
         ]
+        if self.prompt_cache:
+            if system:
+                fields["system"] = [{"type": "text", "text": system, "cache_control": EPHEMERAL}]
+            stable = int(params.get("cache_prefix") or 0) - sum(
+                m["role"] == "system" for m in msgs)
+            if 0 < stable < len(messages):
+                messages[stable - 1] = _breakpoint(messages[stable - 1])
         create = self._client.messages.create
         return {"model": params["model"], "messages": messages, **sdk_kwargs(create, fields)}
 
@@ -82,9 +111,14 @@ def _completion(body) -> Completion:
         text = "".join(b.text for b in body.content if getattr(b, "type", "") == "text")
         if not isinstance(text, str) or not body.content:
             raise ValueError("no text content")
+        u = body.usage
+        read = int(getattr(u, "cache_read_input_tokens", 0) or 0)
+        write = int(getattr(u, "cache_creation_input_tokens", 0) or 0)
         use = {
-            "prompt_tokens": int(body.usage.input_tokens or 0),
-            "completion_tokens": int(body.usage.output_tokens or 0),
+            "prompt_tokens": int(u.input_tokens or 0) + read + write,
+            "completion_tokens": int(u.output_tokens or 0),
+            "cache_read_tokens": read,
+            "cache_write_tokens": write,
         }
         return Completion([text], [body.stop_reason or ""], use, raw=body)
     except (AttributeError, TypeError, ValueError) as exc:

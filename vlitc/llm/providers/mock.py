@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     import jinja2
 
 
+#: request params that only change billing (not what a model answers): the mock ignores them
+BILLING_ONLY = ("cache_prefix",)
+
+
 class MockProvider(Provider):
     supports_n = False
 
@@ -82,6 +86,7 @@ class MockProvider(Provider):
             )
 
     async def complete(self, params: dict, n: int, first: int = 0) -> Completion:
+        params = {k: v for k, v in params.items() if k not in BILLING_ONLY}
         blob = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
         key = hashlib.sha256(blob + str(first).encode()).hexdigest()
         digest = int(key[:12], 16)

@@ -3,7 +3,12 @@ OpenAI-compatible server (vLLM, Ollama, llama.cpp's server, serving text or visi
 
 Image parts become ``image_url`` parts: a base64 ``data:`` URI of the prepared image, or the
 image's http(s) URL when its source gives one and the generator asks for URLs; ``detail`` is
-sent when the generator sets it."""
+sent when the generator sets it.
+
+OpenAI caches prompt prefixes by itself (prompts of 1024 tokens or more): the part of a prompt
+read from that cache comes back as ``usage.prompt_tokens_details.cached_tokens`` and is billed at
+the cached-input rate; requests put the stable part (system prompt, in-context examples) first,
+so that it is the shared prefix."""
 
 from __future__ import annotations
 
@@ -78,9 +83,12 @@ def _completion(body) -> Completion:
             raise ValueError("no text in choices")
         reasons = [c.finish_reason or "" for c in choices]
         usage = body.usage
+        details = getattr(usage, "prompt_tokens_details", None)
         use = {
             "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
             "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+            # the automatic prompt cache: the part of prompt_tokens billed at the cached rate
+            "cache_read_tokens": int(getattr(details, "cached_tokens", 0) or 0),
         }
     except (AttributeError, TypeError, ValueError) as exc:
         raise ProviderError(f"malformed response body: {exc}", kind="malformed") from None

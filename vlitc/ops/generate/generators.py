@@ -56,6 +56,12 @@ COMMON_PROPS: dict = {
         "properties": {
             "input": {**_NUM, "minimum": 0},
             "output": {**_NUM, "minimum": 0},
+            "cache_read": {**_NUM, "minimum": 0,
+                           "description": "prompt tokens read from the provider's prompt cache "
+                                          "(default: the input rate)"},
+            "cache_write": {**_NUM, "minimum": 0,
+                            "description": "prompt tokens written to the provider's prompt "
+                                           "cache (default: the input rate)"},
             "image_tokens": {"type": "integer", "minimum": 0,
                              "description": "flat input tokens per image (any provider)"},
             "image_base_tokens": {"type": "integer", "minimum": 0,
@@ -65,8 +71,8 @@ COMMON_PROPS: dict = {
             "image_pixels_per_token": {**_NUM, "exclusiveMinimum": 0,
                                        "description": "Anthropic pixel rule (default 750)"},
         },
-        "description": "USD per million input/output tokens (overrides the table) and how "
-                       "images count in tokens (overrides the provider's rule)",
+        "description": "USD per million input/output/cached tokens (overrides the table) and "
+                       "how images count in tokens (overrides the provider's rule)",
     },
     "vision": {
         "type": "boolean",
@@ -98,6 +104,7 @@ NOT_IN_KEY = (
     "on_error",
     "latency",
     "supports_n",
+    "prompt_cache",
 )
 
 
@@ -146,10 +153,19 @@ class OpenAIGenerator(_Endpoint):
 @register("generator", "anthropic")
 class AnthropicGenerator(_Endpoint):
     """An Anthropic Messages API endpoint (one sample per call, so ``n`` samples cost ``n``
-    calls; ``max_tokens`` defaults to 1024; ``seed`` and ``response_format`` are not sent)."""
+    calls; ``max_tokens`` defaults to 1024; ``seed`` is not sent). With ``prompt_cache`` (the
+    default) the system prompt and the in-context examples carry ``cache_control`` breakpoints,
+    so a repeated prefix is billed at the cache-read rate."""
 
     version = 1
-    params_schema = _schema()
+    params_schema = _schema({
+        "prompt_cache": {
+            "type": "boolean",
+            "default": DEFAULTS["prompt_cache"],
+            "description": "cache_control breakpoints on the system prompt and the in-context "
+                           "examples (billing only: answers and request keys do not change)",
+        },
+    })
 
 
 @register("generator", "mock")

@@ -227,6 +227,7 @@ class GenerateTask(ModelOp, Task):
             temperature=p.get("temperature"),
             top_p=p.get("top_p"),
             max_tokens=p.get("max_tokens"),
+            cache_prefix=stable_prefix(chosen),
         )
         info = {"context": context, "examples": chosen, "focus": focus, "image": image}
         return info, req
@@ -317,7 +318,8 @@ class GenerateTask(ModelOp, Task):
             {"role": "user", "content": repair_message(self.params["parse"],
                                                        row.parsed.error)},
         ]
-        return Request(messages=msgs, temperature=0.0, max_tokens=req.max_tokens)
+        return Request(messages=msgs, temperature=0.0, max_tokens=req.max_tokens,
+                       cache_prefix=req.cache_prefix)
 
     def _repaired(self, rows: Iterable[_Answer], ctx: OpContext, instructions) -> Iterator[_Answer]:
         """Unparsed answers asked once to be repaired; the repaired text replaces the raw."""
@@ -380,6 +382,12 @@ class GenerateTask(ModelOp, Task):
             image=info.get("image", rec.get("image")),
             meta=meta,
         )
+
+
+def stable_prefix(examples: list[int]) -> int:
+    """Leading messages shared by the requests that drew the same ``examples``: the system
+    prompt and each example's context and response (where a prompt cache may break)."""
+    return 1 + 2 * len(examples)
 
 
 def derived_image(image: dict, boxes: list[list[float]], ctx: OpContext) -> dict:
@@ -489,12 +497,13 @@ class RewriteTask(ModelOp, Task):
             {"role": "system", "content": self.params["instructions"]},
             {"role": "user", "content": body},
         ]
+        chosen: list[int] = []
         if self.params.get("prompt"):
             from vlitc.llm.prompts import load_pack
 
             pack = load_pack(self.params["prompt"], ctx.recipe_dir if ctx else None)
             rng = random.Random(f"{ctx.seed if ctx else 0}:{self.label}:{s['id']}")
-            msgs, _ = pack.messages(body, self.params["examples"], rng)
+            msgs, chosen = pack.messages(body, self.params["examples"], rng)
         if self.params["image"] and s.get("image") and ctx is not None:
             msgs[-1] = {"role": "user", "content": with_image(s["image"], body, ctx)}
         return Request(
@@ -502,6 +511,7 @@ class RewriteTask(ModelOp, Task):
             temperature=self.params["temperature"],
             top_p=self.params.get("top_p"),
             max_tokens=self.params.get("max_tokens"),
+            cache_prefix=stable_prefix(chosen),
         )
 
     def parse_response(self, text: str, s: Sample) -> tuple[list[dict] | None, str | None]:
