@@ -60,4 +60,6 @@ def test_plan_estimates_the_calls_of_a_stale_generated_task(tmp_path, capsys):
     rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)["steps"]}
     conv = rows["task:conv"]
     assert conv["status"] == "stale" and conv["reasons"] == ["params_changed: limit"]
-    assert conv["estimate"]["calls"] == 5 and not conv["estimate"].get("per_item")
+    # the response cache holds the first four items' answers: only the fifth is paid for
+    assert conv["items"] == {"new": 1, "changed": 0, "cached": 4}
+    assert conv["estimate"]["calls"] == 1 and not conv["estimate"].get("per_item")

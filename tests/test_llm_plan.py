@@ -108,3 +108,100 @@ def test_plan_json_carries_the_totals(tmp_path, monkeypatch, one_choice, capsys)
     assert out["totals"]["build"]["calls"] == 6
     assert main(["plan", str(recipe), "--cache-dir", str(tmp_path / "c")]) == 0
     assert "whole build" in capsys.readouterr().out
+
+
+def _task_output(cache, manifest, sid):
+    from vlitc.run.store import Store
+
+    store = Store(cache)
+    try:
+        key = next(s["key"] for s in manifest["steps"] if s["id"] == sid)
+        return list(store.read(store.get_entry(key)["outputs"]["main"]))
+    finally:
+        store.close()
+
+
+def test_plan_counts_the_items_an_edited_example_changes_and_the_calls_the_rebuild_sends(
+        tmp_path, monkeypatch, one_choice, capsys):
+    """Edit one in-context example of a generate step's pack: the plan says exactly the items
+    whose requests drew it are changed and the rest cached (no request sent), and counts as
+    many calls as the rebuild then sends; the other generating steps stay cached."""
+    import shutil
+
+    import yaml
+
+    from vlitc.cli.main import main
+    from vlitc.llm.context import TEMPLATES_ROOT
+
+    monkeypatch.setenv("VLITC_TEST_KEY", "sk-test")
+    shutil.copytree(TEMPLATES_ROOT / "llava" / "conversation", tmp_path / "packs" / "conv")
+    recipe = demo_recipe("llava-instruct", tmp_path, one_choice.base_url, sample=8, prices=PRICES)
+    data = yaml.safe_load(recipe.read_text())
+    data["tasks"]["conversation"]["prompt"] = "packs/conv"
+    data["report"] = {"type": "release", "indicators": {"response": False}}
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    cache = tmp_path / "cache"
+    first = api.build(recipe, out_dir=tmp_path / "out", cache_dir=cache)
+    made = _task_output(cache, first.manifest, "task:conversation")
+    drew = {s["meta"]["record_id"] for s in made if 3 in s["meta"]["examples"]}
+    assert 0 < len(drew) < 8  # some requests drew example 3, others did not
+
+    example = tmp_path / "packs" / "conv" / "examples" / "003_response.txt"
+    example.write_text(example.read_text() + "\nAnswer:\nIt is a sunny day.\n")
+    sent = len(one_choice.log)
+    rows, est = _plan(recipe, cache)
+    assert len(one_choice.log) == sent  # planning sends nothing
+    by = {r["id"]: r for r in rows}
+    assert by["task:conversation"]["status"] == "stale"
+    assert by["task:conversation"]["items"] == {"new": 0, "changed": len(drew),
+                                                "cached": 8 - len(drew)}
+    assert by["task:detail"]["status"] == by["task:complex"]["status"] == "cached"
+    planned = est["task:conversation"]
+    assert planned["calls"] == len(drew) and est["totals"]["build"]["calls"] == len(drew)
+
+    again = api.build(recipe, out_dir=tmp_path / "out", cache_dir=cache)
+    spent = again.manifest["llm"]["total"]
+    assert len(one_choice.log) - sent == spent["calls"] == planned["calls"]
+    assert planned["prompt_tokens"] == pytest.approx(spent["prompt_tokens"], rel=0.05)
+    remade = _task_output(cache, again.manifest, "task:conversation")
+    changed = {s["meta"]["record_id"] for s, old in zip(remade, made, strict=True)
+               if s["meta"]["requests"] != old["meta"]["requests"]}
+    assert changed == drew
+
+    example.write_text(example.read_text() + "A second edit.\n")
+    assert main(["plan", str(recipe), "--json", "--cache-dir", str(cache)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    row = next(r for r in out["steps"] if r["id"] == "task:conversation")
+    assert row["items"]["changed"] == len(drew) and "requests_todo" not in row
+    monkeypatch.setenv("COLUMNS", "300")  # one table row a line
+    assert main(["plan", str(recipe), "--cache-dir", str(cache)]) == 0
+    assert f"0 new, {len(drew)} changed, {8 - len(drew)} cached" in capsys.readouterr().out
+
+
+def test_plan_of_a_judge_asked_for_one_more_vote_counts_only_the_new_votes(
+        tmp_path, monkeypatch, one_choice):
+    """A judge raised from 2 to 3 votes re-measures every sample (its measure params changed),
+    but the response cache holds each sample's first two votes: the plan counts one call per
+    sample, as the rebuild sends, not three."""
+    import yaml
+
+    monkeypatch.setenv("VLITC_TEST_KEY", "sk-test")
+    recipe = demo_recipe("llava-instruct", tmp_path, one_choice.base_url, sample=3, prices=PRICES)
+    data = yaml.safe_load(recipe.read_text())
+    data["tasks"] = {"detail": data["tasks"]["detail"]}
+    data["filters"] = [{"type": "judge", "generator": "llm", "votes": 2}]
+    data["report"] = {"type": "release", "indicators": {"response": False}}
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    cache = tmp_path / "cache"
+    api.build(recipe, out_dir=tmp_path / "out", cache_dir=cache)
+    data["filters"][0]["votes"] = 3
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    rows, est = _plan(recipe, cache)
+    judge = next(r for r in rows if r["id"] == "measure:judge")
+    assert judge["status"] == "stale" and judge["items"] == {"new": 0, "changed": 3, "cached": 0}
+    assert est["measure:judge"]["calls"] == 3  # 3 samples x 1 missing vote (a server without n)
+    sent = len(one_choice.log)
+    again = api.build(recipe, out_dir=tmp_path / "out", cache_dir=cache)
+    assert len(one_choice.log) - sent == again.manifest["llm"]["total"]["calls"] == 3
+    assert est["measure:judge"]["prompt_tokens"] == pytest.approx(
+        again.manifest["llm"]["total"]["prompt_tokens"], rel=0.05)

@@ -108,18 +108,29 @@ def _image_sizes(store: Store, entry: dict, limit: int = 256) -> list[list[int]]
     return out
 
 
-def plan_status(recipe_path: str | Path, cache_dir: str | Path | None = None) -> tuple[Recipe, Plan, list[dict]]:
-    """Every step with ``cached``, ``stale`` or ``new`` and the reasons, without running anything."""
+def plan_status(recipe_path: str | Path, cache_dir: str | Path | None = None,
+                items: bool = True) -> tuple[Recipe, Plan, list[dict]]:
+    """Every step with ``cached``, ``stale`` or ``new`` and the reasons, without running anything.
+
+    With ``items``, a step that would run and whose inputs are cached also gets ``items``: how
+    many of its items are ``new``, ``changed`` or ``cached`` (see :mod:`vlitc.run.items`)."""
+    from vlitc.run.items import item_tallies
+
     recipe = load_recipe(recipe_path)
     plan = build_plan(recipe)
     store = Store(Path(cache_dir) if cache_dir else default_cache_dir())
     files = FileState(store.root / "files")
     try:
         rows = []
-        for st in plan_statuses(recipe, plan, store, files):
+        statuses = plan_statuses(recipe, plan, store, files)
+        tallies = item_tallies(recipe, plan, store, files, statuses) if items else {}
+        for st in statuses:
             row = st.row()
             if st.entry is not None and plan.steps[st.id].kind == "source":
                 row["image_sizes"] = _image_sizes(store, st.entry)  # for image-token estimates
+            if st.id in tallies:
+                row["items"] = tallies[st.id].counts()
+                row["requests_todo"] = tallies[st.id].todo  # what the uncached items would send
             rows.append(row)
     finally:
         files.close()
@@ -133,13 +144,25 @@ def estimates(recipe: Recipe, plan: Plan, rows: list[dict]) -> dict[str, dict]:
 
     Input counts come from cached steps, else from a cheap count of what a source will yield
     (its annotation files read, no image opened; see :meth:`vlitc.ops.base.Source.count`); a step
-    whose inputs cannot be counted is estimated per input and left out of the sums."""
-    from vlitc.llm.estimate import estimate, estimate_votes, totals
+    whose inputs cannot be counted is estimated per input and left out of the sums.
+
+    A step whose items are known (``items`` in its row) counts only what the response cache
+    does not hold: the calls and prompt tokens of the requests its new and changed items would
+    send, each from its own rendered request."""
+    todo_by = {r["id"]: r.pop("requests_todo") for r in rows if "requests_todo" in r}
+    sizes_by = {r["id"]: r.pop("image_sizes", None) for r in rows}  # of cached sources
+    from vlitc.llm.estimate import (
+        estimate,
+        estimate_todo,
+        estimate_votes,
+        sample_completion,
+        totals,
+        vote_completion,
+    )
 
     out: dict[str, dict] = {}
     gen_of: dict[str, str] = {}
     counts = record_counts(recipe, plan, rows)
-    sizes_by = {r["id"]: r.pop("image_sizes", None) for r in rows}  # of cached sources
     for r in rows:
         step = plan.steps[r["id"]]
         if r["status"] == "cached" or step.op is None or step.kind not in ("task", "measure"):
@@ -152,7 +175,11 @@ def estimates(recipe: Recipe, plan: Plan, rows: list[dict]) -> dict[str, dict]:
         ins = [counts.get(d, -1) for d in step.deps if not d.startswith("pool:")]
         n = sum(ins) if ins and min(ins) >= 0 else -1
         sizes = [s for d in _ancestors(plan, step.id) for s in (sizes_by.get(d) or [])] or None
-        if step.kind == "task":
+        if r["id"] in todo_by:
+            per = (sample_completion(step.op.params, config, recipe.dir) if step.kind == "task"
+                   else vote_completion(config))
+            out[r["id"]] = estimate_todo(todo_by[r["id"]], config, per)
+        elif step.kind == "task":
             out[r["id"]] = estimate(step.op.params, config, n, recipe_dir=recipe.dir,
                                     image_sizes=sizes)
         else:
@@ -217,7 +244,7 @@ def graph(recipe_path: str | Path, fmt: str = "mermaid", cache_dir: str | Path |
     """The step graph as Mermaid or Graphviz dot text, each step marked cached, stale or new."""
     from vlitc.plan import draw
 
-    _recipe, plan, rows = plan_status(recipe_path, cache_dir)
+    _recipe, plan, rows = plan_status(recipe_path, cache_dir, items=False)
     return draw(plan, fmt, {r["id"]: r["status"] for r in rows})
 
 

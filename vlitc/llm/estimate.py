@@ -66,19 +66,10 @@ def image_tokens_per_call(generator_config: dict, sizes: list | None) -> float:
                for w, h in sizes) / len(sizes)
 
 
-def estimate(
-    op_params: dict,
-    generator_config: dict,
-    n_items: int,
-    recipe_dir: Path | None = None,
-    image_sizes: list | None = None,
-) -> dict:
-    """``{"calls", "prompt_tokens", "completion_tokens", "usd"}`` for ``n_items`` inputs; when the
-    count is not known yet (``n_items < 0``) the figures are per input, marked ``per_item``."""
-    per_item = n_items is None or n_items < 0
-    n_items = 1 if per_item else n_items
-    if op_params.get("limit") and not per_item:
-        n_items = min(n_items, int(op_params["limit"]))
+def _shape(op_params: dict, generator_config: dict,
+           recipe_dir: Path | None) -> tuple[int, int, int]:
+    """(prompt tokens per call, completion tokens per sample, samples per item) of a
+    ``generate`` or ``rewrite`` step, completions capped by ``max_tokens``."""
     n = int(op_params.get("n", 1))
     if "prompt" in op_params:
         prompt, completion, prefix = _generate_shape(op_params, recipe_dir)
@@ -95,6 +86,34 @@ def estimate(
     cap = op_params.get("max_tokens") or generator_config.get("max_tokens")
     if cap:
         completion = min(completion, int(cap))
+    return prompt, completion, n
+
+
+def sample_completion(op_params: dict, generator_config: dict, recipe_dir: Path | None = None) -> int:
+    """Completion tokens of one sample of a ``generate`` or ``rewrite`` step."""
+    return _shape(op_params, generator_config, recipe_dir)[1]
+
+
+def vote_completion(generator_config: dict) -> int:
+    """Completion tokens of one vote of an LLM-rating filter."""
+    cap = generator_config.get("max_tokens")
+    return _tokens(VOTE_ANSWER_CHARS) if not cap else min(_tokens(VOTE_ANSWER_CHARS), int(cap))
+
+
+def estimate(
+    op_params: dict,
+    generator_config: dict,
+    n_items: int,
+    recipe_dir: Path | None = None,
+    image_sizes: list | None = None,
+) -> dict:
+    """``{"calls", "prompt_tokens", "completion_tokens", "usd"}`` for ``n_items`` inputs; when the
+    count is not known yet (``n_items < 0``) the figures are per input, marked ``per_item``."""
+    per_item = n_items is None or n_items < 0
+    n_items = 1 if per_item else n_items
+    if op_params.get("limit") and not per_item:
+        n_items = min(n_items, int(op_params["limit"]))
+    prompt, completion, n = _shape(op_params, generator_config, recipe_dir)
     one_call_per_sample = calls_per_sample(generator_config)
     calls = n_items * (n if one_call_per_sample else 1)
     images = 0
@@ -185,6 +204,23 @@ def _n_note(generator_config: dict, n: int) -> str:
     return f"{n} samples cost {n} calls per item (the provider has no n)"
 
 
+def estimate_todo(todo: list[tuple[int, int, int, int]], generator_config: dict,
+                  completion_per_sample: float) -> dict:
+    """The figures of the requests a step would send beyond what the response cache holds
+    (from :mod:`vlitc.run.items`: per request, the samples missing and its prompt's text tokens,
+    image tokens and images), their answers ``completion_per_sample`` tokens long."""
+    per_sample = calls_per_sample(generator_config)
+    calls = prompt = images = samples = 0
+    for missing, text, image, n_images in todo:
+        k = missing if per_sample else 1
+        calls += k
+        prompt += k * (text + image)
+        images += k * n_images
+        samples += missing
+    return _figures(generator_config, calls, prompt, int(round(samples * completion_per_sample)),
+                    images, False)
+
+
 #: what one vote of an LLM-rating filter sends and gets back, in characters
 VOTE_PROMPT_CHARS = 1800  # instructions, the description the generator saw, the sample
 VOTE_ANSWER_CHARS = 240  # a sentence of reasons and the VERDICT/SCORE line
@@ -198,8 +234,7 @@ def estimate_votes(
     ``complexity``), for ``n_items`` samples (``< 0``: per sample)."""
     per_item = n_items is None or n_items < 0
     n_items = 1 if per_item else n_items
-    cap = generator_config.get("max_tokens")
-    completion = _tokens(VOTE_ANSWER_CHARS) if not cap else min(_tokens(VOTE_ANSWER_CHARS), int(cap))
+    completion = vote_completion(generator_config)
     calls = n_items * (votes if calls_per_sample(generator_config) else 1)
     prompt = _tokens(VOTE_PROMPT_CHARS)
     if image:

@@ -200,6 +200,11 @@ class Client:
             self._progress(state, force=True)
         self._raise_if_stopped(state)
 
+    def lookup(self, req: Request) -> list[bool]:
+        """Which samples of ``req`` the store holds, by the keys the build would send them
+        under; nothing is sent (``vlitc plan``)."""
+        return [e is not None for e in self._plan(req).entries]
+
     # delivery -------------------------------------------------------------------------------
     def _finish(self, item: Any, plan: _Plan | None, fut: Any, state: _RunState) -> tuple:
         if fut is not None:

@@ -57,6 +57,17 @@ class ModelOp:
     def on_error(self, ctx: OpContext) -> str:
         return ctx.generators.get(self.generator, {}).get("on_error", "fail")
 
+    def planned_requests(self, inputs: Iterable[dict], ctx: OpContext) -> Iterator[tuple[str, Any]]:
+        """``(item, request)`` for each item of ``inputs`` (a task's source records, a filter's
+        samples in scope) that the op would ask the model about, built as its run builds them
+        and never sent: ``vlitc plan`` looks their keys up in the response cache. ``request``
+        may be ``None`` (nothing to ask)."""
+        raise NotImplementedError
+
+    def item_of(self, out: dict) -> str:
+        """The item (as :meth:`planned_requests` names it) an output sample of the op came from."""
+        return str(out.get("id"))
+
     def answers(
         self,
         ctx: OpContext,
@@ -112,6 +123,9 @@ class ModelFilter(ModelOp, Filter):
 
     def request(self, s: dict, ctx: OpContext | None = None) -> Any:
         raise NotImplementedError
+
+    def planned_requests(self, inputs: Iterable[dict], ctx: OpContext) -> Iterator[tuple[str, Any]]:
+        return ((str(s.get("id")), self.request(s, ctx)) for s in inputs)
 
     def stats(self, s: dict, texts: list[str], ctx: OpContext) -> dict:
         """The stats of one sample from its answers."""

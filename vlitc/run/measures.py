@@ -16,6 +16,22 @@ from vlitc.run.fingerprint import item_digest
 WRITE_BATCH = 256  # stats stored per transaction
 
 
+def item_fingerprint(op: Filter, step: Any, recipe: Any, files: Any, ctx: OpContext) -> str:
+    """What an item-scope measure's cached stats are keyed by besides the sample's digest:
+    the filter, its version, its measure params and the files it reads (the build and
+    ``vlitc plan`` compute it alike)."""
+    from vlitc.run import keys
+    from vlitc.run.fingerprint import digest
+
+    return digest({"op": op.name, "version": op.version, "params": step.params,
+                   "files": keys.step_files(step, recipe, files, ctx)})
+
+
+def cache_key(fp: str, sample: dict) -> str:
+    """The per-item cache key of ``sample``'s stats under fingerprint ``fp``."""
+    return fp + ":" + item_digest(sample)
+
+
 def measure_items(op: Filter, samples: Iterator[dict], in_scope: Callable[[dict], bool],
                   cache: Any, fp: str, ctx: OpContext) -> Iterator[dict]:
     """The samples in order, each in scope with ``meta.stats[op.label]``."""
@@ -24,7 +40,7 @@ def measure_items(op: Filter, samples: Iterator[dict], in_scope: Callable[[dict]
             if not in_scope(s):
                 yield Measuring(s, todo=False)
                 continue
-            key = fp + ":" + item_digest(s)
+            key = cache_key(fp, s)
             hit = cache.get(key)
             if hit is not None and not is_failed(hit):
                 yield Measuring(s, hit, todo=False, key=key)

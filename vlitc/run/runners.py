@@ -21,7 +21,6 @@ import orjson
 
 from vlitc.ops.base import Balance, Exporter, Filter, Op, OpContext, Pool, Report, Source, Task
 from vlitc.plan import Step
-from vlitc.run import keys
 from vlitc.run.outputs import count_records
 from vlitc.run.shards import (
     Gathered,
@@ -228,11 +227,9 @@ class MeasureRunner(Runner):
             return {"outputs": {"main": self.measured(source, op.label, samples)}}
         fp = None
         if op.cache_items:
-            from vlitc.run.fingerprint import digest
+            from vlitc.run.measures import item_fingerprint
 
-            ex = self.ex
-            fp = digest({"op": op.name, "version": op.version, "params": step.params,
-                         "files": keys.step_files(step, ex.recipe, ex.files, ctx)})
+            fp = item_fingerprint(op, step, self.ex.recipe, self.ex.files, ctx)
         if op.shardable() and self.ex.maps(source):
             return {"outputs": {"main": self.map(step, ctx, "measure", source, fp)}}
         samples = self.input(step, step.deps[0])

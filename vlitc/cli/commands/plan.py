@@ -1,4 +1,6 @@
-"""``vlitc plan RECIPE``: every step as cached, stale or new, with the reasons and cost estimates."""
+"""``vlitc plan RECIPE``: every step as cached, stale or new, with the reasons and cost estimates,
+and, for a step that would run on cached inputs, how many of its items are new, changed or
+cached."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"plan: {args.recipe}")
-    for col in ("step", "status", "reasons"):
+    for col in ("step", "status", "items", "reasons"):
         table.add_column(col)
     colours = {"cached": "green", "stale": "yellow", "new": "cyan"}
     for r in rows:
@@ -53,11 +55,20 @@ def run(args: argparse.Namespace) -> int:
                       f"${e.get('usd_saved', 0):.4f})" if e.get("cache_read_tokens") else "")
             why += (f" [est. {e.get('calls', 0)} calls{imgs}, {tokens} tokens{cached}, "
                     f"${e.get('usd', 0):.4f}{per}{note}]")
-        table.add_row(r["id"], f"[{colours[r['status']]}]{r['status']}[/]", escape(why))
+        table.add_row(r["id"], f"[{colours[r['status']]}]{r['status']}[/]", _items(r),
+                      escape(why))
     console().print(table)
     if sums:
         console().print(_totals_table(sums))
     return 0
+
+
+def _items(row: dict) -> str:
+    """A step's items that are new, changed or cached, where they are known before it runs."""
+    got = row.get("items")
+    if not got:
+        return ""
+    return f"{got['new']} new, {got['changed']} changed, {got['cached']} cached"
 
 
 def _totals_table(sums: dict):

@@ -268,28 +268,34 @@ class GenerateTask(ModelOp, Task):
                     rec["ocr"] = [{"text": t} for t in ann["ocr"]]
                 yield rec
 
-    def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
+    def _made(self, records: Iterable[Record], ctx: OpContext) -> Iterator[_Made]:
+        """Each record's request, as the run sends them (in order; the ``limit`` applied)."""
         from vlitc.llm.prompts import load_pack
 
         if self.params.get("task"):
             records = self._from_tasks(ctx)
         pack = load_pack(self.params["prompt"], ctx.recipe_dir)
+        if self.params.get("limit"):
+            records = islice(records, self.params["limit"] + ctx.extra_items)
+        for rec in records:
+            got = self.format_request(rec, ctx, pack)
+            if got is None:
+                ctx.count("no_context")
+                continue
+            yield _Made(rec, *got)
+
+    def planned_requests(self, records: Iterable[Record], ctx: OpContext) -> Iterator[tuple[str, Any]]:
+        return ((str(m.record["id"]), m.request) for m in self._made(records, ctx))
+
+    def item_of(self, out: dict) -> str:
+        return str((out.get("meta") or {}).get("record_id"))
+
+    def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
         instructions = self._instructions(ctx)
         if self.params["parse"] == "answer" and not instructions:
             raise GenerationError(f"task {self.label}: parse: answer needs instructions or a pool")
-        if self.params.get("limit"):
-            records = islice(records, self.params["limit"] + ctx.extra_items)
-
-        def made() -> Iterator[_Made]:
-            for rec in records:
-                got = self.format_request(rec, ctx, pack)
-                if got is None:
-                    ctx.count("no_context")
-                    continue
-                yield _Made(rec, *got)
-
-        answers = self.answers(ctx, made(), lambda m: m.request, lambda m: str(m.record["id"]),
-                               count_usage=True)
+        answers = self.answers(ctx, self._made(records, ctx), lambda m: m.request,
+                               lambda m: str(m.record["id"]), count_usage=True)
         rows: Iterator[_Answer] = (
             _Answer(m, i, text, self.parse_response(text, m.record, ctx, i, instructions), [key],
                     reason)
@@ -537,15 +543,21 @@ class RewriteTask(ModelOp, Task):
         for name in self.params["task"]:
             yield from ctx.input(f"task:{name}")
 
-    def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
-        def todo() -> Iterator[Sample]:
-            for s in self._samples(ctx):
-                if s.get("turns"):
-                    yield s
-                else:
-                    ctx.count("skipped_unparsed")
+    def _todo(self, ctx: OpContext) -> Iterator[Sample]:
+        for s in self._samples(ctx):
+            if s.get("turns"):
+                yield s
+            else:
+                ctx.count("skipped_unparsed")
 
-        for s, resp in self.answers(ctx, todo(), lambda s: self.format_request(s, ctx),
+    def planned_requests(self, records: Iterable[Record], ctx: OpContext) -> Iterator[tuple[str, Any]]:
+        return ((str(s["id"]), self.format_request(s, ctx)) for s in self._todo(ctx))
+
+    def item_of(self, out: dict) -> str:
+        return str(((out.get("meta") or {}).get("rewrite") or {}).get("from_id"))
+
+    def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
+        for s, resp in self.answers(ctx, self._todo(ctx), lambda s: self.format_request(s, ctx),
                                     lambda s: str(s["id"]),
                                     count_usage=True):
             if not resp.error:
