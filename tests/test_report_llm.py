@@ -71,3 +71,42 @@ def test_a_rebuild_from_the_cache_reports_the_same_bytes(tmp_path, repo_root):
     shutil.copytree(tmp_path / "cache" / "llm", tmp_path / "cache2" / "llm")
     build(recipe, out_dir=tmp_path / "b", cache_dir=tmp_path / "cache2")
     assert (tmp_path / "b" / "report.html").read_bytes() == first
+
+
+def test_judge_and_complexity_votes_are_in_the_llm_section_and_a_rerun_reports_the_same(
+        tmp_path, repo_root):
+    """The judge's and the complexity filter's requests, tokens and cost have rows of their
+    own; a judge measure run again with every sample served by the per-item cache counts the
+    same usage (carried in its stats), so the report's bytes do not change."""
+    r = yaml.safe_load(_recipe(tmp_path, repo_root).read_text())
+    r["generators"]["rater"] = {"provider": "mock", "model": "mock-judge",
+                                "template": "Looks right.\nVERDICT: correct\nSCORE: 6",
+                                "prices": {"input": 1.0, "output": 4.0}}
+    r["tasks"]["conv"]["repair"] = False
+    r["filters"] = [{"type": "structure"},
+                    {"type": "judge", "generator": "rater", "votes": 2, "tie": "keep"},
+                    {"type": "complexity", "generator": "rater"}]
+    recipe = tmp_path / "j.yaml"
+    recipe.write_text(yaml.safe_dump(r, sort_keys=False))
+    result = build(recipe, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    steps = {s["id"]: s for s in result.manifest["steps"]}
+    judged = steps["measure:judge"]
+    c = judged["counters"]
+    assert c["llm_requests"] == judged["n_in"] == 3  # one request of 2 votes per parsed sample
+    page = (tmp_path / "out" / "report.html").read_text()
+    usd = (c["prompt_tokens"] * 1.0 + c["completion_tokens"] * 4.0) / 1e6
+    row = (f"<td>filter judge</td><td>rater</td><td>mock / mock-judge</td><td></td>"
+           f"<td>0.7</td><td>2</td><td>3</td><td>{c['prompt_tokens']:,}</td><td>0 / 0</td>"
+           f"<td>{c['completion_tokens']:,}</td><td>${usd:.4f}</td><td>$0.0000</td>"
+           f"<td>0 of 0</td><td>0</td><td>0</td>")
+    assert row in page
+    assert "<td>filter complexity</td><td>rater</td>" in page
+    assert steps["measure:complexity"]["counters"]["llm_requests"] == 3
+
+    again = build(recipe, out_dir=tmp_path / "out2", cache_dir=tmp_path / "cache",
+                  force=["measure:judge"])
+    rerun = next(s for s in again.manifest["steps"] if s["id"] == "measure:judge")
+    assert rerun["status"] == "ran" and rerun["counters"].get("measured", 0) == 0  # all cached
+    assert rerun["counters"]["llm_requests"] == 3
+    assert (tmp_path / "out2" / "report.html").read_bytes() == \
+        (tmp_path / "out" / "report.html").read_bytes()

@@ -97,13 +97,28 @@ class ModelOp:
                     )
                 record_failure(ctx, ident, resp.error)
             elif resp is not None and count_usage:
-                ctx.count("llm_requests")
-                ctx.count("prompt_tokens", int(resp.usage.get("prompt_tokens", 0)))
-                ctx.count("completion_tokens", int(resp.usage.get("completion_tokens", 0)))
-                for k in CACHE_USAGE:  # the prompt tokens a provider's prompt cache served
-                    if resp.usage.get(k):
-                        ctx.count(k, int(resp.usage[k]))
+                add_usage(ctx, usage_of(resp))
             yield item, resp
+
+
+def usage_of(resp: Any) -> dict:
+    """What one answered request cost, as recorded with its responses (fresh or cached alike):
+    tokens, and the prompt tokens a provider's prompt cache read or wrote."""
+    out = {"requests": 1, "prompt_tokens": int(resp.usage.get("prompt_tokens", 0)),
+           "completion_tokens": int(resp.usage.get("completion_tokens", 0))}
+    out.update({k: int(resp.usage[k]) for k in CACHE_USAGE if resp.usage.get(k)})
+    return out
+
+
+def add_usage(ctx: OpContext, usage: dict) -> None:
+    """Count a request's usage on the step (``llm_requests``, ``prompt_tokens``,
+    ``completion_tokens``, the prompt-cache tokens: the report's LLM section)."""
+    ctx.count("llm_requests", int(usage.get("requests", 1)))
+    ctx.count("prompt_tokens", int(usage.get("prompt_tokens", 0)))
+    ctx.count("completion_tokens", int(usage.get("completion_tokens", 0)))
+    for k in CACHE_USAGE:
+        if usage.get(k):
+            ctx.count(k, int(usage[k]))
 
 
 def record_failure(ctx: OpContext, item: str, error: str) -> None:
@@ -114,9 +129,16 @@ def record_failure(ctx: OpContext, item: str, error: str) -> None:
         listed.append({"item": item, "error": error})
 
 
+#: the stat of a model filter that holds what its request cost (so that stats served from the
+#: per-item cache count in the step's usage as if read again: a rebuild reports the same)
+USAGE = "usage"
+
+
 class ModelFilter(ModelOp, Filter):
     """A filter whose measurement is one model request per sample: subclasses give
-    :meth:`request` and :meth:`stats`; a failed request gives :func:`failed_stats`."""
+    :meth:`request` and :meth:`stats`; a failed request gives :func:`failed_stats`. Each
+    sample's stats carry ``usage`` (requests, tokens), counted on the step whether measured
+    now or served by the per-item cache."""
 
     def shardable(self) -> bool:
         return False
@@ -139,7 +161,11 @@ class ModelFilter(ModelOp, Filter):
         def request(m: Measuring) -> Any:
             return self.request(m.sample, ctx) if m.todo else None
 
-        for m, resp in self.answers(ctx, items, request, lambda m: str(m.sample.get("id"))):
+        for m, resp in self.answers(ctx, items, request, lambda m: str(m.sample.get("id")),
+                                    count_usage=True):
             if resp is not None:
-                m.stats = failed_stats(resp.error) if resp.error else self.stats(m.sample, resp.texts, ctx)
+                m.stats = failed_stats(resp.error) if resp.error else \
+                    {**self.stats(m.sample, resp.texts, ctx), USAGE: usage_of(resp)}
+            elif isinstance(m.stats, dict) and isinstance(m.stats.get(USAGE), dict):
+                add_usage(ctx, m.stats[USAGE])  # served by the per-item cache
             yield m

@@ -278,7 +278,7 @@ class ExpandPool(ModelOp, Pool):
         generated: list[str] = []
         errors = []
         for _, resp in self.answers(ctx, enumerate(self.requests(seeds)), lambda ir: ir[1],
-                                    lambda ir: f"request {ir[0]}"):
+                                    lambda ir: f"request {ir[0]}", count_usage=True):
             if resp.error:
                 errors.append(resp.error)
                 ctx.warn(f"pool {self.label!r}: a request failed: {resp.error}")

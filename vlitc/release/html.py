@@ -50,7 +50,8 @@ def _cached(row: Mapping) -> str:
 
 
 def _llm_section(data: Mapping) -> str:
-    """The generators behind the LLM-written tasks and what their data cost."""
+    """The generators behind the LLM-written tasks, judges, complexity votes and expanded
+    pools, and what their data cost."""
     rows = data.get("llm") or []
     if not rows:
         return ""
@@ -64,7 +65,7 @@ def _llm_section(data: Mapping) -> str:
                      f'{r["completion_tokens"]:,}', usd(r["usd"]), usd(r.get("usd_saved")),
                      f'{r["repaired"]} of {r["repairs"]}', r["parse_failures"],
                      r["failed"]) for r in rows],
-                   ("task", "generator", "provider / model", "prompt pack", "temperature", "n",
+                   ("step", "generator", "provider / model", "prompt pack", "temperature", "n",
                     "requests", "prompt tokens", "of them cached (read / written)",
                     "completion tokens", "cost", "saved by prompt caching", "repaired",
                     "parse failures", "failed"), "llm")

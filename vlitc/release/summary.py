@@ -176,30 +176,32 @@ LLM_TASKS = ("generate", "rewrite")
 
 
 def llm_rows(recipe: Mapping, steps: Sequence[Mapping]) -> list[dict]:
-    """One row per generating task: its generator (provider, model), prompt pack, temperature
-    and n, and what its data cost, from the usage each response recorded (so a rebuild from the
-    cache reports the same): requests, tokens (prompt tokens read from and written to the
+    """One row per step that calls a model (generating task, judge or complexity filter, pool
+    expansion): its generator (provider, model), prompt pack, temperature and n (a filter's
+    votes), and what its data cost, from the usage each response recorded (so a rebuild from
+    the cache reports the same): requests, tokens (prompt tokens read from and written to the
     provider's prompt cache among them), dollars at the generator's prices and what prompt
-    caching saved, repairs and parse failures. This build's own fresh calls and cache hits are in ``manifest.json``."""
+    caching saved, repairs, parse failures and failed items. This build's own fresh calls and
+    cache hits are in ``manifest.json``: they differ between a build and its rebuild, and a
+    frozen rebuild must give the same report bytes."""
     from vlitc.llm.cost import cost, price_for, saved
 
-    tasks = recipe.get("tasks") or {}
     gens = recipe.get("generators") or {}
     by_id = {s.get("id"): s for s in steps}
     rows = []
-    for name, spec in sorted(tasks.items()):
-        if not isinstance(spec, Mapping) or spec.get("kind") not in LLM_TASKS:
-            continue
+    for name, spec, sid, n in _model_steps(recipe):
         gen = gens.get(spec.get("generator"), {}) if isinstance(gens, Mapping) else {}
-        c = (by_id.get(f"task:{name}") or {}).get("counters") or {}
+        c = (by_id.get(sid) or {}).get("counters") or {}
         p_tok, c_tok = int(c.get("prompt_tokens", 0)), int(c.get("completion_tokens", 0))
         read, write = int(c.get("cache_read_tokens", 0)), int(c.get("cache_write_tokens", 0))
         price = price_for(str(gen.get("model", "")), gen.get("prices"))
         temperature = spec.get("temperature", gen.get("temperature"))
         rows.append({
-            "task": name, "kind": spec.get("kind"), "generator": spec.get("generator", ""),
+            "task": name, "kind": spec.get("kind") or spec.get("type"),
+            "generator": spec.get("generator", ""),
             "provider": gen.get("provider", ""), "model": gen.get("model", ""),
-            "pack": spec.get("prompt", ""), "temperature": temperature, "n": spec.get("n", 1),
+            "pack": spec.get("prompt", "") if sid.startswith("task:") else "",
+            "temperature": temperature, "n": n,
             "requests": int(c.get("llm_requests", 0)), "prompt_tokens": p_tok,
             "completion_tokens": c_tok, "cache_read_tokens": read, "cache_write_tokens": write,
             "usd": round(cost(price, p_tok, c_tok, read, write), 6) if price is not None else None,
@@ -208,6 +210,27 @@ def llm_rows(recipe: Mapping, steps: Sequence[Mapping]) -> list[dict]:
             "parse_failures": int(c.get("parse_error", 0)), "failed": int(c.get("llm_failed", 0)),
         })
     return rows
+
+
+def _model_steps(recipe: Mapping) -> list[tuple[str, Mapping, str, int]]:
+    """Every step that calls a model, as ``(name shown, spec, step id, samples per item)``: the
+    generating tasks, then the filters that ask one (judge and complexity votes), then the pools
+    an LLM expands."""
+    out: list[tuple[str, Mapping, str, int]] = []
+    tasks = recipe.get("tasks") or {}
+    for name, spec in sorted(tasks.items()) if isinstance(tasks, Mapping) else []:
+        if isinstance(spec, Mapping) and spec.get("kind") in LLM_TASKS:
+            out.append((str(name), spec, f"task:{name}", int(spec.get("n", 1))))
+    filters = recipe.get("filters") or []
+    for spec in filters if isinstance(filters, list) else []:
+        if isinstance(spec, Mapping) and spec.get("generator"):
+            label = spec.get("name") or spec.get("type")
+            out.append((f"filter {label}", spec, f"measure:{label}", int(spec.get("votes", 1))))
+    pools = recipe.get("pools") or {}
+    for name, spec in sorted(pools.items()) if isinstance(pools, Mapping) else []:
+        if isinstance(spec, Mapping) and spec.get("generator"):
+            out.append((f"pool {name}", spec, f"pool:{name}", 1))
+    return out
 
 
 def parse_failures(dropped: Sequence[Sample], limit: int = 20) -> list[dict]:

@@ -40,10 +40,10 @@ class ComplexityFilter(ModelFilter):
 
     The score feeds the release's instruction-complexity indicator. Calls are cached per request,
     so a rebuild or a new ``min_score`` calls nothing. Reads: turns. Writes: stats.complexity,
-    stats.scores.
+    stats.scores, stats.usage (requests and tokens of the votes).
     """
 
-    version = 1
+    version = 2
     reads = ("turns",)
     writes = ("meta.stats",)
     params_schema: ClassVar[dict] = {

@@ -75,10 +75,10 @@ class JudgeFilter(ModelFilter):
     The judge sees ``meta.context`` (the description the generator saw) or, without one, the
     annotated objects and OCR. Calls are cached per request by the LLM layer, so a rebuild or a
     policy change calls nothing. Reads: turns, meta.context, meta.annotations.
-    Writes: stats.votes, stats.raw.
+    Writes: stats.votes, stats.raw, stats.usage (requests and tokens of the votes).
     """
 
-    version = 1
+    version = 2
     reads = ("turns", "meta.context|meta.annotations")
     writes = ("meta.stats",)
     params_schema: ClassVar[dict] = {
