@@ -156,6 +156,7 @@ def estimates(recipe: Recipe, plan: Plan, rows: list[dict]) -> dict[str, dict]:
         estimate_todo,
         estimate_votes,
         sample_completion,
+        stable_prefix,
         totals,
         vote_completion,
     )
@@ -176,9 +177,11 @@ def estimates(recipe: Recipe, plan: Plan, rows: list[dict]) -> dict[str, dict]:
         n = sum(ins) if ins and min(ins) >= 0 else -1
         sizes = [s for d in _ancestors(plan, step.id) for s in (sizes_by.get(d) or [])] or None
         if r["id"] in todo_by:
-            per = (sample_completion(step.op.params, config, recipe.dir) if step.kind == "task"
-                   else vote_completion(config))
-            out[r["id"]] = estimate_todo(todo_by[r["id"]], config, per)
+            task = step.kind == "task"
+            per = sample_completion(step.op.params, config, recipe.dir) if task \
+                else vote_completion(config)
+            prefix = stable_prefix(step.op.params, config, recipe.dir) if task else None
+            out[r["id"]] = estimate_todo(todo_by[r["id"]], config, per, prefix)
         elif step.kind == "task":
             out[r["id"]] = estimate(step.op.params, config, n, recipe_dir=recipe.dir,
                                     image_sizes=sizes)

@@ -67,9 +67,9 @@ def image_tokens_per_call(generator_config: dict, sizes: list | None) -> float:
 
 
 def _shape(op_params: dict, generator_config: dict,
-           recipe_dir: Path | None) -> tuple[int, int, int]:
-    """(prompt tokens per call, completion tokens per sample, samples per item) of a
-    ``generate`` or ``rewrite`` step, completions capped by ``max_tokens``."""
+           recipe_dir: Path | None) -> tuple[int, int, int, dict]:
+    """(prompt tokens per call, completion tokens per sample, samples per item, stable prefix)
+    of a ``generate`` or ``rewrite`` step, completions capped by ``max_tokens``."""
     n = int(op_params.get("n", 1))
     if "prompt" in op_params:
         prompt, completion, prefix = _generate_shape(op_params, recipe_dir)
@@ -86,12 +86,18 @@ def _shape(op_params: dict, generator_config: dict,
     cap = op_params.get("max_tokens") or generator_config.get("max_tokens")
     if cap:
         completion = min(completion, int(cap))
-    return prompt, completion, n
+    return prompt, completion, n, prefix
 
 
 def sample_completion(op_params: dict, generator_config: dict, recipe_dir: Path | None = None) -> int:
     """Completion tokens of one sample of a ``generate`` or ``rewrite`` step."""
     return _shape(op_params, generator_config, recipe_dir)[1]
+
+
+def stable_prefix(op_params: dict, generator_config: dict, recipe_dir: Path | None = None) -> dict:
+    """The prefix a provider's prompt cache can serve of a ``generate`` or ``rewrite`` step's
+    requests (see :func:`prompt_cache`)."""
+    return _shape(op_params, generator_config, recipe_dir)[3]
 
 
 def vote_completion(generator_config: dict) -> int:
@@ -113,7 +119,7 @@ def estimate(
     n_items = 1 if per_item else n_items
     if op_params.get("limit") and not per_item:
         n_items = min(n_items, int(op_params["limit"]))
-    prompt, completion, n = _shape(op_params, generator_config, recipe_dir)
+    prompt, completion, n, prefix = _shape(op_params, generator_config, recipe_dir)
     one_call_per_sample = calls_per_sample(generator_config)
     calls = n_items * (n if one_call_per_sample else 1)
     images = 0
@@ -205,10 +211,11 @@ def _n_note(generator_config: dict, n: int) -> str:
 
 
 def estimate_todo(todo: list[tuple[int, int, int, int]], generator_config: dict,
-                  completion_per_sample: float) -> dict:
+                  completion_per_sample: float, prefix: dict | None = None) -> dict:
     """The figures of the requests a step would send beyond what the response cache holds
     (from :mod:`vlitc.run.items`: per request, the samples missing and its prompt's text tokens,
-    image tokens and images), their answers ``completion_per_sample`` tokens long."""
+    image tokens and images), their answers ``completion_per_sample`` tokens long; with a
+    stable ``prefix``, what a provider's prompt cache would serve of them."""
     per_sample = calls_per_sample(generator_config)
     calls = prompt = images = samples = 0
     for missing, text, image, n_images in todo:
@@ -217,8 +224,9 @@ def estimate_todo(todo: list[tuple[int, int, int, int]], generator_config: dict,
         prompt += k * (text + image)
         images += k * n_images
         samples += missing
+    cached = prompt_cache(generator_config, prefix, len(todo), calls) if prefix else (0, 0)
     return _figures(generator_config, calls, prompt, int(round(samples * completion_per_sample)),
-                    images, False)
+                    images, False, *cached)
 
 
 #: what one vote of an LLM-rating filter sends and gets back, in characters
