@@ -306,3 +306,25 @@ def test_two_llamafactory_exports_registering_one_name_in_a_folder_are_a_located
     assert "lf/b.jsonl" in line
     assert f"dataset {r['name']!r} is already registered in lf/dataset_info.json by outputs[0]" \
         in problem.message and "name:" in problem.hint
+
+
+def test_parquet_embeds_every_image_of_a_sample_with_several(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from vlitc.ops.exporters.parquet import ParquetExporter, release_features
+
+    ctx = context(tmp_path)
+    samples = [*demo_samples(tmp_path), two_image_sample(tmp_path)]
+    assert ParquetExporter({"path": "t.parquet", "images": "embed"}).export(samples, ctx) == [
+        "t.parquet"]
+    ds = datasets.load_dataset("parquet", data_files=str(ctx.out_dir / "t.parquet"),
+                               split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds.features["images"] == datasets.List(datasets.Image())
+    pair = ds[4]
+    assert pair["image"] is None  # several images: the single-image column stays empty
+    assert [im.getpixel((0, 0)) for im in pair["images"]] == [(255, 0, 0), (9, 9, 9)]
+    assert [im.getpixel((0, 0)) for im in ds[0]["images"]] == [(255, 0, 0)]
+    assert ds[0]["image"].getpixel((0, 0)) == (255, 0, 0) and ds[3]["images"] == []
+    raw = ds.cast_column("images", datasets.List(datasets.Image(decode=False)))[4]["images"]
+    assert [r["path"] for r in raw] == ["a.png", "d.png"]
+    assert raw[1]["bytes"] == (tmp_path / "images" / "coco" / "d.png").read_bytes()
+    assert {"name": "images", "sequence": "image"} in release_features("embed")

@@ -23,18 +23,21 @@ def demo_release(tmp_path_factory):
     data = yaml.safe_load(recipe.read_text())
     data["outputs"] = [{"format": "llava", "path": "train.json", "split": "train"},
                        {"format": "sharegpt", "path": "train.jsonl", "split": "train"},
-                       {"format": "parquet", "path": "train.parquet", "split": "train"}]
+                       {"format": "parquet", "path": "train.parquet", "split": "train"},
+                       {"format": "parquet", "path": "embedded.parquet", "split": "train",
+                        "images": "embed"}]
     recipe.write_text(yaml.safe_dump(data))
     out = tmp / "release"
     build(recipe, out_dir=out, cache_dir=tmp / "cache")
     return out
 
 
-def _reingest(tmp_path, release, source: dict, fmt: str, path: str, task: dict | None = None):
+def _reingest(tmp_path, release, source: dict, fmt: str, path: str, task: dict | None = None,
+              **output):
     recipe = {"vlitc": 1, "name": "back", "version": "0.1.0", "seed": 1,
               "sources": {"coco": {**source, "images": str(DEMO_DATA / "images")}},
               "tasks": {"back": {"kind": "conversations", "source": "coco", **(task or {})}},
-              "outputs": [{"format": fmt, "path": path}], "report": False}
+              "outputs": [{"format": fmt, "path": path, **output}], "report": False}
     (tmp_path / "back.yaml").write_text(yaml.safe_dump(recipe))
     out = tmp_path / f"back-{fmt}"
     result = build(tmp_path / "back.yaml", out_dir=out, cache_dir=tmp_path / "cache")
@@ -52,6 +55,15 @@ def test_vlitc_exports_read_back_through_the_task_re_export_byte_identical(demo_
     assert again.read_bytes() == original.read_bytes()
     assert result.manifest["steps"][-1]["n_out"] > 100
     assert "warnings" not in result.manifest
+
+
+def test_a_parquet_release_with_embedded_images_reads_back_byte_identical(demo_release, tmp_path):
+    """The images of ``images: embed`` are ``datasets.Image`` values, read back by their path."""
+    original = demo_release / "embedded.parquet"
+    again, result = _reingest(tmp_path, demo_release, {"type": "llava", "file": str(original)},
+                              "parquet", "embedded.parquet", {"keep_labels": True}, images="embed")
+    assert again.read_bytes() == original.read_bytes()
+    assert result.manifest["steps"][-1]["n_out"] > 100
 
 
 def test_same_conversations_and_images_through_a_different_format(demo_release, tmp_path):

@@ -3,7 +3,8 @@
 The file carries its ``datasets`` features in the schema metadata (the ``huggingface`` key that
 ``datasets`` writes and reads), so the Hub viewer and ``load_dataset`` see the columns' types;
 with ``images: embed`` the ``image`` column is a ``datasets.Image`` (``{bytes, path}``) holding
-each picture's bytes, so a pushed release carries its pictures.
+the picture's bytes and ``images`` a list of them (every picture of a sample with several), so a
+pushed release carries its pictures.
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ class ParquetExporter(FileExporter):
 
     Loads with ``datasets.load_dataset("parquet", data_files=...)``; the bytes depend only on the
     samples and the pyarrow version (no timestamps). ``images: embed`` stores each image's bytes
-    in the ``image`` column as a ``datasets.Image`` (the Hub viewer shows the pictures);
-    otherwise ``image`` is the image's path, as in the JSON exports.
+    as ``datasets.Image`` values: ``image`` the single image, ``images`` a list of every image of
+    the sample (the Hub viewer shows the pictures); otherwise both hold paths, as in the JSON
+    exports.
     """
 
-    version = 2
+    version = 3
     requires = ("pyarrow",)
     params_schema = exporter_schema(
         row_group_size={"type": "integer", "minimum": 1, "default": 10000},
@@ -97,23 +99,25 @@ def image_type():
 
 
 def embed_images(table, samples: list[Sample], ctx: OpContext):
-    """``table`` with its ``image`` column as ``datasets.Image`` values: each file's bytes and
-    its path in the release (each file read once per shard)."""
+    """``table`` with its ``image`` column (the single image) and its ``images`` column (every
+    image, in placeholder order) as ``datasets.Image`` values: each file's bytes and its path in
+    the release (each file read once per shard)."""
     import pyarrow as pa
 
     cache: dict[str, bytes] = {}
-    values: list[dict | None] = []
-    for s in samples:
-        img = s.get("image")
-        if not isinstance(img, dict):
-            values.append(None)
-            continue
+
+    def value(img: dict) -> dict:
         ref = image_ref(img)
         if ref not in cache:
             cache[ref] = ctx.image_path(img).read_bytes()
-        values.append({"bytes": cache[ref], "path": ref})
-    i = table.schema.get_field_index("image")
-    return table.set_column(i, "image", pa.array(values, image_type()))
+        return {"bytes": cache[ref], "path": ref}
+
+    single = [value(img) if isinstance(img := s.get("image"), dict) else None for s in samples]
+    every = [[value(img) for img in images_of(s)] for s in samples]
+    table = table.set_column(table.schema.get_field_index("image"), "image",
+                             pa.array(single, image_type()))
+    return table.set_column(table.schema.get_field_index("images"), "images",
+                            pa.array(every, pa.list_(image_type())))
 
 
 def hf_features(schema) -> dict:
@@ -160,6 +164,8 @@ def release_features(images: str = "reference") -> list[dict]:
     schema = arrow_schema()
     if images == "embed":
         schema = schema.set(schema.get_field_index("image"), pa.field("image", image_type()))
+        schema = schema.set(schema.get_field_index("images"),
+                            pa.field("images", pa.list_(image_type())))
     return card_features(hf_features(schema))
 
 

@@ -120,12 +120,20 @@ def item_meta(item: dict) -> dict:
 
 def item_images(item: dict) -> str | tuple[str, ...] | None:
     """The image path(s) an item names: ``image`` (a path or a list, LLaVA / OneVision) or
-    ``images`` (a list, LLaMA-Factory / ShareGPT messages); one path, a tuple of several, or None."""
+    ``images`` (a list, LLaMA-Factory / ShareGPT messages); one path, a tuple of several, or None.
+    A ``datasets.Image`` value (``{bytes, path}``, a Parquet release with ``images: embed``) is
+    read by its path."""
     raw = item.get("images", item.get("image"))
     if isinstance(raw, list):
-        names = tuple(str(x) for x in raw if isinstance(x, str) and x)
+        names = tuple(n for x in raw if (n := _image_name(x)))
         return None if not names else names[0] if len(names) == 1 else names
-    return raw if isinstance(raw, str) and raw else None
+    return _image_name(raw)
+
+
+def _image_name(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("path")
+    return value if isinstance(value, str) and value else None
 
 
 class ConversationSource(AnnotationSource):
