@@ -164,3 +164,66 @@ def test_image_folder_one_record_per_image(tmp_path):
     coco = load("image_folder", {"images": "imgs", "id_from": "coco", "recursive": False},
                 make_ctx(tmp_path))
     assert [r["id"] for r in coco] == ["9"]
+
+
+def _json_layouts(items: list) -> dict[str, str]:
+    one_per_line = "[\n" + ",\n".join(json.dumps(x, ensure_ascii=False) for x in items) + "\n]\n"
+    return {"one line": json.dumps(items), "indented": json.dumps(items, indent=2),
+            "one per line": one_per_line,
+            "commas first": "[ " + "\n, ".join(json.dumps(x) for x in items) + "\n]",
+            "two per line": "[" + ",".join(json.dumps(x) + ("\n" if i % 2 else "")
+                                           for i, x in enumerate(items)) + "]"}
+
+
+def test_json_arrays_are_read_element_by_element_in_every_layout(tmp_path, monkeypatch):
+    import orjson
+
+    from vlitc.ops.sources import _common
+
+    monkeypatch.setattr(_common._ArrayReader, "BLOCK", 5)  # blocks end inside elements
+    items = [{"id": "a", "conversations": [{"from": "human", "value": "<image>\nWhat, ] is {it}?"}]},
+             {"id": 2, "v": [1.5, -2, True, None, "é😀", "\\\"x\",\n]"]}, [], "s", 7, {"e": {}}]
+    for layout, text in _json_layouts(items).items():
+        path = tmp_path / "a.json"
+        path.write_text(text, encoding="utf-8")
+        assert list(_common.iter_json_array(path)) == orjson.loads(text), layout
+    (tmp_path / "empty.json").write_text(" [ ]\n")
+    assert list(_common.iter_json_array(tmp_path / "empty.json")) == []
+
+
+@pytest.mark.parametrize("text,line", [("[\n{\"a\": 1},\n{\"a\": NaN}\n]", 3), ("[1, 2,]", 1),
+                                       ("[{\"a\": 1} {\"b\": 2}]", 1), ("[1]\nx", 2),
+                                       ("[\n{\"a\": \"\\ud800\"}\n]", 2), ("[1, 2", 1)])
+def test_a_malformed_json_array_read_as_a_stream_is_the_located_error_of_the_file(tmp_path, text,
+                                                                                  line):
+    from vlitc.ops.sources._common import iter_json_array, read_json
+
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(InputError) as streamed:
+        list(iter_json_array(path))
+    with pytest.raises(InputError) as whole:
+        read_json(path)
+    assert str(streamed.value) == str(whole.value) and streamed.value.location.line == line
+
+
+def test_a_llava_file_read_item_by_item_gives_the_records_of_reading_it_whole(tmp_path,
+                                                                             monkeypatch):
+    """``id: item`` reads the file as a stream; the records are those of reading every item
+    first (as ``id: image`` does), duplicate ids made unique the same way."""
+    from vlitc.ops.sources.text import ConversationSource
+
+    items = [{"id": f"{i % 50}", "image": f"{i:012d}.jpg", "type": "conv",
+              "conversations": [{"from": "human", "value": "<image>\nWhat is it?"},
+                                {"from": "gpt", "value": f"Thing {i}."}]} for i in range(120)]
+    items += [{"id": "t", "conversations": [{"from": "human", "value": "Hi"},
+                                            {"from": "gpt", "value": "Hello."}]}, "not an item"]
+    write_json(tmp_path / "d.json", items)
+    ctx = make_ctx(tmp_path)
+    streamed = load("llava", {"file": "d.json"}, ctx)
+    monkeypatch.setattr(ConversationSource, "stream_entries", lambda self, ctx, issues: None)
+    whole_ctx = make_ctx(tmp_path)
+    assert streamed == load("llava", {"file": "d.json"}, whole_ctx)
+    assert ctx.counters == whole_ctx.counters and ctx.counters["duplicate_id"] == 70
+    assert [r["id"] for r in streamed[49:52]] == ["49", "0#2", "1#2"] and len(streamed) == 121
+    assert streamed[0]["conversations"][0]["turns"][0] == {"role": "user", "content": "What is it?"}

@@ -71,6 +71,7 @@ class ImageChecker:
         read_size: bool = True,
         workers: int | None = None,
         contain: bool = True,
+        deferred: bool = False,
     ):
         from vlitc.paths import Containment
 
@@ -81,6 +82,11 @@ class ImageChecker:
         self.workers = workers or min(8, (os.cpu_count() or 2) * 2)
         self.hits = 0
         self.computed = 0
+        #: ``deferred``: the table is read at the first check and written by :meth:`flush`
+        #: (a loader checking its images batch by batch reads and writes it once)
+        self.deferred = deferred
+        self._table: dict | None = None
+        self._dirty = False
 
     # -- store ------------------------------------------------------------------------------
     def _store_key(self) -> str:
@@ -88,14 +94,25 @@ class ImageChecker:
         return f"images-v{STORE_VERSION}:{hashlib.sha256(root.encode()).hexdigest()}"
 
     def _load_table(self) -> dict:
-        if self.store is None:
-            return {}
-        table = self.store.get(self._store_key())
-        return table if isinstance(table, dict) else {}
+        if self._table is not None:
+            return self._table
+        table = self.store.get(self._store_key()) if self.store is not None else None
+        table = table if isinstance(table, dict) else {}
+        if self.deferred:
+            self._table = table
+        return table
 
     def _save_table(self, table: dict) -> None:
-        if self.store is not None:
+        if self.deferred:
+            self._dirty = True
+        elif self.store is not None:
             self.store.set(self._store_key(), table)
+
+    def flush(self) -> None:
+        """Write the table of a ``deferred`` checker, when a check added to it."""
+        if self._dirty and self.store is not None and self._table is not None:
+            self.store.set(self._store_key(), self._table)
+        self._dirty = False
 
     # -- checks -----------------------------------------------------------------------------
     def check(self, paths: Iterable[str]) -> dict[str, ImageInfo]:

@@ -58,6 +58,7 @@ ANNOTATION_LAYERS = ("captions", "objects", "qas", "ocr", "regions", "relations"
 
 
 Image = dict[str, Any]
+_LAYER_NAMES = frozenset({*ANNOTATION_LAYERS, "meta"})
 
 
 def images_of(x: Record | Sample) -> list[Image]:
@@ -100,7 +101,7 @@ def image_record(
     rid: str, source: str, image: Image | list[Image] | None = None, **layers: Any
 ) -> Record:
     """Build an image record; unknown layer names raise (no silent typos)."""
-    unknown = set(layers) - set(ANNOTATION_LAYERS) - {"meta"}
+    unknown = layers.keys() - _LAYER_NAMES
     if unknown:
         raise TypeError(f"unknown annotation layers: {sorted(unknown)}")
     rec: Record = {"id": str(rid), "source": source, "image": image}
@@ -174,6 +175,28 @@ def structure_problems(s: Sample) -> list[str]:
         if not str(t.get("content", "")).strip():
             out.append(f"turn {i} is empty")
     return out
+
+
+def is_sound(s: Sample) -> bool:
+    """True exactly when :func:`vlitc.records.structure_problems` finds nothing, without building
+    its messages (anything unusual, e.g. a non-string turn, answers False and gets the full check)."""
+    turns = s.get("turns")
+    if not turns or len(turns) % 2:
+        return False
+    placeholders = 0
+    for i, t in enumerate(turns):
+        if type(t) is not dict:
+            return False
+        text = t.get("content")
+        if type(text) is not str or t.get("role") != ROLES[i % 2] or not text or text.isspace():
+            return False
+        placeholders += text.count(IMAGE_TOKEN)
+    image = s.get("image")
+    if type(image) is dict:
+        return placeholders == 1 and turns[0]["content"].startswith(IMAGE_TOKEN)
+    if image is not None:  # several images: the full check places their placeholders
+        return False
+    return placeholders == 0
 
 
 def assistant_text(s: Sample) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from vlitc.errors import InputError, Location, UserError
 from vlitc.ops.base import OpContext
-from vlitc.records import IMAGE_TOKEN, ROLES, Sample, images_of, structure_problems
+from vlitc.records import IMAGE_TOKEN, Sample, images_of, is_sound, structure_problems
 
 #: how many offending ids an error message lists before "and N more"
 SHOW = 20
@@ -129,28 +129,6 @@ class ImageFiles:
         why = None if found else image_problem(image, self.ctx)
         self.seen[key] = why
         return why
-
-
-def is_sound(s: Sample) -> bool:
-    """True exactly when :func:`vlitc.records.structure_problems` finds nothing, without building
-    its messages (anything unusual, e.g. a non-string turn, answers False and gets the full check)."""
-    turns = s.get("turns")
-    if not turns or len(turns) % 2:
-        return False
-    placeholders = 0
-    for i, t in enumerate(turns):
-        if type(t) is not dict:
-            return False
-        text = t.get("content")
-        if type(text) is not str or t.get("role") != ROLES[i % 2] or not text or text.isspace():
-            return False
-        placeholders += text.count(IMAGE_TOKEN)
-    image = s.get("image")
-    if type(image) is dict:
-        return placeholders == 1 and turns[0]["content"].startswith(IMAGE_TOKEN)
-    if image is not None:  # several images: the full check places their placeholders
-        return False
-    return placeholders == 0
 
 
 def sample_problems(

@@ -15,13 +15,14 @@ any layer is built, so a small sample of a large dataset checks and converts onl
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import math
 import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 from vlitc import boxes
 from vlitc.errors import InputError, Location
@@ -32,6 +33,8 @@ from vlitc.records import Record, image_record, image_value
 EXAMPLES = 5
 #: how many skipped image paths are listed in the report
 SKIPPED_LIST = 1000
+#: entries read, checked and turned into records at a time by a loader that streams its file
+STREAM_BATCH = 20_000
 
 BOX_FORMATS = ("xyxy", "xywh", "normalized", "thousand", "square_padded")
 
@@ -208,6 +211,170 @@ def read_items(path: Path, keys: tuple[str, ...] = ("data",)) -> list[tuple[int,
     return [(0, x) for x in data]
 
 
+def iter_items(path: Path, keys: tuple[str, ...] = ("data",)) -> Iterator[tuple[int, Any]]:
+    """The items of :func:`read_items`, one at a time, never the whole file at once: a JSON
+    array is read element by element (:func:`iter_json_array`), JSON Lines line by line and
+    Parquet by row batches. A JSON document that is not an array (an object holding the list)
+    is read whole, as :func:`read_items` reads it."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        yield from _iter_parquet(path)
+    elif suffix in (".jsonl", ".ndjson"):
+        yield from iter_jsonl(path)
+    elif _first_byte(path) == b"[":
+        yield from ((0, x) for x in iter_json_array(path))
+    else:
+        yield from read_items(path, keys)
+
+
+def _first_byte(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 16):
+                if stripped := block.lstrip():
+                    return stripped[:1]
+    except OSError:
+        pass
+    return b""
+
+
+def _iter_parquet(path: Path, batch: int = 10_000) -> Iterator[tuple[int, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = 0
+        for b in pq.ParquetFile(path).iter_batches(batch_size=batch):
+            for row in b.to_pylist():
+                rows += 1
+                yield rows, row
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(f"cannot read as Parquet: {e}", Location(str(path)),
+                         hint="the file must be a Parquet file (e.g. a datasets shard)") from None
+
+
+_NOT_WS = re.compile(rb"[^ \t\r\n]")
+#: bytes an array element can start with (whitespace, ``]`` and the end are checked in full)
+_PLAIN_START = frozenset(bytes([c]) for c in b'{["-0123456789tfn')
+
+
+class _ArrayReader:
+    """The elements of a JSON array file, read in blocks: an element written on one line of its
+    own (vlitc's exports, most JSON Lines-like arrays) is one ``orjson.loads`` of that line; any
+    other layout (pretty-printed, several per line, one giant line) is found with the standard
+    library's ``raw_decode`` on a window that grows until the element fits, then parsed by orjson
+    (so both paths accept exactly what orjson accepts)."""
+
+    BLOCK = 1 << 22
+    LINE = 1 << 24  # longest line tried as one element
+
+    def __init__(self, f: Any):
+        self.f, self.buf, self.pos, self.eof = f, b"", 0, False
+
+    def more(self) -> bool:
+        if self.eof:
+            return False
+        block = self.f.read(self.BLOCK)
+        if not block:
+            self.eof = True
+            return False
+        self.buf = self.buf[self.pos:] + block
+        self.pos = 0
+        return True
+
+    def next_byte(self) -> bytes:
+        """The next byte that is not whitespace (``b""`` at the end), not consumed."""
+        while True:
+            m = _NOT_WS.search(self.buf, self.pos)
+            if m:
+                self.pos = m.start()
+                return self.buf[self.pos:self.pos + 1]
+            self.pos = len(self.buf)
+            if not self.more():
+                return b""
+
+    def element(self) -> tuple[Any, bool]:
+        """The element at ``pos`` and whether the comma after it was consumed; ``None`` for an
+        element that is not valid JSON."""
+        import orjson
+
+        nl = self.buf.find(b"\n", self.pos)
+        while nl < 0 and len(self.buf) - self.pos < self.LINE and self.more():
+            nl = self.buf.find(b"\n", self.pos)
+        if nl >= 0:
+            line = self.buf[self.pos:nl].rstrip()
+            comma = line.endswith(b",")
+            try:
+                value = orjson.loads(line[:-1] if comma else line)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                self.pos = nl + 1
+                return value, comma
+        return self._found(), False
+
+    def _found(self) -> Any:
+        import codecs
+
+        import orjson
+
+        decoder = json.JSONDecoder()
+        size = 1 << 16
+        while True:
+            while len(self.buf) - self.pos < size and self.more():
+                pass
+            window = self.buf[self.pos:self.pos + size]
+            whole = self.eof and self.pos + size >= len(self.buf)
+            text, _ = codecs.utf_8_decode(window, "strict", whole)
+            try:
+                _, end = decoder.raw_decode(text)
+            except json.JSONDecodeError:
+                end = None
+            if end is None or (end == len(text) and not whole):  # maybe cut short: look further
+                if whole:
+                    raise ValueError("not a JSON value")
+                size *= 2
+                continue
+            n = len(text[:end].encode("utf-8"))
+            value = orjson.loads(window[:n])
+            self.pos += n
+            return value
+
+
+def iter_json_array(path: Path) -> Iterator[Any]:
+    """The elements of the JSON array in ``path``, one by one (memory: one element, plus a block
+    of the file). Anything malformed is reported as :func:`read_json` reports it (file, line and
+    column), after the elements before it were given out."""
+    try:
+        with open(path, "rb") as f:
+            r = _ArrayReader(f)
+            if r.next_byte() != b"[":
+                raise ValueError("not a JSON array")
+            r.pos += 1
+            if r.next_byte() == b"]":
+                r.pos += 1
+            else:
+                while True:
+                    value, comma = r.element()
+                    yield value
+                    if not comma:
+                        nxt = r.next_byte()
+                        r.pos += 1
+                        if nxt == b"]":
+                            break
+                        if nxt != b",":
+                            raise ValueError("expected ',' or ']'")
+                    if r.buf[r.pos:r.pos + 1] in _PLAIN_START:  # the next element starts here
+                        continue
+                    if r.next_byte() in (b"]", b""):
+                        raise ValueError("expected a value")
+            if r.next_byte() != b"":
+                raise ValueError("data after the array")
+    except (ValueError, UnicodeDecodeError, OSError):
+        read_json(path)  # raises the located error the whole file gives
+        raise InputError("malformed JSON", Location(str(path))) from None
+
+
 def _first_line_is_object(path: Path) -> bool:
     import orjson
 
@@ -370,16 +537,49 @@ class AnnotationSource(Source):
         self._reading: Path | None = path  # a malformed item found while parsing is located in this file
         return path
 
+    def stream_entries(self, ctx: OpContext, issues: Issues) -> Iterator[Entry] | None:
+        """The entries one at a time, in file order, as the file is read (``None``: this loader,
+        with these params, needs every entry at once, e.g. to group items by image). Only
+        ``split`` and ``limit`` apply to a stream; ``sample`` needs every entry."""
+        return None
+
+    def _stream(self, ctx: OpContext, issues: Issues) -> Iterator[Entry] | None:
+        if self.params.get("sample"):
+            return None
+        entries = self.stream_entries(ctx, issues)
+        if entries is None:
+            return None
+        split = self.params.get("split")
+        if split:
+            wanted = {split} if isinstance(split, str) else set(split)
+            entries = (e for e in entries if e.split in wanted)
+        n = self.params.get("limit")
+        return entries if n is None else itertools.islice(entries, n)
+
     def load(self, ctx: OpContext) -> Iterator[Record]:
         issues = Issues(ctx)
         frozen = False
         try:
+            self._reading = None
+            stream = self._stream(ctx, issues)
+            if stream is not None:  # read as the records are built: one batch in memory
+                checker = self._checker(ctx)
+                try:
+                    done = 0
+                    while batch := list(itertools.islice(stream, STREAM_BATCH)):
+                        yield from self._records(batch, ctx, issues, checker, done)
+                        done += len(batch)
+                except _SHAPE_ERRORS as e:
+                    raise self._shape_error(ctx, e, self._reading) from None
+                finally:
+                    if checker is not None:
+                        checker.flush()
+                return
             # Parsing makes millions of acyclic containers: the cycle collector would traverse
             # them again and again for nothing. Parse with it off, then freeze what was parsed
             # so that collections while records are built skip it.
             enabled = gc.isenabled()
             gc.disable()
-            self._reading = None
             try:
                 entries = select(self.entries(ctx, issues), self.params, ctx.seed, self.label)
             except _SHAPE_ERRORS as e:
@@ -390,7 +590,10 @@ class AnnotationSource(Source):
             gc.freeze()
             frozen = True
             try:
-                yield from self._records(entries, ctx, issues)
+                checker = self._checker(ctx)
+                yield from self._records(entries, ctx, issues, checker)
+                if checker is not None:
+                    checker.flush()
             except _SHAPE_ERRORS as e:
                 raise self._shape_error(ctx, e) from None
         finally:
@@ -402,6 +605,9 @@ class AnnotationSource(Source):
         """Entries after ``split``, ``sample`` and ``limit``, from the annotation files alone
         (images missing on disk are not subtracted: an upper bound)."""
         probe = OpContext(seed=ctx.seed, recipe_dir=ctx.recipe_dir, recipe=ctx.recipe)
+        stream = self._stream(probe, Issues(probe))
+        if stream is not None:
+            return sum(1 for _ in stream)
         return len(select(self.entries(probe, Issues(probe)), self.params, ctx.seed, self.label))
 
     def image_root(self, ctx: OpContext) -> Path | None:
@@ -436,25 +642,35 @@ class AnnotationSource(Source):
                           hint="image paths are read under the source's 'images' folder; set "
                                "images_outside: true on the source if the recipe means it")
 
-    def _check(self, root: Path, entries: list[Entry], ctx: OpContext) -> dict:
+    def _checker(self, ctx: OpContext) -> Any:
+        """The image checker of one load (``None`` without an image folder): its table of known
+        images is read once and written once, however many batches it checks."""
         from vlitc.images import ImageChecker
 
+        root = self.image_root(ctx)
+        if root is None:
+            return None
         decode = self.params["check_images"]
         hashing = self.params["hash_images"]
-        sized = all(e.width and e.height for e in entries)
-        checker = ImageChecker(root, image_store(ctx), decode=decode, hash=hashing,
-                               read_size=decode or hashing or not sized,
-                               contain=not self.params["images_outside"])
-        infos = checker.check(p for e in entries for p in paths_of(e.path))
-        ctx.count("images_hashed", checker.computed)
-        ctx.count("images_remembered", checker.hits)
-        return infos
+        return ImageChecker(root, image_store(ctx), decode=decode, hash=hashing,
+                            read_size=decode or hashing,
+                            contain=not self.params["images_outside"], deferred=True)
 
-    def _records(self, entries: list[Entry], ctx: OpContext, issues: Issues) -> Iterator[Record]:
-        root = self.image_root(ctx)
-        infos = self._check(root, entries, ctx) if root is not None else {}
-        total = len(entries)
-        for i, e in enumerate(entries):
+    def _check(self, checker: Any, entries: list[Entry], ctx: OpContext) -> dict:
+        if not all(e.width and e.height for e in entries):  # sizes the files do not give
+            checker.read_size = True
+        hits, computed = checker.hits, checker.computed
+        infos = checker.check(p for e in entries for p in paths_of(e.path))
+        ctx.count("images_hashed", checker.computed - computed)
+        ctx.count("images_remembered", checker.hits - hits)
+        return cast(dict, infos)
+
+    def _records(self, entries: list[Entry], ctx: OpContext, issues: Issues, checker: Any,
+                 done: int = 0) -> Iterator[Record]:
+        root = checker.root if checker is not None else None
+        infos = self._check(checker, entries, ctx) if checker is not None else {}
+        total = len(entries) if not done else None
+        for i, e in enumerate(entries, done):
             image, w, h = None, e.width, e.height
             if isinstance(e.path, tuple):
                 images = self._several(ctx, e, root, infos, issues) if root is not None else []

@@ -57,7 +57,7 @@ class LlavaSource(ConversationSource):
         if assumed and not (width and height):
             width, height = assumed
             out.setdefault("meta", {})["image_size"] = list(assumed)
-        for where, item, _ in data:
+        for where, item, *_ in data:
             if "captions" in item:
                 out.setdefault("captions", []).extend(c.strip() for c in item["captions"] or [])
             if "instances" in item:

@@ -3,7 +3,8 @@ conversation reading that the LLaVA loader shares."""
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vlitc.ops.base import OpContext
@@ -16,6 +17,7 @@ from vlitc.ops.sources._common import (
     Entry,
     Issues,
     coco_id,
+    iter_items,
     read_items,
     schema,
 )
@@ -30,9 +32,14 @@ ID_PARAM = {"enum": ["item", "image"], "default": "item",
                            "has one) to join with annotation sources"}
 
 
+LEADING = IMAGE_TOKEN + "\n"
+
+
 def strip_placeholder(text: str) -> tuple[str, int]:
     """Text without ``<image>`` placeholders (and the newline beside each), and how many."""
     n = text.count(IMAGE_TOKEN)
+    if n == 1 and text.startswith(LEADING):  # the usual place
+        return text[len(LEADING):].strip(), 1
     if n:
         text = text.replace(IMAGE_TOKEN + "\n", "").replace("\n" + IMAGE_TOKEN, "")
         text = text.replace(IMAGE_TOKEN, "")
@@ -55,22 +62,29 @@ def read_turns(raw: Any, issues: Issues, where: Any,
     turns: list[dict] = []
     system, placeholders = None, 0
     for t in raw:
-        role = str(t.get("from", t.get("role", ""))).lower() if isinstance(t, dict) else ""
-        value = t.get("value", t.get("content")) if isinstance(t, dict) else None
-        if not isinstance(value, str):
+        if type(t) is dict:
+            role = t["from"] if "from" in t else t.get("role", "")
+            value = t["value"] if "value" in t else t.get("content")
+        else:
+            role, value = "", None
+        if type(value) is not str:
             issues.add("bad_conversation", {"item": where, "why": "turn without text"})
             return [], None, 0
-        if keep_placeholders:
+        if IMAGE_TOKEN not in value:
+            text, n = value.strip(), 0
+        elif keep_placeholders:
             text, n = value.strip(), value.count(IMAGE_TOKEN)
         else:
             text, n = strip_placeholder(value)
         placeholders += n
-        if role in SYSTEM_ROLES and not turns:
+        got = _ROLE.get(role) if type(role) is str else None
+        if got is None:
+            role = str(role).lower()
+            got = _ROLE.get(role, role)
+        if got == "system" and not turns:
             system = text
             continue
-        want = "user" if len(turns) % 2 == 0 else "assistant"
-        got = "user" if role in USER_ROLES else "assistant" if role in ASSISTANT_ROLES else role
-        if got != want:
+        if got != ("assistant" if len(turns) % 2 else "user"):
             issues.add("bad_conversation", {"item": where, "why": f"turn {len(turns)} is {role!r}"})
             return [], None, 0
         turns.append({"role": got, "content": text})
@@ -78,6 +92,11 @@ def read_turns(raw: Any, issues: Issues, where: Any,
         issues.add("trailing_user_turn", where)
         turns.pop()
     return turns, system, placeholders
+
+
+#: a turn's role, as written (lower case), to the role of record turns
+_ROLE = {**{r: "user" for r in USER_ROLES}, **{r: "assistant" for r in ASSISTANT_ROLES},
+         **{r: "system" for r in SYSTEM_ROLES}}
 
 
 def dialogue(did: str, turns: list[dict], where: str, system: str | None = None,
@@ -149,6 +168,33 @@ class ConversationSource(AnnotationSource):
             return coco_id(name) or PurePosixPath(name).stem
         return did
 
+    def stream_entries(self, ctx: OpContext, issues: Issues) -> Iterator[Entry] | None:
+        """With ``id: item`` every item is a record of its own: the file is read item by item
+        (ids made unique as they come, as :func:`unique_ids` makes them); ``id: image`` groups
+        items of one image from anywhere in the file, so it reads them all first."""
+        if self.params["id"] != "item":
+            return None
+        path = self.path(ctx, "file")
+        return self._items(path, issues)
+
+    def _items(self, path: Path, issues: Issues) -> Iterator[Entry]:
+        seen: dict[str, int] = {}
+        name = path.name
+        for i, (line, item) in enumerate(iter_items(path, ("data", "train"))):
+            if type(item) is not dict:
+                issues.add("bad_item", f"{name}:{line or i}")
+                continue
+            where = f"{name}:{line}" if line else f"{name}[{i}]"
+            did = item.get("id", i)
+            did = did if type(did) is str else str(did)
+            n = seen.get(did, 0) + 1
+            seen[did] = n
+            if n > 1:
+                issues.add("duplicate_id", did)
+                did = f"{did}#{n}"
+            image = item_images(item)
+            yield Entry(did, image, None, None, [(where, item, did, image)])
+
     def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
         path = self.path(ctx, "file")
         items = []
@@ -162,17 +208,16 @@ class ConversationSource(AnnotationSource):
         pairs = []
         for (where, item, _), did in zip(items, dids, strict=True):
             image = item_images(item)
-            pairs.append(((self.record_id(did, image), image), (where, item, did)))
+            pairs.append(((self.record_id(did, image), image), (where, item, did, image)))
         return [Entry(rid, image, None, None, group_items)
                 for (rid, image), group_items in group(pairs).items()]
 
     def layers(self, data: Any, width: Any, height: Any, issues: Issues) -> dict:
         out: dict[str, Any] = {}
-        for where, item, did in data:
+        for where, item, did, image in data:
             raw = item.get("conversations", item.get("messages"))
             if raw is None:
                 continue
-            image = item_images(item)
             turns, system, n = read_turns(raw, issues, where,
                                           keep_placeholders=isinstance(image, tuple))
             want = len(image) if isinstance(image, tuple) else 1 if image else 0

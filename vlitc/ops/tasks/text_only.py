@@ -28,6 +28,7 @@ from vlitc.records import (
     Sample,
     grounding,
     images_of,
+    is_sound,
     sample,
     structure_problems,
 )
@@ -83,6 +84,9 @@ class Conversations(Task):
         "required": ["source"],
         "additionalProperties": False,
     }
+    def shardable(self) -> bool:
+        return True  # each record's samples come from that record alone
+
     def image_rule(self) -> str:
         """Which records pass: ``any``, ``required`` (with images) or ``none`` (text only)."""
         return str(self.params["images"])
@@ -119,9 +123,12 @@ class Conversations(Task):
         ctx.count("records", n_in)
 
     def make(self, rec: Record, d: dict, ann: dict, ctx: OpContext) -> Sample | None:
-        turns = [{"role": _ROLES.get(t.get("role", ""), t.get("role", "")),
-                  "content": str(t.get("content", "")).strip()}
-                 for t in d.get("turns") or [] if t.get("role") != "system"]
+        turns = []
+        for t in d.get("turns") or []:
+            role, text = t.get("role", ""), t.get("content", "")
+            if role != "system":
+                turns.append({"role": _ROLES.get(role, role),
+                              "content": (text if type(text) is str else str(text)).strip()})
         if not rec.get("image") and any(IMAGE_TOKEN in t["content"] for t in turns):
             ctx.count("skipped_image_placeholder")
             return None
@@ -143,7 +150,7 @@ class Conversations(Task):
             task = str(fields.get("task") or task)
             source = str(fields.get("source") or source)
         s = sample(sid, task, turns, source=source, image=rec.get("image"), meta=meta)
-        if structure_problems(s):
+        if not is_sound(s) and structure_problems(s):
             ctx.count("skipped_bad_structure")
             return None
         if len(images_of(s)) > 1:
