@@ -22,6 +22,13 @@ def one_choice():
     return FakeServer(max_choices=1, keep_bodies=True).start_in_thread()
 
 
+@pytest.fixture(scope="module")
+def imitating():
+    """The same, writing answers as long as the in-context examples each request shows (as a
+    model imitating its examples does), so that completion tokens can be compared too."""
+    return FakeServer(max_choices=1, answer_chars="examples").start_in_thread()
+
+
 def _plan(recipe, cache):
     rec, plan, rows = api.plan_status(recipe, cache)
     return rows, api.estimates(rec, plan, rows)
@@ -42,20 +49,22 @@ def test_plan_counts_source_records_before_anything_is_built(tmp_path, monkeypat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["llava-instruct", "review-paper"])
-def test_plan_matches_the_accounted_calls_and_prompt_tokens(tmp_path, monkeypatch, one_choice, name):
+def test_plan_matches_the_accounted_calls_and_tokens(tmp_path, monkeypatch, imitating, name):
     """review-paper asks n=5 of a server that returns one choice: the plan counts five calls per
-    item, as the build makes; prompt tokens agree within 5%. (The loopback answers are one line
-    long, so completion tokens are compared only against the plan's cap.)"""
+    item, as the build makes; prompt tokens agree within 5%, and so do completion tokens when
+    the model writes as long as the examples it is shown (the plan's assumption: the mean
+    example answer of the pack, capped by max_tokens)."""
     monkeypatch.setenv("VLITC_TEST_KEY", "sk-test")
-    recipe = demo_recipe(name, tmp_path, one_choice.base_url, sample=3, prices=PRICES)
+    recipe = demo_recipe(name, tmp_path, imitating.base_url, sample=3, prices=PRICES)
     _rows, est = _plan(recipe, tmp_path / "cache")
     planned = est["totals"]["build"]
-    before = len(one_choice.log)
+    before = len(imitating.log)
     built = api.build(recipe, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
     spent = built.manifest["llm"]["total"]
-    assert planned["calls"] == spent["calls"] == len(one_choice.log) - before
+    assert planned["calls"] == spent["calls"] == len(imitating.log) - before
     assert planned["prompt_tokens"] == pytest.approx(spent["prompt_tokens"], rel=0.05)
-    assert spent["completion_tokens"] <= planned["completion_tokens"]
+    assert planned["completion_tokens"] == pytest.approx(spent["completion_tokens"], rel=0.05)
+    assert planned["usd"] == pytest.approx(spent["usd"], rel=0.05)
     _rows, again = _plan(recipe, tmp_path / "cache")
     assert "totals" not in again  # everything is cached: nothing left to pay for
 
@@ -205,3 +214,22 @@ def test_plan_of_a_judge_asked_for_one_more_vote_counts_only_the_new_votes(
     assert len(one_choice.log) - sent == again.manifest["llm"]["total"]["calls"] == 3
     assert est["measure:judge"]["prompt_tokens"] == pytest.approx(
         again.manifest["llm"]["total"]["prompt_tokens"], rel=0.05)
+
+
+def test_the_loopback_server_writes_answers_as_long_as_it_is_told():
+    from vlitc.llm.parse import parse
+
+    shown = [{"role": "user", "content": "a scene"}, {"role": "assistant", "content": "x" * 300},
+             {"role": "user", "content": "b scene"}, {"role": "assistant", "content": "y" * 500},
+             {"role": "user", "content": "the scene"}]
+    srv = FakeServer(answer_chars="examples")
+    dialog = {"messages": [{"role": "system", "content": 'Answer as {"User": ..., "AI": ...}'},
+                           *shown]}
+    text = srv.reply(dialog, 0, None, srv._length(dialog))
+    assert len(text) == 400 and json.loads(text)["AI"].startswith("It shows the scene")
+    qa = {"messages": [{"role": "system", "content": "Write a conversation."}, *shown]}
+    text = srv.reply(qa, 0, None, srv._length(qa))
+    assert len(text) == 400 and parse(text, "llava_qa").turns
+    fixed = FakeServer(answer_chars=260)
+    assert len(fixed.reply(qa, 0, None, fixed._length(qa))) == 260  # never cut: max_tokens cuts
+    assert FakeServer()._length(qa) is None  # one line, as before

@@ -12,7 +12,9 @@ prompt asking for "plain prose" gets the answer sentence alone; one asking for "
 text" (a rewrite) gets the text back with its parenthesised asides removed. A judge (a
 system prompt with "VERDICT:") shown images answers ``VERDICT: correct`` exactly when the
 conversation names the dominant colour it sees. Answers stop at the request's ``max_tokens``
-(four characters a token), with finish reason ``length`` (Anthropic's ``max_tokens``). It can
+(four characters a token), with finish reason ``length`` (Anthropic's ``max_tokens``); with
+``answer_chars`` a generated answer is that long, or with ``"examples"`` as long as the
+in-context example answers the request shows (a model imitating them). It can
 add a fixed latency, inject faults (HTTP 429
 with ``Retry-After``, HTTP 500, a hang past the client's timeout, a malformed 200 body) for a
 share of requests chosen by a seeded hash of (body, attempt), and hold every request after the
@@ -49,6 +51,8 @@ _REASONS = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Interna
 PALETTE = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
            "yellow": (235, 200, 30)}
 MARK = (255, 0, 255)
+#: what pads an answer to the length a server is told to write
+FILLER = "The rest of the scene matches what the description says. "
 
 
 def decode_images(body: dict) -> list[dict]:
@@ -180,6 +184,9 @@ class FakeServer:
     #: answer at most this many choices per call, as llama.cpp does (it ignores ``n``); a text
     #: then depends on the request's ``seed`` as a sampling server's would
     max_choices: int | None = None
+    #: generated answers this many characters long, or ``"examples"``: as long as the mean of
+    #: the in-context example answers the request shows (default: one line)
+    answer_chars: int | str | None = None
     #: prompt caching (see the module doc): the smallest cacheable prefix, OpenAI's increment
     cache_min_tokens: int = 1024
     cache_step: int = 128
@@ -191,7 +198,10 @@ class FakeServer:
 
     # answers ---------------------------------------------------------------------------------
     @staticmethod
-    def reply(body: dict, index: int, images: list[dict] | None = None) -> str:
+    def reply(body: dict, index: int, images: list[dict] | None = None,
+              length: int | None = None) -> str:
+        """The answer to ``body``: with ``length``, a generated one is padded to that many
+        characters (its answer sentence goes on), as a model writing that much."""
         msgs = body.get("messages") or []
         last = next((m.get("content", "") for m in reversed(msgs) if m.get("role") == "user"), "")
         if isinstance(last, list):
@@ -212,24 +222,41 @@ class FakeServer:
             answer = f"{_vision_answer(images)} (ref {tag}, sample {index})"
         else:
             answer = f"It shows {first} (ref {tag}, sample {index})."
-        if "plain prose" in system:  # a caption or description
-            return answer
-        if '"User"' in system:  # the review paper's JSON dialog
-            return json.dumps({"User": "What does the image show?", "AI": answer})
-        if "plain prose" in system:  # a detailed description, not a conversation
-            return answer
-        return (
-            f"Question:\nWhat does the image show?\n===\nAnswer:\n{answer}\n===\n"
-            "Question:\nIs it clear?\n===\nAnswer:\nYes, it is clear."
-        )
+
+        def shaped(answer: str) -> str:
+            if "plain prose" in system:  # a caption or a detailed description
+                return answer
+            if '"User"' in system:  # the review paper's JSON dialog
+                return json.dumps({"User": "What does the image show?", "AI": answer})
+            return (
+                f"Question:\nWhat does the image show?\n===\nAnswer:\n{answer}\n===\n"
+                "Question:\nIs it clear?\n===\nAnswer:\nYes, it is clear."
+            )
+
+        text = shaped(answer)
+        if length and len(text) < length:  # ASCII filler: JSON keeps its length
+            more = length - len(text) - 1
+            text = shaped(answer + " " + (FILLER * (more // len(FILLER) + 1))[:more])
+        return text
+
+    def _length(self, body: dict) -> int | None:
+        """How long a generated answer is: ``answer_chars``, or with ``"examples"`` the mean
+        length of the assistant turns the request shows (a model imitating its in-context
+        examples; none shown: the plain answer)."""
+        if self.answer_chars != "examples":
+            return int(self.answer_chars) if self.answer_chars else None
+        shown = [_text_len(m.get("content")) for m in body.get("messages") or []
+                 if m.get("role") == "assistant"]
+        return int(sum(shown) / len(shown)) if shown else None
 
     def _openai(self, body: dict, images: list[dict]) -> dict:
         n = int(body.get("n") or 1)
         if self.max_choices is None:
-            answers = [_cap(self.reply(body, i, images), body) for i in range(n)]
+            answers = [_cap(self.reply(body, i, images, self._length(body)), body)
+                       for i in range(n)]
         else:
             shift = int(body.get("seed") or 0)
-            answers = [_cap(self.reply(body, shift + i, images), body)
+            answers = [_cap(self.reply(body, shift + i, images, self._length(body)), body)
                        for i in range(min(n, self.max_choices))]
         texts = [t for t, _ in answers]
         prompt = sum(_text_len(m.get("content")) for m in body.get("messages", [])) // 4 + 1
@@ -257,7 +284,7 @@ class FakeServer:
         }
 
     def _anthropic(self, body: dict, images: list[dict]) -> dict:
-        text, reason = _cap(self.reply(body, 0, images), body, "max_tokens")
+        text, reason = _cap(self.reply(body, 0, images, self._length(body)), body, "max_tokens")
         prompt = sum(_text_len(m.get("content")) for m in body.get("messages", [])) // 4 + 1
         prompt += _text_len(body.get("system")) // 4 + _image_tokens(images, True, "")
         read, write = self._anthropic_cached(body)
@@ -480,11 +507,16 @@ def main(argv: list[str] | None = None) -> None:
                     help="answer at most this many choices per call (llama.cpp ignores n)")
     ap.add_argument("--cache-min-tokens", type=int, default=1024,
                     help="smallest prompt prefix the emulated prompt cache keeps")
+    ap.add_argument("--answer-chars", default=None,
+                    help="characters a generated answer has, or 'examples': as long as the "
+                         "in-context examples the request shows (default: one line)")
     args = ap.parse_args(argv)
     srv = FakeServer(
         latency=args.latency, fault_rate=args.fault_rate, log_path=args.log, port=args.port,
         slow_rate=args.slow_rate, slow_latency=args.slow_latency, max_choices=args.max_choices,
         cache_min_tokens=args.cache_min_tokens,
+        answer_chars=(args.answer_chars if args.answer_chars in (None, "examples")
+                      else int(args.answer_chars)),
     )
 
     async def run() -> None:
