@@ -8,11 +8,21 @@ sent when the generator sets it.
 OpenAI caches prompt prefixes by itself (prompts of 1024 tokens or more): the part of a prompt
 read from that cache comes back as ``usage.prompt_tokens_details.cached_tokens`` and is billed at
 the cached-input rate; requests put the stable part (system prompt, in-context examples) first,
-so that it is the shared prefix."""
+so that it is the shared prefix.
+
+The body is posted through the SDK's client (its key, base URL, timeout, connection pool and
+error types) as plain JSON, and the answer is read with orjson: ``chat.completions.create``
+would walk every message against the SDK's TypedDicts and build pydantic models of the answer,
+which cost more CPU per request than the rest of a generate step (see
+``benchmarks/bench_llm.py``)."""
 
 from __future__ import annotations
 
-from vlitc.llm.providers import Completion, Provider, api_key, sdk_call, sdk_kwargs
+from typing import Any
+
+import orjson
+
+from vlitc.llm.providers import Completion, Provider, api_key, sdk_call
 from vlitc.llm.retry import ProviderError
 
 _LOCAL_KEY = "not-needed"  # OpenAI-compatible local servers ignore the key but the SDK wants one
@@ -57,39 +67,40 @@ class OpenAIProvider(Provider):
             timeout=config.get("timeout", 120.0),
         )
 
-    def kwargs(self, params: dict, n: int) -> dict:
-        """What ``chat.completions.create`` is called with."""
-        fields = {k: params.get(k) for k in FIELDS}
+    def body(self, params: dict, n: int) -> dict:
+        """The JSON body of one Chat Completions call (fields left at ``None`` are not sent)."""
+        out: dict[str, Any] = {"model": params["model"],
+                               "messages": wire_messages(params["messages"])}
+        out.update((k, v) for k in FIELDS if (v := params.get(k)) is not None)
         if n > 1:
-            fields["n"] = n
-        create = self._client.chat.completions.create
-        return {"model": params["model"], "messages": wire_messages(params["messages"]),
-                **sdk_kwargs(create, fields)}
+            out["n"] = n
+        return out
 
     async def complete(self, params: dict, n: int, first: int = 0) -> Completion:
-        kwargs = self.kwargs(params, n)
-        body = await sdk_call(self._sdk, self._client.chat.completions.create(**kwargs))
-        return _completion(body)
+        raw = await sdk_call(self._sdk, self._client.post(
+            "/chat/completions", body=self.body(params, n), cast_to=bytes))
+        return _completion(raw)
 
     async def aclose(self) -> None:
         await self._client.close()
 
 
-def _completion(body) -> Completion:
+def _completion(raw: bytes) -> Completion:
     try:
-        choices = sorted(body.choices, key=lambda c: c.index)
-        texts = [c.message.content for c in choices]
+        body = orjson.loads(raw)
+        choices = sorted(body["choices"], key=lambda c: c.get("index", 0))
+        texts = [c["message"]["content"] for c in choices]
         if not texts or any(not isinstance(t, str) for t in texts):
             raise ValueError("no text in choices")
-        reasons = [c.finish_reason or "" for c in choices]
-        usage = body.usage
-        details = getattr(usage, "prompt_tokens_details", None)
+        reasons = [c.get("finish_reason") or "" for c in choices]
+        usage = body.get("usage") or {}
+        details = usage.get("prompt_tokens_details") or {}
         use = {
-            "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
-            "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            "completion_tokens": int(usage.get("completion_tokens") or 0),
             # the automatic prompt cache: the part of prompt_tokens billed at the cached rate
-            "cache_read_tokens": int(getattr(details, "cached_tokens", 0) or 0),
+            "cache_read_tokens": int(details.get("cached_tokens") or 0),
         }
-    except (AttributeError, TypeError, ValueError) as exc:
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
         raise ProviderError(f"malformed response body: {exc}", kind="malformed") from None
     return Completion(texts, reasons, use, raw=body)
