@@ -16,6 +16,9 @@ two commits per request, so a session takes them only while another session uses
 every session that sends registers in ``peers/`` (looked at every ``PEERS_EVERY`` seconds); one
 that finds a newcomer leases what it has in flight and waits ``JOIN_GRACE`` before sending more,
 by which time the newcomer has done the same (see :meth:`vlitc.llm.session.LLMSession._own`).
+The sessions of one build's fanned-out LLM steps (:mod:`vlitc.llm.fanout`) lease from their
+first request (``always_lease``) and say so when they register: a newcomer waits
+``JOIN_GRACE`` only when a peer that may have unleased requests in flight is there.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class ResponseCache:
         self._peers: Any = None
         self._peers_at = -1e9
         self._shared = False
+        self.always_lease = False  # lease every request, whether or not others use the cache
+        self.solo_peers = False  # another session that leases only once it sees others is there
         self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self.lease_ttl = LEASE_TTL
         self.warnings: list[str] = []
@@ -128,9 +133,9 @@ class ResponseCache:
 
             self._peers = open_cache(self.directory / "peers")
         db = self._peers
-        db.set(self.owner, {"owner": self.owner, "host": _HOST, "pid": os.getpid()},
-               expire=self.lease_ttl)
-        others = False
+        db.set(self.owner, {"owner": self.owner, "host": _HOST, "pid": os.getpid(),
+                            "leases": self.always_lease}, expire=self.lease_ttl)
+        others = solo = False
         for k in list(db.iterkeys()):
             if k == self.owner:
                 continue
@@ -139,8 +144,10 @@ class ResponseCache:
                 db.delete(k)
             elif peer is not None:
                 others = True
-                break
-        self._shared = others
+                solo = solo or not peer.get("leases")
+                if solo:
+                    break
+        self._shared, self.solo_peers = others, solo
         return others
 
     def claim(self, keys: list[str]) -> frozenset[str]:

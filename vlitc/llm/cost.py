@@ -138,6 +138,24 @@ class Tally:
         return d
 
 
+def budget_verdict(budget: dict, spent_usd: float, spent_tokens: int, reserved_usd: float,
+                   reserved_tokens: int, usd: float, tokens: int) -> str | None:
+    """Whether a call estimated at ``usd``/``tokens`` fits the budget beside what is spent and
+    reserved: ``None`` (it fits), ``"wait"`` (only the calls in flight are in the way: they may
+    settle lower than reserved) or the limit that is reached."""
+    max_usd, max_tokens = budget.get("max_usd"), budget.get("max_tokens")
+    # spend only grows: a call that does not fit beside what is spent never will
+    if max_usd is not None and spent_usd + usd > max_usd:
+        return f"max_usd {max_usd} (spent ${spent_usd:.4f})"
+    if max_tokens is not None and spent_tokens + tokens > max_tokens:
+        return f"max_tokens {max_tokens} (used {spent_tokens})"
+    if (max_usd is not None and spent_usd + reserved_usd + usd > max_usd) or (
+        max_tokens is not None and spent_tokens + reserved_tokens + tokens > max_tokens
+    ):
+        return "wait"
+    return None
+
+
 @dataclass
 class Accounting:
     """Usage per step and per generator, and the budget (``max_usd``, ``max_tokens``)."""
@@ -168,21 +186,34 @@ class Accounting:
         """Reserve a call's estimated spend: ``None`` when reserved, ``"wait"`` when only the
         calls in flight leave no room (they may settle lower than reserved), else the limit
         that is reached."""
-        max_usd, max_tokens = self.budget.get("max_usd"), self.budget.get("max_tokens")
         with self._lock:
             used = self.total.prompt_tokens + self.total.completion_tokens
-            # spend only grows: a call that does not fit beside what is spent never will
-            if max_usd is not None and self.total.usd + usd > max_usd:
-                return f"max_usd {max_usd} (spent ${self.total.usd:.4f})"
-            if max_tokens is not None and used + tokens > max_tokens:
-                return f"max_tokens {max_tokens} (used {used})"
-            if (max_usd is not None and self.total.usd + self.reserved_usd + usd > max_usd) or (
-                max_tokens is not None and used + self.reserved_tokens + tokens > max_tokens
-            ):
-                return "wait"
-            self.reserved_usd += usd
-            self.reserved_tokens += tokens
-            return None
+            verdict = budget_verdict(self.budget, self.total.usd, used, self.reserved_usd,
+                                     self.reserved_tokens, usd, tokens)
+            if verdict is None:
+                self.reserved_usd += usd
+                self.reserved_tokens += tokens
+            return verdict
+
+    def tallies(self) -> dict:
+        """The counters, unrounded, as plain data (what :meth:`merge` adds)."""
+        with self._lock:
+            return {"total": dict(self.total.__dict__),
+                    "steps": {k: dict(v.__dict__) for k, v in self.steps.items()},
+                    "generators": {k: dict(v.__dict__) for k, v in self.generators.items()},
+                    "unpriced": sorted(self.unpriced)}
+
+    def merge(self, other: dict) -> None:
+        """Add another process's counters (its :meth:`tallies`)."""
+        with self._lock:
+            pairs = [(self.total, other["total"])]
+            pairs += [(self.steps.setdefault(k, Tally()), v) for k, v in other["steps"].items()]
+            pairs += [(self.generators.setdefault(k, Tally()), v)
+                      for k, v in other["generators"].items()]
+            for mine, counts in pairs:
+                for k, v in counts.items():
+                    setattr(mine, k, getattr(mine, k) + v)
+            self.unpriced.update(other["unpriced"])
 
     def settle(self, usd: float, tokens: int) -> None:
         """Give back a reservation (the real usage is added with :meth:`add`)."""

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vlitc.errors import BudgetExceeded, ConfigurationError, GenerationError
 from vlitc.llm.cache import ResponseCache, load_store
@@ -51,6 +51,9 @@ from vlitc.llm.types import (
     sample_key,
 )
 from vlitc.llm.vision import ImageStore, Prep, has_images, image_tokens, text_of
+
+if TYPE_CHECKING:
+    from vlitc.llm.fanout import Share
 
 T = TypeVar("T")
 
@@ -122,6 +125,7 @@ class Client:
         if self.price is None:
             session.accounting.unpriced.add(self.model)
         self.limits = session._limits_for(self.provider_name, self.model, config)
+        self.limit_key = f"{self.provider_name}:{self.model}"  # its limits in a Governor
         self.vision = bool(config.get("vision"))
         self.prep = Prep.for_generator(self.provider_name, config.get("image"))
         self.identity = identity(self.provider_name, config)
@@ -349,12 +353,11 @@ class Client:
         while remaining:
             n = len(remaining)
             prompt_est = estimate_prompt_tokens(params["messages"]) + img_tokens
-            answer_est = n * (params.get("max_tokens") or self._longest_answer)
-            usd_est = cost(self.price, prompt_est, answer_est)
-            if not await self._reserve(usd_est, prompt_est + answer_est, n, state):
+            tokens_est = prompt_est + n * (params.get("max_tokens") or self._longest_answer)
+            usd_est = cost(self.price, prompt_est, tokens_est - prompt_est)
+            if not await self._admit(usd_est, tokens_est, n, state):
                 return
             try:
-                await self.limits.acquire(prompt_est + answer_est)
                 comp = await with_retries(
                     functools.partial(provider.complete, _seeded(params, remaining[0]), n,
                                       remaining[0]),
@@ -364,26 +367,38 @@ class Client:
                         state.step, self.name, retries=1
                     ),
                 )
-            finally:
-                self.session.accounting.settle(usd_est, prompt_est + answer_est)
+            except BaseException:
+                self._settle(usd_est, tokens_est, 0.0, 0, answered=False)
+                raise
             got = list(zip(remaining, comp.texts, comp.finish_reasons, strict=False))
             if sizes:
                 self.session.accounting.add(
                     state.step, self.name, images=len(sizes), image_tokens=img_tokens
                 )
-            self._store(plan, got, comp.usage, comp.raw, state)
-            self.limits.settle(prompt_est + answer_est, int(comp.usage.get("prompt_tokens", 0))
-                               + int(comp.usage.get("completion_tokens", 0)))
+            usd = self._store(plan, got, comp.usage, comp.raw, state)
+            used = int(comp.usage.get("prompt_tokens", 0)) + int(comp.usage.get("completion_tokens", 0))
+            self._settle(usd_est, tokens_est, usd, used, answered=True)
             remaining = remaining[len(got) :]
 
-    async def _reserve(self, usd: float, tokens: int, n: int, state: _RunState) -> bool:
-        """Reserve the estimated spend of one call; ``False`` when the budget leaves no room."""
+    async def _admit(self, usd: float, tokens: int, n: int, state: _RunState) -> bool:
+        """Reserve the estimated spend of one call and wait for its turn under the per-minute
+        limits (this session's, or the build's :class:`~vlitc.llm.limits.Governor` when the
+        step fans out); ``False`` when the budget leaves no room."""
         while True:
             if state.stop or state.budget is not None:
                 state.unsent += n
                 return False
-            verdict = self.session.accounting.reserve(usd, tokens)
+            share = self.session.share
+            if share is None:
+                verdict, delay = self.session.accounting.reserve(usd, tokens), 0.0
+            else:
+                verdict, delay = await share.admit(self.limit_key, self.config.get("rpm"),
+                                                   self.config.get("tpm"), usd, tokens)
             if verdict is None:
+                if share is None:
+                    await self.limits.acquire(tokens)
+                elif delay > 0:
+                    await asyncio.sleep(delay)
                 return True
             if verdict != "wait":
                 state.budget = verdict
@@ -391,7 +406,20 @@ class Client:
                 return False
             await asyncio.sleep(0.02)  # only the spend in flight is in the way: wait for it
 
-    def _store(self, plan: _Plan, got: list, usage: dict, raw: Any, state: _RunState) -> None:
+    def _settle(self, usd_est: float, tokens_est: int, usd: float, tokens: int,
+                answered: bool) -> None:
+        """Give back a call's reservation (its real spend is in the accounting already) and
+        correct the token limit with its real usage."""
+        share = self.session.share
+        if share is not None:
+            share.settle(self.limit_key, usd_est, tokens_est, usd, tokens, answered)
+            return
+        self.session.accounting.settle(usd_est, tokens_est)
+        if answered:
+            self.limits.settle(tokens_est, tokens)
+
+    def _store(self, plan: _Plan, got: list, usage: dict, raw: Any, state: _RunState) -> float:
+        """Commit the answers of one call; returns what it cost."""
         p_tok, c_tok = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
         cached = {k: int(usage.get(k, 0)) for k in CACHE_USAGE if usage.get(k)}
         for j, (i, text, reason) in enumerate(got):
@@ -410,16 +438,17 @@ class Client:
         if got:
             self._longest_answer = max(self._longest_answer, c_tok // len(got) + 1)
         read, write = cached.get("cache_read_tokens", 0), cached.get("cache_write_tokens", 0)
+        usd = cost(self.price, p_tok, c_tok, read, write)
         self.session.accounting.add(
             state.step, self.name, calls=1, prompt_tokens=p_tok, completion_tokens=c_tok,
-            cache_read_tokens=read, cache_write_tokens=write,
-            usd=cost(self.price, p_tok, c_tok, read, write),
+            cache_read_tokens=read, cache_write_tokens=write, usd=usd,
             usd_saved=saved(self.price, read, write),
         )
         if not plan.fresh:
             plan.fresh, plan.raw = True, raw
         state.done += len(got)
         self._progress(state)
+        return usd
 
     def _progress(self, state: _RunState, force: bool = False) -> None:
         now = time.monotonic()
@@ -498,6 +527,7 @@ class LLMSession:
         self._shared = False  # another session uses the cache: lease what is sent
         self._answered: set[str] = set()  # keys this session stored (reread, never resent)
         self._joining: asyncio.Task | None = None
+        self._share: Share | None = None
 
     def client(self, name: str) -> Client:
         """The client of generator ``name`` (one per generator, created on first use)."""
@@ -508,6 +538,17 @@ class LLMSession:
                     raise ConfigurationError(f"unknown generator {name!r} (recipe has: {known})")
                 self._clients[name] = Client(self, name, self.generators[name])
             return self._clients[name]
+
+    @property
+    def share(self) -> Share | None:
+        """The build's shared limits and budget once an LLM step fans out (see
+        :mod:`vlitc.llm.fanout`); a session with one leases every request it sends."""
+        return self._share
+
+    @share.setter
+    def share(self, share: Share | None) -> None:
+        self._share = share
+        self.cache.always_lease = share is not None
 
     def _limits_for(self, provider: str, model: str, config: dict) -> Limits:
         key = (provider, model)
@@ -577,10 +618,11 @@ class LLMSession:
         ``PEERS_EVERY``, does the same), so that neither sends what the other has in flight."""
         from vlitc.llm.cache import JOIN_GRACE
 
-        shared = self.cache.shared()
+        shared = self.cache.shared() or self.cache.always_lease
         if shared and not self._shared:
             self._shared = True
-            self._joining = asyncio.get_running_loop().create_task(self._join(JOIN_GRACE))
+            if self.cache.solo_peers:  # it may have requests in flight that it has not leased
+                self._joining = asyncio.get_running_loop().create_task(self._join(JOIN_GRACE))
         elif not shared:
             self._shared = False
         if self._joining is not None and not self._joining.done():

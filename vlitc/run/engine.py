@@ -132,18 +132,21 @@ class LocalEngine(Engine):
     def parallel(self) -> bool:
         return self.workers > 1
 
+    def mp_context(self) -> Any:
+        """The multiprocessing context of the workers (and of the services they share)."""
+        if sys.platform.startswith("linux"):
+            mp = multiprocessing.get_context("forkserver")
+            # the server imports the shard functions, never the caller's ``__main__`` (a
+            # script without a main guard would build again in every worker)
+            mp.set_forkserver_preload(["vlitc.run.shards"])
+            return mp
+        return multiprocessing.get_context("spawn")
+
     def _get_pool(self) -> Any:
         if self._pool is None:
             from concurrent.futures import ProcessPoolExecutor
 
-            if sys.platform.startswith("linux"):
-                mp = multiprocessing.get_context("forkserver")
-                # the server imports the shard functions, never the caller's ``__main__`` (a
-                # script without a main guard would build again in every worker)
-                mp.set_forkserver_preload(["vlitc.run.shards"])
-            else:
-                mp = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=self.mp_context())
         return self._pool
 
     def map(self, fn: Callable[[Any, Any], Any], job: Any, chunks: Iterable[Any]) -> Iterator[Any]:
@@ -167,6 +170,10 @@ class RayEngine(Engine):
         self._ray: Any = None
         self._started = False
         self._remote: dict[Any, Any] = {}
+
+    def ray(self) -> Any:
+        """The ``ray`` module, connected to the cluster (for the actors a build shares)."""
+        return self._init()
 
     def _init(self) -> Any:
         if self._ray is not None:

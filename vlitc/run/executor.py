@@ -70,6 +70,7 @@ class Executor:
         self.done: dict[str, _Done] = {}
         self.extra: dict[str, int] = {}  # task step -> records taken beyond its limit (top-up)
         self._llm: Any = None
+        self._share: Any = None  # (share, stop) of the governor once an LLM step fans out
         self._repairs = 0
         self._extra_files: list[dict] = []
         self.runners: dict[str, Runner] = {kind: cls(self) for kind, cls in RUNNERS.items()}
@@ -110,6 +111,9 @@ class Executor:
         return self.recipe.locate_value(value)
 
     def _client(self, name: str) -> Any:
+        return self._session().client(name)
+
+    def _session(self) -> Any:
         if self._llm is None:
             try:
                 from vlitc import llm
@@ -117,7 +121,29 @@ class Executor:
                 raise UserError(f"the generator layer is not available: {e}") from None
             self._llm = llm.session(self.recipe.data, self.store.root / "llm", self._emit,
                                     frozen=self.frozen, store=self.llm_store)
-        return self._llm.client(name)
+        return self._llm
+
+    def _llm_job(self, op: Any) -> Any:
+        """What the workers of a map step that calls a model need (None for other ops): the
+        build's governor is started on first use (:mod:`vlitc.llm.fanout`)."""
+        from vlitc.ops.model import ModelOp
+
+        if not isinstance(op, ModelOp):
+            return None
+        from vlitc.llm import fanout
+
+        session = self._session()
+        if self._share is None:
+            self._share = fanout.serve(self.engine, session)
+        return fanout.LLMJob(self._share[0], dict(session.generators), dict(session.accounting.budget),
+                             str(session.cache.directory), self.engine.workers, self.frozen,
+                             str(self.llm_store) if self.llm_store else None)
+
+    def merge_llm(self, got: dict) -> None:
+        """Add what a worker's LLM session counted and used to the build's session."""
+        from vlitc.llm import fanout
+
+        fanout.merge(self._session(), got)
 
     def input(self, step: Step, ref: str) -> Iterator[dict]:
         """The records a step reads by reference: a dep's step id, ``steps`` (the summaries),
@@ -162,7 +188,7 @@ class Executor:
                    store=str(self.store.root.resolve()), recipe=ctx.recipe,
                    image_roots={k: str(v) for k, v in ctx.image_roots.items()},
                    generators=ctx.generators, inputs=inputs, locations=locations,
-                   extra_items=ctx.extra_items, measure_fp=measure_fp)
+                   extra_items=ctx.extra_items, measure_fp=measure_fp, llm=self._llm_job(op))
 
     def _summaries(self) -> list[dict]:
         out = []
@@ -202,6 +228,8 @@ class Executor:
             manifest = self._publish(started)
             self._record_up_to_date(manifest)
         finally:
+            if self._share is not None:
+                self._share[1]()
             self.engine.close()
             if self._llm is not None:
                 self._llm.close()

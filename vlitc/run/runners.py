@@ -77,6 +77,8 @@ class Runner:
         done = 0
         try:
             for res in self.ex.engine.map(run_chunk, job, (data for data, _n in chunks)):
+                if res.llm is not None:
+                    self.ex.merge_llm(res.llm)
                 raise_chunk_error(res)
                 if view is not None:
                     for line, value in zip(res.lines.splitlines(keepends=True), res.values or [], strict=True):

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import orjson
 
-from vlitc.errors import UserError, VlitcError
+from vlitc.errors import BudgetExceeded, GenerationError, UserError, VlitcError
 from vlitc.ops.base import MEASURE_CHUNK, Filter, ItemCache, OpContext, Task
 
 
@@ -92,6 +92,7 @@ class Job:
     locations: dict[str, Any] = field(default_factory=dict)  # recipe string -> Location
     extra_items: int = 0
     measure_fp: str | None = None  # item-scope measures that cache per sample
+    llm: Any = None  # a vlitc.llm.fanout.LLMJob: the step calls a model from its workers
 
 
 @dataclass
@@ -102,8 +103,10 @@ class ChunkResult:
     notes: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     error: tuple[int, str] | None = None  # (exit code, message) of a VlitcError
+    error_kind: str = ""  # its class, when the build re-raises it as such (BudgetExceeded, ...)
     features: dict[str, Any] | None = None  # a streamed dataset-scope filter's chunk features
     values: list[bytes] | None = None  # a measure's stats per record, encoded (its view's column)
+    llm: dict | None = None  # what the chunk's LLM session counted (vlitc.llm.fanout.report)
 
 
 _WORKER: dict[str, Any] = {}  # per process: step key -> (op, store)
@@ -121,7 +124,7 @@ def _prepared(job: Job) -> tuple[Any, Any]:
     return hit
 
 
-def job_context(job: Job, store: Any) -> OpContext:
+def job_context(job: Job, store: Any, client: Any = None) -> OpContext:
     def inputs(ref: str) -> Iterator[dict]:
         if ref not in job.inputs:
             raise VlitcError(f"step {job.step_id} read {ref!r}, which is not one of its inputs")
@@ -131,7 +134,7 @@ def job_context(job: Job, store: Any) -> OpContext:
         seed=job.seed, recipe_dir=Path(job.recipe_dir), step_id=job.step_id,
         image_roots={k: Path(v) for k, v in job.image_roots.items()}, generators=job.generators,
         recipe=job.recipe, extra_items=job.extra_items, _item_cache=store.item_cache,
-        _inputs=inputs, _locate=job.locations.get)
+        _inputs=inputs, _locate=job.locations.get, _client=client)
 
 
 class Gathered:
@@ -178,9 +181,24 @@ def encode(records: Iterable[dict]) -> tuple[bytes, int]:
 
 
 def run_chunk(job: Job, lines: bytes) -> ChunkResult:
-    """Run a map step's op over one chunk of JSON-lines records."""
+    """Run a map step's op over one chunk of JSON-lines records (an op that calls a model
+    through an LLM session of the chunk's own, sharing the build's limits, budget and store)."""
     op, store = _prepared(job)
-    ctx = job_context(job, store)
+    if job.llm is None:
+        return _run_chunk(job, op, store, lines, None)
+    from vlitc.llm import fanout
+
+    session = job.llm.open()
+    try:
+        res = _run_chunk(job, op, store, lines, session.client)
+    finally:
+        session.close()
+    res.llm = fanout.report(session)
+    return res
+
+
+def _run_chunk(job: Job, op: Any, store: Any, lines: bytes, client: Any) -> ChunkResult:
+    ctx = job_context(job, store, client)
     try:
         records = (orjson.loads(line) for line in lines.splitlines())
         if job.kind == "features":
@@ -202,7 +220,8 @@ def run_chunk(job: Job, lines: bytes) -> ChunkResult:
             out = iter(measured)
         data, n = encode(out)
     except VlitcError as e:  # its text crosses the process boundary, not its class
-        return ChunkResult(error=(e.exit_code, str(e)))
+        return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
+                           error=(e.exit_code, str(e)), error_kind=type(e).__name__)
     return ChunkResult(data, n, ctx.counters, ctx.notes, ctx.warnings, values=values)
 
 
@@ -218,4 +237,5 @@ def merge_chunk(ctx: OpContext, result: ChunkResult) -> None:
 def raise_chunk_error(result: ChunkResult) -> None:
     if result.error is not None:
         code, message = result.error
-        raise (UserError if code == 2 else VlitcError)(message)
+        plain = {"BudgetExceeded": BudgetExceeded, "GenerationError": GenerationError}
+        raise plain.get(result.error_kind, UserError if code == 2 else VlitcError)(message)

@@ -175,6 +175,11 @@ class GenerateTask(ModelOp, Task):
 
         return {"context template (.j2)": frozenset(variables({"id": ""}))}
 
+    def shardable(self) -> bool:
+        """From a source, each record's samples depend on that record alone (a record
+        ``limit`` counts across the whole source, so it keeps the step in one piece)."""
+        return bool(self.params.get("source")) and not self.params.get("limit")
+
     def check(self, ctx: OpContext) -> None:
         """Before anything is built: the prompt pack reads (UTF-8 text files, paired examples)
         and the context template compiles in the sandbox and reads only what it is given."""

@@ -1,0 +1,149 @@
+"""LLM steps fanned out over worker processes: one governor (per-minute limits and budget) for
+every sender of a build, one response store, nothing sent twice, and the same keys and bytes as
+a build in one process."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+import yaml
+from _llm_util import demo_recipe
+
+from vlitc.api import build
+from vlitc.errors import BudgetExceeded
+from vlitc.llm.cache import ResponseCache
+from vlitc.llm.cost import cost
+from vlitc.llm.fakeserver import FakeServer
+from vlitc.llm.fanout import GovernorManager
+from vlitc.llm.limits import Governor
+
+PRICE = {"input": 100.0, "output": 100.0}  # USD per million tokens: a call costs about $0.1
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
+
+
+def _recipe(tmp_path: Path, base_url: str, budget: float | None = None, **generator) -> Path:
+    """llava-instruct on 12 demo scenes in chunks of 5 records (so that its three generate steps
+    are map steps), without the embedding model."""
+    recipe = demo_recipe("llava-instruct", tmp_path, base_url, sample=12, **generator)
+    data = yaml.safe_load(recipe.read_text())
+    data["report"] = {"indicators": {"response": False}}
+    data["execution"] = {"chunk": 5}
+    if budget is not None:
+        data["budget"] = {"max_usd": budget}
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    return recipe
+
+
+def test_governor_budget_reserves_what_is_in_flight_and_stops_at_the_limit():
+    g = Governor({"max_usd": 1.0})
+    assert g.admit("openai:m", None, None, 0.4, 10) == (None, 0.0)
+    assert g.admit("openai:m", None, None, 0.4, 10) == (None, 0.0)
+    assert g.admit("openai:m", None, None, 0.4, 10) == ("wait", 0.0)  # only the calls in flight
+    g.settle("openai:m", 0.4, 10, 0.1, 8)  # the first cost less than reserved
+    assert g.admit("openai:m", None, None, 0.4, 10) == (None, 0.0)
+    g.settle("openai:m", 0.4, 10, 0.9, 8)
+    verdict, _ = g.admit("openai:m", None, None, 0.4, 10)
+    assert verdict is not None and verdict.startswith("max_usd 1.0 (spent $1.0000)")
+    assert g.state()["calls"] == 3
+
+
+def test_governor_spaces_calls_first_come_first_served_under_the_per_minute_limits():
+    g = Governor()
+    waits = [g.admit("openai:m", 60, None, 0.0, 1)[1] for _ in range(63)]  # 1 a second, 60 at once
+    assert waits[:60] == [0.0] * 60
+    assert waits[60:] == pytest.approx([1.0, 2.0, 3.0], abs=0.05)
+    # two generators on one model share the stricter limit; another model has its own
+    assert g.admit("openai:m", 600, None, 0.0, 1)[1] == pytest.approx(4.0, abs=0.05)
+    assert g.admit("openai:other", 60, None, 0.0, 1)[1] == 0.0
+    # tokens per minute: reserved from the estimate, corrected with the real usage
+    assert g.admit("anthropic:c", None, 600, 0.0, 600)[1] == 0.0
+    assert g.admit("anthropic:c", None, 600, 0.0, 100)[1] == pytest.approx(10.0, abs=0.05)
+    g.settle("anthropic:c", 0.0, 600, 0.0, 100)  # the first used 500 fewer than reserved
+    assert g.admit("anthropic:c", None, 600, 0.0, 100)[1] == pytest.approx(0.0, abs=0.05)
+
+
+def _admit_many(governor, n: int, out) -> None:
+    out.put([governor.admit("openai:m", 60, None, 0.0, 1)[1] for _ in range(n)])
+
+
+def test_one_governor_serves_the_limits_of_several_processes():
+    ctx = multiprocessing.get_context("forkserver")
+    with GovernorManager(ctx=ctx) as manager:
+        governor = manager.Governor()  # type: ignore[attr-defined]
+        out = ctx.Queue()
+        procs = [ctx.Process(target=_admit_many, args=(governor, 35, out)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        waits = sorted(out.get(timeout=60) + out.get(timeout=60))
+        for p in procs:
+            p.join()
+        # 70 calls under one limit of 60 a minute: 60 at once, then one a second
+        assert waits[:60] == [0.0] * 60
+        assert waits[60:] == pytest.approx([float(i) for i in range(1, 11)], abs=0.1)
+        assert governor.state()["calls"] == 70
+
+
+@pytest.mark.exercises("task.generate")
+def test_generate_at_one_and_two_workers_sends_the_same_requests_and_gives_the_same_bytes(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("VLITC_TEST_KEY", "k")
+    srv = FakeServer().start_in_thread()
+    recipe = _recipe(tmp_path, srv.base_url)
+    sent, results = {}, {}
+    for workers in (1, 2):
+        before = len(srv.log)
+        results[workers] = build(recipe, out_dir=tmp_path / f"out{workers}",
+                                 cache_dir=tmp_path / f"cache{workers}", workers=workers)
+        sent[workers] = sorted(r["body_sha256"] for r in srv.log[before:])
+    assert sent[1] == sent[2] and len(sent[2]) == len(set(sent[2])) == 36  # each sent once
+    one, two = (results[w].manifest for w in (1, 2))
+    assert [(s["id"], s["key"]) for s in one["steps"]] == [(s["id"], s["key"]) for s in two["steps"]]
+    assert _files(tmp_path / "out1") == _files(tmp_path / "out2")
+    # the workers' calls, tokens and spend are the build's
+    for part in ("total", "steps", "generators"):
+        assert one["llm"][part] == two["llm"][part]
+    assert two["llm"]["total"]["calls"] == 36
+    # a rebuild at two workers sends nothing
+    again = build(recipe, out_dir=tmp_path / "again", cache_dir=tmp_path / "cache2", workers=2,
+                  force=["all"])
+    assert again.manifest["llm"]["total"]["calls"] == 0 and len(srv.log) == 72
+
+
+def _spent(cache_dir: Path) -> tuple[float, int]:
+    """What the responses in a build's store cost, and how many calls they came from."""
+    store = ResponseCache(cache_dir / "llm")
+    try:
+        entries = [store.get(k) for k in list(store._dc)]
+    finally:
+        store.close()
+    price = (PRICE["input"], PRICE["output"])
+    calls = [e for e in entries if e is not None and e["usage"]["prompt_tokens"]]
+    usd = sum(cost(price, e["usage"]["prompt_tokens"], e["usage"]["completion_tokens"])
+              for e in entries if e is not None)
+    return usd, len(calls)
+
+
+@pytest.mark.slow
+def test_the_budget_holds_across_workers_and_stops_where_one_process_stops(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLITC_TEST_KEY", "k")
+    srv = FakeServer(latency=0.05).start_in_thread()
+    limit = 1.5  # about 15 of the 36 calls
+    spent = {}
+    for workers in (1, 2):
+        folder = tmp_path / f"w{workers}"
+        folder.mkdir()
+        recipe = _recipe(folder, srv.base_url, budget=limit, prices=PRICE, max_tokens=64)
+        with pytest.raises(BudgetExceeded, match=f"max_usd {limit}"):
+            build(recipe, out_dir=tmp_path / f"out{workers}", cache_dir=tmp_path / f"cache{workers}",
+                  workers=workers)
+        spent[workers] = _spent(tmp_path / f"cache{workers}")
+    one_call = 0.2  # the largest a call of these costs, with a margin
+    for workers, (usd, calls) in spent.items():
+        assert usd <= limit, (workers, usd)  # never over the budget: every sender shares it
+        assert limit - usd < 3 * one_call and 8 < calls < 36, (workers, usd, calls)
