@@ -10,7 +10,15 @@ user message), it times:
   the session (store committed per answer, leases, budget reservations, retries, accounting),
   answers parsed into samples;
 * ``client``: the session's client alone (``Client.run`` over the same requests);
-* ``bare``: the openai SDK's ``AsyncOpenAI`` sending exactly those requests.
+* ``bare`` (the baseline): the openai SDK's ``AsyncOpenAI`` built as vlitc builds it (no SDK
+  retries, 120 s timeout, the SDK's default connection pool: the same limits on both sides)
+  sending exactly those requests with ``chat.completions.create`` behind an
+  ``asyncio.Semaphore`` of the same size, to the same server;
+* with ``--fanout N``, ``fanN``: the same generate step fanned out over N local worker
+  processes (the records in N chunks, as ``execution: {workers: N, chunk: ...}`` cuts them),
+  sharing one governor (limits, budget) and one store; ``max_concurrency`` is divided between
+  the workers, so the same number of requests is in flight. Worker start-up (imports) is done
+  before the clock starts.
 
 Each vlitc run starts on a fresh cache, so every request is sent. Rounds of the three are
 interleaved (the order rotates per round); the table shows the median rate of each and the
@@ -18,6 +26,7 @@ median per-round ratio to the bare client (goal: at least 0.9 everywhere), and c
 milliseconds per request (client and server share the CPUs).
 
     python benchmarks/bench_llm.py [--latency 0.25] [--per-slot 8] [--rounds 3] [--levels 16 64]
+                                   [--fanout 2]
 """
 
 from __future__ import annotations
@@ -138,17 +147,56 @@ def ours(url: str, conc: int, recs: list[dict], reqs: list, mode: str) -> tuple[
     return len(reqs) / dt, 1000 * dc / len(reqs)
 
 
-def level(url: str, conc: int, n: int, rounds: int, tag: str) -> dict[str, dict[str, float]]:
-    """Interleaved rounds of bare, client and step at one concurrency (the order rotates);
-    medians of the rates, of the per-round ratios to bare and of client CPU per request."""
-    runs: dict[str, list[tuple[float, float]]] = {"bare": [], "client": [], "step": []}
-    order = ["bare", "client", "step"]
+def fanned(url: str, conc: int, recs: list[dict], workers: int) -> tuple[float, float]:
+    """The generate step over ``workers`` local processes, as a build's map step runs it;
+    client CPU is the build process's alone (the workers' is not counted)."""
+    from vlitc.llm import fanout, session
+    from vlitc.run.engine import Execution, LocalEngine
+    from vlitc.run.shards import Job, encode, run_chunk
+
+    gens = {"g": generator(url, conc)}
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp, session({"generators": gens}, Path(tmp) / "llm") as s:
+        engine = LocalEngine(Execution(workers=workers))
+        share, stop = fanout.serve(engine, s)
+        try:
+            def job(key: str) -> Job:
+                llm = fanout.LLMJob(share, gens, {}, str(Path(tmp) / "llm"), workers)
+                return Job(kind="task", key=key, family="task", op="generate",
+                           params=step_op().params, label="conv", seed=7, recipe_dir=str(root),
+                           step_id="task:conv", store=tmp, generators=gens, llm=llm)
+
+            warm = [encode([r])[0] for r in records(f"warm{time.time()}", workers)]
+            list(engine.map(run_chunk, job("warm"), warm))  # start and import in every worker
+            size = -(-len(recs) // workers)
+            chunks = [encode(recs[i:i + size])[0] for i in range(0, len(recs), size)]
+            t, c = time.perf_counter(), time.process_time()
+            out = list(engine.map(run_chunk, job("run"), chunks))
+            dt, dc = time.perf_counter() - t, time.process_time() - c
+        finally:
+            stop()
+            engine.close()
+    assert all(r.error is None for r in out) and sum(r.count for r in out) == len(recs)
+    assert sum(r.llm["accounting"]["steps"]["task:conv"]["calls"] for r in out) == len(recs)
+    return len(recs) / dt, 1000 * dc / len(recs)
+
+
+def level(url: str, conc: int, n: int, rounds: int, tag: str,
+          fan: int = 0) -> dict[str, dict[str, float]]:
+    """Interleaved rounds of bare, client and step (and the fanned-out step) at one concurrency
+    (the order rotates); medians of the rates, of the per-round ratios to bare and of client
+    CPU per request."""
+    order = ["bare", "client", "step"] + ([f"fan{fan}"] if fan else [])
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in order}
     for r in range(rounds):
         recs = records(f"{tag}.{r}", n)
-        reqs = the_requests(recs)  # the same requests for all three (hence the same slow ones)
-        for kind in order[r % 3:] + order[: r % 3]:
+        reqs = the_requests(recs)  # the same requests for all of them (hence the same slow ones)
+        k = r % len(order)
+        for kind in order[k:] + order[:k]:
             if kind == "bare":
                 runs[kind].append(asyncio.run(bare(url, conc, reqs)))
+            elif kind.startswith("fan"):
+                runs[kind].append(fanned(url, conc, recs, fan))
             else:
                 runs[kind].append(ours(url, conc, recs, reqs, kind))
     med = statistics.median
@@ -168,6 +216,8 @@ def main() -> None:
     ap.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
     ap.add_argument("--slow", type=float, nargs="+", default=list(SLOW),
                     help="shares of slow answers to run (default: 0 and 0.01)")
+    ap.add_argument("--fanout", type=int, default=0, metavar="N",
+                    help="also run the step fanned out over N local worker processes")
     args = ap.parse_args()
     import os
 
@@ -175,19 +225,24 @@ def main() -> None:
     print(f"loopback server, latency {args.latency * 1000:.0f} ms (slow answers "
           f"{args.slow_latency:.0f} s), {args.per_slot} requests per slot, median of "
           f"{args.rounds} interleaved rounds; ratio = vlitc rate / bare openai client rate")
+    fan = f"fan{args.fanout}"
+    extra = f" {fan + '/s':>8} {fan + ' ratio':>10}" if args.fanout else ""
     print(f"{'slow':>5} {'conc':>5} {'reqs':>5} {'bare/s':>8} {'client/s':>9} {'step/s':>8} "
-          f"{'client ratio':>12} {'step ratio':>10} {'CPU ms/req bare / client / step':>32}")
+          f"{'client ratio':>12} {'step ratio':>10} {'CPU ms/req bare / client / step':>32}"
+          f"{extra}  load")
     for slow in args.slow:
         proc, url = start_server(args.latency, slow, args.slow_latency)
         try:
             for conc in args.levels:
                 n = conc * args.per_slot
-                m = level(url, conc, n, args.rounds, f"s{slow}c{conc}")
+                m = level(url, conc, n, args.rounds, f"s{slow}c{conc}", args.fanout)
+                extra = (f" {m[fan]['rate']:>8.1f} {m[fan]['ratio']:>10.2f}"
+                         if args.fanout else "")
                 print(f"{slow * 100:>4.0f}% {conc:>5} {n:>5} {m['bare']['rate']:>8.1f} "
                       f"{m['client']['rate']:>9.1f} {m['step']['rate']:>8.1f} "
                       f"{m['client']['ratio']:>12.2f} {m['step']['ratio']:>10.2f} "
-                      f"{m['bare']['cpu']:>14.2f} / {m['client']['cpu']:.2f} / {m['step']['cpu']:.2f}",
-                      flush=True)
+                      f"{m['bare']['cpu']:>14.2f} / {m['client']['cpu']:.2f} / {m['step']['cpu']:.2f}"
+                      f"{extra}  {os.getloadavg()[0]:.1f}", flush=True)
         finally:
             proc.terminate()
             proc.wait(10)

@@ -243,8 +243,16 @@ def test_ray_in_process_and_by_address_match_the_local_pool(tmp_path, ray_tmp, r
     monkeypatch.setenv("VLITC_TEST_KEY", "k")
     demo = _demo(tmp_path)
     gen = _generate_recipe(tmp_path, server.base_url)
-    local = {name: (_build_as(r, tmp_path, f"{name}-1", workers=1),
-                    _build_as(r, tmp_path, f"{name}-2", workers=2))
+    sent: dict[str, list[str]] = {}  # the requests each build of the generate recipe sent
+
+    def counted(name: str, r: Path, **kw):
+        before = len(server.log)
+        res = _build_as(r, tmp_path, name, **kw)
+        if r == gen:
+            sent[name] = sorted(x["body_sha256"] for x in server.log[before:])
+        return res
+
+    local = {name: (counted(f"{name}-1", r, workers=1), counted(f"{name}-2", r, workers=2))
              for name, r in (("demo", demo), ("gen", gen))}
     for name, (one, two) in local.items():
         assert _release(one) == _release(two)
@@ -252,20 +260,26 @@ def test_ray_in_process_and_by_address_match_the_local_pool(tmp_path, ray_tmp, r
     ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=ray_tmp)
     try:
         for name, r in (("demo", demo), ("gen", gen)):
-            res = _build_as(r, tmp_path, f"{name}-ray", engine="ray")
+            res = counted(f"{name}-ray", r, engine="ray")
             assert _release(res) == _release(local[name][0])
             assert _files(tmp_path / f"{name}-ray") == _files(tmp_path / f"{name}-1")
     finally:
         ray.shutdown()
     for name, r in (("demo", demo), ("gen", gen)):
-        res = _build_as(r, tmp_path, f"{name}-addr", engine="ray", address=ray_cluster)
+        res = counted(f"{name}-addr", r, engine="ray", address=ray_cluster)
         assert _release(res) == _release(local[name][0])
         assert _files(tmp_path / f"{name}-addr") == _files(tmp_path / f"{name}-1")
+    # the generate steps fan out (chunks of 5 of 6 records): every engine sent the same requests,
+    # each once, and the workers' usage is the build's
+    assert len(sent) == 4 and all(v == sent["gen-1"] for v in sent.values())
+    assert len(sent["gen-1"]) == len(set(sent["gen-1"])) == res.manifest["llm"]["total"]["calls"]
 
 
 @pytest.mark.slow
 def test_sigkill_during_a_ray_build_then_resume_gives_the_same_bytes_and_resends_nothing(
         tmp_path, ray_cluster):
+    """The generate steps are fanned out over Ray tasks (12 records, chunks of 5): their
+    answers are committed by the workers, so the resumed build sends only what never came back."""
     srv = FakeServer(latency=0.02, hold_after=8).start_in_thread()
     recipe = _generate_recipe(tmp_path, srv.base_url, sample=12)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VLITC_TEST_KEY": "k"}
