@@ -66,6 +66,26 @@ def test_truncated_image_is_corrupt_only_when_decoded(tmp_path):
     assert err is not None and err.startswith("corrupt:")
 
 
+def test_images_checked_in_worker_processes_give_what_the_build_process_finds(tmp_path, monkeypatch):
+    from vlitc import images
+    from vlitc.run.engine import Execution, LocalEngine
+
+    names = [f"{i}.png" for i in range(9)]
+    for i, name in enumerate(names[:-2]):
+        make_image(tmp_path / name, (10 + i, 20), color="blue" if i % 2 else "red")
+    (tmp_path / names[-2]).write_bytes(b"not an image")  # corrupt; the last one is missing
+    here = ImageChecker(tmp_path).check(names)
+    monkeypatch.setattr(images, "MAP_CHUNK", 2)  # five chunks of at most two images
+    engine = LocalEngine(Execution(workers=2))
+    try:
+        spread = ImageChecker(tmp_path, map=engine.map)
+        assert spread.check(names) == here and spread.computed == 8  # the missing one: no read
+    finally:
+        engine.close()
+    assert here[names[-1]].error == "missing" and here[names[-2]].error.startswith("corrupt:")
+    assert here["3.png"].width == 13 and here["3.png"].sha256
+
+
 def _coco(tmp_path):
     write_json(tmp_path / "c.json", {
         "images": [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in (1, 2, 3)],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,8 @@ from vlitc.hashing import sha256_file
 #: bump when what a table entry means changes; old tables are then ignored
 STORE_VERSION = 1
 _CHUNK = 1 << 20
+#: images per task when an engine checks them
+MAP_CHUNK = 2000
 
 
 @dataclass
@@ -58,7 +60,8 @@ class ImageChecker:
     header is read for the size. ``hash``: compute each file's sha256. ``read_size``: open the file
     for its size at all (off: only existence is checked, sizes come from the annotations).
     ``contain``: a path that leaves ``root`` (absolute, ``..``, or a symlink leading out) gets
-    the error ``outside: <reason>`` and is never opened (see :mod:`vlitc.paths`).
+    the error ``outside: <reason>`` and is never opened (see :mod:`vlitc.paths`). ``map``: the
+    build's engine (``ctx.map_chunks``): images to check are then read in worker processes.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class ImageChecker:
         workers: int | None = None,
         contain: bool = True,
         deferred: bool = False,
+        map: Callable[[Callable[[Any, Any], Any], Any, Iterable[Any]], Iterator[Any]] | None = None,
     ):
         from vlitc.paths import Containment
 
@@ -80,6 +84,7 @@ class ImageChecker:
         self.store = store
         self.decode, self.hash, self.read_size = decode, hash, read_size or decode
         self.workers = workers or min(8, (os.cpu_count() or 2) * 2)
+        self.map = map
         self.hits = 0
         self.computed = 0
         #: ``deferred``: the table is read at the first check and written by :meth:`flush`
@@ -152,11 +157,10 @@ class ImageChecker:
             else:
                 todo.append((p, sig))
         if todo:
-            with ThreadPoolExecutor(self.workers) as pool:
-                for (p, sig), info in zip(todo, pool.map(self._compute, [t[0] for t in todo]), strict=True):
-                    out[p] = info
-                    table[p] = [sig[0], sig[1], info.width, info.height, info.sha256,
-                                info.error, self.decode]
+            for (p, sig), info in zip(todo, self._computed([t[0] for t in todo]), strict=True):
+                out[p] = info
+                table[p] = [sig[0], sig[1], info.width, info.height, info.sha256,
+                            info.error, self.decode]
             self.computed += len(todo)
             self._save_table(table)
         return out
@@ -169,19 +173,40 @@ class ImageChecker:
             return None
         return ImageInfo(rel, w, h, sha, err)
 
-    def _compute(self, rel: str) -> ImageInfo:
-        path = self.root / rel
-        info = ImageInfo(rel)
-        try:
-            if self.read_size:
-                info.width, info.height = probe(path, self.decode)
-            if self.hash:
-                info.sha256 = sha256_file(path)
-        except FileNotFoundError:
-            info.error = "missing"
-        except Exception as e:  # Pillow raises many types for a bad file
-            info.error = f"corrupt: {type(e).__name__}: {e}"
-        return info
+    def _computed(self, rels: list[str]) -> Iterator[ImageInfo]:
+        """The checks of ``rels``, in order: in chunks through ``map`` (the build's engine, see
+        :meth:`vlitc.ops.base.OpContext.map_chunks`) when there is one and enough images,
+        else on a thread pool here."""
+        job = (str(self.root), self.decode, self.hash, self.read_size)
+        if self.map is not None and len(rels) > MAP_CHUNK:
+            chunks = (rels[i : i + MAP_CHUNK] for i in range(0, len(rels), MAP_CHUNK))
+            for infos in self.map(check_chunk, job, chunks):
+                yield from infos
+            return
+        with ThreadPoolExecutor(self.workers) as pool:
+            yield from pool.map(lambda rel: compute(job, rel), rels)
+
+
+def compute(job: tuple[str, bool, bool, bool], rel: str) -> ImageInfo:
+    """One image's check: ``job`` is (root, decode, hash, read_size) as in :class:`ImageChecker`."""
+    root, decode, hashing, read_size = job
+    path = Path(root) / rel
+    info = ImageInfo(rel)
+    try:
+        if read_size:
+            info.width, info.height = probe(path, decode)
+        if hashing:
+            info.sha256 = sha256_file(path)
+    except FileNotFoundError:
+        info.error = "missing"
+    except Exception as e:  # Pillow raises many types for a bad file
+        info.error = f"corrupt: {type(e).__name__}: {e}"
+    return info
+
+
+def check_chunk(job: tuple[str, bool, bool, bool], rels: list[str]) -> list[ImageInfo]:
+    """The checks of a chunk of images, in one worker (a shard function of the engine)."""
+    return [compute(job, rel) for rel in rels]
 
 
 def _listing(root: Path) -> set[str]:

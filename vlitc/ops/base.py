@@ -60,6 +60,7 @@ class OpContext:
     _client: Callable[[str], Any] | None = None
     _emit: Callable[[dict], None] | None = None
     _locate: Callable[[str], Any] | None = None
+    _map: Callable[[Callable[[Any, Any], Any], Any, Iterable[Any]], Iterator[Any]] | None = None
     counters: dict[str, int] = field(default_factory=dict)
     #: records in each file an op wrote, by relative path, when the op knows them (exporters):
     #: the run then reads no file back to count them
@@ -97,6 +98,19 @@ class OpContext:
         """Where a string written in the recipe sits (a :class:`vlitc.errors.Location`), or None:
         lets an op point an error at an inline template's line and column."""
         return self._locate(value) if self._locate is not None else None
+
+    @property
+    def parallel(self) -> bool:
+        """Whether :meth:`map_chunks` spreads chunks over other processes."""
+        return self._map is not None
+
+    def map_chunks(self, fn: Callable[[Any, Any], Any], job: Any, chunks: Iterable[Any]) -> Iterator[Any]:
+        """``fn(job, chunk)`` for each chunk, in order, on the build's engine (worker processes
+        or Ray tasks) when it spreads work, else here. ``fn`` is a module-level function and
+        ``job`` and the chunks plain picklable data: it may run in another process."""
+        if self._map is None:
+            return (fn(job, c) for c in chunks)
+        return self._map(fn, job, chunks)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a named counter, reported in the manifest (e.g. ``missing_image``)."""

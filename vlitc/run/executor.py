@@ -105,6 +105,7 @@ class Executor:
             extra_items=self.extra.get(step.id, 0),
             _item_cache=self.store.item_cache, _inputs=lambda ref: self.input(step, ref),
             _client=self._client, _emit=self._emit, _locate=self._locate_value,
+            _map=self.engine.map if self.engine.parallel else None,
         )
 
     def _locate_value(self, value: str) -> Any:

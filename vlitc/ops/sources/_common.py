@@ -654,7 +654,8 @@ class AnnotationSource(Source):
         hashing = self.params["hash_images"]
         return ImageChecker(root, image_store(ctx), decode=decode, hash=hashing,
                             read_size=decode or hashing,
-                            contain=not self.params["images_outside"], deferred=True)
+                            contain=not self.params["images_outside"], deferred=True,
+                            map=ctx.map_chunks if ctx.parallel else None)
 
     def _check(self, checker: Any, entries: list[Entry], ctx: OpContext) -> dict:
         if not all(e.width and e.height for e in entries):  # sizes the files do not give
