@@ -140,3 +140,25 @@ def test_a_join_source_carries_the_licences_of_its_inputs():
         "other": {"type": "generic"}}})}
     assert rows == {"coco": "CC-BY-4.0", "text": "Apache-2.0",
                     "scenes": "Apache-2.0 + CC-BY-4.0", "other": "unknown"}
+
+
+def test_gallery_reservoir_keeps_n_per_group_whatever_the_order_and_histograms_take_tallies():
+    import random
+    from collections import Counter
+
+    from vlitc.release import gallery
+    from vlitc.release.svg import histogram
+
+    samples = [{"id": f"s{i:03d}", "task": "ab"[i % 2]} for i in range(200)]
+    picked = gallery.pick(samples, 6, 7, "kept")
+    shuffled = list(samples)
+    random.Random(1).shuffle(shuffled)
+    assert gallery.pick(shuffled, 6, 7, "kept") == picked
+    assert [s["task"] for s in picked] == ["a", "b"] * 3  # in turn from each group
+    assert gallery.pick(samples, 6, 8, "kept") != picked  # another seed, another pick
+    res = gallery.Reservoir(3, 7, "kept")
+    for s in samples:
+        res.add(s["task"], s["id"], s["id"])
+    assert {g: len(v) for g, v in res.groups().items()} == {"a": 3, "b": 3}
+    values = [1.0, 2.0, 2.0, 5.5, 9.0, 9.0, 9.0]
+    assert histogram("h", values) == histogram("h", Counter(values))

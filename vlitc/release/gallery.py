@@ -1,32 +1,66 @@
-"""Gallery items for the report: a seeded pick of kept and dropped samples, each with a
-downscaled inline image, its annotated boxes, conversation, scores and drop reason."""
+"""Gallery items for the report: a seeded pick of kept and dropped samples (a bottom-k
+reservoir, kept as the samples stream past), each with a downscaled inline image, its
+annotated boxes, conversation, scores and drop reason."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import heapq
 import io
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from vlitc.quality.indicators import referred_objects
 from vlitc.records import Sample, images_of
 
 
-def pick(samples: Sequence[Sample], n: int, seed: int, salt: str) -> list[Sample]:
-    """``n`` samples chosen with a seeded RNG, spread over tasks (or filters, for dropped ones)."""
-    groups: dict[str, list[Sample]] = {}
-    for s in sorted(samples, key=lambda s: s["id"]):
+def rank(seed: int, salt: str, sample_id: str) -> int:
+    """A sample's place in the seeded gallery order: a hash of the seed and its id."""
+    h = hashlib.blake2b(f"{seed}:gallery:{salt}:{sample_id}".encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "big")
+
+
+class Reservoir:
+    """A seeded sample of at most ``n`` items per group, kept as the samples stream past: an
+    item's rank is a hash of the seed and its id, and each group keeps its ``n`` lowest ranks
+    (bottom-k sampling). Memory is ``n`` per group, and the pick is the same whatever order
+    the items come in."""
+
+    def __init__(self, n: int, seed: int, salt: str):
+        self.n, self.seed, self.salt = n, seed, salt
+        self._heaps: dict[str, list[tuple[int, str, Any]]] = {}
+
+    def add(self, group: str, sample_id: str, item: Any) -> None:
+        if self.n <= 0:
+            return
+        heap = self._heaps.setdefault(group, [])
+        entry = (-rank(self.seed, self.salt, sample_id), sample_id, item)
+        if len(heap) < self.n:
+            heapq.heappush(heap, entry)
+        elif entry[:2] > heap[0][:2]:  # a lower rank than the highest kept
+            heapq.heapreplace(heap, entry)
+
+    def groups(self) -> dict[str, list[Any]]:
+        """Each group's items, lowest rank first."""
+        return {g: [e[2] for e in sorted(h, key=lambda e: (-e[0], e[1]))]
+                for g, h in sorted(self._heaps.items())}
+
+
+def pick(samples: Iterable[Sample], n: int, seed: int, salt: str) -> list[Sample]:
+    """``n`` samples chosen by a seeded rank, spread over tasks (or filters, for dropped ones):
+    taken in turn from each group, lowest rank first. Streams: holds ``n`` per group."""
+    res = Reservoir(n, seed, salt)
+    for s in samples:
         key = ((s.get("meta") or {}).get("drop") or {}).get("filter") or s.get("task", "")
-        groups.setdefault(key, []).append(s)
-    rng = random.Random(f"{seed}:gallery:{salt}")
-    for g in groups.values():
-        rng.shuffle(g)
+        res.add(str(key), str(s["id"]), s)
+    groups = res.groups()
     out: list[Sample] = []
     while len(out) < n and any(groups.values()):
-        for key in sorted(groups):
+        for key in groups:
             if groups[key] and len(out) < n:
-                out.append(groups[key].pop())
+                out.append(groups[key].pop(0))
     return out
 
 

@@ -55,23 +55,27 @@ def drop_reasons(dropped: Sequence[Sample], top: int = 5) -> dict[str, list[tupl
     return {f: c.most_common(top) for f, c in sorted(per.items())}
 
 
-def score_values(samples: Iterable[Sample], limit: int = 6) -> dict[str, list[float]]:
-    """Numeric filter stats by ``label.key`` (the first ``limit`` series, sorted by name)."""
-    series: dict[str, list[float]] = defaultdict(list)
+def score_values(samples: Iterable[Sample], limit: int = 6) -> dict[str, Counter[float]]:
+    """Numeric filter stats by ``label.key`` (the first ``limit`` series, sorted by name), each
+    as a running tally of its values (value -> count), so memory grows with distinct values."""
+    series: dict[str, Counter[float]] = defaultdict(Counter)
     for s in samples:
         for label, st in sorted(((s.get("meta") or {}).get("stats") or {}).items()):
             if not isinstance(st, dict):
                 continue
             for key, v in sorted(st.items()):
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    series[f"{label}.{key}"].append(float(v))
+                    series[f"{label}.{key}"][float(v)] += 1
     return {k: series[k] for k in sorted(series)[:limit]}
 
 
-def lengths(samples: Sequence[Sample]) -> dict[str, list[float]]:
-    """Words per instruction text and per response text."""
-    return {"instruction words": [float(len(user_text(s).split())) for s in samples],
-            "response words": [float(len(assistant_text(s).split())) for s in samples]}
+def lengths(samples: Iterable[Sample]) -> dict[str, Counter[float]]:
+    """Words per instruction text and per response text, as running tallies (words -> count)."""
+    out: dict[str, Counter[float]] = {"instruction words": Counter(), "response words": Counter()}
+    for s in samples:
+        out["instruction words"][float(len(user_text(s).split()))] += 1
+        out["response words"][float(len(assistant_text(s).split()))] += 1
+    return out
 
 
 def sources(recipe: Mapping) -> list[dict]:

@@ -6,7 +6,8 @@ builds of the same data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from html import escape
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1")
@@ -33,17 +34,20 @@ def bars(title: str, rows: Sequence[tuple[str, float]], width: int = 560) -> str
     return "".join(out) + "</svg>"
 
 
-def histogram(title: str, values: Sequence[float], bins: int = 20, width: int = 560) -> str:
-    """A histogram of ``values`` over ``bins`` equal bins between their min and max."""
+def histogram(title: str, values: Sequence[float] | Mapping[float, int], bins: int = 20,
+              width: int = 560) -> str:
+    """A histogram of ``values`` over ``bins`` equal bins between their min and max; ``values``
+    may be a tally (value -> how many times it occurs: a running statistic), drawn the same."""
     height, pad, base = 200, 36, 160
     out = [_head(title, width, height)]
-    if not values:
+    tally = values if isinstance(values, Mapping) else Counter(values)
+    if not tally:
         return "".join(out) + '<text x="20" y="60">no data</text></svg>'
-    lo, hi = min(values), max(values)
+    lo, hi = min(tally), max(tally)
     step = (hi - lo) / bins if hi > lo else 1.0
     counts = [0] * bins
-    for v in values:
-        counts[min(int((v - lo) / step), bins - 1)] += 1
+    for v, k in tally.items():
+        counts[min(int((v - lo) / step), bins - 1)] += k
     top = max(counts)
     bw = (width - 2 * pad) / bins
     for i, c in enumerate(counts):
@@ -54,7 +58,7 @@ def histogram(title: str, values: Sequence[float], bins: int = 20, width: int = 
     out.append(f'<line x1="{pad}" y1="{base}" x2="{width - pad}" y2="{base}" stroke="#333"/>')
     out.append(f'<text x="{pad}" y="{base + 16}">{_fmt(lo)}</text>')
     out.append(f'<text x="{width - pad}" y="{base + 16}" text-anchor="end">{_fmt(hi)}</text>')
-    out.append(f'<text x="{width // 2}" y="{base + 32}" text-anchor="middle">n = {len(values)}, '
+    out.append(f'<text x="{width // 2}" y="{base + 32}" text-anchor="middle">n = {sum(tally.values())}, '
                f'max bin {top}</text>')
     return "".join(out) + "</svg>"
 
