@@ -33,7 +33,8 @@ CHUNK = 4096
 # Signatures are datasketch's ``MinHash`` (its default ``affine32`` scheme), computed for a whole
 # batch of texts at once with numpy instead of one ``MinHash`` object per text:
 #
-# * shingles: the text's words (``\w+`` of the lower-cased text), each hashed to 32 bits (the
+# * shingles: the text's words (``\w+`` of the lower-cased text, or the words the caller gives:
+#   dedup gives those of its folded text), each hashed to 32 bits (the
 #   first four bytes of its SHA-1, little-endian: datasketch's ``sha1_hash32``), folded into
 #   word ``ngram``-grams as ``h = ((h * 1000003) ^ next) & 0xFFFFFFFF`` (a text shorter than
 #   ``ngram`` words is one shingle of all its words);
@@ -62,10 +63,12 @@ class Shingler:
         self.n = n
         self._vocab: dict[str, int] = {}
 
-    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The shingles of every text, one after another, and how many each text has."""
+    def __call__(self, texts: list[str], words: list[list[str]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The shingles of every text, one after another, and how many each text has
+        (``words``: each text's words when the caller has them, else ``\\w+`` of the text
+        lower-cased)."""
         vocab = self._vocab
-        toks = [WORD.findall(t.lower()) for t in texts]
+        toks = words if words is not None else [WORD.findall(t.lower()) for t in texts]
         lengths = np.fromiter((len(t) for t in toks), dtype=np.int64, count=len(toks))
         total = int(lengths.sum())
         flat = list(itertools.chain.from_iterable(toks))
@@ -103,11 +106,12 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
-def minhash_signatures(texts: list[str], num_perm: int, ngram: int,
-                       seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def minhash_signatures(texts: list[str], num_perm: int, ngram: int, seed: int = 1,
+                       words: list[list[str]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The MinHash signatures of ``texts`` as one ``(n, num_perm)`` uint32 matrix, and which
-    texts have words at all (a row without words is zeros)."""
-    shingles, counts = Shingler(ngram)(texts)
+    texts have words at all (a row without words is zeros). ``words``: each text's words, when
+    the caller has split them already (see :class:`Shingler`)."""
+    shingles, counts = Shingler(ngram)(texts, words)
     has = counts > 0
     hv = np.zeros((len(texts), num_perm), dtype=np.uint32)
     if not len(shingles):
@@ -229,7 +233,7 @@ def minhash_neighbours(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Earliest earlier item with estimated Jaccard >= threshold, per item, and that estimate.
 
-    Signatures are datasketch's ``MinHash`` values (:func:`minhash_signatures`), one uint32 matrix. Groups up
+    Signatures are datasketch's ``MinHash`` values (:func:`minhash_signatures`). Groups up
     to ``SMALL_GROUP`` items compare all pairs; larger ones use LSH banding with the bands
     datasketch's ``MinHashLSH`` would use: items sharing a band are candidates, found by
     sorting each band's keys (no table per band), and a candidate counts when its estimated

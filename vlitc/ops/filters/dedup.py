@@ -84,8 +84,10 @@ METHOD_THRESHOLDS = {"exact": 1.0, "minhash": 0.8, "semantic": 0.95, "image": 1.
 @register("filter", "dedup")
 class DedupFilter(Filter):
     """Drop duplicates, keeping the first occurrence in input order: ``exact`` (same text after
-    folding case, punctuation and spacing), ``minhash`` (estimated word-shingle Jaccard at least
-    ``threshold``, MinHash LSH) or ``semantic`` (all-MiniLM-L6-v2 cosine at least ``threshold``),
+    folding case, punctuation and spacing), ``minhash`` (estimated Jaccard of the folded
+    text's word ``ngram`` shingles at least ``threshold``: datasketch's MinHash with
+    ``num_perm`` permutations, computed with numpy, and the LSH bands MinHashLSH picks for the
+    threshold) or ``semantic`` (all-MiniLM-L6-v2 cosine at least ``threshold``),
     compared within ``scope``: one image, one task, or the whole build; or ``image``:
     near-duplicate images (perceptual hash within ``max_distance`` bits, ``imagehash``) of
     different files, in the build or per task.
@@ -95,7 +97,7 @@ class DedupFilter(Filter):
     once. Embeddings are cached per text. Reads: turns, image, task. Writes: stats.dup_of.
     """
 
-    version = 1
+    version = 2  # 2: MinHash words are those of the folded text (underscores split words)
     scope = "dataset"
     reads = ("turns", "image", "task")
     writes = ("meta.stats",)
@@ -148,7 +150,8 @@ class DedupFilter(Filter):
         if method == "minhash":
             from vlitc.quality import neighbours as nb
 
-            hv, has = nb.minhash_signatures(texts, self.params["num_perm"], self.params["ngram"], seed=1)
+            hv, has = nb.minhash_signatures(texts, self.params["num_perm"], self.params["ngram"], seed=1,
+                                            words=[t.split() for t in norm])
             out.update(sig=hv, has=has,
                        bands=nb.band_keys(hv, nb.lsh_bands(self.threshold(), self.params["num_perm"])))
         elif method == "semantic":
