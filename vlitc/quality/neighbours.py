@@ -80,10 +80,10 @@ class Shingler:
         starts = np.cumsum(lengths) - lengths
         first = np.cumsum(counts) - counts
         pos = np.repeat(starts, counts) + (np.arange(int(counts.sum())) - np.repeat(first, counts))
-        words = np.repeat(n_t, counts)
+        width = np.repeat(n_t, counts)  # words in each shingle
         h = ids[pos]
         for k in range(1, self.n):
-            more = k < words
+            more = k < width
             nxt = ids[np.minimum(pos + k, max(total - 1, 0))]
             h = np.where(more, ((h * np.uint64(1_000_003)) ^ nxt) & np.uint64(0xFFFFFFFF), h)
         return h.astype(np.uint32), counts
