@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import math
 import random
 from collections import Counter
@@ -22,6 +23,9 @@ from vlitc.errors import ConfigurationError
 from vlitc.ops.base import Balance, OpContext
 from vlitc.ops.registry import register
 from vlitc.records import Sample, images_of
+
+#: samples per chunk of the selection's first pass run inline
+KEYS_CHUNK = 20_000
 
 K = TypeVar("K", str, tuple[str, str])  # a task name, or a (task, source) group
 
@@ -123,19 +127,25 @@ class MixBalance(Balance):
         pool = list(samples)
         return iter([self.finish(pool[i], split) for i, split in self.select(iter(pool), ctx)])
 
-    def select(self, samples: Iterator[Sample], ctx: OpContext) -> list[tuple[int, str]]:
+    def keys(self, samples: list[Sample]) -> dict[str, list]:
+        """What the selection decides by, per sample of a chunk: its id, group and image (the
+        streaming first pass; the build runs it in chunks on its engine)."""
+        return {"id": [s["id"] for s in samples], "group": [self._group(s) for s in samples],
+                "image": [image_key(s) for s in samples]}
+
+    def select_keys(self, chunks: Iterable[dict[str, list]], ctx: OpContext) -> list[tuple[int, str]]:
         """Which samples the release takes, as ``(input index, split)`` in release order (by
-        id), seeing each sample once and keeping only its id, group and image: the streaming
-        first pass (the executor then reads the chosen samples again)."""
+        id), from the :meth:`keys` of every chunk in input order, keeping only each sample's
+        id, group number and image number."""
         ids: list[str] = []
         group_of: list[int] = []
         image_of: list[int] = []
         groups: dict[tuple[str, str], int] = {}
         images: dict[str, int] = {}
-        for s in samples:
-            ids.append(s["id"])
-            group_of.append(groups.setdefault(self._group(s), len(groups)))
-            image_of.append(images.setdefault(image_key(s), len(images)))
+        for keys in chunks:
+            ids.extend(keys["id"])
+            group_of.extend(groups.setdefault(tuple(g), len(groups)) for g in keys["group"])
+            image_of.extend(images.setdefault(k, len(images)) for k in keys["image"])
         names = {v: k for k, v in groups.items()}
         by_group: dict[tuple[str, str], list[int]] = {g: [] for g in sorted(groups)}
         for i in sorted(range(len(ids)), key=ids.__getitem__):  # each group's members by id
@@ -146,6 +156,14 @@ class MixBalance(Balance):
         self._report(by_group, targets, Counter(names[group_of[i]] for i in chosen), ctx)
         image_name = {v: k for k, v in images.items()}
         return self._split([(i, image_name[image_of[i]]) for i in chosen], ctx)
+
+    def select(self, samples: Iterator[Sample], ctx: OpContext) -> list[tuple[int, str]]:
+        """:meth:`select_keys` over the samples, seen once, in chunks."""
+        def chunks() -> Iterator[dict[str, list]]:
+            while chunk := list(itertools.islice(samples, KEYS_CHUNK)):
+                yield self.keys(chunk)
+
+        return self.select_keys(chunks(), ctx)
 
     @staticmethod
     def finish(s: Sample, split: str) -> Sample:

@@ -24,6 +24,7 @@ from vlitc.plan import Step
 from vlitc.run.outputs import count_records
 from vlitc.run.shards import (
     Gathered,
+    finish_chunk,
     in_scope,
     measure_all,
     measure_cached,
@@ -173,7 +174,9 @@ class MergeRunner(Runner):
 @runner
 class BalanceRunner(Runner):
     """Balance: a streaming op selects by a first pass over the samples (keeping only their
-    keys); the chosen ones are then read again, staged as lines and written in output order."""
+    keys); the chosen ones are then read again, staged as lines and written in output order.
+    When the build's engine spreads work, both passes run in chunks on it: the keys of each
+    chunk, then each output-order chunk of chosen samples as the output has them."""
 
     kind = "balance"
 
@@ -185,7 +188,20 @@ class BalanceRunner(Runner):
 
         ex = self.ex
         source = ex.output_of(step, step.deps[0])
-        chosen = op.select(self.input(step, step.deps[0]), ctx)
+        spread = ex.maps(source)
+        if spread:
+            job = ex.job(step, ctx, "keys")
+
+            def chunk_keys() -> Iterator[dict[str, list]]:
+                chunks = (data for data, _n in ex.store.read_chunks(source, ex.execution.chunk))
+                for res in ex.engine.map(run_chunk, job, chunks):
+                    raise_chunk_error(res)
+                    merge_chunk(ctx, res)
+                    yield res.features or {}
+
+            chosen = op.select_keys(chunk_keys(), ctx)
+        else:
+            chosen = op.select(self.input(step, step.deps[0]), ctx)
         position = np.full(source["count"], -1, dtype=np.int64)
         for pos, (i, _tag) in enumerate(chosen):
             position[i] = pos
@@ -201,12 +217,28 @@ class BalanceRunner(Runner):
                         offset += len(line)
                 f.flush()
 
-                def chosen_samples() -> Iterator[dict]:
-                    for pos, (_i, tag) in enumerate(chosen):
-                        f.seek(int(where[pos, 0]))
-                        yield op.finish(orjson.loads(f.read(int(where[pos, 1]))), tag)
+                def staged(pos: int) -> bytes:
+                    f.seek(int(where[pos, 0]))
+                    return f.read(int(where[pos, 1]))
 
-                return {"outputs": {"main": self.write(chosen_samples())}}
+                if not spread:
+                    return {"outputs": {"main": self.write(
+                        op.finish(orjson.loads(staged(pos)), tag) for pos, (_i, tag) in enumerate(chosen))}}
+
+                def chunks() -> Iterator[tuple[bytes, list[str]]]:
+                    size = ex.execution.chunk
+                    for lo in range(0, len(chosen), size):
+                        part = chosen[lo : lo + size]
+                        yield b"".join(staged(lo + k) for k in range(len(part))), [t for _i, t in part]
+
+                w = ex.store.writer()
+                try:
+                    for res in ex.engine.map(finish_chunk, ex.job(step, ctx, "finish"), chunks()):
+                        w.write_encoded(res.lines, res.count)
+                except BaseException:
+                    w.abort()
+                    raise
+                return {"outputs": {"main": w.close()}}
         finally:
             os.unlink(staging)
 

@@ -19,7 +19,7 @@ from typing import Any, cast
 import orjson
 
 from vlitc.errors import BudgetExceeded, GenerationError, UserError, VlitcError
-from vlitc.ops.base import MEASURE_CHUNK, Filter, ItemCache, OpContext, Task
+from vlitc.ops.base import MEASURE_CHUNK, Balance, Filter, ItemCache, OpContext, Task
 
 
 def in_scope(op: Filter, sample: dict) -> bool:
@@ -75,7 +75,7 @@ def measure_cached(op: Filter, samples: Iterable[dict], ctx: OpContext, cache: A
 class Job:
     """One map step, as plain data a worker process can rebuild it from."""
 
-    kind: str  # task | measure | features
+    kind: str  # task | measure | features | keys (balance) | finish (balance)
     key: str  # the step key (a worker keeps one op per key)
     family: str
     op: str
@@ -206,6 +206,9 @@ def _run_chunk(job: Job, op: Any, store: Any, lines: bytes, client: Any) -> Chun
             feats = flt.features([s for s in records if in_scope(flt, s)], ctx)
             return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
                                features=feats)
+        if job.kind == "keys":
+            return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
+                               features=cast(Balance, op).keys(list(records)))
         if job.kind == "task":
             out = cast(Task, op).run(records, ctx)
         elif job.measure_fp is not None:
@@ -223,6 +226,17 @@ def _run_chunk(job: Job, op: Any, store: Any, lines: bytes, client: Any) -> Chun
         return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
                            error=(e.exit_code, str(e)), error_kind=type(e).__name__)
     return ChunkResult(data, n, ctx.counters, ctx.notes, ctx.warnings, values=values)
+
+
+def finish_chunk(job: Job, chunk: tuple[bytes, list[str]]) -> ChunkResult:
+    """Balance's second pass over one chunk of chosen samples (JSON lines, in output order)
+    and their tags: each as the output has it (:meth:`vlitc.ops.base.Balance.finish`), encoded."""
+    op, _store = _prepared(job)
+    lines, tags = chunk
+    finish = cast(Balance, op).finish
+    data, n = encode(finish(orjson.loads(line), tag)
+                     for line, tag in zip(lines.splitlines(), tags, strict=True))
+    return ChunkResult(data, n)
 
 
 def merge_chunk(ctx: OpContext, result: ChunkResult) -> None:
