@@ -98,16 +98,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make(root, args.images)
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
         base = timed([sys.executable, "baseline.py"], root)
+        base_load = os.getloadavg()[0]
         rows = []
         for w in args.workers:
             cmd = [sys.executable, "-m", "vlitc.cli.main", "build", "recipe.yaml", "--quiet", "--out", f"out{w}",
                    "--cache-dir", f"cache{w}", "--workers", str(w)]
-            rows.append((w, timed(cmd, root)))
+            rows.append((w, timed(cmd, root), os.getloadavg()[0]))
+        again = timed([sys.executable, "baseline.py"], root)  # the baseline again, after: load drifts
+        base = min(base, again)
         n = json.loads((root / f"out{args.workers[0]}" / "manifest.json").read_text())["outputs"][0]["records"]
-    print(f"{n} samples from {args.images * 5} captions; baseline json.load + loop + orjson: {base:.2f}s")
-    for w, t in rows:
-        print(f"vlitc build, {w} worker(s): {t:.2f}s = {t / base:.2f}x the baseline (goal <= 2x)")
+    print(f"{n} samples from {args.images * 5} captions; baseline json.load + loop + orjson: {base:.2f}s "
+          f"(the faster of a run before and one after; load {base_load:.2f})")
+    for w, t, load in rows:
+        print(f"vlitc build, {w} worker(s): {t:.2f}s = {t / base:.2f}x the baseline (goal <= 2x; "
+              f"load {load:.2f})")
 
 
 if __name__ == "__main__":
