@@ -303,3 +303,21 @@ def test_sigkill_during_a_ray_build_then_resume_gives_the_same_bytes_and_resends
              "--cache-dir", str(tmp_path / "fresh"), "--out", str(tmp_path / "uninterrupted")]
     subprocess.run(fresh, env=env, check=True, timeout=300)
     assert _files(tmp_path / "out") == _files(tmp_path / "uninterrupted")
+
+
+def test_pool_workers_take_their_share_of_the_cores_for_thread_pools(monkeypatch):
+    from vlitc.run import engine as eng
+
+    for var in eng.THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    eng.limit_threads(1)
+    assert all(os.environ[var] == "1" for var in eng.THREAD_VARS)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    eng.limit_threads(1)
+    assert os.environ["OMP_NUM_THREADS"] == "3"  # the user's setting stays
+    pool = eng.LocalEngine(Execution(workers=2))
+    try:
+        seen = list(pool.map(os.getenv, "OMP_NUM_THREADS", [None, None]))
+    finally:
+        pool.close()
+    assert all(v is not None and int(v) >= 1 for v in seen)

@@ -118,6 +118,19 @@ def _ordered(submit: Callable[[Any], Any], result: Callable[[Any], Any], chunks:
                 cancel()
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def limit_threads(n: int) -> None:
+    """A pool worker's share of the cores for the libraries that start thread pools of their
+    own (torch, BLAS: an embedding model in each of two workers on two cores would otherwise
+    run four threads per core); a setting the user made is kept."""
+    for var in THREAD_VARS:
+        os.environ.setdefault(var, str(n))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 class LocalEngine(Engine):
     """A pool of worker processes on this machine (forkserver on Linux, so a worker never
     inherits the build's threads or open databases)."""
@@ -146,7 +159,9 @@ class LocalEngine(Engine):
         if self._pool is None:
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=self.mp_context())
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=self.mp_context(),
+                                             initializer=limit_threads, initargs=(threads,))
         return self._pool
 
     def map(self, fn: Callable[[Any, Any], Any], job: Any, chunks: Iterable[Any]) -> Iterator[Any]:
