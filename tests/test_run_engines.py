@@ -321,3 +321,19 @@ def test_pool_workers_take_their_share_of_the_cores_for_thread_pools(monkeypatch
     finally:
         pool.close()
     assert all(v is not None and int(v) >= 1 for v in seen)
+
+
+def test_a_step_of_one_default_chunk_is_cut_so_that_every_worker_has_work():
+    from types import SimpleNamespace
+
+    from vlitc.run.engine import DEFAULT_CHUNK, MIN_CHUNK
+    from vlitc.run.executor import Executor
+
+    def size(count: int, workers: int = 2, chunk: int = DEFAULT_CHUNK) -> int:
+        ex = SimpleNamespace(engine=SimpleNamespace(workers=workers), execution=Execution(chunk=chunk))
+        return Executor.chunk_size(ex, {"count": count})  # type: ignore[arg-type]
+
+    assert size(20_000) == 5_000  # four chunks for two workers, not one
+    assert size(1_000_000) == DEFAULT_CHUNK
+    assert size(1_500) == MIN_CHUNK  # small steps are not cut finer than MIN_CHUNK
+    assert size(100, chunk=5) == 5  # a recipe's smaller chunk is kept

@@ -30,6 +30,8 @@ from vlitc.errors import ConfigurationError
 
 #: records per map task unless the recipe says otherwise (one cache shard's worth)
 DEFAULT_CHUNK = 20_000
+#: the smallest task a build cuts a map step into on its own (a recipe's ``chunk`` may be smaller)
+MIN_CHUNK = 1_000
 
 ENGINES = ("local", "ray")
 

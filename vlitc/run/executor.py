@@ -173,7 +173,16 @@ class Executor:
     def maps(self, source: dict) -> bool:
         """Whether a map step over ``source`` goes through the engine (more than one chunk and
         an engine that runs chunks elsewhere), rather than inline."""
-        return self.engine.parallel and source["count"] > self.execution.chunk
+        return self.engine.parallel and source["count"] > self.chunk_size(source)
+
+    def chunk_size(self, source: dict) -> int:
+        """Records per map task over ``source``: the recipe's ``chunk``, smaller for a step that
+        would otherwise leave workers idle (at least two chunks per worker, each at least
+        :data:`~vlitc.run.engine.MIN_CHUNK` records). Outputs do not depend on it."""
+        from vlitc.run.engine import MIN_CHUNK
+
+        share = -(-source["count"] // (2 * self.engine.workers))
+        return min(self.execution.chunk, max(share, MIN_CHUNK))
 
     def job(self, step: Step, ctx: OpContext, kind: str, measure_fp: str | None = None) -> Job:
         """The step as plain data for the shard function (see :mod:`vlitc.run.shards`)."""

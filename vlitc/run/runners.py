@@ -72,7 +72,8 @@ class Runner:
         are written in order, so the output is the same bytes as running it inline (a task's as
         shards, a measure's as a view of ``source`` with the op's stats column)."""
         job = self.ex.job(step, ctx, kind, measure_fp)
-        chunks = self.ex.store.read_chunks(source, self.ex.execution.chunk)
+        size = self.ex.chunk_size(source)
+        chunks = self.ex.store.read_chunks(source, size)
         w = self.ex.store.writer()
         view = self.ex.store.view_writer(source, stats_path(job.label)) if kind == "measure" else None
         done = 0
@@ -88,7 +89,7 @@ class Runner:
                     w.write_encoded(res.lines, res.count)
                 merge_chunk(ctx, res)
                 done += 1
-                ctx.emit({"event": "progress", "step": step.id, "done": done * self.ex.execution.chunk,
+                ctx.emit({"event": "progress", "step": step.id, "done": done * size,
                           "total": source["count"]})
         except BaseException:
             w.abort()
@@ -193,7 +194,7 @@ class BalanceRunner(Runner):
             job = ex.job(step, ctx, "keys")
 
             def chunk_keys() -> Iterator[dict[str, list]]:
-                chunks = (data for data, _n in ex.store.read_chunks(source, ex.execution.chunk))
+                chunks = (data for data, _n in ex.store.read_chunks(source, ex.chunk_size(source)))
                 for res in ex.engine.map(run_chunk, job, chunks):
                     raise_chunk_error(res)
                     merge_chunk(ctx, res)
@@ -226,7 +227,7 @@ class BalanceRunner(Runner):
                         op.finish(orjson.loads(staged(pos)), tag) for pos, (_i, tag) in enumerate(chosen))}}
 
                 def chunks() -> Iterator[tuple[bytes, list[str]]]:
-                    size = ex.execution.chunk
+                    size = ex.chunk_size(source)
                     for lo in range(0, len(chosen), size):
                         part = chosen[lo : lo + size]
                         yield b"".join(staged(lo + k) for k in range(len(part))), [t for _i, t in part]
@@ -283,7 +284,7 @@ class MeasureRunner(Runner):
             gathered = Gathered(workdir)
             if ex.maps(source):
                 job = ex.job(step, ctx, "features")
-                chunks = (data for data, _n in ex.store.read_chunks(source, ex.execution.chunk))
+                chunks = (data for data, _n in ex.store.read_chunks(source, ex.chunk_size(source)))
                 for res in ex.engine.map(run_chunk, job, chunks):
                     raise_chunk_error(res)
                     merge_chunk(ctx, res)
