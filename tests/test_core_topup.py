@@ -48,7 +48,7 @@ def test_topup_generates_only_the_missing_items(tmp_path):
     assert all(s["status"] == "cached" for s in again.manifest["steps"])
 
 
-def test_plan_estimates_the_calls_of_a_stale_generated_task(tmp_path, capsys):
+def test_plan_estimates_the_calls_of_a_stale_generated_task(tmp_path, capsys, monkeypatch):
     from vlitc.cli.main import main
 
     recipe = _recipe(tmp_path, 0)
@@ -63,3 +63,9 @@ def test_plan_estimates_the_calls_of_a_stale_generated_task(tmp_path, capsys):
     # the response cache holds the first four items' answers: only the fifth is paid for
     assert conv["items"] == {"new": 1, "changed": 0, "cached": 4}
     assert conv["estimate"]["calls"] == 1 and not conv["estimate"].get("per_item")
+    # a step with more inputs than the plan looks at one by one is counted whole, and says so
+    monkeypatch.setattr("vlitc.run.items.MAX_ITEMS", 3)
+    assert main(["plan", str(recipe), "--json", "--cache-dir", str(tmp_path / "c")]) == 0
+    conv = {r["id"]: r for r in json.loads(capsys.readouterr().out)["steps"]}["task:conv"]
+    assert "items" not in conv and "more than the 3" in conv["items_unknown"]
+    assert conv["estimate"]["calls"] == 5

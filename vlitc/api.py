@@ -128,9 +128,12 @@ def plan_status(recipe_path: str | Path, cache_dir: str | Path | None = None,
             row = st.row()
             if st.entry is not None and plan.steps[st.id].kind == "source":
                 row["image_sizes"] = _image_sizes(store, st.entry)  # for image-token estimates
-            if st.id in tallies:
-                row["items"] = tallies[st.id].counts()
-                row["requests_todo"] = tallies[st.id].todo  # what the uncached items would send
+            tally = tallies.get(st.id)
+            if tally is not None and tally.unknown:
+                row["items_unknown"] = tally.unknown
+            elif tally is not None:
+                row["items"] = tally.counts()
+                row["requests_todo"] = tally.todo  # what the uncached items would send
             rows.append(row)
     finally:
         files.close()

@@ -12,8 +12,10 @@ It is known for a step whose inputs are all cached:
 * an item-scope measure (``clip``, ``judge``...): each sample's stats are looked up in the
   per-item cache, as the build looks them up (:func:`vlitc.run.measures.cache_key`).
 
-A step with more than :data:`MAX_ITEMS` inputs, or whose requests cannot be rendered without
-running (a region box drawn on the image), is left out: the plan then counts it whole.
+A step with more than :data:`MAX_ITEMS` inputs (rendering and looking up each request costs
+about a millisecond per item, as much as the step's own rendering), or whose requests cannot be
+rendered without running (a region box drawn on the image), is not counted item by item: the
+plan says why (``items_unknown``) and counts it whole.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from vlitc.run.status import StepStatus
 from vlitc.run.store import Store
 
 #: inputs beyond which a step's items are not looked at one by one (the plan stays fast)
-MAX_ITEMS = 200_000
+MAX_ITEMS = 20_000
 
 
 class _Unknown(Exception):
@@ -48,6 +50,7 @@ class Tally:
     new: int = 0
     changed: int = 0
     cached: int = 0
+    unknown: str = ""  # why the items could not be counted (then nothing else is set)
     #: requests with at least one sample missing: (samples missing, text tokens and image
     #: tokens of one call's prompt, images in one call)
     todo: list[tuple[int, int, int, int]] = field(default_factory=list)
@@ -76,12 +79,15 @@ def item_tallies(recipe: Recipe, plan: Plan, store: Store, files: FileState,
             if st.entry is not None or not _itemised(step) or \
                     any(d not in entries for d in step.deps):
                 continue
-            if sum(entries[d]["outputs"]["main"]["count"] for d in step.deps) > MAX_ITEMS:
+            inputs = sum(entries[d]["outputs"]["main"]["count"] for d in step.deps)
+            if inputs > MAX_ITEMS:
+                out[st.id] = Tally(unknown=f"{inputs} inputs, more than the {MAX_ITEMS} the plan "
+                                           "looks at one by one")
                 continue
             try:
                 out[st.id] = _tally(step, st, recipe, store, files, entries, looker)
-            except (_Unknown, VlitcError, OSError):  # e.g. a box only the run draws
-                continue
+            except (_Unknown, VlitcError, OSError) as e:  # e.g. a box only the run draws
+                out[st.id] = Tally(unknown=f"requests known only when the step runs ({e})")
     finally:
         looker.close()
     return out

@@ -67,7 +67,7 @@ def _items(row: dict) -> str:
     """A step's items that are new, changed or cached, where they are known before it runs."""
     got = row.get("items")
     if not got:
-        return ""
+        return f"not counted: {row['items_unknown']}" if row.get("items_unknown") else ""
     return f"{got['new']} new, {got['changed']} changed, {got['cached']} cached"
 
 
