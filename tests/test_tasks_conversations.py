@@ -232,3 +232,9 @@ def test_instruction_pool_expansion_recipe_builds_offline_and_ships_its_pool(rep
     used = {r["conversations"][0]["value"].removeprefix("<image>\n") for r in data}
     assert used <= set(pool) and len(used) > 2
     assert "warnings" not in result.manifest
+    # the expansion's requests and tokens are in the report's LLM section
+    expanded = next(s for s in result.manifest["steps"] if s["id"] == "pool:brief")["counters"]
+    assert expanded["llm_requests"] > 0 and expanded["completion_tokens"] > 0
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert (f"<td>pool brief</td><td>para</td><td>mock / mock-paraphraser</td><td></td>"
+            f"<td>1.0</td><td>1</td><td>{expanded['llm_requests']}</td>") in page
