@@ -99,6 +99,14 @@ class Vocabulary:
 
     phrases: dict[tuple[str, ...], str | None]
     longest: int
+    #: first token of a phrase -> the longest phrase starting with it (most tokens start none)
+    first: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        first: dict[str, int] = {}
+        for p in self.phrases:
+            first[p[0]] = max(first.get(p[0], 0), len(p))
+        object.__setattr__(self, "first", first)
 
     @classmethod
     def from_table(cls, text: str) -> Vocabulary:
@@ -176,9 +184,14 @@ def _is_modifier(toks: list[str], start: int, end: int) -> bool:
 def match(toks: list[str], vocab: Vocabulary) -> list[Mention]:
     """Longest-first phrase matches, without modifiers and non-object phrases."""
     found: list[tuple[int, int, str | None]] = []
+    first = vocab.first
     i = 0
     while i < len(toks):
-        for n in range(min(vocab.longest, len(toks) - i), 0, -1):
+        longest = first.get(toks[i])
+        if longest is None:
+            i += 1
+            continue
+        for n in range(min(longest, len(toks) - i), 0, -1):
             key = tuple(toks[i : i + n])
             if key in vocab.phrases:
                 found.append((i, i + n, vocab.phrases[key]))
@@ -219,31 +232,48 @@ def _hedge_at(toks: list[str], j: int) -> bool:
     return not any(w in PERCEPTION for w in nxt)  # "can see", "could be seen" are claims
 
 
-def _sentence(toks: list[str], m: Mention) -> list[str]:
-    lo = m.start
-    while lo > 0 and toks[lo - 1] not in SENTENCE_END:
-        lo -= 1
-    hi = m.end
-    while hi < len(toks) and toks[hi] not in SENTENCE_END:
-        hi += 1
-    return toks[lo:hi]
+class _Clauses:
+    """What :func:`_generic` asks of one text's tokens, found in one pass: the hedges, whether a
+    hedge comes earlier in a token's sentence, and each sentence's words (read only for role
+    nouns), so that a text with many mentions is not walked again for each."""
+
+    def __init__(self, toks: list[str]):
+        self.toks = toks
+        self.hedge = [t in HEDGES and _hedge_at(toks, j) for j, t in enumerate(toks)]
+        self.before: list[bool] = []  # a hedge earlier in the token's sentence
+        self.sentence: list[int] = []  # the sentence a token is in (an end starts the next)
+        hedged, n = False, 0
+        for t, h in zip(toks, self.hedge, strict=True):
+            self.before.append(hedged)
+            self.sentence.append(n)
+            if t in SENTENCE_END:
+                hedged, n = False, n + 1
+            elif h:
+                hedged = True
+        self._words: dict[int, set[str]] = {}
+
+    def words(self, i: int) -> set[str]:
+        """The words of token ``i``'s sentence, without the token that ends it."""
+        n = self.sentence[i]
+        if n not in self._words:
+            self._words[n] = {t for t, k in zip(self.toks, self.sentence, strict=True)
+                              if k == n and t not in SENTENCE_END}
+        return self._words[n]
 
 
-def _generic(toks: list[str], m: Mention) -> bool:
+def _generic(toks: list[str], m: Mention, clauses: _Clauses | None = None) -> bool:
     """A mention in a hypothetical or generic clause: a hedge (modal, "if", "such as",
     "typically"...) earlier in its sentence or within three words after it; or a role a
     reasoning answer infers ("the driver", "people") in a sentence that puts no one in view."""
-    if m.phrase in ROLE_NOUNS and not SCENE_WORDS & set(_sentence(toks, m)):
+    c = clauses or _Clauses(toks)
+    if m.phrase in ROLE_NOUNS and not SCENE_WORDS & c.words(m.start):
         return True
-    j = m.start - 1
-    while j >= 0 and toks[j] not in SENTENCE_END:
-        if _hedge_at(toks, j):
-            return True
-        j -= 1
+    if c.before[m.start]:
+        return True
     for k in range(m.end, min(m.end + 3, len(toks))):
         if toks[k] in SENTENCE_END:
             break
-        if _hedge_at(toks, k):
+        if c.hedge[k]:
             return True
     return False
 
@@ -275,9 +305,10 @@ def claims(text: str, vocab: Vocabulary) -> Claims:
     toks = tokens(BOX.sub(_box, text))
     out.mentions = match(toks, vocab)
     ends = {m.end for m in out.mentions}
+    clauses = _Clauses(toks) if out.mentions else None
     for m in out.mentions:
         m.denied = _denied(toks, m)
-        m.generic = _generic(toks, m)
+        m.generic = _generic(toks, m, clauses)
         if m.category not in UNCOUNTED:
             m.count = _count(toks, m, ends)
     at = [pos for pos, t in enumerate(toks) if t == BOX_TOKEN]

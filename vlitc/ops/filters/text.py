@@ -214,6 +214,29 @@ def expand(phrase: str) -> list[str]:
     return [" ".join("".join(c).split()) for c in itertools.product(*options)]
 
 
+def trie_pattern(phrases: list[str]) -> str:
+    """One regular expression for a list of phrases (lower-cased; a space matches any spacing),
+    written as the trie of their characters: at each position the engine follows the one branch
+    the next character allows instead of trying every phrase in turn (hundreds of expanded
+    variants cost what a few do). A phrase that another one extends matches the longer first."""
+    trie: dict = {}
+    for phrase in phrases:
+        node = trie
+        for ch in phrase.lower():
+            node = node.setdefault(ch, {})
+        node[""] = {}  # a phrase ends here
+
+    def walk(node: dict) -> str:
+        alts = [(r"\s+" if ch == " " else re.escape(ch)) + walk(child)
+                for ch, child in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return walk(trie)
+
+
 @register("filter", "leakage")
 class LeakageFilter(_PerSample):
     """Drop samples whose answers contain leaked template phrases ("based on the provided
@@ -242,9 +265,7 @@ class LeakageFilter(_PerSample):
     def __init__(self, params: dict, label: str = ""):
         super().__init__(params, label)
         phrases = [x for p in [*self.params["phrases"], *self.params["extra"]] for x in expand(p)]
-        phrases = sorted(set(phrases), key=lambda p: (-len(p), p))  # longest first
-        alts = "|".join(re.escape(p.lower()).replace(r"\ ", r"\s+") for p in phrases)
-        self._re = re.compile(rf"(?<!\w)(?:{alts})(?!\w)") if phrases else None
+        self._re = re.compile(rf"(?<!\w)(?:{trie_pattern(phrases)})(?!\w)") if phrases else None
 
     def measure_one(self, s: Sample) -> dict:
         if self._re is None:
