@@ -147,3 +147,21 @@ def test_structure_finds_parser_separators_left_in_answers():
     assert "turn 1 has a parser label 'Answer:'" in stats[2]["problems"]
     _, off = run(StructureFilter({"separators": False}), bad)
     assert off == [None, None, None]
+
+
+def test_the_phrase_trie_matches_what_an_alternation_of_the_phrases_matches():
+    import re
+
+    from vlitc.ops.filters.text import DEFAULT_LEAKS, expand, trie_pattern
+
+    phrases = sorted({x for p in DEFAULT_LEAKS for x in expand(p)}, key=lambda p: (-len(p), p))
+    alternation = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(p).replace(r"\ ", r"\s+")
+                                                    for p in phrases) + r")(?!\w)")
+    trie = re.compile(rf"(?<!\w)(?:{trie_pattern(phrases)})(?!\w)")
+    texts = ["based on the provided captions, a dog.", "as an ai language model i cannot see",
+             "in the given description\nthe  captions say", "the captionsx and the captions",
+             "i'm unable to view the image", "according to the bounding box coordinates [1, 2]"]
+    for t in texts:
+        assert trie.findall(t) == alternation.findall(t), t
+    assert re.fullmatch(trie_pattern(["as an", "as an ai", "a b"]), "as an ai")
+    assert re.fullmatch(trie_pattern(["a b"]), "a \t b")
