@@ -21,7 +21,9 @@ Families and what they implement:
 from __future__ import annotations
 
 import copy
+import gc
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -128,6 +130,21 @@ class OpContext:
         """Send a progress event (``{"event": "progress", "done": n, "total": m}``) to the UI."""
         if self._emit is not None:
             self._emit(event)
+
+
+@contextmanager
+def cycle_collector_off() -> Iterator[None]:
+    """Hold the cycle collector while an op streams millions of records or samples: they are
+    acyclic containers, and every collection the allocations trigger would walk the ones alive
+    again (a quarter of the time of reading a conversation file). The state before is restored
+    at the end, so nested and interleaved uses leave it as they found it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Op:

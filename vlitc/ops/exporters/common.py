@@ -4,18 +4,16 @@ atomic writes (validate everything, write temp files, then rename; nothing half-
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from vlitc.errors import ConfigurationError
-from vlitc.ops.base import Exporter, OpContext
+from vlitc.ops.base import Exporter, OpContext, cycle_collector_off
 from vlitc.ops.exporters.validate import SampleChecker, TokenCounter, tokenizer_files
 from vlitc.paths import relative_problem
 from vlitc.records import Sample, images_of
@@ -126,19 +124,6 @@ def shard_names(rel: PurePosixPath, n_shards: int) -> list[PurePosixPath]:
         return [rel]
     suffix, stem = rel.suffix, rel.stem
     return [rel.with_name(f"{stem}-{i:05d}-of-{n_shards:05d}{suffix}") for i in range(n_shards)]
-
-
-@contextmanager
-def cycle_collector_off() -> Iterator[None]:
-    """Hold the cycle collector while an export gathers, checks and writes its samples: they are
-    millions of acyclic containers, and every full collection would walk all of them again."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class FileExporter(Exporter):

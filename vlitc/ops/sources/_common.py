@@ -26,7 +26,7 @@ from typing import Any, ClassVar, NamedTuple, cast
 
 from vlitc import boxes
 from vlitc.errors import InputError, Location
-from vlitc.ops.base import OpContext, Source
+from vlitc.ops.base import OpContext, Source, cycle_collector_off
 from vlitc.records import Record, image_record, image_value
 
 #: how many examples of each counted issue are kept for the report
@@ -566,9 +566,10 @@ class AnnotationSource(Source):
                 checker = self._checker(ctx)
                 try:
                     done = 0
-                    while batch := list(itertools.islice(stream, STREAM_BATCH)):
-                        yield from self._records(batch, ctx, issues, checker, done)
-                        done += len(batch)
+                    with cycle_collector_off():
+                        while batch := list(itertools.islice(stream, STREAM_BATCH)):
+                            yield from self._records(batch, ctx, issues, checker, done)
+                            done += len(batch)
                 except _SHAPE_ERRORS as e:
                     raise self._shape_error(ctx, e, self._reading) from None
                 finally:

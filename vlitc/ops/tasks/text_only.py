@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
-from vlitc.ops.base import OpContext, Task
+from vlitc.ops.base import OpContext, Task, cycle_collector_off
 from vlitc.ops.registry import register
 from vlitc.records import (
     IMAGE_TOKEN,
@@ -103,6 +103,10 @@ class Conversations(Task):
         return True
 
     def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
+        with cycle_collector_off():
+            yield from self._run(records, ctx)
+
+    def _run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
         n_in = 0
         for rec in records:
             n_in += 1
