@@ -184,21 +184,17 @@ def _is_modifier(toks: list[str], start: int, end: int) -> bool:
 def match(toks: list[str], vocab: Vocabulary) -> list[Mention]:
     """Longest-first phrase matches, without modifiers and non-object phrases."""
     found: list[tuple[int, int, str | None]] = []
-    first = vocab.first
-    i = 0
-    while i < len(toks):
-        longest = first.get(toks[i])
-        if longest is None:
-            i += 1
+    first, phrases, size = vocab.first, vocab.phrases, len(toks)
+    after = 0  # the end of the last match: a phrase starts at or after it
+    for i in [i for i, t in enumerate(toks) if t in first]:  # tokens that start a phrase
+        if i < after:
             continue
-        for n in range(min(longest, len(toks) - i), 0, -1):
+        for n in range(min(first[toks[i]], size - i), 0, -1):
             key = tuple(toks[i : i + n])
-            if key in vocab.phrases:
-                found.append((i, i + n, vocab.phrases[key]))
-                i += n
+            if key in phrases:
+                found.append((i, i + n, phrases[key]))
+                after = i + n
                 break
-        else:
-            i += 1
     starts = {s for s, _, _ in found}
     return [  # a mention right before another one modifies it ("baby elephant", "cake donuts")
         Mention(cat, s, e, " ".join(toks[s:e]))
@@ -239,26 +235,33 @@ class _Clauses:
 
     def __init__(self, toks: list[str]):
         self.toks = toks
-        self.hedge = [t in HEDGES and _hedge_at(toks, j) for j, t in enumerate(toks)]
+        self.hedged = not HEDGES.isdisjoint(toks)  # most texts hedge nothing: nothing to find
+        self.hedge: list[bool] = []
         self.before: list[bool] = []  # a hedge earlier in the token's sentence
-        self.sentence: list[int] = []  # the sentence a token is in (an end starts the next)
-        hedged, n = False, 0
-        for t, h in zip(toks, self.hedge, strict=True):
-            self.before.append(hedged)
-            self.sentence.append(n)
-            if t in SENTENCE_END:
-                hedged, n = False, n + 1
-            elif h:
-                hedged = True
-        self._words: dict[int, set[str]] = {}
+        if self.hedged:
+            self.hedge = [t in HEDGES and _hedge_at(toks, j) for j, t in enumerate(toks)]
+            hedged = False
+            for t, h in zip(toks, self.hedge, strict=True):
+                self.before.append(hedged)
+                if t in SENTENCE_END:
+                    hedged = False
+                elif h:
+                    hedged = True
+        self._sentence: list[int] = []  # the sentence a token is in (its end included)
+        self._words: dict[int, set[str]] = {}  # sentence -> its words
 
     def words(self, i: int) -> set[str]:
         """The words of token ``i``'s sentence, without the token that ends it."""
-        n = self.sentence[i]
-        if n not in self._words:
-            self._words[n] = {t for t, k in zip(self.toks, self.sentence, strict=True)
-                              if k == n and t not in SENTENCE_END}
-        return self._words[n]
+        if not self._sentence:  # every sentence's words, in one pass
+            words: set[str] = set()
+            self._words[0] = words
+            for t in self.toks:
+                self._sentence.append(len(self._words) - 1)
+                if t in SENTENCE_END:
+                    words = self._words[len(self._words)] = set()
+                else:
+                    words.add(t)
+        return self._words[self._sentence[i]]
 
 
 def _generic(toks: list[str], m: Mention, clauses: _Clauses | None = None) -> bool:
@@ -268,6 +271,8 @@ def _generic(toks: list[str], m: Mention, clauses: _Clauses | None = None) -> bo
     c = clauses or _Clauses(toks)
     if m.phrase in ROLE_NOUNS and not SCENE_WORDS & c.words(m.start):
         return True
+    if not c.hedged:
+        return False
     if c.before[m.start]:
         return True
     for k in range(m.end, min(m.end + 3, len(toks))):
@@ -306,8 +311,9 @@ def claims(text: str, vocab: Vocabulary) -> Claims:
     out.mentions = match(toks, vocab)
     ends = {m.end for m in out.mentions}
     clauses = _Clauses(toks) if out.mentions else None
+    negated = not NEGATIONS.isdisjoint(toks) or "t" in toks  # else nothing is denied
     for m in out.mentions:
-        m.denied = _denied(toks, m)
+        m.denied = negated and _denied(toks, m)
         m.generic = _generic(toks, m, clauses)
         if m.category not in UNCOUNTED:
             m.count = _count(toks, m, ends)
