@@ -281,11 +281,10 @@ class LeakageFilter(_PerSample):
 
 def repetition_ratio(tokens: list[str], n: int) -> float:
     """Share of a text's word n-grams that belong to an n-gram occurring more than once."""
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    if not grams:
+    if len(tokens) < n:
         return 0.0
-    counts = Counter(grams)
-    return sum(c for c in counts.values() if c > 1) / len(grams)
+    counts = Counter(zip(*(tokens[i:] for i in range(n)), strict=False))  # n-grams, by zip
+    return sum(c for c in counts.values() if c > 1) / (len(tokens) - n + 1)
 
 
 @register("filter", "repetition")
@@ -331,6 +330,14 @@ TRAILING_FUNCTION_WORDS = frozenset(
 )
 SENTENCE_END = re.compile(r"""[.!?…:;)\]}"'”’»*`>]\s*$|[\U0001F300-\U0001FAFF\u2600-\u27BF]\s*$""")
 PAIRS = (("(", ")"), ("[", "]"), ("{", "}"), ("“", "”"))
+_ENDERS = frozenset(""".!?…:;)]}"'”’»*`>""")
+
+
+def _ends_sentence(tail: str) -> bool:
+    """``SENTENCE_END.search(tail)`` for a text without trailing whitespace, from its last
+    character alone (the expression would try every position of a long answer)."""
+    c = tail[-1:]
+    return c in _ENDERS or "\U0001F300" <= c <= "\U0001FAFF" or "\u2600" <= c <= "\u27BF"
 
 
 def cut_off(text: str, min_words: int) -> str | None:
@@ -340,10 +347,11 @@ def cut_off(text: str, min_words: int) -> str | None:
     body = text.strip()
     if not body:
         return None
-    toks = words(body)
-    tail = body.rstrip()
-    last = toks[-1] if toks else ""
-    if len(toks) >= 3 and last in TRAILING_FUNCTION_WORDS and not SENTENCE_END.search(tail):
+    toks = WORD.findall(body) if body.isascii() else words(body)  # lower-casing keeps ASCII words
+    tail = body
+    last = toks[-1].lower() if toks else ""
+    ended = _ends_sentence(tail)
+    if len(toks) >= 3 and last in TRAILING_FUNCTION_WORDS and not ended:
         return f"ends on {last!r}"
     if body.count("```") % 2:
         return "unclosed code block"
@@ -354,7 +362,7 @@ def cut_off(text: str, min_words: int) -> str | None:
         return "unclosed quote"
     if body.rstrip().endswith((",", "-", "–", "—")):
         return "ends mid-sentence"
-    if len(toks) >= min_words and not SENTENCE_END.search(tail) and not tail[-1:].isdigit():
+    if len(toks) >= min_words and not ended and not tail[-1:].isdigit():
         return "ends mid-sentence"
     return None
 
