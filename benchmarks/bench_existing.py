@@ -161,28 +161,25 @@ def main() -> None:
         data = generate(folder, n)
         print(f"generated {n} conversations ({data.stat().st_size / 1e6:.0f} MB) in "
               f"{time.perf_counter() - t0:.1f}s; {os.cpu_count()} cores", flush=True)
+        print(f"{'':30s}{'seconds':>10s}{'cpu s':>10s}{'peak MB':>10s}{'workers MB':>11s}"
+              f"{'load avg':>12s}", flush=True)
         bare = child("bare", data, folder / "bare.json")
+        print(row("bare json.load + json.dump", bare), flush=True)
         (folder / "bare.json").unlink()
         (folder / "run1").mkdir()
         re_ = child("build", recipe(folder, data, qc=False), folder / "run1")
         same = sha256(folder / "run1" / "out" / "out.json") == sha256(data)
+        print(row("vlitc re-ingest + re-export", re_), flush=True)
+        print(f"ratio {re_['seconds'] / bare['seconds']:.2f}x against bare json.load + json.dump "
+              f"(goal <= 2x; cpu seconds {re_['cpu'] / bare['cpu']:.2f}x); "
+              f"re-export byte-identical: {same}", flush=True)
         shutil.rmtree(folder / "run1")
-        qc = kept = None
         if not args.no_qc:
             (folder / "run2").mkdir()
             qc = child("build", recipe(folder, folder / "llava_100k.json", qc=True), folder / "run2")
             with open(folder / "run2" / "out" / "out.json", "rb") as f:
                 kept = sum(1 for line in f if line.startswith(b"{"))
-    print(f"{'':30s}{'seconds':>10s}{'cpu s':>10s}{'peak MB':>10s}{'workers MB':>11s}"
-          f"{'load avg':>12s}")
-    print(row("bare json.load + json.dump", bare))
-    print(row("vlitc re-ingest + re-export", re_))
-    print(f"ratio {re_['seconds'] / bare['seconds']:.2f}x against bare json.load + json.dump "
-          f"(goal <= 2x; cpu seconds {re_['cpu'] / bare['cpu']:.2f}x); "
-          f"re-export byte-identical: {same}")
-    if qc is not None:
-        print(row(f"vlitc default QC, {min(n, QC_N)} samples", qc, f"   kept {kept}"))
-
+            print(row(f"vlitc default QC, {min(n, QC_N)} samples", qc, f"   kept {kept}"))
 
 if __name__ == "__main__":
     main()
