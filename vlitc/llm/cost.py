@@ -16,6 +16,10 @@ OpenAI bills a cached prefix at its discount and writes for free; Anthropic bill
 write at 1.25x and a read at 0.1x the input rate. A model without a cache rate bills cached
 tokens at the input rate. ``usd_saved`` is what the same calls would have cost without caching,
 minus what they cost (a write's surcharge counts against it).
+
+Batches: a generator with ``batch: true`` pays ``BATCH_FACTOR`` of every rate (OpenAI's Batch
+API and Anthropic's Message Batches both take half), or its own ``prices: {batch: share}``;
+:func:`generator_price` is the price a generator's requests are accounted and planned at.
 """
 
 from __future__ import annotations
@@ -93,6 +97,23 @@ def price_for(model: str, override: dict | None = None) -> Price | None:
     return PRICES[best] if best else None
 
 
+#: share of the list price a batch request pays (OpenAI Batch API, Anthropic Message Batches)
+BATCH_FACTOR = 0.5
+
+
+def generator_price(config: dict) -> Price | None:
+    """The :class:`Price` a generator's requests cost: the model's (or the ``prices``
+    override), every rate times the batch share when it sends through a batch API."""
+    prices = config.get("prices") or {}
+    price = price_for(str(config.get("model") or ""), prices)
+    if price is None or not config.get("batch"):
+        return price
+    share = float(prices.get("batch", BATCH_FACTOR))
+    return Price(price.input * share, price.output * share,
+                 None if price.cache_read is None else price.cache_read * share,
+                 None if price.cache_write is None else price.cache_write * share)
+
+
 def cost(price: Price | tuple | None, prompt_tokens: int, completion_tokens: int,
          cache_read: int = 0, cache_write: int = 0) -> float:
     """USD of ``prompt_tokens`` (of which ``cache_read`` and ``cache_write`` are billed at the
@@ -122,6 +143,8 @@ class Tally:
     samples: int = 0  # samples produced (fresh or cached)
     failed: int = 0  # samples whose request finally failed
     retries: int = 0
+    batches: int = 0  # provider batches created (``batch: true``)
+    batched: int = 0  # fresh calls answered through a batch
     images: int = 0  # images attached to fresh calls
     image_tokens: int = 0  # what they cost by the provider's rule (part of prompt_tokens)
     prompt_tokens: int = 0

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vlitc.llm.cost import cache_minimum, cost, price_for, saved
+from vlitc.llm.cost import cache_minimum, cost, generator_price, saved
 
 CHARS_PER_TOKEN = 4
 REWRITE_SAMPLE_CHARS = 1200  # a typical generated conversation
@@ -174,9 +174,10 @@ def prompt_cache(generator_config: dict, prefix: dict, items: int, calls: int) -
 
 def _figures(generator_config: dict, calls: int, prompt_tokens: int, completion_tokens: int,
              images: int, per_item: bool, cache_read: int = 0, cache_write: int = 0) -> dict:
-    """One estimate's figures, priced at the generator's model."""
-    price = price_for(generator_config.get("model", ""), generator_config.get("prices"))
-    return {
+    """One estimate's figures, priced at the generator's model (at the batch price when it
+    sends through a batch API: ``batch: true`` in the figures)."""
+    price = generator_price(generator_config)
+    out = {
         "calls": calls,
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -188,6 +189,9 @@ def _figures(generator_config: dict, calls: int, prompt_tokens: int, completion_
         "images": images,
         "per_item": per_item,
     }
+    if generator_config.get("batch"):
+        out["batch"] = True
+    return out
 
 
 def calls_per_sample(generator_config: dict) -> bool:

@@ -30,6 +30,15 @@ prefix of ``cache_min_tokens`` or more), the longest prefix seen before as
 ``cache_creation_input_tokens``, with ``input_tokens`` the remainder. The cache lives as long as
 the server (no expiry).
 
+It also runs batches, as both providers' batch APIs do: OpenAI's files upload (multipart,
+purpose ``batch``) and content, ``POST /v1/batches`` and its retrieve, and Anthropic's
+``POST /v1/messages/batches``, retrieve and ``results``. A batch's requests are answered as the
+same requests sent one by one would be (each logged as a ``batch`` answer), a share
+``batch_step`` of them at each status check (all at the first by default), none while
+``batch_hold`` is set; ``batch_fail_rate`` fails a seeded share of them (HTTP 500, a retryable
+error), and ``batch_expire_after`` lets a batch expire once it answered that many (the rest
+come back ``expired``). ``batches_created`` counts the batches created.
+
     python -m vlitc.llm.fakeserver --port 8000 --latency 0.25
 """
 
@@ -190,6 +199,15 @@ class FakeServer:
     #: prompt caching (see the module doc): the smallest cacheable prefix, OpenAI's increment
     cache_min_tokens: int = 1024
     cache_step: int = 128
+    #: batches: hold every batch in progress; requests answered per status check (None: all);
+    #: share of batch requests that fail (HTTP 500); answers after which a batch expires
+    batch_hold: bool = False
+    batch_step: int | None = None
+    batch_fail_rate: float = 0.0
+    batch_expire_after: int | None = None
+    batches_created: int = 0
+    batches: dict[str, dict] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)
     port: int = 0
     _prefixes: set[str] = field(default_factory=set)
@@ -380,20 +398,29 @@ class FakeServer:
                     k.strip().lower(): v.strip()
                     for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)
                 }
-                raw = await reader.readexactly(int(headers.get("content-length", 0)))
-                if not await self._respond(method, path, raw, writer):
+                if headers.get("transfer-encoding", "").lower() == "chunked":
+                    raw = await _chunked(reader)
+                else:
+                    raw = await reader.readexactly(int(headers.get("content-length", 0)))
+                if not await self._respond(method, path, raw, writer, headers):
                     break
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
             writer.close()
 
-    async def _respond(self, method: str, path: str, raw: bytes, writer) -> bool:
+    async def _respond(self, method: str, path: str, raw: bytes, writer,
+                       headers: dict | None = None) -> bool:
         path = path.split("?", 1)[0]
         if method == "GET" and path == "/v1/models":
             await _send(
                 writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]}
             )
+            return True
+        if path.startswith(("/v1/files", "/v1/batches", "/v1/messages/batches")):
+            status, obj, blob = self._batch_api(method, path, raw, headers or {})
+            self._record(path, hashlib.sha256(raw).hexdigest(), "api", {"method": method})
+            await _send(writer, status, obj, raw_body=blob)
             return True
         if method != "POST" or path not in ("/v1/chat/completions", "/v1/messages"):
             await _send(writer, 404, {"error": {"message": f"no route {method} {path}"}})
@@ -452,6 +479,188 @@ class FakeServer:
         tag = hashlib.sha256(json.dumps(last, sort_keys=True).encode()).digest()
         return int.from_bytes(tag[:4], "big") < self.slow_rate * 2**32
 
+    # batches ---------------------------------------------------------------------------------
+    def _batch_api(self, method: str, path: str, raw: bytes, headers: dict
+                   ) -> tuple[int, dict | None, bytes | None]:
+        """(status, JSON body, or raw bytes) of a files or batches request."""
+        parts = path.strip("/").split("/")[1:]  # without "v1"
+        if method == "POST" and parts == ["files"]:
+            return 200, self._upload(raw, headers.get("content-type", "")), None
+        if method == "GET" and len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
+            if parts[1] not in self.files:
+                return 404, {"error": {"message": f"no file {parts[1]}"}}, None
+            return 200, None, self.files[parts[1]]
+        if method == "POST" and parts == ["batches"]:
+            return self._create_openai(json.loads(raw))
+        if method == "POST" and parts == ["messages", "batches"]:
+            return self._create_anthropic(json.loads(raw))
+        if method == "GET" and parts[:-1] in (["batches"], ["messages", "batches"]):
+            batch = self.batches.get(parts[-1])
+            if batch is None or (batch["api"] == "anthropic") != (parts[0] == "messages"):
+                return 404, _error(f"no batch {parts[-1]}", "not_found_error"), None
+            self._advance(batch)
+            return 200, self._batch_object(batch), None
+        if (method == "GET" and len(parts) == 4 and parts[:2] == ["messages", "batches"]
+                and parts[3] == "results"):
+            batch = self.batches.get(parts[2])
+            if batch is None or not batch["ended"]:
+                return 404, _error("no results (yet)", "not_found_error"), None
+            lines = [json.dumps(batch["results"][r["custom_id"]]) for r in batch["requests"]
+                     if r["custom_id"] in batch["results"]]
+            return 200, None, ("\n".join(lines) + "\n").encode()
+        return 404, {"error": {"message": f"no route {method} {path}"}}, None
+
+    def _upload(self, raw: bytes, content_type: str) -> dict:
+        from email.parser import BytesParser
+        from email.policy import HTTP
+
+        msg = BytesParser(policy=HTTP).parsebytes(
+            f"content-type: {content_type}\r\n\r\n".encode() + raw)
+        data, name, purpose = b"", "upload", ""
+        for part in msg.iter_parts():
+            field_name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            payload = payload if isinstance(payload, bytes) else b""
+            if field_name == "file":
+                data, name = payload, part.get_filename() or name
+            elif field_name == "purpose":
+                purpose = payload.decode()
+        fid = f"file-{len(self.files) + 1}"
+        self.files[fid] = data
+        return _file_object(fid, name, purpose, len(data))
+
+    def _new_batch(self, api: str, requests: list[dict], extra: dict) -> dict:
+        self.batches_created += 1
+        prefix = "msgbatch" if api == "anthropic" else "batch"
+        batch = {"id": f"{prefix}_{self.batches_created}", "api": api, "requests": requests,
+                 "results": {}, "failed": set(), "ended": False, "status": "in_progress",
+                 "created": int(time.time()), **extra}
+        self.batches[batch["id"]] = batch
+        return batch
+
+    def _create_openai(self, body: dict) -> tuple[int, dict | None, bytes | None]:
+        fid = body.get("input_file_id")
+        if fid not in self.files or body.get("endpoint") != "/v1/chat/completions":
+            return 400, _error(f"bad input file {fid!r} or endpoint", "invalid_request_error"), None
+        lines = [json.loads(ln) for ln in self.files[fid].splitlines() if ln.strip()]
+        ids = [ln.get("custom_id") for ln in lines]
+        if len(set(ids)) != len(ids) or any(ln.get("url") != body["endpoint"] for ln in lines):
+            return 400, _error("duplicate custom_id or a line for another endpoint",
+                               "invalid_request_error"), None
+        reqs = [{"custom_id": ln["custom_id"], "body": ln["body"]} for ln in lines]
+        batch = self._new_batch("openai", reqs, {"input_file_id": fid,
+                                                 "metadata": body.get("metadata")})
+        return 200, self._batch_object(batch), None
+
+    def _create_anthropic(self, body: dict) -> tuple[int, dict | None, bytes | None]:
+        reqs = body.get("requests") or []
+        ids = [r.get("custom_id") for r in reqs]
+        if not reqs or len(set(ids)) != len(ids) or not all(
+                isinstance(i, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in ids):
+            return 400, _error("requests need unique custom_ids of 1-64 [A-Za-z0-9_-]",
+                               "invalid_request_error"), None
+        reqs = [{"custom_id": r["custom_id"], "body": r["params"]} for r in reqs]
+        return 200, self._batch_object(self._new_batch("anthropic", reqs, {})), None
+
+    def _advance(self, batch: dict) -> None:
+        """Answer the next requests of a batch (at a status check), and end it when all are."""
+        if batch["ended"] or self.batch_hold:
+            return
+        todo = [r for r in batch["requests"] if r["custom_id"] not in batch["results"]]
+        for r in todo[: self.batch_step or len(todo)]:
+            answered = len(batch["results"])
+            if self.batch_expire_after is not None and answered >= self.batch_expire_after:
+                break
+            batch["results"][r["custom_id"]] = self._batch_answer(batch, r)
+        done = len(batch["results"]) == len(batch["requests"])
+        expired = (self.batch_expire_after is not None
+                   and len(batch["results"]) >= self.batch_expire_after and not done)
+        if expired:
+            for r in batch["requests"]:
+                if r["custom_id"] not in batch["results"]:
+                    batch["results"][r["custom_id"]] = self._expired(batch, r)
+        if done or expired:
+            batch["ended"], batch["status"] = True, "expired" if expired else "completed"
+            if batch["api"] == "openai":
+                self._write_outputs(batch)
+
+    def _batch_answer(self, batch: dict, r: dict) -> dict:
+        body, cid = r["body"], r["custom_id"]
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        attempt = self._seen.get(f"batch:{digest}", 0)
+        self._seen[f"batch:{digest}"] = attempt + 1
+        rng = random.Random(f"{self.seed}:{digest}:{attempt}")
+        anthropic = batch["api"] == "anthropic"
+        if self.batch_fail_rate and rng.random() < self.batch_fail_rate:
+            batch["failed"].add(cid)
+            self._record(f"batch:{batch['id']}", digest, "500")
+            if anthropic:
+                return {"custom_id": cid, "result": {"type": "errored", "error": _error(
+                    "injected batch failure", "api_error")}}
+            return {"id": f"batch_req_{cid[:12]}", "custom_id": cid, "error": None,
+                    "response": {"status_code": 500, "request_id": "req_fake",
+                                 "body": _error("injected batch failure", "server_error")}}
+        images = decode_images(body)
+        answer = self._anthropic(body, images) if anthropic else self._openai(body, images)
+        extra = {"body": body, "answer": answer} if self.keep_bodies else {}
+        self._record(f"batch:{batch['id']}", digest, "ok", extra)
+        if anthropic:
+            return {"custom_id": cid, "result": {"type": "succeeded", "message": answer}}
+        return {"id": f"batch_req_{cid[:12]}", "custom_id": cid, "error": None,
+                "response": {"status_code": 200, "request_id": "req_fake", "body": answer}}
+
+    @staticmethod
+    def _expired(batch: dict, r: dict) -> dict:
+        cid = r["custom_id"]
+        if batch["api"] == "anthropic":
+            return {"custom_id": cid, "result": {"type": "expired"}}
+        return {"id": f"batch_req_{cid[:12]}", "custom_id": cid, "response": None,
+                "error": {"code": "batch_expired", "message": "This request could not be "
+                          "executed before the completion window expired."}}
+
+    def _write_outputs(self, batch: dict) -> None:
+        ok: list[str] = []
+        bad: list[str] = []
+        for r in batch["requests"]:
+            row = batch["results"][r["custom_id"]]
+            good = (row.get("response") or {}).get("status_code") == 200
+            (ok if good else bad).append(json.dumps(row))
+        for name, rows in (("output_file_id", ok), ("error_file_id", bad)):
+            if rows:
+                fid = f"file-{len(self.files) + 1}"
+                self.files[fid] = ("\n".join(rows) + "\n").encode()
+                batch[name] = fid
+
+    def _batch_object(self, batch: dict) -> dict:
+        n, answered = len(batch["requests"]), len(batch["results"])
+        failed = len(batch["failed"]) + sum(
+            1 for r in batch["results"].values()
+            if r.get("error") or (r.get("result") or {}).get("type") == "expired")
+        created = batch["created"]
+        if batch["api"] == "anthropic":
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+            expired = sum(1 for r in batch["results"].values() if r["result"]["type"] == "expired")
+            return {
+                "id": batch["id"], "type": "message_batch",
+                "processing_status": "ended" if batch["ended"] else "in_progress",
+                "request_counts": {"processing": n - answered, "succeeded":
+                                   answered - len(batch["failed"]) - expired,
+                                   "errored": len(batch["failed"]), "canceled": 0,
+                                   "expired": expired},
+                "created_at": stamp, "expires_at": stamp, "ended_at": stamp if batch["ended"]
+                else None, "archived_at": None, "cancel_initiated_at": None,
+                "results_url": f"{self.base_url}/messages/batches/{batch['id']}/results"
+                if batch["ended"] else None,
+            }
+        return {
+            "id": batch["id"], "object": "batch", "endpoint": "/v1/chat/completions",
+            "errors": None, "input_file_id": batch["input_file_id"], "completion_window": "24h",
+            "status": batch["status"], "output_file_id": batch.get("output_file_id"),
+            "error_file_id": batch.get("error_file_id"), "created_at": created,
+            "request_counts": {"total": n, "completed": answered - failed, "failed": failed},
+            "metadata": batch.get("metadata"),
+        }
+
     # running ---------------------------------------------------------------------------------
     async def serve(self, ready: threading.Event | None = None) -> None:
         server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=2048)
@@ -493,6 +702,26 @@ async def _send(
     head += [f"{k}: {v}" for k, v in (extra or {}).items()]
     writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
     await writer.drain()
+
+
+def _error(message: str, kind: str) -> dict:
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _file_object(fid: str, name: str, purpose: str, size: int) -> dict:
+    return {"id": fid, "object": "file", "bytes": size, "created_at": int(time.time()),
+            "filename": name, "purpose": purpose, "status": "processed"}
+
+
+async def _chunked(reader: asyncio.StreamReader) -> bytes:
+    out = b""
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+        if not size:
+            await reader.readuntil(b"\r\n")
+            return out
+        out += await reader.readexactly(size)
+        await reader.readexactly(2)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,8 +18,9 @@ Before a request is sent, the session:
   so the requests in flight cannot overshoot ``max_usd`` / ``max_tokens``.
 
 A frozen session serves only stored samples and never opens a connection. Providers sit behind
-:class:`vlitc.llm.providers.Provider` (``complete(params, n, first)``); a backend with a batch
-API can implement the same call and be picked in :func:`vlitc.llm.providers.make_provider`.
+:class:`vlitc.llm.providers.Provider` (``complete(params, n, first)``). A generator with
+``batch: true`` sends what the store lacks through its provider's batch API instead
+(:mod:`vlitc.llm.batch`), with the same requests, keys, entries and accounting.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from vlitc.errors import BudgetExceeded, ConfigurationError, GenerationError
 from vlitc.llm.cache import ResponseCache, load_store
-from vlitc.llm.cost import CACHE_USAGE, Accounting, cost, price_for, saved
+from vlitc.llm.cost import CACHE_USAGE, Accounting, cost, generator_price, saved
 from vlitc.llm.defaults import DEFAULTS
 from vlitc.llm.limits import Limits, estimate_prompt_tokens
 from vlitc.llm.providers import Provider, make_provider
@@ -97,6 +98,7 @@ class _RunState:
     fatal: BaseException | None = None
     stop: bool = False  # send nothing more (the consumer stopped or failed)
     last_emit: float = 0.0
+    batch: dict | None = None  # where this step's provider batches stand (``batch: true``)
 
 
 def _seeded(params: dict, first: int) -> dict:
@@ -121,7 +123,7 @@ class Client:
         if not self.model:
             raise ConfigurationError(f"generator {name!r} names no model")
         self.defaults = {k: config[k] for k in SAMPLING_DEFAULTS if config.get(k) is not None}
-        self.price = price_for(self.model, config.get("prices"))
+        self.price = generator_price({**config, "model": self.model})
         if self.price is None:
             session.accounting.unpriced.add(self.model)
         self.limits = session._limits_for(self.provider_name, self.model, config)
@@ -161,6 +163,11 @@ class Client:
         Items are read as sending goes on, never all at once. A request that finally fails comes
         back with ``response.error``; a fatal error (a non-retryable status, the budget) stops
         sending, lets the requests in flight finish (their answers are stored) and is raised."""
+        if self.config.get("batch") and not self.session.frozen:
+            from vlitc.llm.batch import stream_batched
+
+            yield from stream_batched(self, items, request, step)
+            return
         state = _RunState(step)
         pending: deque[tuple[Any, _Plan | None, concurrent.futures.Future | None]] = deque()
         bound = max(REORDER_MIN, REORDER_PER_SLOT * self.concurrency)
@@ -341,13 +348,19 @@ class Client:
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, LEASE_POLL[1])
 
-    async def _send(self, plan: _Plan, remaining: list[int], state: _RunState) -> None:
+    async def call_params(self, plan: _Plan) -> tuple[dict, list[tuple[int, int]]]:
+        """What a provider is called with for ``plan`` (its images prepared and attached), and
+        the prepared images' sizes."""
         params: dict[str, Any] = {"model": self.model, "messages": plan.base["messages"]}
         params.update({k: plan.base[k] for k in SAMPLING_KEYS})
         params["cache_prefix"] = plan.request.cache_prefix  # billing only, not in the key
         sizes: list[tuple[int, int]] = []
         if has_images(plan.request.messages):
             params["messages"], sizes = await self._wire(plan.request.messages)
+        return params, sizes
+
+    async def _send(self, plan: _Plan, remaining: list[int], state: _RunState) -> None:
+        params, sizes = await self.call_params(plan)
         img_tokens = self.image_tokens(sizes)
         provider = self.provider()
         while remaining:
@@ -418,32 +431,47 @@ class Client:
         if answered:
             self.limits.settle(tokens_est, tokens)
 
-    def _store(self, plan: _Plan, got: list, usage: dict, raw: Any, state: _RunState) -> float:
-        """Commit the answers of one call; returns what it cost."""
+    def entries(self, texts: list[str], reasons: list[str], usage: dict) -> list[dict]:
+        """The store entries of one call's samples: the call's prompt (and prompt-cache) tokens
+        on the first, its completion tokens shared out (the same whichever path sent it)."""
         p_tok, c_tok = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
         cached = {k: int(usage.get(k, 0)) for k in CACHE_USAGE if usage.get(k)}
-        for j, (i, text, reason) in enumerate(got):
-            share = c_tok // len(got) + (c_tok % len(got) if j == 0 else 0)
-            entry = {
+        out = []
+        for j, (text, reason) in enumerate(zip(texts, reasons, strict=True)):
+            share = c_tok // len(texts) + (c_tok % len(texts) if j == 0 else 0)
+            out.append({
                 "text": text,
                 "finish_reason": reason,
                 "provider": self.provider_name,
                 "model": self.model,
                 "usage": {"prompt_tokens": p_tok if j == 0 else 0, "completion_tokens": share,
                           **(cached if j == 0 else {})},
-            }
+            })
+        return out
+
+    def account(self, step: str, usage: dict, samples: int, **extra: int) -> float:
+        """Count one answered call of ``samples`` samples, its tokens and what it cost (returned)."""
+        p_tok, c_tok = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        read = int(usage.get("cache_read_tokens", 0))
+        write = int(usage.get("cache_write_tokens", 0))
+        if samples:
+            self._longest_answer = max(self._longest_answer, c_tok // samples + 1)
+        usd = cost(self.price, p_tok, c_tok, read, write)
+        self.session.accounting.add(
+            step, self.name, calls=1, prompt_tokens=p_tok, completion_tokens=c_tok,
+            cache_read_tokens=read, cache_write_tokens=write, usd=usd,
+            usd_saved=saved(self.price, read, write), **extra,
+        )
+        return usd
+
+    def _store(self, plan: _Plan, got: list, usage: dict, raw: Any, state: _RunState) -> float:
+        """Commit the answers of one call; returns what it cost."""
+        made = self.entries([t for _, t, _ in got], [r for _, _, r in got], usage)
+        for (i, _, _), entry in zip(got, made, strict=True):
             self.session.cache.set(plan.keys[i], entry)
             self.session._answered.add(plan.keys[i])
             plan.entries[i] = entry
-        if got:
-            self._longest_answer = max(self._longest_answer, c_tok // len(got) + 1)
-        read, write = cached.get("cache_read_tokens", 0), cached.get("cache_write_tokens", 0)
-        usd = cost(self.price, p_tok, c_tok, read, write)
-        self.session.accounting.add(
-            state.step, self.name, calls=1, prompt_tokens=p_tok, completion_tokens=c_tok,
-            cache_read_tokens=read, cache_write_tokens=write, usd=usd,
-            usd_saved=saved(self.price, read, write),
-        )
+        usd = self.account(state.step, usage, len(got))
         if not plan.fresh:
             plan.fresh, plan.raw = True, raw
         state.done += len(got)
@@ -468,6 +496,7 @@ class Client:
                 "tokens": tot.prompt_tokens + tot.completion_tokens,
                 # this step's own calls, tokens and spend, its retries and failures
                 "step_llm": step.as_dict() if step is not None else {},
+                **({"batch": state.batch} if state.batch else {}),
             }
         )
 

@@ -188,7 +188,7 @@ def llm_rows(recipe: Mapping, steps: Sequence[Mapping]) -> list[dict]:
     caching saved, repairs, parse failures and failed items. This build's own fresh calls and
     cache hits are in ``manifest.json``: they differ between a build and its rebuild, and a
     frozen rebuild must give the same report bytes."""
-    from vlitc.llm.cost import cost, price_for, saved
+    from vlitc.llm.cost import cost, generator_price, saved
 
     gens = recipe.get("generators") or {}
     by_id = {s.get("id"): s for s in steps}
@@ -198,7 +198,7 @@ def llm_rows(recipe: Mapping, steps: Sequence[Mapping]) -> list[dict]:
         c = (by_id.get(sid) or {}).get("counters") or {}
         p_tok, c_tok = int(c.get("prompt_tokens", 0)), int(c.get("completion_tokens", 0))
         read, write = int(c.get("cache_read_tokens", 0)), int(c.get("cache_write_tokens", 0))
-        price = price_for(str(gen.get("model", "")), gen.get("prices"))
+        price = generator_price(gen)
         temperature = spec.get("temperature", gen.get("temperature"))
         rows.append({
             "task": name, "kind": spec.get("kind") or spec.get("type"),

@@ -2,7 +2,8 @@
 elsewhere (CI logs, ``| tee``), and JSON lines.
 
 Both human reporters show, per running step, "step k of N", items done of total, the step's own
-LLM calls, tokens and dollars, its retries and failures, parse failures and repairs, and an ETA.
+LLM calls, tokens and dollars, its retries and failures, parse failures and repairs, where its
+provider batches stand (``batch: true``: batches open, requests done, status), and an ETA.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ class StepState:
         self.done, self.total = 0, None
         self.llm: dict = {}
         self.counters: dict = {}
+        self.batch: dict = {}
 
     def update(self, event: dict) -> None:
         if "done" in event:
             self.done, self.total = event.get("done", 0), event.get("total", self.total)
         if event.get("step_llm"):
             self.llm = event["step_llm"]
+        if event.get("batch"):
+            self.batch = event["batch"]
         if event.get("event") == "counters":
             self.counters = dict(event.get("counters") or {})
 
@@ -74,6 +78,11 @@ class StepState:
                 parts.append(f"{llm['retries']} retries")
             if llm.get("failed"):
                 parts.append(f"{llm['failed']} failed")
+        b = self.batch
+        if b:
+            parts.append(f"{b.get('open', 0)} of {b.get('batches', 0)} batch(es) open, "
+                         f"{b.get('done', 0)}/{b.get('total', 0)} requests "
+                         f"({'/'.join(b.get('status') or [])})")
         for key, label in LIVE_COUNTERS:
             n = self.counters.get(key)
             if isinstance(n, int) and n:

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             tokens = e.get("prompt_tokens", 0) + e.get("completion_tokens", 0)
             imgs = f", {e['images']} images" if e.get("images") else ""
             note = f"; {e['note']}" if e.get("note") else ""
+            note += "; batch price" if e.get("batch") else ""
             cached = (f" ({e['cache_read_tokens']} prompt tokens from the prompt cache, saving "
                       f"${e.get('usd_saved', 0):.4f})" if e.get("cache_read_tokens") else "")
             why += (f" [est. {e.get('calls', 0)} calls{imgs}, {tokens} tokens{cached}, "

@@ -25,12 +25,51 @@ class Completion:
     raw: Any = None
 
 
+@dataclass
+class BatchState:
+    """Where a provider batch stands: ``status`` in the provider's words, ``ended`` once no
+    request in it will change any more, ``done`` of ``total`` requests finished, and ``error``
+    when the batch as a whole was refused (e.g. its file did not validate)."""
+
+    id: str
+    status: str
+    ended: bool
+    done: int = 0
+    total: int = 0
+    error: str | None = None
+
+
+@dataclass
+class BatchItem:
+    """One request's outcome in an ended batch, by its ``custom_id``."""
+
+    custom_id: str
+    completion: Completion | None = None
+    error: ProviderError | None = None
+
+
 class Provider:
-    """Base of the backends. ``supports_n``: one call can return several samples."""
+    """Base of the backends. ``supports_n``: one call can return several samples.
+    ``batch_limits``: (requests, bytes) one batch may hold, where the provider has a batch API
+    (then ``batch_line``, ``submit_batch``, ``batch_state`` and ``batch_results`` work)."""
 
     supports_n = False
+    batch_limits: tuple[int, int] | None = None
 
     async def complete(self, params: dict, n: int, first: int = 0) -> Completion:
+        raise NotImplementedError
+
+    def batch_line(self, params: dict, n: int, custom_id: str) -> dict:
+        """One request of a batch, as the provider's batch API takes it."""
+        raise NotImplementedError
+
+    async def submit_batch(self, lines: list[dict], metadata: dict) -> BatchState:
+        raise NotImplementedError
+
+    async def batch_state(self, batch_id: str) -> BatchState:
+        raise NotImplementedError
+
+    async def batch_results(self, batch_id: str) -> list[BatchItem]:
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -63,6 +102,14 @@ def _accepted(method: Any) -> frozenset[str]:
     except (TypeError, ValueError):  # pragma: no cover - a C method without a signature
         return frozenset()
     return frozenset(p.name for p in params if p.kind is not p.VAR_KEYWORD)
+
+
+def flat_body(kwargs: dict) -> dict:
+    """SDK keyword arguments as the JSON body they send (``extra_body`` merged in): what a batch
+    request line carries, so a batched request is the request the SDK would have sent."""
+    body = {k: v for k, v in kwargs.items() if k != "extra_body"}
+    body.update(kwargs.get("extra_body") or {})
+    return body
 
 
 def sdk_kwargs(method: Any, fields: dict) -> dict:

@@ -15,15 +15,37 @@ repeating that prefix read it at the cache rate (``usage.cache_read_input_tokens
 first one wrote it (``cache_creation_input_tokens``). A breakpoint only changes the billing,
 never the answer, so it is not part of the request key. ``prompt_tokens`` counts the whole
 prompt (the API's ``input_tokens`` plus both cache counts).
+
+Message Batches (``batch: true``): each request's ``messages.create`` body (breakpoints
+included) becomes the ``params`` of one batch request (``messages.batches.create``);
+``retrieve`` tells where the batch stands and ``results`` streams one result per request
+(succeeded, errored, canceled or expired).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from vlitc.llm.defaults import DEFAULTS
-from vlitc.llm.providers import Completion, Provider, api_key, sdk_call, sdk_kwargs
+from vlitc.llm.providers import (
+    BatchItem,
+    BatchState,
+    Completion,
+    Provider,
+    api_key,
+    flat_body,
+    sdk_call,
+    sdk_kwargs,
+)
 from vlitc.llm.retry import ProviderError
 
 DEFAULT_MAX_TOKENS = 1024  # the Messages API requires max_tokens
+#: one batch's limits: 100,000 requests, 256 MB
+BATCH_LIMITS = (100_000, 256 * 1024 * 1024)
+#: the HTTP status the Messages API gives each error type (for the retry decision)
+ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401,
+                "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
+                "rate_limit_error": 429, "api_error": 500, "overloaded_error": 529}
 
 
 def wire_part(part: dict) -> dict:
@@ -54,6 +76,7 @@ def _breakpoint(message: dict) -> dict:
 
 class AnthropicProvider(Provider):
     supports_n = False
+    batch_limits = BATCH_LIMITS
 
     def __init__(self, name: str, config: dict):
         import anthropic
@@ -105,6 +128,23 @@ class AnthropicProvider(Provider):
     async def aclose(self) -> None:
         await self._client.close()
 
+    # Message Batches ----------------------------------------------------------------------------
+    def batch_line(self, params: dict, n: int, custom_id: str) -> dict:
+        return {"custom_id": custom_id, "params": flat_body(self.kwargs(params))}
+
+    async def submit_batch(self, lines: list[dict], metadata: dict) -> BatchState:
+        batches = self._client.messages.batches
+        return _state(await sdk_call(self._sdk, batches.create(requests=lines)))  # type: ignore[arg-type]
+
+    async def batch_state(self, batch_id: str) -> BatchState:
+        return _state(await sdk_call(self._sdk, self._client.messages.batches.retrieve(batch_id)))
+
+    async def batch_results(self, batch_id: str) -> list[BatchItem]:
+        async def read() -> list[BatchItem]:
+            return [_item(r) async for r in await self._client.messages.batches.results(batch_id)]
+
+        return await sdk_call(self._sdk, read())
+
 
 def _completion(body) -> Completion:
     try:
@@ -123,3 +163,27 @@ def _completion(body) -> Completion:
         return Completion([text], [body.stop_reason or ""], use, raw=body)
     except (AttributeError, TypeError, ValueError) as exc:
         raise ProviderError(f"malformed response body: {exc}", kind="malformed") from None
+
+
+def _state(batch: Any) -> BatchState:
+    c = batch.request_counts
+    done = c.succeeded + c.errored + c.canceled + c.expired
+    return BatchState(batch.id, batch.processing_status, batch.processing_status == "ended",
+                      done, done + c.processing)
+
+
+def _item(row: Any) -> BatchItem:
+    result = row.result
+    if result.type == "succeeded":
+        try:
+            return BatchItem(row.custom_id, _completion(result.message))
+        except ProviderError as exc:
+            return BatchItem(row.custom_id, error=exc)
+    if result.type == "errored":
+        err = getattr(result.error, "error", None)
+        kind, message = getattr(err, "type", "api_error"), getattr(err, "message", "errored")
+        status = ERROR_STATUS.get(kind, 500)
+        return BatchItem(row.custom_id, error=ProviderError(f"HTTP {status}: {kind}: {message}",
+                                                            status=status))
+    return BatchItem(row.custom_id, error=ProviderError(
+        f"{result.type} in the batch", kind="expired" if result.type == "expired" else "canceled"))

@@ -14,20 +14,30 @@ The body is posted through the SDK's client (its key, base URL, timeout, connect
 error types) as plain JSON, and the answer is read with orjson: ``chat.completions.create``
 would walk every message against the SDK's TypedDicts and build pydantic models of the answer,
 which cost more CPU per request than the rest of a generate step (see
-``benchmarks/bench_llm.py``)."""
+``benchmarks/bench_llm.py``).
+
+The Batch API (``batch: true``): the requests' Chat Completions bodies, exactly what
+``complete`` would post, go into a JSONL file (``files.create``, purpose ``batch``) that
+``batches.create`` runs within 24 hours; ``batches.retrieve`` tells where it stands and its
+output and error files (``files.content``) hold one line per request."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
-from vlitc.llm.providers import Completion, Provider, api_key, sdk_call
+from vlitc.llm.providers import BatchItem, BatchState, Completion, Provider, api_key, sdk_call
 from vlitc.llm.retry import ProviderError
 
 _LOCAL_KEY = "not-needed"  # OpenAI-compatible local servers ignore the key but the SDK wants one
 #: the request fields this provider sends (each a keyword of the SDK's create(), or extra_body)
 FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop", "response_format")
+ENDPOINT: Final = "/v1/chat/completions"
+#: one batch's limits: 50,000 requests, a 200 MB input file
+BATCH_LIMITS = (50_000, 200 * 1024 * 1024)
+#: batch statuses after which nothing in the batch changes
+ENDED = ("completed", "failed", "expired", "cancelled")
 
 
 def wire_part(part: dict) -> dict:
@@ -51,6 +61,7 @@ def wire_messages(messages: list[dict]) -> list[dict]:
 
 class OpenAIProvider(Provider):
     supports_n = True
+    batch_limits = BATCH_LIMITS
 
     def __init__(self, name: str, config: dict):
         import openai
@@ -83,6 +94,70 @@ class OpenAIProvider(Provider):
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    # the Batch API ----------------------------------------------------------------------------
+    def batch_line(self, params: dict, n: int, custom_id: str) -> dict:
+        return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT,
+                "body": self.body(params, n)}
+
+    async def submit_batch(self, lines: list[dict], metadata: dict) -> BatchState:
+        data = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+        f = await sdk_call(self._sdk, self._client.files.create(
+            file=("vlitc-batch.jsonl", data, "application/jsonl"), purpose="batch"))
+        batch = await sdk_call(self._sdk, self._client.batches.create(
+            input_file_id=f.id, endpoint=ENDPOINT, completion_window="24h", metadata=metadata))
+        return _state(batch)
+
+    async def batch_state(self, batch_id: str) -> BatchState:
+        return _state(await sdk_call(self._sdk, self._client.batches.retrieve(batch_id)))
+
+    async def batch_results(self, batch_id: str) -> list[BatchItem]:
+        batch = await sdk_call(self._sdk, self._client.batches.retrieve(batch_id))
+        out = []
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            content = await sdk_call(self._sdk, self._client.files.content(file_id))
+            for line in content.content.splitlines():
+                if line.strip():
+                    out.append(_item(line))
+        return out
+
+
+def _state(batch: Any) -> BatchState:
+    counts = batch.request_counts
+    done = int(counts.completed + counts.failed) if counts else 0
+    error = None
+    if batch.status == "failed":
+        errs = getattr(batch.errors, "data", None) or []
+        error = "; ".join(f"{e.code or 'error'}: {e.message}" for e in errs) or "batch failed"
+    return BatchState(batch.id, batch.status, batch.status in ENDED, done,
+                      int(counts.total) if counts else 0, error)
+
+
+def _item(line: bytes) -> BatchItem:
+    """One line of a batch's output or error file."""
+    try:
+        row = orjson.loads(line)
+        custom_id = str(row["custom_id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ProviderError(f"malformed batch output line: {exc}", kind="malformed") from None
+    resp, err = row.get("response") or {}, row.get("error") or {}
+    status = resp.get("status_code")
+    if status == 200 and not err:
+        try:
+            return BatchItem(custom_id, _completion(orjson.dumps(resp.get("body"))))
+        except ProviderError as exc:
+            return BatchItem(custom_id, error=exc)
+    body_err = (resp.get("body") or {}).get("error") if isinstance(resp.get("body"), dict) else None
+    message = (body_err or {}).get("message") or err.get("message") or "failed in the batch"
+    if err.get("code") == "batch_expired":
+        return BatchItem(custom_id, error=ProviderError(
+            f"expired: {message}", kind="expired"))
+    if status is None:
+        return BatchItem(custom_id, error=ProviderError(
+            f"{err.get('code') or 'error'}: {message}", kind="batch"))
+    return BatchItem(custom_id, error=ProviderError(f"HTTP {status}: {message}", status=int(status)))
 
 
 def _completion(raw: bytes) -> Completion:

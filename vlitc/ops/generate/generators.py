@@ -70,6 +70,9 @@ COMMON_PROPS: dict = {
                                   "description": "OpenAI tile rule: tokens per 512-px tile"},
             "image_pixels_per_token": {**_NUM, "exclusiveMinimum": 0,
                                        "description": "Anthropic pixel rule (default 750)"},
+            "batch": {**_NUM, "minimum": 0, "maximum": 1,
+                      "description": "share of these prices a batch request pays (default 0.5, "
+                                     "both providers' batch discount)"},
         },
         "description": "USD per million input/output/cached tokens (overrides the table) and "
                        "how images count in tokens (overrides the provider's rule)",
@@ -91,6 +94,35 @@ COMMON_PROPS: dict = {
         "description": "a request that finally fails stops the build, or skips its item",
     },
 }
+#: how a generator sends through its provider's batch API (OpenAI Batch, Anthropic Message
+#: Batches): how it sends, never what comes back, so none of them is in a key
+BATCH_PROPS: dict = {
+    "batch": {
+        "type": "boolean",
+        "default": False,
+        "description": "send the requests through the provider's batch API at the batch price "
+                       "(half); the batch ids are kept in the cache, so a later build resumes "
+                       "an open batch instead of sending it again",
+    },
+    "batch_poll": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "default": 30,
+        "description": "seconds between looks at an open batch's status",
+    },
+    "batch_wait": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "description": "seconds a build waits for its open batches before it stops (they stay "
+                       "open, and the next build collects them); default: until they end",
+    },
+    "batch_max_requests": {
+        "type": "integer",
+        "minimum": 1,
+        "description": "requests per batch, at most the provider's limit (OpenAI 50,000, "
+                       "Anthropic 100,000); more are split over several batches",
+    },
+}
 #: params that never change a response
 NOT_IN_KEY = (
     "api_key_env",
@@ -105,6 +137,7 @@ NOT_IN_KEY = (
     "latency",
     "supports_n",
     "prompt_cache",
+    *BATCH_PROPS,
 )
 
 
@@ -137,10 +170,13 @@ class _Endpoint(Generator):
 
 @register("generator", "openai")
 class OpenAIGenerator(_Endpoint):
-    """An OpenAI Chat Completions endpoint, or any OpenAI-compatible server through ``base_url``."""
+    """An OpenAI Chat Completions endpoint, or any OpenAI-compatible server through ``base_url``.
+    With ``batch: true`` the requests go through the OpenAI Batch API (a JSONL file uploaded,
+    one batch per ``batch_max_requests``) at the batch price."""
 
     version = 1
     params_schema = _schema({
+        **BATCH_PROPS,
         "supports_n": {
             "type": "boolean",
             "description": "whether the server returns n choices per call (OpenAI's endpoint "
@@ -155,10 +191,12 @@ class AnthropicGenerator(_Endpoint):
     """An Anthropic Messages API endpoint (one sample per call, so ``n`` samples cost ``n``
     calls; ``max_tokens`` defaults to 1024; ``seed`` is not sent). With ``prompt_cache`` (the
     default) the system prompt and the in-context examples carry ``cache_control`` breakpoints,
-    so a repeated prefix is billed at the cache-read rate."""
+    so a repeated prefix is billed at the cache-read rate. With ``batch: true`` the requests go
+    through Message Batches at the batch price."""
 
     version = 1
     params_schema = _schema({
+        **BATCH_PROPS,
         "prompt_cache": {
             "type": "boolean",
             "default": DEFAULTS["prompt_cache"],
