@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -112,6 +113,33 @@ def test_the_batch_line_is_the_request_the_sdk_would_stream(tmp_path, server):
     assert batch["requests"][0]["body"] == streamed
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_images_travel_in_the_batch_and_the_answers_key_like_streamed_ones(tmp_path, server,
+                                                                           provider):
+    from PIL import Image
+
+    from vlitc.llm.vision import ImageSource, image_part, text_part
+
+    path = tmp_path / "red.png"
+    im = Image.new("RGB", (320, 240), (250, 250, 250))
+    im.paste(Image.new("RGB", (160, 120), (220, 40, 40)), (80, 60))
+    im.save(path)
+    import hashlib
+
+    src = ImageSource(hashlib.sha256(path.read_bytes()).hexdigest(), str(path))
+    ask = [Request(messages=[{"role": "system", "content": "You describe images."},
+                             {"role": "user", "content": [image_part(src), text_part("What?")]}])]
+    gen = _gen(server, provider, vision=True)
+    out, usage = _run(tmp_path / "c", gen, ask)
+    assert "the dominant colour is red" in out[0].texts[0] and usage["total"]["images"] == 1
+    assert usage["total"]["image_tokens"] > 0
+    [answered] = _answered(server)
+    assert answered["body"]["messages"] and server.batches_created == 1
+    before = len(server.log)
+    again, _ = _run(tmp_path / "c", {**gen, "batch": False}, ask)
+    assert len(server.log) == before and again[0].texts == out[0].texts
+
+
 def test_batches_larger_than_batch_max_requests_are_split(tmp_path, server):
     out, usage = _run(tmp_path, _gen(server, batch_max_requests=2), _reqs(5))
     assert server.batches_created == 3 and usage["total"]["batches"] == 3
@@ -126,6 +154,18 @@ def test_batch_prices_are_half_and_a_recipe_can_set_its_share():
     assert BATCH_FACTOR == 0.5
     own = generator_price({**gen, "batch": True, "prices": {"input": 1, "output": 2, "batch": 0.25}})
     assert own == (0.25, 0.5)
+
+
+def test_the_reports_llm_section_prices_a_batch_generator_at_the_batch_price():
+    from vlitc.release.summary import llm_rows
+
+    gen = {"provider": "openai", "model": "gpt-4o-mini", "prices": PRICES}
+    steps = [{"id": "task:t", "counters": {"llm_requests": 2, "prompt_tokens": 1000,
+                                           "completion_tokens": 500}}]
+    tasks = {"t": {"kind": "generate", "generator": "g", "prompt": "llava/detail"}}
+    [full] = llm_rows({"generators": {"g": gen}, "tasks": tasks}, steps)
+    [half] = llm_rows({"generators": {"g": {**gen, "batch": True}}, "tasks": tasks}, steps)
+    assert full["usd"] == pytest.approx(0.002) and half["usd"] == pytest.approx(0.001)
 
 
 def test_accounting_is_at_the_batch_price(tmp_path, server):
@@ -256,7 +296,11 @@ def test_plan_prices_a_batch_recipe_at_half(tmp_path, server, capsys):
         assert est[sid]["calls"] == est2[sid]["calls"] == 4
         assert est[sid]["usd"] == pytest.approx(est2[sid]["usd"] / 2, abs=1e-4)
     assert main(["plan", str(batched), "--cache-dir", str(tmp_path / "c")]) == 0
-    assert "batch price" in capsys.readouterr().out
+    assert "batchprice" in re.sub(r"[^a-z]", "", capsys.readouterr().out)  # a wrapped table cell
+    assert main(["plan", str(batched), "--json", "--cache-dir", str(tmp_path / "c")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["totals"]["build"]["usd"] == est["totals"]["build"]["usd"]
+    assert all(r["estimate"]["batch"] for r in out["steps"] if "estimate" in r)
 
 
 @pytest.mark.slow

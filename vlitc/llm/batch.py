@@ -241,7 +241,7 @@ class Batcher:
         assert provider.batch_limits is not None
         max_requests, max_bytes = provider.batch_limits
         cap = min(int(self.config.get("batch_max_requests") or max_requests), max_requests)
-        chunk: list[tuple[dict, list[str]]] = []
+        chunk: list[tuple[dict, list[str], list[int]]] = []
         size, made = 0, set()
         for plan, group in lines:
             params, sizes = await client.call_params(plan)
@@ -254,7 +254,8 @@ class Batcher:
             if chunk and (len(chunk) >= cap or size + blob > max_bytes):
                 made.add(await self._create(chunk))
                 chunk, size = [], 0
-            chunk.append((line, [plan.keys[i] for i in group]))
+            chunk.append((line, [plan.keys[i] for i in group],
+                          [len(sizes), client.image_tokens(sizes)] if sizes else []))
             size += blob
         if chunk:
             made.add(await self._create(chunk))
@@ -278,14 +279,16 @@ class Batcher:
         self.state.unsent += n
         return False
 
-    async def _create(self, chunk: list[tuple[dict, list[str]]]) -> str:
+    async def _create(self, chunk: list[tuple[dict, list[str], list[int]]]) -> str:
         client = self.client
         meta = {"vlitc_generator": client.name, "vlitc_step": self.state.step[:500]}
         batch = await self._call(lambda: client.provider().submit_batch([c[0] for c in chunk], meta))
         self.book.record({
             "id": batch.id, "generator": client.name, "provider": client.provider_name,
             "model": client.model, "step": self.state.step, "created": time.time(),
-            "items": {line["custom_id"]: keys for line, keys in chunk},
+            "items": {line["custom_id"]: keys for line, keys, _ in chunk},
+            # the images each line carries and their tokens, counted when it is answered
+            "images": {line["custom_id"]: imgs for line, _, imgs in chunk if imgs},
         })
         client.session.accounting.add(self.state.step, client.name, batches=1)
         self.progress[batch.id] = batch
@@ -360,7 +363,7 @@ class Batcher:
             seen.add(item.custom_id)
             self._settle(item.custom_id)
             if item.completion is not None:
-                self._store(keys, item)
+                self._store(keys, item, (rec.get("images") or {}).get(item.custom_id))
             else:
                 assert item.error is not None
                 self._failed(keys, item.error)
@@ -378,9 +381,12 @@ class Batcher:
         if usd or tokens:
             self.client.session.accounting.settle(usd, tokens)
 
-    def _store(self, keys: list[str], item: BatchItem) -> None:
+    def _store(self, keys: list[str], item: BatchItem, images: Any = None) -> None:
         client, comp = self.client, item.completion
         assert comp is not None
+        if isinstance(images, list) and len(images) == 2 and all(isinstance(v, int) for v in images):
+            client.session.accounting.add(self.state.step, client.name, images=images[0],
+                                          image_tokens=images[1])
         got = list(zip(keys, comp.texts, comp.finish_reasons, strict=False))
         entries = client.entries([t for _, t, _ in got], [r for _, _, r in got], comp.usage)
         for (key, _, _), entry in zip(got, entries, strict=True):
