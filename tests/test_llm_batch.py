@@ -150,10 +150,11 @@ def test_batches_larger_than_batch_max_requests_are_split(tmp_path, server):
 def test_batch_prices_are_half_and_a_recipe_can_set_its_share():
     gen = {"provider": "openai", "model": "gpt-4o-mini"}
     full, half = generator_price(gen), generator_price({**gen, "batch": True})
-    assert full is not None and half == (full[0] * BATCH_FACTOR, full[1] * BATCH_FACTOR)
-    assert BATCH_FACTOR == 0.5
+    assert full is not None and half is not None and BATCH_FACTOR == 0.5
+    assert (half.input, half.output) == (full.input * 0.5, full.output * 0.5)
+    assert half.cache_read == pytest.approx(full.read_rate() * 0.5)  # every rate, cached too
     own = generator_price({**gen, "batch": True, "prices": {"input": 1, "output": 2, "batch": 0.25}})
-    assert own == (0.25, 0.5)
+    assert own is not None and (own.input, own.output) == (0.25, 0.5)
 
 
 def test_the_reports_llm_section_prices_a_batch_generator_at_the_batch_price():
