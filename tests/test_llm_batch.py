@@ -305,6 +305,18 @@ def test_plan_prices_a_batch_recipe_at_half(tmp_path, server, capsys):
 
 
 @pytest.mark.slow
+def test_a_batched_step_is_one_batch_even_when_its_records_would_fan_out(tmp_path, server):
+    recipe = batch_recipe(tmp_path, server, sample=6)
+    data = yaml.safe_load(recipe.read_text())
+    data["execution"] = {"engine": "local", "workers": 2, "chunk": 2}
+    data["tasks"] = {"conversation": data["tasks"]["conversation"]}
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    built = api.build(recipe, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert server.batches_created == 1 and len(server.batches["batch_1"]["requests"]) == 6
+    assert built.manifest["llm"]["total"]["batched"] == 6
+
+
+@pytest.mark.slow
 def test_the_batch_recipe_builds_as_planned_and_a_streamed_rebuild_pays_nothing(tmp_path, server):
     """The recipe as shipped (12 images): the plan's calls are exact and its prompt tokens
     within 5% of what the build accounts; dollars are at half the price table's."""

@@ -165,9 +165,8 @@ class Batcher:
             self.state.fatal = exc
         finally:
             self.book.close()
-            for usd, tokens in self.reserved.values():
-                self.client.session.accounting.settle(usd, tokens)
-            self.reserved.clear()
+            for custom_id in list(self.reserved):
+                self._settle(custom_id)
             self._fill()
 
     async def _rounds(self) -> None:
@@ -247,7 +246,7 @@ class Batcher:
             params, sizes = await client.call_params(plan)
             custom_id = plan.keys[group[0]]
             line = provider.batch_line(_seeded(params, group[0]), len(group), custom_id)
-            if not self._reserve(params, sizes, len(group), custom_id):
+            if not await self._reserve(params, sizes, len(group), custom_id):
                 self.unsent.update(plan.keys[i] for i in group)
                 continue
             blob = len(orjson.dumps(line)) + 1
@@ -261,21 +260,25 @@ class Batcher:
             made.add(await self._create(chunk))
         return made
 
-    def _reserve(self, params: dict, sizes: list, n: int, custom_id: str) -> bool:
-        """Reserve one line's estimated spend; ``False`` (and the budget noted) when it does not
-        fit beside what is spent and reserved (nothing settles before the batch ends)."""
+    async def _reserve(self, params: dict, sizes: list, n: int, custom_id: str) -> bool:
+        """Reserve one line's estimated spend (in this session, or with the build's governor
+        when the step fans out); ``False`` (and the budget noted) when it does not fit beside
+        what is spent and reserved (nothing settles before the batch ends)."""
         client = self.client
         prompt = estimate_prompt_tokens(params["messages"]) + client.image_tokens(sizes)
-        answer = n * (params.get("max_tokens") or client._longest_answer)
-        usd = cost(client.price, prompt, answer)
-        verdict = client.session.accounting.reserve(usd, prompt + answer)
+        tokens = prompt + n * (params.get("max_tokens") or client._longest_answer)
+        usd = cost(client.price, prompt, tokens - prompt)
+        share = client.session.share
+        if share is None:
+            verdict = client.session.accounting.reserve(usd, tokens)
+        else:  # no per-minute limits for a batch: only the budget
+            verdict, _ = await share.admit(client.limit_key, None, None, usd, tokens)
         if verdict is None:
-            self.reserved[custom_id] = (usd, prompt + answer)
+            self.reserved[custom_id] = (usd, tokens)
             return True
-        acc = client.session.accounting
         self.state.budget = verdict if verdict != "wait" else (
-            f"{acc.budget} (with ${acc.reserved_usd:.4f} and {acc.reserved_tokens} tokens "
-            "reserved by the batched requests)")
+            f"{client.session.accounting.budget} (with the batched requests' estimated spend "
+            "reserved)")
         self.state.unsent += n
         return False
 
@@ -361,11 +364,14 @@ class Batcher:
             if keys is None or item.custom_id in seen:
                 continue
             seen.add(item.custom_id)
-            self._settle(item.custom_id)
             if item.completion is not None:
-                self._store(keys, item, (rec.get("images") or {}).get(item.custom_id))
+                usd = self._store(keys, item, (rec.get("images") or {}).get(item.custom_id))
+                use = item.completion.usage
+                self._settle(item.custom_id, usd, int(use.get("prompt_tokens", 0))
+                             + int(use.get("completion_tokens", 0)))
             else:
                 assert item.error is not None
+                self._settle(item.custom_id)
                 self._failed(keys, item.error)
         why = st.error or f"no result in the ended batch {bid} ({st.status})"
         for custom_id, keys in rec["items"].items():
@@ -376,12 +382,14 @@ class Batcher:
         self.book.forget(bid)
         self._fill()
 
-    def _settle(self, custom_id: str) -> None:
-        usd, tokens = self.reserved.pop(custom_id, (0.0, 0))
-        if usd or tokens:
-            self.client.session.accounting.settle(usd, tokens)
+    def _settle(self, custom_id: str, usd: float = 0.0, tokens: int = 0) -> None:
+        """Give back a line's reservation; ``usd`` and ``tokens``: what it really spent."""
+        if custom_id in self.reserved:
+            usd_est, tokens_est = self.reserved.pop(custom_id)
+            self.client._settle(usd_est, tokens_est, usd, tokens, answered=False)
 
-    def _store(self, keys: list[str], item: BatchItem, images: Any = None) -> None:
+    def _store(self, keys: list[str], item: BatchItem, images: Any = None) -> float:
+        """Commit one answered line's samples; returns what it cost."""
         client, comp = self.client, item.completion
         assert comp is not None
         if isinstance(images, list) and len(images) == 2 and all(isinstance(v, int) for v in images):
@@ -392,8 +400,9 @@ class Batcher:
         for (key, _, _), entry in zip(got, entries, strict=True):
             client.session.cache.set(key, entry)
             client.session._answered.add(key)
-        client.account(self.state.step, comp.usage, len(got), batched=1)
+        usd = client.account(self.state.step, comp.usage, len(got), batched=1)
         self.state.done += len(got)
+        return usd
 
     def _failed(self, keys: list[str], exc: ProviderError) -> None:
         """A failed line: sent again next round when retryable, else failed for good (a

@@ -57,6 +57,11 @@ class ModelOp:
     def on_error(self, ctx: OpContext) -> str:
         return ctx.generators.get(self.generator, {}).get("on_error", "fail")
 
+    def batched(self, ctx: OpContext) -> bool:
+        """Whether its generator sends through a batch API (``batch: true``): the step then
+        stays in one piece, one batch for all its requests rather than one per chunk."""
+        return bool(ctx.generators.get(self.generator, {}).get("batch"))
+
     def planned_requests(self, inputs: Iterable[dict], ctx: OpContext) -> Iterator[tuple[str, Any]]:
         """``(item, request)`` for each item of ``inputs`` (a task's source records, a filter's
         samples in scope) that the op would ask the model about, built as its run builds them

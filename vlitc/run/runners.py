@@ -139,9 +139,12 @@ class TaskRunner(Runner):
     kind = "task"
 
     def run(self, step: Step, ctx: OpContext) -> dict:
+        from vlitc.ops.model import ModelOp
+
         op = op_of(step, Task)
         src = op.params.get("source")
-        if isinstance(src, str) and op.shardable():
+        batched = isinstance(op, ModelOp) and op.batched(ctx)  # one batch, not one per chunk
+        if isinstance(src, str) and op.shardable() and not batched:
             source = self.ex.output_of(step, f"source:{src}")
             if self.ex.maps(source):
                 return {"outputs": {"main": self.map(step, ctx, "task", source)}}
