@@ -123,6 +123,11 @@ def test_a_view_reads_back_as_the_records_its_step_wrote_and_hashes_as_a_full_co
             full.write_all(want)
             assert out["hash"] == full.close()["hash"]  # keys do not depend on the layout
         assert [len(c["pieces"]) for c in second_out["view"]["columns"]] == [3, 3]
+        # some of a view's records, by index, without putting the others together
+        only = [i % 2 == 0 for i in range(second_out["count"])]
+        assert [(i, orjson.loads(line)) for i, line in store.read_some(second_out, only)] == \
+            [(i, r) for i, r in enumerate(second) if i % 2 == 0]
+        assert [i for i, _ in store.read_some(base, [i > 40 for i in range(47)])] == list(range(41, 47))
     finally:
         store.close()
 

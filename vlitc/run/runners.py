@@ -214,11 +214,10 @@ class BalanceRunner(Runner):
         try:
             with open(fd, "w+b") as f:
                 offset = 0
-                for i, line in enumerate(ex.store.read_lines(source)):
-                    if position[i] >= 0:
-                        f.write(line)
-                        where[position[i]] = (offset, len(line))
-                        offset += len(line)
+                for i, line in ex.store.read_some(source, position >= 0):
+                    f.write(line)
+                    where[position[i]] = (offset, len(line))
+                    offset += len(line)
                 f.flush()
 
                 def staged(pos: int) -> bytes:

@@ -408,7 +408,7 @@ class Store:
         """The records of a step output, shard by shard; each object is checked against its
         sha256 before any of its records is given out (:class:`CorruptObject` otherwise)."""
         if is_view(output):
-            yield from self._view(output, decode=True)
+            yield from (rec for _i, rec in self._view(output, decode=True))
             return
         for shard in output["shards"]:
             for line in self.plain(shard["sha256"]).splitlines():
@@ -417,7 +417,7 @@ class Store:
     def read_lines(self, output: dict) -> Iterator[bytes]:
         """The output's records as their JSON lines (a full output's are not decoded)."""
         if is_view(output):
-            yield from self._view(output, decode=False)
+            yield from (line for _i, line in self._view(output, decode=False))
             return
         for shard in output["shards"]:
             data = self.plain(shard["sha256"])
@@ -426,6 +426,16 @@ class Store:
                 end = data.index(b"\n", start) + 1
                 yield data[start:end]
                 start = end
+
+    def read_some(self, output: dict, only: Any) -> Iterator[tuple[int, bytes]]:
+        """``(index, JSON line)`` of the records whose index ``only`` (a boolean array over the
+        output's records) marks; the others are not put together at all."""
+        if is_view(output):
+            yield from self._view(output, decode=False, only=only)
+            return
+        for i, line in enumerate(self.read_lines(output)):
+            if only[i]:
+                yield i, line
 
     def read_chunks(self, output: dict, size: int) -> Iterator[tuple[bytes, int]]:
         """The output's records as blocks of up to ``size`` JSON lines."""
@@ -438,40 +448,48 @@ class Store:
         if buf:
             yield b"".join(buf), len(buf)
 
-    def _view(self, output: dict, decode: bool) -> Iterator[Any]:
-        """A view's records put together: each selected base row with its column values set."""
+    def _view(self, output: dict, decode: bool, only: Any = None) -> Iterator[tuple[int, Any]]:
+        """A view's records put together, with their index: each selected base row with its
+        column values set (with ``only``, just the records it marks). JSON lines of a whole
+        view are checked against the view's hash as they are put together."""
         import numpy as np
 
         view = output["view"]
         selected = self.selection(output)
-        check = None if decode else ShardWriter(self, keep=False)
-        start = 0
+        check = ShardWriter(self, keep=False) if not decode and only is None else None
+        start = index = 0
         for k, shard in enumerate(view["base"]["shards"]):
             n = shard["count"]
             rows = range(n) if selected is None else np.flatnonzero(selected[start:start + n]).tolist()
             start += n
+            first, index = index, index + len(rows)
+            if only is not None:
+                wanted = np.asarray(only[first:index], dtype=bool)
+                rows, firsts = [r for r, w in zip(rows, wanted, strict=True) if w], \
+                    (np.flatnonzero(wanted) + first).tolist()
+            else:
+                firsts = range(first, index)
             if not len(rows):
                 continue
             body = self.plain(shard["sha256"]).splitlines()
             cols = [(c["path"], self.plain(c["pieces"][k]["sha256"]).splitlines()) for c in view["columns"]]
             if len(body) != n or any(len(values) != n for _p, values in cols):
                 raise CorruptObject(shard["sha256"], self.object_path(shard["sha256"] + ZST))
-            for j in rows:
+            for i, j in zip(firsts, rows, strict=True):
                 values = [(p, col[j]) for p, col in cols if col[j]]
                 if not values and not decode:
                     line = body[j] + b"\n"
-                    check.write_line(line)  # type: ignore[union-attr]
-                    yield line
-                    continue
-                rec = orjson.loads(body[j])
-                for p, v in values:
-                    set_path(rec, p, orjson.loads(v))
-                if decode:
-                    yield rec
                 else:
+                    rec = orjson.loads(body[j])
+                    for p, v in values:
+                        set_path(rec, p, orjson.loads(v))
+                    if decode:
+                        yield i, rec
+                        continue
                     line = orjson.dumps(rec) + b"\n"
-                    check.write_line(line)  # type: ignore[union-attr]
-                    yield line
+                if check is not None:
+                    check.write_line(line)
+                yield i, line
         if check is not None and check.close()["hash"] != output["hash"]:
             raise VlitcError("a cached view does not give back the records its step wrote "
                              "(an op wrote outside the fields it declares); rebuild with --force")
