@@ -463,12 +463,11 @@ class Store:
             rows = range(n) if selected is None else np.flatnonzero(selected[start:start + n]).tolist()
             start += n
             first, index = index, index + len(rows)
+            firsts: Iterable[int] = range(first, index)
             if only is not None:
                 wanted = np.asarray(only[first:index], dtype=bool)
-                rows, firsts = [r for r, w in zip(rows, wanted, strict=True) if w], \
-                    (np.flatnonzero(wanted) + first).tolist()
-            else:
-                firsts = range(first, index)
+                rows = [r for r, w in zip(rows, wanted, strict=True) if w]
+                firsts = (np.flatnonzero(wanted) + first).tolist()
             if not len(rows):
                 continue
             body = self.plain(shard["sha256"]).splitlines()
