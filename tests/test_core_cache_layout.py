@@ -123,6 +123,21 @@ def test_a_view_reads_back_as_the_records_its_step_wrote_and_hashes_as_a_full_co
             full.write_all(want)
             assert out["hash"] == full.close()["hash"]  # keys do not depend on the layout
         assert [len(c["pieces"]) for c in second_out["view"]["columns"]] == [3, 3]
+        # a measure over a view that holds no row of some base shards (the first and the middle)
+        gap_w = store.view_writer(measured)
+        for i, s in enumerate(store.read(measured)):
+            gap_w.add(20 <= i < 40 or i >= 45, orjson.dumps(s) + b"\n")
+        gap = gap_w.close()
+        gm = store.view_writer(gap, ["meta", "stats", "late"])
+        want = []
+        for s in store.read(gap):
+            s["meta"].setdefault("stats", {})["late"] = 1
+            gm.add(True, orjson.dumps(s) + b"\n", b"1")
+            want.append(s)
+        late = gm.close()
+        assert [r["id"] for r in store.read(late)] == [f"t/{i}" for i in (*range(20, 40), 45, 46)]
+        assert list(store.read(late)) == want
+
         # some of a view's records, by index, without putting the others together
         only = [i % 2 == 0 for i in range(second_out["count"])]
         assert [(i, orjson.loads(line)) for i, line in store.read_some(second_out, only)] == \

@@ -143,43 +143,31 @@ class ShardWriter:
         self.shards: list[dict] = []
         self.count = 0
         self._parts: list[bytes] = []
-        self._h: Any = None
-        self._n = 0
-
-    def _open(self) -> None:
-        self._h = hashlib.sha256()
-        self._parts = []
         self._n = 0
 
     def _close_shard(self) -> None:
-        if self._h is None:
+        if not self._n:
             return
-        sha = self._h.hexdigest()
+        data = b"".join(self._parts)
+        sha = hashlib.sha256(data).hexdigest()
         if self.keep:
-            size = self.store.put_compressed(b"".join(self._parts), sha)
+            size = self.store.put_compressed(data, sha)
             self.shards.append({"sha256": sha, "count": self._n, "size": size})
         else:
             self.shards.append({"sha256": sha, "count": self._n})
         self._parts = []
-        self._h = None
-
-    def _add(self, part: bytes, k: int) -> None:
-        if self.keep:
-            self._parts.append(part)
-        self._h.update(part)
-        self._n += k
-        self.count += k
-        if self._n >= self.shard_size:
-            self._close_shard()
+        self._n = 0
 
     def write(self, record: dict) -> None:
         self.write_line(orjson.dumps(record) + b"\n")
 
     def write_line(self, line: bytes) -> None:
         """Append one record already encoded as :meth:`write` encodes it."""
-        if self._h is None:
-            self._open()
-        self._add(line, 1)
+        self._parts.append(line)
+        self._n += 1
+        self.count += 1
+        if self._n >= self.shard_size:
+            self._close_shard()
 
     def write_all(self, records: Iterable[dict]) -> None:
         for r in records:
@@ -189,8 +177,6 @@ class ShardWriter:
         """Append ``n`` records already encoded as :meth:`write` encodes them (JSON lines): the
         same shards as writing them one by one, without decoding them."""
         while n:
-            if self._h is None:
-                self._open()
             room = self.shard_size - self._n
             if n <= room:
                 part, data, k = data, b"", n
@@ -200,7 +186,11 @@ class ShardWriter:
                     cut = data.index(b"\n", cut + 1)
                 part, data, k = data[:cut + 1], data[cut + 1:], room
             n -= k
-            self._add(part, k)
+            self._parts.append(part)
+            self._n += k
+            self.count += k
+            if self._n >= self.shard_size:
+                self._close_shard()
 
     def close(self) -> dict:
         self._close_shard()
@@ -209,7 +199,7 @@ class ShardWriter:
 
     def abort(self) -> None:
         self._parts = []
-        self._h = None
+        self._n = 0
 
 
 class ViewWriter:
@@ -228,54 +218,60 @@ class ViewWriter:
         self.path = path
         counts = [s["count"] for s in self.base["shards"]]
         self.starts = np.cumsum([0, *counts])
-        total = int(self.starts[-1])
-        selected = store.selection(source)
-        self.rows = np.flatnonzero(selected) if selected is not None else np.arange(total)
-        self.keep = np.zeros(total, dtype=bool)
+        self.total = int(self.starts[-1])
+        self.selected = store.selection(source)
+        self.rows = np.flatnonzero(self.selected) if self.selected is not None else np.arange(self.total)
+        # selected rows per base shard: the new column's piece for a shard is complete after them
+        self.per_shard = np.diff(np.searchsorted(self.rows, self.starts)).tolist()
+        self.kept = bytearray()
         self.hasher = ShardWriter(store, keep=False)
-        self._i = 0  # rows of ``source`` seen
-        self._shard = 0  # the base shard being filled
-        self._piece: list[bytes] = []
+        self._values: list[bytes] = []
         self._pieces: list[dict] = []
+        self._given = 0  # source rows whose values are in pieces already
+        self._due = 0  # source rows after which the next piece is complete
 
     def add(self, kept: bool, line: bytes | None = None, value: bytes = b"") -> None:
         """The next row of the source: whether this view holds it, its JSON line as this view
         has it (when kept), and its value in the new column."""
-        row = int(self.rows[self._i])
-        self._i += 1
+        self.kept.append(kept)
         if kept:
-            self.keep[row] = True
             assert line is not None
             self.hasher.write_line(line)
         if self.path is not None:
-            self._fill_to(row)
-            self._piece.append(value)
+            self._values.append(value)
+            if len(self.kept) >= self._due:
+                self._close_pieces()
 
-    def _fill_to(self, row: int) -> None:
-        """Close the pieces of base shards before ``row``'s and pad the current one up to it."""
-        while row >= self.starts[self._shard + 1]:
-            self._close_piece()
-        self._piece += [b""] * (row - int(self.starts[self._shard]) - len(self._piece))
-
-    def _close_piece(self) -> None:
-        n = int(self.starts[self._shard + 1] - self.starts[self._shard])
-        self._piece += [b""] * (n - len(self._piece))
-        data = b"\n".join(self._piece) + b"\n" if n else b""
-        self._pieces.append(self.store.put_object(data))
-        self._piece = []
-        self._shard += 1
+    def _close_pieces(self) -> None:
+        """Write the pieces of every base shard whose selected rows have all been given."""
+        while len(self._pieces) < len(self.per_shard) and \
+                len(self.kept) >= self._given + self.per_shard[len(self._pieces)]:
+            k = len(self._pieces)
+            n, m = int(self.starts[k + 1] - self.starts[k]), self.per_shard[k]
+            values, self._values = self._values[:m], self._values[m:]
+            if m != n:  # rows the source does not hold have no value
+                lines = [b""] * n
+                first = int(self.starts[k])
+                for r, v in zip(self.rows[self._given:self._given + m].tolist(), values, strict=True):
+                    lines[r - first] = v
+                values = lines
+            self._pieces.append(self.store.put_object(b"\n".join(values) + b"\n" if n else b""))
+            self._given += m
+        more = len(self._pieces) < len(self.per_shard)
+        self._due = self._given + self.per_shard[len(self._pieces)] if more else len(self.rows) + 1
 
     def close(self) -> dict:
-        if self._i != len(self.rows):
-            raise VlitcError(f"a view was given {self._i} of its source's {len(self.rows)} records")
-        columns = list(self.columns)
-        if self.path is not None:
-            while self._shard < len(self.base["shards"]):
-                self._close_piece()
-            columns.append({"path": self.path, "pieces": self._pieces})
         import numpy as np
 
-        select = None if self.keep.all() else self.store.put_object(np.packbits(self.keep).tobytes())
+        if len(self.kept) != len(self.rows):
+            raise VlitcError(f"a view was given {len(self.kept)} of its source's {len(self.rows)} records")
+        columns = list(self.columns)
+        if self.path is not None:
+            self._close_pieces()
+            columns.append({"path": self.path, "pieces": self._pieces})
+        keep = np.zeros(self.total, dtype=bool)
+        keep[self.rows[np.frombuffer(bytes(self.kept), dtype=bool)]] = True
+        select = None if keep.all() else self.store.put_object(np.packbits(keep).tobytes())
         hashed = self.hasher.close()
         return {"view": {"base": self.base, "select": select, "columns": columns},
                 "count": hashed["count"], "hash": hashed["hash"],
