@@ -90,6 +90,10 @@ def test_a_view_reads_back_as_the_records_its_step_wrote_and_hashes_as_a_full_co
             measure.add(True, orjson.dumps(s) + b"\n", value)
         measured = measure.close()
         assert list(store.read(measured)) == expected
+        stats = [s["meta"].get("stats", {}).get("len") for s in expected]
+        assert list(store.column(measured, ["meta", "stats", "len"])) == stats  # from the column
+        assert list(store.column(base, ["meta", "stats", "earlier"])) == \
+            [{"n": i} if i % 7 == 0 else None for i in range(47)]  # from the bodies
 
         # a filter over the view: kept rows and dropped ones with their reasons
         kept_w, dropped_w = store.view_writer(measured), store.view_writer(measured, ["meta", "drop"])

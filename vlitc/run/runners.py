@@ -325,7 +325,10 @@ class FilterRunner(Runner):
             decide = op.keep
             decisions = None
         else:  # a dataset-wide rule (a top fraction) sees every stat first
-            scoped = [s["meta"]["stats"][op.label] for s in store.read(source) if in_scope(op, s)]
+            if op.params.get("tasks"):
+                scoped = [s["meta"]["stats"][op.label] for s in store.read(source) if in_scope(op, s)]
+            else:  # every sample is in scope: the stats column alone
+                scoped = list(store.column(source, stats_path(op.label)))
             decisions = iter(op.decide(scoped))
         kept, dropped = store.view_writer(source), store.view_writer(source, ["meta", "drop"])
         for s in store.read(source):

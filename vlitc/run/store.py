@@ -433,6 +433,31 @@ class Store:
             if only[i]:
                 yield i, line
 
+    def column(self, output: dict, path: list[str]) -> Iterator[Any]:
+        """The value at ``path`` of each record (``None`` where there is none): from the view's
+        column when it has one (no body is read), else from the records."""
+        import numpy as np
+
+        view = output.get("view") or {}
+        col = next((c for c in reversed(view.get("columns", [])) if c["path"] == path), None)
+        if col is None:
+            for rec in self.read(output):
+                value: Any = rec
+                for key in path:
+                    value = value.get(key) if isinstance(value, dict) else None
+                yield value
+            return
+        selected = self.selection(output)
+        start = 0
+        for k, shard in enumerate(view["base"]["shards"]):
+            n = shard["count"]
+            rows = range(n) if selected is None else np.flatnonzero(selected[start:start + n]).tolist()
+            start += n
+            if len(rows):
+                values = self.plain(col["pieces"][k]["sha256"]).splitlines()
+                for j in rows:
+                    yield orjson.loads(values[j]) if values[j] else None
+
     def read_chunks(self, output: dict, size: int) -> Iterator[tuple[bytes, int]]:
         """The output's records as blocks of up to ``size`` JSON lines."""
         buf: list[bytes] = []
