@@ -274,8 +274,7 @@ class ViewWriter:
         select = None if keep.all() else self.store.put_object(np.packbits(keep).tobytes())
         hashed = self.hasher.close()
         return {"view": {"base": self.base, "select": select, "columns": columns},
-                "count": hashed["count"], "hash": hashed["hash"],
-                "check": [s["sha256"] for s in hashed["shards"]]}
+                "count": hashed["count"], "hash": hashed["hash"]}
 
 
 LOCK_FILE = ".lock"
