@@ -175,6 +175,8 @@ def test_accounting_is_at_the_batch_price(tmp_path, server):
     s, b = streamed["total"], batched["total"]
     assert (s["prompt_tokens"], s["completion_tokens"]) == (b["prompt_tokens"], b["completion_tokens"])
     assert b["usd"] == pytest.approx(s["usd"] / 2, abs=2e-6) and b["usd"] > 0
+    _, own = _run(tmp_path / "c", _gen(server, prices={**PRICES, "batch": 0.25}), _reqs(3))
+    assert own["total"]["usd"] == pytest.approx(s["usd"] / 4, abs=2e-6)  # prices: {batch: share}
 
 
 def test_failed_batch_requests_are_sent_again_in_a_new_batch_up_to_max_retries(tmp_path):
@@ -213,6 +215,30 @@ def test_expired_requests_fail_under_on_error_and_the_next_build_sends_only_them
     assert all(r.error is None for r in again)
     last = srv.batches[max(srv.batches, key=lambda b: int(b.split("_")[1]))]
     assert len(last["requests"]) == 3
+
+
+def test_a_batch_collected_again_is_neither_stored_nor_counted_twice(tmp_path):
+    from vlitc.llm.batch import BatchBook
+
+    srv = FakeServer().start_in_thread()
+    first_out, first = _run(tmp_path, _gen(srv), _reqs(3))
+    rec = {"id": "batch_1", "generator": "g", "provider": "openai", "model": "gpt-4o-mini",
+           "step": "task:t", "created": 0.0,
+           "items": {cid: keys for cid, keys in ((r["custom_id"], [r["custom_id"]])
+                                                 for r in srv.batches["batch_1"]["requests"])}}
+    book = BatchBook(tmp_path)
+    book.record(rec)  # as if a build had stored two answers and been killed before the third
+    book.close()
+    from vlitc.llm.cache import ResponseCache
+
+    store = ResponseCache(tmp_path)
+    lost = first_out[0].keys[0]
+    store._dc.delete(lost)
+    store.close()
+    out, again = _run(tmp_path, _gen(srv), _reqs(3))
+    assert all(r.error is None for r in out) and srv.batches_created == 1  # batch_1 collected
+    assert first["total"]["calls"] == 3 and again["total"]["calls"] == 1  # the lost one only
+    assert again["total"]["cached"] == 2 and open_batches(tmp_path) == []
 
 
 def test_a_build_stopped_at_batch_wait_is_resumed_by_the_next_one(tmp_path):
@@ -304,16 +330,18 @@ def test_plan_prices_a_batch_recipe_at_half(tmp_path, server, capsys):
     assert all(r["estimate"]["batch"] for r in out["steps"] if "estimate" in r)
 
 
-@pytest.mark.slow
-def test_a_batched_step_is_one_batch_even_when_its_records_would_fan_out(tmp_path, server):
-    recipe = batch_recipe(tmp_path, server, sample=6)
-    data = yaml.safe_load(recipe.read_text())
-    data["execution"] = {"engine": "local", "workers": 2, "chunk": 2}
-    data["tasks"] = {"conversation": data["tasks"]["conversation"]}
-    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
-    built = api.build(recipe, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
-    assert server.batches_created == 1 and len(server.batches["batch_1"]["requests"]) == 6
-    assert built.manifest["llm"]["total"]["batched"] == 6
+def test_a_batched_generating_step_is_not_cut_into_chunks():
+    """Map steps fan out over workers by chunks of at least 1,000 records: a batched step stays
+    whole, so its requests make one batch (split only at the provider's limits)."""
+    from vlitc.ops.base import OpContext
+    from vlitc.ops.registry import get
+
+    op = get("task", "generate")({"source": "coco", "generator": "llm",
+                                  "prompt": "llava/conversation"}, label="conv")
+    assert op.shardable()
+    on = OpContext(seed=1, recipe_dir=ROOT, generators={"llm": {"provider": "openai", "batch": True}})
+    off = OpContext(seed=1, recipe_dir=ROOT, generators={"llm": {"provider": "openai"}})
+    assert op.batched(on) and not op.batched(off)
 
 
 @pytest.mark.slow

@@ -396,6 +396,11 @@ class Batcher:
             client.session.accounting.add(self.state.step, client.name, images=images[0],
                                           image_tokens=images[1])
         got = list(zip(keys, comp.texts, comp.finish_reasons, strict=False))
+        if got and all(client.session.cache.get(k) is not None for k, _, _ in got):
+            # stored already (by a build killed before it forgot the batch, or a peer): paid
+            # and counted there, so neither stored nor counted again
+            self.state.done += len(got)
+            return 0.0
         entries = client.entries([t for _, t, _ in got], [r for _, _, r in got], comp.usage)
         for (key, _, _), entry in zip(got, entries, strict=True):
             client.session.cache.set(key, entry)
