@@ -148,3 +148,17 @@ def test_the_budget_holds_across_workers_and_stops_where_one_process_stops(tmp_p
     for workers, (usd, calls) in spent.items():
         assert usd <= limit, (workers, usd)  # never over the budget: every sender shares it
         assert limit - usd < 3 * one_call and 8 < calls < 36, (workers, usd, calls)
+
+
+def test_failed_items_listed_by_each_chunk_add_up_in_order():
+    from vlitc.ops.base import OpContext
+    from vlitc.ops.model import FAILED, MAX_LISTED
+    from vlitc.run.shards import ChunkResult, merge_chunk
+
+    ctx = OpContext(seed=1, recipe_dir=Path("."))
+    for part in range(3):
+        items = [{"item": f"{part}-{i}", "error": "HTTP 500"} for i in range(40)]
+        merge_chunk(ctx, ChunkResult(counters={FAILED: 40}, notes={FAILED: items}))
+    listed = ctx.notes[FAILED]
+    assert ctx.counters[FAILED] == 120 and len(listed) == MAX_LISTED
+    assert listed[0]["item"] == "0-0" and listed[40]["item"] == "1-0" and listed[-1]["item"] == "2-19"

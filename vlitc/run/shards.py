@@ -241,9 +241,14 @@ def finish_chunk(job: Job, chunk: tuple[bytes, list[str]]) -> ChunkResult:
 
 def merge_chunk(ctx: OpContext, result: ChunkResult) -> None:
     """Add a chunk's counters, notes and warnings to the step's context."""
+    from vlitc.ops.model import FAILED, MAX_LISTED
+
     for name, n in result.counters.items():
         ctx.count(name, n)
-    ctx.notes.update(result.notes)
+    notes = dict(result.notes)
+    if FAILED in notes and FAILED in ctx.notes:  # the items whose model calls failed, in order
+        notes[FAILED] = (ctx.notes[FAILED] + notes[FAILED])[:MAX_LISTED]
+    ctx.notes.update(notes)
     for message in result.warnings:
         ctx.warn(message)
 
