@@ -102,3 +102,20 @@ def demo_recipe_data(repo_root: Path) -> dict:
             if key in src:
                 src[key] = str(demo / src[key])
     return r
+
+
+def one_task_recipe(tmp_path: Path, repo_root: Path, generator: dict, task: dict) -> Path:
+    """The demo recipe cut to three COCO images, one generator ``llm`` and one task ``name:
+    spec``, the structure filter and a report (no response indicator): written, its path."""
+    import yaml
+
+    r = demo_recipe_data(repo_root)
+    r["sources"] = {"coco": {**r["sources"]["coco"], "sample": 3}}
+    r["generators"] = {"llm": generator}
+    r["tasks"] = task
+    r.pop("balance", None)
+    r["filters"] = [{"type": "structure"}]
+    r["report"] = {"type": "release", "indicators": {"response": False}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(r, sort_keys=False))
+    return path

@@ -243,7 +243,7 @@ SAMPLING = {"temperature": 0.8, "top_p": 0.9, "max_tokens": 77, "seed": 5, "stop
 def test_every_sampling_parameter_reaches_openai_through_the_sdk(tmp_path, server):
     gens = {"g": {"provider": "openai", "model": "m", "base_url": server.base_url}}
     with session({"generators": gens}, tmp_path) as s:
-        s.client("g").run([Request(messages=[{"role": "user", "content": "x"}], n=3,
+        s.client("g").run([Request(messages=[{"role": "user", "content": "x, in JSON"}], n=3,
                                    response_format={"type": "json_object"}, **SAMPLING)])
     [row] = server.log
     body = row["body"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 
 import yaml
-from _release_util import demo_recipe_data
+from _release_util import one_task_recipe
 
 from vlitc.api import build
 
@@ -18,19 +18,12 @@ TEMPLATE = ("{% if index % 2 or 'could not be read' in last_user %}Sorry, I cann
 
 
 def _recipe(tmp_path, repo_root):
-    r = demo_recipe_data(repo_root)
-    r["sources"] = {"coco": {**r["sources"]["coco"], "sample": 3}}
-    r["generators"] = {"llm": {"provider": "mock", "model": "mock", "template": TEMPLATE,
-                               "prices": {"input": 2.0, "output": 8.0}}}
-    r["tasks"] = {"conv": {"kind": "generate", "source": "coco", "generator": "llm",
-                           "prompt": "llava/conversation", "n": 2, "repair": True,
-                           "temperature": 0.7}}
-    r.pop("balance", None)
-    r["filters"] = [{"type": "structure"}]
-    r["report"] = {"type": "release", "indicators": {"response": False}}
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(r, sort_keys=False))
-    return path
+    return one_task_recipe(
+        tmp_path, repo_root,
+        {"provider": "mock", "model": "mock", "template": TEMPLATE,
+         "prices": {"input": 2.0, "output": 8.0}},
+        {"conv": {"kind": "generate", "source": "coco", "generator": "llm",
+                  "prompt": "llava/conversation", "n": 2, "repair": True, "temperature": 0.7}})
 
 
 def test_report_shows_what_the_generator_did_and_what_it_cost(tmp_path, repo_root):

@@ -101,3 +101,34 @@ def test_generate_task_through_a_real_model_keeps_every_sample(llama_server, tmp
     for s in out:
         assert s["meta"]["raw"].strip() and s["meta"]["generator"]["model"] == "smollm2-135m"
         assert s["turns"][1]["content"] == s["meta"]["raw"].strip()
+
+
+def test_json_dialog_asks_llama_cpp_for_its_schema_and_gets_json(llama_server, tmp_path):
+    """llama-cpp-python's server takes a schema in ``{type: json_object, schema}`` and turns it
+    into a grammar: every reply is the dialog object, whatever the small model would have
+    written. Its server refuses OpenAI's ``json_schema`` type (with an HTTP 500), and the error
+    names the option."""
+    import json
+
+    from vlitc.errors import GenerationError
+
+    def run(mode: str, cache, **more):
+        gens = _gens(llama_server)
+        gens["smol"].update(response_format=mode, max_tokens=96, timeout=600, **more)
+        with session({"generators": gens}, cache) as s:
+            ctx = OpContext(seed=1, recipe_dir=tmp_path, step_id="task:k", generators=gens,
+                            _client=s.client)
+            op = get("task", "generate")({"source": "coco", "generator": "smol",
+                                          "prompt": "review/knowledge", "context": "review",
+                                          "parse": "json_dialog", "examples": 1}, label="k")
+            return list(op.run([RECORD, dict(RECORD, id="2")], ctx))
+
+    out = run("json_object_schema", tmp_path / "a", max_concurrency=1)
+    assert len(out) == 2
+    for s in out:
+        raw = s["meta"]["raw"]
+        assert raw.lstrip().startswith('{"dialog"') or raw.lstrip().startswith('{ "dialog"')
+        if s["meta"]["finish_reasons"] == ["stop"]:  # not cut at max_tokens: whole JSON
+            assert list(json.loads(raw)) == ["dialog"]
+    with pytest.raises(GenerationError, match="response_format 'json_schema'"):
+        run("json_schema", tmp_path / "b", max_retries=0)

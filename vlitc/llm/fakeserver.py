@@ -39,6 +39,14 @@ same requests sent one by one would be (each logged as a ``batch`` answer), a sh
 error), and ``batch_expire_after`` lets a batch expire once it answered that many (the rest
 come back ``expired``). ``batches_created`` counts the batches created.
 
+Structured output is honoured as the APIs define it: an OpenAI ``response_format`` of type
+``json_schema`` (which must name the schema) or ``json_object`` (whose messages must say "JSON",
+with an optional llama-cpp-python ``schema``), an Anthropic forced tool (answered with a
+``tool_use`` block whose input follows its ``input_schema``), ``output_config.format`` or a
+prefilled assistant turn (the reply continues it). The JSON reply follows the schema's shape:
+``{"dialog": [{"User": ..., "AI": ...}]}`` when the schema has ``dialog``, else one ``{"User":
+..., "AI": ...}`` object. A request the real API would refuse gets HTTP 400.
+
     python -m vlitc.llm.fakeserver --port 8000 --latency 0.25
 """
 
@@ -55,7 +63,7 @@ import time
 from dataclasses import dataclass, field
 
 FAULTS = ("429", "500", "timeout", "malformed")
-_REASONS = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
 #: the demo scenes' palette (scripts/make_demo_data.py) and the region-mark colour
 PALETTE = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
            "yellow": (235, 200, 30)}
@@ -176,6 +184,10 @@ def _image_tokens(images: list[dict], anthropic: bool, model: str) -> int:
     )
 
 
+class BadRequest(Exception):
+    """A request the real API refuses (HTTP 400, its message as the API words it)."""
+
+
 @dataclass
 class FakeServer:
     latency: float = 0.0
@@ -267,14 +279,44 @@ class FakeServer:
                  if m.get("role") == "assistant"]
         return int(sum(shown) / len(shown)) if shown else None
 
+    def _json_reply(self, body: dict, index: int, images: list[dict], schema) -> dict:
+        """The reply as a JSON value of ``schema``'s shape."""
+        text = self.reply(body, index, images, self._length(body))
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            obj = {"User": "What does the image show?", "AI": text}
+        props = (schema or {}).get("properties") or {}
+        return {"dialog": [obj]} if "dialog" in props else obj
+
+    def _openai_text(self, body: dict, index: int, images: list[dict]) -> str:
+        fmt = body.get("response_format")
+        if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+            return self.reply(body, index, images, self._length(body))
+        if fmt["type"] == "json_schema":
+            spec = fmt.get("json_schema") or {}
+            if not spec.get("name") or not isinstance(spec.get("schema"), dict):
+                raise BadRequest("response_format json_schema needs json_schema.name and .schema")
+            schema = spec["schema"]
+        elif fmt["type"] == "json_object":
+            said = json.dumps(body.get("messages") or []).lower()
+            if "json" not in said:
+                raise BadRequest("'messages' must contain the word 'json' in some form, to use "
+                                 "'response_format' of type 'json_object'.")
+            schema = fmt.get("schema")
+        else:
+            raise BadRequest(f"invalid response_format type {fmt['type']!r}")
+        return json.dumps(self._json_reply(body, index, images, schema))
+
     def _openai(self, body: dict, images: list[dict]) -> dict:
         n = int(body.get("n") or 1)
         if self.max_choices is None:
-            answers = [_cap(self.reply(body, i, images, self._length(body)), body)
-                       for i in range(n)]
+            answers = [_cap(self._openai_text(body, i, images), body) for i in range(n)]
         else:
             shift = int(body.get("seed") or 0)
-            answers = [_cap(self.reply(body, shift + i, images, self._length(body)), body)
+            answers = [_cap(self._openai_text(body, shift + i, images), body)
                        for i in range(min(n, self.max_choices))]
         texts = [t for t, _ in answers]
         prompt = sum(_text_len(m.get("content")) for m in body.get("messages", [])) // 4 + 1
@@ -301,8 +343,33 @@ class FakeServer:
             },
         }
 
+    def _anthropic_content(self, body: dict, images: list[dict]) -> tuple[list[dict], str]:
+        """The reply's content blocks and stop reason: text, a forced tool's call, structured
+        output, or the continuation of a prefilled reply."""
+        choice, tools = body.get("tool_choice") or {}, body.get("tools") or []
+        if choice.get("type") == "tool":
+            tool = next((t for t in tools if t.get("name") == choice.get("name")), None)
+            if tool is None:
+                raise BadRequest(f"tool_choice names {choice.get('name')!r}, not in tools")
+            call = self._json_reply(body, 0, images, tool.get("input_schema"))
+            return [{"type": "tool_use", "id": "toolu_fake", "name": tool["name"],
+                     "input": call}], "tool_use"
+        fmt = (body.get("output_config") or {}).get("format")
+        msgs = body.get("messages") or []
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            text = json.dumps(self._json_reply(body, 0, images, fmt.get("schema")))
+        elif msgs and msgs[-1].get("role") == "assistant":  # a prefilled reply, continued
+            start = str(msgs[-1].get("content") or "")
+            full = self.reply(body, 0, images, self._length(body))
+            text = full[len(start):] if full.startswith(start) else full
+        else:
+            text = self.reply(body, 0, images, self._length(body))
+        text, reason = _cap(text, body, "max_tokens")
+        return [{"type": "text", "text": text}], reason
+
     def _anthropic(self, body: dict, images: list[dict]) -> dict:
-        text, reason = _cap(self.reply(body, 0, images, self._length(body)), body, "max_tokens")
+        content, reason = self._anthropic_content(body, images)
+        text = "".join(b.get("text", "") or json.dumps(b.get("input")) for b in content)
         prompt = sum(_text_len(m.get("content")) for m in body.get("messages", [])) // 4 + 1
         prompt += _text_len(body.get("system")) // 4 + _image_tokens(images, True, "")
         read, write = self._anthropic_cached(body)
@@ -311,7 +378,7 @@ class FakeServer:
             "type": "message",
             "role": "assistant",
             "model": body.get("model", "fake"),
-            "content": [{"type": "text", "text": text}],
+            "content": content,
             "stop_reason": reason,
             "stop_sequence": None,
             "usage": {"input_tokens": prompt - read - write, "output_tokens": len(text) // 4,
@@ -458,10 +525,12 @@ class FakeServer:
             return True
         body = json.loads(raw)
         images = decode_images(body)
-        if path.endswith("/messages"):
-            answer = self._anthropic(body, images)
-        else:
-            answer = self._openai(body, images)
+        try:
+            answer = (self._anthropic if path.endswith("/messages") else self._openai)(body, images)
+        except BadRequest as exc:
+            self._record(path, digest, "400", {"body": body} if self.keep_bodies else None)
+            await _send(writer, 400, _error(str(exc), "invalid_request_error"))
+            return True
         self._ok += 1
         extra = {"body": body, "answer": answer} if self.keep_bodies else {}
         if images:
@@ -601,7 +670,16 @@ class FakeServer:
                     "response": {"status_code": 500, "request_id": "req_fake",
                                  "body": _error("injected batch failure", "server_error")}}
         images = decode_images(body)
-        answer = self._anthropic(body, images) if anthropic else self._openai(body, images)
+        try:
+            answer = self._anthropic(body, images) if anthropic else self._openai(body, images)
+        except BadRequest as exc:  # refused as the same request sent alone would be
+            self._record(f"batch:{batch['id']}", digest, "400")
+            if anthropic:
+                return {"custom_id": cid, "result": {"type": "errored", "error": _error(
+                    str(exc), "invalid_request_error")}}
+            return {"id": f"batch_req_{cid[:12]}", "custom_id": cid, "error": None,
+                    "response": {"status_code": 400, "request_id": "req_fake",
+                                 "body": _error(str(exc), "invalid_request_error")}}
         extra = {"body": body, "answer": answer} if self.keep_bodies else {}
         self._record(f"batch:{batch['id']}", digest, "ok", extra)
         if anthropic:

@@ -7,7 +7,14 @@ Formats:
   repeated keys, a list of such objects, or several objects in a row
 * ``answer``      the whole text is the answer to an instruction chosen by the task (detail)
 
-A failure returns ``Parsed(turns=None, error=reason)``; callers keep the raw text.
+A failure returns ``Parsed(turns=None, error=reason)``; callers keep the raw text. A reply that
+copies a format example instead of writing a conversation (a turn that is only a placeholder such
+as ``Question?``, ``Answer.`` or ``<answer>``) is a failure too.
+
+Structured output: :func:`response_format` gives the JSON schema a ``json_dialog`` request asks
+for, ``{"dialog": [{"User": ..., "AI": ...}, ...]}`` (a JSON schema cannot say "repeated keys"),
+in the OpenAI ``response_format`` form each provider translates (see the generators'
+``response_format``); the parser reads that form besides the repeated-key object.
 """
 
 from __future__ import annotations
@@ -18,12 +25,50 @@ from dataclasses import dataclass
 
 FORMATS = ("llava_qa", "json_dialog", "answer")
 
+#: the format of each parser in words: what a repair request asks for. Never an example to copy
+#: (small models answer a repair with the example itself).
 HINTS = {
-    "llava_qa": "Question:\\n<question>\\n===\\nAnswer:\\n<answer>\\n=== blocks, questions and "
-    "answers alternating",
-    "json_dialog": '{"User": "Question?", "AI": "Answer."} pairs, starting with the user',
+    "llava_qa": "blocks that each start with a line 'Question:' or 'Answer:' followed by your own "
+    "question or answer about this image, with a line of three equals signs between blocks; "
+    "questions and answers alternate, starting with a question",
+    "json_dialog": 'one JSON object whose keys alternate "User" and "AI", starting with "User"; '
+    "each value is the full text of that turn: your own questions about this image and the "
+    "assistant's answers to them",
     "answer": "plain text",
 }
+
+#: what a copied format example leaves in a turn
+PLACEHOLDERS = frozenset({
+    "question", "question?", "question.", "answer", "answer.", "answer?", "<question>",
+    "<answer>", "...", "…", "user", "ai", "text", "<text>", "your question", "your answer",
+})
+
+#: the JSON schema of a dialog (OpenAI strict mode: closed objects, every key required)
+DIALOG_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "dialog": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "properties": {"User": {"type": "string"}, "AI": {"type": "string"}},
+                "required": ["User", "AI"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    "required": ["dialog"],
+    "additionalProperties": False,
+}
+
+
+def response_format(fmt: str) -> dict | None:
+    """The structured output a request in format ``fmt`` asks for (``None``: free text)."""
+    if fmt != "json_dialog":
+        return None
+    return {"type": "json_schema",
+            "json_schema": {"name": "dialog", "schema": DIALOG_SCHEMA, "strict": True}}
 
 _LABEL = re.compile(
     r"^[ \t]*(?:\*\*)?(Question|Answer|Q|A)(?:\*\*)?[ \t]*:[ \t]*(?:\*\*)?",
@@ -54,6 +99,9 @@ def _turns(pairs: list[tuple[str, str]]) -> Parsed:
             return _fail(f"turn {i + 1} is from the {role}, expected the {want}")
         if not text.strip():
             return _fail(f"turn {i + 1} is empty")
+        if text.strip().strip('"').strip().lower() in PLACEHOLDERS:
+            return _fail(f"turn {i + 1} is the placeholder {text.strip()!r}: the reply repeats "
+                         "the format example instead of writing a conversation")
         turns.append({"role": role, "content": text.strip()})
     if len(turns) % 2:
         turns = turns[:-1]  # a trailing question without an answer is dropped
@@ -124,6 +172,13 @@ def _objects(text: str) -> list:
         out.append(val)
 
 
+def _wrapped(value) -> bool:
+    """Whether ``value`` (as :func:`_objects` decodes it) is ``{"dialog": [objects]}``."""
+    return (isinstance(value, list) and len(value) == 1 and isinstance(value[0], tuple)
+            and value[0][0] == "dialog" and isinstance(value[0][1], list)
+            and all(isinstance(o, list) for o in value[0][1]))
+
+
 def parse_json_dialog(text: str) -> Parsed:
     try:
         values = _objects(text)
@@ -133,6 +188,8 @@ def parse_json_dialog(text: str) -> Parsed:
         return _fail("no JSON dialog found")
     items = []
     for v in values:
+        if _wrapped(v):  # the structured-output form {"dialog": [...]}
+            v = v[0][1]
         items += v if isinstance(v, list) and v and isinstance(v[0], list) else [v]
     pairs: list[tuple[str, str]] = []
     for obj in items:
@@ -169,8 +226,9 @@ def parse(text: str, fmt: str, instruction: str | None = None) -> Parsed:
 
 
 def repair_message(fmt: str, reason: str) -> str:
-    """The follow-up user message of a repair request."""
+    """The follow-up user message of a repair request: the reason and the format in words,
+    with no example that could be sent back as the answer."""
     return (
-        f"Your reply could not be read: {reason}. Write the same content again, exactly in "
-        f"this format and with nothing else: {HINTS[fmt]}."
+        f"Your reply could not be read: {reason}. Write the conversation about this image "
+        f"again, with nothing else around it, as {HINTS[fmt]}."
     )

@@ -49,7 +49,9 @@ from vlitc.llm.types import (
     Response,
     base_request,
     identity,
+    response_mode,
     sample_key,
+    with_mode,
 )
 from vlitc.llm.vision import ImageStore, Prep, has_images, image_tokens, text_of
 
@@ -131,6 +133,7 @@ class Client:
         self.vision = bool(config.get("vision"))
         self.prep = Prep.for_generator(self.provider_name, config.get("image"))
         self.identity = identity(self.provider_name, config)
+        self.response_mode = response_mode(self.provider_name, config)
         self._provider: Provider | None = None
         self._sem: asyncio.Semaphore | None = None
         self._longest_answer = DEFAULT_COMPLETION_ESTIMATE  # completion tokens, for reservations
@@ -237,6 +240,7 @@ class Client:
             )
 
     def _plan(self, req: Request) -> _Plan:
+        req = with_mode(req, self.response_mode)
         images = has_images(req.messages)
         if images and not self.vision:
             raise ConfigurationError(
@@ -321,12 +325,18 @@ class Client:
                 for group in groups:
                     await self._fetch(plan, group, state)
             except ProviderError as exc:
+                why = str(exc)
+                asked = plan.request.response_format is not None
+                if asked and (not exc.retryable or "response_format" in why):
+                    why += (f" (a server that does not take response_format "
+                            f"{self.response_mode!r} needs the generator's response_format set "
+                            "to another way, or none)")
                 for i in plan.missing:
-                    plan.errors.setdefault(i, str(exc))
+                    plan.errors.setdefault(i, why)
                 self.session.accounting.add(state.step, self.name, failed=len(plan.missing))
                 if not exc.retryable:
                     state.fatal = GenerationError(
-                        f"generator {self.label} in step {state.step or '?'}: {exc} "
+                        f"generator {self.label} in step {state.step or '?'}: {why} "
                         "(not retryable: check the model name, key and request)"
                     )
             except (ConfigurationError, GenerationError) as exc:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vlitc.hashing import canonical
@@ -127,6 +127,40 @@ def base_request(
     if identity:
         out.update(identity)
     return out
+
+
+#: how each provider can be asked for structured output (a generator's ``response_format``),
+#: the default first: OpenAI's ``response_format`` as a JSON schema, JSON mode, or JSON mode with
+#: a ``schema`` (llama-cpp-python's server); Anthropic's forced tool use with the schema as its
+#: input schema, its structured outputs (``output_config``), or a reply prefilled with ``{``
+RESPONSE_MODES = {
+    "openai": ("json_schema", "json_object", "json_object_schema", "none"),
+    "anthropic": ("tool", "json_schema", "prefill", "none"),
+    "mock": ("none",),
+}
+
+
+def response_mode(provider: str, config: dict) -> str:
+    """How this generator is asked for structured output (``none``: it is not)."""
+    return str(config.get("response_format") or RESPONSE_MODES.get(provider, ("none",))[0])
+
+
+def with_mode(req: Request, mode: str) -> Request:
+    """``req`` as a generator sends it: its ``response_format`` tagged with the generator's
+    ``mode`` (so the key tells the ways of asking apart), or dropped under ``none`` (the request
+    is then the same as one that never asked)."""
+    if req.response_format is None:
+        return req
+    if mode == "none":
+        return replace(req, response_format=None)
+    return replace(req, response_format={**req.response_format, "mode": mode})
+
+
+def format_parts(response_format: dict) -> tuple[str, dict | None, str]:
+    """(mode, JSON schema or ``None``, name) of a tagged ``response_format``."""
+    inner = response_format.get("json_schema") or {}
+    schema = inner.get("schema") or response_format.get("schema")
+    return str(response_format.get("mode", "")), schema, str(inner.get("name") or "answer")
 
 
 #: each provider's own endpoint: a generator pointed elsewhere keys its requests by endpoint

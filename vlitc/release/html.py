@@ -49,6 +49,13 @@ def _cached(row: Mapping) -> str:
     return f'{row.get("cache_read_tokens", 0):,} / {row.get("cache_write_tokens", 0):,}'
 
 
+def _repair_failure(f: Mapping) -> str:
+    if "repair_error" not in f:
+        return ""
+    return (f'repair: <span class="reason">{escape(f["repair_error"])}</span>'
+            f'<pre>{escape(f["repair_raw"][:1500])}</pre>')
+
+
 def _llm_section(data: Mapping) -> str:
     """The generators behind the LLM-written tasks, judges, complexity votes and expanded
     pools, and what their data cost."""
@@ -78,7 +85,8 @@ def _llm_section(data: Mapping) -> str:
         parts.append("<h3>Parse failures</h3>")
         parts += [f'<div class="failure"><b>{escape(f["id"])}</b>: '
                   f'<span class="reason">{escape(f["error"])}</span>'
-                  f'<pre>{escape(f["raw"][:1500])}</pre></div>' for f in failures]
+                  f'<pre>{escape(f["raw"][:1500])}</pre>{_repair_failure(f)}</div>'
+                  for f in failures]
     return "".join(parts)
 
 

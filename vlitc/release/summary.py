@@ -238,13 +238,19 @@ def _model_steps(recipe: Mapping) -> list[tuple[str, Mapping, str, int]]:
 
 
 def parse_failures(dropped: Sequence[Sample], limit: int = 20) -> list[dict]:
-    """The responses no parser could read (kept with their raw text and the parser's reason)."""
+    """The responses no parser could read (kept with their raw text and the parser's reason,
+    and those of the repair that failed too)."""
     out = []
     for d in dropped:
         meta = d.get("meta") or {}
         if meta.get("parse_error"):
-            out.append({"id": d["id"], "task": d.get("task", ""), "error": meta["parse_error"],
-                        "raw": str(meta.get("raw", ""))})
+            row = {"id": d["id"], "task": d.get("task", ""), "error": meta["parse_error"],
+                   "raw": str(meta.get("raw", ""))}
+            repair = meta.get("repair") or {}
+            if repair.get("failed"):  # the follow-up did not parse either: its own reason
+                row["repair_error"] = str(repair.get("error", ""))
+                row["repair_raw"] = str(repair.get("raw", ""))
+            out.append(row)
     return out[:limit]
 
 

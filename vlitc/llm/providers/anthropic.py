@@ -3,8 +3,12 @@
 Sampling parameters map onto what the installed SDK's ``messages.create`` names; a parameter
 the SDK no longer names (anthropic 2.x dropped ``temperature`` and ``top_p`` from the
 signature) is sent in ``extra_body``, i.e. in the JSON body as the Messages API reads it.
-``stop`` becomes ``stop_sequences``; ``seed`` and ``response_format`` have no Messages API
-equivalent and are not sent (they stay in the request key). There is no ``n``: ``n`` samples
+``stop`` becomes ``stop_sequences``; ``seed`` has no Messages API equivalent and is not sent (it
+stays in the request key). A request's ``response_format`` (a JSON schema) is sent the way the
+generator's ``response_format`` says: ``tool`` (the default) forces a tool whose input schema is
+the schema, and the tool call's input is the reply; ``json_schema`` asks for Anthropic's
+structured outputs (``output_config.format``); ``prefill`` starts the assistant's reply with
+``{``, which the reply's text then continues. There is no ``n``: ``n`` samples
 cost ``n`` calls. Image parts become ``image`` blocks with a base64 source and media type (or a
 ``url`` source when the generator asks for URLs and the image has one).
 
@@ -24,6 +28,7 @@ included) becomes the ``params`` of one batch request (``messages.batches.create
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from vlitc.llm.defaults import DEFAULTS
@@ -38,6 +43,7 @@ from vlitc.llm.providers import (
     sdk_kwargs,
 )
 from vlitc.llm.retry import ProviderError
+from vlitc.llm.types import format_parts
 
 DEFAULT_MAX_TOKENS = 1024  # the Messages API requires max_tokens
 #: one batch's limits: 100,000 requests, 256 MB
@@ -64,6 +70,7 @@ def _text(content) -> str:
 
 
 EPHEMERAL = {"type": "ephemeral"}
+PREFILL = "{"  # the start of the reply under response_format: prefill
 
 
 def _breakpoint(message: dict) -> dict:
@@ -111,6 +118,7 @@ class AnthropicProvider(Provider):
             else {"role": m["role"], "content": [wire_part(p) for p in m["content"]]}
             for m in msgs if m["role"] != "system"
         ]
+        prefill = self._structured(params.get("response_format"), fields, messages)
         if self.prompt_cache:
             if system:
                 fields["system"] = [{"type": "text", "text": system, "cache_control": EPHEMERAL}]
@@ -118,12 +126,31 @@ class AnthropicProvider(Provider):
                 m["role"] == "system" for m in msgs)
             if 0 < stable < len(messages):
                 messages[stable - 1] = _breakpoint(messages[stable - 1])
+        if prefill:
+            messages.append({"role": "assistant", "content": PREFILL})
         create = self._client.messages.create
         return {"model": params["model"], "messages": messages, **sdk_kwargs(create, fields)}
 
+    @staticmethod
+    def _structured(response_format: dict | None, fields: dict, messages: list) -> bool:
+        """Add the request's structured output to ``fields``; whether the reply is prefilled."""
+        if response_format is None:
+            return False
+        mode, schema, name = format_parts(response_format)
+        schema = schema or {"type": "object"}
+        if mode == "tool":
+            fields["tools"] = [{"name": name, "input_schema": schema,
+                                "description": "Give your reply as this tool's input."}]
+            fields["tool_choice"] = {"type": "tool", "name": name}
+        elif mode == "json_schema":
+            fields["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+        return mode == "prefill" and bool(messages) and messages[-1]["role"] == "user"
+
     async def complete(self, params: dict, n: int, first: int = 0) -> Completion:
-        body = await sdk_call(self._sdk, self._client.messages.create(**self.kwargs(params)))
-        return _completion(body)
+        kwargs = self.kwargs(params)
+        body = await sdk_call(self._sdk, self._client.messages.create(**kwargs))
+        prefilled = kwargs["messages"][-1]["role"] == "assistant"
+        return _completion(body, PREFILL if prefilled else "")
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -146,10 +173,19 @@ class AnthropicProvider(Provider):
         return await sdk_call(self._sdk, read())
 
 
-def _completion(body) -> Completion:
+def _completion(body, prefix: str = "") -> Completion:
+    """The reply: its text blocks (after ``prefix``, the prefilled start), or the input of the
+    tool call it was made to give."""
     try:
+        if not body.content:
+            raise ValueError("no content")
         text = "".join(b.text for b in body.content if getattr(b, "type", "") == "text")
-        if not isinstance(text, str) or not body.content:
+        calls = [b for b in body.content if getattr(b, "type", "") == "tool_use"]
+        if calls and not text.strip():
+            text = json.dumps(calls[0].input, ensure_ascii=False)
+        elif prefix:
+            text = prefix + text
+        if not isinstance(text, str):
             raise ValueError("no text content")
         u = body.usage
         read = int(getattr(u, "cache_read_input_tokens", 0) or 0)

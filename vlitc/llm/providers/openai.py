@@ -19,7 +19,14 @@ which cost more CPU per request than the rest of a generate step (see
 The Batch API (``batch: true``): the requests' Chat Completions bodies, exactly what
 ``complete`` would post, go into a JSONL file (``files.create``, purpose ``batch``) that
 ``batches.create`` runs within 24 hours; ``batches.retrieve`` tells where it stands and its
-output and error files (``files.content``) hold one line per request."""
+output and error files (``files.content``) hold one line per request.
+
+
+Structured output (the generator's ``response_format``): ``json_schema`` sends the request's JSON
+schema as ``response_format: {type: json_schema, json_schema: {name, schema, strict}}`` (OpenAI,
+vLLM, llama.cpp's own server, Ollama); ``json_object`` sends JSON mode without a schema;
+``json_object_schema`` sends ``{type: json_object, schema}`` (llama-cpp-python's server, which
+turns the schema into a grammar)."""
 
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ import orjson
 
 from vlitc.llm.providers import BatchItem, BatchState, Completion, Provider, api_key, sdk_call
 from vlitc.llm.retry import ProviderError
+from vlitc.llm.types import format_parts
 
 _LOCAL_KEY = "not-needed"  # OpenAI-compatible local servers ignore the key but the SDK wants one
 #: the request fields this provider sends (each a keyword of the SDK's create(), or extra_body)
@@ -49,6 +57,18 @@ def wire_part(part: dict) -> dict:
     if part.get("detail"):
         image["detail"] = part["detail"]
     return {"type": "image_url", "image_url": image}
+
+
+def wire_format(response_format: dict | None) -> dict | None:
+    """The ``response_format`` field of a request asked for structured output."""
+    if response_format is None:
+        return None
+    mode, schema, _ = format_parts(response_format)
+    if mode == "json_object":
+        return {"type": "json_object"}
+    if mode == "json_object_schema":
+        return {"type": "json_object", **({"schema": schema} if schema else {})}
+    return {k: v for k, v in response_format.items() if k != "mode"}
 
 
 def wire_messages(messages: list[dict]) -> list[dict]:
@@ -83,6 +103,8 @@ class OpenAIProvider(Provider):
         out: dict[str, Any] = {"model": params["model"],
                                "messages": wire_messages(params["messages"])}
         out.update((k, v) for k in FIELDS if (v := params.get(k)) is not None)
+        if (fmt := wire_format(params.get("response_format"))) is not None:
+            out["response_format"] = fmt
         if n > 1:
             out["n"] = n
         return out

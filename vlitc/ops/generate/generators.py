@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from vlitc.llm.defaults import DEFAULTS
+from vlitc.llm.types import RESPONSE_MODES
 from vlitc.llm.vision import PREP_SCHEMA
 from vlitc.ops.base import Generator, OpContext
 from vlitc.ops.registry import register
@@ -141,6 +142,13 @@ NOT_IN_KEY = (
 )
 
 
+def _response_format(provider: str, ways: str) -> dict:
+    modes = RESPONSE_MODES[provider]
+    return {"enum": list(modes), "default": modes[0],
+            "description": "how a task that parses JSON (parse: json_dialog) asks for it: "
+                           f"{ways}; none asks in the prompt only"}
+
+
 def _schema(extra: dict | None = None, required: tuple[str, ...] = ("model",)) -> dict:
     return {
         "type": "object",
@@ -165,6 +173,11 @@ class _Endpoint(Generator):
         out = super().key_params()
         if "base_url" in out and "endpoint" not in identity(self.name, self.params):
             out.pop("base_url")
+        # the provider's own way of asking for JSON is what requests were keyed by before the
+        # option existed; only another way changes the steps that use the generator
+        modes = RESPONSE_MODES.get(self.name)
+        if modes and out.get("response_format") == modes[0]:
+            out.pop("response_format")
         return out
 
 
@@ -172,11 +185,16 @@ class _Endpoint(Generator):
 class OpenAIGenerator(_Endpoint):
     """An OpenAI Chat Completions endpoint, or any OpenAI-compatible server through ``base_url``.
     With ``batch: true`` the requests go through the OpenAI Batch API (a JSONL file uploaded,
-    one batch per ``batch_max_requests``) at the batch price."""
+    one batch per ``batch_max_requests``) at the batch price. A task that parses JSON sends its
+    JSON schema as ``response_format`` (``json_schema``, or another way the server takes)."""
 
     version = 1
     params_schema = _schema({
         **BATCH_PROPS,
+        "response_format": _response_format(
+            "openai", "json_schema sends the JSON schema (OpenAI, vLLM, llama.cpp's server, "
+            "Ollama), json_object JSON mode without it, json_object_schema JSON mode with a "
+            "schema field (llama-cpp-python's server)"),
         "supports_n": {
             "type": "boolean",
             "description": "whether the server returns n choices per call (OpenAI's endpoint "
@@ -192,11 +210,16 @@ class AnthropicGenerator(_Endpoint):
     calls; ``max_tokens`` defaults to 1024; ``seed`` is not sent). With ``prompt_cache`` (the
     default) the system prompt and the in-context examples carry ``cache_control`` breakpoints,
     so a repeated prefix is billed at the cache-read rate. With ``batch: true`` the requests go
-    through Message Batches at the batch price."""
+    through Message Batches at the batch price. A task that parses JSON gets it through a
+    forced tool call by default (``response_format``)."""
 
     version = 1
     params_schema = _schema({
         **BATCH_PROPS,
+        "response_format": _response_format(
+            "anthropic", "tool forces a tool whose input schema is the JSON schema, json_schema "
+            "asks for structured outputs (output_config, recent models), prefill starts the "
+            "reply with {"),
         "prompt_cache": {
             "type": "boolean",
             "default": DEFAULTS["prompt_cache"],

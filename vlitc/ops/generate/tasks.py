@@ -15,7 +15,7 @@ parse is kept with ``meta["parse_error"]`` (and no turns) so that a filter can d
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -211,6 +211,7 @@ class GenerateTask(ModelOp, Task):
         to show: no text, and no image or ``image: false``)."""
         from vlitc.llm import Request
         from vlitc.llm.context import render
+        from vlitc.llm.parse import response_format
 
         focus = self._focus(record, ctx)
         context = render(record, self.params["context"], ctx.recipe_dir, focus)
@@ -233,19 +234,29 @@ class GenerateTask(ModelOp, Task):
             top_p=p.get("top_p"),
             max_tokens=p.get("max_tokens"),
             cache_prefix=stable_prefix(chosen),
+            response_format=response_format(p["parse"]),
         )
         info = {"context": context, "examples": chosen, "focus": focus, "image": image}
         return info, req
 
     def parse_response(
-        self, text: str, record: Record, ctx: OpContext, index: int, instructions: list[str]
+        self, text: str, record: Record, ctx: OpContext, index: int, instructions: list[str],
+        shown: Sequence[str] = (),
     ):
-        from vlitc.llm.parse import parse
+        """The turns of one answer; an answer that is one of the in-context example responses
+        the request ``shown`` (copied instead of written about this image) does not parse."""
+        from vlitc.llm.parse import Parsed, parse
 
         instruction = None
         if instructions:
             instruction = self._rng(ctx, f"{record['id']}:{index}:instruction").choice(instructions)
-        return parse(text, self.params["parse"], instruction)
+        parsed = parse(text, self.params["parse"], instruction)
+        words = " ".join(text.split())
+        for k, example in enumerate(shown, 1):
+            if parsed.turns is not None and words == " ".join(example.split()):
+                return Parsed(None, f"the reply copies in-context example {k} instead of "
+                                    "writing about this image")
+        return parsed
 
     # the run ------------------------------------------------------------------------------
     def _instructions(self, ctx: OpContext) -> list[str]:
@@ -296,20 +307,27 @@ class GenerateTask(ModelOp, Task):
         return str((out.get("meta") or {}).get("record_id"))
 
     def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
+        from vlitc.llm.prompts import load_pack
+
         instructions = self._instructions(ctx)
         if self.params["parse"] == "answer" and not instructions:
             raise GenerationError(f"task {self.label}: parse: answer needs instructions or a pool")
         answers = self.answers(ctx, self._made(records, ctx), lambda m: m.request,
                                lambda m: str(m.record["id"]), count_usage=True)
+        pack = load_pack(self.params["prompt"], ctx.recipe_dir)
+
+        def shown(m: _Made) -> list[str]:
+            return [pack.examples[k][1] for k in m.info["examples"]]
+
         rows: Iterator[_Answer] = (
-            _Answer(m, i, text, self.parse_response(text, m.record, ctx, i, instructions), [key],
-                    reason)
+            _Answer(m, i, text, self.parse_response(text, m.record, ctx, i, instructions,
+                                                    shown(m)), [key], reason)
             for m, resp in answers if not resp.error
             for i, (text, key, reason) in enumerate(zip(resp.texts, resp.keys,
                                                         resp.finish_reasons, strict=False))
         )
         if self.params["repair"]:
-            rows = self._repaired(rows, ctx, instructions)
+            rows = self._repaired(rows, ctx, instructions, shown)
         for n, row in enumerate(rows, 1):
             yield self._sample(row, ctx)
             if n % COUNTERS_EVERY == 0:  # parse failures and repairs so far, for the live display
@@ -330,10 +348,13 @@ class GenerateTask(ModelOp, Task):
                                                        row.parsed.error)},
         ]
         return Request(messages=msgs, temperature=0.0, max_tokens=req.max_tokens,
-                       cache_prefix=req.cache_prefix)
+                       cache_prefix=req.cache_prefix, response_format=req.response_format)
 
-    def _repaired(self, rows: Iterable[_Answer], ctx: OpContext, instructions) -> Iterator[_Answer]:
-        """Unparsed answers asked once to be repaired; the repaired text replaces the raw."""
+    def _repaired(self, rows: Iterable[_Answer], ctx: OpContext, instructions,
+                  shown: Callable[[_Made], list[str]]) -> Iterator[_Answer]:
+        """Unparsed answers asked once to be repaired; the repaired text replaces the raw. A
+        repair that does not parse either (a copied format hint or example among the reasons)
+        leaves the first answer, with the repair's text and reason in ``meta.repair``."""
         def ident(row: _Answer) -> str:
             return f"{row.made.record['id']}/{row.nth} (repair)"
 
@@ -345,9 +366,12 @@ class GenerateTask(ModelOp, Task):
             if resp.error:
                 yield row
                 continue
-            again = self.parse_response(resp.texts[0], row.made.record, ctx, row.nth, instructions)
+            again = self.parse_response(resp.texts[0], row.made.record, ctx, row.nth,
+                                        instructions, shown(row.made))
             if again.turns is None:
-                yield row
+                tried = {"raw": resp.texts[0], "error": again.error, "failed": True}
+                yield row._replace(made=row.made._replace(info={**row.made.info,
+                                                                "repair": tried}))
                 continue
             ctx.count("repaired")
             info = {**row.made.info, "repair": {"raw": row.text, "error": row.parsed.error}}
