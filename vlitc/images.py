@@ -25,6 +25,8 @@ STORE_VERSION = 1
 _CHUNK = 1 << 20
 #: images per task when an engine checks them
 MAP_CHUNK = 2000
+#: images one thread checks in a row
+THREAD_RUN = 256
 
 
 @dataclass
@@ -183,8 +185,14 @@ class ImageChecker:
             for infos in self.map(check_chunk, job, chunks):
                 yield from infos
             return
+        # threads take runs of images: one future per image costs more than hashing a small
+        # file (9x slower than a plain loop on COCO-sized folders); runs keep the overlap of
+        # reads on slow disks and network folders
+        size = max(1, min(THREAD_RUN, len(rels) // (4 * self.workers)))
+        runs = (rels[i : i + size] for i in range(0, len(rels), size))
         with ThreadPoolExecutor(self.workers) as pool:
-            yield from pool.map(lambda rel: compute(job, rel), rels)
+            for infos in pool.map(lambda run: check_chunk(job, run), runs):
+                yield from infos
 
 
 def compute(job: tuple[str, bool, bool, bool], rel: str) -> ImageInfo:
