@@ -48,12 +48,17 @@ def _build_as(recipe: Path, tmp_path: Path, name: str, **kw):
     return build(recipe, out_dir=tmp_path / name, cache_dir=tmp_path / f"cache-{name}", **kw)
 
 
-def test_demo_at_one_and_two_local_workers_gives_the_same_keys_and_bytes(tmp_path):
-    recipe = _demo(tmp_path)
+def _same_at_one_and_two_workers(recipe: Path, tmp_path: Path):
+    """Builds at 1 and 2 local workers: the same keys and the same release bytes."""
     one = _build_as(recipe, tmp_path, "one", workers=1)
     two = _build_as(recipe, tmp_path, "two", workers=2)
     assert _release(one) == _release(two)
     assert _files(tmp_path / "one") == _files(tmp_path / "two")
+    return one, two
+
+
+def test_demo_at_one_and_two_local_workers_gives_the_same_keys_and_bytes(tmp_path):
+    one, two = _same_at_one_and_two_workers(_demo(tmp_path), tmp_path)
     # the pool did run chunks: the task's counters add up over them
     counters = {s["id"]: s["counters"] for s in two.manifest["steps"]}
     assert counters["task:object_box"]["records"] == 24
@@ -111,11 +116,7 @@ def _near_duplicate_captions(root: Path) -> Path:
 def test_minhash_dedup_drops_the_same_near_duplicates_at_one_and_two_workers(tmp_path):
     import json
 
-    recipe = _near_duplicate_captions(tmp_path)
-    one = _build_as(recipe, tmp_path, "one", workers=1)
-    two = _build_as(recipe, tmp_path, "two", workers=2)
-    assert _release(one) == _release(two)
-    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+    _same_at_one_and_two_workers(_near_duplicate_captions(tmp_path), tmp_path)
     kept = json.loads((tmp_path / "one" / "train.json").read_text())
     assert len(kept) == 70  # the 10 near-duplicates dropped, the 70 distinct texts kept
     assert not any("changed" in c["conversations"][1]["value"] for c in kept)
