@@ -6,6 +6,7 @@ entries of an older layout are ignored; gc keeps what views refer to."""
 from __future__ import annotations
 
 import orjson
+import pytest
 from _core_util import demo_copy, ran
 
 from vlitc.api import build
@@ -193,3 +194,24 @@ def test_gc_keeps_every_object_a_view_refers_to(tmp_path):
     third = build(recipe, out_dir=tmp_path / "rel", cache_dir=cache)
     assert "balance" in ran(third) and not any(s.startswith(("measure:", "filter:")) for s in ran(third))
     assert not layout.verify(tmp_path / "rel")
+
+
+def test_a_compressed_object_that_expands_past_the_bound_is_corrupt_not_read_whole(tmp_path,
+                                                                                  monkeypatch):
+    import hashlib
+
+    import zstandard
+
+    from vlitc.run import store as store_mod
+    from vlitc.run.store import CorruptObject
+
+    store = Store(tmp_path / "c")
+    bomb = zstandard.ZstdCompressor().compress(b"\n" * 10_000)  # 10 kB of lines from ~20 bytes
+    sha = hashlib.sha256(b"\n" * 10_000).hexdigest()  # even its hash is right
+    path = store.object_path(sha + ZST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bomb)
+    monkeypatch.setattr(store_mod, "MAX_PLAIN", 1_000)
+    with pytest.raises(CorruptObject):
+        store.plain(sha)
+    store.close()

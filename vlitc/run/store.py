@@ -48,6 +48,8 @@ from vlitc.paths import atomic_write
 SHARD_SIZE = 20_000
 #: the layout of step entries and their outputs; an entry of any other layout is ignored
 LAYOUT = 2
+#: the most bytes one stored shard may expand to (a bigger one is corrupt, never read whole)
+MAX_PLAIN = 4 << 30
 #: zstd level of stored shards (fast; sample bodies compress about 20x)
 ZSTD_LEVEL = 1
 ZST = ".zst"
@@ -374,10 +376,15 @@ class Store:
         import zstandard
 
         path = self.object_path(sha + ZST)
-        try:
-            data = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
+        try:  # read in pieces up to a bound: a planted object may expand without end
+            with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as reader:
+                data = reader.read(MAX_PLAIN + 1)
+                while len(data) <= MAX_PLAIN and (more := reader.read(MAX_PLAIN + 1 - len(data))):
+                    data += more
         except (FileNotFoundError, zstandard.ZstdError):
             raise CorruptObject(sha, path) from None
+        if len(data) > MAX_PLAIN:
+            raise CorruptObject(sha, path)
         if hashlib.sha256(data).hexdigest() != sha:
             raise CorruptObject(sha, path)
         return data
