@@ -122,6 +122,47 @@ def test_minhash_dedup_drops_the_same_near_duplicates_at_one_and_two_workers(tmp
     assert not any("changed" in c["conversations"][1]["value"] for c in kept)
 
 
+#: every text export, sharded, with a split and with copied images: prepared in the workers
+TEXT_EXPORTS = """
+outputs:
+  - {format: llava, path: llava/train.json, split: train, shard_size: 4}
+  - {format: llava, path: llava/validation.json, split: validation}
+  - {format: sharegpt, path: sg/train.jsonl, images: copy, image_dir: sg/images}
+  - {format: llamafactory, path: lf/train.jsonl, images: copy, image_dir: lf/images, shard_size: 7}
+  - {format: internvl, path: ivl/train.jsonl, images: link, image_dir: ivl/images}
+  - {format: messages, path: chat/train.jsonl}
+"""
+
+
+def _with_outputs(recipe: Path, outputs: str) -> Path:
+    text = recipe.read_text()
+    head, _, tail = text.partition("\noutputs:\n")
+    rest = tail[tail.index("\nreport:"):]
+    recipe.write_text(head + outputs + rest)
+    return recipe
+
+
+def test_every_text_export_is_the_same_bytes_prepared_in_workers(tmp_path):
+    recipe = _with_outputs(_demo(tmp_path), TEXT_EXPORTS)
+    one, two = _same_at_one_and_two_workers(recipe, tmp_path)
+    steps = {s["id"]: s for s in two.manifest["steps"]}
+    exported = sum(steps[f"export:{i}"]["counters"]["exported"] for i in (0, 1))
+    assert exported == steps["balance"]["n_out"] > 5  # both splits, in more chunks than one
+    assert len(list((tmp_path / "two" / "llava").glob("train-*-of-*.json"))) > 1
+    assert list((tmp_path / "two" / "sg" / "images").rglob("*.png"))
+
+
+def test_a_sample_that_fails_export_validation_in_a_worker_fails_the_build(tmp_path):
+    from vlitc.errors import UserError
+
+    recipe = _with_outputs(_demo(tmp_path), "\noutputs:\n  - {format: llava, path: t.json, max_tokens: 30}\n")
+    for workers in (1, 2):
+        with pytest.raises(UserError, match="fail export validation") as got:
+            _build_as(recipe, tmp_path, f"w{workers}", workers=workers)
+        assert "over the budget of 30" in str(got.value)
+        assert not (tmp_path / f"w{workers}" / "t.json").exists()
+
+
 def test_the_engine_and_its_settings_are_no_part_of_any_key(tmp_path):
     plain = demo_copy(tmp_path)
     first = _build_as(plain, tmp_path, "plain")

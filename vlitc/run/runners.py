@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 import orjson
 
 from vlitc.ops.base import Balance, Exporter, Filter, Op, OpContext, Pool, Report, Source, Task
+from vlitc.ops.exporters.common import FileExporter
 from vlitc.plan import Step
 from vlitc.run.outputs import count_records
 from vlitc.run.shards import (
     Gathered,
+    export_chunk,
     finish_chunk,
     in_scope,
     measure_all,
@@ -384,7 +386,22 @@ class ExportRunner(FilesRunner):
     kind = "export"
 
     def run(self, step: Step, ctx: OpContext) -> dict:
-        return self.run_files(ctx, lambda c: op_of(step, Exporter).export(self.input(step, step.deps[0]), c))
+        op = op_of(step, Exporter)
+        source = self.ex.output_of(step, step.deps[0])
+        if isinstance(op, FileExporter) and op.shardable() and self.ex.maps(source):
+            return self.run_files(ctx, lambda c: op.write_parts(self.parts(step, c, source), c))
+        return self.run_files(ctx, lambda c: op.export(self.input(step, step.deps[0]), c))
+
+    def parts(self, step: Step, ctx: OpContext, source: dict) -> Iterator[Any]:
+        """The export's samples prepared in chunks on the build's engine, in order."""
+        job = self.ex.job(step, ctx, "export")
+        size = self.ex.chunk_size(source)
+        chunks = self.ex.store.read_chunks(source, size)
+        for done, res in enumerate(self.ex.engine.map(export_chunk, job, (data for data, _n in chunks)), 1):
+            raise_chunk_error(res)
+            merge_chunk(ctx, res)
+            ctx.emit({"event": "progress", "step": step.id, "done": done * size, "total": source["count"]})
+            yield res.part
 
 
 @runner

@@ -19,7 +19,15 @@ from typing import Any, cast
 import orjson
 
 from vlitc.errors import BudgetExceeded, GenerationError, UserError, VlitcError
-from vlitc.ops.base import MEASURE_CHUNK, Balance, Filter, ItemCache, OpContext, Task
+from vlitc.ops.base import (
+    MEASURE_CHUNK,
+    Balance,
+    Filter,
+    ItemCache,
+    OpContext,
+    Task,
+    cycle_collector_off,
+)
 
 
 def in_scope(op: Filter, sample: dict) -> bool:
@@ -107,6 +115,7 @@ class ChunkResult:
     features: dict[str, Any] | None = None  # a streamed dataset-scope filter's chunk features
     values: list[bytes] | None = None  # a measure's stats per record, encoded (its view's column)
     llm: dict | None = None  # what the chunk's LLM session counted (vlitc.llm.fanout.report)
+    part: Any = None  # an export's run of samples, prepared (vlitc.ops.exporters.common.ExportPart)
 
 
 _WORKER: dict[str, Any] = {}  # per process: step key -> (op, store)
@@ -226,6 +235,24 @@ def _run_chunk(job: Job, op: Any, store: Any, lines: bytes, client: Any) -> Chun
         return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
                            error=(e.exit_code, str(e)), error_kind=type(e).__name__)
     return ChunkResult(data, n, ctx.counters, ctx.notes, ctx.warnings, values=values)
+
+
+def export_chunk(job: Job, lines: bytes) -> ChunkResult:
+    """An export's samples of one chunk selected, validated and encoded as its files hold them
+    (:meth:`vlitc.ops.exporters.common.FileExporter.prepare`); the build writes them in order."""
+    from vlitc.ops.exporters.common import FileExporter
+
+    op, store = _prepared(job)
+    exporter = cast(FileExporter, op)
+    ctx = job_context(job, store)
+    try:
+        with exporter.encoding(ctx), cycle_collector_off():
+            part = exporter.prepare((orjson.loads(line) for line in lines.splitlines()), ctx)
+    except VlitcError as e:
+        return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
+                           error=(e.exit_code, str(e)), error_kind=type(e).__name__)
+    return ChunkResult(count=len(part.items), counters=ctx.counters, notes=ctx.notes,
+                       warnings=ctx.warnings, part=part)
 
 
 def finish_chunk(job: Job, chunk: tuple[bytes, list[str]]) -> ChunkResult:

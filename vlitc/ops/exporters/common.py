@@ -4,17 +4,24 @@ atomic writes (validate everything, write temp files, then rename; nothing half-
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from vlitc.errors import ConfigurationError
 from vlitc.ops.base import Exporter, OpContext, cycle_collector_off
-from vlitc.ops.exporters.validate import SampleChecker, TokenCounter, tokenizer_files
+from vlitc.ops.exporters.validate import (
+    ExportValidationError,
+    SampleChecker,
+    TokenCounter,
+    tokenizer_files,
+)
 from vlitc.paths import relative_problem
 from vlitc.records import Sample, images_of
 
@@ -126,18 +133,38 @@ def shard_names(rel: PurePosixPath, n_shards: int) -> list[PurePosixPath]:
     return [rel.with_name(f"{stem}-{i:05d}-of-{n_shards:05d}{suffix}") for i in range(n_shards)]
 
 
+@dataclass
+class ExportPart:
+    """One run of an export's samples, selected, validated and encoded (:meth:`FileExporter.
+    prepare`, wherever it ran): what the shard files get (each sample's line for a text format,
+    the samples themselves for others), the problems found by sample id, and the images it
+    names that go into the release (``ref -> image``)."""
+
+    items: list
+    problems: dict[str, list[str]]
+    images: dict[str, dict]
+
+
 class FileExporter(Exporter):
     """Base of the file exporters: subclasses give ``record(sample)`` (one sample in the format's
-    shape) and ``write(samples, path)`` (one shard of validated samples to one file), or, to
-    write as the samples stream by, ``open_shard(path)``.
+    shape) and either ``line(sample)`` (its text: one line of a JSON-lines or JSON-array file,
+    ``text = True``) or ``write(samples, path)`` (one shard of validated samples to one file),
+    or, to write as the samples stream by, ``open_shard(path)``.
 
-    Samples stream through once: split selection, validation and writing to temp files happen
-    together, so a large export never holds all its samples. Nothing is renamed into place
-    until every sample has passed validation; on failure the temp files are removed."""
+    Samples stream through once: split selection, validation and encoding (:meth:`prepare`,
+    which for a text format depends on each sample alone, so runs of samples may be prepared in
+    the build's worker processes) and writing to temp files (:meth:`write_parts`), so a large
+    export never holds all its samples. Nothing is renamed into place until every sample has
+    passed validation; on failure the temp files are removed."""
 
     reads = ("id", "task", "source", "image", "turns", "meta.split?")
+    #: shards are the samples' lines joined (:class:`JoinedTextShard`), each from ``line``
+    text: ClassVar[bool] = False
 
     def record(self, s: Sample) -> dict:
+        raise NotImplementedError
+
+    def line(self, s: Sample) -> str:
         raise NotImplementedError
 
     def write(self, samples: list[Sample], path: Path) -> None:
@@ -147,35 +174,70 @@ class FileExporter(Exporter):
         """A writer for one shard file; by default it gathers the shard and calls ``write``."""
         return GatheredShard(self.write, path)
 
-    def export(self, samples: Iterable[Sample], ctx: OpContext) -> list[str]:
-        out_dir(ctx)  # no folder to write into: fail before reading any sample
-        rel = safe_relpath(self.params["path"], f"outputs.{self.name}.path")
-        checker = SampleChecker(ctx, f"{self.name} export {rel}", **self.budget(ctx))
-        want = self.params["split"]
-        gather = self.params["images"] != "reference"
-        images: dict[str, dict] = {}
+    def shardable(self) -> bool:
+        return self.text
+
+    def begin(self, ctx: OpContext) -> None:
+        """Set what encoding a sample needs from the context (where paths resolve from)."""
+        self._ctx = ctx
+        self._rel = safe_relpath(self.params["path"], f"outputs.{self.name}.path")
+
+    @contextlib.contextmanager
+    def encoding(self, ctx: OpContext) -> Iterator[None]:
+        """Samples are prepared inside: the context is set and images are named as the release
+        names them (see :func:`image_prefixes`)."""
+        self.begin(ctx)
         derived = "derived"
         if self.params["images"] == "reference":  # named from the release folder
             derived = f"{safe_relpath(self.params['image_dir'], 'image_dir')}/derived"
         token = _PREFIXES.set(image_prefixes(ctx.image_roots, derived))
         try:
-            return self._export(samples, ctx, rel, checker, want, gather, images)
+            yield
         finally:
             _PREFIXES.reset(token)
 
-    def _export(self, samples, ctx: OpContext, rel, checker, want, gather, images) -> list[str]:
+    def prepare(self, samples: Iterable[Sample], ctx: OpContext) -> ExportPart:
+        """Select (``split``), validate and encode a run of samples (inside :meth:`encoding`).
+        After the first problem nothing more is encoded, but every sample is still checked, so
+        the error lists them all."""
         from vlitc.llm.vision import DERIVED_ROOT  # derived images go into the release always
 
-        with cycle_collector_off(), Shards(self, out_dir(ctx), rel) as shards:
-            for s in samples:
-                if want != "all" and (s.get("meta") or {}).get("split", "train") != want:
-                    continue
-                if checker.check(s) and not checker.problems:
-                    shards.add(s)
-                    for img in images_of(s):
-                        if gather or img["root"] == DERIVED_ROOT:
-                            images.setdefault(image_ref(img), img)
-            checker.raise_problems()
+        checker = SampleChecker(ctx, **self.budget(ctx))
+        want = self.params["split"]
+        gather = self.params["images"] != "reference"
+        items: list = []
+        images: dict[str, dict] = {}
+        for s in samples:
+            if want != "all" and (s.get("meta") or {}).get("split", "train") != want:
+                continue
+            if checker.check(s) and not checker.problems:
+                items.append(self.line(s) if self.text else s)
+                for img in images_of(s):
+                    if gather or img["root"] == DERIVED_ROOT:
+                        images.setdefault(image_ref(img), img)
+        return ExportPart(items, checker.problems, images)
+
+    def export(self, samples: Iterable[Sample], ctx: OpContext) -> list[str]:
+        it = iter(samples)
+        return self.write_parts(
+            (self.prepare(run, ctx) for run in iter(lambda: list(itertools.islice(it, CHUNK)), [])), ctx)
+
+    def write_parts(self, parts: Iterable[ExportPart], ctx: OpContext) -> list[str]:
+        """Write prepared runs of samples, in order, into the export's shard files; raise
+        :class:`ExportValidationError` (nothing written) if any sample had problems."""
+        root = out_dir(ctx)  # no folder to write into: fail before reading any sample
+        rel = safe_relpath(self.params["path"], f"outputs.{self.name}.path")
+        problems: dict[str, list[str]] = {}
+        images: dict[str, dict] = {}
+        with self.encoding(ctx), cycle_collector_off(), Shards(self, root, rel) as shards:
+            for part in parts:
+                if not problems and not part.problems:
+                    shards.add_all(part.items)
+                problems.update(part.problems)
+                for ref, img in part.images.items():
+                    images.setdefault(ref, img)
+            if problems:
+                raise ExportValidationError(f"{self.name} export {rel}", problems)
             written = shards.commit()
             ctx.file_records.update(zip(written, shards.per_file, strict=True))
         ctx.count("exported", shards.count)
@@ -220,10 +282,11 @@ class FileExporter(Exporter):
 
 
 class ShardWriter(Protocol):
-    """Writes one shard file: ``add`` takes validated samples in order, ``close`` finishes,
+    """Writes one shard file: ``add`` takes prepared items in order (validated samples, or
+    their lines for a text format), ``close`` finishes,
     ``discard`` lets go of an export that failed (its temp file is then removed)."""
 
-    def add(self, samples: list[Sample]) -> None: ...
+    def add(self, items: list) -> None: ...
 
     def close(self) -> None: ...
 
@@ -252,20 +315,20 @@ CHUNK = 8192
 
 
 class JoinedTextShard:
-    """``start + sep.join(encode(s) for s in samples) + end`` as UTF-8, written chunk by chunk;
-    ``end_empty`` ends a shard that got no samples."""
+    """``start + sep.join(lines) + end`` as UTF-8, written as the lines come (``add`` takes
+    the samples' encoded lines); ``end_empty`` ends a shard that got no samples."""
 
-    def __init__(self, path: Path, encode: Callable[[Sample], str], *, sep: str,
-                 start: str = "", end: str = "", end_empty: str | None = None):
+    def __init__(self, path: Path, *, sep: str, start: str = "", end: str = "",
+                 end_empty: str | None = None):
         self.fh = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 (closed in close)
-        self.encode, self.sep, self.end = encode, sep, end
+        self.sep, self.end = sep, end
         self.end_empty = end if end_empty is None else end_empty
         self.empty = True
         self.fh.write(start)
 
-    def add(self, samples: list[Sample]) -> None:
-        if samples:
-            text = self.sep.join([self.encode(s) for s in samples])
+    def add(self, lines: list[str]) -> None:
+        if lines:
+            text = self.sep.join(lines)
             self.fh.write(text if self.empty else self.sep + text)
             self.empty = False
 
@@ -275,15 +338,6 @@ class JoinedTextShard:
 
     def discard(self) -> None:
         self.fh.close()
-
-
-def write_joined(path: Path, samples: list[Sample], encode: Callable[[Sample], str], *,
-                 sep: str, start: str = "", end: str = "", end_empty: str | None = None) -> None:
-    """Write ``start + sep.join(encode(s) for s in samples) + end`` in one go."""
-    shard = JoinedTextShard(path, encode, sep=sep, start=start, end=end, end_empty=end_empty)
-    for i in range(0, len(samples), CHUNK):
-        shard.add(samples[i:i + CHUNK])
-    shard.close()
 
 
 class Shards:
@@ -303,15 +357,17 @@ class Shards:
     def __enter__(self) -> Shards:
         return self
 
-    def add(self, s: Sample) -> None:
-        if self.writer is None or (self.size and self.in_shard == self.size):
-            self._next()
-        self.pending.append(s)
-        self.count += 1
-        self.in_shard += 1
-        self.per_file[-1] += 1
-        if len(self.pending) == CHUNK:
-            self._flush()
+    def add_all(self, items: list) -> None:
+        """Queue prepared items (lines or samples: what the exporter's shard writer takes)."""
+        for item in items:
+            if self.writer is None or (self.size and self.in_shard == self.size):
+                self._next()
+            self.pending.append(item)
+            self.count += 1
+            self.in_shard += 1
+            self.per_file[-1] += 1
+            if len(self.pending) == CHUNK:
+                self._flush()
 
     def _flush(self) -> None:
         if self.pending:

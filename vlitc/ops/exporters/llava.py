@@ -11,7 +11,6 @@ from vlitc.ops.exporters.common import (
     JoinedTextShard,
     exporter_schema,
     image_ref,
-    write_joined,
 )
 from vlitc.ops.registry import register
 from vlitc.records import Sample
@@ -54,11 +53,6 @@ def llava_line(s: Sample) -> str:
 ARRAY = {"sep": ",\n", "start": "[\n", "end": "\n]\n", "end_empty": "]\n"}
 
 
-def dump_json_array(samples: list[Sample], path: Path) -> None:
-    """Write ``samples`` as a LLaVA JSON array (one record per line)."""
-    write_joined(path, samples, llava_line, **ARRAY)
-
-
 @register("exporter", "llava")
 class LlavaExporter(FileExporter):
     """Write LLaVA JSON: ``[{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}]}]``.
@@ -73,11 +67,13 @@ class LlavaExporter(FileExporter):
     params_schema = exporter_schema()
     writes = ("files",)
 
+    text = True
+
     def record(self, s: Sample) -> dict:
         return llava_record(s)
 
-    def write(self, samples: list[Sample], path: Path) -> None:
-        dump_json_array(samples, path)
+    def line(self, s: Sample) -> str:
+        return llava_line(s)
 
     def open_shard(self, path: Path) -> JoinedTextShard:
-        return JoinedTextShard(path, llava_line, **ARRAY)
+        return JoinedTextShard(path, **ARRAY)

@@ -61,10 +61,6 @@ class ParquetExporter(FileExporter):
                 "description": "embed: the image bytes go into the file (datasets.Image)"})
     writes = ("files",)
 
-    def export(self, samples, ctx: OpContext) -> list[str]:
-        self._ctx = ctx
-        return super().export(samples, ctx)
-
     def place_images(self, images: dict[str, dict], ctx: OpContext) -> list[str]:
         return [] if self.params["images"] == "embed" else super().place_images(images, ctx)
 

@@ -11,7 +11,6 @@ from vlitc.ops.exporters.common import (
     JoinedTextShard,
     exporter_schema,
     image_ref,
-    write_joined,
 )
 from vlitc.ops.registry import register
 from vlitc.records import Sample, images_of
@@ -54,11 +53,13 @@ class ShareGptExporter(FileExporter):
     params_schema = exporter_schema()
     writes = ("files",)
 
+    text = True
+
     def record(self, s: Sample) -> dict:
         return sharegpt_record(s)
 
-    def write(self, samples: list[Sample], path: Path) -> None:
-        write_joined(path, samples, sharegpt_line, **LINES)
+    def line(self, s: Sample) -> str:
+        return sharegpt_line(s)
 
     def open_shard(self, path: Path) -> JoinedTextShard:
-        return JoinedTextShard(path, sharegpt_line, **LINES)
+        return JoinedTextShard(path, **LINES)

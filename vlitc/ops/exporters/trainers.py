@@ -28,7 +28,6 @@ from vlitc.ops.exporters.common import (
     exporter_schema,
     image_ref,
     out_dir,
-    safe_relpath,
 )
 from vlitc.ops.exporters.llava import FROM
 from vlitc.ops.registry import register
@@ -57,10 +56,10 @@ class TrainerExporter(FileExporter):
     #: the side file's name (registered in the release layout)
     side_name: ClassVar[str] = ""
 
-    def export(self, samples, ctx: OpContext) -> list:
-        self._ctx = ctx
-        self._rel = safe_relpath(self.params["path"], f"outputs.{self.name}.path")
-        written = super().export(samples, ctx)
+    text = True
+
+    def write_parts(self, parts, ctx: OpContext) -> list:
+        written = super().write_parts(parts, ctx)
         data = [w for w in written if PurePosixPath(w).suffix == self._rel.suffix
                 and PurePosixPath(w).parent == self._rel.parent]
         side = self.side_path()
@@ -96,13 +95,8 @@ class TrainerExporter(FileExporter):
     def line(self, s: Sample) -> str:
         return dumps(self.record(s))
 
-    def write(self, samples: list[Sample], path: Path) -> None:
-        shard = self.open_shard(path)
-        shard.add(samples)
-        shard.close()
-
     def open_shard(self, path: Path) -> JoinedTextShard:
-        return JoinedTextShard(path, self.line, **LINES)
+        return JoinedTextShard(path, **LINES)
 
     def dataset_name(self, recipe_name: str | None = None) -> str:
         split = self.params["split"]
@@ -237,10 +231,8 @@ class MessagesExporter(TrainerExporter):
     def side_entry(self, recipe_name: str) -> None:
         return None
 
-    def export(self, samples, ctx: OpContext) -> list:
-        self._ctx = ctx
-        self._rel = safe_relpath(self.params["path"], f"outputs.{self.name}.path")
-        return FileExporter.export(self, samples, ctx)
+    def write_parts(self, parts, ctx: OpContext) -> list:
+        return FileExporter.write_parts(self, parts, ctx)
 
     def record(self, s: Sample) -> dict:
         return {"id": s["id"],
