@@ -379,3 +379,80 @@ def test_a_step_of_one_default_chunk_is_cut_so_that_every_worker_has_work():
     assert size(1_000_000) == DEFAULT_CHUNK
     assert size(1_500) == MIN_CHUNK  # small steps are not cut finer than MIN_CHUNK
     assert size(100, chunk=5) == 5  # a recipe's smaller chunk is kept
+
+
+def _existing_data(root: Path, outside: bool = False) -> Path:
+    """A LLaVA file of 14 items with what a re-ingest counts: a repeated id, a turn without
+    text, a missing image, a wrong placeholder count, two images, text only; and a recipe that
+    passes it through and exports it."""
+    import json
+
+    from PIL import Image
+
+    (root / "images").mkdir()
+    for i in range(4):
+        Image.new("RGB", (8 + i, 8)).save(root / "images" / f"{i}.png")
+    items = []
+    for i in range(14):
+        turns = [{"from": "human", "value": f"<image>\nQuestion {i}?"}, {"from": "gpt", "value": f"Answer {i}."}]
+        items.append({"id": f"q{i % 11}", "image": f"{i % 4}.png", "conversations": turns})
+    items[3]["conversations"][1]["value"] = None  # a turn without text
+    items[5]["image"] = "absent.png"
+    items[6]["conversations"][0]["value"] += " <image>"  # two placeholders, one image
+    items[8]["image"] = ["1.png", "2.png"]
+    items[8]["conversations"][0]["value"] = "<image>\n<image>\nCompare them."
+    del items[9]["image"]
+    items[9]["conversations"][0]["value"] = "A question about no image."
+    if outside:
+        items[12]["image"] = "../secret.png"
+    (root / "data.json").write_text("[\n" + ",\n".join(json.dumps(x) for x in items) + "\n]\n")
+    (root / "r.yaml").write_text("""\
+vlitc: 1
+name: existing
+version: 0.0.1
+seed: 1
+sources:
+  mix: {type: llava, file: data.json, images: images}
+tasks:
+  mix: {kind: conversations, source: mix}
+outputs:
+  - {format: llava, path: out.json}
+report: false
+""")
+    return root / "r.yaml"
+
+
+def test_existing_records_built_in_workers_match_the_build_in_one_process(tmp_path, monkeypatch):
+    from vlitc.ops.sources import _common
+
+    monkeypatch.setattr(_common, "BUILD_RUN", 3)  # the source's records built in runs of 3
+    one, two = _same_at_one_and_two_workers(_existing_data(tmp_path), tmp_path)
+
+    def counted(result, name: str) -> dict:  # each step's counters and noted examples
+        import json
+
+        return {s["id"]: (s["counters"], json.loads((tmp_path / f"cache-{name}" / "steps" /
+                                                      f"{s['key']}.json").read_text()).get("notes"))
+                for s in result.manifest["steps"]}
+
+    assert counted(one, "one") == counted(two, "two")
+    got, notes = counted(one, "one")["source:mix"]
+    assert got["duplicate_id"] == 3 and got["bad_conversation"] == 1 and got["missing_image"] == 1
+    assert notes["duplicate_id"]["examples"] == ["q0", "q1", "q2"]
+    assert notes["skipped_images"] == ["absent.png"]
+    assert got["image_placeholder_count"] == 1
+
+
+def test_an_image_outside_its_folder_is_the_same_located_error_from_a_worker(tmp_path, monkeypatch):
+    from vlitc.errors import UserError
+    from vlitc.ops.sources import _common
+
+    monkeypatch.setattr(_common, "BUILD_RUN", 3)
+    recipe = _existing_data(tmp_path, outside=True)
+    messages = []
+    for workers in (1, 2):
+        with pytest.raises(UserError) as got:
+            _build_as(recipe, tmp_path, f"w{workers}", workers=workers)
+        messages.append(str(got.value))
+    assert messages[0] == messages[1]
+    assert "data.json" in messages[0] and "../secret.png" in messages[0]

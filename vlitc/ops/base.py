@@ -222,11 +222,28 @@ class Op:
         return {k: v for k, v in self.params.items() if k not in skip}
 
 
+#: records a source encodes per block of :meth:`Source.load_lines`
+LINES_BLOCK = 5_000
+
+
 class Source(Op):
     """Reads a dataset in its published format and yields image records."""
 
     def load(self, ctx: OpContext) -> Iterator[Record]:
         raise NotImplementedError
+
+    def load_lines(self, ctx: OpContext) -> Iterator[tuple[bytes, int]]:
+        """The records of :meth:`load` as the cache stores them: blocks of JSON lines
+        (``orjson.dumps(record) + b"\\n"`` each) and how many records each holds."""
+        return self.load_lines_of(self.load(ctx))
+
+    @staticmethod
+    def load_lines_of(records: Iterator[Record]) -> Iterator[tuple[bytes, int]]:
+        """Records encoded as the cache stores them, in blocks of :data:`LINES_BLOCK`."""
+        import orjson
+
+        while block := [orjson.dumps(r) + b"\n" for r in islice(records, LINES_BLOCK)]:
+            yield b"".join(block), len(block)
 
     def count(self, ctx: OpContext, inputs: list[int]) -> int | None:
         """How many records ``load`` would yield at most, found cheaply (annotation files read,

@@ -122,7 +122,14 @@ class SourceRunner(Runner):
     kind = "source"
 
     def run(self, step: Step, ctx: OpContext) -> dict:
-        return {"outputs": {"main": self.write(op_of(step, Source).load(ctx))}}
+        w = self.ex.store.writer()
+        try:
+            for data, n in op_of(step, Source).load_lines(ctx):
+                w.write_encoded(data, n)
+        except BaseException:
+            w.abort()
+            raise
+        return {"outputs": {"main": w.close()}}
 
 
 @runner

@@ -20,7 +20,8 @@ import json
 import math
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, cast
 
@@ -35,6 +36,8 @@ EXAMPLES = 5
 SKIPPED_LIST = 1000
 #: entries read, checked and turned into records at a time by a loader that streams its file
 STREAM_BATCH = 20_000
+#: entries a worker builds into records per task (a loader that builds records apart)
+BUILD_RUN = 5_000
 
 BOX_FORMATS = ("xyxy", "xywh", "normalized", "thousand", "square_padded")
 
@@ -420,6 +423,15 @@ class Issues:
         if len(self.skipped) < SKIPPED_LIST:
             self.skipped.append(path)
 
+    def merge(self, counters: dict[str, int], examples: dict[str, list], skipped: list[str]) -> None:
+        """Add what another process counted (records built in a worker), in order."""
+        for kind, n in counters.items():
+            self.ctx.count(kind, n)
+        for kind, ex in examples.items():
+            mine = self.examples.setdefault(kind, [])
+            mine.extend(ex[:EXAMPLES - len(mine)])
+        self.skipped.extend(skipped[:SKIPPED_LIST - len(self.skipped)])
+
     def close(self) -> None:
         for kind, ex in self.examples.items():
             self.ctx.note(kind, {"count": self.ctx.counters.get(kind, 0), "examples": ex})
@@ -525,6 +537,9 @@ class AnnotationSource(Source):
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ("id", "image")
     image_folder_param: ClassVar[str | None] = "images"
+    #: each record is built from its entry and its images alone (``layers`` reads nothing that
+    #: ``entries`` kept on the loader), so runs of entries may be built in other processes
+    builds_apart: ClassVar[bool] = False
 
     def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
         raise NotImplementedError
@@ -557,6 +572,55 @@ class AnnotationSource(Source):
         return entries if n is None else itertools.islice(entries, n)
 
     def load(self, ctx: OpContext) -> Iterator[Record]:
+        return self._load(ctx, self._records_of)
+
+    def load_lines(self, ctx: OpContext) -> Iterator[tuple[bytes, int]]:
+        """The records as the cache stores them (JSON lines), in blocks: built in the build's
+        workers when the engine spreads work and this loader builds each record from its entry
+        alone (:attr:`builds_apart`), else here."""
+        if ctx.parallel and self.builds_apart:
+            return self._load(ctx, self._lines_apart)
+        return super().load_lines(ctx)
+
+    def _records_of(self, batches: Iterator[tuple[list[Entry], int]], ctx: OpContext,
+                    issues: Issues, checker: Any) -> Iterator[Record]:
+        for batch, done in batches:
+            yield from self._records(batch, ctx, issues, checker, done)
+
+    def _lines_apart(self, batches: Iterator[tuple[list[Entry], int]], ctx: OpContext,
+                     issues: Issues, checker: Any) -> Iterator[tuple[bytes, int]]:
+        """Images are checked here (one table of known images), records built in the workers
+        from runs of entries and the image infos they need; their issues add up in order."""
+        first = next(batches, None)
+        if first is None:
+            return
+        if len(first[0]) < BUILD_RUN:  # the only batch (others are bigger): built here
+            yield from Source.load_lines_of(self._records_of(iter([first]), ctx, issues, checker))
+            return
+        batches = itertools.chain([first], batches)
+        root = checker.root if checker is not None else None
+        job = BuildJob(self.name, self.params, self.label, ctx.seed, str(ctx.recipe_dir),
+                       ctx.recipe, str(root) if root is not None else None)
+
+        def runs() -> Iterator[tuple[list[Entry], dict, int]]:
+            for batch, done in batches:
+                infos = self._check(checker, batch, ctx) if checker is not None else {}
+                for i in range(0, len(batch), BUILD_RUN):
+                    run = batch[i:i + BUILD_RUN]
+                    yield run, {p: infos[p] for e in run for p in paths_of(e.path) if p in infos}, done + i
+
+        total = 0
+        for res in ctx.map_chunks(build_run, job, runs()):
+            issues.merge(res.counters, res.examples, res.skipped)
+            if res.error is not None:
+                raise InputError(res.error)
+            total += res.count
+            ctx.emit({"event": "progress", "step": ctx.step_id, "done": total})
+            yield res.lines, res.count
+
+    def _load(self, ctx: OpContext, build: Callable[..., Iterator[Any]]) -> Iterator[Any]:
+        """Read the entries (streamed in batches, or all at once) and ``build`` what the step
+        stores from them, with located errors for entries of the wrong shape."""
         issues = Issues(ctx)
         frozen = False
         try:
@@ -565,11 +629,8 @@ class AnnotationSource(Source):
             if stream is not None:  # read as the records are built: one batch in memory
                 checker = self._checker(ctx)
                 try:
-                    done = 0
                     with cycle_collector_off():
-                        while batch := list(itertools.islice(stream, STREAM_BATCH)):
-                            yield from self._records(batch, ctx, issues, checker, done)
-                            done += len(batch)
+                        yield from build(_batches(stream), ctx, issues, checker)
                 except _SHAPE_ERRORS as e:
                     raise self._shape_error(ctx, e, self._reading) from None
                 finally:
@@ -592,7 +653,7 @@ class AnnotationSource(Source):
             frozen = True
             try:
                 checker = self._checker(ctx)
-                yield from self._records(entries, ctx, issues, checker)
+                yield from build(iter([(entries, 0)]), ctx, issues, checker)
                 if checker is not None:
                     checker.flush()
             except _SHAPE_ERRORS as e:
@@ -671,6 +732,11 @@ class AnnotationSource(Source):
                  done: int = 0) -> Iterator[Record]:
         root = checker.root if checker is not None else None
         infos = self._check(checker, entries, ctx) if checker is not None else {}
+        return self._build(entries, ctx, issues, root, infos, done)
+
+    def _build(self, entries: list[Entry], ctx: OpContext, issues: Issues, root: Path | None,
+               infos: dict, done: int = 0) -> Iterator[Record]:
+        """The records of checked entries (``infos``: what is known of each image path)."""
         total = len(entries) if not done else None
         for i, e in enumerate(entries, done):
             image, w, h = None, e.width, e.height
@@ -732,6 +798,68 @@ class AnnotationSource(Source):
             out.append({"root": self.label, "path": path, "width": info.width,
                         "height": info.height, "sha256": info.sha256})
         return out
+
+
+def _batches(stream: Iterator[Entry]) -> Iterator[tuple[list[Entry], int]]:
+    """A stream of entries in batches of :data:`STREAM_BATCH`, each with the entries before it."""
+    done = 0
+    while batch := list(itertools.islice(stream, STREAM_BATCH)):
+        yield batch, done
+        done += len(batch)
+
+
+@dataclass
+class BuildJob:
+    """A loader, as plain data a worker rebuilds it from, to build records of checked entries."""
+
+    name: str
+    params: dict
+    label: str
+    seed: int
+    recipe_dir: str
+    recipe: dict
+    root: str | None  # the images folder
+
+
+@dataclass
+class BuiltRun:
+    """A run of entries built into records (JSON lines, as the cache stores them), what was
+    counted while building them, and the located error that stopped it."""
+
+    lines: bytes = b""
+    count: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+_LOADER: dict[str, Any] = {}  # per process: the last job and the loader rebuilt from it
+
+
+def build_run(job: BuildJob, run: tuple[list[Entry], dict, int]) -> BuiltRun:
+    """Records of one run of entries, built in whatever process runs it (:meth:`AnnotationSource.
+    load_lines`): the same lines the build's own process would store."""
+    import orjson
+
+    from vlitc.ops import registry
+
+    entries, infos, done = run
+    if _LOADER.get("job") != job:
+        _LOADER["op"] = registry.get("source", job.name)(job.params, label=job.label)
+        _LOADER["job"] = job
+    op = _LOADER["op"]
+    ctx = OpContext(seed=job.seed, recipe_dir=Path(job.recipe_dir), recipe=job.recipe)
+    issues = Issues(ctx)
+    root = Path(job.root) if job.root is not None else None
+    try:
+        with cycle_collector_off():
+            lines = [orjson.dumps(r) + b"\n" for r in op._build(entries, ctx, issues, root, infos, done)]
+    except _SHAPE_ERRORS as e:
+        return BuiltRun(counters=ctx.counters, error=str(op._shape_error(ctx, e)))
+    except InputError as e:
+        return BuiltRun(counters=ctx.counters, error=str(e))
+    return BuiltRun(b"".join(lines), len(lines), ctx.counters, issues.examples, issues.skipped)
 
 
 def paths_of(path: str | tuple[str, ...] | None) -> tuple[str, ...]:

@@ -160,6 +160,8 @@ class ConversationSource(AnnotationSource):
     image(s); items on one record id merge into one record with one ``conversations`` entry each
     (ids made unique: ``id#2``...)."""
 
+    builds_apart = True
+
     def record_id(self, did: str, image: str | tuple[str, ...] | None) -> str:
         """The item's (unique) id, or with ``id: image`` its image's id (the COCO id when the
         file name has one, else the file stem)."""
