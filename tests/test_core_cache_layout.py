@@ -215,3 +215,29 @@ def test_a_compressed_object_that_expands_past_the_bound_is_corrupt_not_read_who
     with pytest.raises(CorruptObject):
         store.plain(sha)
     store.close()
+
+
+def test_blocks_of_stored_lines_are_cut_where_lines_end_whatever_the_pieces():
+    import random
+
+    from vlitc.run.store import _blocks
+
+    rng = random.Random(1)
+    for _ in range(300):
+        pieces, lines = [], []
+        for _ in range(rng.randint(0, 6)):
+            n = rng.randint(0, 9)
+            new = [f'{{"i": {len(lines) + j}, "t": "a\\\\nb"}}\n'.encode() for j in range(n)]
+            lines += new
+            pieces.append((b"".join(new), n))
+        size = rng.randint(1, 12)
+        want = [(b"".join(lines[i:i + size]), len(lines[i:i + size])) for i in range(0, len(lines), size)]
+        assert list(_blocks(iter(pieces), size)) == want
+
+
+def test_a_stored_piece_whose_lines_do_not_match_its_count_is_an_error():
+    from vlitc.errors import CacheError
+    from vlitc.run.store import _blocks
+
+    with pytest.raises(CacheError, match="holds 2 lines where its step entry says 3"):
+        list(_blocks(iter([(b"{}\n{}\n", 3)]), 2))

@@ -359,13 +359,17 @@ class Shards:
 
     def add_all(self, items: list) -> None:
         """Queue prepared items (lines or samples: what the exporter's shard writer takes)."""
-        for item in items:
+        i = 0
+        while i < len(items):
             if self.writer is None or (self.size and self.in_shard == self.size):
                 self._next()
-            self.pending.append(item)
-            self.count += 1
-            self.in_shard += 1
-            self.per_file[-1] += 1
+            room = self.size - self.in_shard if self.size else CHUNK
+            run = items[i:i + min(room, CHUNK - len(self.pending))]
+            self.pending.extend(run)
+            self.count += len(run)
+            self.in_shard += len(run)
+            self.per_file[-1] += len(run)
+            i += len(run)
             if len(self.pending) == CHUNK:
                 self._flush()
 
