@@ -162,3 +162,116 @@ def test_every_source_has_a_docstring_and_a_strict_schema():
             assert key in cls.params_schema["properties"], (name, key)
         if any(k in cls.params_schema["properties"] for k in ("images",)):
             assert "on_missing_image" in cls.params_schema["properties"], name
+
+
+def _mixed_folder(root):
+    """Small images, images over the threads' size bound, a corrupt file and a cut one."""
+    import numpy as np
+    from PIL import Image
+
+    from vlitc import images
+
+    names = []
+    for i in range(6):
+        names.append(str(make_image(root / f"small{i}.png", (10 + i, 20)).name))
+    rng = np.random.default_rng(0)
+    for i in range(5):  # noise does not compress: each file is over the bound
+        path = root / "big" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (160 + i, 160, 3), dtype=np.uint8)).save(path)
+        assert path.stat().st_size >= images.THREAD_MIN_BYTES
+        names.append(f"big/{i}.png")
+    (root / "bad.jpg").write_bytes(b"not an image")
+    data = (root / "big" / "0.png").read_bytes()
+    (root / "big" / "cut.png").write_bytes(data[: len(data) // 2])
+    return [*names, "bad.jpg", "big/cut.png", "gone.png"]
+
+
+class _NoThreads:
+    def __init__(self, *a, **k):
+        raise AssertionError("small files are checked without threads")
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_small_files_inline_and_large_ones_on_threads_give_the_same_infos(tmp_path, monkeypatch,
+                                                                          decode):
+    from vlitc import images
+
+    names = _mixed_folder(tmp_path)
+    mixed = ImageChecker(tmp_path, decode=decode).check(names)
+    monkeypatch.setattr(images, "THREAD_MIN_BYTES", 0)
+    monkeypatch.setattr(images, "THREAD_MIN_DECODE", 0)
+    threaded = ImageChecker(tmp_path, decode=decode).check(names)
+    monkeypatch.setattr(images, "THREAD_MIN_BYTES", 1 << 40)
+    monkeypatch.setattr(images, "THREAD_MIN_DECODE", 1 << 40)
+    monkeypatch.setattr(images, "ThreadPoolExecutor", _NoThreads)
+    inline = ImageChecker(tmp_path, decode=decode).check(names)
+    assert mixed == threaded == inline
+    assert sorted(mixed) == sorted(names)
+    assert mixed["big/3.png"].width == 160 and mixed["big/3.png"].height == 163
+    assert mixed["bad.jpg"].error.startswith("corrupt: UnidentifiedImageError: cannot identify")
+    assert mixed["gone.png"].error == "missing"
+    assert (mixed["big/cut.png"].error is not None) == decode
+
+
+def test_a_folder_of_small_images_is_checked_without_threads(tmp_path, monkeypatch):
+    from vlitc import images
+
+    for i in range(40):
+        make_image(tmp_path / f"{i}.png", (8, 8 + i))
+    monkeypatch.setattr(images, "ThreadPoolExecutor", _NoThreads)
+    infos = ImageChecker(tmp_path).check([f"{i}.png" for i in range(40)])
+    assert [infos[f"{i}.png"].height for i in range(40)] == [8 + i for i in range(40)]
+
+
+def test_hashes_known_from_the_folder_signature_are_not_computed_again(tmp_path, monkeypatch):
+    from vlitc import images
+    from vlitc.run.fingerprint import FileState
+
+    root = tmp_path / "img"
+    root.mkdir()
+    names = _mixed_folder(root)
+    fresh = ImageChecker(root).check(names)
+    files = FileState(tmp_path / "files")
+    try:
+        files.dir_signature(root)
+        known = files.known_hashes(root)
+        assert files.known_hashes(root) == {}  # handed over once
+    finally:
+        files.close()
+    assert known["big/1.png"][2] == fresh["big/1.png"].sha256
+    make_image(root / "small0.png", (30, 30), color="green")  # changed since the signature
+    st = os.stat(root / "small0.png")
+    os.utime(root / "small0.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    hashed = []
+    real = images.sha256_file
+    monkeypatch.setattr(images, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    for decode in (False, True):
+        hashed.clear()
+        infos = ImageChecker(root, decode=decode, known=known).check(names)
+        assert hashed == ["small0.png"]
+        assert infos == {**ImageChecker(root, decode=decode).check(names)}
+        assert infos["small0.png"].width == 30 and infos["big/2.png"] == fresh["big/2.png"]
+        assert infos["bad.jpg"].sha256 is None and infos["bad.jpg"].error == fresh["bad.jpg"].error
+    sizes_unread = ImageChecker(root, read_size=False, decode=False, known=known).check(names)
+    assert sizes_unread["big/4.png"].sha256 == fresh["big/4.png"].sha256
+
+
+def test_a_build_reads_each_image_once_for_its_hash(tmp_path, monkeypatch):
+    from vlitc import api, images
+    from vlitc.run import fingerprint
+
+    _coco(tmp_path)
+    make_image(tmp_path / "img" / "2.jpg", color="blue")
+    (tmp_path / "r.yaml").write_text(
+        "vlitc: 1\nname: t\nversion: 0.0.1\nsources:\n  coco: {type: coco, captions: c.json, "
+        "images: img}\ntasks:\n  cap: {kind: brief_caption, source: coco, min_words: 1}\n"
+        "outputs:\n  - {format: llava, path: train.json}\nreport: false\n")
+    hashed = []
+    for module in (images, fingerprint):
+        real = module.sha256_file
+        monkeypatch.setattr(module, "sha256_file", lambda p, real=real: hashed.append(p.name) or real(p))
+    result = api.build(tmp_path / "r.yaml", out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert sorted(n for n in hashed if n.endswith(".jpg")) == ["1.jpg", "2.jpg", "3.jpg"]
+    source = next(s for s in result.manifest["steps"] if s["id"] == "source:coco")
+    assert source["counters"]["images_hashed"] == 3 and source["counters"]["corrupt_image"] == 1

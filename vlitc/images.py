@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from vlitc.hashing import sha256_file
 
@@ -27,6 +27,13 @@ _CHUNK = 1 << 20
 MAP_CHUNK = 2000
 #: images one thread checks in a row
 THREAD_RUN = 256
+#: files at least this large (bytes) are checked on threads, smaller ones in a plain loop: a
+#: check holds the GIL while Pillow parses the header in Python and releases it only to read,
+#: hash and decode, so threads pay only for files whose reading, hashing or decoding outweighs
+#: the header (COCO photos, ~160 KB) and cost up to 9x a plain loop on tiny files
+THREAD_MIN_BYTES = 64 << 10
+#: the same when images are decoded (decoding runs outside the GIL: threads pay sooner)
+THREAD_MIN_DECODE = 16 << 10
 
 
 @dataclass
@@ -64,6 +71,9 @@ class ImageChecker:
     ``contain``: a path that leaves ``root`` (absolute, ``..``, or a symlink leading out) gets
     the error ``outside: <reason>`` and is never opened (see :mod:`vlitc.paths`). ``map``: the
     build's engine (``ctx.map_chunks``): images to check are then read in worker processes.
+    ``known``: sha256 already computed for files under ``root`` this run, by relative path, as
+    ``[size, mtime_ns, sha256]`` (the folder's signature, :meth:`vlitc.ops.base.OpContext.
+    known_file_hashes`): a file whose size and mtime match is not hashed again.
     """
 
     def __init__(
@@ -78,6 +88,7 @@ class ImageChecker:
         contain: bool = True,
         deferred: bool = False,
         map: Callable[[Callable[[Any, Any], Any], Any, Iterable[Any]], Iterator[Any]] | None = None,
+        known: Mapping[str, Any] | None = None,
     ):
         from vlitc.paths import Containment
 
@@ -87,6 +98,7 @@ class ImageChecker:
         self.decode, self.hash, self.read_size = decode, hash, read_size or decode
         self.workers = workers or min(8, (os.cpu_count() or 2) * 2)
         self.map = map
+        self.known = known
         self.hits = 0
         self.computed = 0
         #: ``deferred``: the table is read at the first check and written by :meth:`flush`
@@ -159,7 +171,7 @@ class ImageChecker:
             else:
                 todo.append((p, sig))
         if todo:
-            for (p, sig), info in zip(todo, self._computed([t[0] for t in todo]), strict=True):
+            for (p, sig), info in zip(todo, self._infos(todo), strict=True):
                 out[p] = info
                 table[p] = [sig[0], sig[1], info.width, info.height, info.sha256,
                             info.error, self.decode]
@@ -175,24 +187,65 @@ class ImageChecker:
             return None
         return ImageInfo(rel, w, h, sha, err)
 
-    def _computed(self, rels: list[str]) -> Iterator[ImageInfo]:
-        """The checks of ``rels``, in order: in chunks through ``map`` (the build's engine, see
-        :meth:`vlitc.ops.base.OpContext.map_chunks`) when there is one and enough images,
-        else on a thread pool here."""
+    def _infos(self, todo: list[tuple[str, tuple[int, int]]]) -> list[ImageInfo]:
+        """The checks of ``todo`` (path, (size, mtime)), in order; a file whose hash is
+        ``known`` for its size and mtime is only probed (and not even opened without sizes)."""
         job = (str(self.root), self.decode, self.hash, self.read_size)
+        shas: dict[str, str] = {}
+        if self.hash and self.known:
+            for p, (size, mtime) in todo:
+                entry = self.known.get(p)
+                if isinstance(entry, list) and len(entry) == 3 and entry[0] == size and \
+                        entry[1] == mtime and isinstance(entry[2], str):
+                    shas[p] = entry[2]
+        if not shas:
+            return list(self._computed(todo, job))
+        rest = [t for t in todo if t[0] not in shas]
+        seen = [t for t in todo if t[0] in shas]
+        out = dict(zip((p for p, _ in rest), self._computed(rest, job), strict=True))
+        if self.read_size:
+            probed = self._computed(seen, (str(self.root), self.decode, False, True))
+        else:
+            probed = (ImageInfo(p) for p, _ in seen)
+        for info in probed:
+            if info.error is None:  # as a check that hashes: a file that fails has no hash
+                info.sha256 = shas[info.path]
+            out[info.path] = info
+        return [out[p] for p, _ in todo]
+
+    def _computed(self, todo: list[tuple[str, tuple[int, int]]],
+                  job: tuple[str, bool, bool, bool]) -> Iterator[ImageInfo]:
+        """The checks of ``todo`` (path, (size, mtime)), in order: in chunks through ``map`` (the
+        build's engine, see :meth:`vlitc.ops.base.OpContext.map_chunks`) when there is one and
+        enough images; else files of at least :data:`THREAD_MIN_BYTES` (or
+        :data:`THREAD_MIN_DECODE` when decoding) on a thread pool and the rest in a plain loop
+        here, meanwhile. Every way gives the same infos."""
+        rels = [p for p, _ in todo]
         if self.map is not None and len(rels) > MAP_CHUNK:
             chunks = (rels[i : i + MAP_CHUNK] for i in range(0, len(rels), MAP_CHUNK))
             for infos in self.map(check_chunk, job, chunks):
                 yield from infos
             return
-        # threads take runs of images: one future per image costs more than hashing a small
-        # file (9x slower than a plain loop on COCO-sized folders); runs keep the overlap of
-        # reads on slow disks and network folders
-        size = max(1, min(THREAD_RUN, len(rels) // (4 * self.workers)))
-        runs = (rels[i : i + size] for i in range(0, len(rels), size))
+        least = THREAD_MIN_DECODE if job[1] else THREAD_MIN_BYTES
+        big = [i for i, (_, sig) in enumerate(todo) if sig[0] >= least]
+        if len(big) < 2 or self.workers < 2:  # nothing to overlap
+            yield from check_chunk(job, rels)
+            return
+        out: list[ImageInfo | None] = [None] * len(rels)
+        # threads take runs of images (one future per image costs more than a small file's
+        # check); the runs keep reads overlapped on slow disks and network folders
+        size = max(1, min(THREAD_RUN, len(big) // (4 * self.workers)))
+        runs = [big[i : i + size] for i in range(0, len(big), size)]
         with ThreadPoolExecutor(self.workers) as pool:
-            for infos in pool.map(lambda run: check_chunk(job, run), runs):
-                yield from infos
+            done = pool.map(lambda run: check_chunk(job, [rels[i] for i in run]), runs)
+            threaded = set(big)
+            for i, rel in enumerate(rels):
+                if i not in threaded:
+                    out[i] = compute(job, rel)
+            for run, infos in zip(runs, done, strict=True):
+                for i, info in zip(run, infos, strict=True):
+                    out[i] = info
+        yield from cast(list[ImageInfo], out)
 
 
 def compute(job: tuple[str, bool, bool, bool], rel: str) -> ImageInfo:

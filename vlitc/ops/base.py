@@ -63,6 +63,7 @@ class OpContext:
     _emit: Callable[[dict], None] | None = None
     _locate: Callable[[str], Any] | None = None
     _map: Callable[[Callable[[Any, Any], Any], Any, Iterable[Any]], Iterator[Any]] | None = None
+    _file_hashes: Callable[[Path], dict] | None = None
     counters: dict[str, int] = field(default_factory=dict)
     #: records in each file an op wrote, by relative path, when the op knows them (exporters):
     #: the run then reads no file back to count them
@@ -100,6 +101,13 @@ class OpContext:
         """Where a string written in the recipe sits (a :class:`vlitc.errors.Location`), or None:
         lets an op point an error at an inline template's line and column."""
         return self._locate(value) if self._locate is not None else None
+
+    def known_file_hashes(self, folder: Path) -> dict[str, list]:
+        """The sha256 of files under ``folder`` the run has just computed (for the step key: a
+        folder's signature hashes its files), by relative path: ``{path: [size, mtime_ns,
+        sha256]}``; empty when it has none. A file whose size and mtime still match has those
+        bytes' hash, so an op need not read it again for its hash."""
+        return self._file_hashes(folder) if self._file_hashes is not None else {}
 
     @property
     def parallel(self) -> bool:

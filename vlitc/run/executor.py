@@ -106,6 +106,7 @@ class Executor:
             _item_cache=self.store.item_cache, _inputs=lambda ref: self.input(step, ref),
             _client=self._client, _emit=self._emit, _locate=self._locate_value,
             _map=self.engine.map if self.engine.parallel else None,
+            _file_hashes=self.files.known_hashes,
         )
 
     def _locate_value(self, value: str) -> Any:

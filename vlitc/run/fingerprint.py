@@ -43,6 +43,9 @@ class FileState:
         from vlitc.diskstore import open_cache
 
         self._db = open_cache(root)
+        #: the per-file table of the folder signed last, (folder, {name: [size, mtime_ns, sha256]}),
+        #: until a step takes it (:meth:`known_hashes`)
+        self._last: tuple[str, dict] | None = None
 
     def close(self) -> None:
         self._db.close()
@@ -87,7 +90,20 @@ class FileState:
             rec = known.get(name)
             shas[name] = rec[2] if rec and rec[0] == size and rec[1] == mtime else sha256_file(Path(path))
         signature = hashlib.sha256("".join(f"{n}\0{shas[n]}\n" for n, _, _, _ in files).encode()).hexdigest()
+        table = {n: [s, m, shas[n]] for n, _, s, m in files}
         with self._db.transact():
-            self._db.set(f"dir-files:{where}", {n: [s, m, shas[n]] for n, _, s, m in files})
+            self._db.set(f"dir-files:{where}", table)
             self._db.set(f"dir:{where}", (stamp, signature))
+        self._last = (where, table)
         return signature
+
+    def known_hashes(self, root: Path) -> dict:
+        """The sha256 of the files under ``root`` that :meth:`dir_signature` has just read, by
+        name: ``{name: [size, mtime_ns, sha256]}`` (empty when it read none: the folder was
+        unchanged, or it was not the last folder signed). The table is handed over once: a
+        source that checks and hashes its images takes it instead of hashing them again."""
+        where = str(Path(root).resolve())
+        if self._last is None or self._last[0] != where:
+            return {}
+        table, self._last = self._last[1], None
+        return table

@@ -717,7 +717,8 @@ class AnnotationSource(Source):
         return ImageChecker(root, image_store(ctx), decode=decode, hash=hashing,
                             read_size=decode or hashing,
                             contain=not self.params["images_outside"], deferred=True,
-                            map=ctx.map_chunks if ctx.parallel else None)
+                            map=ctx.map_chunks if ctx.parallel else None,
+                            known=ctx.known_file_hashes(root) if hashing else None)
 
     def _check(self, checker: Any, entries: list[Entry], ctx: OpContext) -> dict:
         if not all(e.width and e.height for e in entries):  # sizes the files do not give
