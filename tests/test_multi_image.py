@@ -152,3 +152,27 @@ def test_a_multi_image_path_outside_the_images_folder_is_a_located_error(tmp_pat
                                                          {"from": "gpt", "value": "A."}]}])
     with pytest.raises(InputError, match="outside"):
         load("llava", {"file": "ov.json", "images": str(m4)}, make_ctx(tmp_path), "m4")
+
+
+def test_the_fast_structure_check_agrees_with_the_full_one_on_random_conversations():
+    import random
+
+    from vlitc.records import is_sound, structure_problems
+
+    rng = random.Random(3)
+    texts = ["", " ", "\n", "hi", "<image>\nhi", "<image>", "a<image>b", "<ima", "ge>", "<image><image>"]
+    images = [None, {"root": "r", "path": "p"}, [{"root": "r", "path": "p"}, {"root": "r", "path": "q"}]]
+    sound = 0
+    for _ in range(20_000):
+        turns = [{"role": ("user", "assistant")[i % 2] if rng.random() < 0.9 else
+                  rng.choice(["system", "user", "assistant"]), "content": rng.choice(texts)}
+                 for i in range(rng.choice([0, 1, 2, 2, 3, 4, 4, 6]))]
+        s = {"turns": turns, "image": rng.choice(images)}
+        full = not structure_problems(s)
+        fast = is_sound(s)
+        # never passes a sample the full check refuses; several images always get the full check
+        assert fast == (full and not isinstance(s["image"], list))
+        sound += fast
+    assert sound > 200
+    assert not is_sound({"turns": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}],
+                         "image": None})  # not a string: the full check decides

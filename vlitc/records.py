@@ -124,10 +124,13 @@ def sample(
     source: str = "",
     image: Image | list[Image] | None = None,
     meta: dict | None = None,
+    own: bool = False,
 ) -> Sample:
     """Build a sample, putting one image placeholder per image at the start of the first user
-    turn unless the turns already hold placeholders (multi-image data placing them itself)."""
-    turns = [dict(t) for t in turns]
+    turn unless the turns already hold placeholders (multi-image data placing them itself).
+    ``own``: the turns (a new list of new dicts) and ``meta`` become the sample's, uncopied."""
+    if not own:
+        turns = [dict(t) for t in turns]
     image = image_value(image)
     n = 0 if image is None else 1 if isinstance(image, dict) else len(image)
     if n == 1 and turns and IMAGE_TOKEN not in turns[0]["content"] or \
@@ -139,7 +142,7 @@ def sample(
         "source": source,
         "image": image,
         "turns": turns,
-        "meta": dict(meta or {}),
+        "meta": meta if own and meta is not None else dict(meta or {}),
     }
 
 

@@ -16,7 +16,6 @@ OCR), so that the grounded filters check imported answers as they check generate
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
@@ -38,19 +37,29 @@ _SCHEMA_IMAGES = {"enum": ["any", "required", "none"], "default": "any",
                   "description": "which records pass: any, only those with images, only text"}
 
 
-WHERE = re.compile(r"^(?P<file>.*?)(?::(?P<line>\d+)|\[(?P<index>\d+)\])?$", re.S)
+def where_parts(where: str) -> tuple[str, int | None, int | None]:
+    """``file:line`` (JSON Lines, Parquet rows) or ``file[index]`` (JSON arrays) as file, line
+    and index (a file name may itself hold ``:`` or ``[``: only the last part counts)."""
+    if where.endswith("]"):
+        i = where.rfind("[")
+        if i >= 0 and where[i + 1:-1].isdecimal():
+            return where[:i], None, int(where[i + 1:-1])
+    else:
+        head, sep, tail = where.rpartition(":")
+        if sep and tail.isdecimal():
+            return head, int(tail), None
+    return where, None, None
 
 
 def provenance(rec: Record, d: dict) -> dict[str, Any]:
     """Where an imported conversation came from: source, file and line (JSON Lines, Parquet
     rows) or item index (JSON arrays), and the item's own plain fields."""
-    m = WHERE.match(str(d.get("where", "")))
-    assert m is not None  # the pattern matches any text
-    out: dict[str, Any] = {"source": rec.get("source", ""), "file": m.group("file")}
-    if m.group("line"):
-        out["line"] = int(m.group("line"))
-    if m.group("index"):
-        out["index"] = int(m.group("index"))
+    file, line, index = where_parts(str(d.get("where", "")))
+    out: dict[str, Any] = {"source": rec.get("source", ""), "file": file}
+    if line is not None:
+        out["line"] = line
+    if index is not None:
+        out["index"] = index
     if d.get("meta"):
         out["fields"] = d["meta"]
     return out
@@ -107,7 +116,7 @@ class Conversations(Task):
             yield from self._run(records, ctx)
 
     def _run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
-        n_in = 0
+        n_in = n_out = 0
         for rec in records:
             n_in += 1
             if not self.passes(rec, ctx):
@@ -120,10 +129,12 @@ class Conversations(Task):
             for d in dialogues:
                 s = self.make(rec, d, ann, ctx)
                 if s is not None:
-                    ctx.count("samples")
+                    n_out += 1
                     yield s
             if n_in % 10000 == 0:
                 ctx.emit({"event": "progress", "step": ctx.step_id, "done": n_in})
+        if n_out:
+            ctx.count("samples", n_out)
         ctx.count("records", n_in)
 
     def make(self, rec: Record, d: dict, ann: dict, ctx: OpContext) -> Sample | None:
@@ -153,7 +164,7 @@ class Conversations(Task):
             fields = d.get("meta") or {}
             task = str(fields.get("task") or task)
             source = str(fields.get("source") or source)
-        s = sample(sid, task, turns, source=source, image=rec.get("image"), meta=meta)
+        s = sample(sid, task, turns, source=source, image=rec.get("image"), meta=meta, own=True)
         if not is_sound(s) and structure_problems(s):
             ctx.count("skipped_bad_structure")
             return None
