@@ -116,6 +116,41 @@ def test_generate_at_one_and_two_workers_sends_the_same_requests_and_gives_the_s
     assert again.manifest["llm"]["total"]["calls"] == 0 and len(srv.log) == 72
 
 
+def test_model_filters_fan_out_sending_each_vote_once_with_the_same_bytes(tmp_path, monkeypatch):
+    """The judge and complexity filters measure in the workers (chunks of 5 of the samples):
+    the same requests, each once, the same stats, usage and release as one process."""
+    monkeypatch.setenv("VLITC_TEST_KEY", "k")
+    srv = FakeServer().start_in_thread()
+    recipe = _recipe(tmp_path, srv.base_url)
+    data = yaml.safe_load(recipe.read_text())
+    data["filters"] = [*data.get("filters", []),
+                       {"type": "judge", "generator": "llm", "votes": 2, "tie": "keep"},
+                       {"type": "complexity", "generator": "llm"}]
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    sent, results = {}, {}
+    for workers in (1, 2):
+        before = len(srv.log)
+        results[workers] = build(recipe, out_dir=tmp_path / f"out{workers}",
+                                 cache_dir=tmp_path / f"cache{workers}", workers=workers)
+        sent[workers] = sorted(r["body_sha256"] for r in srv.log[before:])
+    assert sent[1] == sent[2] and len(sent[2]) == len(set(sent[2]))
+    one, two = (results[w].manifest for w in (1, 2))
+    assert [(s["id"], s["key"], s["counters"]) for s in one["steps"]] == \
+        [(s["id"], s["key"], s["counters"]) for s in two["steps"]]
+    judged = next(s for s in two["steps"] if s["id"] == "measure:judge")
+    assert judged["n_in"] > 5 and judged["counters"]["llm_requests"] == judged["counters"]["measured"]
+    assert _files(tmp_path / "out1") == _files(tmp_path / "out2")
+
+    def spent(manifest: dict) -> dict:  # calls, tokens, dollars (not how many were cache hits:
+        # two identical votes are one call either way, the second a hit only if the first's
+        # answer came back before it was asked, which depends on timing)
+        return {step: {k: v for k, v in row.items() if k != "cached"}
+                for step, row in manifest["llm"]["steps"].items()}
+
+    assert spent(one) == spent(two)
+    assert one["llm"]["total"]["calls"] == two["llm"]["total"]["calls"] == len(sent[2])
+
+
 def _spent(cache_dir: Path) -> tuple[float, int]:
     """What the responses in a build's store cost, and how many calls they came from."""
     store = ResponseCache(cache_dir / "llm")

@@ -355,8 +355,8 @@ class Filter(Op):
 
     def shardable(self) -> bool:
         """Whether an item-scope measurement may run over chunks in any process (the engine's
-        workers); the filters that call a model measure in the build's process, through its one
-        LLM session (shared rate limits, budget, response cache)."""
+        workers; a filter that calls a model sends from them, under the build's one governor of
+        rate limits and budget and its one response store: :mod:`vlitc.llm.fanout`)."""
         return self.scope == "item"
 
     def measure_stream(self, items: Iterable[Measuring], ctx: OpContext) -> Iterator[Measuring]:

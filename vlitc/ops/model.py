@@ -145,9 +145,6 @@ class ModelFilter(ModelOp, Filter):
     sample's stats carry ``usage`` (requests, tokens), counted on the step whether measured
     now or served by the per-item cache."""
 
-    def shardable(self) -> bool:
-        return False
-
     def request(self, s: dict, ctx: OpContext | None = None) -> Any:
         raise NotImplementedError
 

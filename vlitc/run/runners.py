@@ -276,7 +276,10 @@ class MeasureRunner(Runner):
             from vlitc.run.measures import item_fingerprint
 
             fp = item_fingerprint(op, step, self.ex.recipe, self.ex.files, ctx)
-        if op.shardable() and self.ex.maps(source):
+        from vlitc.ops.model import ModelOp
+
+        batched = isinstance(op, ModelOp) and op.batched(ctx)  # one batch, not one per chunk
+        if op.shardable() and not batched and self.ex.maps(source):
             return {"outputs": {"main": self.map(step, ctx, "measure", source, fp)}}
         samples = self.input(step, step.deps[0])
         if fp is None:
