@@ -127,7 +127,7 @@ def test_generate_rewrite_and_pool_expansion_share_the_policy(tmp_path, on_error
                                                 "prompt": "llava/conversation"}, label="conv"),
          lambda op, ctx: list(op.run([RECORD], ctx))),
         ("task:rw", get("task", "rewrite")({"task": ["conv"], "generator": "m"}, label="rw"),
-         lambda op, ctx: list(op.run([], ctx))),
+         lambda op, ctx: list(op.run(ctx.input("task:conv"), ctx))),
         ("pool:more", get("pool", "expand")({"seeds": ["Describe the image."], "generator": "m",
                                              "n": 2}, label="more"),
          lambda op, ctx: op.templates(ctx)),

@@ -151,6 +151,29 @@ def test_model_filters_fan_out_sending_each_vote_once_with_the_same_bytes(tmp_pa
     assert one["llm"]["total"]["calls"] == two["llm"]["total"]["calls"] == len(sent[2])
 
 
+def test_rewrite_fans_out_over_the_samples_of_its_tasks(tmp_path, monkeypatch):
+    """A rewrite of two tasks' samples is a map step over both, one after another: the same
+    requests, each once, and the same bytes as one process."""
+    monkeypatch.setenv("VLITC_TEST_KEY", "k")
+    srv = FakeServer().start_in_thread()
+    recipe = _recipe(tmp_path, srv.base_url)
+    data = yaml.safe_load(recipe.read_text())
+    data["tasks"]["tight"] = {"kind": "rewrite", "task": ["conversation", "detail"], "generator": "llm"}
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    sent, results = {}, {}
+    for workers in (1, 2):
+        before = len(srv.log)
+        results[workers] = build(recipe, out_dir=tmp_path / f"out{workers}",
+                                 cache_dir=tmp_path / f"cache{workers}", workers=workers)
+        sent[workers] = sorted(r["body_sha256"] for r in srv.log[before:])
+    assert sent[1] == sent[2] and len(sent[2]) == len(set(sent[2])) == 36 + 24  # 24 rewrites
+    one, two = (results[w].manifest for w in (1, 2))
+    assert [(s["id"], s["key"], s["counters"]) for s in one["steps"]] == \
+        [(s["id"], s["key"], s["counters"]) for s in two["steps"]]
+    assert next(s for s in two["steps"] if s["id"] == "task:tight")["counters"]["rewritten"] == 24
+    assert _files(tmp_path / "out1") == _files(tmp_path / "out2")
+
+
 def _spent(cache_dir: Path) -> tuple[float, int]:
     """What the responses in a build's store cost, and how many calls they came from."""
     store = ResponseCache(cache_dir / "llm")

@@ -115,7 +115,8 @@ def test_rewrite_keeps_both_versions(tmp_path):
                         _client=s.client, _inputs=lambda ref: iter(src if ref == "task:conv" else []))
         op = get("task", "rewrite")({"task": ["conv"], "generator": "fix"}, label="tight")
         assert op.references() == {"task": ["conv"], "generator": ["fix"]}
-        out = list(op.run([], ctx))
+        assert op.inputs() == ["task:conv"]
+        out = list(op.run(ctx.input("task:conv"), ctx))
     assert out[0]["id"] == "tight/conv/39769/0" and out[0]["task"] == "tight"
     assert out[0]["turns"][1]["content"] == "There are  two cats #0."
     assert out[0]["meta"]["rewrite"]["original"] == src[0]["turns"]

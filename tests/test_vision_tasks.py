@@ -216,8 +216,7 @@ def test_rewrite_with_image_sends_the_sample_image_with_the_correction_pack(tmp_
     sample = _shape_sample("a", "000000000001.png", "Mostly purple (I think).")
     with session({"generators": gens}, tmp_path) as s:
         ctx = _ctx(s, gens, "task:fix")
-        ctx._inputs = lambda ref: iter([sample])
-        [out] = list(op.run([], ctx))
+        [out] = list(op.run([sample], ctx))
     assert out["turns"][1]["content"] == "Mostly purple."
     assert out["meta"]["rewrite"]["original"][1]["content"] == "Mostly purple (I think)."
     [row] = server.log

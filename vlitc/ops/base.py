@@ -295,6 +295,12 @@ class Task(Op):
         process, and give the same samples: then the task is a map step the engine spreads."""
         return False
 
+    def inputs(self) -> list[str]:
+        """The step inputs whose records ``run`` is given, one after another (its source's);
+        the engine cuts them into chunks when the task is :meth:`shardable`."""
+        src = self.params.get("source")
+        return [f"source:{src}"] if isinstance(src, str) else []
+
 
 class Generator(Op):
     """An LLM endpoint declared in the recipe: a resource that tasks and judges refer to."""

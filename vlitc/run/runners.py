@@ -69,15 +69,19 @@ class Runner:
     def write(self, records: Iterator[dict]) -> dict:
         return self.ex.write(records)
 
-    def map(self, step: Step, ctx: OpContext, kind: str, source: dict, measure_fp: str | None = None) -> dict:
-        """Run the step's op over ``source`` in chunks on the build's engine; the chunks' outputs
-        are written in order, so the output is the same bytes as running it inline (a task's as
-        shards, a measure's as a view of ``source`` with the op's stats column)."""
+    def map(self, step: Step, ctx: OpContext, kind: str, source: dict | list[dict],
+            measure_fp: str | None = None) -> dict:
+        """Run the step's op over ``source`` (a task's: its inputs, one after another) in chunks
+        on the build's engine; the chunks' outputs are written in order, so the output is the
+        same bytes as running it inline (a task's as shards, a measure's as a view of ``source``
+        with the op's stats column)."""
         job = self.ex.job(step, ctx, kind, measure_fp)
-        size = self.ex.chunk_size(source)
-        chunks = self.ex.store.read_chunks(source, size)
+        sources = source if isinstance(source, list) else [source]
+        total = {"count": sum(o["count"] for o in sources)}
+        size = self.ex.chunk_size(total)
+        chunks = itertools.chain.from_iterable(self.ex.store.read_chunks(o, size) for o in sources)
         w = self.ex.store.writer()
-        view = self.ex.store.view_writer(source, stats_path(job.label)) if kind == "measure" else None
+        view = self.ex.store.view_writer(sources[0], stats_path(job.label)) if kind == "measure" else None
         done = 0
         try:
             for res in self.ex.engine.map(run_chunk, job, (data for data, _n in chunks)):
@@ -92,7 +96,7 @@ class Runner:
                 merge_chunk(ctx, res)
                 done += 1
                 ctx.emit({"event": "progress", "step": step.id, "done": done * size,
-                          "total": source["count"]})
+                          "total": total["count"]})
         except BaseException:
             w.abort()
             raise
@@ -151,13 +155,13 @@ class TaskRunner(Runner):
         from vlitc.ops.model import ModelOp
 
         op = op_of(step, Task)
-        src = op.params.get("source")
+        refs = op.inputs()
         batched = isinstance(op, ModelOp) and op.batched(ctx)  # one batch, not one per chunk
-        if isinstance(src, str) and op.shardable() and not batched:
-            source = self.ex.output_of(step, f"source:{src}")
-            if self.ex.maps(source):
-                return {"outputs": {"main": self.map(step, ctx, "task", source)}}
-        records = self.input(step, f"source:{src}") if isinstance(src, str) else iter(())
+        if refs and op.shardable() and not batched:
+            sources = [self.ex.output_of(step, ref) for ref in refs]
+            if self.ex.maps({"count": sum(o["count"] for o in sources)}):
+                return {"outputs": {"main": self.map(step, ctx, "task", sources)}}
+        records = itertools.chain.from_iterable(self.input(step, ref) for ref in refs)
         return {"outputs": {"main": self.write(op.run(records, ctx))}}
 
 

@@ -568,25 +568,32 @@ class RewriteTask(ModelOp, Task):
             for t, new in zip(turns, parsed.turns, strict=True)
         ], None
 
-    def _samples(self, ctx: OpContext) -> Iterator[Sample]:
-        for name in self.params["task"]:
-            yield from ctx.input(f"task:{name}")
+    def inputs(self) -> list[str]:
+        return [f"task:{name}" for name in self.params["task"]]
 
-    def _todo(self, ctx: OpContext) -> Iterator[Sample]:
-        for s in self._samples(ctx):
+    def shardable(self) -> bool:
+        return True  # each sample's rewrite depends on that sample alone
+
+    def _samples(self, ctx: OpContext) -> Iterator[Sample]:
+        for ref in self.inputs():
+            yield from ctx.input(ref)
+
+    def _todo(self, samples: Iterable[Sample], ctx: OpContext) -> Iterator[Sample]:
+        for s in samples:
             if s.get("turns"):
                 yield s
             else:
                 ctx.count("skipped_unparsed")
 
     def planned_requests(self, records: Iterable[Record], ctx: OpContext) -> Iterator[tuple[str, Any]]:
-        return ((str(s["id"]), self.format_request(s, ctx)) for s in self._todo(ctx))
+        return ((str(s["id"]), self.format_request(s, ctx)) for s in self._todo(self._samples(ctx), ctx))
 
     def item_of(self, out: dict) -> str:
         return str(((out.get("meta") or {}).get("rewrite") or {}).get("from_id"))
 
     def run(self, records: Iterable[Record], ctx: OpContext) -> Iterator[Sample]:
-        for s, resp in self.answers(ctx, self._todo(ctx), lambda s: self.format_request(s, ctx),
+        """Rewrite the samples of its tasks (``records``: what :meth:`inputs` names)."""
+        for s, resp in self.answers(ctx, self._todo(records, ctx), lambda s: self.format_request(s, ctx),
                                     lambda s: str(s["id"]),
                                     count_usage=True):
             if not resp.error:
