@@ -5,7 +5,9 @@ images -> brief-caption samples -> LLaVA JSON), against the bare baseline of the
     python benchmarks/bench_captions.py [--images 118287] [--workers 1 2]
 
 Both run as whole processes in the same run on the same generated file (COCO's layout and
-sizes, synthetic captions). Goal (issue 14): vlitc within 2x of the baseline.
+sizes, synthetic captions). Goal (issue 14): vlitc within 2x of the baseline. Each line gives
+wall time, the CPU seconds of the process tree (workers included: on a shared machine they
+move less than wall time) and the load average; each build also its steps' seconds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -82,12 +85,33 @@ def make(root: Path, n_images: int) -> None:
     (root / "baseline.py").write_text(BASELINE)
 
 
-def timed(cmd: list[str], cwd: Path) -> float:
-    t0 = time.perf_counter()
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _subreaper() -> None:
+    """Adopt the build's orphans (pool workers forked by a forkserver that exits unwaited), so
+    that their CPU seconds count: Linux only; elsewhere a worker's CPU may go uncounted."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (the command's process tree) of one run."""
+    t0, c0 = time.perf_counter(), _cpu()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=os.environ)
+    wall = time.perf_counter() - t0
+    while True:  # wait for the adopted orphans: their CPU then counts as ours
+        try:
+            os.wait()
+        except ChildProcessError:
+            break
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - t0
+    return wall, _cpu() - c0
 
 
 def main() -> None:
@@ -95,25 +119,29 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=118_287)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
+    _subreaper()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make(root, args.images)
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
-        base = timed([sys.executable, "baseline.py"], root)
+        base, base_cpu = timed([sys.executable, "baseline.py"], root)
         base_load = os.getloadavg()[0]
         rows = []
         for w in args.workers:
             cmd = [sys.executable, "-m", "vlitc.cli.main", "build", "recipe.yaml", "--quiet", "--out", f"out{w}",
                    "--cache-dir", f"cache{w}", "--workers", str(w)]
-            rows.append((w, timed(cmd, root), os.getloadavg()[0]))
+            t, cpu = timed(cmd, root)
+            steps = json.loads((root / f"out{w}" / "manifest.json").read_text())["steps"]
+            rows.append((w, t, cpu, os.getloadavg()[0], {s["id"]: s["seconds"] for s in steps}))
         again = timed([sys.executable, "baseline.py"], root)  # the baseline again, after: load drifts
-        base = min(base, again)
+        base, base_cpu = min((base, base_cpu), again)
         n = json.loads((root / f"out{args.workers[0]}" / "manifest.json").read_text())["outputs"][0]["records"]
-    print(f"{n} samples from {args.images * 5} captions; baseline json.load + loop + orjson: {base:.2f}s "
-          f"(the faster of a run before and one after; load {base_load:.2f})")
-    for w, t, load in rows:
-        print(f"vlitc build, {w} worker(s): {t:.2f}s = {t / base:.2f}x the baseline (goal <= 2x; "
-              f"load {load:.2f})")
+    print(f"{n} samples from {args.images * 5} captions; baseline json.load + loop + orjson: {base:.2f}s, "
+          f"{base_cpu:.2f} CPU s (the faster of a run before and one after; load {base_load:.2f})")
+    for w, t, cpu, load, steps in rows:
+        print(f"vlitc build, {w} worker(s): {t:.2f}s = {t / base:.2f}x the baseline (goal <= 2x), "
+              f"{cpu:.2f} CPU s = {cpu / base_cpu:.2f}x; load {load:.2f}")
+        print("    steps: " + ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()))
 
 
 if __name__ == "__main__":

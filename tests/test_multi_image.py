@@ -46,6 +46,21 @@ def test_sample_model_puts_one_placeholder_per_image_and_reads_all_shapes():
     assert structure_problems(interleaved) == []
 
 
+@pytest.mark.parametrize("image", [None, A, [A, B]])
+def test_a_sample_that_owns_its_turns_and_meta_takes_them_as_they_are(image):
+    def parts():
+        return ([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}],
+                {"record_id": "1", "annotations": {"width": 40}})
+
+    turns, meta = parts()
+    copied = sample("x", "t", turns, image=image, meta=meta)
+    assert turns == parts()[0]  # a copy: the caller's turns keep no placeholder
+    turns, meta = parts()
+    taken = sample("x", "t", turns, image=image, meta=meta, own=True)
+    assert taken == copied and taken["turns"] is turns and taken["meta"] is meta
+    assert sample("x", "t", parts()[0], own=True)["meta"] == {}
+
+
 def test_structure_counts_placeholders_against_images():
     s = two_image_sample()
     s["turns"][0]["content"] = s["turns"][0]["content"].replace("<image>\n", "", 1)

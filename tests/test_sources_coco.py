@@ -171,3 +171,22 @@ def test_unknown_category_and_box_outside_image_are_counted_not_fatal(tmp_path):
 def test_missing_file_param_is_a_located_error(tmp_path):
     with pytest.raises(InputError, match="captions: file not found"):
         load("coco", {"captions": "nope.json"}, make_ctx(tmp_path))
+
+
+def test_an_annotation_file_reads_the_same_whether_or_not_it_names_a_dropped_key(tmp_path):
+    from vlitc.ops.sources._common import read_json
+
+    plain = {"images": [{"id": 1, "big": 2**70, "x": 0.1 + 0.2, "s": "caf\u00e9 \U0001f600"}],
+             "annotations": [{"id": 1, "image_id": 1, "caption": "two cats", "area": 1e-7}]}
+    path = write_json(tmp_path / "plain.json", plain)  # orjson refuses the big int: json reads it
+    assert read_json(path, drop=("segmentation",)) == plain
+    path.write_text(json.dumps({"images": [], "annotations": [{"id": 1, "segmentation": [[1, 2]]}]}))
+    assert read_json(path, drop=("segmentation",)) == {"images": [], "annotations": [{"id": 1}]}
+    path.write_text('{"images": [\n  {"id": 1},\n]}')
+    with pytest.raises(InputError) as got:
+        read_json(path, drop=("segmentation",))
+    try:
+        json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        expected = (f"malformed JSON: {e.msg}", e.lineno, e.colno)
+    assert (got.value.message, got.value.location.line, got.value.location.column) == expected

@@ -110,13 +110,22 @@ def read_json(path: Path, drop: tuple[str, ...] = ()) -> Any:
     """Parse a JSON file; a syntax error becomes an :class:`InputError` at its line and column.
 
     ``drop`` names object keys discarded while parsing (e.g. COCO ``segmentation`` polygons), so
-    they never accumulate in memory.
+    they never accumulate in memory (a file that never names them is read as any other).
     """
     try:
         data = path.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror}", Location(str(path))) from None
     try:
+        if drop and not any(b'"%s"' % k.encode() in data for k in drop):
+            # nothing to drop (a COCO captions file): orjson reads it; what orjson refuses is
+            # read below, as before, for the same value or the same located error
+            import orjson
+
+            try:
+                return orjson.loads(data)
+            except orjson.JSONDecodeError:
+                pass
         if drop:
             keys = drop
 

@@ -247,7 +247,7 @@ class AdaptTask(Task):
         turns = [{"role": "user", "content": self.instruct(text, item, form)},
                  {"role": "assistant", "content": item.response}]
         return sample(f"{self.label}/{rec['id']}/{item.key}", self.label, turns,
-                      source=rec.get("source", ""), image=rec.get("image"), meta=meta)
+                      source=rec.get("source", ""), image=rec.get("image"), meta=meta, own=True)
 
     def instruct(self, text: str, item: Item, form: fmt.ResponseFormat) -> str:
         """The user turn: the rendered instruction plus the format prompt."""

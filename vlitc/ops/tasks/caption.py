@@ -12,7 +12,11 @@ from vlitc.records import Record
 
 def clean_caption(text: str) -> str:
     """One line, single spaces, a capital first letter and a final full stop."""
-    t = " ".join(text.split())
+    return _sentence(" ".join(text.split()))
+
+
+def _sentence(t: str) -> str:
+    """:func:`clean_caption` of text whose words are already joined by single spaces."""
     if not t:
         return t
     t = t[0].upper() + t[1:]
@@ -42,10 +46,11 @@ class BriefCaption(AdaptTask):
             caps = [caps[i]]
         lo = int(self.params["min_words"])
         for i, c in enumerate(caps):
-            if len(c.split()) < lo:
+            words = c.split()
+            if len(words) < lo:
                 ctx.count("skipped_short")
                 continue
-            yield Item(str(i), {"caption_index": i}, clean_caption(c))
+            yield Item(str(i), {"caption_index": i}, _sentence(" ".join(words)))
 
 
 @register("task", "detailed_caption")
