@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import pytest
 
@@ -270,7 +271,7 @@ def test_a_build_reads_each_image_once_for_its_hash(tmp_path, monkeypatch):
     hashed = []
     for module in (images, fingerprint):
         real = module.sha256_file
-        monkeypatch.setattr(module, "sha256_file", lambda p, real=real: hashed.append(p.name) or real(p))
+        monkeypatch.setattr(module, "sha256_file", lambda p, real=real: hashed.append(Path(p).name) or real(p))
     result = api.build(tmp_path / "r.yaml", out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
     assert sorted(n for n in hashed if n.endswith(".jpg")) == ["1.jpg", "2.jpg", "3.jpg"]
     source = next(s for s in result.manifest["steps"] if s["id"] == "source:coco")

@@ -88,7 +88,7 @@ class FileState:
         shas = {}
         for name, path, size, mtime in files:
             rec = known.get(name)
-            shas[name] = rec[2] if rec and rec[0] == size and rec[1] == mtime else sha256_file(Path(path))
+            shas[name] = rec[2] if rec and rec[0] == size and rec[1] == mtime else sha256_file(path)
         signature = hashlib.sha256("".join(f"{n}\0{shas[n]}\n" for n, _, _, _ in files).encode()).hexdigest()
         table = {n: [s, m, shas[n]] for n, _, s, m in files}
         with self._db.transact():
