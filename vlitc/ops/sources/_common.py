@@ -166,8 +166,9 @@ def _finite(text: str) -> float:
     return value
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """``(line number, value)`` for each non-blank line of a JSON Lines file; located errors."""
+def iter_jsonl(path: Path, raw: bool = False) -> Iterator[tuple]:
+    """``(line number, value)`` for each non-blank line of a JSON Lines file (``raw``: and the
+    line's bytes); located errors."""
     import orjson
 
     with open(path, "rb") as f:
@@ -175,7 +176,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                yield lineno, orjson.loads(line)
+                yield (lineno, orjson.loads(line), line) if raw else (lineno, orjson.loads(line))
             except orjson.JSONDecodeError as e:
                 raise InputError(f"malformed JSON line: {e.msg.split(': line ')[0]}",
                                  Location(str(path), lineno, e.colno)) from None
@@ -223,20 +224,23 @@ def read_items(path: Path, keys: tuple[str, ...] = ("data",)) -> list[tuple[int,
     return [(0, x) for x in data]
 
 
-def iter_items(path: Path, keys: tuple[str, ...] = ("data",)) -> Iterator[tuple[int, Any]]:
+def iter_items(path: Path, keys: tuple[str, ...] = ("data",), raw: bool = False) -> Iterator[tuple]:
     """The items of :func:`read_items`, one at a time, never the whole file at once: a JSON
     array is read element by element (:func:`iter_json_array`), JSON Lines line by line and
     Parquet by row batches. A JSON document that is not an array (an object holding the list)
-    is read whole, as :func:`read_items` reads it."""
+    is read whole, as :func:`read_items` reads it. ``raw``: each item also comes with the JSON
+    text it was parsed from (``None`` for Parquet rows and documents read whole)."""
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        yield from _iter_parquet(path)
-    elif suffix in (".jsonl", ".ndjson"):
-        yield from iter_jsonl(path)
-    elif _first_byte(path) == b"[":
-        yield from ((0, x) for x in iter_json_array(path))
+    if suffix in (".jsonl", ".ndjson"):
+        yield from iter_jsonl(path, raw)
+    elif suffix != ".parquet" and _first_byte(path) == b"[":
+        if raw:
+            yield from ((0, x, text) for x, text in iter_json_array(path, raw=True))
+        else:
+            yield from ((0, x) for x in iter_json_array(path))
     else:
-        yield from read_items(path, keys)
+        rows = _iter_parquet(path) if suffix == ".parquet" else read_items(path, keys)
+        yield from ((line, x, None) for line, x in rows) if raw else rows
 
 
 def _first_byte(path: Path) -> bytes:
@@ -282,6 +286,7 @@ class _ArrayReader:
 
     def __init__(self, f: Any):
         self.f, self.buf, self.pos, self.eof = f, b"", 0, False
+        self.raw = b""  # the JSON text of the last element read
 
     def more(self) -> bool:
         if self.eof:
@@ -316,12 +321,14 @@ class _ArrayReader:
         if nl >= 0:
             line = self.buf[self.pos:nl].rstrip()
             comma = line.endswith(b",")
+            text = line[:-1] if comma else line
             try:
-                value = orjson.loads(line[:-1] if comma else line)
+                value = orjson.loads(text)
             except orjson.JSONDecodeError:
                 pass
             else:
                 self.pos = nl + 1
+                self.raw = text
                 return value, comma
         return self._found(), False
 
@@ -348,15 +355,17 @@ class _ArrayReader:
                 size *= 2
                 continue
             n = len(text[:end].encode("utf-8"))
-            value = orjson.loads(window[:n])
+            self.raw = window[:n]
+            value = orjson.loads(self.raw)
             self.pos += n
             return value
 
 
-def iter_json_array(path: Path) -> Iterator[Any]:
+def iter_json_array(path: Path, raw: bool = False) -> Iterator[Any]:
     """The elements of the JSON array in ``path``, one by one (memory: one element, plus a block
-    of the file). Anything malformed is reported as :func:`read_json` reports it (file, line and
-    column), after the elements before it were given out."""
+    of the file); ``raw``: each as ``(value, its JSON text)``. Anything malformed is reported as
+    :func:`read_json` reports it (file, line and column), after the elements before it were
+    given out."""
     try:
         with open(path, "rb") as f:
             r = _ArrayReader(f)
@@ -368,7 +377,7 @@ def iter_json_array(path: Path) -> Iterator[Any]:
             else:
                 while True:
                     value, comma = r.element()
-                    yield value
+                    yield (value, r.raw) if raw else value
                     if not comma:
                         nxt = r.next_byte()
                         r.pos += 1
@@ -591,6 +600,14 @@ class AnnotationSource(Source):
             return self._load(ctx, self._lines_apart)
         return super().load_lines(ctx)
 
+    def pack(self, entries: list[Entry]) -> Any:
+        """Entries as they travel to the process that builds their records (:meth:`unpack`
+        gives them back)."""
+        return entries
+
+    def unpack(self, packed: Any) -> list[Entry]:
+        return cast(list[Entry], packed)
+
     def _records_of(self, batches: Iterator[tuple[list[Entry], int]], ctx: OpContext,
                     issues: Issues, checker: Any) -> Iterator[Record]:
         for batch, done in batches:
@@ -611,12 +628,13 @@ class AnnotationSource(Source):
         job = BuildJob(self.name, self.params, self.label, ctx.seed, str(ctx.recipe_dir),
                        ctx.recipe, str(root) if root is not None else None)
 
-        def runs() -> Iterator[tuple[list[Entry], dict, int]]:
+        def runs() -> Iterator[tuple[Any, dict, int]]:
             for batch, done in batches:
                 infos = self._check(checker, batch, ctx) if checker is not None else {}
                 for i in range(0, len(batch), BUILD_RUN):
                     run = batch[i:i + BUILD_RUN]
-                    yield run, {p: infos[p] for e in run for p in paths_of(e.path) if p in infos}, done + i
+                    yield (self.pack(run), {p: infos[p] for e in run for p in paths_of(e.path) if p in infos},
+                           done + i)
 
         total = 0
         for res in ctx.map_chunks(build_run, job, runs()):
@@ -847,18 +865,19 @@ class BuiltRun:
 _LOADER: dict[str, Any] = {}  # per process: the last job and the loader rebuilt from it
 
 
-def build_run(job: BuildJob, run: tuple[list[Entry], dict, int]) -> BuiltRun:
+def build_run(job: BuildJob, run: tuple[Any, dict, int]) -> BuiltRun:
     """Records of one run of entries, built in whatever process runs it (:meth:`AnnotationSource.
     load_lines`): the same lines the build's own process would store."""
     import orjson
 
     from vlitc.ops import registry
 
-    entries, infos, done = run
+    packed, infos, done = run
     if _LOADER.get("job") != job:
         _LOADER["op"] = registry.get("source", job.name)(job.params, label=job.label)
         _LOADER["job"] = job
     op = _LOADER["op"]
+    entries = op.unpack(packed)
     ctx = OpContext(seed=job.seed, recipe_dir=Path(job.recipe_dir), recipe=job.recipe)
     issues = Issues(ctx)
     root = Path(job.root) if job.root is not None else None

@@ -179,10 +179,25 @@ class ConversationSource(AnnotationSource):
         path = self.path(ctx, "file")
         return self._items(path, issues)
 
+    def pack(self, entries: list[Entry]) -> Any:
+        """An item read from JSON travels as its JSON text (parsed again where its record is
+        built: cheaper than pickling the parsed item), others as they are."""
+        return [(e.rid, e.path, e.split, [(where, item if raw is None else None, did, image, raw)
+                                          for where, item, did, image, raw in e.data])
+                for e in entries]
+
+    def unpack(self, packed: Any) -> list[Entry]:
+        import orjson
+
+        return [Entry(rid, path, None, None, [(where, orjson.loads(raw) if item is None else item,
+                                               did, image, raw)
+                                              for where, item, did, image, raw in data], split)
+                for rid, path, split, data in packed]
+
     def _items(self, path: Path, issues: Issues) -> Iterator[Entry]:
         seen: dict[str, int] = {}
         name = path.name
-        for i, (line, item) in enumerate(iter_items(path, ("data", "train"))):
+        for i, (line, item, raw) in enumerate(iter_items(path, ("data", "train"), raw=True)):
             if type(item) is not dict:
                 issues.add("bad_item", f"{name}:{line or i}")
                 continue
@@ -195,7 +210,7 @@ class ConversationSource(AnnotationSource):
                 issues.add("duplicate_id", did)
                 did = f"{did}#{n}"
             image = item_images(item)
-            yield Entry(did, image, None, None, [(where, item, did, image)])
+            yield Entry(did, image, None, None, [(where, item, did, image, raw)])
 
     def entries(self, ctx: OpContext, issues: Issues) -> list[Entry]:
         path = self.path(ctx, "file")
@@ -210,13 +225,13 @@ class ConversationSource(AnnotationSource):
         pairs = []
         for (where, item, _), did in zip(items, dids, strict=True):
             image = item_images(item)
-            pairs.append(((self.record_id(did, image), image), (where, item, did, image)))
+            pairs.append(((self.record_id(did, image), image), (where, item, did, image, None)))
         return [Entry(rid, image, None, None, group_items)
                 for (rid, image), group_items in group(pairs).items()]
 
     def layers(self, data: Any, width: Any, height: Any, issues: Issues) -> dict:
         out: dict[str, Any] = {}
-        for where, item, did, image in data:
+        for where, item, did, image, _raw in data:
             raw = item.get("conversations", item.get("messages"))
             if raw is None:
                 continue
