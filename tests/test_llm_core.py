@@ -118,6 +118,20 @@ def test_budget_stops_cleanly_and_keeps_finished_work(tmp_path):
     assert all(r.error is None for r in out)
 
 
+def test_an_item_left_unsent_by_the_budget_is_the_budget_error_not_a_failure_of_its_own(tmp_path):
+    """Streaming (as a task does under on_error: fail, which stops at its first failed item),
+    the first item the budget left unsent raises BudgetExceeded, never an item error."""
+    recipe = _recipe(prices={"input": 1e6, "output": 0}, max_concurrency=1)
+    recipe["budget"] = {"max_usd": 5}
+    answered = 0
+    with session(recipe, tmp_path) as s:
+        with pytest.raises(BudgetExceeded, match="max_usd 5"):
+            for _req, resp in s.client("m").stream(_reqs(*"abcdefgh"), lambda r: r, step="task:t"):
+                assert resp is not None and resp.error is None
+                answered += 1
+        assert answered == s.usage()["total"]["calls"] < 8
+
+
 def test_progress_events_and_usage_per_step_and_generator(tmp_path):
     events: list[dict] = []
     with session(_recipe(prices={"input": 1.0, "output": 2.0}), tmp_path, events.append) as s:

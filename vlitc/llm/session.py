@@ -226,6 +226,8 @@ class Client:
         if plan is None:
             return item, None
         resp = self._response(plan)
+        if resp.error and not plan.errors:  # not sent because the step stopped: say why
+            self._raise_if_stopped(state)
         self.session.accounting.add(state.step, self.name, samples=len(resp.texts))
         return item, resp
 
