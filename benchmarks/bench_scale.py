@@ -98,13 +98,17 @@ def run_build(cmd: list[str], cwd: Path, env: dict) -> dict:
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root = psutil.Process(proc.pid)
     peak_tree = peak_one = 0
+    cpu: dict[tuple[int, float], float] = {}  # (pid, start time) -> CPU seconds last seen
     while proc.poll() is None:
         try:
             procs = [root, *root.children(recursive=True)]
             rss = []
             for p in procs:
                 try:
-                    rss.append(p.memory_info().rss)
+                    with p.oneshot():
+                        rss.append(p.memory_info().rss)
+                        t = p.cpu_times()
+                        cpu[(p.pid, p.create_time())] = t.user + t.system
                 except psutil.Error:
                     pass
             peak_tree, peak_one = max(peak_tree, sum(rss)), max(peak_one, max(rss, default=0))
@@ -116,7 +120,7 @@ def run_build(cmd: list[str], cwd: Path, env: dict) -> dict:
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
     return {"wall": wall, "rss_one": peak_one / 2**20, "rss_tree": peak_tree / 2**20,
-            "load": os.getloadavg()[0]}
+            "cpu": sum(cpu.values()), "load": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -129,7 +133,7 @@ def main() -> None:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     print(f"machine: {os.cpu_count()} CPUs; vlitc build end to end, fresh cache per run")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
-    print(f"{'samples':>9} {'config':>6} {'wall s':>8} {'rss MiB':>8} {'tree MiB':>9} "
+    print(f"{'samples':>9} {'config':>6} {'wall s':>8} {'cpu s':>7} {'rss MiB':>8} {'tree MiB':>9} "
           f"{'cache MB':>9} {'release MB':>11} {'load':>5}  steps (s)")
     results: dict = {}
     for n in sizes:
@@ -150,13 +154,13 @@ def main() -> None:
                          keys=[s["key"] for s in manifest["steps"]])
                 results[(n, name)] = r
                 short = " ".join(f"{k.split(':')[0]}={v:.1f}" for k, v in steps.items() if v >= 0.05)
-                print(f"{n:>9} {name:>6} {r['wall']:>8.1f} {r['rss_one']:>8.0f} {r['rss_tree']:>9.0f} "
+                print(f"{n:>9} {name:>6} {r['wall']:>8.1f} {r['cpu']:>7.1f} {r['rss_one']:>8.0f} {r['rss_tree']:>9.0f} "
                       f"{r['cache']:>9.1f} {r['release']:>11.1f} {r['load']:>5.2f}  {short}", flush=True)
             base = results.get((n, args.configs[0]))
             for name in args.configs[1:]:
                 r = results[(n, name)]
                 same = r["outputs"] == base["outputs"] and r["keys"] == base["keys"]
-                cpu = [k for k in base["steps"] if k.startswith(("task:", "measure:"))]
+                cpu = [k for k in base["steps"] if k.startswith(("task:", "measure:", "balance"))]
                 b_cpu = sum(base["steps"][k] for k in cpu)
                 r_cpu = sum(r["steps"][k] for k in cpu)
                 print(f"{'':>9} {name:>6} vs {args.configs[0]}: wall {base['wall'] / r['wall']:.2f}x, "

@@ -1,7 +1,8 @@
 """The cache layout: sample bodies are stored once, by the step that last changed them; measures
 store a stats column and filters a selection (and their drop reasons), as views of those bodies;
-a view reads back as exactly the records its step wrote, with the hash a full copy would have;
-entries of an older layout are ignored; gc keeps what views refer to."""
+a view reads back as exactly the records its step meant, and its hash is made of its pieces'
+hashes (no body is encoded or hashed to name it); entries of an older layout are ignored; gc
+keeps what views refer to."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from _core_util import demo_copy, ran
 from vlitc.api import build
 from vlitc.cli.main import main
 from vlitc.release import layout
-from vlitc.run.store import LAYOUT, ZST, Store, entry_objects
+from vlitc.run.store import LAYOUT, ZST, Store, entry_objects, view_hash
 
 
 def _entries(cache, result) -> dict[str, dict]:
@@ -46,7 +47,7 @@ def test_measures_and_filters_keep_ids_and_stats_over_one_copy_of_the_bodies(tmp
                 assert own < bodies / 3, (sid, name, own, bodies)
                 records = list(store.read(out))
                 assert len(records) == out["count"]
-                lines = list(store.read_lines(out))  # checks the view against its hash
+                lines = list(store.read_lines(out))
                 assert [orjson.loads(line) for line in lines] == records
         last_filter = [sid for sid in chain if sid.startswith("filter:")][-1]
         kept = entries[last_filter]["outputs"]["main"]
@@ -70,7 +71,7 @@ def _sample(i: int) -> dict:
             "meta": meta}
 
 
-def test_a_view_reads_back_as_the_records_its_step_wrote_and_hashes_as_a_full_copy(tmp_path):
+def test_a_view_reads_back_as_the_records_its_step_meant_and_hashes_by_its_pieces(tmp_path):
     store = Store(tmp_path / "c")
     try:
         w = store.writer()
@@ -88,7 +89,7 @@ def test_a_view_reads_back_as_the_records_its_step_wrote_and_hashes_as_a_full_co
             if s["task"] == "t":
                 s.setdefault("meta", {}).setdefault("stats", {})["len"] = {"chars": len(s["id"]), "x": 0.5}
                 value = orjson.dumps(s["meta"]["stats"]["len"])
-            measure.add(True, orjson.dumps(s) + b"\n", value)
+            measure.add(True, value)
         measured = measure.close()
         assert list(store.read(measured)) == expected
         stats = [s["meta"].get("stats", {}).get("len") for s in expected]
@@ -101,13 +102,13 @@ def test_a_view_reads_back_as_the_records_its_step_wrote_and_hashes_as_a_full_co
         kept, dropped = [], []
         for i, s in enumerate(store.read(measured)):
             if i % 3:
-                kept_w.add(True, orjson.dumps(s) + b"\n")
+                kept_w.add(True)
                 dropped_w.add(False)
                 kept.append(s)
             else:
                 kept_w.add(False)
                 s["meta"]["drop"] = {"filter": "len", "reason": f"row {i}"}
-                dropped_w.add(True, orjson.dumps(s) + b"\n", orjson.dumps(s["meta"]["drop"]))
+                dropped_w.add(True, orjson.dumps(s["meta"]["drop"]))
                 dropped.append(s)
         kept_out, dropped_out = kept_w.close(), dropped_w.close()
 
@@ -116,7 +117,7 @@ def test_a_view_reads_back_as_the_records_its_step_wrote_and_hashes_as_a_full_co
         second = []
         for s in store.read(kept_out):
             s["meta"].setdefault("stats", {})["second"] = [s["id"]]
-            again.add(True, orjson.dumps(s) + b"\n", orjson.dumps([s["id"]]))
+            again.add(True, orjson.dumps([s["id"]]))
             second.append(s)
         second_out = again.close()
 
@@ -124,20 +125,32 @@ def test_a_view_reads_back_as_the_records_its_step_wrote_and_hashes_as_a_full_co
             assert out["count"] == len(want) and out["view"]["base"] == base
             assert list(store.read(out)) == want
             assert list(store.read_lines(out)) == [orjson.dumps(r) + b"\n" for r in want]
-            full = store.writer()
-            full.write_all(want)
-            assert out["hash"] == full.close()["hash"]  # keys do not depend on the layout
+            view = out["view"]
+            assert out["hash"] == view_hash(base, view["select"], view["columns"])
         assert [len(c["pieces"]) for c in second_out["view"]["columns"]] == [3, 3]
+        # the hash names the content: the same stats give the same hash, another value another
+        hashes = {o["hash"] for o in (base, measured, kept_out, dropped_out, second_out)}
+        assert len(hashes) == 5
+
+        def remeasure(change: int | None) -> str:
+            w = store.view_writer(base, ["meta", "stats", "len"])
+            for i, s in enumerate(records):
+                value = b"" if s["task"] != "t" else \
+                    orjson.dumps({"chars": len(s["id"]) + (i == change), "x": 0.5})
+                w.add(True, value)
+            return w.close()["hash"]
+
+        assert remeasure(None) == measured["hash"] and remeasure(5) != measured["hash"]
         # a measure over a view that holds no row of some base shards (the first and the middle)
         gap_w = store.view_writer(measured)
         for i, s in enumerate(store.read(measured)):
-            gap_w.add(20 <= i < 40 or i >= 45, orjson.dumps(s) + b"\n")
+            gap_w.add(20 <= i < 40 or i >= 45)
         gap = gap_w.close()
         gm = store.view_writer(gap, ["meta", "stats", "late"])
         want = []
         for s in store.read(gap):
             s["meta"].setdefault("stats", {})["late"] = 1
-            gm.add(True, orjson.dumps(s) + b"\n", b"1")
+            gm.add(True, b"1")
             want.append(s)
         late = gm.close()
         assert [r["id"] for r in store.read(late)] == [f"t/{i}" for i in (*range(20, 40), 45, 46)]

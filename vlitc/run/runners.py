@@ -24,6 +24,8 @@ from vlitc.ops.exporters.common import FileExporter
 from vlitc.plan import Step
 from vlitc.run.outputs import count_records
 from vlitc.run.shards import (
+    IN_SCOPE,
+    SCOPED_IDS,
     Gathered,
     export_chunk,
     finish_chunk,
@@ -34,7 +36,7 @@ from vlitc.run.shards import (
     merge_chunk,
     raise_chunk_error,
     run_chunk,
-    set_stats,
+    scoped_features,
     stat_value,
     stats_path,
 )
@@ -89,8 +91,7 @@ class Runner:
                     self.ex.merge_llm(res.llm)
                 raise_chunk_error(res)
                 if view is not None:
-                    for line, value in zip(res.lines.splitlines(keepends=True), res.values or [], strict=True):
-                        view.add(True, line, value)
+                    view.extend(b"\x01" * res.count, res.values or [])
                 else:
                     w.write_encoded(res.lines, res.count)
                 merge_chunk(ctx, res)
@@ -106,8 +107,9 @@ class Runner:
         """A measure's output: a view of ``source`` (the samples it was given, in order) with
         each sample's ``meta.stats.<label>`` as a column; no body is stored again."""
         view = self.ex.store.view_writer(source, stats_path(label))
-        for s in samples:
-            view.add(True, orjson.dumps(s) + b"\n", stat_value(s, label))
+        it = iter(samples)
+        while values := [stat_value(s, label) for s in itertools.islice(it, SHARD_SIZE)]:
+            view.extend(b"\x01" * len(values), values)
         return view.close()
 
 
@@ -294,7 +296,10 @@ class MeasureRunner(Runner):
 
     def _measure_streamed(self, step: Step, op: Filter, ctx: OpContext) -> dict:
         """Pass 1: every chunk's features (through the engine when it spreads), gathered on
-        disk; the op measures them all; pass 2: the samples again, each with its stats."""
+        disk with which samples are in scope and their ids; the op measures them all; pass 2
+        gives each sample in scope its stats in the view's column, without reading a body."""
+        import numpy as np
+
         ex = self.ex
         source = ex.output_of(step, step.deps[0])
         workdir = Path(tempfile.mkdtemp(dir=ex.store.tmp, prefix="features-"))
@@ -310,18 +315,27 @@ class MeasureRunner(Runner):
             else:
                 samples = self.input(step, step.deps[0])
                 while chunk := list(itertools.islice(samples, ex.execution.chunk)):
-                    gathered.add(op.features([s for s in chunk if in_scope(op, s)], ctx))
-            stat = op.measure_features(gathered.close(), ctx)
-
-            def measured() -> Iterator[dict]:
-                i = 0
-                for s in self.input(step, step.deps[0]):
-                    if in_scope(op, s):
-                        set_stats(s, op.label, stat(i, s["id"]))
-                        i += 1
-                    yield s
-
-            return self.measured(source, op.label, measured())
+                    gathered.add(scoped_features(op, chunk, ctx))
+            features = gathered.close()
+            in_scope_rows = features.pop(IN_SCOPE, np.zeros(0, dtype=bool))
+            id_parts = features.pop(SCOPED_IDS, [])
+            stat = op.measure_features(features, ctx)
+            view = ex.store.view_writer(source, stats_path(op.label))
+            rows = np.flatnonzero(in_scope_rows)  # the rows of the samples in scope, in order
+            i = row = 0  # samples in scope given their stats; rows of the source given
+            for part in id_parts:  # one chunk's ids at a time
+                ids = orjson.loads(part)
+                if not ids:
+                    continue
+                upto = int(rows[i + len(ids) - 1]) + 1
+                values = [b""] * (upto - row)
+                for k, sid in enumerate(ids):
+                    values[int(rows[i + k]) - row] = orjson.dumps(stat(i + k, sid))
+                view.extend(b"\x01" * len(values), values)
+                i, row = i + len(ids), upto
+            rest = len(in_scope_rows) - row  # rows out of scope after the last in scope
+            view.extend(b"\x01" * rest, [b""] * rest)
+            return view.close()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -337,32 +351,42 @@ class FilterRunner(Runner):
         op = op_of(step, Filter)
         source = self.ex.output_of(step, step.deps[0])
         store = self.ex.store
+        rows: Iterator[tuple[bool, Any]]  # (in scope, its stats) per sample
+        if op.params.get("tasks"):  # which samples are in scope: their bodies say
+            rows = ((True, s["meta"]["stats"][op.label]) if in_scope(op, s) else (False, None)
+                    for s in store.read(source))
+        else:  # every sample is in scope: the stats column alone, no body is read
+            rows = ((True, v) for v in store.column(source, stats_path(op.label)))
         if type(op).decide is Filter.decide:  # a per-sample rule: one pass, no list of stats
-            decide = op.keep
-            decisions = None
+            keep = op.keep
+            reasons: Iterator[str | None] = (keep(v) if scoped else None for scoped, v in rows)
         else:  # a dataset-wide rule (a top fraction) sees every stat first
-            if op.params.get("tasks"):
-                scoped = [s["meta"]["stats"][op.label] for s in store.read(source) if in_scope(op, s)]
-            else:  # every sample is in scope: the stats column alone
-                scoped = list(store.column(source, stats_path(op.label)))
-            decisions = iter(op.decide(scoped))
+            listed = list(rows)
+            decided = iter(op.decide([v for scoped, v in listed if scoped]))
+            reasons = (next(decided) if scoped else None for scoped, _v in listed)
         kept, dropped = store.view_writer(source), store.view_writer(source, ["meta", "drop"])
-        for s in store.read(source):
-            if not in_scope(op, s):
-                reason = None
-            elif decisions is None:
-                reason = decide(s["meta"]["stats"][op.label])
-            else:
-                reason = next(decisions)
+        flags, marks = bytearray(), list[bytes]()
+        n_dropped = 0
+
+        def flush() -> None:
+            kept.extend(bytes(flags))
+            dropped.extend(bytes(1 - f for f in flags), marks)
+            flags.clear()
+            marks.clear()
+
+        for reason in reasons:
             if reason is None:
-                kept.add(True, orjson.dumps(s) + b"\n")
-                dropped.add(False)
+                flags.append(1)
+                marks.append(b"")
             else:
-                kept.add(False)
-                mark = {"filter": op.label, "reason": reason}
-                s["meta"]["drop"] = mark
-                dropped.add(True, orjson.dumps(s) + b"\n", orjson.dumps(mark))
-                ctx.count("dropped")
+                flags.append(0)
+                marks.append(orjson.dumps({"filter": op.label, "reason": reason}))
+                n_dropped += 1
+            if len(flags) >= SHARD_SIZE:
+                flush()
+        flush()
+        if n_dropped:
+            ctx.count("dropped", n_dropped)
         return {"outputs": {"main": kept.close(), "dropped": dropped.close()}}
 
 

@@ -79,6 +79,26 @@ def measure_cached(op: Filter, samples: Iterable[dict], ctx: OpContext, cache: A
     return measure_items(op, iter(samples), lambda s: in_scope(op, s), cache, fp, ctx)
 
 
+#: what :func:`scoped_features` adds to a chunk's features: which records are in the filter's
+#: scope, and the ids of those (a JSON list per chunk)
+IN_SCOPE, SCOPED_IDS = "_in_scope", "_scoped_ids"
+
+
+def scoped_features(op: Filter, records: Iterable[dict], ctx: OpContext) -> dict[str, Any]:
+    """A streamed dataset-scope filter's features of one chunk (of its samples in scope), with
+    which records are in scope and their ids: what its measure's second pass needs to give each
+    record its stats without reading the records again."""
+    import numpy as np
+
+    records = list(records)
+    mask = np.fromiter((in_scope(op, s) for s in records), dtype=bool, count=len(records))
+    scoped = [s for s, m in zip(records, mask.tolist(), strict=True) if m]
+    feats = dict(op.features(scoped, ctx))
+    feats[IN_SCOPE] = mask
+    feats[SCOPED_IDS] = [orjson.dumps([s["id"] for s in scoped])]
+    return feats
+
+
 @dataclass
 class Job:
     """One map step, as plain data a worker process can rebuild it from."""
@@ -113,7 +133,8 @@ class ChunkResult:
     error: tuple[int, str] | None = None  # (exit code, message) of a VlitcError
     error_kind: str = ""  # its class, when the build re-raises it as such (BudgetExceeded, ...)
     features: dict[str, Any] | None = None  # a streamed dataset-scope filter's chunk features
-    values: list[bytes] | None = None  # a measure's stats per record, encoded (its view's column)
+    values: list[bytes] | None = None  # a measure's stats per record, encoded (its view's column;
+    # a measure's chunk returns these alone, not the records)
     llm: dict | None = None  # what the chunk's LLM session counted (vlitc.llm.fanout.report)
     part: Any = None  # an export's run of samples, prepared (vlitc.ops.exporters.common.ExportPart)
 
@@ -211,10 +232,8 @@ def _run_chunk(job: Job, op: Any, store: Any, lines: bytes, client: Any) -> Chun
     try:
         records = (orjson.loads(line) for line in lines.splitlines())
         if job.kind == "features":
-            flt = cast(Filter, op)
-            feats = flt.features([s for s in records if in_scope(flt, s)], ctx)
             return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
-                               features=feats)
+                               features=scoped_features(cast(Filter, op), records, ctx))
         if job.kind == "keys":
             return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
                                features=cast(Balance, op).keys(list(records)))
@@ -225,16 +244,14 @@ def _run_chunk(job: Job, op: Any, store: Any, lines: bytes, client: Any) -> Chun
             out = measure_cached(op, records, ctx, cache, job.measure_fp)
         else:
             out = measure_chunked(op, records, ctx)
-        values = None
-        if job.kind == "measure":
-            measured = list(out)
-            values = [stat_value(s, job.label) for s in measured]
-            out = iter(measured)
+        if job.kind == "measure":  # the stats column alone: the bodies are the source's
+            values = [stat_value(s, job.label) for s in out]
+            return ChunkResult(b"", len(values), ctx.counters, ctx.notes, ctx.warnings, values=values)
         data, n = encode(out)
     except VlitcError as e:  # its text crosses the process boundary, not its class
         return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
                            error=(e.exit_code, str(e)), error_kind=type(e).__name__)
-    return ChunkResult(data, n, ctx.counters, ctx.notes, ctx.warnings, values=values)
+    return ChunkResult(data, n, ctx.counters, ctx.notes, ctx.warnings)
 
 
 def export_chunk(job: Job, lines: bytes) -> ChunkResult:

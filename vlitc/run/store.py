@@ -18,9 +18,16 @@ A step output is either **full** (``shards``: the records as JSON lines, 20,000 
 per base row set at a path of the record (a filter's ``meta.stats.<label>``, a drop mark's
 ``meta.drop``), stored as one piece per base shard. A measure adds a column to its input's view,
 a filter narrows the selection (its dropped samples are a view with a ``meta.drop`` column), so a
-chain of filters stores ids and stats, not copies. Reading a view puts its records together as
-the step that made it wrote them: every output's ``hash`` is the hash of those records' JSON lines
-in shards of 20,000, whatever the layout, so step keys do not depend on it.
+chain of filters stores ids and stats, not copies. Reading a view puts its records together: each
+selected base record with its column values set.
+
+An output's ``hash`` (what downstream step keys record of it) is determined by its content: a
+full output's is the hash of its shards' sha256 (of their plain JSON lines); a view's
+(:func:`view_hash`, layout 3) is the hash of its base's hash, its selection's sha256 and its
+columns' paths and pieces' sha256, so a measure or a filter never puts its records together,
+re-encodes or hashes their bodies to name its output. Every one of those objects is named by its
+content and independent of the engine, the worker count and the chunking, so the keys are too.
+(Layout 2 hashed a view as the JSON lines of its records; its entries are ignored.)
 
 Every write goes to a temp file and is renamed into place; a corrupt entry is a warning and a miss,
 and an entry of another layout (an older vlitc's) is a miss, never read. Objects are checked
@@ -47,7 +54,9 @@ from vlitc.paths import atomic_write
 
 SHARD_SIZE = 20_000
 #: the layout of step entries and their outputs; an entry of any other layout is ignored
-LAYOUT = 2
+LAYOUT = 3
+#: the layouts whose entries share this one's object names (gc keeps their objects alike)
+VIEW_LAYOUTS = (2, 3)
 #: the most bytes one stored shard may expand to (a bigger one is corrupt, never read whole)
 MAX_PLAIN = 4 << 30
 #: zstd level of stored shards (fast; sample bodies compress about 20x)
@@ -82,7 +91,7 @@ def _output_objects(out: dict, own: bool) -> set[str]:
 def entry_objects(entry: dict, own: bool = False) -> set[str]:
     """The object file names a step entry refers to (its shards, views and files); ``own``
     leaves out the base of its views (the objects another step produced)."""
-    if entry.get("layout") != LAYOUT:  # an older layout: shards stored plain under their sha
+    if entry.get("layout") not in VIEW_LAYOUTS:  # an older layout: shards stored plain under their sha
         out = {s["sha256"] for o in entry.get("outputs", {}).values() for s in o.get("shards", [])}
     else:
         out = set().union(*(_output_objects(o, own) for o in entry["outputs"].values()))
@@ -115,6 +124,14 @@ def set_path(record: dict, path: list[str], value: Any) -> None:
 def combined_hash(shas: Iterable[str]) -> str:
     """An output's hash from the sha256 of its shards (of their plain JSON lines)."""
     return hashlib.sha256(",".join(shas).encode()).hexdigest()
+
+
+def view_hash(base: dict, select: dict | None, columns: list[dict]) -> str:
+    """The hash of a view: of its base's hash, its selection and its columns' pieces (each
+    named by the sha256 of its plain bytes), so equal inputs and equal stats give equal keys."""
+    parts = [base["hash"], select["sha256"] if select else "",
+             *(f"{'.'.join(c['path'])}=" + ",".join(p["sha256"] for p in c["pieces"]) for c in columns)]
+    return hashlib.sha256(orjson.dumps(["view", *parts])).hexdigest()
 
 
 def _compressor() -> Any:
@@ -168,15 +185,11 @@ def _blocks(pieces: Iterable[tuple[bytes, int]], size: int) -> Iterator[tuple[by
 
 
 class ShardWriter:
-    """Writes records as JSON lines into content-addressed shards of ``shard_size`` records.
+    """Writes records as JSON lines into content-addressed shards of ``shard_size`` records."""
 
-    ``keep=False`` stores nothing: it only hashes the lines as the shards would hold them (the
-    hash of a view, which stores its records as ids and columns)."""
-
-    def __init__(self, store: Store, shard_size: int = SHARD_SIZE, keep: bool = True):
+    def __init__(self, store: Store, shard_size: int = SHARD_SIZE):
         self.store = store
         self.shard_size = shard_size
-        self.keep = keep
         self.shards: list[dict] = []
         self.count = 0
         self._parts: list[bytes] = []
@@ -187,11 +200,8 @@ class ShardWriter:
             return
         data = b"".join(self._parts)
         sha = hashlib.sha256(data).hexdigest()
-        if self.keep:
-            size = self.store.put_compressed(data, sha)
-            self.shards.append({"sha256": sha, "count": self._n, "size": size})
-        else:
-            self.shards.append({"sha256": sha, "count": self._n})
+        size = self.store.put_compressed(data, sha)
+        self.shards.append({"sha256": sha, "count": self._n, "size": size})
         self._parts = []
         self._n = 0
 
@@ -240,10 +250,10 @@ class ShardWriter:
 
 
 class ViewWriter:
-    """Writes a view over ``source`` (full or a view itself): the records it is given are
-    ``source``'s selected rows in order, each with ``True`` (kept) or ``False``, and, for a new
-    column, the encoded value it holds at ``path`` (``b""``: none). What the view's records are as
-    JSON lines is hashed as they come (``line``), so its hash is that of a full copy."""
+    """Writes a view over ``source`` (full or a view itself): it is given, for each of
+    ``source``'s selected rows in order, whether the view holds it and, for a new column at
+    ``path``, the encoded value the row holds there (``b""``: none). No record body is read,
+    written or hashed: the view's hash is :func:`view_hash`."""
 
     def __init__(self, store: Store, source: dict, path: list[str] | None = None):
         import numpy as np
@@ -261,21 +271,28 @@ class ViewWriter:
         # selected rows per base shard: the new column's piece for a shard is complete after them
         self.per_shard = np.diff(np.searchsorted(self.rows, self.starts)).tolist()
         self.kept = bytearray()
-        self.hasher = ShardWriter(store, keep=False)
         self._values: list[bytes] = []
         self._pieces: list[dict] = []
         self._given = 0  # source rows whose values are in pieces already
         self._due = 0  # source rows after which the next piece is complete
 
-    def add(self, kept: bool, line: bytes | None = None, value: bytes = b"") -> None:
-        """The next row of the source: whether this view holds it, its JSON line as this view
-        has it (when kept), and its value in the new column."""
-        self.kept.append(kept)
-        if kept:
-            assert line is not None
-            self.hasher.write_line(line)
+    def add(self, kept: bool, value: bytes = b"") -> None:
+        """The next row of the source: whether this view holds it, and its value in the new
+        column."""
+        self.extend(b"\x01" if kept else b"\x00", [value])
+
+    def extend(self, kept: Any, values: list[bytes] | None = None) -> None:
+        """The next rows of the source: whether the view holds each (booleans, or bytes of 0
+        and 1) and, for a view with a new column, each row's value (as :meth:`add`)."""
+        import numpy as np
+
+        n = len(kept)
+        self.kept += kept if isinstance(kept, bytes | bytearray) else np.asarray(kept, dtype=bool).tobytes()
         if self.path is not None:
-            self._values.append(value)
+            if values is None or len(values) != n:
+                raise VlitcError(f"a view column was given {0 if values is None else len(values)} "
+                                 f"values for {n} rows")
+            self._values.extend(values)
             if len(self.kept) >= self._due:
                 self._close_pieces()
 
@@ -306,12 +323,12 @@ class ViewWriter:
         if self.path is not None:
             self._close_pieces()
             columns.append({"path": self.path, "pieces": self._pieces})
+        held = np.frombuffer(bytes(self.kept), dtype=bool)
         keep = np.zeros(self.total, dtype=bool)
-        keep[self.rows[np.frombuffer(bytes(self.kept), dtype=bool)]] = True
+        keep[self.rows[held]] = True
         select = None if keep.all() else self.store.put_object(np.packbits(keep).tobytes())
-        hashed = self.hasher.close()
         return {"view": {"base": self.base, "select": select, "columns": columns},
-                "count": hashed["count"], "hash": hashed["hash"]}
+                "count": int(held.sum()), "hash": view_hash(self.base, select, columns)}
 
 
 LOCK_FILE = ".lock"
@@ -509,13 +526,11 @@ class Store:
 
     def _view(self, output: dict, decode: bool, only: Any = None) -> Iterator[tuple[int, Any]]:
         """A view's records put together, with their index: each selected base row with its
-        column values set (with ``only``, just the records it marks). JSON lines of a whole
-        view are checked against the view's hash as they are put together."""
+        column values set (with ``only``, just the records it marks)."""
         import numpy as np
 
         view = output["view"]
         selected = self.selection(output)
-        check = ShardWriter(self, keep=False) if not decode and only is None else None
         start = index = 0
         for k, shard in enumerate(view["base"]["shards"]):
             n = shard["count"]
@@ -545,12 +560,7 @@ class Store:
                         yield i, rec
                         continue
                     line = orjson.dumps(rec) + b"\n"
-                if check is not None:
-                    check.write_line(line)
                 yield i, line
-        if check is not None and check.close()["hash"] != output["hash"]:
-            raise VlitcError("a cached view does not give back the records its step wrote "
-                             "(an op wrote outside the fields it declares); rebuild with --force")
 
     # step entries
     def _entry_path(self, key: str) -> Path:
