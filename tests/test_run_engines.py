@@ -173,22 +173,42 @@ def test_the_engine_and_its_settings_are_no_part_of_any_key(tmp_path):
     assert _files(tmp_path / "plain") == _files(tmp_path / "again")
 
 
-def test_a_chunk_gives_the_lines_the_cache_writer_would(tmp_path):
+def _source(cache: Path, records: list[dict], shard_size: int = 3) -> dict:
+    """A source output in the cache, in shards of ``shard_size`` records."""
+    from vlitc.run.store import Store
+
+    store = Store(cache)
+    try:
+        w = store.writer()
+        w.shard_size = shard_size
+        w.write_all(records)
+        return w.close()
+    finally:
+        store.close()
+
+
+def test_a_chunk_reads_its_range_of_records_and_gives_the_lines_the_cache_writer_would(tmp_path):
+    cache = tmp_path / "c"
+    records = [{"id": str(i), "source": "s", "image": {"root": "s", "path": f"{i}.jpg"},
+                "captions": [f"a cat {i}"]} for i in range(7)]
     job = Job(kind="task", key="k", family="task", op="template",
               params={"source": "s", "instruction": {"templates": ["Say {{ caption }}."]},
                       "response": "{{ caption }}", "per": "caption"},
-              label="t", seed=1, recipe_dir=str(tmp_path), step_id="task:t", store=str(tmp_path / "c"))
-    rec = b'{"id":"1","source":"s","image":{"root":"s","path":"a.jpg"},"captions":["a cat"]}\n'
-    res = run_chunk(job, rec * 2)
-    assert res.error is None and res.count == 2 and res.counters["samples"] == 2
-    assert res.lines.count(b"\n") == 2 and b"Say a cat." in res.lines
+              label="t", seed=1, recipe_dir=str(tmp_path), step_id="task:t", store=str(cache),
+              sources=[_source(cache, records[:4]), _source(cache, records[4:])])
+    res = run_chunk(job, (2, 5))  # across two shards of the first source and into the second
+    assert res.error is None and res.count == 3 and res.counters["samples"] == 3
+    assert res.lines.count(b"\n") == 3
+    assert [b"Say a cat %d." % i in res.lines for i in range(7)] == [False, False, True, True, True, False, False]
 
 
 def test_a_failing_chunk_raises_the_op_error_text_in_the_build(tmp_path):
+    cache = tmp_path / "c"
     job = Job(kind="task", key="k2", family="task", op="template",
               params={"source": "s", "instruction": {"pool": "missing"}, "response": "x"},
-              label="t", seed=1, recipe_dir=str(tmp_path), step_id="task:t", store=str(tmp_path / "c"))
-    res = run_chunk(job, b'{"id":"1","source":"s","captions":[]}\n')
+              label="t", seed=1, recipe_dir=str(tmp_path), step_id="task:t", store=str(cache),
+              sources=[_source(cache, [{"id": "1", "source": "s", "captions": []}])])
+    res = run_chunk(job, (0, 1))
     assert res.error is not None and res.count == 0
 
 

@@ -185,7 +185,13 @@ class Executor:
         share = -(-source["count"] // (2 * self.engine.workers))
         return min(self.execution.chunk, max(share, MIN_CHUNK))
 
-    def job(self, step: Step, ctx: OpContext, kind: str, measure_fp: str | None = None) -> Job:
+    def chunks(self, source: dict) -> list[tuple[int, int]]:
+        """The record ranges of ``source`` a map step over it is cut into."""
+        size, n = self.chunk_size(source), source["count"]
+        return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+    def job(self, step: Step, ctx: OpContext, kind: str, measure_fp: str | None = None,
+            sources: list[dict] | None = None) -> Job:
         """The step as plain data for the shard function (see :mod:`vlitc.run.shards`)."""
         from vlitc.run.fingerprint import digest
 
@@ -199,7 +205,8 @@ class Executor:
                    store=str(self.store.root.resolve()), recipe=ctx.recipe,
                    image_roots={k: str(v) for k, v in ctx.image_roots.items()},
                    generators=ctx.generators, inputs=inputs, locations=locations,
-                   extra_items=ctx.extra_items, measure_fp=measure_fp, llm=self._llm_job(op))
+                   extra_items=ctx.extra_items, measure_fp=measure_fp, llm=self._llm_job(op),
+                   sources=sources or [])
 
     def _summaries(self) -> list[dict]:
         out = []

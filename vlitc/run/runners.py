@@ -27,6 +27,7 @@ from vlitc.run.shards import (
     IN_SCOPE,
     SCOPED_IDS,
     Gathered,
+    Job,
     export_chunk,
     finish_chunk,
     in_scope,
@@ -39,8 +40,9 @@ from vlitc.run.shards import (
     scoped_features,
     stat_value,
     stats_path,
+    write_shard,
 )
-from vlitc.run.store import SHARD_SIZE, is_view
+from vlitc.run.store import SHARD_SIZE, combined_hash, is_view
 
 if TYPE_CHECKING:
     from vlitc.run.executor import Executor
@@ -75,33 +77,37 @@ class Runner:
             measure_fp: str | None = None) -> dict:
         """Run the step's op over ``source`` (a task's: its inputs, one after another) in chunks
         on the build's engine; the chunks' outputs are written in order, so the output is the
-        same bytes as running it inline (a task's as shards, a measure's as a view of ``source``
-        with the op's stats column)."""
-        job = self.ex.job(step, ctx, kind, measure_fp)
+        same bytes as running it inline (a task's as shards the workers stage and store, a
+        measure's as a view of ``source`` with the op's stats column)."""
         sources = source if isinstance(source, list) else [source]
         total = {"count": sum(o["count"] for o in sources)}
+        job = self.ex.job(step, ctx, kind, measure_fp, sources)
         size = self.ex.chunk_size(total)
-        chunks = itertools.chain.from_iterable(self.ex.store.read_chunks(o, size) for o in sources)
-        w = self.ex.store.writer()
+        staged = Staged(self.ex) if kind == "task" else None
+        if staged is not None:
+            job.staging = staged.dir
         view = self.ex.store.view_writer(sources[0], stats_path(job.label)) if kind == "measure" else None
-        done = 0
         try:
-            for res in self.ex.engine.map(run_chunk, job, (data for data, _n in chunks)):
+            chunks = self.ex.chunks(total)
+            for done, ((lo, _hi), res) in enumerate(zip(chunks, self.ex.engine.map(run_chunk, job, chunks),
+                                                        strict=True), start=1):
                 if res.llm is not None:
                     self.ex.merge_llm(res.llm)
                 raise_chunk_error(res)
                 if view is not None:
                     view.extend(b"\x01" * res.count, res.values or [])
-                else:
-                    w.write_encoded(res.lines, res.count)
+                elif staged is not None:
+                    staged.add(f"{lo}", (res.features or {})["length"])
                 merge_chunk(ctx, res)
-                done += 1
                 ctx.emit({"event": "progress", "step": step.id, "done": done * size,
                           "total": total["count"]})
-        except BaseException:
-            w.abort()
-            raise
-        return view.close() if view is not None else w.close()
+            if view is not None:
+                return view.close()
+            assert staged is not None
+            return staged.close(job)
+        finally:
+            if staged is not None:
+                staged.remove()
 
     def measured(self, source: dict, label: str, samples: Iterable[dict]) -> dict:
         """A measure's output: a view of ``source`` (the samples it was given, in order) with
@@ -111,6 +117,55 @@ class Runner:
         while values := [stat_value(s, label) for s in itertools.islice(it, SHARD_SIZE)]:
             view.extend(b"\x01" * len(values), values)
         return view.close()
+
+
+class Staged:
+    """A step output whose chunks' lines the workers staged in files (:func:`stage`), each
+    line's file, offset and length kept here, and whose shards the workers then cut from those
+    files and store (:func:`write_shard`): the build's process never holds the lines."""
+
+    def __init__(self, ex: Executor):
+        import numpy as np
+
+        self.ex = ex
+        self.dir = tempfile.mkdtemp(dir=ex.store.tmp, prefix="staged-")
+        self.names: list[str] = []
+        self._parts: list[tuple[Any, Any, Any]] = []  # (file, offset, length) per chunk's lines
+        self._positions: list[Any] = []
+        self._np = np
+
+    def add(self, name: str, lengths: Any, positions: Any = None) -> None:
+        """The lines chunk file ``name`` holds: their lengths and, when they are not the next
+        lines of the output, their positions in it."""
+        np = self._np
+        lengths = np.asarray(lengths, dtype=np.int64)
+        f = len(self.names)
+        self.names.append(name)
+        self._parts.append((np.full(len(lengths), f, dtype=np.int32), np.cumsum(lengths) - lengths, lengths))
+        if positions is not None:
+            self._positions.append(np.asarray(positions, dtype=np.int64))
+
+    def close(self, job: Job) -> dict:
+        """Write the output's shards on the engine (in output order); the output's entry."""
+        np = self._np
+        files, offsets, lengths = (np.concatenate([p[k] for p in self._parts]) if self._parts
+                                   else np.zeros(0, dtype=np.int64) for k in range(3))
+        if self._positions:  # back into output order
+            order = np.argsort(np.concatenate(self._positions), kind="stable")
+            files, offsets, lengths = files[order], offsets[order], lengths[order]
+
+        def shards() -> Iterator[tuple]:
+            for lo in range(0, len(lengths), SHARD_SIZE):
+                f, o, n = files[lo:lo + SHARD_SIZE], offsets[lo:lo + SHARD_SIZE], lengths[lo:lo + SHARD_SIZE]
+                # runs of lines that follow each other in one file are read as one
+                run = np.flatnonzero(np.r_[True, (f[1:] != f[:-1]) | (o[1:] != o[:-1] + n[:-1])])
+                yield self.dir, self.names, f[run], o[run], np.add.reduceat(n, run), len(n)
+
+        got = [res.features["shard"] for res in self.ex.engine.map(write_shard, job, shards())]
+        return {"shards": got, "count": int(len(lengths)), "hash": combined_hash(s["sha256"] for s in got)}
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 RUNNERS: dict[str, type[Runner]] = {}
@@ -209,11 +264,10 @@ class BalanceRunner(Runner):
         source = ex.output_of(step, step.deps[0])
         spread = ex.maps(source)
         if spread:
-            job = ex.job(step, ctx, "keys")
+            job = ex.job(step, ctx, "keys", sources=[source])
 
             def chunk_keys() -> Iterator[dict[str, list]]:
-                chunks = (data for data, _n in ex.store.read_chunks(source, ex.chunk_size(source)))
-                for res in ex.engine.map(run_chunk, job, chunks):
+                for res in ex.engine.map(run_chunk, job, ex.chunks(source)):
                     raise_chunk_error(res)
                     merge_chunk(ctx, res)
                     yield res.features or {}
@@ -224,6 +278,8 @@ class BalanceRunner(Runner):
         position = np.full(source["count"], -1, dtype=np.int64)
         for pos, (i, _tag) in enumerate(chosen):
             position[i] = pos
+        if spread:
+            return {"outputs": {"main": self._finish_spread(step, ctx, source, chosen, position)}}
         where = np.zeros((len(chosen), 2), dtype=np.int64)  # offset and length in the staging file
         fd, staging = tempfile.mkstemp(dir=ex.store.tmp, prefix="balance-")
         try:
@@ -239,26 +295,34 @@ class BalanceRunner(Runner):
                     f.seek(int(where[pos, 0]))
                     return f.read(int(where[pos, 1]))
 
-                if not spread:
-                    return {"outputs": {"main": self.write(
-                        op.finish(orjson.loads(staged(pos)), tag) for pos, (_i, tag) in enumerate(chosen))}}
-
-                def chunks() -> Iterator[tuple[bytes, list[str]]]:
-                    size = ex.chunk_size(source)
-                    for lo in range(0, len(chosen), size):
-                        part = chosen[lo : lo + size]
-                        yield b"".join(staged(lo + k) for k in range(len(part))), [t for _i, t in part]
-
-                w = ex.store.writer()
-                try:
-                    for res in ex.engine.map(finish_chunk, ex.job(step, ctx, "finish"), chunks()):
-                        w.write_encoded(res.lines, res.count)
-                except BaseException:
-                    w.abort()
-                    raise
-                return {"outputs": {"main": w.close()}}
+                return {"outputs": {"main": self.write(
+                    op.finish(orjson.loads(staged(pos)), tag) for pos, (_i, tag) in enumerate(chosen))}}
         finally:
             os.unlink(staging)
+
+    def _finish_spread(self, step: Step, ctx: OpContext, source: dict, chosen: list[tuple[int, str]],
+                       position: Any) -> dict:
+        """The second pass on the engine: each chunk of the source stages its chosen samples as
+        the output has them, then the output's shards are cut from the staged lines in release
+        order (:class:`Staged`)."""
+        import numpy as np
+
+        ex = self.ex
+        tags = sorted({t for _i, t in chosen})
+        code = {t: k for k, t in enumerate(tags)}
+        codes = np.zeros(source["count"], dtype=np.int16)
+        for i, tag in chosen:
+            codes[i] = code[tag]
+        staged = Staged(ex)
+        try:
+            job = ex.job(step, ctx, "finish", sources=[source])
+            chunks = ((lo, hi, position[lo:hi], codes[lo:hi], tags, staged.dir) for lo, hi in ex.chunks(source))
+            for (lo, _hi), res in zip(ex.chunks(source), ex.engine.map(finish_chunk, job, chunks), strict=True):
+                feats = res.features or {}
+                staged.add(f"{lo}", feats["length"], feats["position"])
+            return staged.close(job)
+        finally:
+            staged.remove()
 
 
 @runner
@@ -306,9 +370,8 @@ class MeasureRunner(Runner):
         try:
             gathered = Gathered(workdir)
             if ex.maps(source):
-                job = ex.job(step, ctx, "features")
-                chunks = (data for data, _n in ex.store.read_chunks(source, ex.chunk_size(source)))
-                for res in ex.engine.map(run_chunk, job, chunks):
+                job = ex.job(step, ctx, "features", sources=[source])
+                for res in ex.engine.map(run_chunk, job, ex.chunks(source)):
                     raise_chunk_error(res)
                     merge_chunk(ctx, res)
                     gathered.add(res.features or {})

@@ -2,9 +2,11 @@
 
 :func:`run_chunk` takes a :class:`Job` (everything a step's op needs, as plain picklable data:
 the op's registered name and params, the context's fields, the cache directory, the outputs the
-op may read) and a chunk of JSON-lines bytes; it returns the chunk's output as JSON-lines bytes,
-encoded exactly as the cache's shard writer encodes records, plus the counters, notes and
-warnings the op recorded. The same functions run inline, in a local process pool and as Ray
+op may read, the output it maps over) and a chunk, a range of that output's records, which it
+reads from the cache itself (the build's process never decompresses or sends the records); it
+returns the chunk's output as JSON-lines bytes, encoded exactly as the cache's shard writer
+encodes records (a measure: its stats column alone), plus the counters, notes and warnings the
+op recorded. The same functions run inline, in a local process pool and as Ray
 tasks, so a step's output does not depend on where it ran.
 """
 
@@ -117,6 +119,8 @@ class Job:
     image_roots: dict[str, str] = field(default_factory=dict)
     generators: dict[str, dict] = field(default_factory=dict)
     inputs: dict[str, dict] = field(default_factory=dict)  # step id -> its output (shard list)
+    sources: list[dict] = field(default_factory=list)  # the outputs the chunks range over, in turn
+    staging: str = ""  # a folder: a task's chunks stage their lines there (see Staged)
     locations: dict[str, Any] = field(default_factory=dict)  # recipe string -> Location
     extra_items: int = 0
     measure_fp: str | None = None  # item-scope measures that cache per sample
@@ -210,27 +214,39 @@ def encode(records: Iterable[dict]) -> tuple[bytes, int]:
     return b"".join(lines), len(lines)
 
 
-def run_chunk(job: Job, lines: bytes) -> ChunkResult:
-    """Run a map step's op over one chunk of JSON-lines records (an op that calls a model
-    through an LLM session of the chunk's own, sharing the build's limits, budget and store)."""
+def read_chunk(store: Any, job: Job, lo: int, hi: int) -> Iterator[dict]:
+    """The records ``lo`` to ``hi`` of the job's sources taken one after another."""
+    start = 0
+    for out in job.sources:
+        n = out["count"]
+        if start < hi and start + n > lo:
+            yield from store.read_range(out, max(lo - start, 0), min(hi - start, n))
+        start += n
+
+
+def run_chunk(job: Job, chunk: tuple[int, int]) -> ChunkResult:
+    """Run a map step's op over one chunk of its sources: the records ``lo`` to ``hi`` of
+    ``job.sources`` one after another, read from the cache by the process that runs the chunk (an op that calls a
+    model through an LLM session of the chunk's own, sharing the build's limits, budget and
+    store)."""
     op, store = _prepared(job)
     if job.llm is None:
-        return _run_chunk(job, op, store, lines, None)
+        return _run_chunk(job, op, store, chunk, None)
     from vlitc.llm import fanout
 
     session = job.llm.open()
     try:
-        res = _run_chunk(job, op, store, lines, session.client)
+        res = _run_chunk(job, op, store, chunk, session.client)
     finally:
         session.close()
     res.llm = fanout.report(session)
     return res
 
 
-def _run_chunk(job: Job, op: Any, store: Any, lines: bytes, client: Any) -> ChunkResult:
+def _run_chunk(job: Job, op: Any, store: Any, chunk: tuple[int, int], client: Any) -> ChunkResult:
     ctx = job_context(job, store, client)
     try:
-        records = (orjson.loads(line) for line in lines.splitlines())
+        records = read_chunk(store, job, *chunk)
         if job.kind == "features":
             return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
                                features=scoped_features(cast(Filter, op), records, ctx))
@@ -247,6 +263,10 @@ def _run_chunk(job: Job, op: Any, store: Any, lines: bytes, client: Any) -> Chun
         if job.kind == "measure":  # the stats column alone: the bodies are the source's
             values = [stat_value(s, job.label) for s in out]
             return ChunkResult(b"", len(values), ctx.counters, ctx.notes, ctx.warnings, values=values)
+        if job.staging:  # staged for the build to cut shards from (:func:`write_shard`)
+            lines = [orjson.dumps(r) + b"\n" for r in out]
+            return ChunkResult(b"", len(lines), ctx.counters, ctx.notes, ctx.warnings,
+                               features={"length": stage(job.staging, f"{chunk[0]}", lines)})
         data, n = encode(out)
     except VlitcError as e:  # its text crosses the process boundary, not its class
         return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
@@ -272,15 +292,59 @@ def export_chunk(job: Job, lines: bytes) -> ChunkResult:
                        warnings=ctx.warnings, part=part)
 
 
-def finish_chunk(job: Job, chunk: tuple[bytes, list[str]]) -> ChunkResult:
-    """Balance's second pass over one chunk of chosen samples (JSON lines, in output order)
-    and their tags: each as the output has it (:meth:`vlitc.ops.base.Balance.finish`), encoded."""
-    op, _store = _prepared(job)
-    lines, tags = chunk
+def stage(directory: str, name: str, lines: list[bytes]) -> Any:
+    """Write a chunk's output lines to ``directory/name`` (a staging file of the step) and
+    return their lengths, so the build can cut shards out of the staged bytes by offset."""
+    import numpy as np
+
+    from vlitc.paths import atomic_write
+
+    atomic_write(Path(directory) / name, b"".join(lines))
+    return np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+
+
+def finish_chunk(job: Job, chunk: tuple[int, int, Any, Any, list[str], str]) -> ChunkResult:
+    """Balance's second pass over one chunk of its source (records ``lo`` to ``hi``): each
+    chosen record (``position`` >= 0, its release position) as the output has it
+    (:meth:`vlitc.ops.base.Balance.finish` with its tag), encoded and staged in ``directory``;
+    the result's features say the positions and line lengths staged."""
+    import numpy as np
+
+    op, store = _prepared(job)
+    lo, hi, position, codes, tags, directory = chunk
     finish = cast(Balance, op).finish
-    data, n = encode(finish(orjson.loads(line), tag)
-                     for line, tag in zip(lines.splitlines(), tags, strict=True))
-    return ChunkResult(data, n)
+    lines, where = [], []
+    for rec, pos, code in zip(read_chunk(store, job, lo, hi), position.tolist(), codes.tolist(),
+                              strict=True):
+        if pos >= 0:
+            lines.append(orjson.dumps(finish(rec, tags[code])) + b"\n")
+            where.append(pos)
+    lengths = stage(directory, f"{lo}", lines)
+    return ChunkResult(count=len(lines), features={"position": np.asarray(where, dtype=np.int64),
+                                                   "length": lengths})
+
+
+def write_shard(job: Job, chunk: tuple[str, list[str], Any, Any, Any, int]) -> ChunkResult:
+    """One shard of a staged output: its ``count`` lines are the byte runs ``(file, offset,
+    length)`` of the staging files in ``directory``, joined in order, hashed and stored
+    compressed as the cache's shard writer stores a shard; the result's features hold the
+    shard's entry."""
+    import mmap
+
+    _op, store = _prepared(job)
+    directory, names, files, offsets, lengths, count = chunk
+    maps: dict[int, mmap.mmap] = {}
+    try:
+        for f in set(files.tolist()):  # a file a run lies in holds a line at least
+            with open(Path(directory) / names[f], "rb") as fh:
+                maps[f] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        data = b"".join(maps[f][o:o + n] for f, o, n in zip(files.tolist(), offsets.tolist(),
+                                                             lengths.tolist(), strict=True))
+    finally:
+        for m in maps.values():
+            m.close()
+    shard = store.put_shard(data, count)
+    return ChunkResult(count=count, features={"shard": shard})
 
 
 def merge_chunk(ctx: OpContext, result: ChunkResult) -> None:

@@ -198,10 +198,7 @@ class ShardWriter:
     def _close_shard(self) -> None:
         if not self._n:
             return
-        data = b"".join(self._parts)
-        sha = hashlib.sha256(data).hexdigest()
-        size = self.store.put_compressed(data, sha)
-        self.shards.append({"sha256": sha, "count": self._n, "size": size})
+        self.shards.append(self.store.put_shard(b"".join(self._parts), self._n))
         self._parts = []
         self._n = 0
 
@@ -363,6 +360,7 @@ class Store:
             raise CacheError(f"cannot use cache directory {self.root}: {e}") from None
         self.tmp = self.root / "tmp"
         self._items: dict[str, Any] = {}
+        self._recent: dict[str, list[bytes]] = {}  # sha -> lines of the shards read last
         self.warnings: list[str] = []
 
     # objects
@@ -417,6 +415,11 @@ class Store:
         packed = _compressor().compress(data)
         self._put(packed, (sha or hashlib.sha256(data).hexdigest()) + ZST)
         return len(packed)
+
+    def put_shard(self, data: bytes, count: int) -> dict:
+        """Store a shard (``count`` JSON lines): its entry in an output's ``shards``."""
+        sha = hashlib.sha256(data).hexdigest()
+        return {"sha256": sha, "count": count, "size": self.put_compressed(data, sha)}
 
     def put_object(self, data: bytes) -> dict:
         """A compressed object for a view (a column piece, a selection): ``{sha256, size}``."""
@@ -524,9 +527,36 @@ class Store:
             return
         yield from _blocks(((self.plain(s["sha256"]), s["count"]) for s in output["shards"]), size)
 
-    def _view(self, output: dict, decode: bool, only: Any = None) -> Iterator[tuple[int, Any]]:
+    def read_range(self, output: dict, lo: int, hi: int) -> Iterator[dict]:
+        """The records ``lo`` to ``hi`` (excluded) of an output, decoded: what a map step's
+        chunk reads in the process that runs it (only the shards and pieces they lie in)."""
+        if is_view(output):
+            yield from (rec for _i, rec in self._view(output, decode=True, lo=lo, hi=hi))
+            return
+        start = 0
+        for shard in output["shards"]:
+            n = shard["count"]
+            if start < hi and start + n > lo:
+                lines = self._lines(shard["sha256"])
+                for line in lines[max(lo - start, 0):min(hi - start, n)]:
+                    yield orjson.loads(line)
+            start += n
+
+    def _lines(self, sha: str) -> list[bytes]:
+        """A shard's lines; the last few are kept, as neighbouring chunks share shards."""
+        hit = self._recent.pop(sha, None)
+        if hit is None:
+            hit = self.plain(sha).splitlines()
+        self._recent[sha] = hit
+        while len(self._recent) > 2:
+            del self._recent[next(iter(self._recent))]
+        return hit
+
+    def _view(self, output: dict, decode: bool, only: Any = None, lo: int = 0,
+              hi: int | None = None) -> Iterator[tuple[int, Any]]:
         """A view's records put together, with their index: each selected base row with its
-        column values set (with ``only``, just the records it marks)."""
+        column values set (with ``only``, just the records it marks; with ``lo``/``hi``, just
+        the records of that index range)."""
         import numpy as np
 
         view = output["view"]
@@ -534,17 +564,25 @@ class Store:
         start = index = 0
         for k, shard in enumerate(view["base"]["shards"]):
             n = shard["count"]
+            if hi is not None and index >= hi:
+                break
             rows = range(n) if selected is None else np.flatnonzero(selected[start:start + n]).tolist()
             start += n
             first, index = index, index + len(rows)
-            firsts: Iterable[int] = range(first, index)
+            if index <= lo:
+                continue
+            last = index
+            if lo > first or (hi is not None and hi < index):  # the part of the range in this shard
+                a, b = max(lo - first, 0), len(rows) if hi is None else min(hi - first, len(rows))
+                rows, first, last = rows[a:b], first + a, first + b
+            firsts: Iterable[int] = range(first, last)
             if only is not None:
-                wanted = np.asarray(only[first:index], dtype=bool)
+                wanted = np.asarray(only[first:last], dtype=bool)
                 rows = [r for r, w in zip(rows, wanted, strict=True) if w]
                 firsts = (np.flatnonzero(wanted) + first).tolist()
             if not len(rows):
                 continue
-            body = self.plain(shard["sha256"]).splitlines()
+            body = self._lines(shard["sha256"])
             cols = [(c["path"], self.plain(c["pieces"][k]["sha256"]).splitlines()) for c in view["columns"]]
             if len(body) != n or any(len(values) != n for _p, values in cols):
                 raise CorruptObject(shard["sha256"], self.object_path(shard["sha256"] + ZST))
