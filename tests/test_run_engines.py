@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from _core_util import ROOT, demo_copy
 from _llm_util import demo_recipe
@@ -62,6 +63,22 @@ def test_demo_at_one_and_two_local_workers_gives_the_same_keys_and_bytes(tmp_pat
     # the pool did run chunks: the task's counters add up over them
     counters = {s["id"]: s["counters"] for s in two.manifest["steps"]}
     assert counters["task:object_box"]["records"] == 24
+
+
+def test_outputs_of_many_shards_are_the_same_bytes_at_one_and_two_workers(tmp_path, monkeypatch):
+    """Shards of 7 records: the workers' staged task and balance outputs are cut into several
+    shards, as the build's own writer cuts them."""
+    from vlitc.run import runners, store
+
+    monkeypatch.setattr(store, "SHARD_SIZE", 7)
+    monkeypatch.setattr(runners, "SHARD_SIZE", 7)
+    one, _two = _same_at_one_and_two_workers(_demo(tmp_path), tmp_path)
+    cache = tmp_path / "cache-two"
+    entries = {s["id"]: orjson.loads((cache / "steps" / f"{s['key']}.json").read_bytes())
+               for s in one.manifest["steps"]}
+    for sid in ("task:object_box", "balance"):
+        shards = entries[sid]["outputs"]["main"]["shards"]
+        assert len(shards) > 2 and all(sh["count"] == 7 for sh in shards[:-1]), sid
 
 
 MINHASH_RECIPE = """\

@@ -187,9 +187,9 @@ def _blocks(pieces: Iterable[tuple[bytes, int]], size: int) -> Iterator[tuple[by
 class ShardWriter:
     """Writes records as JSON lines into content-addressed shards of ``shard_size`` records."""
 
-    def __init__(self, store: Store, shard_size: int = SHARD_SIZE):
+    def __init__(self, store: Store, shard_size: int | None = None):
         self.store = store
-        self.shard_size = shard_size
+        self.shard_size = shard_size or SHARD_SIZE
         self.shards: list[dict] = []
         self.count = 0
         self._parts: list[bytes] = []
