@@ -140,3 +140,17 @@ def test_shortfall_of_generated_task_notes_topup_from_observed_pass_rate():
     list(MixBalance({"total": 20, "mix": {"conv": 0.5, "cap": 0.5}}).run(pool, ctx))
     # 6 kept of 12 generated: pass rate 0.5, 4 missing -> 8 more
     assert ctx.notes["topup"] == {"conv": 8}
+
+
+def test_without_a_cap_the_selection_is_the_one_a_cap_that_never_binds_makes():
+    # without per_image_cap each group takes its target from its own queue; a cap no image
+    # reaches goes through the group-by-group loop: the same samples, in the same order
+    pool = [_s("a", i, img=f"{i % 40}.jpg") for i in range(300)] + \
+        [_s("b", i, img=f"{i % 40}.jpg", source=("x", "y")[i % 2]) for i in range(200)] + \
+        [_s("c", i) for i in range(5)]
+    params = {"total": 150, "mix": {"a": 0.5, "b": 0.3, "c": 0.2}, "by_source": {"b": {"x": 1, "y": 2}},
+              "split": {"validation": 0.1}}
+    free, ctx = _run(params, pool)
+    capped, ctx_capped = _run({**params, "per_image_cap": 1_000}, pool)
+    assert [s["id"] for s in free] == [s["id"] for s in capped] and free == capped
+    assert ctx.notes["shortfall"] == ctx_capped.notes["shortfall"]  # c has 5 for its 30

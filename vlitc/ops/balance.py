@@ -148,11 +148,16 @@ class MixBalance(Balance):
             image_of.extend(images.setdefault(k, len(images)) for k in keys["image"])
         names = {v: k for k, v in groups.items()}
         by_group: dict[tuple[str, str], list[int]] = {g: [] for g in sorted(groups)}
-        for i in sorted(range(len(ids)), key=ids.__getitem__):  # each group's members by id
-            by_group[names[group_of[i]]].append(i)
+        by_id = sorted(range(len(ids)), key=ids.__getitem__)
+        del ids
+        rank = [0] * len(by_id)  # each sample's place in id order
+        for r, i in enumerate(by_id):
+            rank[i] = r
+            by_group[names[group_of[i]]].append(i)  # each group's members by id
+        del by_id
         targets = self._targets(by_group, ctx)
         chosen = self._select(by_group, targets, image_of, ctx)
-        chosen.sort(key=ids.__getitem__)
+        chosen.sort(key=rank.__getitem__)
         self._report(by_group, targets, Counter(names[group_of[i]] for i in chosen), ctx)
         image_name = {v: k for k, v in images.items()}
         return self._split([(i, image_name[image_of[i]]) for i in chosen], ctx)
@@ -214,6 +219,9 @@ class MixBalance(Balance):
             cands = list(by_group.get(g, []))
             random.Random(f"{ctx.seed}:balance:{g[0]}:{g[1]}").shuffle(cands)
             queues[g] = cands
+        if cap is None:  # no group waits for another: each takes its target from its queue's end
+            return [i for g in sorted(targets) if targets[g] > 0
+                    for i in reversed(queues[g][max(len(queues[g]) - targets[g], 0):])]
         taken: dict[tuple[str, str], int] = Counter()
         per_image: Counter[int] = Counter()
         heap = [(0.0, g) for g in sorted(targets) if targets[g] > 0]
