@@ -225,3 +225,18 @@ def test_per_image_cap_keeps_the_first_n_per_image_and_task():
     assert keep == [None, None, None,
                     "per-image cap: sample 3 of image aa in task 't' (max 2)", None, None, None]
     assert PerImageCapFilter({"max": 2}).measure_params() == {}
+
+
+def test_folding_ascii_text_by_table_gives_what_the_expression_gives():
+    import random
+
+    from vlitc.ops.filters.dedup import NON_WORD, fold
+
+    rng = random.Random(3)
+    alphabet = [chr(c) for c in range(128)] + ["é", "ß", "İ", "中", "_", " ", "\u00a0"]
+    texts = ["A  cat!", "snake_case and\tTabs\n", "\x1c\x1d x \x1f", "", "   ", "__", "Ünïcode Ça va?"]
+    texts += ["".join(rng.choices(alphabet[:128], k=rng.randint(0, 40))) for _ in range(500)]
+    texts += ["".join(rng.choices(alphabet, k=rng.randint(0, 40))) for _ in range(500)]
+    for t in texts:
+        want = NON_WORD.sub(" ", t.lower()).strip()
+        assert fold(t) == (want, want.split()), repr(t)

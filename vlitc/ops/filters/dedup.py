@@ -26,7 +26,22 @@ def sample_text(s: Sample, field: str) -> str:
 
 def normalise(text: str) -> str:
     """Lower case, punctuation and spacing folded: "A cat!" and "a  cat" are the same text."""
-    return NON_WORD.sub(" ", text.lower()).strip()
+    return fold(text)[0]
+
+
+#: ASCII characters that are not letters or digits (``[\W_]`` of ASCII), mapped to a space
+_ASCII_NON_WORD = {c: " " for c in range(128) if not chr(c).isalnum()}
+
+
+def fold(text: str) -> tuple[str, list[str]]:
+    """:func:`normalise`'s folded text and its words. ASCII text (the usual case) is folded
+    with a translation table, which gives what the regular expression gives, several times
+    faster."""
+    if text.isascii():
+        words = text.lower().translate(_ASCII_NON_WORD).split()
+        return " ".join(words), words
+    norm = NON_WORD.sub(" ", text.lower()).strip()
+    return norm, norm.split()
 
 
 def scope_key(s: Sample, scope: str) -> str:
@@ -139,7 +154,8 @@ class DedupFilter(Filter):
         if self.params["method"] == "image":
             return self._image_features(samples, ctx)
         texts = [sample_text(s, self.params["field"]) for s in samples]
-        norm = [normalise(t) for t in texts]
+        folded = [fold(t) for t in texts]
+        norm = [n for n, _w in folded]
         out: dict[str, Any] = {
             "scope": [scope_key(s, self.params["scope"]) for s in samples],
             "exact": np.fromiter((int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
@@ -151,7 +167,7 @@ class DedupFilter(Filter):
             from vlitc.quality import neighbours as nb
 
             hv, has = nb.minhash_signatures(texts, self.params["num_perm"], self.params["ngram"], seed=1,
-                                            words=[t.split() for t in norm])
+                                            words=[w for _n, w in folded])
             out.update(sig=hv, has=has,
                        bands=nb.band_keys(hv, nb.lsh_bands(self.threshold(), self.params["num_perm"])))
         elif method == "semantic":
