@@ -414,6 +414,8 @@ def test_a_step_of_one_default_chunk_is_cut_so_that_every_worker_has_work():
 
     assert size(20_000) == 5_000  # four chunks for two workers, not one
     assert size(1_000_000) == DEFAULT_CHUNK
+    assert size(100_000) == 16_667  # six chunks, three a worker (not five: one left alone)
+    assert size(130_000, workers=3) == 14_445  # nine chunks of three a worker, not seven
     assert size(1_500) == MIN_CHUNK  # small steps are not cut finer than MIN_CHUNK
     assert size(100, chunk=5) == 5  # a recipe's smaller chunk is kept
 

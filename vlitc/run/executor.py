@@ -177,13 +177,16 @@ class Executor:
         return self.engine.parallel and source["count"] > self.chunk_size(source)
 
     def chunk_size(self, source: dict) -> int:
-        """Records per map task over ``source``: the recipe's ``chunk``, smaller for a step that
-        would otherwise leave workers idle (at least two chunks per worker, each at least
-        :data:`~vlitc.run.engine.MIN_CHUNK` records). Outputs do not depend on it."""
+        """Records per map task over ``source``: at most the recipe's ``chunk``, cut so that
+        every worker gets as many chunks as the others (at least two each, each at least
+        :data:`~vlitc.run.engine.MIN_CHUNK` records), so none is left alone with the last one.
+        Outputs do not depend on it."""
         from vlitc.run.engine import MIN_CHUNK
 
-        share = -(-source["count"] // (2 * self.engine.workers))
-        return min(self.execution.chunk, max(share, MIN_CHUNK))
+        n, workers = source["count"], self.engine.workers
+        pieces = max(-(-n // self.execution.chunk), 2 * workers)
+        pieces = -(-pieces // workers) * workers  # a multiple of the workers
+        return min(self.execution.chunk, max(-(-n // pieces), MIN_CHUNK))
 
     def chunks(self, source: dict) -> list[tuple[int, int]]:
         """The record ranges of ``source`` a map step over it is cut into."""
