@@ -161,6 +161,13 @@ def test_a_view_reads_back_as_the_records_its_step_meant_and_hashes_by_its_piece
             whole = list(store.read(out))
             for lo, hi in ((0, 5), (3, 25), (18, 41), (19, 20), (20, 20), (30, 100), (0, 100)):
                 assert list(store.read_range(out, lo, hi)) == whole[lo:hi], (lo, hi)
+            # only the fields a reader looks at: a column under others is not put in
+            plain = [{k: v for k, v in r.items() if k != "meta"} for r in whole]
+            assert [{k: v for k, v in r.items() if k != "meta"} for r in store.read_range(out, 0, 100, ["id"])] \
+                == plain
+            if out is second_out:
+                assert [r["meta"].get("stats", {}).get("second") for r in store.read_range(out, 0, 100, ["id"])] \
+                    == [None] * len(whole)
 
         # some of a view's records, by index, without putting the others together
         only = [i % 2 == 0 for i in range(second_out["count"])]

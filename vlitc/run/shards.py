@@ -214,13 +214,14 @@ def encode(records: Iterable[dict]) -> tuple[bytes, int]:
     return b"".join(lines), len(lines)
 
 
-def read_chunk(store: Any, job: Job, lo: int, hi: int) -> Iterator[dict]:
-    """The records ``lo`` to ``hi`` of the job's sources taken one after another."""
+def read_chunk(store: Any, job: Job, lo: int, hi: int, fields: Any = None) -> Iterator[dict]:
+    """The records ``lo`` to ``hi`` of the job's sources taken one after another (``fields``:
+    see :meth:`vlitc.run.store.Store.read_range`)."""
     start = 0
     for out in job.sources:
         n = out["count"]
         if start < hi and start + n > lo:
-            yield from store.read_range(out, max(lo - start, 0), min(hi - start, n))
+            yield from store.read_range(out, max(lo - start, 0), min(hi - start, n), fields)
         start += n
 
 
@@ -245,8 +246,9 @@ def run_chunk(job: Job, chunk: tuple[int, int]) -> ChunkResult:
 
 def _run_chunk(job: Job, op: Any, store: Any, chunk: tuple[int, int], client: Any) -> ChunkResult:
     ctx = job_context(job, store, client)
-    try:
-        records = read_chunk(store, job, *chunk)
+    try:  # the keys of balance and a dataset filter's features look at the fields they declare
+        fields = op.reads if job.kind in ("keys", "features") and op.reads else None
+        records = read_chunk(store, job, *chunk, fields=fields)
         if job.kind == "features":
             return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
                                features=scoped_features(cast(Filter, op), records, ctx))

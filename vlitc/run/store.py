@@ -527,11 +527,13 @@ class Store:
             return
         yield from _blocks(((self.plain(s["sha256"]), s["count"]) for s in output["shards"]), size)
 
-    def read_range(self, output: dict, lo: int, hi: int) -> Iterator[dict]:
+    def read_range(self, output: dict, lo: int, hi: int, fields: Iterable[str] | None = None) -> Iterator[dict]:
         """The records ``lo`` to ``hi`` (excluded) of an output, decoded: what a map step's
-        chunk reads in the process that runs it (only the shards and pieces they lie in)."""
+        chunk reads in the process that runs it (only the shards and pieces they lie in).
+        ``fields``: the top-level fields the reader looks at; a view's columns under other
+        fields are left out (not even read)."""
         if is_view(output):
-            yield from (rec for _i, rec in self._view(output, decode=True, lo=lo, hi=hi))
+            yield from (rec for _i, rec in self._view(output, decode=True, lo=lo, hi=hi, fields=fields))
             return
         start = 0
         for shard in output["shards"]:
@@ -553,13 +555,16 @@ class Store:
         return hit
 
     def _view(self, output: dict, decode: bool, only: Any = None, lo: int = 0,
-              hi: int | None = None) -> Iterator[tuple[int, Any]]:
+              hi: int | None = None, fields: Iterable[str] | None = None) -> Iterator[tuple[int, Any]]:
         """A view's records put together, with their index: each selected base row with its
         column values set (with ``only``, just the records it marks; with ``lo``/``hi``, just
-        the records of that index range)."""
+        the records of that index range; with ``fields``, only the columns under them)."""
         import numpy as np
 
         view = output["view"]
+        wanted_fields = None if fields is None else set(fields)
+        columns = [(c["path"], c["pieces"]) for c in view["columns"]
+                   if wanted_fields is None or c["path"][0] in wanted_fields]
         selected = self.selection(output)
         start = index = 0
         for k, shard in enumerate(view["base"]["shards"]):
@@ -583,7 +588,7 @@ class Store:
             if not len(rows):
                 continue
             body = self._lines(shard["sha256"])
-            cols = [(c["path"], self.plain(c["pieces"][k]["sha256"]).splitlines()) for c in view["columns"]]
+            cols = [(path, self.plain(pieces[k]["sha256"]).splitlines()) for path, pieces in columns]
             if len(body) != n or any(len(values) != n for _p, values in cols):
                 raise CorruptObject(shard["sha256"], self.object_path(shard["sha256"] + ZST))
             for i, j in zip(firsts, rows, strict=True):
