@@ -495,3 +495,23 @@ def test_an_image_outside_its_folder_is_the_same_located_error_from_a_worker(tmp
         messages.append(str(got.value))
     assert messages[0] == messages[1]
     assert "data.json" in messages[0] and "../secret.png" in messages[0]
+
+
+def test_steps_of_plain_records_hold_the_cycle_collector_and_give_it_back(tmp_path, monkeypatch):
+    import gc
+
+    from vlitc.run import runners
+
+    seen: dict[str, set[bool]] = {}
+    for cls in (runners.SourceRunner, runners.TaskRunner, runners.MeasureRunner,
+                runners.FilterRunner, runners.BalanceRunner, runners.ExportRunner):
+        def run(self, step, ctx, _orig=cls.run):
+            seen.setdefault(step.kind, set()).add(gc.isenabled())
+            return _orig(self, step, ctx)
+
+        monkeypatch.setattr(cls, "run", run)
+    assert gc.isenabled()
+    _build_as(demo_copy(tmp_path), tmp_path, "one", workers=1)
+    assert gc.isenabled()  # given back after each step
+    assert seen["task"] == seen["measure"] == seen["filter"] == seen["balance"] == {False}
+    assert seen["source"] == seen["export"] == {True}  # (sources may catch an error per record)

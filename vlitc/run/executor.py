@@ -6,6 +6,7 @@ never draws anything itself; the CLI's progress display and the tests listen to 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from vlitc.errors import CacheError, UserError, VlitcError
-from vlitc.ops.base import OpContext, Pool, Task
-from vlitc.ops.model import FAILED
+from vlitc.ops.base import OpContext, Pool, Task, cycle_collector_off
+from vlitc.ops.model import FAILED, ModelOp
 from vlitc.plan import Plan, Step
 from vlitc.recipe import Recipe
 from vlitc.release import layout
@@ -295,7 +296,10 @@ class Executor:
         if self._llm is not None:  # collect the responses this step uses, even those used before
             saved_used, self._llm.used = self._llm.used, set()
         try:
-            entry = self.runners[step.kind].run(step, ctx)
+            runner = self.runners[step.kind]
+            with cycle_collector_off() if runner.acyclic and not isinstance(step.op, ModelOp) \
+                    else contextlib.nullcontext():
+                entry = runner.run(step, ctx)
         except CorruptObject as e:  # an input was damaged on disk: rebuild it, then run again
             if self._llm is not None:
                 self._llm.used = (saved_used or set()) | self._llm.used

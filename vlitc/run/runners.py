@@ -60,6 +60,9 @@ class Runner:
     """Runs the steps of one kind."""
 
     kind: ClassVar[str] = ""
+    #: whether the step's records are all the garbage it makes (plain, acyclic containers):
+    #: the build holds the cycle collector while it runs (not for an op that calls a model)
+    acyclic: ClassVar[bool] = False
 
     def __init__(self, ex: Executor):
         self.ex = ex
@@ -207,6 +210,7 @@ class TaskRunner(Runner):
     depend on that record alone (:meth:`vlitc.ops.base.Task.shardable`)."""
 
     kind = "task"
+    acyclic = True
 
     def run(self, step: Step, ctx: OpContext) -> dict:
         from vlitc.ops.model import ModelOp
@@ -228,6 +232,7 @@ class MergeRunner(Runner):
     decoding), and a single input's shards are the merge's own (nothing copied at all)."""
 
     kind = "merge"
+    acyclic = True
 
     def run(self, step: Step, ctx: OpContext) -> dict:
         outputs = [self.ex.output_of(step, d) for d in step.deps]
@@ -253,6 +258,7 @@ class BalanceRunner(Runner):
     chunk, then each output-order chunk of chosen samples as the output has them."""
 
     kind = "balance"
+    acyclic = True
 
     def run(self, step: Step, ctx: OpContext) -> dict:
         op = op_of(step, Balance)
@@ -332,6 +338,7 @@ class MeasureRunner(Runner):
     builds, and item-scope measures are map steps."""
 
     kind = "measure"
+    acyclic = True
 
     def run(self, step: Step, ctx: OpContext) -> dict:
         op = op_of(step, Filter)
@@ -409,6 +416,7 @@ class FilterRunner(Runner):
     samples and the dropped ones (with their ``meta.drop`` reasons as a column)."""
 
     kind = "filter"
+    acyclic = True
 
     def run(self, step: Step, ctx: OpContext) -> dict:
         op = op_of(step, Filter)

@@ -232,7 +232,8 @@ def run_chunk(job: Job, chunk: tuple[int, int]) -> ChunkResult:
     store)."""
     op, store = _prepared(job)
     if job.llm is None:
-        return _run_chunk(job, op, store, chunk, None)
+        with cycle_collector_off():  # a chunk's records are acyclic: no collection walks them
+            return _run_chunk(job, op, store, chunk, None)
     from vlitc.llm import fanout
 
     session = job.llm.open()
@@ -316,11 +317,12 @@ def finish_chunk(job: Job, chunk: tuple[int, int, Any, Any, list[str], str]) -> 
     lo, hi, position, codes, tags, directory = chunk
     finish = cast(Balance, op).finish
     lines, where = [], []
-    for rec, pos, code in zip(read_chunk(store, job, lo, hi), position.tolist(), codes.tolist(),
-                              strict=True):
-        if pos >= 0:
-            lines.append(orjson.dumps(finish(rec, tags[code])) + b"\n")
-            where.append(pos)
+    with cycle_collector_off():
+        for rec, pos, code in zip(read_chunk(store, job, lo, hi), position.tolist(), codes.tolist(),
+                                  strict=True):
+            if pos >= 0:
+                lines.append(orjson.dumps(finish(rec, tags[code])) + b"\n")
+                where.append(pos)
     lengths = stage(directory, f"{lo}", lines)
     return ChunkResult(count=len(lines), features={"position": np.asarray(where, dtype=np.int64),
                                                    "length": lengths})
