@@ -503,13 +503,12 @@ class ExportRunner(FilesRunner):
 
     def parts(self, step: Step, ctx: OpContext, source: dict) -> Iterator[Any]:
         """The export's samples prepared in chunks on the build's engine, in order."""
-        job = self.ex.job(step, ctx, "export")
-        size = self.ex.chunk_size(source)
-        chunks = self.ex.store.read_chunks(source, size)
-        for done, res in enumerate(self.ex.engine.map(export_chunk, job, (data for data, _n in chunks)), 1):
+        job = self.ex.job(step, ctx, "export", sources=[source])
+        chunks = self.ex.chunks(source)
+        for (_lo, hi), res in zip(chunks, self.ex.engine.map(export_chunk, job, chunks), strict=True):
             raise_chunk_error(res)
             merge_chunk(ctx, res)
-            ctx.emit({"event": "progress", "step": step.id, "done": done * size, "total": source["count"]})
+            ctx.emit({"event": "progress", "step": step.id, "done": hi, "total": source["count"]})
             yield res.part
 
 

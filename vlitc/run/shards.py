@@ -277,9 +277,10 @@ def _run_chunk(job: Job, op: Any, store: Any, chunk: tuple[int, int], client: An
     return ChunkResult(data, n, ctx.counters, ctx.notes, ctx.warnings)
 
 
-def export_chunk(job: Job, lines: bytes) -> ChunkResult:
-    """An export's samples of one chunk selected, validated and encoded as its files hold them
-    (:meth:`vlitc.ops.exporters.common.FileExporter.prepare`); the build writes them in order."""
+def export_chunk(job: Job, chunk: tuple[int, int]) -> ChunkResult:
+    """An export's samples ``lo`` to ``hi``, read from the cache by the process that runs the
+    chunk, selected, validated and encoded as its files hold them (:meth:`vlitc.ops.exporters.
+    common.FileExporter.prepare`); the build writes them in order."""
     from vlitc.ops.exporters.common import FileExporter
 
     op, store = _prepared(job)
@@ -287,7 +288,7 @@ def export_chunk(job: Job, lines: bytes) -> ChunkResult:
     ctx = job_context(job, store)
     try:
         with exporter.encoding(ctx), cycle_collector_off():
-            part = exporter.prepare((orjson.loads(line) for line in lines.splitlines()), ctx)
+            part = exporter.prepare(read_chunk(store, job, *chunk), ctx)
     except VlitcError as e:
         return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
                            error=(e.exit_code, str(e)), error_kind=type(e).__name__)
