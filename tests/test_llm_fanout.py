@@ -40,6 +40,27 @@ def _recipe(tmp_path: Path, base_url: str, budget: float | None = None, **genera
     return recipe
 
 
+def _at_one_and_two_workers(recipe: Path, srv: FakeServer, tmp_path: Path) -> tuple[dict, dict]:
+    """Build ``recipe`` at 1 and 2 workers (``out1``/``cache1``, ``out2``/``cache2``): the
+    requests each build sent (body hashes, sorted) and its result, by worker count."""
+    sent, results = {}, {}
+    for workers in (1, 2):
+        before = len(srv.log)
+        results[workers] = build(recipe, out_dir=tmp_path / f"out{workers}",
+                                 cache_dir=tmp_path / f"cache{workers}", workers=workers)
+        sent[workers] = sorted(r["body_sha256"] for r in srv.log[before:])
+    return sent, results
+
+
+def _with(recipe: Path, **changes) -> Path:
+    """``recipe`` with top-level sections changed by ``changes`` (functions of the old value)."""
+    data = yaml.safe_load(recipe.read_text())
+    for key, change in changes.items():
+        data[key] = change(data.get(key))
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    return recipe
+
+
 def test_governor_budget_reserves_what_is_in_flight_and_stops_at_the_limit():
     g = Governor({"max_usd": 1.0})
     assert g.admit("openai:m", None, None, 0.4, 10) == (None, 0.0)
@@ -96,12 +117,7 @@ def test_generate_at_one_and_two_workers_sends_the_same_requests_and_gives_the_s
     monkeypatch.setenv("VLITC_TEST_KEY", "k")
     srv = FakeServer().start_in_thread()
     recipe = _recipe(tmp_path, srv.base_url)
-    sent, results = {}, {}
-    for workers in (1, 2):
-        before = len(srv.log)
-        results[workers] = build(recipe, out_dir=tmp_path / f"out{workers}",
-                                 cache_dir=tmp_path / f"cache{workers}", workers=workers)
-        sent[workers] = sorted(r["body_sha256"] for r in srv.log[before:])
+    sent, results = _at_one_and_two_workers(recipe, srv, tmp_path)
     assert sent[1] == sent[2] and len(sent[2]) == len(set(sent[2])) == 36  # each sent once
     one, two = (results[w].manifest for w in (1, 2))
     assert [(s["id"], s["key"]) for s in one["steps"]] == [(s["id"], s["key"]) for s in two["steps"]]
@@ -121,18 +137,10 @@ def test_model_filters_fan_out_sending_each_vote_once_with_the_same_bytes(tmp_pa
     the same requests, each once, the same stats, usage and release as one process."""
     monkeypatch.setenv("VLITC_TEST_KEY", "k")
     srv = FakeServer().start_in_thread()
-    recipe = _recipe(tmp_path, srv.base_url)
-    data = yaml.safe_load(recipe.read_text())
-    data["filters"] = [*data.get("filters", []),
-                       {"type": "judge", "generator": "llm", "votes": 2, "tie": "keep"},
-                       {"type": "complexity", "generator": "llm"}]
-    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
-    sent, results = {}, {}
-    for workers in (1, 2):
-        before = len(srv.log)
-        results[workers] = build(recipe, out_dir=tmp_path / f"out{workers}",
-                                 cache_dir=tmp_path / f"cache{workers}", workers=workers)
-        sent[workers] = sorted(r["body_sha256"] for r in srv.log[before:])
+    recipe = _with(_recipe(tmp_path, srv.base_url), filters=lambda old: [
+        *(old or []), {"type": "judge", "generator": "llm", "votes": 2, "tie": "keep"},
+        {"type": "complexity", "generator": "llm"}])
+    sent, results = _at_one_and_two_workers(recipe, srv, tmp_path)
     assert sent[1] == sent[2] and len(sent[2]) == len(set(sent[2]))
     one, two = (results[w].manifest for w in (1, 2))
     assert [(s["id"], s["key"], s["counters"]) for s in one["steps"]] == \
@@ -156,16 +164,9 @@ def test_rewrite_fans_out_over_the_samples_of_its_tasks(tmp_path, monkeypatch):
     requests, each once, and the same bytes as one process."""
     monkeypatch.setenv("VLITC_TEST_KEY", "k")
     srv = FakeServer().start_in_thread()
-    recipe = _recipe(tmp_path, srv.base_url)
-    data = yaml.safe_load(recipe.read_text())
-    data["tasks"]["tight"] = {"kind": "rewrite", "task": ["conversation", "detail"], "generator": "llm"}
-    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
-    sent, results = {}, {}
-    for workers in (1, 2):
-        before = len(srv.log)
-        results[workers] = build(recipe, out_dir=tmp_path / f"out{workers}",
-                                 cache_dir=tmp_path / f"cache{workers}", workers=workers)
-        sent[workers] = sorted(r["body_sha256"] for r in srv.log[before:])
+    recipe = _with(_recipe(tmp_path, srv.base_url), tasks=lambda old: {
+        **old, "tight": {"kind": "rewrite", "task": ["conversation", "detail"], "generator": "llm"}})
+    sent, results = _at_one_and_two_workers(recipe, srv, tmp_path)
     assert sent[1] == sent[2] and len(sent[2]) == len(set(sent[2])) == 36 + 24  # 24 rewrites
     one, two = (results[w].manifest for w in (1, 2))
     assert [(s["id"], s["key"], s["counters"]) for s in one["steps"]] == \
