@@ -21,6 +21,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -96,6 +97,10 @@ class Engine:
 
     def map(self, fn: Callable[[Any, Any], Any], job: Any, chunks: Iterable[Any]) -> Iterator[Any]:
         raise NotImplementedError
+
+    def warm(self) -> None:
+        """Start the workers in the background, as a build begins to run its steps: a map step
+        then finds them ready (a no-op for engines that start fast)."""
 
     def close(self) -> None:
         """Let go of the workers (the engine starts them again if it is used again)."""
@@ -178,7 +183,12 @@ class LocalEngine(Engine):
 
 class RayEngine(Engine):
     """Ray tasks on a Ray cluster: the job goes into the object store once per step, each chunk
-    is one task, and at most twice the cluster's CPUs are in flight."""
+    is one task, and at most twice the cluster's CPUs are in flight.
+
+    Starting a local Ray takes seconds, so :meth:`warm` starts it on a thread of its own while
+    the build's first steps run; that thread lives until :meth:`close`, as the processes Ray
+    starts end with the thread that started them (they are bound to it by Linux's
+    parent-death signal)."""
 
     name = "ray"
 
@@ -187,37 +197,86 @@ class RayEngine(Engine):
         self._ray: Any = None
         self._started = False
         self._remote: dict[Any, Any] = {}
+        self._starter: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._release = threading.Event()
+        self._failure: BaseException | None = None
 
     def ray(self) -> Any:
         """The ``ray`` module, connected to the cluster (for the actors a build shares)."""
         return self._init()
 
+    def warm(self) -> None:
+        if self._ray is not None or self._starter is not None:
+            return
+        self._ready.clear()
+        self._release.clear()
+        self._failure = None
+        self._starter = threading.Thread(target=self._start_and_hold, name="vlitc-ray-start", daemon=True)
+        self._starter.start()
+
+    def _start_and_hold(self) -> None:
+        import logging
+
+        # Ray sets its SIGTERM handler only from the main thread, and says so; the build's own
+        # handling of signals stays as it is
+        quiet = logging.getLogger("ray._private.worker")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            self._connect()
+        except BaseException as e:  # handed to the first step that needs the cluster
+            self._failure = e
+        finally:
+            quiet.setLevel(level)
+            self._ready.set()
+        self._release.wait()
+
     def _init(self) -> Any:
         if self._ray is not None:
             return self._ray
+        if self._starter is not None:
+            self._ready.wait()
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                self._stop_starter()
+                raise failure
+            return self._ray
+        self._connect()
+        return self._ray
+
+    def _connect(self) -> None:
         try:
             import ray
         except ImportError:
             raise ConfigurationError("the ray engine needs Ray: pip install 'vlitc[ray]'") from None
+        started = False
         if not ray.is_initialized():
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "configure_logging": False}
             address = self.execution.address
             kw["address"] = address or "local"  # never joins a cluster nobody named
-            if not address and self.execution.workers != "auto":
-                kw["num_cpus"] = self.execution.n_workers()
-            # workers import vlitc from where this process does
-            path = os.pathsep.join(p for p in sys.path if p)
-            kw["runtime_env"] = {"env_vars": {"PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}}
+            # workers import vlitc from where this process does, and see its hub setting: a
+            # cluster's workers through a runtime environment; a local Ray's inherit the
+            # environment of the processes ray.init starts (a runtime environment would cost
+            # each new worker seconds)
+            path = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+            if address:
+                hub = {k: os.environ[k] for k in ("HF_HUB_OFFLINE",) if k in os.environ}
+                kw["runtime_env"] = {"env_vars": {**path, **hub}}
+            else:
+                if self.execution.workers != "auto":
+                    kw["num_cpus"] = self.execution.n_workers()
+                kw["_node_ip_address"] = "127.0.0.1"
             try:
-                ray.init(**kw)
+                with _environ({} if address else path):
+                    ray.init(**kw)
             except ConnectionError as e:
                 raise ConfigurationError(f"cannot reach the Ray cluster at {address}: {e}") from None
-            self._started = True
-        self._ray = ray
+            started = True
         if self.execution.workers == "auto":
             self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        return ray
+        self._ray, self._started = ray, started
 
     def map(self, fn: Callable[[Any, Any], Any], job: Any, chunks: Iterable[Any]) -> Iterator[Any]:
         ray = self._init()
@@ -228,9 +287,38 @@ class RayEngine(Engine):
         return _ordered(lambda c: remote.remote(job_ref, c), ray.get, chunks, 2 * self.workers)
 
     def close(self) -> None:
+        if self._starter is not None:
+            self._ready.wait()  # a build that failed while Ray was starting still stops it
         if self._ray is not None and self._started:
             self._ray.shutdown()
+        self._stop_starter()
         self._ray, self._started, self._remote = None, False, {}
+
+    def _stop_starter(self) -> None:
+        if self._starter is not None:
+            self._release.set()
+            self._starter.join()
+            self._starter = None
+
+
+class _environ:
+    """Variables set in ``os.environ`` for the time of a block (values it had are put back)."""
+
+    def __init__(self, values: dict[str, str]):
+        self.values = values
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        for k, v in self.values.items():
+            self.saved[k] = os.environ.get(k)
+            os.environ[k] = v
+
+    def __exit__(self, *exc: object) -> None:
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def make_engine(execution: Execution) -> Engine:

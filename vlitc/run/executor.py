@@ -288,6 +288,7 @@ class Executor:
             self.store.put_state(self.recipe.name, step.id, comp)
             return
         why = st.reasons
+        self.engine.warm()  # a step runs: the workers start while it does
         self._emit({"event": "step_start", "step": step.id, "reasons": why,
                     "index": self.plan.order.index(step.id) + 1, "of": len(self.plan.order)})
         t0 = time.perf_counter()
