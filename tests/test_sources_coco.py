@@ -190,3 +190,104 @@ def test_an_annotation_file_reads_the_same_whether_or_not_it_names_a_dropped_key
     except json.JSONDecodeError as e:
         expected = (f"malformed JSON: {e.msg}", e.lineno, e.colno)
     assert (got.value.message, got.value.location.line, got.value.location.column) == expected
+
+
+def _coco_doc(n_images: int = 40) -> dict:
+    """A captions-and-instances file whose captions hold what a block cut could trip on."""
+    tricky = ['a "quoted" }, {"image_id": 3} cat', "caf\u00e9 }]} \U0001f600", "back\\slash }",
+              "}, {", "plain words here"]
+    images = [{"id": i, "file_name": f"{i:06d}.jpg", "width": 640, "height": 480 + i % 3,
+               "license": 1} for i in range(1, n_images + 1)]
+    anns = [{"id": k, "image_id": 1 + (k * 7) % (n_images + 3), "caption": tricky[k % len(tricky)],
+             "bbox": [1, 2, 3, 4], "category_id": 1} for k in range(1, 6 * n_images)]
+    anns.append({"id": 9999, "image_id": 2, "caption": 17})  # not text: kept out of captions
+    return {"info": {"year": 2014, "note": "}, {"}, "images": images, "annotations": anns,
+            "categories": [{"id": 1, "name": "cat"}, "not a category"], "type": "captions"}
+
+
+def _parsed(path: Path, captions: bool) -> tuple:
+    from vlitc.ops.sources._common import Issues
+    from vlitc.ops.sources.coco import CocoFile
+
+    ctx = make_ctx(path.parent)
+    issues = Issues(ctx)
+    f = CocoFile(path, issues, captions=captions)
+    return (f.images, f.by_image, f.categories, ctx.counters, issues.examples)
+
+
+@pytest.mark.parametrize("layout", ["compact", "indented", "segmentation", "images_last", "repeated"])
+def test_a_coco_file_read_in_blocks_gives_what_reading_it_whole_gives(layout, tmp_path, monkeypatch):
+    """The file is read in small blocks (cuts land inside captions, nested values and the
+    image list's end); a layout the blocks do not follow is read whole, for the same result."""
+    from vlitc.ops.sources import _common
+    from vlitc.ops.sources.coco import CocoFile
+
+    doc = _coco_doc()
+    if layout == "segmentation":
+        for a in doc["annotations"][::3]:
+            a["segmentation"] = [[1.5, 2, 3, 4]]
+        doc["info"]["segmentation"] = "dropped too"
+    if layout == "images_last":
+        doc = {"annotations": doc["annotations"], "images": doc["images"],
+               "categories": doc["categories"]}
+    path = tmp_path / "c.json"
+    text = json.dumps(doc, indent=2 if layout == "indented" else None, ensure_ascii=False)
+    if layout == "repeated":
+        text = text[:-1] + ', "categories": []}'  # the last one counts (categories: none)
+    path.write_text(text, encoding="utf-8")
+    whole_calls = []
+    real_whole = CocoFile._whole
+
+    def whole(self, p):
+        whole_calls.append(p)
+        return real_whole(self, p)
+
+    monkeypatch.setattr(CocoFile, "_whole", whole)
+    monkeypatch.setattr(_common._MemberReader, "BLOCK", 256)
+    for captions in (True, False):
+        whole_calls.clear()
+        got = _parsed(path, captions)
+        assert whole_calls == ([path] if layout in ("images_last", "repeated") else [])
+        assert got == real_whole_parsed(path, captions, monkeypatch, real_whole)
+    images, by_image, cats, counters, _ = _parsed(path, True)
+    assert len(images) == 40 and cats == ({} if layout == "repeated" else {1: "cat"})
+    assert by_image[2][-1] == 17 and "}, {" in by_image[2]
+    assert counters["annotation_unknown_image"] == sum(1 for a in doc["annotations"]
+                                                      if a["image_id"] > 40)
+
+
+def real_whole_parsed(path: Path, captions: bool, monkeypatch, real_whole) -> tuple:
+    from vlitc.ops.sources.coco import CocoFile
+
+    with monkeypatch.context() as m:
+        m.setattr(CocoFile, "_blocks", lambda self, p: real_whole(self, p))
+        return _parsed(path, captions)
+
+
+@pytest.mark.parametrize("text", [
+    '{"images": [{"id": 1}], "annotations": [{"id": 1, "image_id": 1, "caption": "x"},]}',
+    '{"images": [{"id": 1}], "annotations": [{"id": 1, "image_id": 1, "caption": "x"}]} extra',
+    '{"images": [{"id": 1}], "annotations": [{"id": 1, "image_id": 1, "caption": "\\ud800"}]}',
+    '{"images": [{"id": 1}], "annotations": [{"id": 1, "image_id": 1, "caption": NaN}]}',
+    '{"images": [{"id": 1}], "annotations": [{"id": 1, "image_id": 1, "caption": "x"}]',
+])
+def test_a_malformed_coco_file_read_in_blocks_is_the_located_error_of_reading_it_whole(text, tmp_path,
+                                                                                    monkeypatch):
+    from vlitc.ops.sources import _common
+
+    path = tmp_path / "captions.json"
+    path.write_text(text)
+    with pytest.raises(InputError) as whole:
+        _common.read_json(path, drop=("segmentation",))
+    monkeypatch.setattr(_common._MemberReader, "BLOCK", 16)
+    with pytest.raises(InputError) as got:
+        load("coco", {"captions": "captions.json"}, make_ctx(tmp_path))
+    assert (got.value.message, got.value.location) == (whole.value.message, whole.value.location)
+
+
+def test_an_annotation_of_the_wrong_shape_read_in_blocks_is_the_error_of_reading_it_whole(tmp_path):
+    write_json(tmp_path / "captions.json", {"images": [{"id": 1, "file_name": "1.jpg"}],
+                                            "annotations": [{"image_id": 1, "caption": "x"}, "oops"]})
+    with pytest.raises(InputError, match="published shape .AttributeError") as e:
+        load("coco", {"captions": "captions.json"}, make_ctx(tmp_path))
+    assert e.value.location.file == str(tmp_path / "captions.json")

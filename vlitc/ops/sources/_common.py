@@ -117,37 +117,37 @@ def read_json(path: Path, drop: tuple[str, ...] = ()) -> Any:
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror}", Location(str(path))) from None
     try:
-        if drop and not any(b'"%s"' % k.encode() in data for k in drop):
-            # nothing to drop (a COCO captions file): orjson reads it; what orjson refuses is
-            # read below, as before, for the same value or the same located error
-            import orjson
-
-            try:
-                return orjson.loads(data)
-            except orjson.JSONDecodeError:
-                pass
-        if drop:
-            keys = drop
-
-            def hook(d: dict) -> dict:
-                for k in keys:
-                    if k in d:
-                        del d[k]
-                return d
-
-            if _SURROGATE_ESCAPE.search(data):  # the json module keeps lone surrogates: refuse
-                import orjson
-
-                orjson.loads(data)
-            return json.loads(data, object_hook=hook, parse_constant=_not_json,
-                              parse_float=_finite)
-        import orjson
-
-        return orjson.loads(data)
+        return _loads(data, drop, bool(drop) and any(b'"%s"' % k.encode() in data for k in drop))
     except json.JSONDecodeError as e:  # orjson.JSONDecodeError is a subclass
         raise _decode_error(path, e) from None
     except UnicodeDecodeError as e:
         raise InputError(f"not UTF-8 text: {e.reason} at byte {e.start}", Location(str(path))) from None
+
+
+def _loads(data: bytes, drop: tuple[str, ...], named: bool) -> Any:
+    """:func:`read_json`'s parse of ``data`` (``named``: the file names a ``drop`` key)."""
+    import orjson
+
+    if drop and not named:
+        # nothing to drop (a COCO captions file): orjson reads it; what orjson refuses is
+        # read below, as before, for the same value or the same located error
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    if drop:
+        keys = drop
+
+        def hook(d: dict) -> dict:
+            for k in keys:
+                if k in d:
+                    del d[k]
+            return d
+
+        if _SURROGATE_ESCAPE.search(data):  # the json module keeps lone surrogates: refuse
+            orjson.loads(data)
+        return json.loads(data, object_hook=hook, parse_constant=_not_json, parse_float=_finite)
+    return orjson.loads(data)
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -394,6 +394,190 @@ def iter_json_array(path: Path, raw: bool = False) -> Iterator[Any]:
     except (ValueError, UnicodeDecodeError, OSError):
         read_json(path)  # raises the located error the whole file gives
         raise InputError("malformed JSON", Location(str(path))) from None
+
+
+class Irregular(Exception):
+    """A JSON file that :func:`iter_members` does not read in blocks (not an object, a repeated
+    member, an array it cannot cut, anything malformed): its reader reads it whole instead."""
+
+
+_KEY = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"')
+#: bytes of one block of a streamed array; an element longer than MAX_WINDOW is read whole
+MEMBER_BLOCK = 1 << 22
+MAX_WINDOW = 1 << 26
+#: cuts tried in one window before it grows (a cut inside a string fails to parse)
+CUT_TRIES = 8
+
+
+def names_key(path: Path, keys: tuple[str, ...]) -> bool:
+    """Whether the file holds one of ``keys`` as a JSON string (searched in place, not read)."""
+    import mmap
+
+    with open(path, "rb") as f:
+        try:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file
+            return False
+        try:
+            return any(mm.find(b'"%s"' % k.encode()) >= 0 for k in keys)
+        finally:
+            mm.close()
+
+
+class _MemberReader(_ArrayReader):
+    """The members of a top-level JSON object, arrays named by the caller in blocks of elements."""
+
+    BLOCK = MEMBER_BLOCK
+
+    def __init__(self, f: Any, drop: tuple[str, ...], named: bool):
+        super().__init__(f)
+        self.drop, self.named = drop, named
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            return _loads(data, self.drop, self.named)
+        except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+            raise Irregular from None
+
+    def closed(self, close: bytes) -> bool:
+        """After a member or an element: whether ``close`` ends its container (else a comma)."""
+        nxt = self.next_byte()
+        self.pos += 1
+        if nxt != close and nxt != b",":
+            raise Irregular
+        return nxt == close
+
+    def expect(self, byte: bytes) -> None:
+        if self.next_byte() != byte:
+            raise Irregular
+        self.pos += 1
+
+    def key(self) -> str:
+        self.next_byte()
+        while True:
+            m = _KEY.match(self.buf, self.pos)
+            if m is not None and m.end() < len(self.buf):
+                break
+            if len(self.buf) - self.pos > self.LINE or not self.more():
+                raise Irregular
+        self.pos = m.end()
+        key = self.loads(m.group())
+        self.expect(b":")
+        return cast(str, key)
+
+    def value(self) -> Any:
+        """One whole value at ``pos`` (found as :class:`_ArrayReader` finds an element)."""
+        self.next_byte()
+        try:
+            self._found()
+        except (ValueError, UnicodeDecodeError):
+            raise Irregular from None
+        return self.loads(self.raw)
+
+    def elements(self) -> Iterator[list]:
+        """The elements of the array at ``pos``, a block's worth at a time: the block is cut
+        after a ``}`` followed by ``,`` or ``]`` and parsed as an array; a cut inside a string
+        or a nested value does not parse (the text before it leaves a string or a bracket
+        open), so a parsed block always ends on an element of this array."""
+        self.expect(b"[")
+        if self.next_byte() == b"]":
+            self.pos += 1
+            yield []
+            return
+        while True:
+            size = self.BLOCK
+            while True:
+                while len(self.buf) - self.pos < size and self.more():
+                    pass
+                got = self._cut(size)
+                if got is not None:
+                    break
+                if size >= MAX_WINDOW or (self.eof and self.pos + size >= len(self.buf)):
+                    raise Irregular
+                size *= 2
+            values, end = got
+            yield values
+            self.pos = end
+            if self.closed(b"]"):
+                return
+
+    def _cut(self, size: int) -> tuple[list, int] | None:
+        """The elements of the next block and where it ends, or ``None`` when no cut in the
+        window parses. A cut that does not parse tells where its text went wrong: cuts before
+        that are tried next, and a block that closed the array there (text after the array's
+        ``]``) is the array's last."""
+        import orjson
+
+        buf, lo = self.buf, self.pos
+        hi = min(len(buf), lo + size)
+        for _ in range(CUT_TRIES):
+            cut = buf.rfind(b"}", lo, hi)
+            if cut < 0:
+                return None
+            text = b"[" + buf[lo:cut + 1] + b"]"
+            try:
+                values, end = orjson.loads(text), cut + 1
+            except orjson.JSONDecodeError as e:
+                at = _byte_pos(text, e.pos)
+                if at is None:
+                    return None
+                try:  # the array ended before the cut: the text up to there is all of it
+                    values, end = orjson.loads(text[:at]), lo + at - 2
+                except orjson.JSONDecodeError:
+                    hi = min(cut, lo + at - 1)
+                    continue
+                if text[at - 1:at] != b"]":
+                    return None
+            if not isinstance(values, list) or not values:  # a block holds an element at least
+                return None
+            if self.named:  # the values as read_json gives them (the dropped keys left out)
+                values = self.loads(b"[" + buf[lo:end] + b"]")
+            return values, end
+        return None
+
+
+def _byte_pos(text: bytes, pos: int) -> int | None:
+    """The byte offset of character ``pos`` of UTF-8 ``text`` (``None``: not UTF-8)."""
+    if text.isascii():
+        return pos
+    try:
+        return len(text.decode("utf-8")[:pos].encode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+
+
+def iter_members(path: Path, arrays: tuple[str, ...], drop: tuple[str, ...] = ()) -> Iterator[tuple[str, Any, bool]]:
+    """The members of the JSON object in ``path`` in file order, as ``(key, value, False)``; a
+    member named in ``arrays`` whose value is an array comes as ``(key, elements, True)`` for
+    each block of its elements, so the file is never in memory whole. Values are those
+    :func:`read_json` gives (``drop`` too). Raises :class:`Irregular` (maybe after some members)
+    for anything it does not read so: the caller then reads the file with :func:`read_json`,
+    which gives the same values or the located error."""
+    seen: set[str] = set()
+    try:
+        named = bool(drop) and names_key(path, drop)
+        with open(path, "rb") as f:
+            r = _MemberReader(f, drop, named)
+            r.expect(b"{")
+            if r.next_byte() == b"}":
+                r.pos += 1
+            else:
+                while True:
+                    key = r.key()
+                    if key in seen:  # the last one counts: read whole
+                        raise Irregular
+                    seen.add(key)
+                    if key in arrays and r.next_byte() == b"[":
+                        for values in r.elements():
+                            yield key, values, True
+                    else:
+                        yield key, r.value(), False
+                    if r.closed(b"}"):
+                        break
+            if r.next_byte() != b"":
+                raise Irregular
+    except OSError:
+        raise Irregular from None
 
 
 def _first_line_is_object(path: Path) -> bool:

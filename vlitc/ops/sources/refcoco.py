@@ -78,8 +78,7 @@ class RefCocoSource(AnnotationSource):
             if im is None:
                 issues.add("ref_unknown_image", {"ref_id": rs[0].get("ref_id"), "image_id": iid})
                 continue
-            out.append(Entry(str(iid), im.get("file_name"), im.get("width"), im.get("height"),
-                             (iid, rs), rs[0].get("split")))
+            out.append(Entry(str(iid), im[0], im[1], im[2], (iid, rs), rs[0].get("split")))
         return out
 
     def layers(self, data: Any, width: Any, height: Any, issues: Issues) -> dict:
