@@ -63,6 +63,37 @@ def test_containment_checks():
     assert Containment("/tmp").check("../etc/passwd")[0] is not None
 
 
+def test_the_fast_answers_are_the_full_ones():
+    """relative_problem's plain-path shortcut and Containment.problem's listing answer as the
+    full checks do, links in and out of the folder included."""
+    from pathlib import PurePosixPath
+
+    for path in ("a", "a/b.png", ".hidden", "..x", "x..", "a./b", "a/.", "./a", "a//b", "a/", ".",
+                 "..", "~x", "x~", "a/~b", "a\\b", "a\x00b", "/a", "a/../b", "\u00e9.jpg", "a b.jpg"):
+        p = PurePosixPath(path)
+        full = (None if "\x00" not in path and "\\" not in path and not p.is_absolute()
+                and not path.startswith("~") and ".." not in p.parts and p.parts else "problem")
+        assert (relative_problem(path) is None) == (full is None), path
+
+
+def test_containment_answers_from_the_listing_as_from_lstat(tmp_path):
+    root, out = tmp_path / "img", tmp_path / "out"
+    (root / "sub").mkdir(parents=True)
+    out.mkdir()
+    make_image(root / "a.png")
+    make_image(out / "b.png")
+    (root / "in.png").symlink_to(root / "a.png")
+    (root / "out.png").symlink_to(out / "b.png")
+    (root / "broken.png").symlink_to(root / "gone.png")
+    (root / "dir").symlink_to(out)
+    c = Containment(root)
+    names = ["a.png", "in.png", "out.png", "broken.png", "missing.png", "sub", "dir", "dir/b.png",
+             "sub/x.png", "../out/b.png", "/etc/passwd", ""]
+    assert [c.problem(n) for n in names] == [Containment(root).check(n)[0] for n in names]
+    assert c.problem("out.png") and c.problem("dir/b.png") and c.problem("a.png") is None
+    assert c.listing()["in.png"] is True and c.listing()["a.png"] is False
+
+
 RECIPE = """\
 vlitc: 1
 name: t

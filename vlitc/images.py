@@ -138,28 +138,25 @@ class ImageChecker:
         """Check every relative path; returns one :class:`ImageInfo` per distinct path."""
         paths = list(dict.fromkeys(paths))
         out: dict[str, ImageInfo] = {}
-        stats: dict[str, os.stat_result | None] = {}
         if self.contain is not None:
             for p in paths:
-                why, st = self.contain.check(p)
+                why = self.contain.problem(p)
                 if why is not None:
                     out[p] = ImageInfo(p, error=f"outside: {why}")
-                else:
-                    stats[p] = st
-            paths = [p for p in paths if p not in out]
+            if out:
+                paths = [p for p in paths if p not in out]
         if not (self.read_size or self.hash):
-            listing = _listing(self.root)
+            listing = self.contain.listing() if self.contain is not None else _listing(self.root)
             for p in paths:
                 present = p in listing if "/" not in p else (self.root / p).is_file()
                 out[p] = ImageInfo(p) if present else ImageInfo(p, error="missing")
             return out
         table = self._load_table()
         todo: list[tuple[str, tuple[int, int]]] = []
+        root = os.fspath(self.root)
         for p in paths:
             try:
-                st = stats[p] if p in stats else os.stat(self.root / p)
-                if st is None:
-                    raise FileNotFoundError(p)
+                st = os.stat(os.path.join(root, p))
             except OSError:
                 out[p] = ImageInfo(p, error="missing")
                 continue

@@ -6,8 +6,8 @@ Recipes, dataset files and caches come from anyone, so a path they name is untru
 folder that points elsewhere must not make vlitc read or write outside the folder it belongs to.
 :func:`relative_problem` says why a path written in a file cannot name a place inside a folder
 (lexically); :class:`Containment` resolves paths under one root, symlinks included, remembering
-each folder it resolved so that a million images cost a million ``lstat`` calls and a handful of
-``realpath`` calls.
+each folder it resolved and the root's listing (which names are symlinks), so that a million
+images in one folder cost one listing and a ``realpath`` per symlink.
 """
 
 from __future__ import annotations
@@ -43,9 +43,19 @@ def check_writable(folder: Path, what: str) -> None:
                          hint=f"choose a {what} you can write to") from None
 
 
+def plain_relative(part: object) -> bool:
+    """A relative POSIX path that :class:`PurePosixPath` keeps as written: no empty, ``.`` or
+    ``..`` segment, no leading or trailing slash."""
+    return (type(part) is str and part != "" and part[0] != "/" and part[-1] not in "/."
+            and "//" not in part and "./" not in part)
+
+
 def relative_problem(path: object) -> str | None:
     """Why ``path`` cannot name a place inside a folder, or ``None`` when it can: it must be
     non-empty text, relative, without ``..`` segments, NUL characters or backslashes."""
+    if isinstance(path, str) and plain_relative(path) and "\\" not in path and "\x00" not in path \
+            and path[0] != "~":
+        return None  # the usual case, without a path object
     if not isinstance(path, str) or not path:
         return "is empty or not text"
     if "\x00" in path:
@@ -74,6 +84,29 @@ class Containment:
         self.root = Path(root)
         self.real_root = os.path.realpath(self.root)
         self._dirs: dict[str, bool] = {}
+        self._listed: dict[str, bool] | None = None
+
+    def listing(self) -> dict[str, bool]:
+        """The names in the root folder, each with whether it is a symlink (one listing,
+        read at the first call; empty when the folder cannot be listed)."""
+        if self._listed is None:
+            listed: dict[str, bool] = {}
+            try:
+                with os.scandir(self.root) as it:
+                    for e in it:
+                        listed[e.name] = e.is_symlink()
+            except OSError:
+                listed = {}
+            self._listed = listed
+        return self._listed
+
+    def problem(self, rel: str) -> str | None:
+        """The problem :meth:`check` finds for ``rel``, without its ``stat``: a name that the
+        root's listing holds as no symlink stays inside without a call."""
+        if type(rel) is str and "/" not in rel and self.listing().get(rel) is False \
+                and relative_problem(rel) is None:
+            return None
+        return self.check(rel)[0]
 
     def _dir_inside(self, rel_dir: str) -> bool:
         hit = self._dirs.get(rel_dir)

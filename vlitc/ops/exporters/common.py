@@ -22,7 +22,7 @@ from vlitc.ops.exporters.validate import (
     TokenCounter,
     tokenizer_files,
 )
-from vlitc.paths import relative_problem
+from vlitc.paths import plain_relative, relative_problem
 from vlitc.records import Sample, images_of
 
 COMMON_PROPERTIES: dict[str, dict] = {
@@ -45,13 +45,6 @@ def exporter_schema(**extra: dict) -> dict:
     """The strict params schema of a file exporter: the common params plus ``extra``."""
     return {"type": "object", "properties": {**COMMON_PROPERTIES, **extra},
             "required": ["path"], "additionalProperties": False}
-
-
-def _plain(part: object) -> bool:
-    """A relative POSIX path that :class:`PurePosixPath` keeps as written: no empty, ``.`` or
-    ``..`` segment, no leading or trailing slash."""
-    return (type(part) is str and part != "" and part[0] != "/" and part[-1] not in "/."
-            and "//" not in part and "./" not in part)
 
 
 #: source name -> the folder prefix its images get in a release (set for the length of an export)
@@ -96,14 +89,14 @@ def image_ref(image: dict) -> str:
     :func:`image_prefixes`); ``<source>/<path>`` outside an export. A path that would lead out
     of the image folder (absolute, ``..``) is named by :func:`_outside_name` instead."""
     root, path = image["root"], image["path"]
-    if not _plain(path) and relative_problem(str(PurePosixPath(path))) is not None:
+    if not plain_relative(path) and relative_problem(str(PurePosixPath(path))) is not None:
         path = _outside_name(path)
     prefixes = _PREFIXES.get()
     if prefixes is not None and root in prefixes:
         root = prefixes[root]
         if not root:
-            return path if _plain(path) else str(PurePosixPath(path))
-    if _plain(root) and _plain(path):  # the usual case, joined without a Path object
+            return path if plain_relative(path) else str(PurePosixPath(path))
+    if plain_relative(root) and plain_relative(path):  # the usual case, joined without a Path object
         return f"{root}/{path}"
     return str(PurePosixPath(root) / path)
 
