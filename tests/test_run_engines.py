@@ -420,6 +420,29 @@ def test_a_step_of_one_default_chunk_is_cut_so_that_every_worker_has_work():
     assert size(100, chunk=5) == 5  # a recipe's smaller chunk is kept
 
 
+def test_a_step_over_stored_shards_is_cut_at_their_ends_when_the_workers_stay_even():
+    from types import SimpleNamespace
+
+    from vlitc.run.engine import DEFAULT_CHUNK
+    from vlitc.run.executor import Executor
+
+    def chunks(counts: list[int], workers: int = 2, chunk: int = DEFAULT_CHUNK) -> list[tuple[int, int]]:
+        ex = SimpleNamespace(engine=SimpleNamespace(workers=workers), execution=Execution(chunk=chunk))
+        ex.chunk_size = lambda source: Executor.chunk_size(ex, source)  # type: ignore[arg-type]
+        source = {"count": sum(counts), "shards": [{"count": c} for c in counts]}
+        return Executor.chunks(ex, source)  # type: ignore[arg-type]
+
+    assert chunks([20_000] * 29 + [11_435]) == [(i * 20_000, min(i * 20_000 + 20_000, 591_435))
+                                                for i in range(30)]
+    assert chunks([20_000] * 5 + [18_287])[-1] == (100_000, 118_287)  # six: three a worker
+    assert len(chunks([20_000] * 5)) == 6  # five would leave one alone: even ranges
+    assert chunks([20_000] * 11)[-1] == (200_000, 220_000)  # eleven: more than four a worker
+    assert chunks([1_000] * 200)[:2] == [(0, 20_000), (20_000, 40_000)]  # small shards in runs
+    assert chunks([20_000] * 8, chunk=5_000)[:2] == [(0, 5_000), (5_000, 10_000)]  # a smaller chunk
+    assert chunks([20_000] * 8, workers=1) == [(0, 20_000)] + [(i * 20_000, i * 20_000 + 20_000)
+                                                               for i in range(1, 8)]
+
+
 def _existing_data(root: Path, outside: bool = False) -> Path:
     """A LLaVA file of 14 items with what a re-ingest counts: a repeated id, a turn without
     text, a missing image, a wrong placeholder count, two images, text only; and a recipe that

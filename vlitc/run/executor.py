@@ -190,8 +190,17 @@ class Executor:
         return min(self.execution.chunk, max(-(-n // pieces), MIN_CHUNK))
 
     def chunks(self, source: dict) -> list[tuple[int, int]]:
-        """The record ranges of ``source`` a map step over it is cut into."""
+        """The record ranges of ``source`` a map step over it is cut into: runs of its stored
+        shards when it has them (a chunk that straddles two shards makes two workers
+        decompress and check both), so long as that keeps the workers' shares even (a
+        multiple of the workers, or at least four chunks each); else even ranges."""
         size, n = self.chunk_size(source), source["count"]
+        shards = [] if "view" in source else source.get("shards") or []
+        aligned = _shard_runs(shards, size, self.execution.chunk)
+        workers = self.engine.workers
+        if aligned and len(aligned) >= 2 * workers and (len(aligned) % workers == 0 or
+                                                         len(aligned) >= 4 * workers):
+            return aligned
         return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
     def job(self, step: Step, ctx: OpContext, kind: str, measure_fp: str | None = None,
@@ -521,3 +530,21 @@ def _listed(items: list[dict] | None, show: int = 5) -> str:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("VLITC_CACHE_DIR") or ".vlitc")
+
+
+def _shard_runs(shards: list[dict], size: int, most: int) -> list[tuple[int, int]]:
+    """Record ranges of runs of whole shards, each run as long as it stays within ``size``
+    records (a shard longer than that alone); none when a shard is longer than ``most``."""
+    out: list[tuple[int, int]] = []
+    start = lo = 0
+    for shard in shards:
+        count = shard["count"]
+        if count > most:
+            return []
+        if lo > start and lo + count - start > size:
+            out.append((start, lo))
+            start = lo
+        lo += count
+    if lo > start:
+        out.append((start, lo))
+    return out

@@ -91,7 +91,7 @@ class Runner:
             job.staging = staged.dir
         view = self.ex.store.view_writer(sources[0], stats_path(job.label)) if kind == "measure" else None
         try:
-            chunks = self.ex.chunks(total)
+            chunks = self.ex.chunks(sources[0] if len(sources) == 1 else total)
             for done, ((lo, _hi), res) in enumerate(zip(chunks, self.ex.engine.map(run_chunk, job, chunks),
                                                         strict=True), start=1):
                 if res.llm is not None:
