@@ -60,3 +60,22 @@ def test_one_image_file_has_one_name_whatever_source_read_it(tmp_path):
     assert image_prefixes({"coco": shared, "vqa": shared, "vg": other}) == {
         "coco": "coco/train2017", "vqa": "coco/train2017", "vg": "vg/images"}
     assert image_prefixes({"all": tmp_path, "coco": shared}) == {"all": "", "coco": "coco/train2017"}
+
+
+def test_an_image_named_again_is_named_as_the_export_it_is_in_names_it():
+    """image_ref remembers the last image it named: a sample of the same image in another
+    export (other folder prefixes), or another path, is named afresh."""
+    from vlitc.ops.exporters.common import _PREFIXES, _image_ref, image_ref
+
+    img = {"root": "coco", "path": "a/1.jpg"}
+    seen = []
+    for prefixes in (None, {"coco": ""}, {"coco": "train"}, None, {"coco": "train"}):
+        token = _PREFIXES.set(prefixes)
+        try:
+            for path in ("a/1.jpg", "a/1.jpg", "../up.jpg", "a/1.jpg"):
+                got = image_ref({**img, "path": path})
+                assert got == _image_ref("coco", path, prefixes)
+                seen.append(got)
+        finally:
+            _PREFIXES.reset(token)
+    assert {"coco/a/1.jpg", "a/1.jpg", "train/a/1.jpg"} <= set(seen)

@@ -131,6 +131,11 @@ def sample(
     ``own``: the turns (a new list of new dicts) and ``meta`` become the sample's, uncopied."""
     if not own:
         turns = [dict(t) for t in turns]
+    if type(image) is dict:  # one image (the usual case)
+        if turns and IMAGE_TOKEN not in turns[0]["content"]:
+            turns[0]["content"] = IMAGE_TOKEN + "\n" + turns[0]["content"]
+        return {"id": sid, "task": task, "source": source, "image": image, "turns": turns,
+                "meta": meta if own and meta is not None else dict(meta or {})}
     image = image_value(image)
     n = 0 if image is None else 1 if isinstance(image, dict) else len(image)
     if n == 1 and turns and IMAGE_TOKEN not in turns[0]["content"] or \
@@ -184,6 +189,16 @@ def is_sound(s: Sample) -> bool:
     """True exactly when :func:`vlitc.records.structure_problems` finds nothing, without building
     its messages (anything unusual, e.g. a non-string turn, answers False and gets the full check)."""
     turns = s.get("turns")
+    if type(turns) is list and len(turns) == 2:  # one question and its answer, said at once
+        q, a = turns
+        if type(q) is dict and type(a) is dict:
+            qt, at = q.get("content"), a.get("content")
+            if type(qt) is str and type(at) is str and qt and at and q.get("role") == "user" \
+                    and a.get("role") == "assistant" and not qt.isspace() and not at.isspace():
+                image = s.get("image")
+                if type(image) is dict:
+                    return qt.startswith(IMAGE_TOKEN) and qt.count(IMAGE_TOKEN) + at.count(IMAGE_TOKEN) == 1
+                return image is None and IMAGE_TOKEN not in qt and IMAGE_TOKEN not in at
     if not turns or len(turns) % 2:
         return False
     placeholders = 0

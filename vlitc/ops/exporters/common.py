@@ -88,10 +88,24 @@ def image_ref(image: dict) -> str:
     """How a release names an image: its path under the release's image folder (see
     :func:`image_prefixes`); ``<source>/<path>`` outside an export. A path that would lead out
     of the image folder (absolute, ``..``) is named by :func:`_outside_name` instead."""
+    global _LAST_REF
     root, path = image["root"], image["path"]
+    prefixes = _PREFIXES.get()
+    last = _LAST_REF
+    if last[0] is prefixes and type(path) is str and last[2] == path and last[1] == root:
+        return last[3]  # the samples of one image follow each other: named once
+    ref = _image_ref(root, path, prefixes)
+    _LAST_REF = (prefixes, root, path, ref)
+    return ref
+
+
+#: the last image :func:`image_ref` named: (prefixes, root, path, its name)
+_LAST_REF: tuple = (None, None, None, None)
+
+
+def _image_ref(root: Any, path: Any, prefixes: dict[str, str] | None) -> str:
     if not plain_relative(path) and relative_problem(str(PurePosixPath(path))) is not None:
         path = _outside_name(path)
-    prefixes = _PREFIXES.get()
     if prefixes is not None and root in prefixes:
         root = prefixes[root]
         if not root:
