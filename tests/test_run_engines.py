@@ -505,6 +505,57 @@ def test_existing_records_built_in_workers_match_the_build_in_one_process(tmp_pa
     assert got["image_placeholder_count"] == 1
 
 
+def test_coco_records_built_in_workers_match_the_build_in_one_process(tmp_path, monkeypatch):
+    """COCO captions and instances (categories travel with the entries to the workers):
+    the same records, counters and noted examples at 1 and 2 workers."""
+    import json
+
+    from PIL import Image
+
+    from vlitc.ops.sources import _common
+
+    monkeypatch.setattr(_common, "BUILD_RUN", 3)
+    (tmp_path / "images").mkdir()
+    images = []
+    for i in range(1, 12):
+        if i != 5:  # 5 is missing
+            Image.new("RGB", (16 + i, 12)).save(tmp_path / "images" / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 16 + i, "height": 12})
+    caps = [{"id": k, "image_id": 1 + k % 13, "caption": f"a red square number {k} here"}
+            for k in range(40)]
+    inst = [{"id": k, "image_id": 1 + k % 11, "category_id": 1 + k % 3, "bbox": [1, 1, 5 + k, 4],
+             "iscrowd": 0} for k in range(30)]
+    (tmp_path / "captions.json").write_text(json.dumps({"images": images, "annotations": caps}))
+    (tmp_path / "instances.json").write_text(json.dumps({
+        "images": images, "annotations": inst, "categories": [{"id": 1, "name": "cat"},
+                                                              {"id": 2, "name": "dog"}]}))
+    (tmp_path / "r.yaml").write_text("""\
+vlitc: 1
+name: coco
+version: 0.0.1
+seed: 1
+sources:
+  coco: {type: coco, images: images, captions: captions.json, instances: instances.json}
+tasks:
+  cap: {kind: brief_caption, source: coco}
+  box: {kind: counting, source: coco}
+outputs:
+  - {format: llava, path: out.json}
+report: false
+""")
+    one, two = _same_at_one_and_two_workers(tmp_path / "r.yaml", tmp_path)
+
+    def counted(result, name: str) -> tuple:
+        step = next(s for s in result.manifest["steps"] if s["id"] == "source:coco")
+        notes = json.loads((tmp_path / f"cache-{name}" / "steps" / f"{step['key']}.json").read_text())
+        return step["counters"], notes.get("notes")
+
+    assert counted(one, "one") == counted(two, "two")
+    got, notes = counted(two, "two")
+    assert got["unknown_category"] == 9 and got["box_outside_image"] > 0  # (not of the missing image)
+    assert got["annotation_unknown_image"] == 6 and notes["skipped_images"] == ["5.png"]
+
+
 def test_an_image_outside_its_folder_is_the_same_located_error_from_a_worker(tmp_path, monkeypatch):
     from vlitc.errors import UserError
     from vlitc.ops.sources import _common

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
@@ -160,6 +160,7 @@ class CocoSource(AnnotationSource):
     version = 1
     file_params = ("captions", "instances")
     writes = ("id", "image", "captions", "objects")
+    builds_apart = True  # the categories travel with the entries (pack)
     params_schema = schema(
         {
             "captions": FILE | {"description": "COCO captions file (captions_*.json)"},
@@ -190,6 +191,14 @@ class CocoSource(AnnotationSource):
                 continue
             out.append(Entry(str(iid), im[0], im[1], im[2], (c, o)))
         return out
+
+    def pack(self, entries: list[Entry]) -> Any:
+        """Entries travel with the categories their objects are named by."""
+        return self.categories, entries
+
+    def unpack(self, packed: Any) -> list[Entry]:
+        self.categories, entries = packed
+        return cast(list[Entry], entries)
 
     def layers(self, data: Any, width: Any, height: Any, issues: Issues) -> dict:
         caps, anns = data
