@@ -589,3 +589,23 @@ def test_steps_of_plain_records_hold_the_cycle_collector_and_give_it_back(tmp_pa
     assert gc.isenabled()  # given back after each step
     assert seen["task"] == seen["measure"] == seen["filter"] == seen["balance"] == {False}
     assert seen["source"] == seen["export"] == {True}  # (sources may catch an error per record)
+
+
+def test_balance_staging_its_samples_in_the_first_pass_gives_the_bytes_of_two_reads(tmp_path, monkeypatch):
+    """Balance's first pass stages every sample finished as ``train`` (at 2 workers in its keys
+    chunks, at 1 as it reads them) and only the validation ones are finished again; with that
+    off (``staged_tag = None``) the second pass reads every chosen sample: the same keys and
+    bytes either way, both splits present."""
+    from vlitc.ops.balance import MixBalance
+
+    recipe = _with_outputs(_demo(tmp_path), TEXT_EXPORTS)
+    staged = {w: _build_as(recipe, tmp_path, f"staged{w}", workers=w) for w in (1, 2)}
+    monkeypatch.setattr(MixBalance, "staged_tag", None)
+    read = {w: _build_as(recipe, tmp_path, f"read{w}", workers=w) for w in (1, 2)}
+    for w in (1, 2):
+        assert _release(staged[w]) == _release(read[w]) == _release(read[1])
+        assert _files(tmp_path / f"staged{w}") == _files(tmp_path / f"read{w}") == _files(tmp_path / "read1")
+    staged = staged[2]
+    records = {o["path"]: o["records"] for o in staged.manifest["outputs"]}
+    assert sum(n for p, n in records.items() if p.startswith("llava/train")) > 0
+    assert records["llava/validation.json"] > 0

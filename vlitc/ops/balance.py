@@ -122,6 +122,7 @@ class MixBalance(Balance):
         return {"task": tasks} if tasks else {}
 
     streams = True
+    staged_tag = "train"  # finish sets meta.split, in place when it is there already
 
     def run(self, samples: Iterable[Sample], ctx: OpContext) -> Iterator[Sample]:
         pool = list(samples)

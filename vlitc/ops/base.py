@@ -414,6 +414,13 @@ class Balance(Op):
         """A chosen sample as the output has it."""
         raise NotImplementedError
 
+    #: the tag most chosen samples get, when finishing again with another tag gives what
+    #: finishing with that tag alone gives (``finish(finish(s, staged_tag), t) == finish(s, t)``,
+    #: key order included): the first pass then stages every sample finished with it, and only
+    #: the samples chosen with another tag are read again (``None``: the second pass reads
+    #: every chosen sample)
+    staged_tag: ClassVar[str | None] = None
+
 
 class Exporter(Op):
     """Writes samples in one format into ``ctx.out_dir``; returns the relative paths written."""

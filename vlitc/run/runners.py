@@ -36,6 +36,7 @@ from vlitc.run.shards import (
     measure_chunked,
     merge_chunk,
     raise_chunk_error,
+    refinish_chunk,
     run_chunk,
     scoped_features,
     stat_value,
@@ -137,14 +138,16 @@ class Staged:
         self._positions: list[Any] = []
         self._np = np
 
-    def add(self, name: str, lengths: Any, positions: Any = None) -> None:
-        """The lines chunk file ``name`` holds: their lengths and, when they are not the next
-        lines of the output, their positions in it."""
+    def add(self, name: str, lengths: Any, positions: Any = None, offsets: Any = None) -> None:
+        """The lines chunk file ``name`` holds: their lengths, their offsets when they are not
+        the whole file one after another, and their positions in the output when they are not
+        its next lines."""
         np = self._np
         lengths = np.asarray(lengths, dtype=np.int64)
         f = len(self.names)
         self.names.append(name)
-        self._parts.append((np.full(len(lengths), f, dtype=np.int32), np.cumsum(lengths) - lengths, lengths))
+        offsets = np.cumsum(lengths) - lengths if offsets is None else np.asarray(offsets, dtype=np.int64)
+        self._parts.append((np.full(len(lengths), f, dtype=np.int32), offsets, lengths))
         if positions is not None:
             self._positions.append(np.asarray(positions, dtype=np.int64))
 
@@ -269,6 +272,8 @@ class BalanceRunner(Runner):
         ex = self.ex
         source = ex.output_of(step, step.deps[0])
         spread = ex.maps(source)
+        if spread and op.staged_tag is not None:
+            return {"outputs": {"main": self._staged_spread(step, ctx, op, source)}}
         if spread:
             job = ex.job(step, ctx, "keys", sources=[source])
 
@@ -279,6 +284,8 @@ class BalanceRunner(Runner):
                     yield res.features or {}
 
             chosen = op.select_keys(chunk_keys(), ctx)
+        elif op.staged_tag is not None:
+            return {"outputs": {"main": self._staged_inline(step, ctx, op)}}
         else:
             chosen = op.select(self.input(step, step.deps[0]), ctx)
         position = np.full(source["count"], -1, dtype=np.int64)
@@ -305,6 +312,100 @@ class BalanceRunner(Runner):
                     op.finish(orjson.loads(staged(pos)), tag) for pos, (_i, tag) in enumerate(chosen))}}
         finally:
             os.unlink(staging)
+
+    def _staged_inline(self, step: Step, ctx: OpContext, op: Balance) -> dict:
+        """Both passes in the build's process, the first staging every sample finished with the
+        usual tag as it reads it: the output is then cut from the staged lines in release
+        order, and only the samples chosen with another tag are decoded and finished again."""
+        import mmap
+
+        import numpy as np
+
+        usual, finish = cast(str, op.staged_tag), op.finish
+        lengths: list[int] = []
+        fd, staging = tempfile.mkstemp(dir=self.ex.store.tmp, prefix="balance-")
+        try:
+            with open(fd, "w+b") as f:
+                def staged(samples: Iterator[dict]) -> Iterator[dict]:
+                    for s in samples:
+                        line = orjson.dumps(finish(s, usual)) + b"\n"
+                        f.write(line)
+                        lengths.append(len(line))
+                        yield s
+
+                chosen = op.select(staged(self.input(step, step.deps[0])), ctx)
+                f.flush()
+                n = np.asarray(lengths, dtype=np.int64)
+                offset = (np.cumsum(n) - n).tolist()
+                del lengths[:]
+                w = self.ex.store.writer()
+                try:
+                    if chosen:
+                        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                            size = n.tolist()
+                            for i, tag in chosen:
+                                line = m[offset[i]:offset[i] + size[i]]
+                                if tag == usual:
+                                    w.write_line(line)
+                                else:
+                                    w.write(finish(orjson.loads(line), tag))
+                except BaseException:
+                    w.abort()
+                    raise
+                return w.close()
+        finally:
+            os.unlink(staging)
+
+    def _staged_spread(self, step: Step, ctx: OpContext, op: Balance, source: dict) -> dict:
+        """Both passes on the engine, the first staging every sample finished with the usual
+        tag (:attr:`~vlitc.ops.base.Balance.staged_tag`) beside its keys: the output's shards
+        are then cut from the staged lines in release order, and only the samples chosen with
+        another tag are read (from the staging files) and finished again."""
+        import numpy as np
+
+        ex = self.ex
+        usual = op.staged_tag
+        staged = Staged(ex)
+        try:
+            job = ex.job(step, ctx, "keys", sources=[source])
+            job.staging, job.finish_as = staged.dir, usual
+            chunks = ex.chunks(source)
+            lengths: dict[int, Any] = {}
+
+            def chunk_keys() -> Iterator[dict[str, list]]:
+                for (lo, _hi), res in zip(chunks, ex.engine.map(run_chunk, job, chunks), strict=True):
+                    raise_chunk_error(res)
+                    merge_chunk(ctx, res)
+                    feats = dict(res.features or {})
+                    lengths[lo] = np.asarray(feats.pop("length"), dtype=np.int64)
+                    yield feats
+
+            chosen = op.select_keys(chunk_keys(), ctx)
+            position = np.full(source["count"], -1, dtype=np.int64)
+            other: dict[int, str] = {}  # input index -> its tag, when not the usual one
+            for pos, (i, tag) in enumerate(chosen):
+                position[i] = pos
+                if tag != usual:
+                    other[i] = tag
+            retag = np.zeros(source["count"], dtype=bool)
+            retag[np.fromiter(other, dtype=np.int64, count=len(other))] = True
+            again = []
+            for lo, hi in chunks:
+                sizes = lengths[lo]
+                offsets = np.cumsum(sizes) - sizes
+                at, redo = position[lo:hi], retag[lo:hi]
+                keep = (at >= 0) & ~redo
+                staged.add(f"{lo}", sizes[keep], at[keep], offsets[keep])
+                if redo.any():
+                    rows = np.flatnonzero(redo)
+                    again.append((lo, at[rows], (staged.dir, f"{lo}", offsets[rows], sizes[rows],
+                                                  [other[lo + int(r)] for r in rows], f"{lo}.again")))
+            for (lo, at, _chunk), res in zip(again, ex.engine.map(refinish_chunk, job, (a[2] for a in again)),
+                                              strict=True):
+                staged.add(f"{lo}.again", (res.features or {})["length"], at)
+            return staged.close(job)
+        finally:
+            staged.remove()
 
     def _finish_spread(self, step: Step, ctx: OpContext, source: dict, chosen: list[tuple[int, str]],
                        position: Any) -> dict:

@@ -121,6 +121,7 @@ class Job:
     inputs: dict[str, dict] = field(default_factory=dict)  # step id -> its output (shard list)
     sources: list[dict] = field(default_factory=list)  # the outputs the chunks range over, in turn
     staging: str = ""  # a folder: a task's chunks stage their lines there (see Staged)
+    finish_as: str | None = None  # balance's keys pass: stage every record finished with this tag
     locations: dict[str, Any] = field(default_factory=dict)  # recipe string -> Location
     extra_items: int = 0
     measure_fp: str | None = None  # item-scope measures that cache per sample
@@ -248,14 +249,21 @@ def run_chunk(job: Job, chunk: tuple[int, int]) -> ChunkResult:
 def _run_chunk(job: Job, op: Any, store: Any, chunk: tuple[int, int], client: Any) -> ChunkResult:
     ctx = job_context(job, store, client)
     try:  # the keys of balance and a dataset filter's features look at the fields they declare
-        fields = op.reads if job.kind in ("keys", "features") and op.reads else None
+        whole = job.kind == "keys" and job.finish_as is not None  # staged as well: every field
+        fields = op.reads if job.kind in ("keys", "features") and op.reads and not whole else None
         records = read_chunk(store, job, *chunk, fields=fields)
         if job.kind == "features":
             return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
                                features=scoped_features(cast(Filter, op), records, ctx))
         if job.kind == "keys":
+            balance, recs = cast(Balance, op), list(records)
+            keys = balance.keys(recs)
+            if whole:
+                tag, finish = cast(str, job.finish_as), balance.finish
+                keys["length"] = stage(job.staging, f"{chunk[0]}",
+                                       [orjson.dumps(finish(r, tag)) + b"\n" for r in recs])
             return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
-                               features=cast(Balance, op).keys(list(records)))
+                               features=keys)
         if job.kind == "task":
             out = cast(Task, op).run(records, ctx)
         elif job.measure_fp is not None:
@@ -327,6 +335,23 @@ def finish_chunk(job: Job, chunk: tuple[int, int, Any, Any, list[str], str]) -> 
     lengths = stage(directory, f"{lo}", lines)
     return ChunkResult(count=len(lines), features={"position": np.asarray(where, dtype=np.int64),
                                                    "length": lengths})
+
+
+def refinish_chunk(job: Job, chunk: tuple[str, str, Any, Any, list[str], str]) -> ChunkResult:
+    """Balance's second pass where its first staged the records (:attr:`vlitc.ops.base.Balance.
+    staged_tag`): the staged lines ``(offset, length)`` of file ``name`` that were chosen with
+    another tag, finished again with theirs and staged in ``out``; the result's features say
+    their line lengths."""
+    import mmap
+
+    op, _store = _prepared(job)
+    directory, name, offsets, lengths, tags, out = chunk
+    finish = cast(Balance, op).finish
+    with open(Path(directory) / name, "rb") as fh, \
+            mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m, cycle_collector_off():
+        lines = [orjson.dumps(finish(orjson.loads(m[o:o + n]), tag)) + b"\n"
+                 for o, n, tag in zip(offsets.tolist(), lengths.tolist(), tags, strict=True)]
+    return ChunkResult(count=len(lines), features={"length": stage(directory, out, lines)})
 
 
 def write_shard(job: Job, chunk: tuple[str, list[str], Any, Any, Any, int]) -> ChunkResult:
