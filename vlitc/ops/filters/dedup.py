@@ -29,16 +29,17 @@ def normalise(text: str) -> str:
     return fold(text)[0]
 
 
-#: ASCII characters that are not letters or digits (``[\W_]`` of ASCII), mapped to a space
-_ASCII_NON_WORD = {c: " " for c in range(128) if not chr(c).isalnum()}
+#: ASCII bytes lower-cased, and those that are not letters or digits (``[\W_]`` of ASCII)
+#: mapped to a space
+_ASCII_FOLD = bytes(ord(chr(c).lower()) if chr(c).isalnum() else 32 for c in range(128)) + bytes(range(128, 256))
 
 
 def fold(text: str) -> tuple[str, list[str]]:
     """:func:`normalise`'s folded text and its words. ASCII text (the usual case) is folded
-    with a translation table, which gives what the regular expression gives, several times
-    faster."""
+    with a byte translation table, which gives what the regular expression gives, several
+    times faster."""
     if text.isascii():
-        words = text.lower().translate(_ASCII_NON_WORD).split()
+        words = text.encode("ascii").translate(_ASCII_FOLD).decode("ascii").split()
         return " ".join(words), words
     norm = NON_WORD.sub(" ", text.lower()).strip()
     return norm, norm.split()
