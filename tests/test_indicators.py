@@ -190,3 +190,67 @@ def test_a_build_that_runs_a_judge_reports_its_correctness_rate(tmp_path, repo_r
     got = json.loads((tmp_path / "out" / "indicators.json").read_text())
     assert got["indicators"]["quality"]["correctness_rate"] == 1.0
     assert "| correctness rate | 1.000 |" in (tmp_path / "out" / "README.md").read_text()
+
+
+def _scored(n: int) -> list[dict]:
+    """Samples of two tasks with every stat the indicators read: match scores, judge votes,
+    CHAIR rates, LLM complexity, annotated objects."""
+    out = []
+    for i in range(n):
+        objects = [{"category": c} for c in ("dog", "cat", "bus")[: i % 3 + 1]]
+        stats = {"clip_match": {"score": 0.1 * (i % 7) + 0.013}, "judge": {"votes": ["yes", "no", "yes"][: i % 3 + 1]},
+                 "hallucination": {"rate": (i % 4) / 3}, "complexity": {"complexity": 1 + (i % 9) / 7}}
+        out.append(conv(f"{'ab'[i % 2]}/{i:03d}", "ab"[i % 2], f"Is there a dog or a cat number {i % 5}?",
+                        f"c{i % 3} a dog and a bus {i}", img(f"{i}.jpg"), stats=stats,
+                        annotations={"objects": objects}))
+    return out
+
+
+def test_indicators_are_the_same_whatever_order_the_samples_come_in():
+    import random
+
+    samples = _scored(60)
+    centers = {f"c{j}": np.eye(16)[j] for j in range(3)}
+    types = {"clip_match": "clip_match", "judge": "judge", "hallucination": "hallucination"}
+    want = ind.compute(samples, embed=_cluster_embed(centers), filter_types=types, max_samples=25, seed=3)
+    shuffled = samples[:]
+    random.Random(1).shuffle(shuffled)
+    assert ind.compute(iter(shuffled), embed=_cluster_embed(centers), filter_types=types, max_samples=25,
+                       seed=3) == want
+    assert want["response_diversity"]["n"] == 25 and want["response_diversity"]["clusters"] == 3
+
+
+def test_running_means_are_the_means_of_the_whole_list():
+    from statistics import fmean
+
+    samples = _scored(40)
+    q = ind.single_sample_quality(samples, {})
+    assert q["matching_degree"] == fmean(s["meta"]["stats"]["clip_match"]["score"] for s in samples)
+    assert q["mean_chair"] == fmean(s["meta"]["stats"]["hallucination"]["rate"] for s in samples)
+    assert q["hallucination_rate"] == fmean(s["meta"]["stats"]["hallucination"]["rate"] > 0 for s in samples)
+    votes = [ind.verdict_value(s["meta"]["stats"]["judge"]["votes"]) for s in samples]
+    assert q["correctness_rate"] == fmean(v for v in votes if v is not None)
+    c = ind.instruction_complexity(samples)
+    assert c["llm_score"] == fmean(s["meta"]["stats"]["complexity"]["complexity"] for s in samples)
+    assert c["mean_elements"] == fmean(len(set(ind.content_words(s["turns"][0]["content"]))) for s in samples)
+
+
+def test_the_response_reservoir_holds_max_samples_chosen_by_seed_and_id():
+    samples = _scored(50)
+    scan = ind.IndicatorScan(max_samples=10, seed=3)
+    for s in reversed(samples):
+        scan.add(s)
+    picked = scan.responses()
+    assert len(picked) == 10 == len(set(picked))
+    again = ind.IndicatorScan(max_samples=10, seed=3)
+    for s in samples:
+        again.add(s)
+    assert again.responses() == picked  # by id, not by arrival
+    other = ind.IndicatorScan(max_samples=10, seed=4)
+    for s in samples:
+        other.add(s)
+    assert other.responses() != picked
+    few = ind.IndicatorScan(max_samples=100, seed=3)  # no more than the reservoir: all, by id
+    for s in reversed(samples):
+        few.add(s)
+    assert few.responses() == [s["turns"][1]["content"] for s in sorted(samples, key=lambda s: s["id"])]

@@ -16,24 +16,60 @@ DROP_LOG = layout.register("drops.jsonl", "report",
 FILES = (*layout.REPORT_FILES, DROP_LOG)
 
 
-def image_set(samples: list[dict], ctx: OpContext) -> dict:
-    """Count and hash of the release's images (their recorded sha256, else the file's)."""
-    from vlitc.hashing import sha256_file
-    from vlitc.release.lock import image_set_hash
+class ImageSet:
+    """The release's images as the samples stream past: each reference once, with its recorded
+    sha256 (else the file's); :meth:`result` gives their count and hash."""
 
-    pairs = {}
-    for img in (i for s in samples for i in images_of(s)):
-        ref = f"{img.get('root')}/{img.get('path')}"
-        if ref not in pairs:
-            sha = img.get("sha256")
-            if not sha:
-                try:
-                    path = ctx.image_path(img)
-                    sha = sha256_file(path) if path.is_file() else "missing"
-                except KeyError:
-                    sha = "unknown-root"
-            pairs[ref] = sha
-    return {"count": len(pairs), "sha256": image_set_hash(pairs.items())}
+    def __init__(self, ctx: OpContext):
+        self.ctx = ctx
+        self.pairs: dict[str, str] = {}
+
+    def add(self, s: dict) -> None:
+        from vlitc.hashing import sha256_file
+
+        for img in images_of(s):
+            ref = f"{img.get('root')}/{img.get('path')}"
+            if ref not in self.pairs:
+                sha = img.get("sha256")
+                if not sha:
+                    try:
+                        path = self.ctx.image_path(img)
+                        sha = sha256_file(path) if path.is_file() else "missing"
+                    except KeyError:
+                        sha = "unknown-root"
+                self.pairs[ref] = sha
+
+    def result(self) -> dict:
+        from vlitc.release.lock import image_set_hash
+
+        return {"count": len(self.pairs), "sha256": image_set_hash(self.pairs.items())}
+
+
+class Kept:
+    """One pass over the released samples, folded into what the report shows of them: the
+    tallies, the indicators, the image set and the gallery's seeded reservoir. Nothing holds
+    the samples themselves (the gallery keeps its few)."""
+
+    def __init__(self, ctx: OpContext, params: dict):
+        from vlitc.quality.indicators import IndicatorScan, filter_types_from_recipe
+        from vlitc.release import gallery
+        from vlitc.release import summary as sm
+
+        opts = params.get("indicators") or {}
+        self.n = 0
+        self.tally = sm.Tally()
+        self.indicators = IndicatorScan(filter_types_from_recipe(ctx.recipe),
+                                        max_samples=opts.get("max_samples", 2000), seed=ctx.seed)
+        self.images = ImageSet(ctx)
+        self.gallery = gallery.Reservoir(params["gallery"], ctx.seed, "kept")
+        self._group = gallery.group_of
+
+    def add(self, s: dict) -> None:
+        self.n += 1
+        self.tally.add(s)
+        self.indicators.add(s)
+        self.images.add(s)
+        self.gallery.add(self._group(s), str(s["id"]), s)
 
 
 @register("report", "release")
@@ -75,14 +111,16 @@ class ReleaseReport(Report):
         from vlitc.release import summary as sm
         from vlitc.release.lock import dumps, make_lock, package_versions
 
-        samples = sorted(ctx.input("balance"), key=lambda s: s["id"])
+        kept = Kept(ctx, self.params)
+        for s in ctx.input("balance"):  # streamed: every figure of them is order-free
+            kept.add(s)
         dropped = sorted(ctx.input("dropped"), key=lambda s: s["id"])
         steps = list(ctx.input("steps"))
-        summary = self.summarise(samples, dropped, steps, ctx)
+        summary = self.summarise(kept, dropped, steps, ctx)
         summary["pass_rates"] = sm.pass_rates(ctx.input("filtered"), dropped)
         summary["decontamination"] = sm.decontamination(dropped)
-        lock = make_lock(ctx.recipe, steps, image_set(samples, ctx), package_versions())
-        report = self.report_data(summary, samples, dropped, ctx)
+        lock = make_lock(ctx.recipe, steps, kept.images.result(), package_versions())
+        report = self.report_data(summary, kept, dropped, ctx)
         indicators = {k: summary[k] for k in ("name", "version", "seed", "n_samples", "counts",
                                               "indicators", "funnel", "drop_reasons",
                                               "pass_rates", "decontamination")}
@@ -100,8 +138,7 @@ class ReleaseReport(Report):
             (ctx.out_dir / name).write_bytes(out[name])
         return list(FILES)
 
-    def summarise(self, samples, dropped, steps, ctx: OpContext) -> dict:
-        from vlitc.quality.indicators import compute, filter_types_from_recipe
+    def summarise(self, kept: Kept, dropped, steps, ctx: OpContext) -> dict:
         from vlitc.release import summary as sm
 
         opts = self.params.get("indicators") or {}
@@ -112,15 +149,14 @@ class ReleaseReport(Report):
             def embed(texts: list[str]):  # cached per text, like every other embedding
                 return cached_embeddings(texts, ctx, 64)
 
-        ind = compute(samples, embed=embed, response=opts.get("response", True),
-                      filter_types=filter_types_from_recipe(ctx.recipe),
-                      eps=opts.get("eps", 0.2), min_samples=opts.get("min_samples", 3),
-                      max_samples=opts.get("max_samples", 2000), seed=ctx.seed)
+        ind = kept.indicators.result(embed=embed, response=opts.get("response", True),
+                                     eps=opts.get("eps", 0.2), min_samples=opts.get("min_samples", 3))
+        counts = kept.tally.count_result()
         r = ctx.recipe
         return {
             "name": r.get("name", ""), "version": r.get("version", ""), "seed": ctx.seed,
-            "description": r.get("description", ""), "n_samples": len(samples),
-            "counts": sm.counts(samples), "indicators": ind,
+            "description": r.get("description", ""), "n_samples": kept.n,
+            "counts": counts, "indicators": ind,
             "indicator_rows": sm.indicator_rows(ind), "funnel": sm.funnel(steps, dropped),
             "drop_reasons": sm.drop_reasons(dropped), "failed": sm.failed_items(steps),
             "sources": sm.sources(r),
@@ -128,7 +164,7 @@ class ReleaseReport(Report):
             "rebuild": self.params.get("rebuild") or self.rebuild_command(ctx),
             "image_note": image_note(r),
             "llm": sm.llm_rows(r, steps), "parse_failures": sm.parse_failures(dropped),
-            "task_funnel": sm.task_funnel(steps, samples, dropped),
+            "task_funnel": sm.task_funnel(steps, counts["task"], dropped),
             "task_drop_reasons": sm.task_drop_reasons(dropped),
         }
 
@@ -138,22 +174,22 @@ class ReleaseReport(Report):
                 f"{layout.RESPONSES}),\n# and exit 2 with every difference if the bytes differ\n"
                 "vlitc build <recipe.yaml> --frozen-from <release> --out rebuilt")
 
-    def report_data(self, summary: dict, samples, dropped, ctx: OpContext) -> dict:
+    def report_data(self, summary: dict, kept: Kept, dropped, ctx: OpContext) -> dict:
         from vlitc.release import gallery
-        from vlitc.release import summary as sm
         from vlitc.release.svg import bars, histogram
 
         c = summary["counts"]
         plots = [bars("task mix (samples per task)", list(c["task"].items())),
                  bars("filter funnel (samples out)",
                       [(r["step"], r["n_out"]) for r in summary["funnel"]])]
-        plots += [histogram(name, vals) for name, vals in sm.lengths(samples).items()]
-        plots += [histogram(f"score: {name}", vals)
-                  for name, vals in sm.score_values([*samples, *dropped]).items()]
+        plots += [histogram(name, vals) for name, vals in kept.tally.lengths.items()]
+        scores = kept.tally  # the kept samples' scores, and the dropped ones'
+        for s in dropped:
+            scores.add_scores(s)
+        plots += [histogram(f"score: {name}", vals) for name, vals in scores.score_result().items()]
         n, size = self.params["gallery"], self.params["thumb"]
         return {**summary, "plots": plots,
-                "kept": [gallery.item(s, ctx.image_path, size)
-                         for s in gallery.pick(samples, n, ctx.seed, "kept")],
+                "kept": [gallery.item(s, ctx.image_path, size) for s in gallery.taken(kept.gallery, n)],
                 "dropped": [gallery.item(s, ctx.image_path, size)
                             for s in gallery.pick(dropped, n, ctx.seed, "dropped")]}
 

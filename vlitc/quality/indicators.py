@@ -20,11 +20,13 @@ no instruction text) is ``None`` with a ``too_few`` note, never a 0 that reads a
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import math
-import random
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from fractions import Fraction
 from itertools import combinations
 from statistics import fmean, pvariance
 
@@ -68,14 +70,44 @@ def instructions(s: Sample) -> list[str]:
 # -- diversity -------------------------------------------------------------------------------
 def cooccurrence_graph(texts: Iterable[str]):
     """Words as nodes, an edge between two content words that occur in the same instruction."""
-    import networkx as nx
-
-    g = nx.Graph()
+    graph = WordGraph()
     for text in texts:
+        graph.add(text)
+    return graph.graph()
+
+
+class WordGraph:
+    """:func:`cooccurrence_graph` built one instruction at a time: its words and word pairs
+    (memory grows with the vocabulary, not with the instructions; an instruction seen lately
+    is not split into words again)."""
+
+    RECENT = 4096  # instructions remembered as seen (templates repeat)
+
+    def __init__(self) -> None:
+        self.words: set[str] = set()
+        self.pairs: set[tuple[str, str]] = set()
+        self._seen: dict[str, int] = {}
+
+    def add(self, text: str) -> int:
+        """Add one instruction; how many distinct content words it has."""
+        known = self._seen.get(text)
+        if known is not None:
+            return known
+        if len(self._seen) >= self.RECENT:
+            self._seen.clear()
         words = sorted(set(content_words(text)))
-        g.add_nodes_from(words)
-        g.add_edges_from(combinations(words, 2))
-    return g
+        self.words.update(words)
+        self.pairs.update(combinations(words, 2))
+        self._seen[text] = len(words)
+        return len(words)
+
+    def graph(self):
+        import networkx as nx
+
+        g = nx.Graph()
+        g.add_nodes_from(sorted(self.words))
+        g.add_edges_from(sorted(self.pairs))
+        return g
 
 
 def ego_splitting_clusters(g) -> list[frozenset[str]]:
@@ -98,14 +130,9 @@ def ego_splitting_clusters(g) -> list[frozenset[str]]:
     return sorted(clusters, key=lambda c: sorted(c))
 
 
-def instruction_diversity(samples: Sequence[Sample]) -> dict:
+def instruction_diversity(samples: Iterable[Sample]) -> dict:
     """Clusters of each task's instructions in its word co-occurrence graph, and their mean."""
-    by_task: dict[str, list[str]] = defaultdict(list)
-    for s in samples:
-        by_task[s.get("task", "")].extend(instructions(s))
-    per_task = {t: len(ego_splitting_clusters(cooccurrence_graph(texts)))
-                for t, texts in sorted(by_task.items()) if texts}
-    return {"per_task": per_task, "mean": fmean(per_task.values()) if per_task else None}
+    return _scan(samples).instruction_diversity()
 
 
 def response_diversity(
@@ -113,13 +140,17 @@ def response_diversity(
     max_samples: int = 2000, seed: int = 0,
 ) -> dict:
     """``log`` of the number of DBSCAN clusters of the response embeddings (cosine distance
-    ``eps``); noise points form no cluster. Over ``max_samples`` responses, a seeded subset."""
+    ``eps``); noise points form no cluster. Over ``max_samples`` responses, a seeded subset
+    (see :class:`IndicatorScan`)."""
+    scan = _scan(samples, max_samples=max_samples, seed=seed)
+    return cluster_responses(scan.responses(), embed, eps=eps, min_samples=min_samples)
+
+
+def cluster_responses(texts: list[str], embed: Embed, *, eps: float = 0.2, min_samples: int = 3) -> dict:
+    """:func:`response_diversity` of the responses chosen for it."""
     import numpy as np
     from sklearn.cluster import DBSCAN
 
-    texts = [assistant_text(s) for s in samples if assistant_text(s).strip()]
-    if len(texts) > max_samples:
-        texts = random.Random(f"{seed}:response_diversity").sample(texts, max_samples)
     if len(texts) < min_samples:  # DBSCAN cannot form one cluster: nothing measured
         return {"value": None, "clusters": None, "noise": None, "n": len(texts), "eps": eps,
                 "min_samples": min_samples, "too_few": True}
@@ -144,38 +175,21 @@ def referred_objects(s: Sample) -> set[str]:
     return out
 
 
-def object_complexity(samples: Sequence[Sample]) -> dict:
+def object_complexity(samples: Iterable[Sample]) -> dict:
     """Mean distinct annotated objects referred to (and annotated), over samples with objects."""
-    with_objects = [s for s in samples
-                    if ((s.get("meta") or {}).get("annotations") or {}).get("objects")]
-    if not with_objects:
-        return {"mean_referred": None, "mean_annotated": None, "n": 0}
-    annotated = [len({o["category"] for o in s["meta"]["annotations"]["objects"]})
-                 for s in with_objects]
-    return {"mean_referred": fmean(len(referred_objects(s)) for s in with_objects),
-            "mean_annotated": fmean(annotated), "n": len(with_objects)}
+    return _scan(samples).object_complexity()
 
 
-def instruction_complexity(samples: Sequence[Sample]) -> dict:
+def instruction_complexity(samples: Iterable[Sample]) -> dict:
     """Mean distinct content elements per instruction, and the mean LLM complexity score (1-10)
     from any filter stats that carry a numeric ``complexity``."""
-    sizes = [len(set(content_words(text))) for s in samples for text in instructions(s)]
-    scores = [v["complexity"] for s in samples
-              for v in ((s.get("meta") or {}).get("stats") or {}).values()
-              if isinstance(v, dict) and isinstance(v.get("complexity"), (int, float))]
-    return {"mean_elements": fmean(sizes) if sizes else None,
-            "llm_score": fmean(scores) if scores else None}
+    return _scan(samples).instruction_complexity()
 
 
 # -- balance ---------------------------------------------------------------------------------
-def balance(samples: Sequence[Sample]) -> dict:
+def balance(samples: Iterable[Sample]) -> dict:
     """Per-task counts, their variance (the paper's balance index) and normalised entropy."""
-    counts = Counter(s.get("task", "") for s in samples)
-    n, k = sum(counts.values()), len(counts)
-    ent = -sum(c / n * math.log(c / n) for c in counts.values()) if n else 0.0
-    return {"counts": dict(sorted(counts.items())),
-            "variance": pvariance(counts.values()) if k else 0.0,
-            "normalised_entropy": ent / math.log(k) if k > 1 else None}
+    return _scan(samples).balance()
 
 
 # -- single-sample quality -------------------------------------------------------------------
@@ -203,28 +217,10 @@ def verdict_value(v) -> float | None:
     return 1.0 if word in VERDICT_TRUE else 0.0 if word in VERDICT_FALSE else None
 
 
-def single_sample_quality(samples: Sequence[Sample], filter_types: Mapping[str, str]) -> dict:
+def single_sample_quality(samples: Iterable[Sample], filter_types: Mapping[str, str]) -> dict:
     """Mean matching degree, correctness rate, hallucination rate (share of samples with CHAIR
     above 0) and mean CHAIR, from the stats of the filters that ran; ``None`` where none did."""
-    values: dict[str, list[float]] = defaultdict(list)
-    for s in samples:
-        for label, st in ((s.get("meta") or {}).get("stats") or {}).items():
-            ftype = filter_types.get(label, label)
-            if ftype not in SCORE_STATS or not isinstance(st, dict):
-                continue
-            key = next((k for k in SCORE_STATS[ftype] if st.get(k) is not None), None)
-            if key is None:
-                continue
-            v = verdict_value(st[key]) if ftype == "judge" else st[key]
-            if isinstance(v, (int, float)):
-                values[ftype].append(float(v))
-    chair = values.get("hallucination")
-    return {
-        "matching_degree": fmean(values["clip_match"]) if values.get("clip_match") else None,
-        "correctness_rate": fmean(values["judge"]) if values.get("judge") else None,
-        "hallucination_rate": fmean(c > 0 for c in chair) if chair else None,
-        "mean_chair": fmean(chair) if chair else None,
-    }
+    return _scan(samples, filter_types).quality()
 
 
 #: what response diversity needs beyond the core install (the ``quality`` extra)
@@ -252,28 +248,150 @@ def default_embed(texts: list[str]):
 
 
 def compute(
-    samples: Sequence[Sample], *, embed: Embed | None = None, response: bool = True,
+    samples: Iterable[Sample], *, embed: Embed | None = None, response: bool = True,
     filter_types: Mapping[str, str] | None = None, eps: float = 0.2, min_samples: int = 3,
     max_samples: int = 2000, seed: int = 0,
 ) -> dict:
-    """Every indicator for ``samples``; ``response=False`` skips the embedding model."""
-    samples = list(samples)
-    out = {
-        "n_samples": len(samples),
-        "task_diversity": len({s.get("task", "") for s in samples}),
-        "instruction_diversity": instruction_diversity(samples),
-        "response_diversity": None,
-        "object_complexity": object_complexity(samples),
-        "instruction_complexity": instruction_complexity(samples),
-        "balance": balance(samples),
-        "quality": single_sample_quality(samples, filter_types or {}),
-    }
-    missing = missing_packages(RESPONSE_PACKAGES[1:] if embed else RESPONSE_PACKAGES) if response else []
-    if missing:  # the core install: say so, compute everything else
-        out["response_diversity"] = {"skipped": f"needs {', '.join(missing)}: "
-                                                "pip install 'vlitc[quality]'"}
-    elif response:
-        out["response_diversity"] = response_diversity(
-            samples, embed or default_embed, eps=eps, min_samples=min_samples,
-            max_samples=max_samples, seed=seed)
-    return out
+    """Every indicator for ``samples`` (seen once, as they stream past: see
+    :class:`IndicatorScan`); ``response=False`` skips the embedding model."""
+    return _scan(samples, filter_types, max_samples=max_samples, seed=seed).result(embed=embed, response=response, eps=eps, min_samples=min_samples)
+
+
+def _scan(samples: Iterable[Sample], filter_types: Mapping[str, str] | None = None, *,
+          max_samples: int = 2000, seed: int = 0) -> IndicatorScan:
+    scan = IndicatorScan(filter_types, max_samples=max_samples, seed=seed)
+    for s in samples:
+        scan.add(s)
+    return scan
+
+
+class IndicatorScan:
+    """Every indicator folded over the samples one at a time, in bounded memory: running counts
+    and sums (exact, so that a mean is the one :func:`statistics.fmean` gives over the whole
+    list), each task's instruction word graph (:class:`WordGraph`), and a seeded reservoir of
+    ``max_samples`` responses for the response diversity: every response when there are no
+    more, else those of the lowest seeded ranks (a hash of the seed and the sample's id), by
+    sample id. No figure depends on the order the samples come in."""
+
+    def __init__(self, filter_types: Mapping[str, str] | None = None, *, max_samples: int = 2000,
+                 seed: int = 0):
+        self.filter_types = filter_types or {}
+        self.max_samples, self.seed = max_samples, seed
+        self.n = 0
+        self.tasks: Counter[str] = Counter()
+        self.graphs: dict[str, WordGraph] = {}
+        self.objects = [0, 0, 0]  # samples with annotated objects, objects referred to, annotated
+        self.elements = [0, 0]  # content elements of all instructions, instructions
+        self.llm_scores: list = [Fraction(0), 0]
+        self.scores: dict[str, list] = {}  # filter type -> [exact sum, count]
+        self.chair_above = 0
+        self._responses: list[tuple[int, str, str]] = []  # (-rank, id, text): a bottom-k heap
+
+    def add(self, s: Sample) -> None:
+        self.n += 1
+        task = s.get("task", "")
+        self.tasks[task] += 1
+        texts = instructions(s)
+        if texts:
+            graph = self.graphs.get(task)
+            if graph is None:
+                graph = self.graphs[task] = WordGraph()
+            for text in texts:
+                self.elements[0] += graph.add(text)
+            self.elements[1] += len(texts)
+        meta = s.get("meta") or {}
+        objects = (meta.get("annotations") or {}).get("objects")
+        if objects:
+            self.objects[0] += 1
+            self.objects[1] += len(referred_objects(s))
+            self.objects[2] += len({o["category"] for o in objects})
+        for label, st in (meta.get("stats") or {}).items():
+            if not isinstance(st, dict):
+                continue
+            if isinstance(st.get("complexity"), (int, float)):
+                self.llm_scores[0] += Fraction(st["complexity"])
+                self.llm_scores[1] += 1
+            self._score(label, st)
+        text = assistant_text(s)
+        if text.strip():
+            self._response(str(s.get("id", self.n)), text)
+
+    def _score(self, label: str, st: dict) -> None:
+        ftype = self.filter_types.get(label, label)
+        if ftype not in SCORE_STATS:
+            return
+        key = next((k for k in SCORE_STATS[ftype] if st.get(k) is not None), None)
+        if key is None:
+            return
+        v = verdict_value(st[key]) if ftype == "judge" else st[key]
+        if isinstance(v, (int, float)):
+            acc = self.scores.setdefault(ftype, [Fraction(0), 0])
+            acc[0] += Fraction(float(v))
+            acc[1] += 1
+            if ftype == "hallucination" and float(v) > 0:
+                self.chair_above += 1
+
+    def _response(self, sample_id: str, text: str) -> None:
+        h = hashlib.blake2b(f"{self.seed}:response_diversity:{sample_id}".encode(), digest_size=8)
+        entry = (-int.from_bytes(h.digest(), "big"), sample_id, text)
+        if len(self._responses) < self.max_samples:
+            heapq.heappush(self._responses, entry)
+        elif entry[:2] > self._responses[0][:2]:  # a lower rank than the highest kept
+            heapq.heapreplace(self._responses, entry)
+
+    def responses(self) -> list[str]:
+        """The responses the response diversity clusters, by sample id."""
+        return [text for _r, _id, text in sorted(self._responses, key=lambda e: e[1])]
+
+    def instruction_diversity(self) -> dict:
+        per_task = {t: len(ego_splitting_clusters(g.graph())) for t, g in sorted(self.graphs.items())}
+        return {"per_task": per_task, "mean": fmean(per_task.values()) if per_task else None}
+
+    def object_complexity(self) -> dict:
+        n, referred, annotated = self.objects
+        if not n:
+            return {"mean_referred": None, "mean_annotated": None, "n": 0}
+        return {"mean_referred": referred / n, "mean_annotated": annotated / n, "n": n}
+
+    def instruction_complexity(self) -> dict:
+        total, n = self.elements
+        score, k = self.llm_scores
+        return {"mean_elements": total / n if n else None, "llm_score": float(score) / k if k else None}
+
+    def balance(self) -> dict:
+        counts, n, k = self.tasks, self.n, len(self.tasks)
+        ent = -sum(c / n * math.log(c / n) for c in counts.values()) if n else 0.0
+        return {"counts": dict(sorted(counts.items())),
+                "variance": pvariance(counts.values()) if k else 0.0,
+                "normalised_entropy": ent / math.log(k) if k > 1 else None}
+
+    def quality(self) -> dict:
+        def mean(ftype: str) -> float | None:
+            total, n = self.scores.get(ftype, (0, 0))
+            return float(total) / n if n else None
+
+        chair = self.scores.get("hallucination")
+        return {"matching_degree": mean("clip_match"), "correctness_rate": mean("judge"),
+                "hallucination_rate": self.chair_above / chair[1] if chair else None,
+                "mean_chair": mean("hallucination")}
+
+    def result(self, *, embed: Embed | None = None, response: bool = True, eps: float = 0.2,
+               min_samples: int = 3) -> dict:
+        out = {
+            "n_samples": self.n,
+            "task_diversity": len(self.tasks),
+            "instruction_diversity": self.instruction_diversity(),
+            "response_diversity": None,
+            "object_complexity": self.object_complexity(),
+            "instruction_complexity": self.instruction_complexity(),
+            "balance": self.balance(),
+            "quality": self.quality(),
+        }
+        missing = missing_packages(RESPONSE_PACKAGES[1:] if embed else RESPONSE_PACKAGES) if response else []
+        if missing:  # the core install: say so, compute everything else
+            out["response_diversity"] = {"skipped": f"needs {', '.join(missing)}: "
+                                                    "pip install 'vlitc[quality]'"}
+        elif response:
+            out["response_diversity"] = cluster_responses(self.responses(), embed or default_embed,
+                                                          eps=eps, min_samples=min_samples)
+        return out

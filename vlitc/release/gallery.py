@@ -53,8 +53,17 @@ def pick(samples: Iterable[Sample], n: int, seed: int, salt: str) -> list[Sample
     taken in turn from each group, lowest rank first. Streams: holds ``n`` per group."""
     res = Reservoir(n, seed, salt)
     for s in samples:
-        key = ((s.get("meta") or {}).get("drop") or {}).get("filter") or s.get("task", "")
-        res.add(str(key), str(s["id"]), s)
+        res.add(group_of(s), str(s["id"]), s)
+    return taken(res, n)
+
+
+def group_of(s: Sample) -> str:
+    """The gallery group of a sample: the filter that dropped it, else its task."""
+    return str(((s.get("meta") or {}).get("drop") or {}).get("filter") or s.get("task", ""))
+
+
+def taken(res: Reservoir, n: int) -> list[Sample]:
+    """``n`` items of a reservoir, taken in turn from each group, lowest rank first."""
     groups = res.groups()
     out: list[Sample] = []
     while len(out) < n and any(groups.values()):

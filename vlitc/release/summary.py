@@ -9,17 +9,48 @@ from vlitc.quality.indicators import TOO_FEW
 from vlitc.records import Sample, assistant_text, user_text
 
 
-def counts(samples: Sequence[Sample]) -> dict[str, dict[str, int]]:
-    """Samples per task, per source, per task and source, and per split."""
-    def tally(key) -> dict[str, int]:
-        return dict(sorted(Counter(key(s) for s in samples).items()))
+class Tally:
+    """What the card and report count over the released samples, folded one sample at a time
+    (memory grows with distinct values, not with samples): :func:`counts`, :func:`lengths`
+    and :func:`score_values`."""
 
-    return {
-        "task": tally(lambda s: s.get("task", "")),
-        "source": tally(lambda s: s.get("source", "")),
-        "task_source": tally(lambda s: f"{s.get('task', '')}/{s.get('source', '')}"),
-        "split": tally(lambda s: (s.get("meta") or {}).get("split", "train")),
-    }
+    def __init__(self) -> None:
+        self.counts: dict[str, Counter[str]] = {k: Counter() for k in ("task", "source", "task_source", "split")}
+        self.lengths: dict[str, Counter[float]] = {"instruction words": Counter(), "response words": Counter()}
+        self.scores: dict[str, Counter[float]] = defaultdict(Counter)
+
+    def add(self, s: Sample) -> None:
+        c = self.counts
+        task, source = s.get("task", ""), s.get("source", "")
+        c["task"][task] += 1
+        c["source"][source] += 1
+        c["task_source"][f"{task}/{source}"] += 1
+        c["split"][(s.get("meta") or {}).get("split", "train")] += 1
+        self.lengths["instruction words"][float(len(user_text(s).split()))] += 1
+        self.lengths["response words"][float(len(assistant_text(s).split()))] += 1
+        self.add_scores(s)
+
+    def add_scores(self, s: Sample) -> None:
+        for label, st in sorted(((s.get("meta") or {}).get("stats") or {}).items()):
+            if not isinstance(st, dict):
+                continue
+            for key, v in sorted(st.items()):
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.scores[f"{label}.{key}"][float(v)] += 1
+
+    def count_result(self) -> dict[str, dict[str, int]]:
+        return {k: dict(sorted(v.items())) for k, v in self.counts.items()}
+
+    def score_result(self, limit: int = 6) -> dict[str, Counter[float]]:
+        return {k: self.scores[k] for k in sorted(self.scores)[:limit]}
+
+
+def counts(samples: Iterable[Sample]) -> dict[str, dict[str, int]]:
+    """Samples per task, per source, per task and source, and per split."""
+    tally = Tally()
+    for s in samples:
+        tally.add(s)
+    return tally.count_result()
 
 
 def funnel(steps: Iterable[Mapping], dropped: Sequence[Sample]) -> list[dict]:
@@ -58,24 +89,18 @@ def drop_reasons(dropped: Sequence[Sample], top: int = 5) -> dict[str, list[tupl
 def score_values(samples: Iterable[Sample], limit: int = 6) -> dict[str, Counter[float]]:
     """Numeric filter stats by ``label.key`` (the first ``limit`` series, sorted by name), each
     as a running tally of its values (value -> count), so memory grows with distinct values."""
-    series: dict[str, Counter[float]] = defaultdict(Counter)
+    tally = Tally()
     for s in samples:
-        for label, st in sorted(((s.get("meta") or {}).get("stats") or {}).items()):
-            if not isinstance(st, dict):
-                continue
-            for key, v in sorted(st.items()):
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    series[f"{label}.{key}"][float(v)] += 1
-    return {k: series[k] for k in sorted(series)[:limit]}
+        tally.add_scores(s)
+    return tally.score_result(limit)
 
 
 def lengths(samples: Iterable[Sample]) -> dict[str, Counter[float]]:
     """Words per instruction text and per response text, as running tallies (words -> count)."""
-    out: dict[str, Counter[float]] = {"instruction words": Counter(), "response words": Counter()}
+    tally = Tally()
     for s in samples:
-        out["instruction words"][float(len(user_text(s).split()))] += 1
-        out["response words"][float(len(assistant_text(s).split()))] += 1
-    return out
+        tally.add(s)
+    return tally.lengths
 
 
 def sources(recipe: Mapping) -> list[dict]:
@@ -254,12 +279,12 @@ def parse_failures(dropped: Sequence[Sample], limit: int = 20) -> list[dict]:
     return out[:limit]
 
 
-def task_funnel(steps: Sequence[Mapping], samples: Sequence[Sample],
+def task_funnel(steps: Sequence[Mapping], released: Mapping[str, int],
                 dropped: Sequence[Sample]) -> list[dict]:
-    """Per task: samples the task made, dropped by each filter, cut by the balance, released."""
+    """Per task: samples the task made, dropped by each filter, cut by the balance, released
+    (``released``: samples per task, :func:`counts`' ``task``)."""
     made = {str(s.get("id", ""))[5:]: int(s.get("n_out") or 0) for s in steps
             if str(s.get("id", "")).startswith("task:")}
-    released = Counter(s.get("task", "") for s in samples)
     by_filter: dict[str, Counter] = defaultdict(Counter)
     for d in dropped:
         drop = (d.get("meta") or {}).get("drop") or {}
