@@ -77,3 +77,32 @@ def test_an_edited_recipe_and_force_are_real_builds(tmp_path):
     recipe.write_text(recipe.read_text().replace("{type: min_words, min: 1}", "{type: min_words, min: 2}"))
     assert not _fast(_build(tmp_path, recipe))
     assert _fast(_build(tmp_path, recipe))
+
+
+def test_vlitc_installed_elsewhere_gives_the_same_step_keys_and_lock(tmp_path):
+    """The demo reads built-in instruction pools: they are shown as ``<vlitc>/...`` in step keys,
+    not where vlitc lies, so vlitc laid out as a wheel in another folder builds the same keys
+    and lock as this checkout."""
+    import shutil
+
+    other = tmp_path / "elsewhere"
+    # as a wheel lays it out: the prompt templates inside the package, no folder beside it
+    shutil.copytree(ROOT / "vlitc", other / "vlitc", ignore=shutil.ignore_patterns("__pycache__"))
+    assert (other / "vlitc" / "data" / "prompt_templates" / "pools").is_dir() and not (other / "prompt_templates").exists()
+    (tmp_path / "demo").mkdir()
+    recipe = demo_copy(tmp_path / "demo")
+    locks, keys = [], []
+    for home in (ROOT, other):
+        out = tmp_path / f"out-{home.name}"
+        cmd = [sys.executable, "-m", "vlitc.cli.main", "build", str(recipe), "--quiet", "--out", str(out),
+               "--cache-dir", str(tmp_path / f"cache-{home.name}")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(home)})
+        assert proc.returncode == 0, proc.stderr
+        locks.append((out / "vlitc.lock").read_bytes())
+        keys.append([(s["id"], s["key"]) for s in json.loads((out / "manifest.json").read_text())["steps"]])
+        shown = {k for f in (tmp_path / f"cache-{home.name}" / "steps").glob("*.json")
+                 for k in json.loads(f.read_text()).get("file_hashes", {})}
+        assert any(k.startswith("<vlitc>/prompt_templates/pools/") for k in shown)
+        assert not any(str(other) in k for k in shown)
+    assert keys[0] == keys[1] and locks[0] == locks[1]

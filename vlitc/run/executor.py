@@ -27,6 +27,7 @@ from vlitc.recipe import Recipe
 from vlitc.release import layout
 from vlitc.run.engine import Execution, make_engine
 from vlitc.run.fingerprint import FileState
+from vlitc.run.keys import shown_path
 from vlitc.run.runners import RUNNERS, Runner, op_of
 from vlitc.run.shards import Job
 from vlitc.run.status import StepStatus, output_hash, step_status
@@ -278,8 +279,7 @@ class Executor:
         inputs = set()
         for d in self.done.values():
             for shown in d.entry.get("file_hashes", {}):
-                p = Path(shown.rstrip("/"))
-                inputs.add((p if p.is_absolute() else self.recipe.dir / p).resolve())
+                inputs.add(shown_path(shown, self.recipe.dir).resolve())
         noop.write(self.store.root, Path(self.recipe.path), self.out_dir, sorted(inputs),
                    [d.key for d in self.done.values()], [o["path"] for o in manifest["outputs"]])
 

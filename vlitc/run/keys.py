@@ -26,11 +26,39 @@ def step_files(step: Step, recipe: Recipe, files: FileState, ctx: OpContext) -> 
     return out
 
 
+#: vlitc's own files (its package, and the prompt templates it ships: package data in a wheel,
+#: a folder beside the package in a checkout) are shown under this name, not where vlitc
+#: happens to be installed: a step that reads a built-in pool has the same key, and a release
+#: the same lock, on every machine and from a wheel as from a checkout
+OWN = "<vlitc>/"
+_PACKAGE = Path(__file__).resolve().parents[1]
+_OWN_ROOTS = ((_PACKAGE / "data" / "prompt_templates", "prompt_templates"),
+              (_PACKAGE.parent / "prompt_templates", "prompt_templates"),
+              (_PACKAGE, "vlitc"))
+
+
 def _display(p: Path, base: Path) -> str:
+    real = p.resolve()
     try:
-        return str(p.resolve().relative_to(base))
+        return str(real.relative_to(base))
     except ValueError:
-        return str(p.resolve())
+        pass
+    for root, name in _OWN_ROOTS:
+        for q in (p.absolute(), real):
+            if q.is_relative_to(root):
+                return f"{OWN}{name}/{q.relative_to(root).as_posix()}"
+    return str(real)
+
+
+def shown_path(shown: str, base: Path) -> Path:
+    """The file a step's ``file_hashes`` name (as :func:`step_files` shows it) stands for."""
+    shown = shown.rstrip("/")
+    if shown.startswith(OWN):
+        name, _, rest = shown[len(OWN):].partition("/")
+        found = [root / rest for root, n in _OWN_ROOTS if n == name]
+        return next((f for f in found if f.exists()), found[0] if found else Path(shown))
+    p = Path(shown)
+    return p if p.is_absolute() else base / p
 
 
 def components(step: Step, recipe: Recipe, file_hashes: dict[str, str], upstream: dict[str, str]) -> dict:
