@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from typing import Any
 
 from vlitc.ops.base import OpContext, Report
 from vlitc.ops.registry import register
@@ -107,20 +108,35 @@ class ReleaseReport(Report):
     writes = FILES
 
     def write(self, ctx: OpContext) -> list[str]:
-        from vlitc.release import card, html
         from vlitc.release import summary as sm
-        from vlitc.release.lock import dumps, make_lock, package_versions
+        from vlitc.release.gallery import Reservoir, group_of
 
         kept = Kept(ctx, self.params)
         for s in ctx.input("balance"):  # streamed: every figure of them is order-free
             kept.add(s)
-        dropped = sorted(ctx.input("dropped"), key=lambda s: s["id"])
+        dropped = sm.Drops()
+        gallery = Reservoir(self.params["gallery"], ctx.seed, "dropped")
+        try:
+            for d in ctx.input("dropped"):  # streamed too: the drop log is staged, then sorted
+                dropped.add(d)
+                kept.tally.add_scores(d)  # the score plots show the dropped samples' scores too
+                gallery.add(group_of(d), str(d["id"]), d)
+            self._write(ctx, kept, dropped, gallery)
+        finally:
+            dropped.close()
+        return list(FILES)
+
+    def _write(self, ctx: OpContext, kept: Kept, dropped: Any, dropped_gallery: Any) -> None:
+        from vlitc.release import card, html
+        from vlitc.release import summary as sm
+        from vlitc.release.lock import dumps, make_lock, package_versions
+
         steps = list(ctx.input("steps"))
         summary = self.summarise(kept, dropped, steps, ctx)
         summary["pass_rates"] = sm.pass_rates(ctx.input("filtered"), dropped)
-        summary["decontamination"] = sm.decontamination(dropped)
+        summary["decontamination"] = dropped.decontamination()
         lock = make_lock(ctx.recipe, steps, kept.images.result(), package_versions())
-        report = self.report_data(summary, kept, dropped, ctx)
+        report = self.report_data(summary, kept, dropped_gallery, ctx)
         indicators = {k: summary[k] for k in ("name", "version", "seed", "n_samples", "counts",
                                               "indicators", "funnel", "drop_reasons",
                                               "pass_rates", "decontamination")}
@@ -129,14 +145,12 @@ class ReleaseReport(Report):
             layout.REPORT: html.render(report).encode(),
             layout.INDICATORS: (json.dumps(indicators, indent=2, sort_keys=True) + "\n").encode(),
             layout.LOCK: dumps(lock),
-            DROP_LOG: "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n"
-                              for r in sm.drop_log(dropped)).encode(),
         }
         if ctx.out_dir is None:
             raise RuntimeError("reports need ctx.out_dir")
-        for name in FILES:  # into the step's private staging folder, taken whole or not at all
-            (ctx.out_dir / name).write_bytes(out[name])
-        return list(FILES)
+        for name, data in out.items():  # into the step's private staging folder, taken whole or not at all
+            (ctx.out_dir / name).write_bytes(data)
+        dropped.write_log(ctx.out_dir / DROP_LOG)
 
     def summarise(self, kept: Kept, dropped, steps, ctx: OpContext) -> dict:
         from vlitc.release import summary as sm
@@ -158,14 +172,14 @@ class ReleaseReport(Report):
             "description": r.get("description", ""), "n_samples": kept.n,
             "counts": counts, "indicators": ind,
             "indicator_rows": sm.indicator_rows(ind), "funnel": sm.funnel(steps, dropped),
-            "drop_reasons": sm.drop_reasons(dropped), "failed": sm.failed_items(steps),
+            "drop_reasons": dropped.drop_reasons(), "failed": sm.failed_items(steps),
             "sources": sm.sources(r),
             "generators": sm.generators(r), "outputs": sm.outputs(r),
             "rebuild": self.params.get("rebuild") or self.rebuild_command(ctx),
             "image_note": image_note(r),
-            "llm": sm.llm_rows(r, steps), "parse_failures": sm.parse_failures(dropped),
+            "llm": sm.llm_rows(r, steps), "parse_failures": dropped.parse_failures(),
             "task_funnel": sm.task_funnel(steps, counts["task"], dropped),
-            "task_drop_reasons": sm.task_drop_reasons(dropped),
+            "task_drop_reasons": dropped.task_drop_reasons(),
         }
 
     def rebuild_command(self, ctx: OpContext) -> str:
@@ -174,7 +188,7 @@ class ReleaseReport(Report):
                 f"{layout.RESPONSES}),\n# and exit 2 with every difference if the bytes differ\n"
                 "vlitc build <recipe.yaml> --frozen-from <release> --out rebuilt")
 
-    def report_data(self, summary: dict, kept: Kept, dropped, ctx: OpContext) -> dict:
+    def report_data(self, summary: dict, kept: Kept, dropped_gallery: Any, ctx: OpContext) -> dict:
         from vlitc.release import gallery
         from vlitc.release.svg import bars, histogram
 
@@ -183,15 +197,11 @@ class ReleaseReport(Report):
                  bars("filter funnel (samples out)",
                       [(r["step"], r["n_out"]) for r in summary["funnel"]])]
         plots += [histogram(name, vals) for name, vals in kept.tally.lengths.items()]
-        scores = kept.tally  # the kept samples' scores, and the dropped ones'
-        for s in dropped:
-            scores.add_scores(s)
-        plots += [histogram(f"score: {name}", vals) for name, vals in scores.score_result().items()]
+        plots += [histogram(f"score: {name}", vals) for name, vals in kept.tally.score_result().items()]
         n, size = self.params["gallery"], self.params["thumb"]
         return {**summary, "plots": plots,
                 "kept": [gallery.item(s, ctx.image_path, size) for s in gallery.taken(kept.gallery, n)],
-                "dropped": [gallery.item(s, ctx.image_path, size)
-                            for s in gallery.pick(dropped, n, ctx.seed, "dropped")]}
+                "dropped": [gallery.item(s, ctx.image_path, size) for s in gallery.taken(dropped_gallery, n)]}
 
 
 #: exports whose image paths are written for their trainer (vlitc.ops.exporters.trainers)

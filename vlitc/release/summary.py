@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from vlitc.quality.indicators import TOO_FEW
 from vlitc.records import Sample, assistant_text, user_text
@@ -53,7 +55,7 @@ def counts(samples: Iterable[Sample]) -> dict[str, dict[str, int]]:
     return tally.count_result()
 
 
-def funnel(steps: Iterable[Mapping], dropped: Sequence[Sample]) -> list[dict]:
+def funnel(steps: Iterable[Mapping], dropped: Drops) -> list[dict]:
     """Samples in and out of merge, every filter and balance, in build order. Without step
     summaries, the drops per filter are counted from the dropped samples."""
     rows = [{"step": s["id"], "n_in": int(s.get("n_in") or 0), "n_out": int(s.get("n_out") or 0)}
@@ -61,8 +63,7 @@ def funnel(steps: Iterable[Mapping], dropped: Sequence[Sample]) -> list[dict]:
             or str(s.get("id", "")).split(":")[0] in ("merge", "filter", "balance")]
     if rows:
         return rows
-    per = Counter(((d.get("meta") or {}).get("drop") or {}).get("filter", "?") for d in dropped)
-    return [{"step": f"filter:{k}", "n_in": v, "n_out": 0} for k, v in sorted(per.items())]
+    return [{"step": f"filter:{k}", "n_in": v, "n_out": 0} for k, v in sorted(dropped.per_filter.items())]
 
 
 def failed_items(steps: Iterable[Mapping]) -> list[dict]:
@@ -75,15 +76,6 @@ def failed_items(steps: Iterable[Mapping]) -> list[dict]:
             out.append({"step": s["id"], "count": count,
                         "items": list((s.get("notes") or {}).get("llm_failed") or [])})
     return out
-
-
-def drop_reasons(dropped: Sequence[Sample], top: int = 5) -> dict[str, list[tuple[str, int]]]:
-    """The most frequent drop reasons per filter."""
-    per: dict[str, Counter] = defaultdict(Counter)
-    for d in dropped:
-        drop = (d.get("meta") or {}).get("drop") or {}
-        per[str(drop.get("filter", "?"))][str(drop.get("reason", ""))] += 1
-    return {f: c.most_common(top) for f, c in sorted(per.items())}
 
 
 def score_values(samples: Iterable[Sample], limit: int = 6) -> dict[str, Counter[float]]:
@@ -262,33 +254,12 @@ def _model_steps(recipe: Mapping) -> list[tuple[str, Mapping, str, int]]:
     return out
 
 
-def parse_failures(dropped: Sequence[Sample], limit: int = 20) -> list[dict]:
-    """The responses no parser could read (kept with their raw text and the parser's reason,
-    and those of the repair that failed too)."""
-    out = []
-    for d in dropped:
-        meta = d.get("meta") or {}
-        if meta.get("parse_error"):
-            row = {"id": d["id"], "task": d.get("task", ""), "error": meta["parse_error"],
-                   "raw": str(meta.get("raw", ""))}
-            repair = meta.get("repair") or {}
-            if repair.get("failed"):  # the follow-up did not parse either: its own reason
-                row["repair_error"] = str(repair.get("error", ""))
-                row["repair_raw"] = str(repair.get("raw", ""))
-            out.append(row)
-    return out[:limit]
-
-
-def task_funnel(steps: Sequence[Mapping], released: Mapping[str, int],
-                dropped: Sequence[Sample]) -> list[dict]:
+def task_funnel(steps: Sequence[Mapping], released: Mapping[str, int], dropped: Drops) -> list[dict]:
     """Per task: samples the task made, dropped by each filter, cut by the balance, released
     (``released``: samples per task, :func:`counts`' ``task``)."""
     made = {str(s.get("id", ""))[5:]: int(s.get("n_out") or 0) for s in steps
             if str(s.get("id", "")).startswith("task:")}
-    by_filter: dict[str, Counter] = defaultdict(Counter)
-    for d in dropped:
-        drop = (d.get("meta") or {}).get("drop") or {}
-        by_filter[d.get("task", "")][str(drop.get("filter", "?"))] += 1
+    by_filter = dropped.task_filter
     rows = []
     for task in sorted(set(made) | set(released)):
         n_made = made.get(task, released.get(task, 0))
@@ -297,16 +268,6 @@ def task_funnel(steps: Sequence[Mapping], released: Mapping[str, int],
                      "balanced_out": max(0, n_made - sum(drops.values()) - released.get(task, 0)),
                      "released": released.get(task, 0)})
     return rows
-
-
-def task_drop_reasons(dropped: Sequence[Sample], top: int = 3) -> list[tuple[str, str, str, int]]:
-    """``(task, filter, reason, samples)``: the most frequent drop reasons of each task."""
-    per: dict[tuple[str, str], Counter] = defaultdict(Counter)
-    for d in dropped:
-        drop = (d.get("meta") or {}).get("drop") or {}
-        per[(d.get("task", ""), str(drop.get("filter", "?")))][str(drop.get("reason", ""))] += 1
-    return [(task, f, reason, n) for (task, f), c in sorted(per.items())
-            for reason, n in c.most_common(top)]
 
 
 def stat_rows(stats: Mapping) -> list[tuple[str, str, str]]:
@@ -332,53 +293,189 @@ def template_key(s: Sample) -> str:
     return "(none)"
 
 
-def pass_rates(passed: Iterable[Sample], dropped: Sequence[Sample]) -> dict[str, list[dict]]:
+def pass_rates(passed: Iterable[Sample], dropped: Drops) -> dict[str, list[dict]]:
     """Share of samples that passed every filter, per source, per task and per instruction
     template: ``{"source": [{"key", "passed", "dropped", "rate"}, ...], ...}``."""
-    keys = {"source": lambda s: s.get("source", ""), "task": lambda s: s.get("task", ""),
-            "template": template_key}
-    tallies: dict[str, dict[str, list[int]]] = {k: defaultdict(lambda: [0, 0]) for k in keys}
+    tallies: dict[str, dict[str, list[int]]] = {k: defaultdict(lambda: [0, 0]) for k in PASS_KEYS}
     for s in passed:
-        for name, key in keys.items():
+        for name, key in PASS_KEYS.items():
             tallies[name][str(key(s))][0] += 1
-    for s in dropped:
-        for name, key in keys.items():
-            tallies[name][str(key(s))][1] += 1
+    for name, counts in dropped.pass_keys.items():
+        for k, n in counts.items():
+            tallies[name][k][1] += n
     return {name: [{"key": k, "passed": p, "dropped": d, "rate": round(p / (p + d), 4)}
                    for k, (p, d) in sorted(t.items())] for name, t in tallies.items()}
 
 
-def decontamination(dropped: Sequence[Sample], examples: int = 5) -> list[dict]:
-    """What decontamination removed, per evaluation set: how many samples, matched how, and a
-    few ids with what they matched (from the ``contaminated`` stats of the dropping filter)."""
-    per: dict[str, dict] = {}
-    for d in dropped:
+#: what a pass rate is given per: the sample's source, task and instruction template
+PASS_KEYS: dict[str, Callable[[Sample], str]] = {
+    "source": lambda s: s.get("source", ""), "task": lambda s: s.get("task", ""), "template": template_key}
+
+
+class Ranked:
+    """A tally whose equal counts are ordered by where each key first came in id order (as
+    :meth:`collections.Counter.most_common` orders them over samples sorted by id), however
+    the samples arrive."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.first: dict[str, tuple[str, int]] = {}
+
+    def add(self, key: str, at: tuple[str, int]) -> None:
+        self.counts[key] += 1
+        if key not in self.first or at < self.first[key]:
+            self.first[key] = at
+
+    def most_common(self, n: int) -> list[tuple[str, int]]:
+        order = sorted(self.counts, key=lambda k: (-self.counts[k], self.first[k]))
+        return [(k, self.counts[k]) for k in order[:n]]
+
+
+class Lowest:
+    """The ``n`` items of the lowest keys seen (the first ``n`` in id order), kept as they come."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.items: list[tuple[tuple[str, int], Any]] = []
+
+    def add(self, at: tuple[str, int], item: Any) -> None:
+        self.items.append((at, item))
+        if len(self.items) > 4 * self.n + 16:
+            self._trim()
+
+    def _trim(self) -> None:
+        self.items.sort(key=lambda e: e[0])
+        del self.items[self.n:]
+
+    def result(self) -> list[Any]:
+        self._trim()
+        return [item for _at, item in self.items]
+
+
+class Drops:
+    """The dropped samples, folded one at a time into what the card, the report and
+    ``drops.jsonl`` say of them: counts and drop reasons per filter and task, the first parse
+    failures and decontamination examples in id order, the dropped side of the pass rates,
+    and the drop log's lines, staged in a temporary file and written out in id order (the
+    order is kept as ``(id, arrival)``, as a stable sort by id gives). Only the log's line
+    positions and the few examples are held."""
+
+    def __init__(self, parse_limit: int = 20, examples: int = 5) -> None:
+        import tempfile
+
+        self.n = 0
+        self.per_filter: Counter[str] = Counter()
+        self.reasons: dict[str, Ranked] = defaultdict(Ranked)
+        self.task_filter: dict[str, Counter[str]] = defaultdict(Counter)
+        self.task_reasons: dict[tuple[str, str], Ranked] = defaultdict(Ranked)
+        self.pass_keys: dict[str, Counter[str]] = {k: Counter() for k in PASS_KEYS}
+        self.parse = Lowest(parse_limit)
+        self.examples = examples
+        self.decon: dict[str, dict] = {}
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in write_log)
+        self._where: list[tuple[str, int, int, int]] = []  # (id, arrival, offset, length)
+        self._offset = 0
+
+    def add(self, d: Sample) -> None:
+        at = (str(d.get("id")), self.n)
+        self.n += 1
+        meta = d.get("meta") or {}
+        drop = meta.get("drop") or {}
+        f, reason, task = str(drop.get("filter", "?")), str(drop.get("reason", "")), d.get("task", "")
+        self.per_filter[drop.get("filter", "?")] += 1
+        self.reasons[f].add(reason, at)
+        self.task_filter[task][f] += 1
+        self.task_reasons[(task, f)].add(reason, at)
+        for name, key in PASS_KEYS.items():
+            self.pass_keys[name][str(key(d))] += 1
+        if meta.get("parse_error"):
+            self.parse.add(at, _parse_row(d))
+        self._contaminated(d, at)
+        line = (json.dumps(drop_row(d), sort_keys=True, ensure_ascii=False) + "\n").encode()
+        self._log.write(line)
+        self._where.append((*at, self._offset, len(line)))
+        self._offset += len(line)
+
+    def _contaminated(self, d: Sample, at: tuple[str, int]) -> None:
         meta = d.get("meta") or {}
         label = (meta.get("drop") or {}).get("filter")
         st = (meta.get("stats") or {}).get(label) if label else None
         if not isinstance(st, Mapping) or not st.get("contaminated"):
-            continue
+            return
         for ev in sorted({str(f.get("eval")) for f in st["contaminated"]}):
-            row = per.setdefault(ev, {"eval": ev, "samples": 0, "by": Counter(), "examples": []})
+            row = self.decon.setdefault(ev, {"eval": ev, "samples": 0, "by": Counter(),
+                                             "examples": Lowest(self.examples)})
             row["samples"] += 1
             hits = [f for f in st["contaminated"] if str(f.get("eval")) == ev]
             row["by"].update(str(f.get("by")) for f in hits)
-            if len(row["examples"]) < examples:
-                row["examples"].append(f"{d['id']} ({hits[0].get('by')}: {hits[0].get('match')})")
-    return [{**r, "by": dict(sorted(r["by"].items()))} for _, r in sorted(per.items())]
+            row["examples"].add(at, f"{d['id']} ({hits[0].get('by')}: {hits[0].get('match')})")
+
+    def drop_reasons(self, top: int = 5) -> dict[str, list[tuple[str, int]]]:
+        """The most frequent drop reasons per filter."""
+        return {f: c.most_common(top) for f, c in sorted(self.reasons.items())}
+
+    def task_drop_reasons(self, top: int = 3) -> list[tuple[str, str, str, int]]:
+        """``(task, filter, reason, samples)``: the most frequent drop reasons of each task."""
+        return [(task, f, reason, n) for (task, f), c in sorted(self.task_reasons.items())
+                for reason, n in c.most_common(top)]
+
+    def parse_failures(self) -> list[dict]:
+        """The responses no parser could read (kept with their raw text and the parser's
+        reason, and those of the repair that failed too), the first in id order."""
+        return self.parse.result()
+
+    def decontamination(self) -> list[dict]:
+        """What decontamination removed, per evaluation set: how many samples, matched how,
+        and a few ids with what they matched (from the ``contaminated`` stats of the filter
+        that dropped them)."""
+        return [{**r, "by": dict(sorted(r["by"].items())), "examples": r["examples"].result()}
+                for _, r in sorted(self.decon.items())]
+
+    def write_log(self, path: Any) -> None:
+        """``drops.jsonl``: one line per dropped sample, in id order."""
+        self._where.sort()
+        log = self._log
+        try:
+            log.flush()
+            with open(path, "wb") as out:
+                for _id, _n, offset, length in self._where:
+                    log.seek(offset)
+                    out.write(log.read(length))
+        finally:
+            log.close()
+
+    def close(self) -> None:
+        self._log.close()
 
 
-def drop_log(dropped: Iterable[Sample]) -> Iterator[dict]:
-    """One row per dropped sample, for ``drops.jsonl``: id, the filter and its reason, that
-    filter's stats, and where the sample came from (task, source, template, record, provenance)."""
+def _parse_row(d: Sample) -> dict:
+    meta = d.get("meta") or {}
+    row = {"id": d["id"], "task": d.get("task", ""), "error": meta["parse_error"], "raw": str(meta.get("raw", ""))}
+    repair = meta.get("repair") or {}
+    if repair.get("failed"):  # the follow-up did not parse either: its own reason
+        row["repair_error"] = str(repair.get("error", ""))
+        row["repair_raw"] = str(repair.get("raw", ""))
+    return row
+
+
+def drops(dropped: Iterable[Sample]) -> Drops:
+    """:class:`Drops` of the dropped samples."""
+    scan = Drops()
     for d in dropped:
-        meta = d.get("meta") or {}
-        drop = meta.get("drop") or {}
-        prov = meta.get("provenance") or {}
-        row = {"id": d.get("id"), "filter": drop.get("filter"), "reason": drop.get("reason"),
-               "stats": (meta.get("stats") or {}).get(drop.get("filter")),
-               "task": d.get("task", ""), "source": d.get("source", ""),
-               "template": template_key(d), "record_id": meta.get("record_id")}
-        if prov:
-            row["provenance"] = prov
-        yield row
+        scan.add(d)
+    return scan
+
+
+def drop_row(d: Sample) -> dict:
+    """A dropped sample's row in ``drops.jsonl``: id, the filter and its reason, that filter's
+    stats, and where the sample came from (task, source, template, record, provenance)."""
+    meta = d.get("meta") or {}
+    drop = meta.get("drop") or {}
+    prov = meta.get("provenance") or {}
+    row = {"id": d.get("id"), "filter": drop.get("filter"), "reason": drop.get("reason"),
+           "stats": (meta.get("stats") or {}).get(drop.get("filter")),
+           "task": d.get("task", ""), "source": d.get("source", ""),
+           "template": template_key(d), "record_id": meta.get("record_id")}
+    if prov:
+        row["provenance"] = prov
+    return row
