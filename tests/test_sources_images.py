@@ -246,7 +246,7 @@ def test_hashes_known_from_the_folder_signature_are_not_computed_again(tmp_path,
     os.utime(root / "small0.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     hashed = []
     real = images.sha256_file
-    monkeypatch.setattr(images, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    monkeypatch.setattr(images, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
     for decode in (False, True):
         hashed.clear()
         infos = ImageChecker(root, decode=decode, known=known).check(names)
@@ -276,3 +276,30 @@ def test_a_build_reads_each_image_once_for_its_hash(tmp_path, monkeypatch):
     assert sorted(n for n in hashed if n.endswith(".jpg")) == ["1.jpg", "2.jpg", "3.jpg"]
     source = next(s for s in result.manifest["steps"] if s["id"] == "source:coco")
     assert source["counters"]["images_hashed"] == 3 and source["counters"]["corrupt_image"] == 1
+
+
+def test_an_image_opened_by_its_extensions_format_reads_as_opened_with_every_format(tmp_path):
+    """probe tries the extension's format alone first: a file of another format under that
+    name, a truncated one or no image at all gives what Pillow gives trying every format."""
+    from PIL import Image
+
+    from vlitc.images import compute
+
+    def plain(rel: str) -> tuple:  # the check as Pillow's open with every format makes it
+        try:
+            with Image.open(tmp_path / rel) as im:
+                return im.size, None
+        except Exception as e:
+            return None, f"corrupt: {type(e).__name__}: {e}"
+
+    make_image(tmp_path / "real.jpg", (30, 20))
+    Image.new("RGB", (7, 9)).save(tmp_path / "png.jpg", format="PNG")
+    Image.new("RGB", (5, 6)).save(tmp_path / "jpeg.png", format="JPEG")
+    Image.new("RGB", (4, 3)).save(tmp_path / "gif.jpeg", format="GIF")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "real.jpg").read_bytes()[:40])
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "empty.JPG").write_bytes(b"")
+    for rel in ("real.jpg", "png.jpg", "jpeg.png", "gif.jpeg", "cut.jpg", "text.png", "empty.JPG"):
+        info = compute((str(tmp_path), False, False, True), rel)
+        size = (info.width, info.height) if info.error is None else None
+        assert (size, info.error) == plain(rel), rel

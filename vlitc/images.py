@@ -51,11 +51,29 @@ class ImageInfo:
         return self.error is None
 
 
-def probe(path: Path, decode: bool) -> tuple[int, int]:
-    """Width and height from the header; with ``decode`` the whole image is decoded too."""
-    from PIL import Image
+#: the format a file name's extension names: Pillow tries it alone first
+FORMAT_OF = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 
-    with Image.open(path) as im:
+
+def probe(path: Path | str, decode: bool) -> tuple[int, int]:
+    """Width and height from the header; with ``decode`` the whole image is decoded too.
+
+    The format the extension names is tried alone first (no other format accepts a JPEG's or
+    a PNG's first bytes, so one it opens is what opening it with every format gives); a file
+    it cannot identify is opened again with every format, for the same result or error."""
+    from PIL import Image, UnidentifiedImageError
+
+    fmt = FORMAT_OF.get(os.path.splitext(path)[1].lower())
+    if fmt is not None:
+        try:
+            return _size(Image.open(path, formats=(fmt,)), decode)
+        except UnidentifiedImageError:
+            pass
+    return _size(Image.open(path), decode)
+
+
+def _size(image: Any, decode: bool) -> tuple[int, int]:
+    with image as im:
         size = im.size
         if decode:
             im.load()
@@ -248,7 +266,7 @@ class ImageChecker:
 def compute(job: tuple[str, bool, bool, bool], rel: str) -> ImageInfo:
     """One image's check: ``job`` is (root, decode, hash, read_size) as in :class:`ImageChecker`."""
     root, decode, hashing, read_size = job
-    path = Path(root) / rel
+    path = os.path.join(root, rel)
     info = ImageInfo(rel)
     try:
         if read_size:
