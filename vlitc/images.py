@@ -50,6 +50,15 @@ class ImageInfo:
     def ok(self) -> bool:
         return self.error is None
 
+    def packed(self) -> tuple:
+        """The info as a plain tuple (:meth:`unpacked` gives it back): what crosses between
+        processes, pickled several times faster than the object."""
+        return self.path, self.width, self.height, self.sha256, self.error
+
+    @staticmethod
+    def unpacked(t: tuple) -> ImageInfo:
+        return ImageInfo(*t)
+
 
 #: the format a file name's extension names: Pillow tries it alone first
 FORMAT_OF = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
@@ -238,8 +247,8 @@ class ImageChecker:
         rels = [p for p, _ in todo]
         if self.map is not None and len(rels) > MAP_CHUNK:
             chunks = (rels[i : i + MAP_CHUNK] for i in range(0, len(rels), MAP_CHUNK))
-            for infos in self.map(check_chunk, job, chunks):
-                yield from infos
+            for infos in self.map(check_packed, job, chunks):
+                yield from map(ImageInfo.unpacked, infos)
             return
         least = THREAD_MIN_DECODE if job[1] else THREAD_MIN_BYTES
         big = [i for i, (_, sig) in enumerate(todo) if sig[0] >= least]
@@ -281,8 +290,13 @@ def compute(job: tuple[str, bool, bool, bool], rel: str) -> ImageInfo:
 
 
 def check_chunk(job: tuple[str, bool, bool, bool], rels: list[str]) -> list[ImageInfo]:
-    """The checks of a chunk of images, in one worker (a shard function of the engine)."""
+    """The checks of a chunk of images."""
     return [compute(job, rel) for rel in rels]
+
+
+def check_packed(job: tuple[str, bool, bool, bool], rels: list[str]) -> list[tuple]:
+    """:func:`check_chunk` in one worker (a shard function of the engine), packed to travel."""
+    return [compute(job, rel).packed() for rel in rels]
 
 
 def _listing(root: Path) -> set[str]:

@@ -817,8 +817,8 @@ class AnnotationSource(Source):
                 infos = self._check(checker, batch, ctx) if checker is not None else {}
                 for i in range(0, len(batch), BUILD_RUN):
                     run = batch[i:i + BUILD_RUN]
-                    yield (self.pack(run), {p: infos[p] for e in run for p in paths_of(e.path) if p in infos},
-                           done + i)
+                    yield (self.pack(run), {p: infos[p].packed() for e in run for p in paths_of(e.path)
+                                            if p in infos}, done + i)
 
         total = 0
         for res in ctx.map_chunks(build_run, job, runs()):
@@ -1054,9 +1054,11 @@ def build_run(job: BuildJob, run: tuple[Any, dict, int]) -> BuiltRun:
     load_lines`): the same lines the build's own process would store."""
     import orjson
 
+    from vlitc.images import ImageInfo
     from vlitc.ops import registry
 
-    packed, infos, done = run
+    packed, packed_infos, done = run
+    infos = {p: ImageInfo.unpacked(t) for p, t in packed_infos.items()}
     if _LOADER.get("job") != job:
         _LOADER["op"] = registry.get("source", job.name)(job.params, label=job.label)
         _LOADER["job"] = job
