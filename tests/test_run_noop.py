@@ -106,3 +106,24 @@ def test_vlitc_installed_elsewhere_gives_the_same_step_keys_and_lock(tmp_path):
         assert any(k.startswith("<vlitc>/prompt_templates/pools/") for k in shown)
         assert not any(str(other) in k for k in shown)
     assert keys[0] == keys[1] and locks[0] == locks[1]
+
+
+def test_a_folder_listed_for_a_step_key_is_the_folder_state_the_no_op_record_keeps(tmp_path):
+    """The no-op record takes the listing the build's folder signature made (names that are
+    prefixes of others, sub-folders, a symlinked folder) instead of listing the folder again."""
+    from vlitc.run import noop
+    from vlitc.run.fingerprint import FileState
+
+    root = tmp_path / "images"
+    (root / "a" / "b").mkdir(parents=True)
+    for name in ("a.png", "a-b.png", "a/b/c.png", "a/x.png", "ab"):
+        (root / name).write_bytes(name.encode() * 3)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "z.png").write_bytes(b"z")
+    (root / "linked").symlink_to(tmp_path / "elsewhere")
+    state = FileState(tmp_path / "state")
+    try:
+        state.dir_signature(root)
+        assert state.listed == {str(root.resolve()): noop._folder(root)}
+    finally:
+        state.close()

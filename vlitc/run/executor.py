@@ -281,7 +281,8 @@ class Executor:
             for shown in d.entry.get("file_hashes", {}):
                 inputs.add(shown_path(shown, self.recipe.dir).resolve())
         noop.write(self.store.root, Path(self.recipe.path), self.out_dir, sorted(inputs),
-                   [d.key for d in self.done.values()], [o["path"] for o in manifest["outputs"]])
+                   [d.key for d in self.done.values()], [o["path"] for o in manifest["outputs"]],
+                   listed=self.files.listed)
 
     def _run_step(self, step: Step) -> None:
         st = self._status(step)

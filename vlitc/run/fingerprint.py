@@ -46,6 +46,9 @@ class FileState:
         #: the per-file table of the folder signed last, (folder, {name: [size, mtime_ns, sha256]}),
         #: until a step takes it (:meth:`known_hashes`)
         self._last: tuple[str, dict] | None = None
+        #: each folder signed, by its resolved path: the hash of its files' names, sizes and
+        #: mtimes as they were listed (the no-op record's folder states, :mod:`vlitc.run.noop`)
+        self.listed: dict[str, str] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -81,6 +84,7 @@ class FileState:
         files.sort()
         stamp = hashlib.sha256("".join(f"{n}\0{s}\0{m}\n" for n, _, s, m in files).encode()).hexdigest()
         where = str(Path(root).resolve())
+        self.listed[where] = stamp
         hit = self._db.get(f"dir:{where}")
         if hit and hit[0] == stamp:
             return hit[1]

@@ -76,12 +76,15 @@ def _sha(path: Path) -> str | None:
 
 
 def write(cache: Path, recipe: Path, out_dir: Path, inputs: list[Path], entries: list[str],
-          outputs: list[str]) -> None:
-    """Record a finished build (called by the executor once the release is in place)."""
+          outputs: list[str], listed: dict[str, str] | None = None) -> None:
+    """Record a finished build (called by the executor once the release is in place).
+    ``listed``: folders the build listed already, by resolved path, with the hash of their
+    files' names, sizes and mtimes as :func:`_folder` makes it (they are not listed again)."""
     files, folders = {}, {}
+    listed = listed or {}
     for p in sorted(set(inputs) | {recipe.resolve()}):
         if p.is_dir():
-            folders[str(p)] = _folder(p)
+            folders[str(p)] = listed.get(str(p)) or _folder(p)
         else:
             files[str(p)] = _stamp(p)
     out_dir = out_dir.resolve()
