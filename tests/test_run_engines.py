@@ -519,8 +519,9 @@ def test_coco_records_built_in_workers_match_the_build_in_one_process(tmp_path, 
     images = []
     for i in range(1, 12):
         if i != 5:  # 5 is missing
-            Image.new("RGB", (16 + i, 12)).save(tmp_path / "images" / f"{i}.png")
+            Image.new("RGB", (16 + i, 12 + (i == 3))).save(tmp_path / "images" / f"{i}.png")
         images.append({"id": i, "file_name": f"{i}.png", "width": 16 + i, "height": 12})
+    (tmp_path / "images" / "6.png").write_bytes(b"not an image")  # 6 is corrupt; 3 not 12 high
     caps = [{"id": k, "image_id": 1 + k % 13, "caption": f"a red square number {k} here"}
             for k in range(40)]
     inst = [{"id": k, "image_id": 1 + k % 11, "category_id": 1 + k % 3, "bbox": [1, 1, 5 + k, 4],
@@ -552,8 +553,18 @@ report: false
 
     assert counted(one, "one") == counted(two, "two")
     got, notes = counted(two, "two")
-    assert got["unknown_category"] == 9 and got["box_outside_image"] > 0  # (not of the missing image)
-    assert got["annotation_unknown_image"] == 6 and notes["skipped_images"] == ["5.png"]
+    assert got["unknown_category"] == 8 and got["box_outside_image"] > 0  # (not of images skipped)
+    assert got["annotation_unknown_image"] == 6 and notes["skipped_images"] == ["5.png", "6.png"]
+    assert got["images_hashed"] == 10 and got["images_remembered"] == 0
+    assert got["image_size_mismatch"] == 1 and got["corrupt_image"] == 1
+    # the images checked in the workers went into the table: a source that runs again reads none
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(recipe.read_text().replace("instances: instances.json}",
+                                                 "instances: instances.json, keep_empty: false}"))
+    for name, workers in (("one", 1), ("two", 2)):
+        again = _build_as(recipe, tmp_path, name, workers=workers)
+        got, _ = counted(again, name)
+        assert (got["images_hashed"], got["images_remembered"]) == (0, 10)
 
 
 def test_an_image_outside_its_folder_is_the_same_located_error_from_a_worker(tmp_path, monkeypatch):

@@ -163,6 +163,16 @@ class ImageChecker:
     # -- checks -----------------------------------------------------------------------------
     def check(self, paths: Iterable[str]) -> dict[str, ImageInfo]:
         """Check every relative path; returns one :class:`ImageInfo` per distinct path."""
+        out, todo = self.plan(paths)
+        if todo:
+            self.record(todo, self._infos(todo), out)
+        return out
+
+    def plan(self, paths: Iterable[str]) -> tuple[dict[str, ImageInfo], list[tuple[str, tuple[int, int]]]]:
+        """:meth:`check` up to the images whose check must be computed: what is known of the
+        distinct paths without opening them (outside, missing, remembered), and the rest as
+        ``(path, (size, mtime))`` to compute (:meth:`_infos`, or elsewhere with :meth:`spec`
+        and :func:`infos_of`) and :meth:`record`."""
         paths = list(dict.fromkeys(paths))
         out: dict[str, ImageInfo] = {}
         if self.contain is not None:
@@ -177,7 +187,7 @@ class ImageChecker:
             for p in paths:
                 present = p in listing if "/" not in p else (self.root / p).is_file()
                 out[p] = ImageInfo(p) if present else ImageInfo(p, error="missing")
-            return out
+            return out, []
         table = self._load_table()
         todo: list[tuple[str, tuple[int, int]]] = []
         root = os.fspath(self.root)
@@ -194,14 +204,17 @@ class ImageChecker:
                 self.hits += 1
             else:
                 todo.append((p, sig))
-        if todo:
-            for (p, sig), info in zip(todo, self._infos(todo), strict=True):
-                out[p] = info
-                table[p] = [sig[0], sig[1], info.width, info.height, info.sha256,
-                            info.error, self.decode]
-            self.computed += len(todo)
-            self._save_table(table)
-        return out
+        return out, todo
+
+    def record(self, todo: list[tuple[str, tuple[int, int]]], infos: Iterable[ImageInfo],
+               out: dict[str, ImageInfo]) -> None:
+        """The computed checks of ``todo``, in its order: into ``out`` and the table."""
+        table = self._load_table()
+        for (p, sig), info in zip(todo, infos, strict=True):
+            out[p] = info
+            table[p] = [sig[0], sig[1], info.width, info.height, info.sha256, info.error, self.decode]
+        self.computed += len(todo)
+        self._save_table(table)
 
     def _cached(self, rel: str, entry: Any, sig: tuple[int, int]) -> ImageInfo | None:
         if not isinstance(entry, list) or len(entry) != 7 or (entry[0], entry[1]) != sig:
@@ -211,10 +224,9 @@ class ImageChecker:
             return None
         return ImageInfo(rel, w, h, sha, err)
 
-    def _infos(self, todo: list[tuple[str, tuple[int, int]]]) -> list[ImageInfo]:
-        """The checks of ``todo`` (path, (size, mtime)), in order; a file whose hash is
-        ``known`` for its size and mtime is only probed (and not even opened without sizes)."""
-        job = (str(self.root), self.decode, self.hash, self.read_size)
+    def spec(self, todo: list[tuple[str, tuple[int, int]]]) -> tuple:
+        """What computing the checks of ``todo`` needs, as plain data (:func:`infos_of`): the
+        check's settings and the hashes ``known`` for their size and mtime."""
         shas: dict[str, str] = {}
         if self.hash and self.known:
             for p, (size, mtime) in todo:
@@ -222,20 +234,11 @@ class ImageChecker:
                 if isinstance(entry, list) and len(entry) == 3 and entry[0] == size and \
                         entry[1] == mtime and isinstance(entry[2], str):
                     shas[p] = entry[2]
-        if not shas:
-            return list(self._computed(todo, job))
-        rest = [t for t in todo if t[0] not in shas]
-        seen = [t for t in todo if t[0] in shas]
-        out = dict(zip((p for p, _ in rest), self._computed(rest, job), strict=True))
-        if self.read_size:
-            probed = self._computed(seen, (str(self.root), self.decode, False, True))
-        else:
-            probed = (ImageInfo(p) for p, _ in seen)
-        for info in probed:
-            if info.error is None:  # as a check that hashes: a file that fails has no hash
-                info.sha256 = shas[info.path]
-            out[info.path] = info
-        return [out[p] for p, _ in todo]
+        return str(self.root), self.decode, self.hash, self.read_size, shas
+
+    def _infos(self, todo: list[tuple[str, tuple[int, int]]]) -> list[ImageInfo]:
+        """The checks of ``todo`` (path, (size, mtime)), in order (see :func:`infos_of`)."""
+        return infos_of(self.spec(todo), todo, self._computed)
 
     def _computed(self, todo: list[tuple[str, tuple[int, int]]],
                   job: tuple[str, bool, bool, bool]) -> Iterator[ImageInfo]:
@@ -270,6 +273,27 @@ class ImageChecker:
                 for i, info in zip(run, infos, strict=True):
                     out[i] = info
         yield from cast(list[ImageInfo], out)
+
+
+def infos_of(spec: tuple, todo: list[tuple[str, tuple[int, int]]],
+             computed: Callable[[list, tuple], Iterable[ImageInfo]] | None = None) -> list[ImageInfo]:
+    """The checks of ``todo`` (path, (size, mtime)), in order, as :meth:`ImageChecker.spec`
+    describes them: a file whose hash is known is only probed (and not even opened without
+    sizes). ``computed(todo, job)`` checks files (by default one after another, here)."""
+    root, decode, hashing, read_size, shas = spec
+    run = computed or (lambda items, job: check_chunk(job, [p for p, _ in items]))
+    job = (root, decode, hashing, read_size)
+    if not shas:
+        return list(run(todo, job))
+    rest = [t for t in todo if t[0] not in shas]
+    seen = [t for t in todo if t[0] in shas]
+    out = dict(zip((p for p, _ in rest), run(rest, job), strict=True))
+    probed = run(seen, (root, decode, False, True)) if read_size else (ImageInfo(p) for p, _ in seen)
+    for info in probed:
+        if info.error is None:  # as a check that hashes: a file that fails has no hash
+            info.sha256 = shas[info.path]
+        out[info.path] = info
+    return [out[p] for p, _ in todo]
 
 
 def compute(job: tuple[str, bool, bool, bool], rel: str) -> ImageInfo:

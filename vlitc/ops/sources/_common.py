@@ -14,6 +14,7 @@ any layer is built, so a small sample of a large dataset checks and converts onl
 
 from __future__ import annotations
 
+import collections
 import gc
 import itertools
 import json
@@ -27,6 +28,7 @@ from typing import Any, ClassVar, NamedTuple, cast
 
 from vlitc import boxes
 from vlitc.errors import InputError, Location
+from vlitc.images import ImageInfo, infos_of
 from vlitc.ops.base import OpContext, Source, cycle_collector_off
 from vlitc.records import Record, image_record, image_value
 
@@ -812,22 +814,52 @@ class AnnotationSource(Source):
         job = BuildJob(self.name, self.params, self.label, ctx.seed, str(ctx.recipe_dir),
                        ctx.recipe, str(root) if root is not None else None)
 
-        def runs() -> Iterator[tuple[Any, dict, int]]:
+        # runs whose images are checked where their records are built: what is left to
+        # compute, recorded into the table here as the runs come back, in order
+        pending: collections.deque = collections.deque()
+
+        def runs() -> Iterator[tuple[Any, dict, Any, int]]:
             for batch, done in batches:
+                if checker is not None and _distinct_paths(batch):
+                    yield from self._checked_runs(batch, done, checker, ctx, pending)
+                    continue
                 infos = self._check(checker, batch, ctx) if checker is not None else {}
                 for i in range(0, len(batch), BUILD_RUN):
                     run = batch[i:i + BUILD_RUN]
+                    pending.append(None)
                     yield (self.pack(run), {p: infos[p].packed() for e in run for p in paths_of(e.path)
-                                            if p in infos}, done + i)
+                                            if p in infos}, None, done + i)
 
         total = 0
         for res in ctx.map_chunks(build_run, job, runs()):
+            if res.error is None and (left := pending.popleft()) is not None:
+                todo, known = left
+                checker.record(todo, map(ImageInfo.unpacked, res.checked), known)
+                ctx.count("images_hashed", len(todo))
             issues.merge(res.counters, res.examples, res.skipped)
             if res.error is not None:
                 raise InputError(res.error)
             total += res.count
             ctx.emit({"event": "progress", "step": ctx.step_id, "done": total})
             yield res.lines, res.count
+
+    def _checked_runs(self, batch: list[Entry], done: int, checker: Any, ctx: OpContext,
+                      pending: collections.deque) -> Iterator[tuple[Any, dict, Any, int]]:
+        """Runs of a batch whose image paths are distinct, each with what is known of its images
+        (outside, missing, remembered) and what is left to check where it is built (the
+        counters as :meth:`_check` counts them)."""
+        if not all(e.width and e.height for e in batch):  # sizes the files do not give
+            checker.read_size = True
+        ctx.count("images_hashed", 0)
+        ctx.count("images_remembered", 0)
+        for i in range(0, len(batch), BUILD_RUN):
+            run = batch[i:i + BUILD_RUN]
+            hits = checker.hits
+            known, todo = checker.plan(p for e in run for p in paths_of(e.path))
+            ctx.count("images_remembered", checker.hits - hits)
+            pending.append((todo, known) if todo else None)
+            yield (self.pack(run), {p: info.packed() for p, info in known.items()},
+                   (checker.spec(todo), todo) if todo else None, done + i)
 
     def _load(self, ctx: OpContext, build: Callable[..., Iterator[Any]]) -> Iterator[Any]:
         """Read the entries (streamed in batches, or all at once) and ``build`` what the step
@@ -1012,6 +1044,12 @@ class AnnotationSource(Source):
         return out
 
 
+def _distinct_paths(batch: list[Entry]) -> bool:
+    """Whether no image path of the batch is named twice (each is then checked in one run)."""
+    paths = [p for e in batch for p in paths_of(e.path)]
+    return len(set(paths)) == len(paths)
+
+
 def _batches(stream: Iterator[Entry]) -> Iterator[tuple[list[Entry], int]]:
     """A stream of entries in batches of :data:`STREAM_BATCH`, each with the entries before it."""
     done = 0
@@ -1044,21 +1082,25 @@ class BuiltRun:
     examples: dict[str, list] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     error: str | None = None
+    checked: list[tuple] = field(default_factory=list)  # the images checked here, packed
 
 
 _LOADER: dict[str, Any] = {}  # per process: the last job and the loader rebuilt from it
 
 
-def build_run(job: BuildJob, run: tuple[Any, dict, int]) -> BuiltRun:
+def build_run(job: BuildJob, run: tuple[Any, dict, Any, int]) -> BuiltRun:
     """Records of one run of entries, built in whatever process runs it (:meth:`AnnotationSource.
-    load_lines`): the same lines the build's own process would store."""
+    load_lines`): the same lines the build's own process would store. ``run``: the entries
+    packed, what is known of their images, what is left to check of them (``(spec, todo)``
+    for :func:`vlitc.images.infos_of`, checked here and sent back) and the entries before."""
     import orjson
 
-    from vlitc.images import ImageInfo
     from vlitc.ops import registry
 
-    packed, packed_infos, done = run
+    packed, packed_infos, check, done = run
     infos = {p: ImageInfo.unpacked(t) for p, t in packed_infos.items()}
+    checked = infos_of(*check) if check is not None else []
+    infos.update((info.path, info) for info in checked)
     if _LOADER.get("job") != job:
         _LOADER["op"] = registry.get("source", job.name)(job.params, label=job.label)
         _LOADER["job"] = job
@@ -1074,7 +1116,8 @@ def build_run(job: BuildJob, run: tuple[Any, dict, int]) -> BuiltRun:
         return BuiltRun(counters=ctx.counters, error=str(op._shape_error(ctx, e)))
     except InputError as e:
         return BuiltRun(counters=ctx.counters, error=str(e))
-    return BuiltRun(b"".join(lines), len(lines), ctx.counters, issues.examples, issues.skipped)
+    return BuiltRun(b"".join(lines), len(lines), ctx.counters, issues.examples, issues.skipped,
+                    checked=[info.packed() for info in checked])
 
 
 def paths_of(path: str | tuple[str, ...] | None) -> tuple[str, ...]:
