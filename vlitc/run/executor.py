@@ -401,12 +401,8 @@ class Executor:
 
     def write(self, records: Iterator[dict]) -> dict:
         """Write records into content-addressed shards; the step output that lists them."""
-        w = self.store.writer()
-        try:
+        with self.store.writer() as w:
             w.write_all(records)
-        except BaseException:
-            w.abort()
-            raise
         return w.close()
 
     # release response store -------------------------------------------------------------------

@@ -189,13 +189,9 @@ class SourceRunner(Runner):
     kind = "source"
 
     def run(self, step: Step, ctx: OpContext) -> dict:
-        w = self.ex.store.writer()
-        try:
+        with self.ex.store.writer() as w:
             for data, n in op_of(step, Source).load_lines(ctx):
                 w.write_encoded(data, n)
-        except BaseException:
-            w.abort()
-            raise
         return {"outputs": {"main": w.close()}}
 
 
@@ -242,14 +238,10 @@ class MergeRunner(Runner):
         if len(outputs) == 1 and not is_view(outputs[0]) and \
                 all(sh["count"] == SHARD_SIZE for sh in outputs[0]["shards"][:-1]):
             return {"outputs": {"main": copy.deepcopy(outputs[0])}}
-        w = self.ex.store.writer()
-        try:
+        with self.ex.store.writer() as w:
             for out in outputs:
                 for data, n in self.ex.store.read_chunks(out, SHARD_SIZE):
                     w.write_encoded(data, n)
-        except BaseException:
-            w.abort()
-            raise
         return {"outputs": {"main": w.close()}}
 
 
@@ -338,8 +330,7 @@ class BalanceRunner(Runner):
                 n = np.asarray(lengths, dtype=np.int64)
                 offset = (np.cumsum(n) - n).tolist()
                 del lengths[:]
-                w = self.ex.store.writer()
-                try:
+                with self.ex.store.writer() as w:
                     if chosen:
                         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
                             size = n.tolist()
@@ -349,9 +340,6 @@ class BalanceRunner(Runner):
                                     w.write_line(line)
                                 else:
                                     w.write(finish(orjson.loads(line), tag))
-                except BaseException:
-                    w.abort()
-                    raise
                 return w.close()
         finally:
             os.unlink(staging)

@@ -245,6 +245,14 @@ class ShardWriter:
         self._parts = []
         self._n = 0
 
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        """A block that raises leaves no half-written shard behind (:meth:`abort`)."""
+        if kind is not None:
+            self.abort()
+
 
 class ViewWriter:
     """Writes a view over ``source`` (full or a view itself): it is given, for each of
