@@ -292,6 +292,7 @@ class Executor:
         if st.entry is not None:
             entry = st.entry
             self.done[step.id] = _Done(entry, "cached", key)
+            self.files.drop_known()  # a folder signed for its key: nothing will check its files
             self._emit({"event": "step", "step": step.id, "status": "cached", "key": key,
                         "reasons": [], "seconds": 0.0, "n_in": entry.get("n_in", 0),
                         "n_out": entry["outputs"]["main"]["count"]})

@@ -111,3 +111,8 @@ class FileState:
             return {}
         table, self._last = self._last[1], None
         return table
+
+    def drop_known(self) -> None:
+        """Let go of the table :meth:`known_hashes` would hand over (the step that signed the
+        folder is cached: no check will take it)."""
+        self._last = None
