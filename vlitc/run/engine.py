@@ -99,8 +99,9 @@ class Engine:
         raise NotImplementedError
 
     def warm(self) -> None:
-        """Start the workers in the background, as a build begins to run its steps: a map step
-        then finds them ready (a no-op for engines that start fast)."""
+        """Start the workers in the background as a build begins: a map step then finds them
+        ready (a no-op for engines that start fast, and for the local pool, which most builds
+        never need)."""
 
     def close(self) -> None:
         """Let go of the workers (the engine starts them again if it is used again)."""
@@ -186,7 +187,7 @@ class RayEngine(Engine):
     is one task, and at most twice the cluster's CPUs are in flight.
 
     Starting a local Ray takes seconds, so :meth:`warm` starts it on a thread of its own while
-    the build's first steps run; that thread lives until :meth:`close`, as the processes Ray
+    the build's first steps are keyed and run; that thread lives until :meth:`close`, as the processes Ray
     starts end with the thread that started them (they are bound to it by Linux's
     parent-death signal)."""
 

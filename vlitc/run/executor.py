@@ -253,6 +253,7 @@ class Executor:
     # running ------------------------------------------------------------------------------
     def run(self) -> BuildResult:
         started = time.time()
+        self.engine.warm()  # an engine slow to start starts while the first steps are planned and run
         try:
             for sid in self.plan.order:
                 self._run_step(self.plan.steps[sid])
@@ -299,7 +300,6 @@ class Executor:
             self.store.put_state(self.recipe.name, step.id, comp)
             return
         why = st.reasons
-        self.engine.warm()  # a step runs: the workers start while it does
         self._emit({"event": "step_start", "step": step.id, "reasons": why,
                     "index": self.plan.order.index(step.id) + 1, "of": len(self.plan.order)})
         t0 = time.perf_counter()
