@@ -98,12 +98,16 @@ class Selector:
         self.mode, self.n, self.seed_key = mode, n, seed_key
         self._block: list[int] = []
         self._i = 0
+        # stable_index(f"{seed_key}:{item_key}"): the key's start hashed once, then copied
+        self._start = hashlib.blake2b(f"{seed_key}:".encode(), digest_size=8)
 
     def pick(self, item_key: str) -> int:
         if self.n == 1:
             return 0
         if self.mode == "random":
-            return stable_index(f"{self.seed_key}:{item_key}", self.n)
+            h = self._start.copy()
+            h.update(item_key.encode())
+            return int.from_bytes(h.digest(), "little") % self.n
         if not self._block:
             self._block = list(range(self.n))
             random.Random(f"{self.seed_key}:balanced:{self._i}").shuffle(self._block)
@@ -225,7 +229,8 @@ class AdaptTask(Task):
 
     def _sample(self, rec, item: Item, base, ann, instr: Instructions, selector: Selector,
                 form: fmt.ResponseFormat, ctx: OpContext) -> Sample | None:
-        idx = selector.pick(f"{rec['id']}/{item.key}")
+        key = f"{rec['id']}/{item.key}"
+        idx = selector.pick(key)
         r = instr.renderers[idx]
         text = r.constant
         if text is None:
@@ -246,7 +251,7 @@ class AdaptTask(Task):
             meta.update(item.meta)
         turns = [{"role": "user", "content": self.instruct(text, item, form)},
                  {"role": "assistant", "content": item.response}]
-        return sample(f"{self.label}/{rec['id']}/{item.key}", self.label, turns,
+        return sample(f"{self.label}/{key}", self.label, turns,
                       source=rec.get("source", ""), image=rec.get("image"), meta=meta, own=True)
 
     def instruct(self, text: str, item: Item, form: fmt.ResponseFormat) -> str:
