@@ -219,6 +219,9 @@ class FileExporter(Exporter):
                 continue
             if checker.check(s) and not checker.problems:
                 items.append(self.line(s) if self.text else s)
+                image = s.get("image")
+                if image is None or not gather and type(image) is dict and image["root"] != DERIVED_ROOT:
+                    continue  # the usual case: one image, referenced where it is
                 for img in images_of(s):
                     if gather or img["root"] == DERIVED_ROOT:
                         images.setdefault(image_ref(img), img)
