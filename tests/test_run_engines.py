@@ -620,3 +620,25 @@ def test_balance_staging_its_samples_in_the_first_pass_gives_the_bytes_of_two_re
     records = {o["path"]: o["records"] for o in staged.manifest["outputs"]}
     assert sum(n for p, n in records.items() if p.startswith("llava/train")) > 0
     assert records["llava/validation.json"] > 0
+
+
+def _where(job: object, chunk: int) -> tuple[int, int]:
+    """A shard function that says where it ran (a slow chunk: Ray is seen starting)."""
+    time.sleep(0.25)
+    return os.getpid(), chunk
+
+
+@pytest.mark.slow
+def test_chunks_run_in_the_build_process_while_ray_starts_then_on_ray(ray_tmp):
+    from vlitc.run.engine import RayEngine
+
+    engine = RayEngine(Execution(engine="ray", workers=2))
+    engine.warm()
+    try:
+        got = list(engine.map(_where, None, range(80)))
+    finally:
+        engine.close()
+    assert [c for _pid, c in got] == list(range(80))  # in order, each once
+    here = [c for pid, c in got if pid == os.getpid()]
+    assert here and here == list(range(len(here)))  # the first ones, here
+    assert len(here) < 80 and {pid for pid, _c in got[len(here):]}.isdisjoint({os.getpid()})

@@ -18,6 +18,7 @@ The engine is never part of a step key (``execution`` is left out of keys and of
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import sys
@@ -280,6 +281,24 @@ class RayEngine(Engine):
         self._ray, self._started = ray, started
 
     def map(self, fn: Callable[[Any, Any], Any], job: Any, chunks: Iterable[Any]) -> Iterator[Any]:
+        if self._ray is None and self._starter is not None and not self._ready.is_set() \
+                and getattr(job, "llm", None) is None:
+            return self._map_meanwhile(fn, job, chunks)
+        return self._map(fn, job, chunks)
+
+    def _map_meanwhile(self, fn: Callable[[Any, Any], Any], job: Any, chunks: Iterable[Any]) -> Iterator[Any]:
+        """While Ray is still starting, the chunks run in the build's own process, one after
+        another (the same pure shard function: the same results, in the same order); once it
+        is up, the rest go to the cluster. A step that calls a model never runs here: its
+        senders share a governor that lives on the cluster."""
+        it = iter(chunks)
+        for chunk in it:
+            if self._ready.is_set():
+                yield from self._map(fn, job, itertools.chain([chunk], it))
+                return
+            yield fn(job, chunk)
+
+    def _map(self, fn: Callable[[Any, Any], Any], job: Any, chunks: Iterable[Any]) -> Iterator[Any]:
         ray = self._init()
         remote = self._remote.get(fn)
         if remote is None:

@@ -29,7 +29,7 @@ from vlitc.run.engine import Execution, make_engine
 from vlitc.run.fingerprint import FileState
 from vlitc.run.keys import shown_path
 from vlitc.run.runners import RUNNERS, Runner, op_of
-from vlitc.run.shards import Job
+from vlitc.run.shards import Job, forget_prepared
 from vlitc.run.status import StepStatus, output_hash, step_status
 from vlitc.run.store import CorruptObject, Store, entry_objects
 
@@ -264,6 +264,7 @@ class Executor:
             if self._share is not None:
                 self._share[1]()
             self.engine.close()
+            forget_prepared()  # chunks this process ran itself (while Ray started)
             if self._llm is not None:
                 self._llm.close()
             self.files.close()

@@ -153,10 +153,18 @@ def _prepared(job: Job) -> tuple[Any, Any]:
         from vlitc.ops import registry
         from vlitc.run.store import Store
 
-        _WORKER.clear()  # one step at a time per worker
+        forget_prepared()  # one step at a time per worker
         op = registry.get(job.family, job.op)(job.params, label=job.label)
         hit = _WORKER[job.key] = (op, Store(Path(job.store)))
     return hit
+
+
+def forget_prepared() -> None:
+    """Close the op and cache store this process keeps for the map step it ran last (a build's
+    own process runs chunks while Ray starts: its store holds the cache folder's lock)."""
+    for _op, store in _WORKER.values():
+        store.close()
+    _WORKER.clear()
 
 
 def job_context(job: Job, store: Any, client: Any = None) -> OpContext:
