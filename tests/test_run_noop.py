@@ -127,3 +127,33 @@ def test_a_folder_listed_for_a_step_key_is_the_folder_state_the_no_op_record_kee
         assert state.listed == {str(root.resolve()): noop._folder(root)}
     finally:
         state.close()
+
+
+def test_a_link_to_nothing_and_a_link_back_up_neither_stop_a_folder_signature(tmp_path):
+    """An images folder may hold a symlink that leads nowhere (signed as the link, by where it
+    points: no build stops over a file no record names) and one that leads back to a folder
+    above it (a loop: not followed again); the no-op record's listing is the same."""
+    import os
+
+    from vlitc.images import ImageChecker
+    from vlitc.run import noop
+    from vlitc.run.fingerprint import FileState
+
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.png").write_bytes(b"a")
+    (root / "broken.jpg").symlink_to(root / "gone.jpg")
+    (root / "sub" / "up").symlink_to(root)
+    state = FileState(tmp_path / "state")
+    try:
+        first = state.dir_signature(root)
+        assert state.listed[str(root.resolve())] == noop._folder(root)
+        assert [n for n, *_ in noop.listing(root)] == ["broken.jpg", "sub/a.png"]
+        (root / "broken.jpg").unlink()
+        (root / "broken.jpg").symlink_to(root / "sub" / "gone.jpg")
+        os.utime(root / "broken.jpg", ns=(1, 1), follow_symlinks=False)
+        assert state.dir_signature(root) != first  # the link leads elsewhere now
+    finally:
+        state.close()
+    infos = ImageChecker(root, decode=False, hash=True, read_size=False).check(["broken.jpg", "sub/a.png"])
+    assert infos["broken.jpg"].error == "missing" and infos["sub/a.png"].ok

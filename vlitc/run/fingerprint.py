@@ -12,6 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from vlitc.errors import InputError, Location
 from vlitc.hashing import canonical, digest, sha256_file
 
 __all__ = ["canonical", "digest", "sha256_file", "step_key", "item_digest", "FileState"]
@@ -34,6 +35,17 @@ def item_digest(sample: dict) -> str:
         meta = {k: v for k, v in meta.items() if k not in ("stats", "drop")}
         sample = {**sample, "meta": meta}
     return digest(sample, finite=False)
+
+
+def _content(path: str) -> str:
+    """The sha256 of a listed file's bytes; of a symlink that leads nowhere, of where it leads
+    (so such a link is part of a folder's signature, and never stops a build)."""
+    try:
+        return sha256_file(Path(path))
+    except FileNotFoundError:
+        if not os.path.islink(path):
+            raise
+        return hashlib.sha256(f"symlink to nothing: {os.readlink(path)}".encode()).hexdigest()
 
 
 class FileState:
@@ -70,19 +82,14 @@ class FileState:
         files whose (size, mtime) changed, and the whole answer is remembered by the names,
         sizes and mtimes of the folder's files, so an unchanged folder is only listed (one record
         per folder, not one per file)."""
-        files: list[tuple[str, str, int, int]] = []
-        stack = [("", str(root))]
-        while stack:
-            prefix, cur = stack.pop()
-            with os.scandir(cur) as it:
-                for e in it:
-                    if e.is_dir(follow_symlinks=True):
-                        stack.append((prefix + e.name + "/", e.path))
-                    else:
-                        st = e.stat()
-                        files.append((prefix + e.name, e.path, st.st_size, st.st_mtime_ns))
-        files.sort()
-        stamp = hashlib.sha256("".join(f"{n}\0{s}\0{m}\n" for n, _, s, m in files).encode()).hexdigest()
+        from vlitc.run.noop import listing, listing_hash
+
+        try:
+            files = listing(root)
+        except OSError as e:
+            raise InputError(f"cannot read the folder: {e.strerror or e}", Location(str(e.filename or root)),
+                             hint="every file under an images folder is part of the step's key") from None
+        stamp = listing_hash(files)
         where = str(Path(root).resolve())
         self.listed[where] = stamp
         hit = self._db.get(f"dir:{where}")
@@ -92,7 +99,7 @@ class FileState:
         shas = {}
         for name, path, size, mtime in files:
             rec = known.get(name)
-            shas[name] = rec[2] if rec and rec[0] == size and rec[1] == mtime else sha256_file(path)
+            shas[name] = rec[2] if rec and rec[0] == size and rec[1] == mtime else _content(path)
         signature = hashlib.sha256("".join(f"{n}\0{shas[n]}\n" for n, _, _, _ in files).encode()).hexdigest()
         table = {n: [s, m, shas[n]] for n, _, s, m in files}
         with self._db.transact():

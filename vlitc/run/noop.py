@@ -40,27 +40,47 @@ def _stamp(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
+def listing(root: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, str, int, int]]:
+    """Every file under ``root`` as ``(name under root, path, size, mtime_ns)``, sorted by
+    name, leaving out folders named in ``skip``. Symlinks are followed, except one that leads
+    back to a folder it lies in (a loop: left out); a symlink that leads nowhere is listed as
+    itself (the size and mtime of the link). Raises ``OSError`` when a folder cannot be read."""
+    files: list[tuple[str, str, int, int]] = []
+    top = os.stat(root)
+    stack: list[tuple[str, str, frozenset]] = [("", str(root), frozenset({(top.st_dev, top.st_ino)}))]
+    while stack:
+        prefix, cur, above = stack.pop()
+        with os.scandir(cur) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=True):
+                    if e.name in skip:
+                        continue
+                    st = e.stat()
+                    here = (st.st_dev, st.st_ino)
+                    if here not in above:
+                        stack.append((prefix + e.name + "/", e.path, above | {here}))
+                    continue
+                try:
+                    st = e.stat()
+                except FileNotFoundError:  # a link to nothing: the link itself
+                    st = e.stat(follow_symlinks=False)
+                files.append((prefix + e.name, e.path, st.st_size, st.st_mtime_ns))
+    files.sort()
+    return files
+
+
+def listing_hash(files: list[tuple[str, str, int, int]]) -> str:
+    """The hash of a :func:`listing`'s names, sizes and mtimes (no contents)."""
+    return hashlib.sha256("".join(f"{n}\0{s}\0{m}\n" for n, _, s, m in files).encode()).hexdigest()
+
+
 def _folder(root: Path, skip: tuple[str, ...] = ()) -> str | None:
     """Names, sizes and mtimes of every file under ``root`` (no contents read), leaving out
     folders named in ``skip``."""
-    entries: list[str] = []
-    stack = [("", str(root))]
     try:
-        while stack:
-            prefix, cur = stack.pop()
-            with os.scandir(cur) as it:
-                for e in it:
-                    if e.is_dir(follow_symlinks=True):
-                        if e.name in skip:
-                            continue
-                        stack.append((prefix + e.name + "/", e.path))
-                    else:
-                        st = e.stat()
-                        entries.append(f"{prefix}{e.name}\0{st.st_size}\0{st.st_mtime_ns}\n")
+        return listing_hash(listing(root, skip))
     except OSError:
         return None
-    entries.sort()
-    return hashlib.sha256("".join(entries).encode()).hexdigest()
 
 
 def _code() -> str | None:
