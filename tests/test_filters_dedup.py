@@ -240,3 +240,36 @@ def test_folding_ascii_text_by_table_gives_what_the_expression_gives():
     for t in texts:
         want = NON_WORD.sub(" ", t.lower()).strip()
         assert fold(t) == (want, want.split()), repr(t)
+
+
+def test_a_memory_mapped_signature_file_lets_go_of_its_pages_and_reads_the_same(tmp_path):
+    import mmap
+
+    import numpy as np
+
+    from vlitc.quality.neighbours import release_pages
+
+    values = np.arange(4096 * 64, dtype=np.uint32).reshape(-1, 64)
+    values.tofile(tmp_path / "sig.bin")
+    mapped = np.memmap(tmp_path / "sig.bin", dtype=np.uint32, mode="r", shape=values.shape)
+    assert int(mapped[::97].sum()) == int(values[::97].sum())
+    release_pages(np.asarray(mapped))  # a view of it finds its mapping too
+    assert np.array_equal(mapped, values)
+
+    released = []
+
+    class Mapping(mmap.mmap):
+        def madvise(self, *args):
+            released.append(args)
+            return super().madvise(*args)
+
+    with open(tmp_path / "sig.bin", "rb") as fh:
+        m = Mapping(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        rows = np.frombuffer(m, dtype=np.uint32).reshape(-1, 64)
+        release_pages(rows[10:20])
+        assert released == [(mmap.MADV_DONTNEED,)] and int(rows[10, 0]) == 640
+        del rows
+        m.close()
+    plain = values.copy()
+    release_pages(plain)  # not mapped: left alone
+    assert np.array_equal(plain, values)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import mmap
 import re
 from collections.abc import Callable
 
@@ -180,7 +181,20 @@ def _pair_sims(hv: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     for c in range(0, len(i), PAIR_CHUNK):
         out[c : c + PAIR_CHUNK] = np.count_nonzero(
             hv[i[c : c + PAIR_CHUNK]] == hv[j[c : c + PAIR_CHUNK]], axis=1)
+        release_pages(hv)
     return out / hv.shape[1]
+
+
+def release_pages(a: np.ndarray) -> None:
+    """Let go of the pages a memory-mapped array (``np.memmap``, or an array over an ``mmap``)
+    has read into this process: they stay in the system's page cache, so reading them again
+    costs no disk, but a scan of scattered rows of a large signature file no longer grows the
+    process by the whole file. Anything else is left as it is."""
+    base: object = a
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        base.madvise(mmap.MADV_DONTNEED)
 
 
 def _take_earliest(first: np.ndarray, sim: np.ndarray, i: np.ndarray, j: np.ndarray,
@@ -276,10 +290,12 @@ def banded_neighbours(hv: np.ndarray, eligible: np.ndarray, gid: np.ndarray, ban
         return first, sim
     for b in range(bands.shape[1]):
         key = bands[items, b]
+        release_pages(bands)  # each band's column is read across the whole file
         order = np.lexsort((items, key, gid[items]))
         k, kg = key[order], gid[items][order]
         run = np.cumsum(np.r_[True, (k[1:] != k[:-1]) | (kg[1:] != kg[:-1])])
         _earliest_in_runs(hv, items[order], run, threshold, first, sim)
+        release_pages(hv)
     return first, sim
 
 
