@@ -13,8 +13,9 @@ from vlitc.records import Sample, assistant_text, user_text
 
 class Tally:
     """What the card and report count over the released samples, folded one sample at a time
-    (memory grows with distinct values, not with samples): :func:`counts`, :func:`lengths`
-    and :func:`score_values`."""
+    (memory grows with distinct values, not with samples): the samples per task, source and
+    split, the words per instruction and response, and the numeric filter stats by
+    ``label.key``."""
 
     def __init__(self) -> None:
         self.counts: dict[str, Counter[str]] = {k: Counter() for k in ("task", "source", "task_source", "split")}
@@ -76,23 +77,6 @@ def failed_items(steps: Iterable[Mapping]) -> list[dict]:
             out.append({"step": s["id"], "count": count,
                         "items": list((s.get("notes") or {}).get("llm_failed") or [])})
     return out
-
-
-def score_values(samples: Iterable[Sample], limit: int = 6) -> dict[str, Counter[float]]:
-    """Numeric filter stats by ``label.key`` (the first ``limit`` series, sorted by name), each
-    as a running tally of its values (value -> count), so memory grows with distinct values."""
-    tally = Tally()
-    for s in samples:
-        tally.add_scores(s)
-    return tally.score_result(limit)
-
-
-def lengths(samples: Iterable[Sample]) -> dict[str, Counter[float]]:
-    """Words per instruction text and per response text, as running tallies (words -> count)."""
-    tally = Tally()
-    for s in samples:
-        tally.add(s)
-    return tally.lengths
 
 
 def sources(recipe: Mapping) -> list[dict]:
@@ -456,14 +440,6 @@ def _parse_row(d: Sample) -> dict:
         row["repair_error"] = str(repair.get("error", ""))
         row["repair_raw"] = str(repair.get("raw", ""))
     return row
-
-
-def drops(dropped: Iterable[Sample]) -> Drops:
-    """:class:`Drops` of the dropped samples."""
-    scan = Drops()
-    for d in dropped:
-        scan.add(d)
-    return scan
 
 
 def drop_row(d: Sample) -> dict:
