@@ -154,3 +154,68 @@ def test_without_a_cap_the_selection_is_the_one_a_cap_that_never_binds_makes():
     capped, ctx_capped = _run({**params, "per_image_cap": 1_000}, pool)
     assert [s["id"] for s in free] == [s["id"] for s in capped] and free == capped
     assert ctx.notes["shortfall"] == ctx_capped.notes["shortfall"]  # c has 5 for its 30
+
+
+def _reference_selection(params: dict, pool: list[dict], seed: int) -> list[tuple[str, str]]:
+    """The selection written out plainly (ids sorted as strings, lists per group, a seeded
+    shuffle each, the per-image cap in rounds, whole images to validation): what the op's
+    array-based first pass must give, as ``(id, split)`` in release order."""
+    import hashlib
+    import heapq
+    import random
+
+    from vlitc.ops.balance import image_key
+
+    op = MixBalance(params)
+    by_id = sorted(range(len(pool)), key=lambda i: pool[i]["id"])
+    by_group: dict = {}
+    for i in by_id:
+        by_group.setdefault(op._group(pool[i]), []).append(i)
+    targets = op._targets(by_group, OpContext(seed=seed, recipe_dir=".", recipe={}))
+    queues = {}
+    for g in sorted(targets):
+        queues[g] = list(by_group.get(g, []))
+        random.Random(f"{seed}:balance:{g[0]}:{g[1]}").shuffle(queues[g])
+    cap = params.get("per_image_cap")
+    taken, per_image, chosen = Counter(), Counter(), []
+    heap = [(0.0, g) for g in sorted(targets) if targets[g] > 0]
+    while heap:
+        _, g = heapq.heappop(heap)
+        while queues[g]:
+            i = queues[g].pop()
+            if cap is None or per_image[image_key(pool[i])] < cap:
+                per_image[image_key(pool[i])] += 1
+                taken[g] += 1
+                chosen.append(i)
+                break
+        else:
+            continue
+        if taken[g] < targets[g]:
+            heapq.heappush(heap, (taken[g] / targets[g], g))
+    chosen.sort(key=lambda i: (pool[i]["id"], i))  # equal ids in input order
+    frac = (params.get("split") or {}).get("validation", 0.0)
+    uniq = sorted({image_key(pool[i]) for i in chosen})
+    n_val = max(int(round(frac * len(uniq))), 1 if frac and uniq else 0)
+    val = set(sorted(uniq, key=lambda k: hashlib.sha256(f"{seed}:split:{k}".encode()).hexdigest())[:n_val])
+    return [(pool[i]["id"], "validation" if image_key(pool[i]) in val else "train") for i in chosen]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_first_pass_over_arrays_selects_what_the_plain_algorithm_selects(seed):
+    import random
+
+    rng = random.Random(seed)
+    names = ["a", "b", "é", "日本", "x\x00", "z/1"]  # ids sort by code point, a NUL included
+    pool = [_s(rng.choice(("a", "b", "c")), i, img=f"{rng.randrange(60)}.jpg",
+               source=rng.choice(("x", "y"))) for i in range(900)]
+    for s in pool:
+        s["id"] = f"{s['task']}/{rng.choice(names)}{rng.randrange(10_000)}"
+    pool += [_s("c", i) for i in range(3)]  # text-like: images of their own
+    if seed == 3:  # an id that ends in NUL: the strings themselves are sorted
+        pool[0]["id"], pool[1]["id"] = pool[1]["id"] + "\x00", pool[1]["id"]
+    for params in ({"total": 300, "mix": {"a": 0.5, "b": 0.3, "c": 0.2}},
+                   {"total": 400, "mix": {"a": 0.4, "b": 0.6}, "by_source": {"b": {"x": 1, "y": 3}},
+                    "per_image_cap": 4, "split": {"validation": 0.1}},
+                   {"split": {"validation": 0.2}, "per_image_cap": 9}):
+        out, _ctx = _run(params, pool, seed=seed)
+        assert [(s["id"], s["meta"]["split"]) for s in out] == _reference_selection(params, pool, seed)

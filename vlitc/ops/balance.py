@@ -17,7 +17,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from vlitc.errors import ConfigurationError
 from vlitc.ops.base import Balance, OpContext
@@ -82,6 +82,30 @@ def split_images(keys: Iterable[str], fraction: float, seed: int) -> set[str]:
     return set(ranked[:n_val])
 
 
+def _id_bytes(ids: list[str]) -> Any:
+    """Sample ids as an array of their UTF-8 bytes, which order as the ids do (UTF-8 keeps code
+    point order); an id ending in a NUL character, which such an array would cut off, keeps
+    its place as an object (:func:`_id_order` then sorts the strings)."""
+    import numpy as np
+
+    if any(i.endswith("\x00") for i in ids):
+        return np.array(ids, dtype=object)
+    return np.array([i.encode() for i in ids], dtype=bytes) if ids else np.zeros(0, dtype="S1")
+
+
+def _id_order(parts: list[Any]) -> Any:
+    """The indices of the ids of ``parts`` (one array per chunk, see :func:`_id_bytes`), taken
+    one after another, in id order; equal ids keep their input order."""
+    import numpy as np
+
+    if any(p.dtype == object for p in parts):
+        ids = [i.decode() if isinstance(i, bytes) else i for p in parts for i in p.tolist()]
+        return np.asarray(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
+    if not parts:
+        return np.zeros(0, dtype=np.int64)
+    return np.argsort(np.concatenate(parts), kind="stable").astype(np.int64, copy=False)
+
+
 @register("balance", "mix")
 class MixBalance(Balance):
     """Sample the filtered pool to a task mix, total size, per-image cap and train/validation split.
@@ -128,40 +152,62 @@ class MixBalance(Balance):
         pool = list(samples)
         return iter([self.finish(pool[i], split) for i, split in self.select(iter(pool), ctx)])
 
-    def keys(self, samples: list[Sample]) -> dict[str, list]:
-        """What the selection decides by, per sample of a chunk: its id, group and image (the
-        streaming first pass; the build runs it in chunks on its engine)."""
-        return {"id": [s["id"] for s in samples], "group": [self._group(s) for s in samples],
-                "image": [image_key(s) for s in samples]}
+    def keys(self, samples: list[Sample]) -> dict[str, Any]:
+        """What the selection decides by, per sample of a chunk (the streaming first pass; the
+        build runs it in chunks on its engine): its id as UTF-8 (an array of byte strings,
+        which sort as the ids do), and its group and image as numbers into the chunk's own
+        lists of distinct groups and images (samples of one image follow each other)."""
+        import numpy as np
 
-    def select_keys(self, chunks: Iterable[dict[str, list]], ctx: OpContext) -> list[tuple[int, str]]:
+        groups: dict[tuple[str, str], int] = {}
+        images: dict[str, int] = {}
+        n = len(samples)
+        return {
+            "id": _id_bytes([s["id"] for s in samples]),
+            "group": np.fromiter((groups.setdefault(self._group(s), len(groups)) for s in samples),
+                                 dtype=np.int32, count=n),
+            "groups": list(groups),
+            "image": np.fromiter((images.setdefault(image_key(s), len(images)) for s in samples),
+                                 dtype=np.int32, count=n),
+            "images": list(images),
+        }
+
+    def select_keys(self, chunks: Iterable[dict[str, Any]], ctx: OpContext) -> list[tuple[int, str]]:
         """Which samples the release takes, as ``(input index, split)`` in release order (by
         id), from the :meth:`keys` of every chunk in input order, keeping only each sample's
-        id, group number and image number."""
-        ids: list[str] = []
-        group_of: list[int] = []
-        image_of: list[int] = []
+        id, group number and image number (arrays: no object per sample)."""
+        import numpy as np
+
+        id_parts: list[Any] = []
+        group_parts: list[Any] = []
+        image_parts: list[Any] = []
         groups: dict[tuple[str, str], int] = {}
         images: dict[str, int] = {}
         for keys in chunks:
-            ids.extend(keys["id"])
-            group_of.extend(groups.setdefault(tuple(g), len(groups)) for g in keys["group"])
-            image_of.extend(images.setdefault(k, len(images)) for k in keys["image"])
-        names = {v: k for k, v in groups.items()}
-        by_group: dict[tuple[str, str], list[int]] = {g: [] for g in sorted(groups)}
-        by_id = sorted(range(len(ids)), key=ids.__getitem__)
-        del ids
-        rank = [0] * len(by_id)  # each sample's place in id order
-        for r, i in enumerate(by_id):
-            rank[i] = r
-            by_group[names[group_of[i]]].append(i)  # each group's members by id
-        del by_id
+            id_parts.append(keys["id"])
+            to_group = np.fromiter((groups.setdefault(tuple(g), len(groups)) for g in keys["groups"]),
+                                   dtype=np.int64, count=len(keys["groups"]))
+            to_image = np.fromiter((images.setdefault(k, len(images)) for k in keys["images"]),
+                                   dtype=np.int64, count=len(keys["images"]))
+            group_parts.append(to_group[np.asarray(keys["group"], dtype=np.int64)])
+            image_parts.append(to_image[np.asarray(keys["image"], dtype=np.int64)])
+        group_of = np.concatenate(group_parts) if group_parts else np.zeros(0, dtype=np.int64)
+        image_of = np.concatenate(image_parts) if image_parts else np.zeros(0, dtype=np.int64)
+        by_id = _id_order(id_parts)  # the input indices in id order
+        del id_parts
+        names = list(groups)  # group number -> group
+        in_order = group_of[by_id]
+        by_group: dict[tuple[str, str], Any] = {g: by_id[in_order == groups[g]] for g in sorted(groups)}
+        del in_order
         targets = self._targets(by_group, ctx)
-        chosen = self._select(by_group, targets, image_of, ctx)
-        chosen.sort(key=rank.__getitem__)
-        self._report(by_group, targets, Counter(names[group_of[i]] for i in chosen), ctx)
-        image_name = {v: k for k, v in images.items()}
-        return self._split([(i, image_name[image_of[i]]) for i in chosen], ctx)
+        chosen = np.asarray(self._select(by_group, targets, image_of, ctx), dtype=np.int64)
+        rank = np.empty(len(by_id), dtype=np.int64)  # each sample's place in id order
+        rank[by_id] = np.arange(len(by_id))
+        del by_id
+        chosen = chosen[np.argsort(rank[chosen], kind="stable")]
+        got = np.bincount(group_of[chosen], minlength=len(names)).tolist()
+        self._report(by_group, targets, Counter({names[g]: c for g, c in enumerate(got) if c}), ctx)
+        return self._split(chosen, image_of[chosen], list(images), ctx)
 
     def select(self, samples: Iterator[Sample], ctx: OpContext) -> list[tuple[int, str]]:
         """:meth:`select_keys` over the samples, seen once, in chunks."""
@@ -212,17 +258,20 @@ class MixBalance(Balance):
         return largest_remainder(total, weights)
 
     # -- selection ---------------------------------------------------------------------------
-    def _select(self, by_group, targets, image_of: list[int], ctx: OpContext) -> list[int]:
-        """Take from the group furthest below its target next, honouring the per-image cap."""
+    def _select(self, by_group, targets, image_of: Any, ctx: OpContext) -> list[int]:
+        """Take from the group furthest below its target next, honouring the per-image cap
+        (``by_group``: each group's input indices in id order; ``image_of``: each input's
+        image number)."""
         cap = self.params.get("per_image_cap")
         queues = {}
         for g in sorted(targets):
-            cands = list(by_group.get(g, []))
+            cands = by_group[g].tolist() if g in by_group else []
             random.Random(f"{ctx.seed}:balance:{g[0]}:{g[1]}").shuffle(cands)
             queues[g] = cands
         if cap is None:  # no group waits for another: each takes its target from its queue's end
             return [i for g in sorted(targets) if targets[g] > 0
                     for i in reversed(queues[g][max(len(queues[g]) - targets[g], 0):])]
+        image_of = image_of.tolist()
         taken: dict[tuple[str, str], int] = Counter()
         per_image: Counter[int] = Counter()
         heap = [(0.0, g) for g in sorted(targets) if targets[g] > 0]
@@ -280,14 +329,24 @@ class MixBalance(Balance):
             ctx.note("topup", plan)
 
     # -- split -------------------------------------------------------------------------------
-    def _split(self, chosen: list[tuple[int, str]], ctx: OpContext) -> list[tuple[int, str]]:
-        """``(index, image key)`` -> ``(index, split)``: whole images go to validation."""
+    def _split(self, chosen: Any, image_of: Any, images: list[str], ctx: OpContext) -> list[tuple[int, str]]:
+        """The chosen input indices (an array, in release order) with their splits: whole
+        images go to validation (``image_of``: each chosen sample's number into ``images``)."""
+        import numpy as np
+
         frac = (self.params.get("split") or {}).get("validation", 0.0)
-        val = split_images((img for _, img in chosen), frac, ctx.seed) if frac else set()
-        out = [(i, "validation" if img in val else "train") for i, img in chosen]
-        n_val = sum(1 for _, split in out if split == "validation")
+        validation = np.zeros(len(chosen), dtype=bool)
+        n_images = 0
+        if frac:
+            present = np.unique(image_of).tolist()
+            val = split_images((images[c] for c in present), frac, ctx.seed)
+            is_val = np.zeros(len(images), dtype=bool)
+            is_val[[c for c in present if images[c] in val]] = True
+            validation, n_images = is_val[image_of], len(val)
+        out = [(i, "validation" if v else "train") for i, v in zip(chosen.tolist(), validation.tolist(), strict=True)]
+        n_val = int(validation.sum())
         ctx.note("split", {"train": len(out) - n_val, "validation": n_val,
-                           "validation_images": len(val)})
+                           "validation_images": n_images})
         return out
 
 

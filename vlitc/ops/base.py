@@ -401,12 +401,13 @@ class Balance(Op):
         """``(input index, tag)`` of the chosen samples, in output order."""
         raise NotImplementedError
 
-    def keys(self, samples: list[Sample]) -> dict[str, list]:
+    def keys(self, samples: list[Sample]) -> dict[str, Any]:
         """The first pass over one chunk: per sample, what :meth:`select_keys` decides by
-        (lists of plain values, one item per sample); it may run in a worker process."""
+        (plain data: lists and arrays, with one item per sample); it may run in a worker
+        process."""
         raise NotImplementedError
 
-    def select_keys(self, chunks: Iterable[dict[str, list]], ctx: OpContext) -> list[tuple[int, str]]:
+    def select_keys(self, chunks: Iterable[dict[str, Any]], ctx: OpContext) -> list[tuple[int, str]]:
         """:meth:`select` from the :meth:`keys` of every chunk, in input order."""
         raise NotImplementedError
 
