@@ -6,6 +6,8 @@ keeps what views refer to."""
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 from _core_util import demo_copy, ran
@@ -267,3 +269,50 @@ def test_a_stored_piece_whose_lines_do_not_match_its_count_is_an_error():
 
     with pytest.raises(CacheError, match="holds 2 lines where its step entry says 3"):
         list(_blocks(iter([(b"{}\n{}\n", 3)]), 2))
+
+
+def test_shards_stored_on_the_writers_thread_come_back_in_order_and_a_failure_is_raised(tmp_path, monkeypatch):
+    store = Store(tmp_path / "c")
+    try:
+        records = [_sample(i) for i in range(95)]
+        w = store.writer()
+        w.shard_size = 10  # ten shards: more than the writer lets wait
+        slow = store.put_shard
+
+        def put_shard(data: bytes, count: int) -> dict:
+            if data.startswith(b'{"id":"t/0"'):
+                time.sleep(0.05)  # the first shard ends last
+            return slow(data, count)
+
+        monkeypatch.setattr(store, "put_shard", put_shard)
+        w.write_all(records)
+        out = w.close()
+        assert [s["count"] for s in out["shards"]] == [10] * 9 + [5]
+        assert list(store.read(out)) == records
+        one = store.writer()
+        one.shard_size = 1_000
+        one.write_all(records)
+        whole = one.close()
+        assert len(whole["shards"]) == 1 and list(store.read(whole)) == records
+
+        def broken(data: bytes, count: int) -> dict:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(store, "put_shard", broken)
+        with pytest.raises(OSError, match="No space"):  # where a later shard waits for it
+            with store.writer() as w:
+                w.shard_size = 10
+                w.write_all(records)
+                w.close()
+        with pytest.raises(OSError, match="No space"):  # at the latest where the writer closes
+            with store.writer() as w:
+                w.shard_size = 10
+                w.write_all(records[:15])
+                w.close()
+        with pytest.raises(ValueError):  # the block's own error, not the storing one
+            with store.writer() as w:
+                w.shard_size = 10
+                w.write_all(records[:15])  # one shard handed over, failing
+                raise ValueError("the step failed")
+    finally:
+        store.close()

@@ -39,6 +39,7 @@ the one on disk, so a damaged object is repaired by the next step that produces 
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import shutil
@@ -53,6 +54,8 @@ from vlitc.errors import CacheError, VlitcError
 from vlitc.paths import atomic_write
 
 SHARD_SIZE = 20_000
+#: full shards a :class:`ShardWriter` lets wait to be stored while it makes the next
+PENDING_SHARDS = 2
 #: the layout of step entries and their outputs; an entry of any other layout is ignored
 LAYOUT = 3
 #: the layouts whose entries share this one's object names (gc keeps their objects alike)
@@ -185,7 +188,11 @@ def _blocks(pieces: Iterable[tuple[bytes, int]], size: int) -> Iterator[tuple[by
 
 
 class ShardWriter:
-    """Writes records as JSON lines into content-addressed shards of ``shard_size`` records."""
+    """Writes records as JSON lines into content-addressed shards of ``shard_size`` records.
+
+    A full shard is hashed, compressed and stored on a thread of the writer's own while the
+    caller goes on making the next one (zstd and sha256 let go of the GIL): at most
+    :data:`PENDING_SHARDS` wait, and :meth:`close` gives the shards in order."""
 
     def __init__(self, store: Store, shard_size: int | None = None):
         self.store = store
@@ -194,13 +201,36 @@ class ShardWriter:
         self.count = 0
         self._parts: list[bytes] = []
         self._n = 0
+        self._pool: Any = None
+        self._pending: collections.deque = collections.deque()
 
     def _close_shard(self) -> None:
         if not self._n:
             return
-        self.shards.append(self.store.put_shard(b"".join(self._parts), self._n))
+        data, n = b"".join(self._parts), self._n
         self._parts = []
         self._n = 0
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="vlitc-shards")
+        while len(self._pending) >= PENDING_SHARDS:
+            self.shards.append(self._pending.popleft().result())
+        self._pending.append(self._pool.submit(self.store.put_shard, data, n))
+
+    def _drain(self) -> None:
+        """Wait for the shards being stored; the first failure is raised once all have ended."""
+        failure: BaseException | None = None
+        while self._pending:
+            try:
+                self.shards.append(self._pending.popleft().result())
+            except BaseException as e:  # noqa: BLE001 - raised below, after the others end
+                failure = failure or e
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if failure is not None:
+            raise failure
 
     def write(self, record: dict) -> None:
         self.write_line(orjson.dumps(record) + b"\n")
@@ -238,12 +268,17 @@ class ShardWriter:
 
     def close(self) -> dict:
         self._close_shard()
+        self._drain()
         return {"shards": self.shards, "count": self.count,
                 "hash": combined_hash(s["sha256"] for s in self.shards)}
 
     def abort(self) -> None:
         self._parts = []
         self._n = 0
+        try:  # the shards already handed over end (stored, or not); nothing is raised
+            self._drain()
+        except BaseException:  # noqa: BLE001 - the block's own exception is the one raised
+            pass
 
     def __enter__(self) -> ShardWriter:
         return self
