@@ -349,7 +349,8 @@ class Filter(Op):
 
     def measure_features(self, features: dict[str, Any], ctx: OpContext) -> Callable[[int, str], dict]:
         """From every sample's features (arrays may be memory-mapped), the function that gives
-        sample ``i``'s stats; it is called once per sample, in order, with the sample's id."""
+        sample ``i``'s stats; it is called once per sample, in order, with the sample's id. It
+        may give one dict for many samples (never changed afterwards): it is encoded once."""
         raise NotImplementedError
 
     def measure_params(self) -> dict:

@@ -484,8 +484,13 @@ class MeasureRunner(Runner):
                     continue
                 upto = int(rows[i + len(ids) - 1]) + 1
                 values = [b""] * (upto - row)
-                for k, sid in enumerate(ids):
-                    values[int(rows[i + k]) - row] = orjson.dumps(stat(i + k, sid))
+                last: Any = None  # the stats given last, and their encoding
+                line = b""
+                for k, (sid, at) in enumerate(zip(ids, rows[i:i + len(ids)].tolist(), strict=True)):
+                    value = stat(i + k, sid)
+                    if value is not last:
+                        last, line = value, orjson.dumps(value)
+                    values[at - row] = line
                 view.extend(b"\x01" * len(values), values)
                 i, row = i + len(ids), upto
             rest = len(in_scope_rows) - row  # rows out of scope after the last in scope

@@ -144,7 +144,7 @@ class DedupFilter(Filter):
 
     def measure(self, samples: list[Sample], ctx: OpContext) -> list[dict]:
         stat = self.measure_features(self.features(samples, ctx), ctx)
-        return [stat(i, s["id"]) for i, s in enumerate(samples)]
+        return [dict(stat(i, s["id"])) for i, s in enumerate(samples)]  # each its own
 
     def features(self, samples: list[Sample], ctx: OpContext) -> dict[str, Any]:
         """Per sample: its scope, a 64-bit hash of its folded text (exact copies), whether that
@@ -204,12 +204,14 @@ class DedupFilter(Filter):
         names: dict[int, str] = {}
         labels = (None, "exact", method)
 
+        unique = {"dup_of": None, "method": None, "similarity": None}  # one dict for them all
+
         def stat(i: int, sample_id: str) -> dict:
             if i in needed:
                 names[i] = sample_id
             f = int(first[i])
             if f < 0:
-                return {"dup_of": None, "method": None, "similarity": None}
+                return unique
             return {"dup_of": names[f], "method": labels[how[i]], "similarity": round(float(sim[i]), 4)}
 
         return stat
