@@ -157,3 +157,37 @@ def test_a_link_to_nothing_and_a_link_back_up_neither_stop_a_folder_signature(tm
         state.close()
     infos = ImageChecker(root, decode=False, hash=True, read_size=False).check(["broken.jpg", "sub/a.png"])
     assert infos["broken.jpg"].error == "missing" and infos["sub/a.png"].ok
+
+
+def test_a_folder_signature_hashes_large_files_on_threads_with_the_same_result(tmp_path, monkeypatch):
+    """Large files are hashed on a pool of threads and small ones meanwhile; the signature is
+    the one hashing each file in turn gives, a link to nothing included."""
+    import hashlib
+    import random
+
+    from vlitc.run import fingerprint
+    from vlitc.run.fingerprint import FileState
+
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    rng = random.Random(0)
+    for i in range(150):
+        size = rng.choice((10, 70 << 10, 200 << 10))
+        (root / ("sub" if i % 3 else "") / f"{i}.jpg").write_bytes(rng.randbytes(size))
+    (root / "gone.jpg").symlink_to(root / "nowhere.jpg")
+    hashed: list[str] = []
+    real = fingerprint._content
+    monkeypatch.setattr(fingerprint, "_content", lambda p: hashed.append(p) or real(p))
+    signatures = []
+    for least in (64 << 10, 1 << 40):  # large files on threads; every file in turn
+        monkeypatch.setattr(fingerprint, "THREAD_MIN_BYTES", least)
+        hashed.clear()
+        state = FileState(tmp_path / f"state-{least}")
+        try:
+            signatures.append(state.dir_signature(root))
+            table = state.known_hashes(root)
+        finally:
+            state.close()
+        assert sorted(hashed) == sorted(str(p) for p in root.rglob("*") if not p.is_dir())
+    assert signatures[0] == signatures[1]
+    assert table["sub/1.jpg"][2] == hashlib.sha256((root / "sub" / "1.jpg").read_bytes()).hexdigest()

@@ -48,6 +48,33 @@ def _content(path: str) -> str:
         return hashlib.sha256(f"symlink to nothing: {os.readlink(path)}".encode()).hexdigest()
 
 
+#: files at least this large are hashed on threads (hashing lets go of the GIL); smaller ones,
+#: whose open and read cost more than their hash, one after another meanwhile
+THREAD_MIN_BYTES = 64 << 10
+THREAD_RUN = 64  # files per task of the thread pool
+
+
+def _contents(todo: list[tuple[str, str, int]]) -> dict[str, str]:
+    """:func:`_content` of each ``(name, path, size)``, by name: the large files' on a pool of
+    threads (one per core, up to eight), in runs, while the small ones are hashed here."""
+    big = [(name, path) for name, path, size in todo if size >= THREAD_MIN_BYTES]
+    threads = min(8, os.cpu_count() or 1)
+    if len(big) < 2 or threads < 2:
+        return {name: _content(path) for name, path, _size in todo}
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs = [big[i:i + THREAD_RUN] for i in range(0, len(big), THREAD_RUN)]
+    out: dict[str, str] = {}
+    with ThreadPoolExecutor(threads, thread_name_prefix="vlitc-hash") as pool:
+        done = pool.map(lambda run: [_content(path) for _name, path in run], runs)
+        for name, path, size in todo:
+            if size < THREAD_MIN_BYTES:
+                out[name] = _content(path)
+        for run, shas in zip(runs, done, strict=True):
+            out.update(zip((name for name, _path in run), shas, strict=True))
+    return out
+
+
 class FileState:
     """Remembers file hashes by (path, size, mtime_ns) in a small diskcache."""
 
@@ -97,9 +124,14 @@ class FileState:
             return hit[1]
         known = self._db.get(f"dir-files:{where}") or {}  # name -> [size, mtime_ns, sha256]
         shas = {}
+        todo = []
         for name, path, size, mtime in files:
             rec = known.get(name)
-            shas[name] = rec[2] if rec and rec[0] == size and rec[1] == mtime else _content(path)
+            if rec and rec[0] == size and rec[1] == mtime:
+                shas[name] = rec[2]
+            else:
+                todo.append((name, path, size))
+        shas.update(_contents(todo))
         signature = hashlib.sha256("".join(f"{n}\0{shas[n]}\n" for n, _, _, _ in files).encode()).hexdigest()
         table = {n: [s, m, shas[n]] for n, _, s, m in files}
         with self._db.transact():
