@@ -239,9 +239,27 @@ def test_a_compressed_object_that_expands_past_the_bound_is_corrupt_not_read_who
     path = store.object_path(sha + ZST)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bomb)
+    assert store.plain(sha) == b"\n" * 10_000  # in one call: it states a size it may have
+    monkeypatch.setattr(store_mod, "ONE_CALL_RATIO", 0)
     monkeypatch.setattr(store_mod, "MAX_PLAIN", 1_000)
     with pytest.raises(CorruptObject):
         store.plain(sha)
+    monkeypatch.setattr(store_mod, "MAX_PLAIN", 20_000)
+    assert store.plain(sha) == b"\n" * 10_000  # in pieces
+    monkeypatch.setattr(store_mod, "ONE_CALL_RATIO", 64)
+    monkeypatch.setattr(store_mod, "MAX_PLAIN", 1 << 20)
+    plain = b'{"a": 1}\n' * 5_000
+    streamed = zstandard.ZstdCompressor().compressobj()
+    unsized = streamed.compress(plain) + streamed.flush()  # a frame that states no size
+    for packed in (unsized, unsized[:-3]):
+        path = store.object_path(hashlib.sha256(plain).hexdigest() + ZST)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(packed)
+        if packed is unsized:
+            assert store.plain(hashlib.sha256(plain).hexdigest()) == plain
+        else:  # cut short: corrupt, whichever way it is read
+            with pytest.raises(CorruptObject):
+                store.plain(hashlib.sha256(plain).hexdigest())
     store.close()
 
 

@@ -62,6 +62,9 @@ LAYOUT = 3
 VIEW_LAYOUTS = (2, 3)
 #: the most bytes one stored shard may expand to (a bigger one is corrupt, never read whole)
 MAX_PLAIN = 4 << 30
+#: a compressed object is expanded in one call when its frame says it is at most this many times
+#: its size (JSON lines shrink 3 to 10 times), else in bounded pieces
+ONE_CALL_RATIO = 64
 #: zstd level of stored shards (fast; sample bodies compress about 20x)
 ZSTD_LEVEL = 1
 ZST = ".zst"
@@ -474,11 +477,19 @@ class Store:
         import zstandard
 
         path = self.object_path(sha + ZST)
-        try:  # read in pieces up to a bound: a planted object may expand without end
-            with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(fh) as reader:
-                data = reader.read(MAX_PLAIN + 1)
-                while len(data) <= MAX_PLAIN and (more := reader.read(MAX_PLAIN + 1 - len(data))):
-                    data += more
+        try:
+            with open(path, "rb") as fh:
+                packed = fh.read()
+            # in one call when the frame states a size it may well have (one allocation);
+            # else read in pieces up to a bound: a planted object may expand without end
+            size = zstandard.get_frame_parameters(packed).content_size
+            if size <= min(MAX_PLAIN, ONE_CALL_RATIO * len(packed) + (1 << 20)):
+                data = zstandard.ZstdDecompressor().decompress(packed)
+            else:
+                with zstandard.ZstdDecompressor().stream_reader(packed) as reader:
+                    data = reader.read(MAX_PLAIN + 1)
+                    while len(data) <= MAX_PLAIN and (more := reader.read(MAX_PLAIN + 1 - len(data))):
+                        data += more
         except (FileNotFoundError, zstandard.ZstdError):
             raise CorruptObject(sha, path) from None
         if len(data) > MAX_PLAIN:
