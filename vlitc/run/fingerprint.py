@@ -41,7 +41,7 @@ def _content(path: str) -> str:
     """The sha256 of a listed file's bytes; of a symlink that leads nowhere, of where it leads
     (so such a link is part of a folder's signature, and never stops a build)."""
     try:
-        return sha256_file(Path(path))
+        return sha256_file(path)
     except FileNotFoundError:
         if not os.path.islink(path):
             raise
