@@ -190,10 +190,10 @@ class ImageChecker:
             return out, []
         table = self._load_table()
         todo: list[tuple[str, tuple[int, int]]] = []
-        root = os.fspath(self.root)
+        under = _under(self.root)
         for p in paths:
             try:
-                st = os.stat(os.path.join(root, p))
+                st = os.stat(under + p if p[:1] != "/" else p)
             except OSError:
                 out[p] = ImageInfo(p, error="missing")
                 continue
@@ -294,6 +294,13 @@ def infos_of(spec: tuple, todo: list[tuple[str, tuple[int, int]]],
             info.sha256 = shas[info.path]
         out[info.path] = info
     return [out[p] for p, _ in todo]
+
+
+def _under(root: str | Path) -> str:
+    """``root`` with a trailing separator: ``_under(root) + rel`` is ``os.path.join(root, rel)``
+    for a relative ``rel``, for a fraction of its cost in a loop over many images."""
+    root = os.fspath(root)
+    return root if root.endswith(os.sep) else root + os.sep
 
 
 def compute(job: tuple[str, bool, bool, bool], rel: str) -> ImageInfo:
