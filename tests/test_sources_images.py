@@ -303,3 +303,69 @@ def test_an_image_opened_by_its_extensions_format_reads_as_opened_with_every_for
         info = compute((str(tmp_path), False, False, True), rel)
         size = (info.width, info.height) if info.error is None else None
         assert (size, info.error) == plain(rel), rel
+
+
+def test_a_header_read_by_imagesize_gives_what_pillow_gives_and_a_bomb_goes_to_pillow(tmp_path, fixtures_dir):
+    """A header-only check of a JPEG or PNG takes its size from ``imagesize``: the same size,
+    or the same error, as Pillow's open for every kind of such file; a header that states more
+    pixels than Pillow accepts without a warning is opened by Pillow, which refuses it."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    from vlitc import images
+    from vlitc.images import compute
+
+    def plain(path: Path) -> tuple:
+        try:
+            with Image.open(path) as im:
+                return im.size, None
+        except Exception as e:
+            return None, f"corrupt: {type(e).__name__}: {e}"
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: the stored size is the size
+    thumb = io.BytesIO()
+    Image.new("RGB", (8, 6)).save(thumb, format="JPEG")
+    files = {
+        "rgb.jpg": lambda p: Image.new("RGB", (33, 21), "red").save(p, quality=90),
+        "gray.jpeg": lambda p: Image.new("L", (5, 300)).save(p, format="JPEG"),
+        "cmyk.jpg": lambda p: Image.new("CMYK", (40, 41)).save(p, format="JPEG"),
+        "progressive.jpg": lambda p: Image.new("RGB", (64, 48)).save(p, format="JPEG", progressive=True,
+                                                                   optimize=True),
+        "exif.jpg": lambda p: Image.new("RGB", (70, 30)).save(p, format="JPEG", exif=exif.tobytes()),
+        "rgba.png": lambda p: Image.new("RGBA", (17, 3)).save(p),
+        "palette.png": lambda p: Image.new("P", (9, 90)).save(p),
+        "deep.png": lambda p: Image.new("I;16", (12, 13)).save(p),
+        "interlaced.png": lambda p: Image.new("RGB", (25, 26)).save(p, interlace=1),
+        "one.PNG": lambda p: Image.new("1", (1, 1)).save(p, format="PNG"),
+    }
+    for name, make in files.items():
+        make(tmp_path / name)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    # a header that states 30,000 x 30,000 pixels over a few bytes of data
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30_000, 30_000, 8, 2, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    (tmp_path / "cut.png").write_bytes((tmp_path / "rgba.png").read_bytes()[:20])
+    (tmp_path / "zero.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 5, 8, 2, 0, 0, 0)))
+    (tmp_path / "jpeg-start.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 30)
+    real = fixtures_dir / "optimum-graphcore/tests/fixtures/tests_samples/COCO/000000039769.png"
+    header_reads = []
+    read_header = images._header_size
+    images._header_size = lambda p: header_reads.append(os.path.basename(p)) or read_header(p)
+    try:
+        for path in [*sorted(tmp_path.iterdir()), real]:
+            info = compute((str(path.parent), False, False, True), path.name)
+            size = (info.width, info.height) if info.error is None else None
+            assert (size, info.error) == plain(path), path.name
+    finally:
+        images._header_size = read_header
+    assert set(header_reads) >= {*files, "bomb.png", real.name}
+    assert compute((str(tmp_path), False, False, True), "bomb.png").error.startswith("corrupt: DecompressionBombError")
+    assert read_header(tmp_path / "bomb.png") == (30_000, 30_000)  # the header's say, not taken

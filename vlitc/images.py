@@ -22,7 +22,6 @@ from vlitc.hashing import sha256_file
 
 #: bump when what a table entry means changes; old tables are then ignored
 STORE_VERSION = 1
-_CHUNK = 1 << 20
 #: images per task when an engine checks them
 MAP_CHUNK = 2000
 #: images one thread checks in a row
@@ -67,18 +66,39 @@ FORMAT_OF = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 def probe(path: Path | str, decode: bool) -> tuple[int, int]:
     """Width and height from the header; with ``decode`` the whole image is decoded too.
 
-    The format the extension names is tried alone first (no other format accepts a JPEG's or
-    a PNG's first bytes, so one it opens is what opening it with every format gives); a file
-    it cannot identify is opened again with every format, for the same result or error."""
+    A header-only read of a JPEG or PNG (the format its extension names) takes the size from
+    ``imagesize``, which reads only the bytes up to it; anything it cannot read, or a size
+    Pillow would warn about (a decompression bomb), is opened with Pillow, for its size or its
+    error. Pillow tries the format the extension names alone first (no other format accepts a
+    JPEG's or a PNG's first bytes, so one it opens is what opening it with every format gives);
+    a file it cannot identify is opened again with every format, for the same result or error."""
     from PIL import Image, UnidentifiedImageError
 
     fmt = FORMAT_OF.get(os.path.splitext(path)[1].lower())
+    if fmt is not None and not decode:
+        size = _header_size(path)
+        if size is not None and size[0] * size[1] <= (Image.MAX_IMAGE_PIXELS or size[0] * size[1]):
+            return size
     if fmt is not None:
         try:
             return _size(Image.open(path, formats=(fmt,)), decode)
         except UnidentifiedImageError:
             pass
     return _size(Image.open(path), decode)
+
+
+def _header_size(path: Path | str) -> tuple[int, int] | None:
+    """The size a JPEG's or PNG's header states (``imagesize``), or ``None`` where it cannot
+    tell (another format, a header it does not read): Pillow then decides."""
+    import imagesize
+
+    try:
+        width, height = imagesize.get(path, exif_rotation=False)  # the stored size, as Pillow
+    except Exception:  # noqa: BLE001 - a file it cannot read goes to Pillow, which says why
+        return None
+    if width <= 0 or height <= 0:
+        return None
+    return int(width), int(height)
 
 
 def _size(image: Any, decode: bool) -> tuple[int, int]:
