@@ -20,7 +20,9 @@ from vlitc.cli.common import console
 from vlitc.errors import CacheError, RecipeError, UserError, VlitcError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of ``command`` alone when it names one (its module is
+    the only one imported: a no-op ``vlitc build`` answers before the others load)."""
     import vlitc
 
     p = argparse.ArgumentParser(prog="vlitc", description=(vlitc.__doc__ or "").strip())
@@ -29,10 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     import vlitc.cli.commands as commands
 
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
-        mod = importlib.import_module(f"vlitc.cli.commands.{info.name}")
+    names = sorted(info.name for info in pkgutil.iter_modules(commands.__path__))
+    for name in [command] if command in names else names:
+        mod = importlib.import_module(f"vlitc.cli.commands.{name}")
         mod.add_parser(sub)
     return p
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command ``argv`` names, when it starts with one (no option before it)."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
 
 
 class Terminated(KeyboardInterrupt):
@@ -45,7 +53,8 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main else None
