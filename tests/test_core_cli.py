@@ -103,3 +103,27 @@ def test_a_reader_that_leaves_ends_the_command_quietly(tmp_path):
             os.close(write)
         assert proc.returncode == 141, proc.stderr
         assert proc.stderr == "", args
+
+
+def test_a_command_loads_only_its_own_module_and_help_lists_them_all(tmp_path):
+    """``vlitc build`` imports the build command alone (a no-op build answers before the rest
+    load); no command, an option first or a name that is no command get every command."""
+    from vlitc.cli.main import build_parser
+
+    def commands(parser) -> list[str]:
+        return sorted(parser._subparsers._group_actions[0].choices)
+
+    every = commands(build_parser())
+    assert {"build", "plan", "validate", "cache"} <= set(every)
+    assert commands(build_parser("build")) == ["build"]
+    assert commands(build_parser("nope")) == every
+    recipe = demo_copy(tmp_path)
+    args = ["build", str(recipe), "--quiet", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]
+    assert _run(*args).returncode == 0
+    code = ("import sys; from vlitc.cli.main import main\n"
+            f"assert main({args!r}) == 0\n"
+            "print(sorted(m for m in sys.modules if m.startswith('vlitc.cli.commands.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.strip() == "['vlitc.cli.commands.build']", out.stderr  # the no-op rebuild
+    listed = subprocess.run([sys.executable, "-m", "vlitc.cli.main", "--help"], capture_output=True, text=True)
+    assert all(name in listed.stdout for name in every)
