@@ -63,7 +63,7 @@ VIEW_LAYOUTS = (2, 3)
 #: the most bytes one stored shard may expand to (a bigger one is corrupt, never read whole)
 MAX_PLAIN = 4 << 30
 #: a compressed object is expanded in one call when its frame says it is at most this many times
-#: its size (JSON lines shrink 3 to 10 times), else in bounded pieces
+#: its size (stored shards shrink 3 to 20 times), else in bounded pieces
 ONE_CALL_RATIO = 64
 #: zstd level of stored shards (fast; sample bodies compress about 20x)
 ZSTD_LEVEL = 1
