@@ -16,9 +16,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar
 
 from vlitc.hashing import sha256_file
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: bump when what a table entry means changes; old tables are then ignored
 STORE_VERSION = 1
@@ -274,25 +277,34 @@ class ImageChecker:
                 yield from map(ImageInfo.unpacked, infos)
             return
         least = THREAD_MIN_DECODE if job[1] else THREAD_MIN_BYTES
-        big = [i for i, (_, sig) in enumerate(todo) if sig[0] >= least]
-        if len(big) < 2 or self.workers < 2:  # nothing to overlap
-            yield from check_chunk(job, rels)
-            return
-        out: list[ImageInfo | None] = [None] * len(rels)
-        # threads take runs of images (one future per image costs more than a small file's
-        # check); the runs keep reads overlapped on slow disks and network folders
-        size = max(1, min(THREAD_RUN, len(big) // (4 * self.workers)))
-        runs = [big[i : i + size] for i in range(0, len(big), size)]
-        with ThreadPoolExecutor(self.workers) as pool:
-            done = pool.map(lambda run: check_chunk(job, [rels[i] for i in run]), runs)
-            threaded = set(big)
-            for i, rel in enumerate(rels):
-                if i not in threaded:
-                    out[i] = compute(job, rel)
-            for run, infos in zip(runs, done, strict=True):
-                for i, info in zip(run, infos, strict=True):
-                    out[i] = info
-        yield from cast(list[ImageInfo], out)
+        yield from large_on_threads(rels, [sig[0] for _, sig in todo], least,
+                                    lambda rel: compute(job, rel), self.workers)
+
+
+def large_on_threads(items: list[T], sizes: list[int], least: int, each: Callable[[T], R],
+                     threads: int) -> list[R]:
+    """``each(item)`` of every item, in order: the items of at least ``least`` bytes on a pool
+    of ``threads`` threads, the others one after another here meanwhile (a file's work holds
+    the GIL while Python parses, and lets it go to read, hash and decode: threads pay only for
+    files whose reading outweighs that). Every way gives the same results."""
+    big = [i for i, n in enumerate(sizes) if n >= least]
+    if len(big) < 2 or threads < 2:  # nothing to overlap
+        return [each(x) for x in items]
+    out: list[Any] = [None] * len(items)
+    # threads take runs of items (one future per item costs more than a small file's work);
+    # the runs keep reads overlapped on slow disks and network folders
+    size = max(1, min(THREAD_RUN, len(big) // (4 * threads)))
+    runs = [big[i : i + size] for i in range(0, len(big), size)]
+    with ThreadPoolExecutor(threads) as pool:
+        done = pool.map(lambda run: [each(items[i]) for i in run], runs)
+        threaded = set(big)
+        for i, x in enumerate(items):
+            if i not in threaded:
+                out[i] = each(x)
+        for run, results in zip(runs, done, strict=True):
+            for i, r in zip(run, results, strict=True):
+                out[i] = r
+    return out
 
 
 def infos_of(spec: tuple, todo: list[tuple[str, tuple[int, int]]],

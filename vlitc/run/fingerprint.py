@@ -51,28 +51,16 @@ def _content(path: str) -> str:
 #: files at least this large are hashed on threads (hashing lets go of the GIL); smaller ones,
 #: whose open and read cost more than their hash, one after another meanwhile
 THREAD_MIN_BYTES = 64 << 10
-THREAD_RUN = 64  # files per task of the thread pool
 
 
 def _contents(todo: list[tuple[str, str, int]]) -> dict[str, str]:
     """:func:`_content` of each ``(name, path, size)``, by name: the large files' on a pool of
-    threads (one per core, up to eight), in runs, while the small ones are hashed here."""
-    big = [(name, path) for name, path, size in todo if size >= THREAD_MIN_BYTES]
-    threads = min(8, os.cpu_count() or 1)
-    if len(big) < 2 or threads < 2:
-        return {name: _content(path) for name, path, _size in todo}
-    from concurrent.futures import ThreadPoolExecutor
+    threads (one per core, up to eight) while the small ones are hashed here."""
+    from vlitc.images import large_on_threads
 
-    runs = [big[i:i + THREAD_RUN] for i in range(0, len(big), THREAD_RUN)]
-    out: dict[str, str] = {}
-    with ThreadPoolExecutor(threads, thread_name_prefix="vlitc-hash") as pool:
-        done = pool.map(lambda run: [_content(path) for _name, path in run], runs)
-        for name, path, size in todo:
-            if size < THREAD_MIN_BYTES:
-                out[name] = _content(path)
-        for run, shas in zip(runs, done, strict=True):
-            out.update(zip((name for name, _path in run), shas, strict=True))
-    return out
+    shas = large_on_threads([path for _n, path, _s in todo], [size for _n, _p, size in todo],
+                            THREAD_MIN_BYTES, _content, min(8, os.cpu_count() or 1))
+    return dict(zip((name for name, _p, _s in todo), shas, strict=True))
 
 
 class FileState:
