@@ -160,12 +160,16 @@ def test_a_link_to_nothing_and_a_link_back_up_neither_stop_a_folder_signature(tm
 
 
 def test_a_folder_signature_hashes_large_files_on_threads_with_the_same_result(tmp_path, monkeypatch):
-    """Large files are hashed on a pool of threads and small ones meanwhile; the signature is
-    the one hashing each file in turn gives, a link to nothing included."""
+    """Large files are hashed on a pool of threads and small ones meanwhile, or a large folder's
+    files in the build's worker processes; the signature and the table of what was read are the
+    ones hashing each file in turn gives, a link to nothing included."""
     import hashlib
     import random
 
+    from PIL import Image
+
     from vlitc.run import fingerprint
+    from vlitc.run.engine import Execution, make_engine
     from vlitc.run.fingerprint import FileState
 
     root = tmp_path / "images"
@@ -178,16 +182,31 @@ def test_a_folder_signature_hashes_large_files_on_threads_with_the_same_result(t
     hashed: list[str] = []
     real = fingerprint._content
     monkeypatch.setattr(fingerprint, "_content", lambda p: hashed.append(p) or real(p))
-    signatures = []
-    for least in (64 << 10, 1 << 40):  # large files on threads; every file in turn
-        monkeypatch.setattr(fingerprint, "THREAD_MIN_BYTES", least)
-        hashed.clear()
-        state = FileState(tmp_path / f"state-{least}")
-        try:
-            signatures.append(state.dir_signature(root))
-            table = state.known_hashes(root)
-        finally:
-            state.close()
-        assert sorted(hashed) == sorted(str(p) for p in root.rglob("*") if not p.is_dir())
-    assert signatures[0] == signatures[1]
+    (root / "empty.png").write_bytes(b"")
+    Image.new("RGB", (5, 4)).save(root / "sub" / "small.png")
+    signatures, tables = [], []
+    engine = make_engine(Execution.of({}, workers=2))
+    try:
+        # large files on threads; every file in turn; chunks of files in two worker processes
+        for least, spread in ((64 << 10, False), (1 << 40, False), (64 << 10, True)):
+            monkeypatch.setattr(fingerprint, "THREAD_MIN_BYTES", least)
+            monkeypatch.setattr(fingerprint, "MAP_MIN", 10 if spread else 10**9)
+            monkeypatch.setattr(fingerprint, "MAP_CHUNK", 16)
+            hashed.clear()
+            state = FileState(tmp_path / f"state-{least}-{spread}")
+            state.map = engine.map
+            try:
+                signatures.append(state.dir_signature(root))
+                tables.append(state.known_hashes(root))
+            finally:
+                state.close()
+            listed = sorted(str(p) for p in root.rglob("*") if not p.is_dir())
+            assert sorted(hashed) == ([] if spread else listed)  # the workers' reads are not seen here
+    finally:
+        engine.close()
+    assert signatures[0] == signatures[1] == signatures[2] and tables[0] == tables[1] == tables[2]
+    table = tables[0]
+    assert len(table) == 153
     assert table["sub/1.jpg"][2] == hashlib.sha256((root / "sub" / "1.jpg").read_bytes()).hexdigest()
+    assert table["sub/small.png"][3] == [5, 4] and table["sub/1.jpg"][3] is None  # noise: no header
+    assert table["empty.png"][3] is None

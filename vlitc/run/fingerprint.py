@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from vlitc.errors import InputError, Location
 from vlitc.hashing import canonical, digest, sha256_file
@@ -37,30 +38,41 @@ def item_digest(sample: dict) -> str:
     return digest(sample, finite=False)
 
 
-def _content(path: str) -> str:
-    """The sha256 of a listed file's bytes; of a symlink that leads nowhere, of where it leads
-    (so such a link is part of a folder's signature, and never stops a build)."""
+def _content(path: str) -> tuple[str, list[int] | None]:
+    """A listed file's sha256 and, for an image, its header's size (:func:`vlitc.images.
+    read_file`: one read serves the signature and the source's image check); of a symlink
+    that leads nowhere, the sha256 of where it leads (so such a link is part of a folder's
+    signature, and never stops a build)."""
+    from vlitc.images import read_file
+
     try:
-        return sha256_file(path)
+        return read_file(path)
     except FileNotFoundError:
         if not os.path.islink(path):
             raise
-        return hashlib.sha256(f"symlink to nothing: {os.readlink(path)}".encode()).hexdigest()
+        return hashlib.sha256(f"symlink to nothing: {os.readlink(path)}".encode()).hexdigest(), None
 
 
 #: files at least this large are hashed on threads (hashing lets go of the GIL); smaller ones,
 #: whose open and read cost more than their hash, one after another meanwhile
 THREAD_MIN_BYTES = 64 << 10
+#: files to read before a folder's signature spreads them over the build's engine, and the
+#: files per chunk there: a small folder is read here (the workers may not have started)
+MAP_MIN, MAP_CHUNK = 8192, 2048
 
 
-def _contents(todo: list[tuple[str, str, int]]) -> dict[str, str]:
-    """:func:`_content` of each ``(name, path, size)``, by name: the large files' on a pool of
-    threads (one per core, up to eight) while the small ones are hashed here."""
+def _contents(todo: list[tuple[str, int]]) -> list[tuple[str, list[int] | None]]:
+    """:func:`_content` of each ``(path, size)``, in order: the large files' on a pool of
+    threads (one per core, up to eight) while the small ones are read here."""
     from vlitc.images import large_on_threads
 
-    shas = large_on_threads([path for _n, path, _s in todo], [size for _n, _p, size in todo],
-                            THREAD_MIN_BYTES, _content, min(8, os.cpu_count() or 1))
-    return dict(zip((name for name, _p, _s in todo), shas, strict=True))
+    return large_on_threads([path for path, _s in todo], [size for _p, size in todo], THREAD_MIN_BYTES,
+                            _content, min(8, os.cpu_count() or 1))
+
+
+def contents_chunk(_job: None, todo: list[tuple[str, int]]) -> list[tuple[str, list[int] | None]]:
+    """:func:`_contents` of one chunk of a folder's files, in a worker of the build's engine."""
+    return _contents(todo)
 
 
 class FileState:
@@ -70,6 +82,9 @@ class FileState:
         from vlitc.diskstore import open_cache
 
         self._db = open_cache(root)
+        #: the build's engine (``engine.map``) when it spreads work: a large folder's files are
+        #: then read in its workers (:data:`MAP_MIN`)
+        self.map: Any = None
         #: the per-file table of the folder signed last, (folder, {name: [size, mtime_ns, sha256]}),
         #: until a step takes it (:meth:`known_hashes`)
         self._last: tuple[str, dict] | None = None
@@ -110,27 +125,39 @@ class FileState:
         hit = self._db.get(f"dir:{where}")
         if hit and hit[0] == stamp:
             return hit[1]
-        known = self._db.get(f"dir-files:{where}") or {}  # name -> [size, mtime_ns, sha256]
-        shas = {}
-        todo = []
+        # name -> [size, mtime_ns, sha256, header size or None] (an older table's rows have
+        # no header size: their files are opened again if a check needs it)
+        known = self._db.get(f"dir-files:{where}") or {}
+        read: dict[str, tuple[str, list[int] | None]] = {}
+        names, todo = [], []
         for name, path, size, mtime in files:
             rec = known.get(name)
-            if rec and rec[0] == size and rec[1] == mtime:
-                shas[name] = rec[2]
+            if isinstance(rec, list) and len(rec) in (3, 4) and rec[0] == size and rec[1] == mtime:
+                read[name] = rec[2], rec[3] if len(rec) == 4 else None
             else:
-                todo.append((name, path, size))
-        shas.update(_contents(todo))
-        signature = hashlib.sha256("".join(f"{n}\0{shas[n]}\n" for n, _, _, _ in files).encode()).hexdigest()
-        table = {n: [s, m, shas[n]] for n, _, s, m in files}
+                names.append(name)
+                todo.append((path, size))
+        read.update(zip(names, self._read(todo), strict=True))
+        signature = hashlib.sha256("".join(f"{n}\0{read[n][0]}\n" for n, _, _, _ in files).encode()).hexdigest()
+        table = {n: [s, m, *read[n]] for n, _, s, m in files}
         with self._db.transact():
             self._db.set(f"dir-files:{where}", table)
             self._db.set(f"dir:{where}", (stamp, signature))
         self._last = (where, table)
         return signature
 
+    def _read(self, todo: list[tuple[str, int]]) -> list[tuple[str, list[int] | None]]:
+        """:func:`_content` of each ``(path, size)``, in order: in chunks on the build's engine
+        for a large folder, else here."""
+        if self.map is None or len(todo) < MAP_MIN:
+            return _contents(todo)
+        chunks = [todo[i:i + MAP_CHUNK] for i in range(0, len(todo), MAP_CHUNK)]
+        return [row for rows in self.map(contents_chunk, None, chunks) for row in rows]
+
     def known_hashes(self, root: Path) -> dict:
-        """The sha256 of the files under ``root`` that :meth:`dir_signature` has just read, by
-        name: ``{name: [size, mtime_ns, sha256]}`` (empty when it read none: the folder was
+        """What :meth:`dir_signature` has just read of the files under ``root``, by name:
+        ``{name: [size, mtime_ns, sha256, header size]}``, the header's ``[width, height]`` for
+        an image :func:`vlitc.images.read_file` could size, else ``None`` (empty when it read none: the folder was
         unchanged, or it was not the last folder signed). The table is handed over once: a
         source that checks and hashes its images takes it instead of hashing them again."""
         where = str(Path(root).resolve())

@@ -854,9 +854,10 @@ class AnnotationSource(Source):
         ctx.count("images_remembered", 0)
         for i in range(0, len(batch), BUILD_RUN):
             run = batch[i:i + BUILD_RUN]
-            hits = checker.hits
+            hits, computed = checker.hits, checker.computed
             known, todo = checker.plan(p for e in run for p in paths_of(e.path))
             ctx.count("images_remembered", checker.hits - hits)
+            ctx.count("images_hashed", checker.computed - computed)  # read for the signature
             pending.append((todo, known) if todo else None)
             yield (self.pack(run), {p: info.packed() for p, info in known.items()},
                    (checker.spec(todo), todo) if todo else None, done + i)
@@ -961,7 +962,7 @@ class AnnotationSource(Source):
                             read_size=decode or hashing,
                             contain=not self.params["images_outside"], deferred=True,
                             map=ctx.map_chunks if ctx.parallel else None,
-                            known=ctx.known_file_hashes(root) if hashing else None)
+                            known=ctx.known_file_hashes(root))
 
     def _check(self, checker: Any, entries: list[Entry], ctx: OpContext) -> dict:
         if not all(e.width and e.height for e in entries):  # sizes the files do not give
