@@ -505,9 +505,11 @@ def test_existing_records_built_in_workers_match_the_build_in_one_process(tmp_pa
     assert got["image_placeholder_count"] == 1
 
 
-def test_coco_records_built_in_workers_match_the_build_in_one_process(tmp_path, monkeypatch):
-    """COCO captions and instances (categories travel with the entries to the workers):
-    the same records, counters and noted examples at 1 and 2 workers."""
+@pytest.mark.parametrize("decode", [True, False])
+def test_coco_records_built_in_workers_match_the_build_in_one_process(tmp_path, monkeypatch, decode):
+    """COCO captions and instances (categories travel with the entries to the workers, which
+    check their images): the same records, counters and noted examples at 1 and 2 workers,
+    whether images are decoded or sized from the folder signature's read of them."""
     import json
 
     from PIL import Image
@@ -543,7 +545,7 @@ tasks:
 outputs:
   - {format: llava, path: out.json}
 report: false
-""")
+""".replace("instances.json}", f"instances.json, check_images: {str(decode).lower()}}}"))
     one, two = _same_at_one_and_two_workers(tmp_path / "r.yaml", tmp_path)
 
     def counted(result, name: str) -> tuple:
@@ -559,8 +561,8 @@ report: false
     assert got["image_size_mismatch"] == 1 and got["corrupt_image"] == 1
     # the images checked in the workers went into the table: a source that runs again reads none
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(recipe.read_text().replace("instances: instances.json}",
-                                                 "instances: instances.json, keep_empty: false}"))
+    recipe.write_text(recipe.read_text().replace("instances: instances.json,",
+                                                 "instances: instances.json, keep_empty: false,"))
     for name, workers in (("one", 1), ("two", 2)):
         again = _build_as(recipe, tmp_path, name, workers=workers)
         got, _ = counted(again, name)

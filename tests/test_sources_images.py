@@ -447,3 +447,35 @@ def test_an_image_read_for_the_folder_signature_is_checked_as_opening_it_would(t
     assert infos["later.png"].width == 7 and (infos["rgb.jpg"].sha256 is not None) == hashing
     assert not set(opened) & set(sized)
     assert set(opened) == set(names) - set(sized)
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_a_check_made_in_another_process_gives_the_same_infos_and_table(tmp_path, decode):
+    """What a worker checks from :meth:`ImageChecker.rows` (its stat, containment, the table's
+    and the folder signature's rows) is what the check here gives, and :meth:`ImageChecker.adopt`
+    leaves the same table: a second check, from the rows of that table, opens nothing."""
+    import pickle
+
+    from vlitc.images import check_rows
+    from vlitc.run.fingerprint import FileState
+
+    root = tmp_path / "img"
+    root.mkdir()
+    names = [*_mixed_folder(root), "../outside.png"]
+    files = FileState(tmp_path / "state")
+    try:
+        files.dir_signature(root)
+        known = files.known_hashes(root)
+    finally:
+        files.close()
+    here, there = DictStore(), DictStore()
+    expected = ImageChecker(root, here, decode=decode, known=known).check(names)
+    checker = ImageChecker(root, there, decode=decode, known=known, deferred=True)
+    found, checked = check_rows(pickle.loads(pickle.dumps(checker.rows(names))))
+    assert found == expected and found["../outside.png"].error.startswith("outside: ")
+    assert checker.adopt(checked) == (0, len(names) - 2)  # all but the missing and the outside
+    checker.flush()
+    assert dict(there) == dict(here) and len(here) == 1
+    again = ImageChecker(root, there, decode=decode, deferred=True)
+    found, checked = check_rows(again.rows(names))
+    assert found == expected and checked == ({}, len(names) - 2, 0)

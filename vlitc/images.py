@@ -267,6 +267,26 @@ class ImageChecker:
             self.record(read, (out[p] for p, _ in read), out)
         return out, todo
 
+    def rows(self, paths: Iterable[str]) -> tuple:
+        """A check of ``paths`` as plain data, for another process to make (:func:`check_rows`;
+        :meth:`adopt` takes back what it computed): the checker's settings, and each distinct
+        path with its row of the table and of :attr:`known` (``None`` where it has none)."""
+        table, known = self._load_table(), self.known or {}
+        settings = (str(self.root), self.decode, self.hash, self.read_size, self.contain is not None)
+        return settings, [(p, table.get(p), known.get(p)) for p in dict.fromkeys(paths)]
+
+    def adopt(self, checked: tuple[dict[str, list], int, int]) -> tuple[int, int]:
+        """The rows :func:`check_rows` computed into the table, and its counts of images
+        remembered and computed (returned, and added to :attr:`hits` and :attr:`computed`)."""
+        rows, hits, computed = checked
+        if rows:
+            table = self._load_table()
+            table.update(rows)
+            self._save_table(table)
+        self.hits += hits
+        self.computed += computed
+        return hits, computed
+
     def _read(self, rel: str, entry: Any, sig: tuple[int, int]) -> ImageInfo | None:
         """The check of an image the folder's signature has just read (``entry``, its row of
         :meth:`vlitc.run.fingerprint.FileState.known_hashes`), when that read told all a
@@ -404,6 +424,36 @@ def compute(job: tuple[str, bool, bool, bool], rel: str) -> ImageInfo:
     except Exception as e:  # Pillow raises many types for a bad file
         info.error = f"corrupt: {type(e).__name__}: {e}"
     return info
+
+
+#: the checkers a worker process keeps between runs, by their settings (a checker's
+#: containment lists its folder once)
+_WORKER_CHECKERS: dict[tuple, ImageChecker] = {}
+
+
+def check_rows(spec: tuple) -> tuple[dict[str, ImageInfo], tuple[dict[str, list], int, int]]:
+    """:meth:`ImageChecker.check` of what :meth:`ImageChecker.rows` describes, in the process
+    that builds the records: each path's info, and what :meth:`ImageChecker.adopt` takes back
+    (the table's rows computed here, and the counts). The same infos as the check there."""
+    settings, rows = spec
+    checker = _WORKER_CHECKERS.get(settings)
+    if checker is None:
+        root, decode, hashing, read_size, contain = settings
+        checker = ImageChecker(Path(root), decode=decode, hash=hashing, read_size=read_size,
+                               contain=contain, deferred=True)
+        if len(_WORKER_CHECKERS) >= 4:
+            _WORKER_CHECKERS.clear()
+        _WORKER_CHECKERS[settings] = checker
+    table = {p: row for p, row, _k in rows if row is not None}
+    checker._table = dict(table)
+    checker.known = {p: k for p, _t, k in rows if k is not None}
+    hits, computed = checker.hits, checker.computed
+    try:
+        out = checker.check(p for p, _t, _k in rows)
+        new = {p: row for p, row in checker._table.items() if table.get(p) is not row}
+    finally:
+        checker._table, checker.known, checker._dirty = None, None, False
+    return out, (new, checker.hits - hits, checker.computed - computed)
 
 
 def check_chunk(job: tuple[str, bool, bool, bool], rels: list[str]) -> list[ImageInfo]:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, NamedTuple, cast
 
 from vlitc import boxes
 from vlitc.errors import InputError, Location
-from vlitc.images import ImageInfo, infos_of
+from vlitc.images import ImageInfo, check_rows
 from vlitc.ops.base import OpContext, Source, cycle_collector_off
 from vlitc.records import Record, image_record, image_value
 
@@ -832,10 +832,10 @@ class AnnotationSource(Source):
 
         total = 0
         for res in ctx.map_chunks(build_run, job, runs()):
-            if res.error is None and (left := pending.popleft()) is not None:
-                todo, known = left
-                checker.record(todo, map(ImageInfo.unpacked, res.checked), known)
-                ctx.count("images_hashed", len(todo))
+            if res.error is None and pending.popleft() is not None:
+                hits, computed = checker.adopt(res.checked)
+                ctx.count("images_remembered", hits)
+                ctx.count("images_hashed", computed)
             issues.merge(res.counters, res.examples, res.skipped)
             if res.error is not None:
                 raise InputError(res.error)
@@ -845,22 +845,18 @@ class AnnotationSource(Source):
 
     def _checked_runs(self, batch: list[Entry], done: int, checker: Any, ctx: OpContext,
                       pending: collections.deque) -> Iterator[tuple[Any, dict, Any, int]]:
-        """Runs of a batch whose image paths are distinct, each with what is known of its images
-        (outside, missing, remembered) and what is left to check where it is built (the
-        counters as :meth:`_check` counts them)."""
+        """Runs of a batch whose image paths are distinct, each with its images' check as plain
+        data (:meth:`vlitc.images.ImageChecker.rows`): the worker that builds a run's records
+        checks its images (stat, containment, the table's and the folder signature's rows)
+        and sends back what the table takes (counted as :meth:`_check` counts them)."""
         if not all(e.width and e.height for e in batch):  # sizes the files do not give
             checker.read_size = True
         ctx.count("images_hashed", 0)
         ctx.count("images_remembered", 0)
         for i in range(0, len(batch), BUILD_RUN):
             run = batch[i:i + BUILD_RUN]
-            hits, computed = checker.hits, checker.computed
-            known, todo = checker.plan(p for e in run for p in paths_of(e.path))
-            ctx.count("images_remembered", checker.hits - hits)
-            ctx.count("images_hashed", checker.computed - computed)  # read for the signature
-            pending.append((todo, known) if todo else None)
-            yield (self.pack(run), {p: info.packed() for p, info in known.items()},
-                   (checker.spec(todo), todo) if todo else None, done + i)
+            pending.append(True)
+            yield self.pack(run), {}, checker.rows(p for e in run for p in paths_of(e.path)), done + i
 
     def _load(self, ctx: OpContext, build: Callable[..., Iterator[Any]]) -> Iterator[Any]:
         """Read the entries (streamed in batches, or all at once) and ``build`` what the step
@@ -1083,7 +1079,8 @@ class BuiltRun:
     examples: dict[str, list] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     error: str | None = None
-    checked: list[tuple] = field(default_factory=list)  # the images checked here, packed
+    #: what the images' check here adds to the build's table (see :func:`vlitc.images.check_rows`)
+    checked: tuple = ({}, 0, 0)
 
 
 _LOADER: dict[str, Any] = {}  # per process: the last job and the loader rebuilt from it
@@ -1092,16 +1089,19 @@ _LOADER: dict[str, Any] = {}  # per process: the last job and the loader rebuilt
 def build_run(job: BuildJob, run: tuple[Any, dict, Any, int]) -> BuiltRun:
     """Records of one run of entries, built in whatever process runs it (:meth:`AnnotationSource.
     load_lines`): the same lines the build's own process would store. ``run``: the entries
-    packed, what is known of their images, what is left to check of them (``(spec, todo)``
-    for :func:`vlitc.images.infos_of`, checked here and sent back) and the entries before."""
+    packed, what is known of their images, their images' check to make here (for
+    :func:`vlitc.images.check_rows`; what it adds to the table is sent back) and the entries
+    before."""
     import orjson
 
     from vlitc.ops import registry
 
     packed, packed_infos, check, done = run
     infos = {p: ImageInfo.unpacked(t) for p, t in packed_infos.items()}
-    checked = infos_of(*check) if check is not None else []
-    infos.update((info.path, info) for info in checked)
+    checked: tuple = ({}, 0, 0)
+    if check is not None:
+        found, checked = check_rows(check)
+        infos.update(found)
     if _LOADER.get("job") != job:
         _LOADER["op"] = registry.get("source", job.name)(job.params, label=job.label)
         _LOADER["job"] = job
@@ -1118,7 +1118,7 @@ def build_run(job: BuildJob, run: tuple[Any, dict, Any, int]) -> BuiltRun:
     except InputError as e:
         return BuiltRun(counters=ctx.counters, error=str(e))
     return BuiltRun(b"".join(lines), len(lines), ctx.counters, issues.examples, issues.skipped,
-                    checked=[info.packed() for info in checked])
+                    checked=checked)
 
 
 def paths_of(path: str | tuple[str, ...] | None) -> tuple[str, ...]:
