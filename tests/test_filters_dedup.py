@@ -163,8 +163,8 @@ def lsh_reference(texts: list[str], groups: list[list[int]], threshold: float):
     return first, sim
 
 
-@pytest.mark.parametrize("threshold", [0.5, 0.8])
-def test_minhash_banding_finds_what_datasketch_minhash_lsh_finds(threshold):
+def _edited_texts() -> tuple[list[str], list[list[int]]]:
+    """700 texts, some edits of earlier ones (chains included), in groups of every size."""
     rng = np.random.default_rng(2)
     vocab = [f"w{i}" for i in range(300)]
     texts: list[str] = []
@@ -179,11 +179,55 @@ def test_minhash_banding_finds_what_datasketch_minhash_lsh_finds(threshold):
         texts[k] = "!" if k % 2 else "yes"
     groups = [list(range(0, 700, 2)), list(range(1, 400, 2))]
     groups += [list(range(k, min(k + 20, 700), 2)) for k in range(401, 700, 20)]
+    return texts, groups
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8])
+def test_minhash_banding_finds_what_datasketch_minhash_lsh_finds(threshold):
+    texts, groups = _edited_texts()
     first, sim = minhash_neighbours(texts, groups, threshold)
     ref_first, ref_sim = lsh_reference(texts, groups, threshold)
     assert first.tolist() == ref_first.tolist() and sim.tolist() == ref_sim.tolist()
     assert (first >= 0).sum() > 80 and (first < np.arange(700)).all()
     assert first[10:700:10].tolist() == [0] * 69 and (first[5:700:10] == -1).all()
+
+
+def test_bands_joined_one_a_task_on_two_workers_find_what_one_process_finds(tmp_path, monkeypatch):
+    """Signatures and band keys in memory-mapped files: each band joined in a worker process
+    of its own, the earliest of every band's hits kept, is the answer of one process."""
+    from vlitc.run.engine import Execution, make_engine
+
+    texts, groups = _edited_texts()
+    hv, has = nb.minhash_signatures(texts, 128, 3, seed=1)
+    gid = np.full(len(texts), -1, dtype=np.int64)
+    for g, group in enumerate(groups):
+        gid[np.asarray(group, dtype=np.int64)] = g
+    bands = nb.band_keys(hv, nb.lsh_bands(0.5, 128))
+    assert bands.shape[1] > 2
+    mapped = {}
+    for name, a in (("sig", hv), ("bands", bands)):
+        m = np.memmap(tmp_path / f"{name}.bin", dtype=a.dtype, mode="w+", shape=a.shape)
+        m[:] = a
+        m.flush()
+        mapped[name] = np.memmap(tmp_path / f"{name}.bin", dtype=a.dtype, mode="r", shape=a.shape)
+    alone = nb.banded_neighbours(hv, has & (gid >= 0), gid, bands, 0.5)
+    monkeypatch.setattr(nb, "BAND_MAP_MIN", 10)
+    tasks: list[int] = []
+    engine = make_engine(Execution.of({}, workers=2))
+    try:
+        def spread(fn, job, chunks):
+            chunks = list(chunks)
+            tasks.extend(chunks)
+            return engine.map(fn, job, chunks)
+
+        first, sim = nb.banded_neighbours(mapped["sig"], has & (gid >= 0), gid, mapped["bands"], 0.5,
+                                          map=spread)
+    finally:
+        engine.close()
+    assert tasks == list(range(bands.shape[1]))
+    assert first.tolist() == alone[0].tolist() and sim.tolist() == alone[1].tolist()
+    assert (first >= 0).sum() > 80
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bands.bin", "sig.bin"]  # the items' file went
 
 
 def test_cosine_neighbours_exhaustive_and_inverted_index_agree_on_planted_duplicates(monkeypatch):

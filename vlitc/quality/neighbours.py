@@ -270,11 +270,19 @@ def band_keys(hv: np.ndarray, bands: list[tuple[int, int]]) -> np.ndarray:
     return out
 
 
+#: eligible items (of groups over :data:`SMALL_GROUP`) from which the bands are joined on the
+#: build's engine, one band a task, when the signatures and band keys are files
+BAND_MAP_MIN = 50_000
+
+
 def banded_neighbours(hv: np.ndarray, eligible: np.ndarray, gid: np.ndarray, bands: np.ndarray,
-                      threshold: float) -> tuple[np.ndarray, np.ndarray]:
+                      threshold: float, map: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`minhash_neighbours` over precomputed signatures ``hv`` (which may be a
     memory-mapped file: only candidates' rows are read), the items that take part
-    (``eligible``), their group ids and their band keys (:func:`band_keys`)."""
+    (``eligible``), their group ids and their band keys (:func:`band_keys`). ``map``: the
+    build's engine (``ctx.map_chunks``); when the signatures and band keys are memory-mapped
+    files and enough items take part, each band is joined in a task of its own
+    (:func:`band_hits`) and the earliest of every band's hits is kept: the same answer."""
     n = len(gid)
     first = np.full(n, -1, dtype=np.int64)
     sim = np.zeros(n, dtype=np.float32)
@@ -288,15 +296,63 @@ def banded_neighbours(hv: np.ndarray, eligible: np.ndarray, gid: np.ndarray, ban
     items = np.flatnonzero(eligible & large)
     if len(items) < 2:
         return first, sim
+    if map is not None and isinstance(hv, np.memmap) and isinstance(bands, np.memmap) and \
+            bands.shape[1] > 1 and len(items) >= BAND_MAP_MIN:
+        _bands_on(map, hv, bands, items, gid[items], threshold, first, sim)
+        return first, sim
     for b in range(bands.shape[1]):
-        key = bands[items, b]
-        release_pages(bands)  # each band's column is read across the whole file
-        order = np.lexsort((items, key, gid[items]))
-        k, kg = key[order], gid[items][order]
-        run = np.cumsum(np.r_[True, (k[1:] != k[:-1]) | (kg[1:] != kg[:-1])])
-        _earliest_in_runs(hv, items[order], run, threshold, first, sim)
-        release_pages(hv)
+        _join_band(hv, bands, b, items, gid[items], threshold, first, sim)
     return first, sim
+
+
+def _join_band(hv: np.ndarray, bands: np.ndarray, b: int, items: np.ndarray, groups: np.ndarray,
+               threshold: float, first: np.ndarray, sim: np.ndarray) -> None:
+    """Band ``b``'s candidates: ``items`` (ascending, of groups ``groups``) that share its key
+    in their group; each one's earliest similar candidate improves ``first``/``sim``."""
+    key = bands[items, b]
+    release_pages(bands)  # each band's column is read across the whole file
+    order = np.lexsort((items, key, groups))
+    k, kg = key[order], groups[order]
+    run = np.cumsum(np.r_[True, (k[1:] != k[:-1]) | (kg[1:] != kg[:-1])])
+    _earliest_in_runs(hv, items[order], run, threshold, first, sim)
+    release_pages(hv)
+
+
+def _mapped(a: np.memmap) -> tuple:
+    return str(a.filename), a.offset, a.dtype.str, a.shape
+
+
+def _bands_on(map: Callable, hv: np.memmap, bands: np.memmap, items: np.ndarray, groups: np.ndarray,
+              threshold: float, first: np.ndarray, sim: np.ndarray) -> None:
+    """Every band joined in a task (:func:`band_hits`), the items and their groups in a file
+    beside the signatures; each task's hits improve ``first``/``sim`` (the earliest wins, so
+    the order they come in makes no difference)."""
+    import os
+    import tempfile
+
+    fd, path = tempfile.mkstemp(dir=os.path.dirname(str(hv.filename)), prefix="band-items-", suffix=".npy")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.stack([items.astype(np.int64), groups.astype(np.int64)]))
+        job = (_mapped(hv), _mapped(bands), path, len(first), float(threshold))
+        for j, i, s in map(band_hits, job, range(bands.shape[1])):
+            _take_earliest(first, sim, i, j, s)
+    finally:
+        os.unlink(path)
+
+
+def band_hits(job: tuple, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One band's join, in a worker of the build's engine (:func:`_bands_on`): the items that
+    found an earlier similar candidate in it, that candidate and the similarity."""
+    (hv_file, hv_off, hv_type, hv_shape), (bd_file, bd_off, bd_type, bd_shape), path, n, threshold = job
+    hv = np.memmap(hv_file, dtype=np.dtype(hv_type), mode="r", offset=hv_off, shape=hv_shape)
+    bands = np.memmap(bd_file, dtype=np.dtype(bd_type), mode="r", offset=bd_off, shape=bd_shape)
+    items, groups = np.load(path)
+    first = np.full(n, -1, dtype=np.int64)
+    sim = np.zeros(n, dtype=np.float32)
+    _join_band(hv, bands, b, items, groups, threshold, first, sim)
+    hit = np.flatnonzero(first >= 0)
+    return hit, first[hit], sim[hit]
 
 
 # --- cosine search over embeddings ----------------------------------------------------------

@@ -225,8 +225,10 @@ class DedupFilter(Filter):
 
         if method == "minhash":
             has = np.asarray(features["has"])
-            return nb.banded_neighbours(features["sig"], has & eligible, gid, np.asarray(features["bands"]),
-                                        self.threshold())
+            bands = features["bands"]  # a memory-mapped file stays one: it may be joined on the engine
+            return nb.banded_neighbours(features["sig"], has & eligible, gid,
+                                        bands if isinstance(bands, np.ndarray) else np.asarray(bands),
+                                        self.threshold(), map=ctx.map_chunks if ctx.parallel else None)
         uniq = np.flatnonzero(eligible)
         groups: dict[int, list[int]] = {}
         for j, g in enumerate(gid[uniq].tolist()):
