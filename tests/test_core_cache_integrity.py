@@ -201,3 +201,25 @@ def test_a_cache_that_keeps_corrupting_is_a_located_error_not_an_internal_one(bu
     assert "more keep appearing" in err and str(cache) in err and "--cache-dir" in err
     assert not layout.verify(tmp_path / "rel")  # the old release stands, whole
     assert layout.file_hashes(json.loads((tmp_path / "rel" / layout.MANIFEST).read_text())) == before
+
+
+def test_a_file_a_step_wrote_moves_into_the_store_and_a_linked_one_is_copied(tmp_path):
+    """A release file the step wrote (one name) is moved into the object store; one that is a
+    hard link of a file elsewhere (an image placed with ``images: link``) is copied, so the
+    store's object never changes with the original."""
+    import os
+
+    store = Store(tmp_path / "cache")
+    written = store.tmp / "train.json"
+    written.write_bytes(b"[\n]\n")
+    sha, size = store.put_file(written, move=True)
+    assert not written.exists() and size == 4
+    assert store.object_path(sha).read_bytes() == b"[\n]\n" and sha == sha256_file(store.object_path(sha))
+    original = tmp_path / "image.png"
+    original.write_bytes(b"picture")
+    linked = store.tmp / "image.png"
+    os.link(original, linked)
+    sha, _ = store.put_file(linked, move=True)
+    assert linked.exists() and os.stat(store.object_path(sha)).st_nlink == 1
+    original.write_bytes(b"changed")  # the linked file changes in place: the object does not
+    assert store.object_path(sha).read_bytes() == b"picture"

@@ -565,13 +565,13 @@ class FilesRunner(Runner):
             for item in written:
                 rel = item["path"] if isinstance(item, dict) else str(item)
                 path = staging / rel
-                sha, size = store.put_file(path)
                 if isinstance(item, dict):
                     records = item.get("records")
                 elif rel in ctx.file_records:  # the op counted them as it wrote
                     records = ctx.file_records[rel]
                 else:
                     records = count_records(path)
+                sha, size = store.put_file(path, move=True)  # the staging folder goes after
                 files.append({"path": rel, "sha256": sha, "size": size, "records": records})
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -425,11 +425,21 @@ class Store:
         """Remove a (corrupt) object, so that nothing reads it again before it is rebuilt."""
         self.object_path(name).unlink(missing_ok=True)
 
-    def put_file(self, path: Path) -> tuple[str, int]:
-        """Copy a file into the object store; returns (sha256, size)."""
+    def put_file(self, path: Path, move: bool = False) -> tuple[str, int]:
+        """Copy a file into the object store; returns (sha256, size). ``move``: a file no other
+        name links to (one a step has just written in the store's temp folder) is moved there
+        instead; one that is also elsewhere (a hard-linked image) is still copied."""
         from vlitc.hashing import sha256_file
 
         sha = sha256_file(path)
+        if move:
+            st = os.stat(path)
+            if st.st_nlink == 1:
+                try:
+                    self.adopt(path, sha)
+                    return sha, st.st_size
+                except OSError:  # another filesystem: copied below
+                    pass
         fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="file-")
         os.close(fd)
         try:
