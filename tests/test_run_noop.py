@@ -181,7 +181,7 @@ def test_a_folder_signature_hashes_large_files_on_threads_with_the_same_result(t
     (root / "gone.jpg").symlink_to(root / "nowhere.jpg")
     hashed: list[str] = []
     real = fingerprint._content
-    monkeypatch.setattr(fingerprint, "_content", lambda p: hashed.append(p) or real(p))
+    monkeypatch.setattr(fingerprint, "_content", lambda p, *a: hashed.append(p) or real(p, *a))
     (root / "empty.png").write_bytes(b"")
     Image.new("RGB", (5, 4)).save(root / "sub" / "small.png")
     signatures, tables = [], []
@@ -194,9 +194,9 @@ def test_a_folder_signature_hashes_large_files_on_threads_with_the_same_result(t
             monkeypatch.setattr(fingerprint, "MAP_CHUNK", 16)
             hashed.clear()
             state = FileState(tmp_path / f"state-{least}-{spread}")
-            state.map = engine.map
+            state.map, state.read_sizes = engine.map, True
             try:
-                signatures.append(state.dir_signature(root))
+                signatures.append(state.dir_signature(root, sizes=True))
                 tables.append(state.known_hashes(root))
             finally:
                 state.close()
@@ -210,3 +210,11 @@ def test_a_folder_signature_hashes_large_files_on_threads_with_the_same_result(t
     assert table["sub/1.jpg"][2] == hashlib.sha256((root / "sub" / "1.jpg").read_bytes()).hexdigest()
     assert table["sub/small.png"][3] == [5, 4] and table["sub/1.jpg"][3] is None  # noise: no header
     assert table["empty.png"][3] is None
+    for sizes in (False, True):  # no header-only check, or a plan's signature: no header is parsed
+        state = FileState(tmp_path / f"state-plain-{sizes}")
+        try:
+            assert state.dir_signature(root, sizes=sizes) == signatures[0]
+            plain = state.known_hashes(root)
+        finally:
+            state.close()
+        assert plain == {name: [*row[:3], None] for name, row in table.items()}

@@ -274,7 +274,7 @@ def test_a_build_reads_each_image_once_for_its_hash(tmp_path, monkeypatch):
         real = module.sha256_file
         monkeypatch.setattr(module, "sha256_file", lambda p, real=real: hashed.append(Path(p).name) or real(p))
     real_read = images.read_file
-    monkeypatch.setattr(images, "read_file", lambda p: hashed.append(Path(p).name) or real_read(p))
+    monkeypatch.setattr(images, "read_file", lambda p, *a: hashed.append(Path(p).name) or real_read(p, *a))
     opened = _opens_under(tmp_path / "img", monkeypatch)
     result = api.build(tmp_path / "r.yaml", out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
     assert sorted(n for n in hashed if n.endswith(".jpg")) == ["1.jpg", "2.jpg", "3.jpg"]
@@ -431,8 +431,9 @@ def test_an_image_read_for_the_folder_signature_is_checked_as_opening_it_would(t
     (root / "later.png").write_bytes((root / "rgba.png").read_bytes())
     names = sorted(p.name for p in root.iterdir())
     files = FileState(tmp_path / "state")
+    files.read_sizes = True
     try:
-        files.dir_signature(root)
+        files.dir_signature(root, sizes=True)
         known = files.known_hashes(root)
     finally:
         files.close()
@@ -463,8 +464,9 @@ def test_a_check_made_in_another_process_gives_the_same_infos_and_table(tmp_path
     root.mkdir()
     names = [*_mixed_folder(root), "../outside.png"]
     files = FileState(tmp_path / "state")
+    files.read_sizes = True
     try:
-        files.dir_signature(root)
+        files.dir_signature(root, sizes=True)
         known = files.known_hashes(root)
     finally:
         files.close()
@@ -479,3 +481,15 @@ def test_a_check_made_in_another_process_gives_the_same_infos_and_table(tmp_path
     again = ImageChecker(root, there, decode=decode, deferred=True)
     found, checked = check_rows(again.rows(names))
     assert found == expected and checked == ({}, len(names) - 2, 0)
+
+
+def test_only_a_header_only_check_has_its_folder_signature_read_image_sizes():
+    """Parsing a header costs more than hashing a small image: a folder's signature reads the
+    sizes only for a source that checks its images by their headers (``check_images: false``)."""
+    from vlitc.ops import registry
+
+    coco = registry.get("source", "coco")
+    assert coco({"captions": "c.json", "images": "img", "check_images": False}, label="c").header_checks()
+    assert not coco({"captions": "c.json", "images": "img", "check_images": True}, label="c").header_checks()
+    assert not coco({"captions": "c.json", "images": "img"}, label="c").header_checks()  # decoded by default
+    assert not coco({"captions": "c.json", "check_images": False}, label="c").header_checks()  # no folder

@@ -156,9 +156,11 @@ def test_template_syntax_error_is_an_input_error():
 def test_a_random_selection_picks_what_the_stable_index_of_its_key_gives():
     """The selector hashes the seed's part of each key once: the same picks as hashing each
     whole key (which earlier releases picked by)."""
-    from vlitc.ops.tasks.base import Selector, stable_index
+    from vlitc.ops.tasks.base import Selector, stable_index, stable_indexer
 
     for n in (2, 3, 7):
         sel = Selector("random", n, "7:brief_caption")
         keys = [f"{i}/{j}" for i in range(300) for j in range(5)] + ["", "caf\u00e9/\U0001f600"]
         assert [sel.pick(k) for k in keys] == [stable_index(f"7:brief_caption:{k}", n) for k in keys]
+        index = stable_indexer("caf\u00e9:", n)
+        assert [index(k) for k in keys] == [stable_index(f"caf\u00e9:{k}", n) for k in keys]

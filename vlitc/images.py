@@ -99,12 +99,12 @@ def within_limit(size: tuple[int, int]) -> bool:
     return size[0] * size[1] <= (Image.MAX_IMAGE_PIXELS or size[0] * size[1])
 
 
-def read_file(path: str) -> tuple[str, list[int] | None]:
-    """One read of a file: its sha256 and, for a JPEG or PNG (by its extension) that one read
-    of :data:`~vlitc.hashing.CHUNK` bytes holds whole, the size its header states
-    (:func:`_header_size` of those bytes, ``[width, height]``; else ``None``). A folder's
-    signature reads its files so (:mod:`vlitc.run.fingerprint`), and a source's image check
-    then needs no second read of them (:meth:`ImageChecker.plan`)."""
+def read_file(path: str, size: bool = True) -> tuple[str, list[int] | None]:
+    """One read of a file: its sha256 and (``size``), for a JPEG or PNG (by its extension)
+    that one read of :data:`~vlitc.hashing.CHUNK` bytes holds whole, the size its header
+    states (:func:`_header_size` of those bytes, ``[width, height]``; else ``None``). A
+    folder's signature reads its files so (:mod:`vlitc.run.fingerprint`), and a source's
+    header-only image check then needs no second read of them (:meth:`ImageChecker.plan`)."""
     h = hashlib.sha256()
     with open(path, "rb", buffering=0) as f:
         first = f.read(CHUNK)
@@ -113,10 +113,10 @@ def read_file(path: str) -> tuple[str, list[int] | None]:
         while block := f.read(CHUNK):
             h.update(block)
             whole = False
-    size = None
-    if whole and os.path.splitext(path)[1].lower() in FORMAT_OF:
-        size = _header_size(io.BytesIO(first))
-    return h.hexdigest(), list(size) if size is not None else None
+    stated = None
+    if size and whole and os.path.splitext(path)[1].lower() in FORMAT_OF:
+        stated = _header_size(io.BytesIO(first))
+    return h.hexdigest(), list(stated) if stated is not None else None
 
 
 def _header_size(path: Path | str | io.BytesIO) -> tuple[int, int] | None:

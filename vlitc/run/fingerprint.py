@@ -38,15 +38,15 @@ def item_digest(sample: dict) -> str:
     return digest(sample, finite=False)
 
 
-def _content(path: str) -> tuple[str, list[int] | None]:
-    """A listed file's sha256 and, for an image, its header's size (:func:`vlitc.images.
-    read_file`: one read serves the signature and the source's image check); of a symlink
-    that leads nowhere, the sha256 of where it leads (so such a link is part of a folder's
-    signature, and never stops a build)."""
+def _content(path: str, sizes: bool = False) -> tuple[str, list[int] | None]:
+    """A listed file's sha256 and (``sizes``), for an image, its header's size
+    (:func:`vlitc.images.read_file`: one read serves the signature and a source's header-only
+    image check); of a symlink that leads nowhere, the sha256 of where it leads (so such a link
+    is part of a folder's signature, and never stops a build)."""
     from vlitc.images import read_file
 
     try:
-        return read_file(path)
+        return read_file(path, sizes)
     except FileNotFoundError:
         if not os.path.islink(path):
             raise
@@ -61,18 +61,18 @@ THREAD_MIN_BYTES = 64 << 10
 MAP_MIN, MAP_CHUNK = 8192, 2048
 
 
-def _contents(todo: list[tuple[str, int]]) -> list[tuple[str, list[int] | None]]:
+def _contents(todo: list[tuple[str, int]], sizes: bool) -> list[tuple[str, list[int] | None]]:
     """:func:`_content` of each ``(path, size)``, in order: the large files' on a pool of
     threads (one per core, up to eight) while the small ones are read here."""
     from vlitc.images import large_on_threads
 
     return large_on_threads([path for path, _s in todo], [size for _p, size in todo], THREAD_MIN_BYTES,
-                            _content, min(8, os.cpu_count() or 1))
+                            lambda path: _content(path, sizes), min(8, os.cpu_count() or 1))
 
 
-def contents_chunk(_job: None, todo: list[tuple[str, int]]) -> list[tuple[str, list[int] | None]]:
+def contents_chunk(sizes: bool, todo: list[tuple[str, int]]) -> list[tuple[str, list[int] | None]]:
     """:func:`_contents` of one chunk of a folder's files, in a worker of the build's engine."""
-    return _contents(todo)
+    return _contents(todo, sizes)
 
 
 class FileState:
@@ -85,6 +85,9 @@ class FileState:
         #: the build's engine (``engine.map``) when it spreads work: a large folder's files are
         #: then read in its workers (:data:`MAP_MIN`)
         self.map: Any = None
+        #: whether header sizes are read with the hashes (``dir_signature(sizes=True)``): a
+        #: build's checks take them (:meth:`known_hashes`); a plan's never would
+        self.read_sizes = False
         #: the per-file table of the folder signed last, (folder, {name: [size, mtime_ns, sha256]}),
         #: until a step takes it (:meth:`known_hashes`)
         self._last: tuple[str, dict] | None = None
@@ -106,12 +109,14 @@ class FileState:
         self._db.set(key, (stamp, sha))
         return sha
 
-    def dir_signature(self, root: Path) -> str:
+    def dir_signature(self, root: Path, sizes: bool = False) -> str:
         """Hash of the names and contents of every file under ``root``: a copy of the folder
         (``cp -r``: new mtimes, same bytes) has the same signature. Contents are read only for
         files whose (size, mtime) changed, and the whole answer is remembered by the names,
         sizes and mtimes of the folder's files, so an unchanged folder is only listed (one record
-        per folder, not one per file)."""
+        per folder, not one per file). ``sizes``: the folder's images are checked by their
+        headers alone, so the size each JPEG's or PNG's header states is read with its hash
+        (:meth:`known_hashes`; parsing a header costs more than hashing a small file)."""
         from vlitc.run.noop import listing, listing_hash
 
         try:
@@ -137,7 +142,7 @@ class FileState:
             else:
                 names.append(name)
                 todo.append((path, size))
-        read.update(zip(names, self._read(todo), strict=True))
+        read.update(zip(names, self._read(todo, sizes and self.read_sizes), strict=True))
         signature = hashlib.sha256("".join(f"{n}\0{read[n][0]}\n" for n, _, _, _ in files).encode()).hexdigest()
         table = {n: [s, m, *read[n]] for n, _, s, m in files}
         with self._db.transact():
@@ -146,18 +151,18 @@ class FileState:
         self._last = (where, table)
         return signature
 
-    def _read(self, todo: list[tuple[str, int]]) -> list[tuple[str, list[int] | None]]:
+    def _read(self, todo: list[tuple[str, int]], sizes: bool) -> list[tuple[str, list[int] | None]]:
         """:func:`_content` of each ``(path, size)``, in order: in chunks on the build's engine
         for a large folder, else here."""
         if self.map is None or len(todo) < MAP_MIN:
-            return _contents(todo)
+            return _contents(todo, sizes)
         chunks = [todo[i:i + MAP_CHUNK] for i in range(0, len(todo), MAP_CHUNK)]
-        return [row for rows in self.map(contents_chunk, None, chunks) for row in rows]
+        return [row for rows in self.map(contents_chunk, sizes, chunks) for row in rows]
 
     def known_hashes(self, root: Path) -> dict:
         """What :meth:`dir_signature` has just read of the files under ``root``, by name:
         ``{name: [size, mtime_ns, sha256, header size]}``, the header's ``[width, height]`` for
-        an image :func:`vlitc.images.read_file` could size, else ``None`` (empty when it read none: the folder was
+        an image :func:`vlitc.images.read_file` sized (``sizes``), else ``None`` (empty when it read none: the folder was
         unchanged, or it was not the last folder signed). The table is handed over once: a
         source that checks and hashes its images takes it instead of hashing them again."""
         where = str(Path(root).resolve())

@@ -944,6 +944,9 @@ class AnnotationSource(Source):
                           hint="image paths are read under the source's 'images' folder; set "
                                "images_outside: true on the source if the recipe means it")
 
+    def header_checks(self) -> bool:
+        return self.image_folder() is not None and not self.params.get("check_images", True)
+
     def _checker(self, ctx: OpContext) -> Any:
         """The image checker of one load (``None`` without an image folder): its table of known
         images is read once and written once, however many batches it checks."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -82,8 +82,24 @@ def base_context(rec: Record) -> dict[str, Any]:
 
 def stable_index(key: str, n: int) -> int:
     """A seeded, order-independent choice in ``range(n)`` from a string key."""
-    h = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") % n
+    return _index(hashlib.blake2b(key.encode(), digest_size=8), n)
+
+
+def stable_indexer(prefix: str, n: int) -> Callable[[str], int]:
+    """``stable_index(prefix + key, n)`` as a function of ``key``, the prefix hashed once (a
+    task picks a template for each of millions of items under one seed)."""
+    start = hashlib.blake2b(prefix.encode(), digest_size=8)
+
+    def index(key: str) -> int:
+        h = start.copy()
+        h.update(key.encode())
+        return _index(h, n)
+
+    return index
+
+
+def _index(h: Any, n: int) -> int:
+    return int.from_bytes(h.digest(), "little") % n
 
 
 def rng_for(ctx: OpContext, label: str, *parts: object) -> random.Random:
@@ -98,16 +114,13 @@ class Selector:
         self.mode, self.n, self.seed_key = mode, n, seed_key
         self._block: list[int] = []
         self._i = 0
-        # stable_index(f"{seed_key}:{item_key}"): the key's start hashed once, then copied
-        self._start = hashlib.blake2b(f"{seed_key}:".encode(), digest_size=8)
+        self._random = stable_indexer(f"{seed_key}:", n)  # stable_index(f"{seed_key}:{item_key}", n)
 
     def pick(self, item_key: str) -> int:
         if self.n == 1:
             return 0
         if self.mode == "random":
-            h = self._start.copy()
-            h.update(item_key.encode())
-            return int.from_bytes(h.digest(), "little") % self.n
+            return self._random(item_key)
         if not self._block:
             self._block = list(range(self.n))
             random.Random(f"{self.seed_key}:balanced:{self._i}").shuffle(self._block)
