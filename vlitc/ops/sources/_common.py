@@ -945,7 +945,7 @@ class AnnotationSource(Source):
                                "images_outside: true on the source if the recipe means it")
 
     def header_checks(self) -> bool:
-        return self.image_folder() is not None and not self.params.get("check_images", True)
+        return self.image_folder() is not None and not self.params["check_images"]
 
     def _checker(self, ctx: OpContext) -> Any:
         """The image checker of one load (``None`` without an image folder): its table of known
