@@ -493,3 +493,34 @@ def test_only_a_header_only_check_has_its_folder_signature_read_image_sizes():
     assert not coco({"captions": "c.json", "images": "img", "check_images": True}, label="c").header_checks()
     assert not coco({"captions": "c.json", "images": "img"}, label="c").header_checks()  # decoded by default
     assert not coco({"captions": "c.json", "check_images": False}, label="c").header_checks()  # no folder
+
+
+@pytest.mark.parametrize("header_only", [True, False])
+def test_a_plan_then_a_build_reads_each_image_once(tmp_path, monkeypatch, header_only):
+    """``vlitc plan`` signs the images folder; the build after it finds the folder unchanged and
+    its checks take what the plan's read found, instead of hashing every image again."""
+    from vlitc import api, images
+    from vlitc.run import fingerprint
+
+    _coco(tmp_path)
+    make_image(tmp_path / "img" / "2.jpg", color="blue")
+    (tmp_path / "r.yaml").write_text(
+        "vlitc: 1\nname: t\nversion: 0.0.1\nsources:\n  coco: {type: coco, captions: c.json, "
+        f"images: img, check_images: {str(not header_only).lower()}}}\ntasks:\n  cap: {{kind: brief_caption, "
+        "source: coco, min_words: 1}\noutputs:\n  - {format: llava, path: train.json}\nreport: false\n")
+    hashed: list[str] = []
+    for module in (images, fingerprint):
+        real = module.sha256_file
+        monkeypatch.setattr(module, "sha256_file", lambda p, real=real: hashed.append(Path(p).name) or real(p))
+    real_read = images.read_file
+    monkeypatch.setattr(images, "read_file", lambda p, *a: hashed.append(Path(p).name) or real_read(p, *a))
+    api.plan_status(tmp_path / "r.yaml", cache_dir=tmp_path / "cache")
+    assert sorted(n for n in hashed if n.endswith(".jpg")) == ["1.jpg", "2.jpg", "3.jpg"]
+    hashed.clear()
+    result = api.build(tmp_path / "r.yaml", out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert [n for n in hashed if n.endswith(".jpg")] == []
+    source = next(s for s in result.manifest["steps"] if s["id"] == "source:coco")
+    assert source["counters"]["images_hashed"] == 3 and source["counters"]["corrupt_image"] == 1
+    fresh = api.build(tmp_path / "r.yaml", out_dir=tmp_path / "fresh", cache_dir=tmp_path / "cache2")
+    assert (tmp_path / "out" / "train.json").read_bytes() == (tmp_path / "fresh" / "train.json").read_bytes()
+    assert fresh.manifest["steps"][0]["key"] == source["key"]

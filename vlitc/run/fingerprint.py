@@ -88,9 +88,9 @@ class FileState:
         #: whether header sizes are read with the hashes (``dir_signature(sizes=True)``): a
         #: build's checks take them (:meth:`known_hashes`); a plan's never would
         self.read_sizes = False
-        #: the per-file table of the folder signed last, (folder, {name: [size, mtime_ns, sha256]}),
-        #: until a step takes it (:meth:`known_hashes`)
-        self._last: tuple[str, dict] | None = None
+        #: the per-file table of the folder signed last, (folder, {name: row}; ``None``: in the
+        #: store, the folder unchanged), until a step takes it (:meth:`known_hashes`)
+        self._last: tuple[str, dict | None] | None = None
         #: each folder signed, by its resolved path: the hash of its files' names, sizes and
         #: mtimes as they were listed (the no-op record's folder states, :mod:`vlitc.run.noop`)
         self.listed: dict[str, str] = {}
@@ -129,6 +129,7 @@ class FileState:
         self.listed[where] = stamp
         hit = self._db.get(f"dir:{where}")
         if hit and hit[0] == stamp:
+            self._last = (where, None)  # its table is read only if a check takes it
             return hit[1]
         # name -> [size, mtime_ns, sha256, header size or None] (an older table's rows have
         # no header size: their files are opened again if a check needs it)
@@ -162,13 +163,20 @@ class FileState:
     def known_hashes(self, root: Path) -> dict:
         """What :meth:`dir_signature` has just read of the files under ``root``, by name:
         ``{name: [size, mtime_ns, sha256, header size]}``, the header's ``[width, height]`` for
-        an image :func:`vlitc.images.read_file` sized (``sizes``), else ``None`` (empty when it read none: the folder was
-        unchanged, or it was not the last folder signed). The table is handed over once: a
-        source that checks and hashes its images takes it instead of hashing them again."""
+        an image :func:`vlitc.images.read_file` sized (``sizes``), else ``None``; for a folder
+        unchanged since a signature read it (a ``vlitc plan`` before the build, a build that
+        stopped), what that read found; empty when it was not the last folder signed. The table
+        is handed over once: a source that checks and hashes its images takes it instead of
+        hashing them again (each row is taken only for a file whose size and mtime match it)."""
         where = str(Path(root).resolve())
         if self._last is None or self._last[0] != where:
             return {}
         table, self._last = self._last[1], None
+        if table is None:  # the folder was unchanged: its table as the signature that read it left it
+            stored = self._db.get(f"dir-files:{where}")
+            table = {name: row if len(row) == 4 else [*row, None]
+                     for name, row in (stored.items() if isinstance(stored, dict) else ())
+                     if isinstance(row, list) and len(row) in (3, 4)}
         return table
 
     def drop_known(self) -> None:
