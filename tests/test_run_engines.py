@@ -509,7 +509,7 @@ def test_existing_records_built_in_workers_match_the_build_in_one_process(tmp_pa
 def test_coco_records_built_in_workers_match_the_build_in_one_process(tmp_path, monkeypatch, decode):
     """COCO captions and instances (categories travel with the entries to the workers, which
     check their images): the same records, counters and noted examples at 1 and 2 workers,
-    whether images are decoded or sized from the folder signature's read of them."""
+    whether images are decoded or only their headers read."""
     import json
 
     from PIL import Image

@@ -4,7 +4,6 @@ missing-image policy of the sources."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -267,42 +266,16 @@ def test_a_build_reads_each_image_once_for_its_hash(tmp_path, monkeypatch):
     make_image(tmp_path / "img" / "2.jpg", color="blue")
     (tmp_path / "r.yaml").write_text(
         "vlitc: 1\nname: t\nversion: 0.0.1\nsources:\n  coco: {type: coco, captions: c.json, "
-        "images: img, check_images: false}\ntasks:\n  cap: {kind: brief_caption, source: coco, min_words: 1}\n"
+        "images: img}\ntasks:\n  cap: {kind: brief_caption, source: coco, min_words: 1}\n"
         "outputs:\n  - {format: llava, path: train.json}\nreport: false\n")
     hashed = []
     for module in (images, fingerprint):
         real = module.sha256_file
         monkeypatch.setattr(module, "sha256_file", lambda p, real=real: hashed.append(Path(p).name) or real(p))
-    real_read = images.read_file
-    monkeypatch.setattr(images, "read_file", lambda p, *a: hashed.append(Path(p).name) or real_read(p, *a))
-    opened = _opens_under(tmp_path / "img", monkeypatch)
     result = api.build(tmp_path / "r.yaml", out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
     assert sorted(n for n in hashed if n.endswith(".jpg")) == ["1.jpg", "2.jpg", "3.jpg"]
-    # the signature's read sized the images (a header-only check): only the file that is no
-    # image is opened again, for Pillow to say why
-    assert opened.count("1.jpg") == opened.count("2.jpg") == 1 and opened.count("3.jpg") > 1
     source = next(s for s in result.manifest["steps"] if s["id"] == "source:coco")
     assert source["counters"]["images_hashed"] == 3 and source["counters"]["corrupt_image"] == 1
-    record = json.loads((tmp_path / "out" / "train.json").read_text())[0]
-    assert record["image"] == "1.jpg"
-
-
-def _opens_under(root: Path, monkeypatch) -> list[str]:
-    """The names of the files under ``root`` opened from now on (Pillow, imagesize and vlitc
-    all open files through ``builtins.open``)."""
-    import builtins
-
-    opened: list[str] = []
-    real = builtins.open
-    under = os.path.realpath(root) + os.sep
-
-    def tracked(file, *args, **kwargs):
-        if isinstance(file, (str, os.PathLike)) and os.path.realpath(file).startswith(under):
-            opened.append(os.path.relpath(os.path.realpath(file), under))
-        return real(file, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", tracked)
-    return opened
 
 
 def test_an_image_opened_by_its_extensions_format_reads_as_opened_with_every_format(tmp_path):
@@ -336,6 +309,9 @@ def test_a_header_read_by_imagesize_gives_what_pillow_gives_and_a_bomb_goes_to_p
     """A header-only check of a JPEG or PNG takes its size from ``imagesize``: the same size,
     or the same error, as Pillow's open for every kind of such file; a header that states more
     pixels than Pillow accepts without a warning is opened by Pillow, which refuses it."""
+    import io
+    import struct
+    import zlib
 
     from PIL import Image
 
@@ -349,34 +325,6 @@ def test_a_header_read_by_imagesize_gives_what_pillow_gives_and_a_bomb_goes_to_p
         except Exception as e:
             return None, f"corrupt: {type(e).__name__}: {e}"
 
-    files = _header_kinds(tmp_path)
-    real = fixtures_dir / "optimum-graphcore/tests/fixtures/tests_samples/COCO/000000039769.png"
-    header_reads = []
-    read_header = images._header_size
-    images._header_size = lambda p: header_reads.append(os.path.basename(p)) or read_header(p)
-    try:
-        for path in [*sorted(tmp_path.iterdir()), real]:
-            info = compute((str(path.parent), False, False, True), path.name)
-            size = (info.width, info.height) if info.error is None else None
-            assert (size, info.error) == plain(path), path.name
-    finally:
-        images._header_size = read_header
-    assert set(header_reads) >= {*files, "bomb.png", real.name}
-    assert compute((str(tmp_path), False, False, True), "bomb.png").error.startswith("corrupt: DecompressionBombError")
-    assert read_header(tmp_path / "bomb.png") == (30_000, 30_000)  # the header's say, not taken
-
-
-def _header_kinds(root: Path) -> list[str]:
-    """JPEGs and PNGs of every kind a header-only check meets, under ``root``; besides them a
-    decompression bomb, cut and zero-size headers, and a JPEG start alone. Returns the names
-    of the sound ones."""
-    import io
-    import struct
-    import zlib
-
-    from PIL import Image
-
-    root.mkdir(parents=True, exist_ok=True)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated: the stored size is the size
     thumb = io.BytesIO()
@@ -395,7 +343,7 @@ def _header_kinds(root: Path) -> list[str]:
         "one.PNG": lambda p: Image.new("1", (1, 1)).save(p, format="PNG"),
     }
     for name, make in files.items():
-        make(root / name)
+        make(tmp_path / name)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -403,51 +351,24 @@ def _header_kinds(root: Path) -> list[str]:
     # a header that states 30,000 x 30,000 pixels over a few bytes of data
     bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30_000, 30_000, 8, 2, 0, 0, 0)) + \
         chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-    (root / "bomb.png").write_bytes(bomb)
-    (root / "cut.png").write_bytes((root / "rgba.png").read_bytes()[:20])
-    (root / "zero.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 5, 8, 2, 0, 0, 0)))
-    (root / "jpeg-start.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 30)
-    return list(files)
-
-
-@pytest.mark.parametrize("hashing", [True, False])
-def test_an_image_read_for_the_folder_signature_is_checked_as_opening_it_would(tmp_path, monkeypatch, hashing):
-    """The folder signature's one read of each file (its hash, and its header's size for a
-    JPEG or PNG that read holds whole) gives the header-only check that opening the file gives:
-    a source's check then opens only what that read could not size (not an image, a cut or
-    zero-size header, a bomb for Pillow to refuse, a file over one read) and never a file
-    changed since."""
-    import numpy as np
-    from PIL import Image
-
-    from vlitc import hashing as vh
-    from vlitc.run.fingerprint import FileState
-
-    root = tmp_path / "img"
-    sized = _header_kinds(root)
-    big = root / "big.png"  # noise does not compress: over one read
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)).save(big)
-    assert big.stat().st_size > vh.CHUNK
-    (root / "later.png").write_bytes((root / "rgba.png").read_bytes())
-    names = sorted(p.name for p in root.iterdir())
-    files = FileState(tmp_path / "state")
-    files.read_sizes = True
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    (tmp_path / "cut.png").write_bytes((tmp_path / "rgba.png").read_bytes()[:20])
+    (tmp_path / "zero.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 5, 8, 2, 0, 0, 0)))
+    (tmp_path / "jpeg-start.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 30)
+    real = fixtures_dir / "optimum-graphcore/tests/fixtures/tests_samples/COCO/000000039769.png"
+    header_reads = []
+    read_header = images._header_size
+    images._header_size = lambda p: header_reads.append(os.path.basename(p)) or read_header(p)
     try:
-        files.dir_signature(root, sizes=True)
-        known = files.known_hashes(root)
+        for path in [*sorted(tmp_path.iterdir()), real]:
+            info = compute((str(path.parent), False, False, True), path.name)
+            size = (info.width, info.height) if info.error is None else None
+            assert (size, info.error) == plain(path), path.name
     finally:
-        files.close()
-    assert known["big.png"][3] is None and known["rgb.jpg"][3] == [33, 21]
-    Image.new("RGB", (7, 9)).save(root / "later.png")  # changed since the signature read it
-    st = os.stat(root / "later.png")
-    os.utime(root / "later.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    fresh = ImageChecker(root, decode=False, hash=hashing).check(names)
-    opened = _opens_under(root, monkeypatch)
-    infos = ImageChecker(root, decode=False, hash=hashing, known=known).check(names)
-    assert infos == fresh
-    assert infos["later.png"].width == 7 and (infos["rgb.jpg"].sha256 is not None) == hashing
-    assert not set(opened) & set(sized)
-    assert set(opened) == set(names) - set(sized)
+        images._header_size = read_header
+    assert set(header_reads) >= {*files, "bomb.png", real.name}
+    assert compute((str(tmp_path), False, False, True), "bomb.png").error.startswith("corrupt: DecompressionBombError")
+    assert read_header(tmp_path / "bomb.png") == (30_000, 30_000)  # the header's say, not taken
 
 
 @pytest.mark.parametrize("decode", [False, True])
@@ -464,9 +385,8 @@ def test_a_check_made_in_another_process_gives_the_same_infos_and_table(tmp_path
     root.mkdir()
     names = [*_mixed_folder(root), "../outside.png"]
     files = FileState(tmp_path / "state")
-    files.read_sizes = True
     try:
-        files.dir_signature(root, sizes=True)
+        files.dir_signature(root)
         known = files.known_hashes(root)
     finally:
         files.close()
@@ -481,24 +401,14 @@ def test_a_check_made_in_another_process_gives_the_same_infos_and_table(tmp_path
     again = ImageChecker(root, there, decode=decode, deferred=True)
     found, checked = check_rows(again.rows(names))
     assert found == expected and checked == ({}, len(names) - 2, 0)
+    # a worker keeps a checker (and its folder's listing) for one checker's runs, not another's
+    assert again.rows(names)[0] != checker.rows(names)[0]
 
 
-def test_only_a_header_only_check_has_its_folder_signature_read_image_sizes():
-    """Parsing a header costs more than hashing a small image: a folder's signature reads the
-    sizes only for a source that checks its images by their headers (``check_images: false``)."""
-    from vlitc.ops import registry
-
-    coco = registry.get("source", "coco")
-    assert coco({"captions": "c.json", "images": "img", "check_images": False}, label="c").header_checks()
-    assert not coco({"captions": "c.json", "images": "img", "check_images": True}, label="c").header_checks()
-    assert not coco({"captions": "c.json", "images": "img"}, label="c").header_checks()  # decoded by default
-    assert not coco({"captions": "c.json", "check_images": False}, label="c").header_checks()  # no folder
-
-
-@pytest.mark.parametrize("header_only", [True, False])
-def test_a_plan_then_a_build_reads_each_image_once(tmp_path, monkeypatch, header_only):
+@pytest.mark.parametrize("decode", [True, False])
+def test_a_plan_then_a_build_hashes_each_image_once(tmp_path, monkeypatch, decode):
     """``vlitc plan`` signs the images folder; the build after it finds the folder unchanged and
-    its checks take what the plan's read found, instead of hashing every image again."""
+    its checks take the hashes the plan's signature found, instead of hashing every image again."""
     from vlitc import api, images
     from vlitc.run import fingerprint
 
@@ -506,14 +416,12 @@ def test_a_plan_then_a_build_reads_each_image_once(tmp_path, monkeypatch, header
     make_image(tmp_path / "img" / "2.jpg", color="blue")
     (tmp_path / "r.yaml").write_text(
         "vlitc: 1\nname: t\nversion: 0.0.1\nsources:\n  coco: {type: coco, captions: c.json, "
-        f"images: img, check_images: {str(not header_only).lower()}}}\ntasks:\n  cap: {{kind: brief_caption, "
+        f"images: img, check_images: {str(decode).lower()}}}\ntasks:\n  cap: {{kind: brief_caption, "
         "source: coco, min_words: 1}\noutputs:\n  - {format: llava, path: train.json}\nreport: false\n")
     hashed: list[str] = []
     for module in (images, fingerprint):
         real = module.sha256_file
         monkeypatch.setattr(module, "sha256_file", lambda p, real=real: hashed.append(Path(p).name) or real(p))
-    real_read = images.read_file
-    monkeypatch.setattr(images, "read_file", lambda p, *a: hashed.append(Path(p).name) or real_read(p, *a))
     api.plan_status(tmp_path / "r.yaml", cache_dir=tmp_path / "cache")
     assert sorted(n for n in hashed if n.endswith(".jpg")) == ["1.jpg", "2.jpg", "3.jpg"]
     hashed.clear()

@@ -21,7 +21,7 @@ import orjson
 
 #: bytes read at a time when a file is hashed (unbuffered reads: no copy through a buffer; a
 #: block this size is small enough to be allocated quickly for each of many small files)
-CHUNK = 1 << 18
+_CHUNK = 1 << 18
 #: keys sorted; a non-string key (YAML allows ``1:``) is written as a string, as JSON requires
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
@@ -52,9 +52,9 @@ def digest(obj: Any, *, finite: bool = True) -> str:
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in chunks of :data:`CHUNK`."""
+    """Hex sha256 of a file's bytes, read in chunks of :data:`_CHUNK`."""
     h = hashlib.sha256()
     with open(path, "rb", buffering=0) as f:
-        while block := f.read(CHUNK):
+        while block := f.read(_CHUNK):
             h.update(block)
     return h.hexdigest()

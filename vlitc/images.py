@@ -11,7 +11,6 @@ most one write however many images there are.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vlitc.hashing import CHUNK, sha256_file
+from vlitc.hashing import sha256_file
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -81,7 +80,7 @@ def probe(path: Path | str, decode: bool) -> tuple[int, int]:
     fmt = FORMAT_OF.get(os.path.splitext(path)[1].lower())
     if fmt is not None and not decode:
         size = _header_size(path)
-        if size is not None and within_limit(size):
+        if size is not None and size[0] * size[1] <= (Image.MAX_IMAGE_PIXELS or size[0] * size[1]):
             return size
     if fmt is not None:
         try:
@@ -91,35 +90,7 @@ def probe(path: Path | str, decode: bool) -> tuple[int, int]:
     return _size(Image.open(path), decode)
 
 
-def within_limit(size: tuple[int, int]) -> bool:
-    """Whether a header's size is one Pillow opens without a warning (not a decompression
-    bomb): a larger one is opened with Pillow, for its size or its error."""
-    from PIL import Image
-
-    return size[0] * size[1] <= (Image.MAX_IMAGE_PIXELS or size[0] * size[1])
-
-
-def read_file(path: str, size: bool = True) -> tuple[str, list[int] | None]:
-    """One read of a file: its sha256 and (``size``), for a JPEG or PNG (by its extension)
-    that one read of :data:`~vlitc.hashing.CHUNK` bytes holds whole, the size its header
-    states (:func:`_header_size` of those bytes, ``[width, height]``; else ``None``). A
-    folder's signature reads its files so (:mod:`vlitc.run.fingerprint`), and a source's
-    header-only image check then needs no second read of them (:meth:`ImageChecker.plan`)."""
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        first = f.read(CHUNK)
-        h.update(first)
-        whole = True
-        while block := f.read(CHUNK):
-            h.update(block)
-            whole = False
-    stated = None
-    if size and whole and os.path.splitext(path)[1].lower() in FORMAT_OF:
-        stated = _header_size(io.BytesIO(first))
-    return h.hexdigest(), list(stated) if stated is not None else None
-
-
-def _header_size(path: Path | str | io.BytesIO) -> tuple[int, int] | None:
+def _header_size(path: Path | str) -> tuple[int, int] | None:
     """The size a JPEG's or PNG's header states (``imagesize``), or ``None`` where it cannot
     tell (another format, a header it does not read): Pillow then decides."""
     import imagesize
@@ -150,11 +121,9 @@ class ImageChecker:
     ``contain``: a path that leaves ``root`` (absolute, ``..``, or a symlink leading out) gets
     the error ``outside: <reason>`` and is never opened (see :mod:`vlitc.paths`). ``map``: the
     build's engine (``ctx.map_chunks``): images to check are then read in worker processes.
-    ``known``: what this run has just read of the files under ``root``, by relative path, as
-    ``[size, mtime_ns, sha256, header size or None]`` (the folder's signature,
-    :meth:`vlitc.ops.base.OpContext.known_file_hashes`, and :func:`read_file`): a file whose
-    size and mtime match is not hashed again, nor opened at all for a header-only check when
-    its header's size is known.
+    ``known``: sha256 already computed for files under ``root`` this run, by relative path, as
+    ``[size, mtime_ns, sha256]`` (the folder's signature, :meth:`vlitc.ops.base.OpContext.
+    known_file_hashes`): a file whose size and mtime match is not hashed again.
     """
 
     def __init__(
@@ -187,6 +156,10 @@ class ImageChecker:
         self.deferred = deferred
         self._table: dict | None = None
         self._dirty = False
+        #: this checker's own: a worker keeps the checker it makes for it (and its folder's
+        #: listing) for this checker's runs alone, never for a later build's (a Ray worker
+        #: outlives a build: the folder may have changed since)
+        self._token = os.urandom(8).hex()
 
     # -- store ------------------------------------------------------------------------------
     def _store_key(self) -> str:
@@ -244,9 +217,7 @@ class ImageChecker:
             return out, []
         table = self._load_table()
         todo: list[tuple[str, tuple[int, int]]] = []
-        read: list[tuple[str, tuple[int, int]]] = []  # checked by the folder signature's read
         under = _under(self.root)
-        known = self.known if self.known and not self.decode else None
         for p in paths:
             try:
                 st = os.stat(under + p if p[:1] != "/" else p)
@@ -258,13 +229,8 @@ class ImageChecker:
             if hit is not None:
                 out[p] = hit
                 self.hits += 1
-            elif known is not None and (info := self._read(p, known.get(p), sig)) is not None:
-                out[p] = info
-                read.append((p, sig))
             else:
                 todo.append((p, sig))
-        if read:
-            self.record(read, (out[p] for p, _ in read), out)
         return out, todo
 
     def rows(self, paths: Iterable[str]) -> tuple:
@@ -272,7 +238,8 @@ class ImageChecker:
         :meth:`adopt` takes back what it computed): the checker's settings, and each distinct
         path with its row of the table and of :attr:`known` (``None`` where it has none)."""
         table, known = self._load_table(), self.known or {}
-        settings = (str(self.root), self.decode, self.hash, self.read_size, self.contain is not None)
+        settings = (str(self.root), self.decode, self.hash, self.read_size, self.contain is not None,
+                    self._token)
         return settings, [(p, table.get(p), known.get(p)) for p in dict.fromkeys(paths)]
 
     def adopt(self, checked: tuple[dict[str, list], int, int]) -> tuple[int, int]:
@@ -286,22 +253,6 @@ class ImageChecker:
         self.hits += hits
         self.computed += computed
         return hits, computed
-
-    def _read(self, rel: str, entry: Any, sig: tuple[int, int]) -> ImageInfo | None:
-        """The check of an image the folder's signature has just read (``entry``, its row of
-        :meth:`vlitc.run.fingerprint.FileState.known_hashes`), when that read told all a
-        header-only check would (:func:`read_file`): the same info, with no file opened again."""
-        if not isinstance(entry, list) or len(entry) != 4 or (entry[0], entry[1]) != sig:
-            return None
-        sha, size = entry[2], entry[3]
-        if self.hash and not isinstance(sha, str):
-            return None
-        if self.read_size:
-            if not (isinstance(size, list) and len(size) == 2 and all(type(n) is int and n > 0 for n in size)
-                    and within_limit((size[0], size[1]))):
-                return None
-            return ImageInfo(rel, size[0], size[1], sha if self.hash else None)
-        return ImageInfo(rel, sha256=sha if self.hash else None)
 
     def record(self, todo: list[tuple[str, tuple[int, int]]], infos: Iterable[ImageInfo],
                out: dict[str, ImageInfo]) -> None:
@@ -328,7 +279,7 @@ class ImageChecker:
         if self.hash and self.known:
             for p, (size, mtime) in todo:
                 entry = self.known.get(p)
-                if isinstance(entry, list) and len(entry) == 4 and entry[0] == size and \
+                if isinstance(entry, list) and len(entry) == 3 and entry[0] == size and \
                         entry[1] == mtime and isinstance(entry[2], str):
                     shas[p] = entry[2]
         return str(self.root), self.decode, self.hash, self.read_size, shas
@@ -438,7 +389,7 @@ def check_rows(spec: tuple) -> tuple[dict[str, ImageInfo], tuple[dict[str, list]
     settings, rows = spec
     checker = _WORKER_CHECKERS.get(settings)
     if checker is None:
-        root, decode, hashing, read_size, contain = settings
+        root, decode, hashing, read_size, contain, _token = settings
         checker = ImageChecker(Path(root), decode=decode, hash=hashing, read_size=read_size,
                                contain=contain, deferred=True)
         if len(_WORKER_CHECKERS) >= 4:

@@ -224,12 +224,6 @@ class Op:
         value = self.params.get(self.image_folder_param) if self.image_folder_param else None
         return value if isinstance(value, str) else None
 
-    def header_checks(self) -> bool:
-        """Whether the op checks the images of its :meth:`image_folder` by their headers alone
-        (their size, no decoding): the folder's signature then reads each header's size with
-        the file's hash, and the check opens no image again."""
-        return False
-
     def key_params(self) -> dict:
         """The params that belong in the step key."""
         skip = NEVER_IN_KEY | set(self.key_exclude)

@@ -68,7 +68,6 @@ class Executor:
 
     def __post_init__(self) -> None:
         self.files = FileState(self.store.root / "files")
-        self.files.read_sizes = True  # this build's image checks take them
         self._lock = threading.Lock()
         self.done: dict[str, _Done] = {}
         self.extra: dict[str, int] = {}  # task step -> records taken beyond its limit (top-up)

@@ -38,41 +38,37 @@ def item_digest(sample: dict) -> str:
     return digest(sample, finite=False)
 
 
-def _content(path: str, sizes: bool = False) -> tuple[str, list[int] | None]:
-    """A listed file's sha256 and (``sizes``), for an image, its header's size
-    (:func:`vlitc.images.read_file`: one read serves the signature and a source's header-only
-    image check); of a symlink that leads nowhere, the sha256 of where it leads (so such a link
-    is part of a folder's signature, and never stops a build)."""
-    from vlitc.images import read_file
-
+def _content(path: str) -> str:
+    """The sha256 of a listed file's bytes; of a symlink that leads nowhere, of where it leads
+    (so such a link is part of a folder's signature, and never stops a build)."""
     try:
-        return read_file(path, sizes)
+        return sha256_file(path)
     except FileNotFoundError:
         if not os.path.islink(path):
             raise
-        return hashlib.sha256(f"symlink to nothing: {os.readlink(path)}".encode()).hexdigest(), None
+        return hashlib.sha256(f"symlink to nothing: {os.readlink(path)}".encode()).hexdigest()
 
 
 #: files at least this large are hashed on threads (hashing lets go of the GIL); smaller ones,
 #: whose open and read cost more than their hash, one after another meanwhile
 THREAD_MIN_BYTES = 64 << 10
-#: files to read before a folder's signature spreads them over the build's engine, and the
-#: files per chunk there: a small folder is read here (the workers may not have started)
+#: files to hash before a folder's signature spreads them over the build's engine, and the
+#: files per chunk there: a small folder is hashed here (the workers may not have started)
 MAP_MIN, MAP_CHUNK = 8192, 2048
 
 
-def _contents(todo: list[tuple[str, int]], sizes: bool) -> list[tuple[str, list[int] | None]]:
+def _contents(todo: list[tuple[str, int]]) -> list[str]:
     """:func:`_content` of each ``(path, size)``, in order: the large files' on a pool of
-    threads (one per core, up to eight) while the small ones are read here."""
+    threads (one per core, up to eight) while the small ones are hashed here."""
     from vlitc.images import large_on_threads
 
     return large_on_threads([path for path, _s in todo], [size for _p, size in todo], THREAD_MIN_BYTES,
-                            lambda path: _content(path, sizes), min(8, os.cpu_count() or 1))
+                            _content, min(8, os.cpu_count() or 1))
 
 
-def contents_chunk(sizes: bool, todo: list[tuple[str, int]]) -> list[tuple[str, list[int] | None]]:
+def contents_chunk(_job: None, todo: list[tuple[str, int]]) -> list[str]:
     """:func:`_contents` of one chunk of a folder's files, in a worker of the build's engine."""
-    return _contents(todo, sizes)
+    return _contents(todo)
 
 
 class FileState:
@@ -83,11 +79,8 @@ class FileState:
 
         self._db = open_cache(root)
         #: the build's engine (``engine.map``) when it spreads work: a large folder's files are
-        #: then read in its workers (:data:`MAP_MIN`)
+        #: then hashed in its workers (:data:`MAP_MIN`)
         self.map: Any = None
-        #: whether header sizes are read with the hashes (``dir_signature(sizes=True)``): a
-        #: build's checks take them (:meth:`known_hashes`); a plan's never would
-        self.read_sizes = False
         #: the per-file table of the folder signed last, (folder, {name: row}; ``None``: in the
         #: store, the folder unchanged), until a step takes it (:meth:`known_hashes`)
         self._last: tuple[str, dict | None] | None = None
@@ -109,14 +102,12 @@ class FileState:
         self._db.set(key, (stamp, sha))
         return sha
 
-    def dir_signature(self, root: Path, sizes: bool = False) -> str:
+    def dir_signature(self, root: Path) -> str:
         """Hash of the names and contents of every file under ``root``: a copy of the folder
         (``cp -r``: new mtimes, same bytes) has the same signature. Contents are read only for
         files whose (size, mtime) changed, and the whole answer is remembered by the names,
         sizes and mtimes of the folder's files, so an unchanged folder is only listed (one record
-        per folder, not one per file). ``sizes``: the folder's images are checked by their
-        headers alone, so the size each JPEG's or PNG's header states is read with its hash
-        (:meth:`known_hashes`; parsing a header costs more than hashing a small file)."""
+        per folder, not one per file)."""
         from vlitc.run.noop import listing, listing_hash
 
         try:
@@ -131,52 +122,49 @@ class FileState:
         if hit and hit[0] == stamp:
             self._last = (where, None)  # its table is read only if a check takes it
             return hit[1]
-        # name -> [size, mtime_ns, sha256, header size or None] (an older table's rows have
-        # no header size: their files are opened again if a check needs it)
-        known = self._db.get(f"dir-files:{where}") or {}
-        read: dict[str, tuple[str, list[int] | None]] = {}
+        known = self._db.get(f"dir-files:{where}")  # name -> [size, mtime_ns, sha256]
+        known = known if isinstance(known, dict) else {}
+        shas = {}
         names, todo = [], []
         for name, path, size, mtime in files:
             rec = known.get(name)
-            if isinstance(rec, list) and len(rec) in (3, 4) and rec[0] == size and rec[1] == mtime:
-                read[name] = rec[2], rec[3] if len(rec) == 4 else None
+            if isinstance(rec, list) and len(rec) == 3 and rec[0] == size and rec[1] == mtime \
+                    and isinstance(rec[2], str):
+                shas[name] = rec[2]
             else:
                 names.append(name)
                 todo.append((path, size))
-        read.update(zip(names, self._read(todo, sizes and self.read_sizes), strict=True))
-        signature = hashlib.sha256("".join(f"{n}\0{read[n][0]}\n" for n, _, _, _ in files).encode()).hexdigest()
-        table = {n: [s, m, *read[n]] for n, _, s, m in files}
+        shas.update(zip(names, self._hashes(todo), strict=True))
+        signature = hashlib.sha256("".join(f"{n}\0{shas[n]}\n" for n, _, _, _ in files).encode()).hexdigest()
+        table = {n: [s, m, shas[n]] for n, _, s, m in files}
         with self._db.transact():
             self._db.set(f"dir-files:{where}", table)
             self._db.set(f"dir:{where}", (stamp, signature))
         self._last = (where, table)
         return signature
 
-    def _read(self, todo: list[tuple[str, int]], sizes: bool) -> list[tuple[str, list[int] | None]]:
+    def _hashes(self, todo: list[tuple[str, int]]) -> list[str]:
         """:func:`_content` of each ``(path, size)``, in order: in chunks on the build's engine
         for a large folder, else here."""
         if self.map is None or len(todo) < MAP_MIN:
-            return _contents(todo, sizes)
+            return _contents(todo)
         chunks = [todo[i:i + MAP_CHUNK] for i in range(0, len(todo), MAP_CHUNK)]
-        return [row for rows in self.map(contents_chunk, sizes, chunks) for row in rows]
+        return [sha for shas in self.map(contents_chunk, None, chunks) for sha in shas]
 
     def known_hashes(self, root: Path) -> dict:
-        """What :meth:`dir_signature` has just read of the files under ``root``, by name:
-        ``{name: [size, mtime_ns, sha256, header size]}``, the header's ``[width, height]`` for
-        an image :func:`vlitc.images.read_file` sized (``sizes``), else ``None``; for a folder
-        unchanged since a signature read it (a ``vlitc plan`` before the build, a build that
-        stopped), what that read found; empty when it was not the last folder signed. The table
-        is handed over once: a source that checks and hashes its images takes it instead of
-        hashing them again (each row is taken only for a file whose size and mtime match it)."""
+        """The sha256 of the files under ``root`` that :meth:`dir_signature` has just signed,
+        by name: ``{name: [size, mtime_ns, sha256]}``; for a folder unchanged since a signature
+        hashed it (a ``vlitc plan`` before the build, a build that stopped), what that one
+        found; empty when it was not the last folder signed. The table is handed over once: a
+        source that checks and hashes its images takes it instead of hashing them again (a row
+        is taken only for a file whose size and mtime match it)."""
         where = str(Path(root).resolve())
         if self._last is None or self._last[0] != where:
             return {}
         table, self._last = self._last[1], None
         if table is None:  # the folder was unchanged: its table as the signature that read it left it
             stored = self._db.get(f"dir-files:{where}")
-            table = {name: row if len(row) == 4 else [*row, None]
-                     for name, row in (stored.items() if isinstance(stored, dict) else ())
-                     if isinstance(row, list) and len(row) in (3, 4)}
+            table = stored if isinstance(stored, dict) else {}
         return table
 
     def drop_known(self) -> None:

@@ -22,7 +22,7 @@ def step_files(step: Step, recipe: Recipe, files: FileState, ctx: OpContext) -> 
     if folder is not None:
         root = ctx.resolve(folder)
         if root.is_dir():
-            out[_display(root, recipe.dir) + "/"] = files.dir_signature(root, step.op.header_checks())
+            out[_display(root, recipe.dir) + "/"] = files.dir_signature(root)
     return out
 
 

@@ -944,9 +944,6 @@ class AnnotationSource(Source):
                           hint="image paths are read under the source's 'images' folder; set "
                                "images_outside: true on the source if the recipe means it")
 
-    def header_checks(self) -> bool:
-        return self.image_folder() is not None and not self.params["check_images"]
-
     def _checker(self, ctx: OpContext) -> Any:
         """The image checker of one load (``None`` without an image folder): its table of known
         images is read once and written once, however many batches it checks."""
@@ -961,7 +958,7 @@ class AnnotationSource(Source):
                             read_size=decode or hashing,
                             contain=not self.params["images_outside"], deferred=True,
                             map=ctx.map_chunks if ctx.parallel else None,
-                            known=ctx.known_file_hashes(root))
+                            known=ctx.known_file_hashes(root) if hashing else None)
 
     def _check(self, checker: Any, entries: list[Entry], ctx: OpContext) -> dict:
         if not all(e.width and e.height for e in entries):  # sizes the files do not give
