@@ -77,7 +77,7 @@ class Executor:
         self._extra_files: list[dict] = []
         self.runners: dict[str, Runner] = {kind: cls(self) for kind, cls in RUNNERS.items()}
         self.engine = make_engine(self.execution)
-        if self.engine.parallel:  # a large images folder is read for its signature there
+        if self.engine.parallel:  # a large images folder is hashed for its signature there
             self.files.map = self.engine.map
         # where steps run is no part of what they make: ops (and so the release) never see it
         self.recipe_data = {k: v for k, v in self.recipe.data.items() if k != "execution"}
