@@ -254,6 +254,21 @@ class ImageChecker:
         self.computed += computed
         return hits, computed
 
+    def check_given(self, rows: list[tuple[str, Any, Any]]
+                    ) -> tuple[dict[str, ImageInfo], tuple[dict[str, list], int, int]]:
+        """:meth:`check` of the paths of :meth:`rows` against the table and :attr:`known` rows
+        given with them (not this checker's own): each path's info, and what :meth:`adopt`
+        takes back. The checker is left with no table and nothing known."""
+        table = {p: row for p, row, _k in rows if row is not None}
+        self._table, self.known = dict(table), {p: k for p, _t, k in rows if k is not None}
+        hits, computed = self.hits, self.computed
+        try:
+            out = self.check(p for p, _t, _k in rows)
+            new = {p: row for p, row in self._table.items() if table.get(p) is not row}
+        finally:
+            self._table, self.known, self._dirty = None, None, False
+        return out, (new, self.hits - hits, self.computed - computed)
+
     def record(self, todo: list[tuple[str, tuple[int, int]]], infos: Iterable[ImageInfo],
                out: dict[str, ImageInfo]) -> None:
         """The computed checks of ``todo``, in its order: into ``out`` and the table."""
@@ -395,16 +410,7 @@ def check_rows(spec: tuple) -> tuple[dict[str, ImageInfo], tuple[dict[str, list]
         if len(_WORKER_CHECKERS) >= 4:
             _WORKER_CHECKERS.clear()
         _WORKER_CHECKERS[settings] = checker
-    table = {p: row for p, row, _k in rows if row is not None}
-    checker._table = dict(table)
-    checker.known = {p: k for p, _t, k in rows if k is not None}
-    hits, computed = checker.hits, checker.computed
-    try:
-        out = checker.check(p for p, _t, _k in rows)
-        new = {p: row for p, row in checker._table.items() if table.get(p) is not row}
-    finally:
-        checker._table, checker.known, checker._dirty = None, None, False
-    return out, (new, checker.hits - hits, checker.computed - computed)
+    return checker.check_given(rows)
 
 
 def check_chunk(job: tuple[str, bool, bool, bool], rels: list[str]) -> list[ImageInfo]:
