@@ -644,3 +644,33 @@ def test_chunks_run_in_the_build_process_while_ray_starts_then_on_ray(ray_tmp):
     here = [c for pid, c in got if pid == os.getpid()]
     assert here and here == list(range(len(here)))  # the first ones, here
     assert len(here) < 80 and {pid for pid, _c in got[len(here):]}.isdisjoint({os.getpid()})
+
+
+@pytest.mark.slow
+def test_closing_a_local_ray_stops_its_monitor_first_and_leaves_none_of_its_processes(ray_tmp, monkeypatch):
+    """Ray's shutdown would stop the GCS before the autoscaler monitor and wait out a second of
+    the monitor's SIGTERM handler; the engine kills the monitor first (the layout of the Ray
+    the project installs: a Ray that laid it out otherwise would fail this test)."""
+    import psutil
+    import ray
+
+    from vlitc.run.engine import RayEngine
+
+    engine = RayEngine(Execution(engine="ray", workers=2))
+    assert [c for _pid, c in engine._map(_where, None, range(2))] == [0, 1]
+    monitor = [info.process for info in ray._private.worker._global_node.all_processes["monitor"]]
+    started = psutil.Process().children(recursive=True)
+    assert monitor and started
+    at_shutdown: list = []
+    shutdown = ray.shutdown
+
+    def recorded() -> None:
+        at_shutdown.extend(p.poll() for p in monitor)
+        shutdown()
+
+    monkeypatch.setattr(ray, "shutdown", recorded)
+    engine.close()
+    assert at_shutdown == [-signal.SIGKILL]  # gone before Ray's shutdown began
+    assert not ray.is_initialized()
+    psutil.wait_procs(started, timeout=10)
+    assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

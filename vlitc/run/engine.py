@@ -18,9 +18,11 @@ The engine is never part of a step key (``execution`` is left out of keys and of
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import os
+import subprocess
 import sys
 import threading
 from collections import deque
@@ -310,6 +312,7 @@ class RayEngine(Engine):
         if self._starter is not None:
             self._ready.wait()  # a build that failed while Ray was starting still stops it
         if self._ray is not None and self._started:
+            _stop_monitor(self._ray)
             self._ray.shutdown()
         self._stop_starter()
         self._ray, self._started, self._remote = None, False, {}
@@ -319,6 +322,25 @@ class RayEngine(Engine):
             self._release.set()
             self._starter.join()
             self._starter = None
+
+
+def _stop_monitor(ray: Any) -> None:
+    """Stop the autoscaler monitor of a local Ray this build started, before ``ray.shutdown``.
+
+    Shutdown stops Ray's processes one after another, the GCS before the monitor, and gives
+    each a second to exit on SIGTERM: the monitor's handler first reports to the GCS, which is
+    gone by then, so every build would wait out that second. A one-node cluster's monitor
+    has nothing to save, so it is killed first; where a Ray release lays its processes out
+    otherwise, nothing is done here and shutdown stops it as before."""
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
+    infos = getattr(node, "all_processes", {}).get("monitor") or []
+    for info in infos:
+        process = getattr(info, "process", None)
+        if process is None or process.poll() is not None:
+            continue
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            process.kill()
+            process.wait(timeout=5)
 
 
 class _environ:
