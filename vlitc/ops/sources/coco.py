@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import tempfile
+from array import array
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+import orjson
 
 from vlitc.ops.base import OpContext
 from vlitc.ops.registry import register
@@ -116,6 +122,160 @@ class CocoFile:
 #: keys dropped while parsing a COCO file
 DROP = ("segmentation",)
 
+#: a COCO-format file at least this large (and read alone: a captions or an instances file) is
+#: grouped on disk (:class:`SpilledCocoFile`), in bounded memory; a smaller one in memory (at
+#: about this size both take the same time; below it, memory is faster)
+SPILL_MIN_BYTES = 96 << 20
+#: the most partitions a file grouped on disk is cut into (each an open file while it is read)
+SPILL_PARTS = 256
+#: the fewest images in one partition
+SPILL_MIN_IMAGES = 1 << 16
+
+
+class SpilledCocoFile:
+    """A COCO-format file grouped on disk: what :class:`CocoFile` gives, image by image in the
+    file's order, with no more than one partition of images and their annotations in memory.
+
+    One pass over the file (in blocks, :func:`~vlitc.ops.sources._common.iter_members`) writes
+    the images, in order, to one file and each annotation (``captions``: its caption alone),
+    with its image's place, to the partition of images that place lies in; :meth:`groups` then
+    reads one partition at a time. The grouping, the order and the counts of annotations naming
+    no listed image are those of :class:`CocoFile`. A file it does not read so raises
+    :class:`~vlitc.ops.sources._common.Irregular` before anything is given out (a layout the
+    blocks do not follow, an image id that is not an integer or is repeated, an annotation's
+    image id that only compares equal to an integer): :class:`CocoFile` then reads it."""
+
+    def __init__(self, path: Path, workdir: Path, captions: bool = False):
+        self.path, self.dir, self.captions = path, workdir, captions
+        self.ids = array("q")
+        self.categories: dict[int, str] = {}
+        self.unknown = 0
+        self.examples: list[dict] = []
+        self._index: tuple[Any, Any] | None = None
+        self._shift = 0
+        self._parts: dict[int, BinaryIO] = {}
+        self._images = open(workdir / "images", "wb")  # noqa: SIM115 (closed below)
+        try:
+            self._read()
+        except (*_SHAPE_ERRORS, OverflowError):  # read by CocoFile, for its result or error
+            raise Irregular from None
+        finally:
+            self._images.close()
+            for f in self._parts.values():
+                f.close()
+
+    def _read(self) -> None:
+        seen: set[str] = set()
+        categories: Any = None
+        for key, values, piece in iter_members(self.path, ("images", "annotations"), drop=DROP):
+            if key == "images":
+                if not piece or "annotations" in seen:
+                    raise Irregular
+                rows = []
+                for im in values:
+                    iid = im["id"]
+                    if type(iid) is not int:  # a float or bool id equals an int one: in memory
+                        raise Irregular
+                    self.ids.append(iid)
+                    rows.append((im.get("file_name"), im.get("width"), im.get("height")))
+                self._images.write(orjson.dumps(rows) + b"\n")
+            elif key == "annotations":
+                if not piece or "images" not in seen:
+                    raise Irregular
+                self._annotations(values)
+            elif key == "categories":
+                categories = values
+            seen.add(key)
+        if not {"images", "annotations"} <= seen:
+            raise Irregular
+        self.categories = {c["id"]: c["name"] for c in categories or [] if isinstance(c, dict)}
+
+    def _lookup(self) -> tuple[Any, Any]:
+        """The image ids sorted, and each one's place in the file (made once the images are read)."""
+        import numpy as np
+
+        if self._index is None:
+            ids = np.frombuffer(self.ids, dtype=np.int64)
+            order = np.argsort(ids, kind="stable")
+            ordered = ids[order]
+            if len(ordered) > 1 and bool((ordered[1:] == ordered[:-1]).any()):
+                raise Irregular  # a repeated id: in memory its first place takes its last values
+            self._index = (ordered, order)
+            n = len(ids)
+            self._shift = max(SPILL_MIN_IMAGES.bit_length() - 1,
+                              max(n - 1, 0).bit_length() - (SPILL_PARTS.bit_length() - 1))
+        return self._index
+
+    def _annotations(self, anns: list) -> None:
+        import numpy as np
+
+        ordered, order = self._lookup()
+        iids = [a.get("image_id") for a in anns]
+        at, wanted = [], []  # the annotations naming an integer id, and those ids
+        for k, iid in enumerate(iids):
+            if type(iid) is int:
+                if -(1 << 63) <= iid < 1 << 63:
+                    at.append(k)
+                    wanted.append(iid)
+            elif not (iid is None or type(iid) is str):  # may equal an int id, or not hash
+                raise Irregular
+        place = [-1] * len(anns)
+        if wanted and len(ordered):
+            q = np.asarray(wanted, dtype=np.int64)
+            j = np.minimum(np.searchsorted(ordered, q), len(ordered) - 1)
+            found = np.where(ordered[j] == q, order[j], -1)
+            for k, pos in zip(at, found.tolist(), strict=True):
+                place[k] = pos
+        caption, shift = self.captions, self._shift
+        parts: dict[int, list] = {}
+        for a, pos in zip(anns, place, strict=True):
+            if pos < 0:
+                self.unknown += 1
+                if len(self.examples) < EXAMPLES:
+                    self.examples.append({"file": self.path.name, "annotation": a.get("id"),
+                                          "image_id": a.get("image_id")})
+                continue
+            kept = a.get("caption") if caption else a
+            part = parts.get(pos >> shift)
+            if part is None:
+                parts[pos >> shift] = [(pos, kept)]
+            else:
+                part.append((pos, kept))
+        for k, items in parts.items():
+            f = self._parts.get(k)
+            if f is None:
+                f = self._parts[k] = open(self.dir / f"part-{k}", "wb")  # noqa: SIM115 (closed in __init__)
+            f.write(orjson.dumps(items) + b"\n")
+
+    def report(self, issues: Issues) -> None:
+        """The annotations naming no listed image, as :class:`CocoFile` counts them."""
+        for example in self.examples:
+            issues.add("annotation_unknown_image", example)
+        if self.unknown > len(self.examples):
+            issues.ctx.count("annotation_unknown_image", self.unknown - len(self.examples))
+
+    def groups(self) -> Iterator[tuple[int, tuple[Any, Any, Any], list | None]]:
+        """Each image in the file's order: its id, ``(file_name, width, height)`` and its
+        annotations in the file's order (``None``: it has none)."""
+        n, size = len(self.ids), 1 << self._shift
+        with open(self.dir / "images", "rb") as fi:
+            images = itertools.chain.from_iterable(orjson.loads(line) for line in fi)
+            for lo in range(0, n, size):
+                grouped: list[list | None] = [None] * min(size, n - lo)
+                part = self.dir / f"part-{lo >> self._shift}"
+                if part.exists():
+                    with open(part, "rb") as fp:
+                        for line in fp:
+                            for pos, kept in orjson.loads(line):
+                                g = grouped[pos - lo]
+                                if g is None:
+                                    grouped[pos - lo] = [kept]
+                                else:
+                                    g.append(kept)
+                for k, g in enumerate(grouped):
+                    name, width, height = next(images)
+                    yield self.ids[lo + k], (name, width, height), g
+
 
 def coco_objects(anns: list[dict], cats: dict[Any, str], width: Any, height: Any,
                  issues: Issues, crowd: bool = True) -> list[dict]:
@@ -191,6 +351,35 @@ class CocoSource(AnnotationSource):
                 continue
             out.append(Entry(str(iid), im[0], im[1], im[2], (c, o)))
         return out
+
+    def stream_entries(self, ctx: OpContext, issues: Issues) -> Iterator[Entry] | None:
+        """A large file read alone (a captions or an instances file: :data:`SPILL_MIN_BYTES`)
+        is grouped on disk as it is read (:class:`SpilledCocoFile`), in bounded memory; the
+        entries are those :meth:`entries` gives, in the same order."""
+        params = [k for k in self.file_params if k in self.params]
+        if len(params) != 1:
+            return None
+        path = self.path(ctx, params[0])
+        try:
+            if path.stat().st_size < SPILL_MIN_BYTES:
+                return None
+        except OSError:  # entries() says what is wrong with it
+            return None
+        return self._spilled(path, params[0] == "captions", ctx, issues)
+
+    def _spilled(self, path: Path, captions: bool, ctx: OpContext, issues: Issues) -> Iterator[Entry]:
+        with tempfile.TemporaryDirectory(prefix="vlitc-coco-") as tmp:
+            try:
+                spilled = SpilledCocoFile(path, Path(tmp), captions=captions)
+            except Irregular:  # read in memory, as entries() reads it
+                yield from self.entries(ctx, issues)
+                return
+            spilled.report(issues)
+            self.categories = {} if captions else spilled.categories
+            keep_empty = self.params["keep_empty"]
+            for iid, (name, width, height), group in spilled.groups():
+                if group or keep_empty:
+                    yield Entry(str(iid), name, width, height, (group, None) if captions else (None, group))
 
     def pack(self, entries: list[Entry]) -> Any:
         """Entries travel as plain tuples (pickled faster), with the categories their objects
