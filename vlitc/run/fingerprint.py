@@ -52,6 +52,8 @@ def _content(path: str) -> str:
 #: files at least this large are hashed on threads (hashing lets go of the GIL); smaller ones,
 #: whose open and read cost more than their hash, one after another meanwhile
 THREAD_MIN_BYTES = 64 << 10
+#: files whose rows go into a folder's hash at a time (the text of a million rows is never made)
+HASH_ROWS = 1 << 14
 #: files to hash before a folder's signature spreads them over the build's engine, and the
 #: files per chunk there: a small folder is hashed here (the workers may not have started)
 MAP_MIN, MAP_CHUNK = 8192, 2048
@@ -124,19 +126,25 @@ class FileState:
             return hit[1]
         known = self._db.get(f"dir-files:{where}")  # name -> [size, mtime_ns, sha256]
         known = known if isinstance(known, dict) else {}
-        shas = {}
-        names, todo = [], []
+        table: dict[str, list] = {}  # as stored: the rows of files to hash get theirs below
+        rows, todo = [], []
         for name, path, size, mtime in files:
             rec = known.get(name)
             if isinstance(rec, list) and len(rec) == 3 and rec[0] == size and rec[1] == mtime \
                     and isinstance(rec[2], str):
-                shas[name] = rec[2]
+                table[name] = [size, mtime, rec[2]]
             else:
-                names.append(name)
+                table[name] = row = [size, mtime, ""]
+                rows.append(row)
                 todo.append((path, size))
-        shas.update(zip(names, self._hashes(todo), strict=True))
-        signature = hashlib.sha256("".join(f"{n}\0{shas[n]}\n" for n, _, _, _ in files).encode()).hexdigest()
-        table = {n: [s, m, shas[n]] for n, _, s, m in files}
+        del known
+        for row, sha in zip(rows, self._hashes(todo), strict=True):
+            row[2] = sha
+        del rows, todo
+        h = hashlib.sha256()  # of "name\0sha256\n" per file in name order, fed in blocks
+        for lo in range(0, len(files), HASH_ROWS):
+            h.update("".join(f"{n}\0{table[n][2]}\n" for n, _, _, _ in files[lo:lo + HASH_ROWS]).encode())
+        signature = h.hexdigest()
         with self._db.transact():
             self._db.set(f"dir-files:{where}", table)
             self._db.set(f"dir:{where}", (stamp, signature))

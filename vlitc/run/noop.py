@@ -81,8 +81,12 @@ def _row(name: str, size: int, mtime: int) -> str:
 
 
 def listing_hash(files: list[tuple[str, str, int, int]]) -> str:
-    """The hash of a :func:`listing`'s names, sizes and mtimes (no contents)."""
-    return hashlib.sha256("".join(_row(n, s, m) for n, _, s, m in files).encode()).hexdigest()
+    """The hash of a :func:`listing`'s names, sizes and mtimes (no contents), fed in blocks of
+    rows (a large folder's text is never made whole)."""
+    h = hashlib.sha256()
+    for lo in range(0, len(files), 1 << 14):
+        h.update("".join([_row(n, s, m) for n, _, s, m in files[lo:lo + (1 << 14)]]).encode())
+    return h.hexdigest()
 
 
 def _folder(root: Path, skip: tuple[str, ...] = ()) -> str | None:
