@@ -172,3 +172,27 @@ def test_sigint_and_sigterm_stop_cleanly_and_the_next_build_resumes(tmp_path):
     assert done.returncode == 0, done.stderr
     completed = srv.completed()
     assert len(completed) == len(set(completed)) == 8 * 3  # nothing completed was sent again
+
+
+def test_a_large_value_is_stored_as_the_json_text_diskcache_reads_and_a_bad_file_is_a_miss(tmp_path):
+    """A value larger than a row holds goes into a file of its UTF-8 JSON text, as diskcache's
+    own text values do (diskcache's reader gives back that text); a value file planted with
+    bytes that are not JSON (nor UTF-8) is refused, not a crash."""
+    import orjson
+
+    from vlitc.diskstore import open_cache, refused
+
+    value = {f"images/{i:06d}.jpg": [1000 + i, 17 * i, "caf\u00e9 " * 3, None] for i in range(4000)}
+    with open_cache(tmp_path / "s") as store:
+        store.set("table", value)
+        store.set("small", {"a": 1})
+        assert store.get("table") == value and store.get("small") == {"a": 1}
+    with diskcache.Cache(str(tmp_path / "s")) as plain:  # diskcache's own reader: the same text
+        assert orjson.loads(plain.get("table")) == value
+        files = [p for p in (tmp_path / "s").rglob("*.val")]
+    assert len(files) == 1 and files[0].read_bytes() == orjson.dumps(value)
+    files[0].write_bytes(b"\xff\xfe not json")
+    with open_cache(tmp_path / "s") as store:
+        assert store.get("table") is None and refused(store) == 1
+        files[0].unlink()
+        assert store.get("table") is None  # a value file that is gone: a miss

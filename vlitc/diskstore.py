@@ -51,9 +51,16 @@ class JSONDisk(diskcache.Disk):
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> Any:
         if not read and type(value) is not bytes:
             try:
-                value = orjson.dumps(value).decode()
+                data = orjson.dumps(value)
             except TypeError:  # e.g. a lone surrogate in a string: JSON escapes it
-                value = json.dumps(value, ensure_ascii=True)
+                data = json.dumps(value, ensure_ascii=True).encode()
+            if len(data) < self.min_file_size:
+                return super().store(data.decode(), read, key=key)
+            # a large value's file: the UTF-8 text diskcache writes for the str, written from
+            # the encoded bytes (diskcache would copy the str into a buffer of 4 bytes a char)
+            filename, full_path = self.filename(key, value)
+            self._write(full_path, iter((data,)), "xb")
+            return len(data), MODE_TEXT, filename, None
         return super().store(value, read, key=key)
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
@@ -62,12 +69,19 @@ class JSONDisk(diskcache.Disk):
         ):
             self.refused += 1
             return None
+        if mode == MODE_TEXT and filename and not read:  # a large value: parsed from its bytes
+            with open(os.path.join(self._directory, filename), "rb") as f:  # gone: a miss
+                return self._parsed(f.read())
         data = super().fetch(mode, filename, value, read)
         if read or isinstance(data, bytes):
             return data
         if not isinstance(data, str):  # a bare number: never written by vlitc
             self.refused += 1
             return None
+        return self._parsed(data)
+
+    def _parsed(self, data: str | bytes) -> Any:
+        """A stored value's JSON text parsed (``None``, counted as refused, when it is not JSON)."""
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
