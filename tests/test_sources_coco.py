@@ -390,3 +390,39 @@ def test_a_large_coco_file_builds_the_records_of_one_read_in_memory(tmp_path, mo
     monkeypatch.setattr(coco.SpilledCocoFile, "__init__", spy)
     assert load("coco", params, make_ctx(tmp_path)) == listed
     assert made and len(listed) == 25
+
+
+def test_a_build_groups_a_large_coco_file_in_the_cache_tmp_folder_and_leaves_nothing_there(tmp_path,
+                                                                                          monkeypatch):
+    from PIL import Image
+
+    from vlitc import api
+    from vlitc.ops.sources import coco
+
+    doc = _coco_doc(12)
+    (tmp_path / "images").mkdir()
+    for im in doc["images"]:
+        Image.new("RGB", (8, 6), (200, 30, 30)).save(tmp_path / "images" / im["file_name"], format="JPEG")
+    write_json(tmp_path / "captions.json", doc)
+    (tmp_path / "recipe.yaml").write_text(
+        "vlitc: 1\nname: spill\nversion: 0.0.1\nseed: 1\n"
+        "sources:\n  coco: {type: coco, images: images, captions: captions.json}\n"
+        "tasks:\n  brief: {kind: brief_caption, source: coco}\n"
+        "outputs:\n  - {format: llava, path: train.json}\nreport: false\n")
+    built = {}
+    for spill in (False, True):
+        monkeypatch.setattr(coco, "SPILL_MIN_BYTES", 0 if spill else 1 << 62)
+        used: list[Path] = []
+        real = coco.SpilledCocoFile.__init__
+
+        def spy(self, path, workdir, captions=False, _real=real, _used=used):
+            _used.append(workdir)
+            _real(self, path, workdir, captions=captions)
+
+        monkeypatch.setattr(coco.SpilledCocoFile, "__init__", spy)
+        cache = tmp_path / f"cache-{spill}"
+        api.build(tmp_path / "recipe.yaml", out_dir=tmp_path / f"out-{spill}", cache_dir=cache)
+        assert [p.parent for p in used] == ([cache / "tmp"] if spill else [])
+        assert not any((cache / "tmp").iterdir())
+        built[spill] = (tmp_path / f"out-{spill}" / "train.json").read_bytes()
+    assert built[True] == built[False] and built[True].count(b'"id"') > 12

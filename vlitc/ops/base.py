@@ -57,6 +57,10 @@ class OpContext:
     generators: dict[str, dict] = field(default_factory=dict)  # name -> validated config
     recipe: dict = field(default_factory=dict)  # the whole validated recipe, read-only
     extra_items: int = 0  # records a generated task takes beyond its limit (balance top-up)
+    #: a folder for an op's temporary files: the cache's ``tmp`` folder in a build (on the
+    #: cache's disk, swept by ``vlitc cache gc`` after a build that was killed); ``None``: the
+    #: system's temporary folder
+    scratch: Path | None = None
     _item_cache: Callable[[str], ItemCache] | None = None
     _inputs: Callable[[str], Iterator[dict]] | None = None
     _client: Callable[[str], Any] | None = None

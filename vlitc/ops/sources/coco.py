@@ -368,7 +368,7 @@ class CocoSource(AnnotationSource):
         return self._spilled(path, params[0] == "captions", ctx, issues)
 
     def _spilled(self, path: Path, captions: bool, ctx: OpContext, issues: Issues) -> Iterator[Entry]:
-        with tempfile.TemporaryDirectory(prefix="vlitc-coco-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="coco-", dir=ctx.scratch) as tmp:
             try:
                 spilled = SpilledCocoFile(path, Path(tmp), captions=captions)
             except Irregular:  # read in memory, as entries() reads it
