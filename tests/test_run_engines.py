@@ -656,10 +656,11 @@ def test_closing_a_local_ray_stops_its_monitor_first_and_leaves_none_of_its_proc
 
     from vlitc.run.engine import RayEngine
 
+    before = {p.pid for p in psutil.Process().children(recursive=True)}  # other tests' servers
     engine = RayEngine(Execution(engine="ray", workers=2))
     assert [c for _pid, c in engine._map(_where, None, range(2))] == [0, 1]
     monitor = [info.process for info in ray._private.worker._global_node.all_processes["monitor"]]
-    started = psutil.Process().children(recursive=True)
+    started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     assert monitor and started
     at_shutdown: list = []
     shutdown = ray.shutdown
