@@ -52,8 +52,6 @@ def _content(path: str) -> str:
 #: files at least this large are hashed on threads (hashing lets go of the GIL); smaller ones,
 #: whose open and read cost more than their hash, one after another meanwhile
 THREAD_MIN_BYTES = 64 << 10
-#: files whose rows go into a folder's hash at a time (the text of a million rows is never made)
-HASH_ROWS = 1 << 14
 #: files to hash before a folder's signature spreads them over the build's engine, and the
 #: files per chunk there: a small folder is hashed here (the workers may not have started)
 MAP_MIN, MAP_CHUNK = 8192, 2048
@@ -110,7 +108,7 @@ class FileState:
         files whose (size, mtime) changed, and the whole answer is remembered by the names,
         sizes and mtimes of the folder's files, so an unchanged folder is only listed (one record
         per folder, not one per file)."""
-        from vlitc.run.noop import listing, listing_hash
+        from vlitc.run.noop import listing, listing_hash, text_sha256
 
         try:
             files = listing(root)
@@ -141,10 +139,7 @@ class FileState:
         for row, sha in zip(rows, self._hashes(todo), strict=True):
             row[2] = sha
         del rows, todo
-        h = hashlib.sha256()  # of "name\0sha256\n" per file in name order, fed in blocks
-        for lo in range(0, len(files), HASH_ROWS):
-            h.update("".join(f"{n}\0{table[n][2]}\n" for n, _, _, _ in files[lo:lo + HASH_ROWS]).encode())
-        signature = h.hexdigest()
+        signature = text_sha256(f"{n}\0{table[n][2]}\n" for n, _, _, _ in files)
         with self._db.transact():
             self._db.set(f"dir-files:{where}", table)
             self._db.set(f"dir:{where}", (stamp, signature))

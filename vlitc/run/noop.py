@@ -14,11 +14,12 @@ This module imports nothing of vlitc beyond itself and the standard library.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 FORMAT = 1
@@ -80,13 +81,23 @@ def _row(name: str, size: int, mtime: int) -> str:
     return f"{name}\0{size}\0{mtime}\n"
 
 
-def listing_hash(files: list[tuple[str, str, int, int]]) -> str:
-    """The hash of a :func:`listing`'s names, sizes and mtimes (no contents), fed in blocks of
-    rows (a large folder's text is never made whole)."""
+#: rows of a folder's text hashed at a time (:func:`text_sha256`)
+HASH_ROWS = 1 << 14
+
+
+def text_sha256(rows: Iterable[str]) -> str:
+    """The hex sha256 of ``"".join(rows)`` in UTF-8, fed :data:`HASH_ROWS` rows at a time: a
+    large folder's text is never made whole."""
     h = hashlib.sha256()
-    for lo in range(0, len(files), 1 << 14):
-        h.update("".join([_row(n, s, m) for n, _, s, m in files[lo:lo + (1 << 14)]]).encode())
+    it = iter(rows)
+    while block := list(itertools.islice(it, HASH_ROWS)):
+        h.update("".join(block).encode())
     return h.hexdigest()
+
+
+def listing_hash(files: list[tuple[str, str, int, int]]) -> str:
+    """The hash of a :func:`listing`'s names, sizes and mtimes (no contents)."""
+    return text_sha256(_row(n, s, m) for n, _, s, m in files)
 
 
 def _folder(root: Path, skip: tuple[str, ...] = ()) -> str | None:
@@ -98,7 +109,7 @@ def _folder(root: Path, skip: tuple[str, ...] = ()) -> str | None:
     except OSError:
         return None
     lines.sort()  # as listing's names sort: no name holds the NUL that ends it here
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
+    return text_sha256(lines)
 
 
 def _code() -> str | None:
