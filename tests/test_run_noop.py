@@ -213,3 +213,77 @@ def test_a_folder_signature_hashes_large_files_on_threads_with_the_same_result(t
     finally:
         state.close()
     assert hashed == []
+
+
+FORKED = """
+import json, os, sys
+from pathlib import Path
+from vlitc.run import noop
+
+root = Path(sys.argv[1])
+forks = []
+real_fork = os.fork
+def fork():
+    forks.append(1)
+    return real_fork()
+os.fork = fork
+out = {}
+for name, least in (("single", 10**9), ("forked", 1)):
+    noop.FORK_MIN = least
+    out[name] = noop._folder(root)
+out["forks"] = len(forks)
+# a file that is gone between the listing and its stat: no hash (a real build), in either process
+noop.FORK_MIN = 1
+real_stat = os.stat
+def stat(path, *a, **kw):
+    if str(path).endswith("b-7.png"):
+        raise FileNotFoundError(path)
+    return real_stat(path, *a, **kw)
+os.stat = stat
+out["gone"] = noop._folder(root)
+print(json.dumps(out))
+"""
+
+
+def test_a_large_folder_stated_by_a_forked_process_has_the_hash_one_process_gives(tmp_path):
+    """A large folder's files are stat'ed half here and half in a forked copy of the process
+    (the no-op check runs before any thread): the folder hash is the one a single process
+    gives, with sub-folders, a link to nothing, and names that hold a newline or are not
+    UTF-8; a file gone before its stat gives no hash (a real build)."""
+    from vlitc.run import noop
+
+    root = tmp_path / "images"
+    (root / "a" / "b").mkdir(parents=True)
+    for i in range(40):
+        (root / ("a" if i % 2 else "a/b") / f"b-{i}.png").write_bytes(b"x" * i)
+        (root / f"top-{i}.png").write_bytes(b"y" * (i + 1))
+    (root / "new\nline.png").write_bytes(b"n")
+    os.symlink(root / "nowhere.png", root / "broken.png")
+    odd = os.fsencode(str(root)) + b"/\xff-odd.png"
+    with open(odd, "wb") as f:
+        f.write(b"odd")
+    proc = subprocess.run([sys.executable, "-c", FORKED, str(root)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["forked"] == out["single"] == noop.listing_hash(noop.listing(root))
+    assert out["forks"] == (1 if sys.platform.startswith("linux") and (os.cpu_count() or 1) > 1 else 0)
+    assert out["gone"] is None
+
+
+def test_an_image_folder_holding_a_name_that_is_not_utf8_builds_and_rebuilds_as_a_no_op(tmp_path):
+    """A stray file whose name is not UTF-8 in an images folder is part of the folder's state
+    like any other (it used to stop the build with a UnicodeEncodeError)."""
+    import shutil
+
+    from _core_util import DEMO_DATA
+
+    shutil.copytree(DEMO_DATA / "images", tmp_path / "images")
+    with open(os.fsencode(str(tmp_path / "images")) + b"/\xfe-stray.jpg", "wb") as f:
+        f.write(b"not an image")
+    recipe = demo_copy(tmp_path)
+    recipe.write_text(recipe.read_text().replace(str(DEMO_DATA / "images"), str(tmp_path / "images")))
+    assert str(tmp_path / "images") in recipe.read_text()
+    first = _build(tmp_path, recipe)
+    assert not _fast(first)
+    assert _fast(_build(tmp_path, recipe))

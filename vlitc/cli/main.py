@@ -10,9 +10,7 @@ import argparse
 import errno
 import importlib
 import os
-import pkgutil
 import signal
-import sqlite3
 import sys
 import threading
 
@@ -31,8 +29,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     import vlitc.cli.commands as commands
 
-    names = sorted(info.name for info in pkgutil.iter_modules(commands.__path__))
-    for name in [command] if command in names else names:
+    folder = os.path.dirname(commands.__file__ or "")
+    if command and command.isidentifier() and not command.startswith("_") \
+            and os.path.isfile(os.path.join(folder, f"{command}.py")):
+        names = [command]  # without listing the package (pkgutil imports inspect: milliseconds)
+    else:
+        import pkgutil
+
+        names = sorted(info.name for info in pkgutil.iter_modules(commands.__path__))
+    for name in names:
         mod = importlib.import_module(f"vlitc.cli.commands.{name}")
         mod.add_parser(sub)
     return p
@@ -98,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         err.print(f"error: this recipe needs the package {e.name!r}, which is not installed\n"
                   f"hint: {hint}", markup=False)
         return 2
-    except sqlite3.DatabaseError as e:  # a cache database damaged on disk (or not one at all)
+    except _database_error() as e:  # a cache database damaged on disk (or not one at all)
         from vlitc.run.executor import default_cache_dir
 
         cache = getattr(args, "cache_dir", None) or default_cache_dir()
@@ -121,6 +126,17 @@ def _run(args: argparse.Namespace) -> int:
         return code
     except Exception as e:  # an internal bug: say so, keep the traceback behind a switch
         return _internal(e)
+
+
+class _NoDatabaseError(Exception):
+    """Raised by nothing: stands for sqlite3's errors before anything has imported sqlite3."""
+
+
+def _database_error() -> type[Exception]:
+    """``sqlite3.DatabaseError`` once sqlite3 is imported (only then can it be raised); a no-op
+    build answers without it."""
+    db = sys.modules.get("_sqlite3")  # where sqlite3's error classes live
+    return db.DatabaseError if db is not None else _NoDatabaseError
 
 
 #: errors of the machine the user fixes (disk full, quota, read-only, permission)

@@ -17,9 +17,10 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
+import signal
+import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 FORMAT = 1
@@ -42,18 +43,19 @@ def _stamp(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
-def _files(root: Path, skip: tuple[str, ...] = ()) -> Iterator[tuple[str, os.DirEntry, os.stat_result]]:
-    """Every file under ``root`` as ``(name under root, entry, stat)``, in no set order, leaving
-    out folders named in ``skip``. Symlinks are followed, except one that leads back to a
-    folder it lies in (a loop: left out); a symlink that leads nowhere comes as itself (the
-    stat of the link). Raises ``OSError`` when a folder cannot be read."""
+def _folders(root: Path, skip: tuple[str, ...] = ()) -> Iterator[tuple[str, str, list[str]]]:
+    """Every folder under ``root`` (``root`` too) as ``(its name under root with a trailing
+    slash, its path, the names of what in it is not a folder)``, leaving out folders named in
+    ``skip``. Symlinks are followed, except one that leads back to a folder it lies in (a loop:
+    left out). Raises ``OSError`` when a folder cannot be read."""
     top = os.stat(root)
     stack: list[tuple[str, str, frozenset]] = [("", str(root), frozenset({(top.st_dev, top.st_ino)}))]
     while stack:
         prefix, cur, above = stack.pop()
+        names = []
         with os.scandir(cur) as it:
             for e in it:
-                if e.is_dir(follow_symlinks=True):
+                if e.is_dir(follow_symlinks=True):  # the entry's type: a stat only for a link
                     if e.name in skip:
                         continue
                     st = e.stat()
@@ -61,17 +63,46 @@ def _files(root: Path, skip: tuple[str, ...] = ()) -> Iterator[tuple[str, os.Dir
                     if here not in above:
                         stack.append((prefix + e.name + "/", e.path, above | {here}))
                     continue
-                try:
-                    st = e.stat()
-                except FileNotFoundError:  # a link to nothing: the link itself
-                    st = e.stat(follow_symlinks=False)
-                yield prefix + e.name, e, st
+                names.append(e.name)
+        yield prefix, cur, names
+
+
+def _stats(cur: str, names: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """``(name, stat)`` of each name in folder ``cur``; a symlink that leads nowhere as itself
+    (the stat of the link). Each is stat'ed by name in the folder's descriptor where the
+    platform can: a tenth less time than by a path walked from the root."""
+    fd = os.open(cur, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if _STAT_FD else None
+    stat = os.stat
+    try:
+        for name in names:
+            where = name if fd is not None else os.path.join(cur, name)
+            try:
+                st = stat(where, dir_fd=fd)
+            except FileNotFoundError:  # a link to nothing: the link itself
+                st = stat(where, dir_fd=fd, follow_symlinks=False)
+            yield name, st
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+#: whether ``os.stat`` takes a folder's descriptor (Linux, macOS; not Windows)
+_STAT_FD = os.stat in os.supports_dir_fd and os.stat in os.supports_follow_symlinks
+
+
+def _files(root: Path, skip: tuple[str, ...] = ()) -> Iterator[tuple[str, str, str, os.stat_result]]:
+    """Every file under ``root`` (see :func:`_folders`) as ``(name under root, its folder, its
+    name, stat)``, in no set order. Raises ``OSError`` when a folder or a file cannot be read."""
+    for prefix, cur, names in _folders(root, skip):
+        for name, st in _stats(cur, names):
+            yield prefix + name, cur, name, st
 
 
 def listing(root: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, str, int, int]]:
     """Every file under ``root`` (see :func:`_files`) as ``(name under root, path, size,
     mtime_ns)``, sorted by name."""
-    files = [(name, e.path, st.st_size, st.st_mtime_ns) for name, e, st in _files(root, skip)]
+    files = [(name, os.path.join(cur, base), st.st_size, st.st_mtime_ns)
+             for name, cur, base, st in _files(root, skip)]
     files.sort()
     return files
 
@@ -87,11 +118,12 @@ HASH_ROWS = 1 << 14
 
 def text_sha256(rows: Iterable[str]) -> str:
     """The hex sha256 of ``"".join(rows)`` in UTF-8, fed :data:`HASH_ROWS` rows at a time: a
-    large folder's text is never made whole."""
+    large folder's text is never made whole. A file name that is not UTF-8 (held as Python holds
+    it, with surrogates) goes in as its bytes."""
     h = hashlib.sha256()
     it = iter(rows)
     while block := list(itertools.islice(it, HASH_ROWS)):
-        h.update("".join(block).encode())
+        h.update("".join(block).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -103,13 +135,96 @@ def listing_hash(files: list[tuple[str, str, int, int]]) -> str:
 def _folder(root: Path, skip: tuple[str, ...] = ()) -> str | None:
     """Names, sizes and mtimes of every file under ``root`` (no contents read), leaving out
     folders named in ``skip``: :func:`listing_hash` of its :func:`listing`, made without the
-    listing's tuples and paths (a third less time for a folder of images)."""
+    listing's tuples and paths (a third less time for a folder of images), or ``None`` when it
+    cannot be read. A large folder is stat'ed by two processes (:func:`_forked_rows`)."""
     try:
-        lines = [_row(name, st.st_size, st.st_mtime_ns) for name, _e, st in _files(root, skip)]
+        folders = list(_folders(root, skip))
+        forked = _forked_rows(folders) if sum(len(n) for _p, _c, n in folders) >= FORK_MIN else None
+        if forked is None:
+            lines = _rows(folders, 0, 1)
+        else:
+            child, lines = forked
+            lines.extend(child())
     except OSError:
         return None
     lines.sort()  # as listing's names sort: no name holds the NUL that ends it here
     return text_sha256(lines)
+
+
+def _rows(folders: list[tuple[str, str, list[str]]], part: int, parts: int) -> list[str]:
+    """The folder-hash rows (:func:`_row`, written out: a call per file costs a tenth of the
+    time) of part ``part`` of ``parts`` of each folder's files."""
+    rows: list[str] = []
+    add = rows.append
+    for prefix, cur, names in folders:
+        n = len(names)
+        for name, st in _stats(cur, names[n * part // parts:n * (part + 1) // parts]):
+            add(f"{prefix}{name}\0{st.st_size}\0{st.st_mtime_ns}\n")
+    return rows
+
+
+#: a folder of at least this many files is stat'ed by two processes (:func:`_forked_rows`)
+FORK_MIN = 8192
+
+
+def _forked_rows(folders: list[tuple[str, str, list[str]]]) -> tuple[Callable[[], list[str]], list[str]] | None:
+    """The files' stats shared with a forked copy of this process, on a machine with a second
+    core: a stat holds the GIL between its system calls, so threads do not overlap them, and a
+    no-op build of a folder of images is mostly stats. Returns a call that gives the child's
+    rows (the second half of each folder's), and this process's own rows; ``None`` where this
+    process cannot fork safely (not Linux, one core, a thread running besides this one)."""
+    import threading
+
+    if not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2 or threading.active_count() > 1:
+        return None
+    r, w = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return None
+    if pid == 0:  # the child: its rows down the pipe, then out without running any exit handler
+        code = 1
+        try:
+            os.close(r)
+            data = "\0\0".join(_rows(folders, 1, 2)).encode("utf-8", "surrogateescape")
+            with open(w, "wb", closefd=True) as f:
+                f.write(data)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    waited = False
+
+    def reap() -> None:  # a child not yet waited for is stopped, then waited for
+        nonlocal waited
+        if not waited:
+            waited = True
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+    def child() -> list[str]:
+        nonlocal waited
+        try:
+            with open(r, "rb", closefd=True) as f:
+                data = f.read()
+            status = os.waitpid(pid, 0)[1]
+            waited = True
+        finally:
+            reap()
+        if os.waitstatus_to_exitcode(status) != 0:  # it failed (a file gone since the listing)
+            return _rows(folders, 1, 2)
+        # the rows are joined by two NULs: a row holds two, apart (a name holds none)
+        return data.decode("utf-8", "surrogateescape").split("\0\0") if data else []
+
+    try:
+        mine = _rows(folders, 0, 2)
+    except BaseException:
+        os.close(r)
+        reap()
+        raise
+    return child, mine
 
 
 def _code() -> str | None:
@@ -144,6 +259,8 @@ def write(cache: Path, recipe: Path, out_dir: Path, inputs: list[Path], entries:
     }
     path = _record_path(cache, recipe)
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # here: a no-op answer writes no record
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     with os.fdopen(fd, "w") as f:
         json.dump(record, f, sort_keys=True)
