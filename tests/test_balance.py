@@ -219,3 +219,35 @@ def test_the_first_pass_over_arrays_selects_what_the_plain_algorithm_selects(see
                    {"split": {"validation": 0.2}, "per_image_cap": 9}):
         out, _ctx = _run(params, pool, seed=seed)
         assert [(s["id"], s["meta"]["split"]) for s in out] == _reference_selection(params, pool, seed)
+
+
+def test_a_choice_holds_arrays_and_gives_its_pairs_positions_and_codes():
+    """What a balance chooses is kept as two arrays (an object per chosen sample would be
+    millions in a large release); it iterates as ``(input index, tag)`` pairs, in order, over
+    more than one block of them."""
+    import numpy as np
+
+    from vlitc.ops.base import Chosen
+
+    pairs = [(i * 3 % 7001, "validation" if i % 5 == 0 else "train") for i in range(7001)]
+    chosen = Chosen.of(pairs)
+    chosen.BLOCK = 1000  # several blocks
+    assert chosen.index.dtype == np.int64 and chosen.code.dtype == np.int16
+    assert len(chosen) == len(pairs) and list(chosen) == pairs
+    position = chosen.positions(7001)
+    assert all(position[i] == pos for pos, (i, _t) in enumerate(pairs))
+    codes = chosen.codes(7001, ["train", "validation"])
+    assert all(codes[i] == (1 if t == "validation" else 0) for i, t in pairs)
+    assert list(Chosen.of([])) == [] and Chosen.of([]).positions(3).tolist() == [-1, -1, -1]
+    with pytest.raises(ValueError):
+        Chosen([1, 2], [0], ["train"])
+
+
+def test_a_selection_comes_as_arrays_in_release_order():
+    pool = [_s("a", i) for i in range(50)] + [_s("b", i) for i in range(50)]
+    ctx = OpContext(seed=3, recipe_dir=".", recipe={})
+    op = MixBalance({"total": 40, "mix": {"a": 0.5, "b": 0.5}, "split": {"validation": 0.2}})
+    chosen = op.select(iter(pool), ctx)
+    assert chosen.index.dtype.kind == "i" and len(chosen) == 40
+    out, _ctx = _run({"total": 40, "mix": {"a": 0.5, "b": 0.5}, "split": {"validation": 0.2}}, pool, seed=3)
+    assert [(pool[i]["id"], t) for i, t in chosen] == [(s["id"], s["meta"]["split"]) for s in out]

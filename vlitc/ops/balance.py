@@ -15,12 +15,13 @@ import heapq
 import itertools
 import math
 import random
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from vlitc.errors import ConfigurationError
-from vlitc.ops.base import Balance, OpContext
+from vlitc.ops.base import Balance, Chosen, OpContext
 from vlitc.ops.registry import register
 from vlitc.records import Sample, images_of
 
@@ -172,7 +173,7 @@ class MixBalance(Balance):
             "images": list(images),
         }
 
-    def select_keys(self, chunks: Iterable[dict[str, Any]], ctx: OpContext) -> list[tuple[int, str]]:
+    def select_keys(self, chunks: Iterable[dict[str, Any]], ctx: OpContext) -> Chosen:
         """Which samples the release takes, as ``(input index, split)`` in release order (by
         id), from the :meth:`keys` of every chunk in input order, keeping only each sample's
         id, group number and image number (arrays: no object per sample)."""
@@ -193,6 +194,7 @@ class MixBalance(Balance):
             image_parts.append(to_image[np.asarray(keys["image"], dtype=np.int64)])
         group_of = np.concatenate(group_parts) if group_parts else np.zeros(0, dtype=np.int64)
         image_of = np.concatenate(image_parts) if image_parts else np.zeros(0, dtype=np.int64)
+        del group_parts, image_parts
         by_id = _id_order(id_parts)  # the input indices in id order
         del id_parts
         names = list(groups)  # group number -> group
@@ -209,7 +211,7 @@ class MixBalance(Balance):
         self._report(by_group, targets, Counter({names[g]: c for g, c in enumerate(got) if c}), ctx)
         return self._split(chosen, image_of[chosen], list(images), ctx)
 
-    def select(self, samples: Iterator[Sample], ctx: OpContext) -> list[tuple[int, str]]:
+    def select(self, samples: Iterator[Sample], ctx: OpContext) -> Chosen:
         """:meth:`select_keys` over the samples, seen once, in chunks."""
         def chunks() -> Iterator[dict[str, list]]:
             while chunk := list(itertools.islice(samples, KEYS_CHUNK)):
@@ -258,25 +260,32 @@ class MixBalance(Balance):
         return largest_remainder(total, weights)
 
     # -- selection ---------------------------------------------------------------------------
-    def _select(self, by_group, targets, image_of: Any, ctx: OpContext) -> list[int]:
+    def _select(self, by_group, targets, image_of: Any, ctx: OpContext) -> Any:
         """Take from the group furthest below its target next, honouring the per-image cap
         (``by_group``: each group's input indices in id order; ``image_of``: each input's
         image number)."""
+        import numpy as np
+
         cap = self.params.get("per_image_cap")
         queues = {}
         for g in sorted(targets):
-            cands = by_group[g].tolist() if g in by_group else []
+            # machine integers, not a list of int objects (a tenth of the memory); shuffle
+            # swaps items by position alone: the same order a list of them gets
+            cands = array("q")
+            if g in by_group:
+                cands.frombytes(np.ascontiguousarray(by_group[g], dtype=np.int64).tobytes())
             random.Random(f"{ctx.seed}:balance:{g[0]}:{g[1]}").shuffle(cands)
             queues[g] = cands
         if cap is None:  # no group waits for another: each takes its target from its queue's end
-            return [i for g in sorted(targets) if targets[g] > 0
-                    for i in reversed(queues[g][max(len(queues[g]) - targets[g], 0):])]
-        image_of = image_of.tolist()
+            taken_ = [np.frombuffer(queues[g], dtype=np.int64)[max(len(queues[g]) - targets[g], 0):][::-1]
+                      for g in sorted(targets) if targets[g] > 0 and len(queues[g])]
+            return np.concatenate(taken_) if taken_ else np.zeros(0, dtype=np.int64)
+        image_of = array("q", np.ascontiguousarray(image_of, dtype=np.int64).tobytes())
         taken: dict[tuple[str, str], int] = Counter()
         per_image: Counter[int] = Counter()
         heap = [(0.0, g) for g in sorted(targets) if targets[g] > 0]
         heapq.heapify(heap)
-        chosen: list[int] = []
+        chosen = array("q")
         while heap:
             _, g = heapq.heappop(heap)
             while queues[g]:
@@ -291,7 +300,7 @@ class MixBalance(Balance):
                 continue  # group exhausted: its shortfall is reported below
             if taken[g] < targets[g]:
                 heapq.heappush(heap, (taken[g] / targets[g], g))
-        return chosen
+        return np.frombuffer(chosen, dtype=np.int64) if chosen else np.zeros(0, dtype=np.int64)
 
     def _report(self, by_group, targets, got: Counter, ctx: OpContext) -> None:
         name = {g: g[0] if g[1] == "*" else f"{g[0]}/{g[1]}" for g in targets}
@@ -329,7 +338,7 @@ class MixBalance(Balance):
             ctx.note("topup", plan)
 
     # -- split -------------------------------------------------------------------------------
-    def _split(self, chosen: Any, image_of: Any, images: list[str], ctx: OpContext) -> list[tuple[int, str]]:
+    def _split(self, chosen: Any, image_of: Any, images: list[str], ctx: OpContext) -> Chosen:
         """The chosen input indices (an array, in release order) with their splits: whole
         images go to validation (``image_of``: each chosen sample's number into ``images``)."""
         import numpy as np
@@ -343,11 +352,10 @@ class MixBalance(Balance):
             is_val = np.zeros(len(images), dtype=bool)
             is_val[[c for c in present if images[c] in val]] = True
             validation, n_images = is_val[image_of], len(val)
-        out = [(i, "validation" if v else "train") for i, v in zip(chosen.tolist(), validation.tolist(), strict=True)]
         n_val = int(validation.sum())
-        ctx.note("split", {"train": len(out) - n_val, "validation": n_val,
+        ctx.note("split", {"train": len(chosen) - n_val, "validation": n_val,
                            "validation_images": n_images})
-        return out
+        return Chosen(chosen, validation, ["train", "validation"])
 
 
 def pass_rates(ctx: OpContext) -> dict[str, float | None]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import gc
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -392,6 +392,58 @@ class Filter(Op):
         return [self.keep(s) for s in stats]
 
 
+class Chosen:
+    """The samples a balance takes, in output order: their input indices (``index``, int64) and
+    the tag each gets (``code``: a number into ``tags``), as arrays, without an object per
+    sample (a 10M-sample release chooses millions). Iterating gives ``(input index, tag)``."""
+
+    #: the pairs made at a time while iterating
+    BLOCK = 1 << 16
+
+    def __init__(self, index: Any, code: Any, tags: Sequence[str]):
+        import numpy as np
+
+        self.index = np.asarray(index, dtype=np.int64)
+        self.code = np.asarray(code, dtype=np.int16)
+        self.tags = list(tags)
+        if self.index.shape != self.code.shape or self.index.ndim != 1:
+            raise ValueError("a choice needs one tag code per index")
+
+    @classmethod
+    def of(cls, pairs: Iterable[tuple[int, str]]) -> Chosen:
+        """From ``(input index, tag)`` pairs, in output order."""
+        pairs = list(pairs)
+        tags = sorted({t for _i, t in pairs})
+        code = {t: k for k, t in enumerate(tags)}
+        return cls([i for i, _t in pairs], [code[t] for _i, t in pairs], tags)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        tags = self.tags
+        for lo in range(0, len(self.index), self.BLOCK):
+            hi = lo + self.BLOCK
+            yield from zip(self.index[lo:hi].tolist(), [tags[c] for c in self.code[lo:hi].tolist()], strict=True)
+
+    def positions(self, n: int) -> Any:
+        """Each of ``n`` input samples' place in the output, ``-1`` for one not chosen."""
+        import numpy as np
+
+        position = np.full(n, -1, dtype=np.int64)
+        position[self.index] = np.arange(len(self.index), dtype=np.int64)
+        return position
+
+    def codes(self, n: int, tags: Sequence[str]) -> Any:
+        """Each of ``n`` input samples' tag as a number into ``tags`` (0 for one not chosen)."""
+        import numpy as np
+
+        into = np.asarray([list(tags).index(t) for t in self.tags] or [0], dtype=np.int16)
+        out = np.zeros(n, dtype=np.int16)
+        out[self.index] = into[self.code]
+        return out
+
+
 class Balance(Op):
     """Samples the filtered pool down to the release's mix and size."""
 
@@ -402,8 +454,8 @@ class Balance(Op):
     def run(self, samples: Iterable[Sample], ctx: OpContext) -> Iterator[Sample]:
         raise NotImplementedError
 
-    def select(self, samples: Iterator[Sample], ctx: OpContext) -> list[tuple[int, str]]:
-        """``(input index, tag)`` of the chosen samples, in output order."""
+    def select(self, samples: Iterator[Sample], ctx: OpContext) -> Chosen:
+        """The chosen samples (input index and tag), in output order."""
         raise NotImplementedError
 
     def keys(self, samples: list[Sample]) -> dict[str, Any]:
@@ -412,7 +464,7 @@ class Balance(Op):
         process."""
         raise NotImplementedError
 
-    def select_keys(self, chunks: Iterable[dict[str, Any]], ctx: OpContext) -> list[tuple[int, str]]:
+    def select_keys(self, chunks: Iterable[dict[str, Any]], ctx: OpContext) -> Chosen:
         """:meth:`select` from the :meth:`keys` of every chunk, in input order."""
         raise NotImplementedError
 

@@ -19,7 +19,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import orjson
 
-from vlitc.ops.base import Balance, Exporter, Filter, Op, OpContext, Pool, Report, Source, Task
+from vlitc.ops.base import (
+    Balance,
+    Chosen,
+    Exporter,
+    Filter,
+    Op,
+    OpContext,
+    Pool,
+    Report,
+    Source,
+    Task,
+)
 from vlitc.ops.exporters.common import FileExporter
 from vlitc.plan import Step
 from vlitc.run.outputs import count_records
@@ -280,9 +291,7 @@ class BalanceRunner(Runner):
             return {"outputs": {"main": self._staged_inline(step, ctx, op)}}
         else:
             chosen = op.select(self.input(step, step.deps[0]), ctx)
-        position = np.full(source["count"], -1, dtype=np.int64)
-        for pos, (i, _tag) in enumerate(chosen):
-            position[i] = pos
+        position = chosen.positions(source["count"])
         if spread:
             return {"outputs": {"main": self._finish_spread(step, ctx, source, chosen, position)}}
         where = np.zeros((len(chosen), 2), dtype=np.int64)  # offset and length in the staging file
@@ -365,14 +374,13 @@ class BalanceRunner(Runner):
                     yield feats
 
             chosen = op.select_keys(chunk_keys(), ctx)
-            position = np.full(source["count"], -1, dtype=np.int64)
-            other: dict[int, str] = {}  # input index -> its tag, when not the usual one
-            for pos, (i, tag) in enumerate(chosen):
-                position[i] = pos
-                if tag != usual:
-                    other[i] = tag
+            position = chosen.positions(source["count"])
+            unusual = np.asarray([t != usual for t in chosen.tags] or [False], dtype=bool)[chosen.code]
+            # input index -> its tag, when not the usual one
+            other = dict(Chosen(chosen.index[unusual], chosen.code[unusual], chosen.tags))
             retag = np.zeros(source["count"], dtype=bool)
-            retag[np.fromiter(other, dtype=np.int64, count=len(other))] = True
+            retag[chosen.index[unusual]] = True
+            del chosen
             again = []
             for lo, hi in chunks:
                 sizes = lengths[lo]
@@ -391,7 +399,7 @@ class BalanceRunner(Runner):
         finally:
             staged.remove()
 
-    def _finish_spread(self, step: Step, ctx: OpContext, source: dict, chosen: list[tuple[int, str]],
+    def _finish_spread(self, step: Step, ctx: OpContext, source: dict, chosen: Chosen,
                        position: Any) -> dict:
         """The second pass on the engine: each chunk of the source stages its chosen samples as
         the output has them, then the output's shards are cut from the staged lines in release
@@ -399,11 +407,8 @@ class BalanceRunner(Runner):
         import numpy as np
 
         ex = self.ex
-        tags = sorted({t for _i, t in chosen})
-        code = {t: k for k, t in enumerate(tags)}
-        codes = np.zeros(source["count"], dtype=np.int16)
-        for i, tag in chosen:
-            codes[i] = code[tag]
+        tags = sorted(set(chosen.tags[c] for c in np.unique(chosen.code).tolist()))
+        codes = chosen.codes(source["count"], tags)
         staged = Staged(ex)
         try:
             job = ex.job(step, ctx, "finish", sources=[source])
