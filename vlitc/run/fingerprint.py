@@ -126,7 +126,7 @@ class FileState:
         known = known if isinstance(known, dict) else {}
         table: dict[str, list] = {}  # as stored: the rows of files to hash get theirs below
         rows, todo = [], []
-        for name, path, size, mtime in files:
+        for name, size, mtime in files:
             rec = known.get(name)
             if isinstance(rec, list) and len(rec) == 3 and rec[0] == size and rec[1] == mtime \
                     and isinstance(rec[2], str):
@@ -134,24 +134,29 @@ class FileState:
             else:
                 table[name] = row = [size, mtime, ""]
                 rows.append(row)
-                todo.append((path, size))
+                todo.append((name, size))
         del known
-        for row, sha in zip(rows, self._hashes(todo), strict=True):
+        for row, sha in zip(rows, self._hashes(str(root), todo), strict=True):
             row[2] = sha
         del rows, todo
-        signature = text_sha256(f"{n}\0{table[n][2]}\n" for n, _, _, _ in files)
+        signature = text_sha256(f"{n}\0{table[n][2]}\n" for n, _, _ in files)
         with self._db.transact():
             self._db.set(f"dir-files:{where}", table)
             self._db.set(f"dir:{where}", (stamp, signature))
         self._last = (where, table)
         return signature
 
-    def _hashes(self, todo: list[tuple[str, int]]) -> list[str]:
-        """:func:`_content` of each ``(path, size)``, in order: in chunks on the build's engine
-        for a large folder, else here."""
+    def _hashes(self, root: str, todo: list[tuple[str, int]]) -> list[str]:
+        """:func:`_content` of each ``(name under root, size)``, in order: in chunks on the
+        build's engine for a large folder, else here, in blocks. Each file's path is made with
+        its chunk's: a large folder's paths are never all held."""
+        def paths(lo: int, n: int) -> list[tuple[str, int]]:
+            return [(os.path.join(root, name), size) for name, size in todo[lo:lo + n]]
+
         if self.map is None or len(todo) < MAP_MIN:
-            return _contents(todo)
-        chunks = [todo[i:i + MAP_CHUNK] for i in range(0, len(todo), MAP_CHUNK)]
+            block = 8 * MAP_CHUNK
+            return [sha for lo in range(0, len(todo), block) for sha in _contents(paths(lo, block))]
+        chunks = (paths(lo, MAP_CHUNK) for lo in range(0, len(todo), MAP_CHUNK))
         return [sha for shas in self.map(contents_chunk, None, chunks) for sha in shas]
 
     def known_hashes(self, root: Path) -> dict:

@@ -98,11 +98,11 @@ def _files(root: Path, skip: tuple[str, ...] = ()) -> Iterator[tuple[str, str, s
             yield prefix + name, cur, name, st
 
 
-def listing(root: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, str, int, int]]:
-    """Every file under ``root`` (see :func:`_files`) as ``(name under root, path, size,
-    mtime_ns)``, sorted by name."""
-    files = [(name, os.path.join(cur, base), st.st_size, st.st_mtime_ns)
-             for name, cur, base, st in _files(root, skip)]
+def listing(root: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, int, int]]:
+    """Every file under ``root`` (see :func:`_files`) as ``(name under root, size, mtime_ns)``,
+    sorted by name (its path is ``os.path.join(root, name)``: a folder of millions of images
+    holds no second string per file)."""
+    files = [(name, st.st_size, st.st_mtime_ns) for name, _cur, _base, st in _files(root, skip)]
     files.sort()
     return files
 
@@ -127,9 +127,9 @@ def text_sha256(rows: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def listing_hash(files: list[tuple[str, str, int, int]]) -> str:
+def listing_hash(files: list[tuple[str, int, int]]) -> str:
     """The hash of a :func:`listing`'s names, sizes and mtimes (no contents)."""
-    return text_sha256(_row(n, s, m) for n, _, s, m in files)
+    return text_sha256(_row(n, s, m) for n, s, m in files)
 
 
 def _folder(root: Path, skip: tuple[str, ...] = ()) -> str | None:
