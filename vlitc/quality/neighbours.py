@@ -332,8 +332,12 @@ def _bands_on(map: Callable, hv: np.memmap, bands: np.memmap, items: np.ndarray,
 
     fd, path = tempfile.mkstemp(dir=os.path.dirname(str(hv.filename)), prefix="band-items-", suffix=".npy")
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.stack([items.astype(np.int64), groups.astype(np.int64)]))
+        os.close(fd)
+        # written in place (what np.save of the two stacked writes), without a stacked copy
+        table = np.lib.format.open_memmap(path, mode="w+", dtype=np.int64, shape=(2, len(items)))
+        table[0], table[1] = items, groups
+        table.flush()
+        del table
         job = (_mapped(hv), _mapped(bands), path, len(first), float(threshold))
         for j, i, s in map(band_hits, job, range(bands.shape[1])):
             _take_earliest(first, sim, i, j, s)

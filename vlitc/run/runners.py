@@ -480,6 +480,7 @@ class MeasureRunner(Runner):
             in_scope_rows = features.pop(IN_SCOPE, np.zeros(0, dtype=bool))
             id_parts = features.pop(SCOPED_IDS, [])
             stat = op.measure_features(features, ctx)
+            del features  # the signatures and hashes: the stats are made
             view = ex.store.view_writer(source, stats_path(op.label))
             rows = np.flatnonzero(in_scope_rows)  # the rows of the samples in scope, in order
             i = row = 0  # samples in scope given their stats; rows of the source given

@@ -192,6 +192,7 @@ class DedupFilter(Filter):
         starts = np.r_[True, (g[1:] != g[:-1]) | (e[1:] != e[:-1])] if n else np.zeros(0, dtype=bool)
         head = order[starts][np.cumsum(starts) - 1]
         first[order[~starts]] = head[~starts]
+        del order, g, e, starts, head  # one array per sample each: gone before the near join
         sim = np.where(first >= 0, 1.0, 0.0).astype(np.float32)
         how = np.where(first >= 0, 1, 0).astype(np.int8)  # 1 exact, 2 the near method
         method = self.params["method"]
