@@ -426,3 +426,20 @@ def test_a_build_groups_a_large_coco_file_in_the_cache_tmp_folder_and_leaves_not
         assert not any((cache / "tmp").iterdir())
         built[spill] = (tmp_path / f"out-{spill}" / "train.json").read_bytes()
     assert built[True] == built[False] and built[True].count(b'"id"') > 12
+
+
+def test_a_member_name_is_found_in_blocks_across_their_edge_and_never_where_it_is_not(tmp_path, monkeypatch):
+    """Whether a file names a member is searched block by block (never through a map of the
+    whole file); a name cut by a block's edge is still found."""
+    from vlitc.ops.sources import _common
+
+    monkeypatch.setattr(_common, "MEMBER_BLOCK", 16)
+    path = tmp_path / "caps.json"
+    for pad in range(0, 40):
+        path.write_bytes(b'{"images": [' + b" " * pad + b'], "licenses": []}')
+        assert _common.names_key(path, ("licenses",))
+        assert _common.names_key(path, ("info", "images"))
+        assert not _common.names_key(path, ("info",))
+        assert not _common.names_key(path, ("license",))  # the name itself, quoted
+    path.write_bytes(b"")
+    assert not _common.names_key(path, ("images",))

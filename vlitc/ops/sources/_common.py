@@ -412,18 +412,19 @@ CUT_TRIES = 8
 
 
 def names_key(path: Path, keys: tuple[str, ...]) -> bool:
-    """Whether the file holds one of ``keys`` as a JSON string (searched in place, not read)."""
-    import mmap
-
+    """Whether the file holds one of ``keys`` as a JSON string, searched in blocks of
+    :data:`MEMBER_BLOCK` (a search through a memory map of a 1 GB file that lacks them would
+    count the whole file in the build's resident memory)."""
+    needles = [b'"%s"' % k.encode() for k in keys]
+    keep = max((len(n) for n in needles), default=1) - 1  # a name across two blocks
     with open(path, "rb") as f:
-        try:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError:  # an empty file
-            return False
-        try:
-            return any(mm.find(b'"%s"' % k.encode()) >= 0 for k in keys)
-        finally:
-            mm.close()
+        tail = b""
+        while block := f.read(MEMBER_BLOCK):
+            data = tail + block
+            if any(n in data for n in needles):
+                return True
+            tail = data[len(data) - keep:]
+    return False
 
 
 class _MemberReader(_ArrayReader):
