@@ -249,12 +249,14 @@ def test_hashes_known_from_the_folder_signature_are_not_computed_again(tmp_path,
     monkeypatch.setattr(images, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
     for decode in (False, True):
         hashed.clear()
-        infos = ImageChecker(root, decode=decode, known=known).check(names)
+        given = dict(known)  # a checker takes the rows it uses out of what it is given
+        infos = ImageChecker(root, decode=decode, known=given).check(names)
         assert hashed == ["small0.png"]
+        assert not set(given) & set(names)
         assert infos == {**ImageChecker(root, decode=decode).check(names)}
         assert infos["small0.png"].width == 30 and infos["big/2.png"] == fresh["big/2.png"]
         assert infos["bad.jpg"].sha256 is None and infos["bad.jpg"].error == fresh["bad.jpg"].error
-    sizes_unread = ImageChecker(root, read_size=False, decode=False, known=known).check(names)
+    sizes_unread = ImageChecker(root, read_size=False, decode=False, known=dict(known)).check(names)
     assert sizes_unread["big/4.png"].sha256 == fresh["big/4.png"].sha256
 
 
@@ -391,8 +393,8 @@ def test_a_check_made_in_another_process_gives_the_same_infos_and_table(tmp_path
     finally:
         files.close()
     here, there = DictStore(), DictStore()
-    expected = ImageChecker(root, here, decode=decode, known=known).check(names)
-    checker = ImageChecker(root, there, decode=decode, known=known, deferred=True)
+    expected = ImageChecker(root, here, decode=decode, known=dict(known)).check(names)
+    checker = ImageChecker(root, there, decode=decode, known=dict(known), deferred=True)
     found, checked = check_rows(pickle.loads(pickle.dumps(checker.rows(names))))
     assert found == expected and found["../outside.png"].error.startswith("outside: ")
     assert checker.adopt(checked) == (0, len(names) - 2)  # all but the missing and the outside

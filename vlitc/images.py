@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +123,10 @@ class ImageChecker:
     build's engine (``ctx.map_chunks``): images to check are then read in worker processes.
     ``known``: sha256 already computed for files under ``root`` this run, by relative path, as
     ``[size, mtime_ns, sha256]`` (the folder's signature, :meth:`vlitc.ops.base.OpContext.
-    known_file_hashes`): a file whose size and mtime match is not hashed again.
+    known_file_hashes`): a file whose size and mtime match is not hashed again. The checker
+    takes a row out of ``known`` as it uses it (the signature hands its table over once; a
+    path checked again finds its row in the checker's own table): the two tables of a folder
+    of millions of images are not held whole side by side.
     """
 
     def __init__(
@@ -138,7 +141,7 @@ class ImageChecker:
         contain: bool = True,
         deferred: bool = False,
         map: Callable[[Callable[[Any, Any], Any], Any, Iterable[Any]], Iterator[Any]] | None = None,
-        known: Mapping[str, Any] | None = None,
+        known: dict[str, Any] | None = None,
     ):
         from vlitc.paths import Containment
 
@@ -237,10 +240,10 @@ class ImageChecker:
         """A check of ``paths`` as plain data, for another process to make (:func:`check_rows`;
         :meth:`adopt` takes back what it computed): the checker's settings, and each distinct
         path with its row of the table and of :attr:`known` (``None`` where it has none)."""
-        table, known = self._load_table(), self.known or {}
+        table, known = self._load_table(), self.known if self.known is not None else {}
         settings = (str(self.root), self.decode, self.hash, self.read_size, self.contain is not None,
                     self._token)
-        return settings, [(p, table.get(p), known.get(p)) for p in dict.fromkeys(paths)]
+        return settings, [(p, table.get(p), known.pop(p, None)) for p in dict.fromkeys(paths)]
 
     def adopt(self, checked: tuple[dict[str, list], int, int]) -> tuple[int, int]:
         """The rows :func:`check_rows` computed into the table, and its counts of images
@@ -293,7 +296,7 @@ class ImageChecker:
         shas: dict[str, str] = {}
         if self.hash and self.known:
             for p, (size, mtime) in todo:
-                entry = self.known.get(p)
+                entry = self.known.pop(p, None)
                 if isinstance(entry, list) and len(entry) == 3 and entry[0] == size and \
                         entry[1] == mtime and isinstance(entry[2], str):
                     shas[p] = entry[2]
