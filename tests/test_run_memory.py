@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from _core_util import ROOT, demo_copy
 
 PROBE = """
