@@ -238,6 +238,8 @@ def test_a_choice_holds_arrays_and_gives_its_pairs_positions_and_codes():
     assert all(position[i] == pos for pos, (i, _t) in enumerate(pairs))
     codes = chosen.codes(7001, ["train", "validation"])
     assert all(codes[i] == (1 if t == "validation" else 0) for i, t in pairs)
+    only_train = Chosen([4, 1], [0, 0], ["train", "validation"])  # no sample got validation
+    assert only_train.codes(5, ["train"]).tolist() == [0, 0, 0, 0, 0]
     assert list(Chosen.of([])) == [] and Chosen.of([]).positions(3).tolist() == [-1, -1, -1]
     with pytest.raises(ValueError):
         Chosen([1, 2], [0], ["train"])

@@ -438,7 +438,8 @@ class Chosen:
         """Each of ``n`` input samples' tag as a number into ``tags`` (0 for one not chosen)."""
         import numpy as np
 
-        into = np.asarray([list(tags).index(t) for t in self.tags] or [0], dtype=np.int16)
+        where = {t: k for k, t in enumerate(tags)}  # a tag nobody got may be missing from tags
+        into = np.asarray([where.get(t, 0) for t in self.tags] or [0], dtype=np.int16)
         out = np.zeros(n, dtype=np.int16)
         out[self.index] = into[self.code]
         return out
