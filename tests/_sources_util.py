@@ -8,6 +8,7 @@ from typing import Any
 
 from vlitc.ops import registry
 from vlitc.ops.base import OpContext
+from vlitc.rows import MemoryRows
 
 FIXTURE_IMAGE_DIR = "optimum-graphcore/tests/fixtures/tests_samples/COCO"
 FIXTURE_IMAGE = "000000039769.png"
@@ -21,12 +22,17 @@ class DictStore(dict):
     def set(self, key: str, value: Any) -> None:
         self[key] = value
 
+    def table(self, key: str) -> MemoryRows:
+        """A per-file table (the executor hands a :class:`vlitc.rows.RowStore`)."""
+        return self.setdefault(key, MemoryRows())
+
 
 def make_ctx(recipe_dir: Path, seed: int = 1, store: DictStore | None = None,
              inputs: dict[str, list] | None = None) -> OpContext:
     return OpContext(
         seed=seed, recipe_dir=recipe_dir,
         _item_cache=(lambda ns: store) if store is not None else None,
+        _row_store=(lambda ns: store) if store is not None else None,
         _inputs=(lambda ref: iter(inputs[ref])) if inputs is not None else None,
     )
 

@@ -520,15 +520,19 @@ def test_a_box_that_cannot_be_read_is_counted_and_left_out(bbox, base_dir, tmp_p
     assert "NaN" not in text and "Infinity" not in text
 
 
-def test_a_damaged_cache_database_is_a_located_error(base_dir, tmp_path, capsys):
+@pytest.mark.parametrize("database", ["cache.db", "*.sqlite"])
+def test_a_damaged_cache_database_is_a_located_error(database, base_dir, tmp_path, capsys):
+    """Every store of the cache (diskcache's, the per-file tables') that is not a database."""
     root = tmp_path / "case"
     shutil.copytree(base_dir, root, symlinks=True)
     cache = tmp_path / "cache"
     args = ["build", str(root / "r.yaml"), "--cache-dir", str(cache), "--quiet"]
     assert main(args + ["--out", str(tmp_path / "first")]) == 0
-    for db in cache.rglob("cache.db"):
+    damaged = list(cache.rglob(database))
+    assert damaged
+    for db in damaged:
         db.write_bytes(b"not a database " * 64)
-    for wal in list(cache.rglob("cache.db-*")):
+    for wal in list(cache.rglob(f"{database}-*")):
         wal.unlink()
     capsys.readouterr()
     rc = main(args + ["--out", str(tmp_path / "out" / "second"), "--force", "all"])

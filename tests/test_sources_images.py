@@ -21,6 +21,7 @@ from tests._sources_util import (
 from vlitc import boxes
 from vlitc.errors import InputError
 from vlitc.images import ImageChecker
+from vlitc.rows import MemoryRows
 
 
 def test_checker_reads_size_and_hash_of_the_real_fixture_image(fixtures_dir):
@@ -236,7 +237,7 @@ def test_hashes_known_from_the_folder_signature_are_not_computed_again(tmp_path,
     files = FileState(tmp_path / "files")
     try:
         files.dir_signature(root)
-        known = files.known_hashes(root)
+        known = dict(files.known_hashes(root).items())
         assert files.known_hashes(root) == {}  # handed over once
     finally:
         files.close()
@@ -249,14 +250,12 @@ def test_hashes_known_from_the_folder_signature_are_not_computed_again(tmp_path,
     monkeypatch.setattr(images, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
     for decode in (False, True):
         hashed.clear()
-        given = dict(known)  # a checker takes the rows it uses out of what it is given
-        infos = ImageChecker(root, decode=decode, known=given).check(names)
+        infos = ImageChecker(root, decode=decode, known=MemoryRows(known)).check(names)
         assert hashed == ["small0.png"]
-        assert not set(given) & set(names)
         assert infos == {**ImageChecker(root, decode=decode).check(names)}
         assert infos["small0.png"].width == 30 and infos["big/2.png"] == fresh["big/2.png"]
         assert infos["bad.jpg"].sha256 is None and infos["bad.jpg"].error == fresh["bad.jpg"].error
-    sizes_unread = ImageChecker(root, read_size=False, decode=False, known=dict(known)).check(names)
+    sizes_unread = ImageChecker(root, read_size=False, decode=False, known=MemoryRows(known)).check(names)
     assert sizes_unread["big/4.png"].sha256 == fresh["big/4.png"].sha256
 
 
@@ -389,18 +388,17 @@ def test_a_check_made_in_another_process_gives_the_same_infos_and_table(tmp_path
     files = FileState(tmp_path / "state")
     try:
         files.dir_signature(root)
-        known = files.known_hashes(root)
+        known = MemoryRows(files.known_hashes(root).items())
     finally:
         files.close()
     here, there = DictStore(), DictStore()
-    expected = ImageChecker(root, here, decode=decode, known=dict(known)).check(names)
-    checker = ImageChecker(root, there, decode=decode, known=dict(known), deferred=True)
+    expected = ImageChecker(root, here, decode=decode, known=known).check(names)
+    checker = ImageChecker(root, there, decode=decode, known=known)
     found, checked = check_rows(pickle.loads(pickle.dumps(checker.rows(names))))
     assert found == expected and found["../outside.png"].error.startswith("outside: ")
     assert checker.adopt(checked) == (0, len(names) - 2)  # all but the missing and the outside
-    checker.flush()
     assert dict(there) == dict(here) and len(here) == 1
-    again = ImageChecker(root, there, decode=decode, deferred=True)
+    again = ImageChecker(root, there, decode=decode)
     found, checked = check_rows(again.rows(names))
     assert found == expected and checked == ({}, len(names) - 2, 0)
     # a worker keeps a checker (and its folder's listing) for one checker's runs, not another's

@@ -2,10 +2,10 @@
 
 Hashing a large image set is the slow part of loading a source, so results are remembered in a
 persistent store keyed by the image's path, byte size and modification time: an unchanged image
-set is stat'ed, never read, on a rebuild. The store is any mapping-like object with ``get`` and
-``set`` (an op context's ``ctx.item_cache("image-hash")``, a :class:`diskcache.Cache`, or a plain
-dict for one run); one entry holds the whole folder's table, so a rebuild costs one read and at
-most one write however many images there are.
+set is stat'ed, never read, on a rebuild. The store is anything whose ``table(key)`` gives a
+table of rows (:mod:`vlitc.rows`: the run's :class:`vlitc.rows.RowStore`, ``ctx.row_store
+("image-hash")``): a folder's table has a row per image, and each batch of images reads its rows
+and writes the ones it computed, so no table of millions of images is held whole.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vlitc.hashing import sha256_file
+from vlitc.rows import MemoryRows, Rows
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 #: bump when what a table entry means changes; old tables are then ignored
-STORE_VERSION = 1
+STORE_VERSION = 2
 #: images per task when an engine checks them
 MAP_CHUNK = 2000
 #: images one thread checks in a row
@@ -123,10 +124,8 @@ class ImageChecker:
     build's engine (``ctx.map_chunks``): images to check are then read in worker processes.
     ``known``: sha256 already computed for files under ``root`` this run, by relative path, as
     ``[size, mtime_ns, sha256]`` (the folder's signature, :meth:`vlitc.ops.base.OpContext.
-    known_file_hashes`): a file whose size and mtime match is not hashed again. The checker
-    takes a row out of ``known`` as it uses it (the signature hands its table over once; a
-    path checked again finds its row in the checker's own table): the two tables of a folder
-    of millions of images are not held whole side by side.
+    known_file_hashes`, a :class:`vlitc.rows.Rows`): a file whose size and mtime match is not
+    hashed again. Both tables are read a batch of paths at a time.
     """
 
     def __init__(
@@ -139,9 +138,8 @@ class ImageChecker:
         read_size: bool = True,
         workers: int | None = None,
         contain: bool = True,
-        deferred: bool = False,
         map: Callable[[Callable[[Any, Any], Any], Any, Iterable[Any]], Iterator[Any]] | None = None,
-        known: dict[str, Any] | None = None,
+        known: Rows | None = None,
     ):
         from vlitc.paths import Containment
 
@@ -154,11 +152,7 @@ class ImageChecker:
         self.known = known
         self.hits = 0
         self.computed = 0
-        #: ``deferred``: the table is read at the first check and written by :meth:`flush`
-        #: (a loader checking its images batch by batch reads and writes it once)
-        self.deferred = deferred
-        self._table: dict | None = None
-        self._dirty = False
+        self._table: Rows | None = None
         #: this checker's own: a worker keeps the checker it makes for it (and its folder's
         #: listing) for this checker's runs alone, never for a later build's (a Ray worker
         #: outlives a build: the folder may have changed since)
@@ -169,26 +163,11 @@ class ImageChecker:
         root = os.path.realpath(self.root)
         return f"images-v{STORE_VERSION}:{hashlib.sha256(root.encode()).hexdigest()}"
 
-    def _load_table(self) -> dict:
-        if self._table is not None:
-            return self._table
-        table = self.store.get(self._store_key()) if self.store is not None else None
-        table = table if isinstance(table, dict) else {}
-        if self.deferred:
-            self._table = table
-        return table
-
-    def _save_table(self, table: dict) -> None:
-        if self.deferred:
-            self._dirty = True
-        elif self.store is not None:
-            self.store.set(self._store_key(), table)
-
-    def flush(self) -> None:
-        """Write the table of a ``deferred`` checker, when a check added to it."""
-        if self._dirty and self.store is not None and self._table is not None:
-            self.store.set(self._store_key(), self._table)
-        self._dirty = False
+    def _load_table(self) -> Rows:
+        """The folder's table (the store's, or this checker's own without a store)."""
+        if self._table is None:
+            self._table = self.store.table(self._store_key()) if self.store is not None else MemoryRows()
+        return self._table
 
     # -- checks -----------------------------------------------------------------------------
     def check(self, paths: Iterable[str]) -> dict[str, ImageInfo]:
@@ -218,7 +197,7 @@ class ImageChecker:
                 present = p in listing if "/" not in p else (self.root / p).is_file()
                 out[p] = ImageInfo(p) if present else ImageInfo(p, error="missing")
             return out, []
-        table = self._load_table()
+        table = self._load_table().get_many(paths)
         todo: list[tuple[str, tuple[int, int]]] = []
         under = _under(self.root)
         for p in paths:
@@ -240,19 +219,18 @@ class ImageChecker:
         """A check of ``paths`` as plain data, for another process to make (:func:`check_rows`;
         :meth:`adopt` takes back what it computed): the checker's settings, and each distinct
         path with its row of the table and of :attr:`known` (``None`` where it has none)."""
-        table, known = self._load_table(), self.known if self.known is not None else {}
+        paths = list(dict.fromkeys(paths))
+        table = self._load_table().get_many(paths)
+        known = self.known.get_many(paths) if self.known is not None else {}
         settings = (str(self.root), self.decode, self.hash, self.read_size, self.contain is not None,
                     self._token)
-        return settings, [(p, table.get(p), known.pop(p, None)) for p in dict.fromkeys(paths)]
+        return settings, [(p, table.get(p), known.get(p)) for p in paths]
 
     def adopt(self, checked: tuple[dict[str, list], int, int]) -> tuple[int, int]:
         """The rows :func:`check_rows` computed into the table, and its counts of images
         remembered and computed (returned, and added to :attr:`hits` and :attr:`computed`)."""
         rows, hits, computed = checked
-        if rows:
-            table = self._load_table()
-            table.update(rows)
-            self._save_table(table)
+        self._load_table().put_many(rows)
         self.hits += hits
         self.computed += computed
         return hits, computed
@@ -263,24 +241,25 @@ class ImageChecker:
         given with them (not this checker's own): each path's info, and what :meth:`adopt`
         takes back. The checker is left with no table and nothing known."""
         table = {p: row for p, row, _k in rows if row is not None}
-        self._table, self.known = dict(table), {p: k for p, _t, k in rows if k is not None}
+        self._table = mine = MemoryRows(table)
+        self.known = MemoryRows({p: k for p, _t, k in rows if k is not None})
         hits, computed = self.hits, self.computed
         try:
             out = self.check(p for p, _t, _k in rows)
-            new = {p: row for p, row in self._table.items() if table.get(p) is not row}
+            new = {p: row for p, row in mine.items() if table.get(p) is not row}
         finally:
-            self._table, self.known, self._dirty = None, None, False
+            self._table, self.known = None, None
         return out, (new, self.hits - hits, self.computed - computed)
 
     def record(self, todo: list[tuple[str, tuple[int, int]]], infos: Iterable[ImageInfo],
                out: dict[str, ImageInfo]) -> None:
         """The computed checks of ``todo``, in its order: into ``out`` and the table."""
-        table = self._load_table()
+        rows: dict[str, list] = {}
         for (p, sig), info in zip(todo, infos, strict=True):
             out[p] = info
-            table[p] = [sig[0], sig[1], info.width, info.height, info.sha256, info.error, self.decode]
+            rows[p] = [sig[0], sig[1], info.width, info.height, info.sha256, info.error, self.decode]
         self.computed += len(todo)
-        self._save_table(table)
+        self._load_table().put_many(rows)
 
     def _cached(self, rel: str, entry: Any, sig: tuple[int, int]) -> ImageInfo | None:
         if not isinstance(entry, list) or len(entry) != 7 or (entry[0], entry[1]) != sig:
@@ -294,9 +273,10 @@ class ImageChecker:
         """What computing the checks of ``todo`` needs, as plain data (:func:`infos_of`): the
         check's settings and the hashes ``known`` for their size and mtime."""
         shas: dict[str, str] = {}
-        if self.hash and self.known:
+        if self.hash and self.known is not None and todo:
+            known = self.known.get_many([p for p, _sig in todo])
             for p, (size, mtime) in todo:
-                entry = self.known.pop(p, None)
+                entry = known.get(p)
                 if isinstance(entry, list) and len(entry) == 3 and entry[0] == size and \
                         entry[1] == mtime and isinstance(entry[2], str):
                     shas[p] = entry[2]
@@ -409,7 +389,7 @@ def check_rows(spec: tuple) -> tuple[dict[str, ImageInfo], tuple[dict[str, list]
     if checker is None:
         root, decode, hashing, read_size, contain, _token = settings
         checker = ImageChecker(Path(root), decode=decode, hash=hashing, read_size=read_size,
-                               contain=contain, deferred=True)
+                               contain=contain)
         if len(_WORKER_CHECKERS) >= 4:
             _WORKER_CHECKERS.clear()
         _WORKER_CHECKERS[settings] = checker

@@ -27,9 +27,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from vlitc.errors import VlitcError
+
+if TYPE_CHECKING:
+    from vlitc.rows import Rows
 from vlitc.paths import recipe_path
 from vlitc.records import Record, Sample
 
@@ -62,12 +65,13 @@ class OpContext:
     #: system's temporary folder
     scratch: Path | None = None
     _item_cache: Callable[[str], ItemCache] | None = None
+    _row_store: Callable[[str], Any] | None = None
     _inputs: Callable[[str], Iterator[dict]] | None = None
     _client: Callable[[str], Any] | None = None
     _emit: Callable[[dict], None] | None = None
     _locate: Callable[[str], Any] | None = None
     _map: Callable[[Callable[[Any, Any], Any], Any, Iterable[Any]], Iterator[Any]] | None = None
-    _file_hashes: Callable[[Path], dict] | None = None
+    _file_hashes: Callable[[Path], Rows] | None = None
     counters: dict[str, int] = field(default_factory=dict)
     #: records in each file an op wrote, by relative path, when the op knows them (exporters):
     #: the run then reads no file back to count them
@@ -89,6 +93,13 @@ class OpContext:
             raise RuntimeError("this context has no item cache")
         return self._item_cache(namespace)
 
+    def row_store(self, namespace: str) -> Any:
+        """A persistent store of per-file tables shared across builds (:class:`vlitc.rows.
+        RowStore`: ``table(key)`` gives a table read and written a batch of rows at a time)."""
+        if self._row_store is None:
+            raise RuntimeError("this context has no row store")
+        return self._row_store(namespace)
+
     def input(self, ref: str) -> Iterator[dict]:
         """Stream the records of an upstream step, by step id (``source:coco``, ``pool:brief``)."""
         if self._inputs is None:
@@ -106,12 +117,15 @@ class OpContext:
         lets an op point an error at an inline template's line and column."""
         return self._locate(value) if self._locate is not None else None
 
-    def known_file_hashes(self, folder: Path) -> dict[str, list]:
+    def known_file_hashes(self, folder: Path) -> Rows:
         """The sha256 of files under ``folder`` the run has just computed (for the step key: a
-        folder's signature hashes its files), by relative path: ``{path: [size, mtime_ns,
-        sha256]}``; empty when it has none. A file whose size and mtime still match has those
-        bytes' hash, so an op need not read it again for its hash."""
-        return self._file_hashes(folder) if self._file_hashes is not None else {}
+        folder's signature hashes its files), by relative path: a table (:class:`vlitc.rows.
+        Rows`) of ``path -> [size, mtime_ns, sha256]``; empty when it has none. A file whose
+        size and mtime still match has those bytes' hash, so an op need not read it again for
+        its hash."""
+        from vlitc.rows import MemoryRows
+
+        return self._file_hashes(folder) if self._file_hashes is not None else MemoryRows()
 
     @property
     def parallel(self) -> bool:

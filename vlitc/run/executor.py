@@ -108,7 +108,7 @@ class Executor:
             seed=self.recipe.seed, recipe_dir=self.recipe.dir, step_id=step.id, out_dir=out_dir,
             image_roots=self.image_roots, generators=gens, recipe=self.recipe_data,
             extra_items=self.extra.get(step.id, 0), scratch=self.store.tmp,
-            _item_cache=self.store.item_cache, _inputs=lambda ref: self.input(step, ref),
+            _item_cache=self.store.item_cache, _row_store=self.store.row_store, _inputs=lambda ref: self.input(step, ref),
             _client=self._client, _emit=self._emit, _locate=self._locate_value,
             _map=self.engine.map if self.engine.parallel else None,
             _file_hashes=self.files.known_hashes,

@@ -15,6 +15,7 @@ from typing import Any
 
 from vlitc.errors import InputError, Location
 from vlitc.hashing import canonical, digest, sha256_file
+from vlitc.rows import MemoryRows, Rows
 
 __all__ = ["canonical", "digest", "sha256_file", "step_key", "item_digest", "FileState"]
 
@@ -55,6 +56,8 @@ THREAD_MIN_BYTES = 64 << 10
 #: files to hash before a folder's signature spreads them over the build's engine, and the
 #: files per chunk there: a small folder is hashed here (the workers may not have started)
 MAP_MIN, MAP_CHUNK = 8192, 2048
+#: files whose rows a folder's signature reads, hashes and writes at a time
+BLOCK = 1 << 16
 
 
 def _contents(todo: list[tuple[str, int]]) -> list[str]:
@@ -76,20 +79,24 @@ class FileState:
 
     def __init__(self, root: Path):
         from vlitc.diskstore import open_cache
+        from vlitc.rows import RowStore
 
         self._db = open_cache(root)
+        #: each folder's files, a row each (``dir-files:<folder>``, name -> [size, mtime_ns,
+        #: sha256]): read and written a block of files at a time, never held whole
+        self._rows = RowStore(Path(root) / "rows.sqlite")
         #: the build's engine (``engine.map``) when it spreads work: a large folder's files are
         #: then hashed in its workers (:data:`MAP_MIN`)
         self.map: Any = None
-        #: the per-file table of the folder signed last, (folder, {name: row}; ``None``: in the
-        #: store, the folder unchanged), until a step takes it (:meth:`known_hashes`)
-        self._last: tuple[str, dict | None] | None = None
+        #: the folder signed last, until a step takes its table (:meth:`known_hashes`)
+        self._last: str | None = None
         #: each folder signed, by its resolved path: the hash of its files' names, sizes and
         #: mtimes as they were listed (the no-op record's folder states, :mod:`vlitc.run.noop`)
         self.listed: dict[str, str] = {}
 
     def close(self) -> None:
         self._db.close()
+        self._rows.close()
 
     def sha256(self, path: Path) -> str:
         st = path.stat()
@@ -107,8 +114,8 @@ class FileState:
         (``cp -r``: new mtimes, same bytes) has the same signature. Contents are read only for
         files whose (size, mtime) changed, and the whole answer is remembered by the names,
         sizes and mtimes of the folder's files, so an unchanged folder is only listed (one record
-        per folder, not one per file)."""
-        from vlitc.run.noop import listing, listing_hash, text_sha256
+        per folder). The files' rows are read and written :data:`BLOCK` files at a time."""
+        from vlitc.run.noop import listing, listing_hash
 
         try:
             files = listing(root)
@@ -120,31 +127,44 @@ class FileState:
         self.listed[where] = stamp
         hit = self._db.get(f"dir:{where}")
         if hit and hit[0] == stamp:
-            self._last = (where, None)  # its table is read only if a check takes it
+            self._last = where  # its table is read only if a check takes it
             return hit[1]
-        known = self._db.get(f"dir-files:{where}")  # name -> [size, mtime_ns, sha256]
-        known = known if isinstance(known, dict) else {}
-        table: dict[str, list] = {}  # as stored: the rows of files to hash get theirs below
-        rows, todo = [], []
-        for name, size, mtime in files:
-            rec = known.get(name)
-            if isinstance(rec, list) and len(rec) == 3 and rec[0] == size and rec[1] == mtime \
-                    and isinstance(rec[2], str):
-                table[name] = [size, mtime, rec[2]]
-            else:
-                table[name] = row = [size, mtime, ""]
-                rows.append(row)
-                todo.append((name, size))
-        del known
-        for row, sha in zip(rows, self._hashes(str(root), todo), strict=True):
-            row[2] = sha
-        del rows, todo
-        signature = text_sha256(f"{n}\0{table[n][2]}\n" for n, _, _ in files)
+        table = self._rows.table(f"dir-files:{where}")
+        signature = hashlib.sha256()
+        for lo in range(0, len(files), BLOCK):
+            block = files[lo:lo + BLOCK]
+            known = table.get_many([name for name, _s, _m in block])
+            shas: list[str] = []
+            todo: list[tuple[str, int]] = []
+            for name, size, mtime in block:
+                rec = known.get(name)
+                if isinstance(rec, list) and len(rec) == 3 and rec[0] == size and rec[1] == mtime \
+                        and isinstance(rec[2], str):
+                    shas.append(rec[2])
+                else:
+                    shas.append("")
+                    todo.append((name, size))
+            del known
+            if todo:
+                hashed = iter(self._hashes(str(root), todo))
+                new: dict[str, list] = {}
+                for i, (name, size, mtime) in enumerate(block):
+                    if not shas[i]:
+                        shas[i] = sha = next(hashed)
+                        new[name] = [size, mtime, sha]
+                table.put_many(new)
+                del new, hashed
+            signature.update("".join(f"{name}\0{sha}\n" for (name, _s, _m), sha in zip(block, shas, strict=True))
+                             .encode("utf-8", "surrogateescape"))
+        if table.count() > len(files):  # files gone since: their rows go too
+            present = {name for name, _s, _m in files}
+            table.delete([name for name in table.names() if name not in present])
+        del files
         with self._db.transact():
-            self._db.set(f"dir-files:{where}", table)
-            self._db.set(f"dir:{where}", (stamp, signature))
-        self._last = (where, table)
-        return signature
+            self._db.delete(f"dir-files:{where}")  # the whole-table record of an earlier layout
+            self._db.set(f"dir:{where}", (stamp, signature.hexdigest()))
+        self._last = where
+        return signature.hexdigest()
 
     def _hashes(self, root: str, todo: list[tuple[str, int]]) -> list[str]:
         """:func:`_content` of each ``(name under root, size)``, in order: in chunks on the
@@ -159,21 +179,19 @@ class FileState:
         chunks = (paths(lo, MAP_CHUNK) for lo in range(0, len(todo), MAP_CHUNK))
         return [sha for shas in self.map(contents_chunk, None, chunks) for sha in shas]
 
-    def known_hashes(self, root: Path) -> dict:
+    def known_hashes(self, root: Path) -> Rows:
         """The sha256 of the files under ``root`` that :meth:`dir_signature` has just signed,
-        by name: ``{name: [size, mtime_ns, sha256]}``; for a folder unchanged since a signature
-        hashed it (a ``vlitc plan`` before the build, a build that stopped), what that one
-        found; empty when it was not the last folder signed. The table is handed over once: a
-        source that checks and hashes its images takes it instead of hashing them again (a row
-        is taken only for a file whose size and mtime match it)."""
+        by name: a table of ``name -> [size, mtime_ns, sha256]`` (:class:`vlitc.rows.Rows`);
+        for a folder unchanged since a signature hashed it (a ``vlitc plan`` before the build, a
+        build that stopped), what that one found; empty when it was not the last folder signed.
+        The table is handed over once: a source that checks and hashes its images takes it
+        instead of hashing them again (a row is taken only for a file whose size and mtime
+        match it)."""
         where = str(Path(root).resolve())
-        if self._last is None or self._last[0] != where:
-            return {}
-        table, self._last = self._last[1], None
-        if table is None:  # the folder was unchanged: its table as the signature that read it left it
-            stored = self._db.get(f"dir-files:{where}")
-            table = stored if isinstance(stored, dict) else {}
-        return table
+        if self._last != where:
+            return MemoryRows()
+        self._last = None
+        return self._rows.table(f"dir-files:{where}")
 
     def drop_known(self) -> None:
         """Let go of the table :meth:`known_hashes` would hand over (the step that signed the

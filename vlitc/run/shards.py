@@ -176,7 +176,7 @@ def job_context(job: Job, store: Any, client: Any = None) -> OpContext:
     return OpContext(
         seed=job.seed, recipe_dir=Path(job.recipe_dir), step_id=job.step_id,
         image_roots={k: Path(v) for k, v in job.image_roots.items()}, generators=job.generators,
-        recipe=job.recipe, extra_items=job.extra_items, _item_cache=store.item_cache,
+        recipe=job.recipe, extra_items=job.extra_items, _item_cache=store.item_cache, _row_store=store.row_store,
         _inputs=inputs, _locate=job.locations.get, _client=client)
 
 

@@ -406,6 +406,7 @@ class Store:
             raise CacheError(f"cannot use cache directory {self.root}: {e}") from None
         self.tmp = self.root / "tmp"
         self._items: dict[str, Any] = {}
+        self._rows: dict[str, Any] = {}
         self._recent: dict[str, list[bytes]] = {}  # sha -> lines of the shards read last
         self.warnings: list[str] = []
 
@@ -727,10 +728,22 @@ class Store:
             self._items[namespace] = open_cache(self.root / "items" / safe)
         return self._items[namespace]
 
+    def row_store(self, namespace: str) -> Any:
+        """The per-file tables ``namespace`` (:class:`vlitc.rows.RowStore`): JSON rows only."""
+        from vlitc.rows import RowStore
+
+        if namespace not in self._rows:
+            safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in namespace)
+            self._rows[namespace] = RowStore(self.root / "rows" / f"{safe}.sqlite")
+        return self._rows[namespace]
+
     def close(self) -> None:
         for c in self._items.values():
             c.close()
         self._items.clear()
+        for r in self._rows.values():
+            r.close()
+        self._rows.clear()
         if self._held is not None:
             self._held.close()
             self._held = None

@@ -725,9 +725,10 @@ def select(entries: list[Entry], params: dict, seed: int, label: str) -> list[En
 
 
 def image_store(ctx: OpContext) -> Any:
-    """The persistent image-hash store of the run, or ``None`` outside a run."""
+    """The persistent image-check tables of the run (:class:`vlitc.rows.RowStore`), or ``None``
+    outside a run."""
     try:
-        return ctx.item_cache("image-hash")
+        return ctx.row_store("image-hash")
     except RuntimeError:
         return None
 
@@ -874,9 +875,6 @@ class AnnotationSource(Source):
                         yield from build(_batches(stream), ctx, issues, checker)
                 except _SHAPE_ERRORS as e:
                     raise self._shape_error(ctx, e, self._reading) from None
-                finally:
-                    if checker is not None:
-                        checker.flush()
                 return
             # Parsing makes millions of acyclic containers: the cycle collector would traverse
             # them again and again for nothing. Parse with it off, then freeze what was parsed
@@ -895,8 +893,6 @@ class AnnotationSource(Source):
             try:
                 checker = self._checker(ctx)
                 yield from build(iter([(entries, 0)]), ctx, issues, checker)
-                if checker is not None:
-                    checker.flush()
             except _SHAPE_ERRORS as e:
                 raise self._shape_error(ctx, e) from None
         finally:
@@ -946,8 +942,8 @@ class AnnotationSource(Source):
                                "images_outside: true on the source if the recipe means it")
 
     def _checker(self, ctx: OpContext) -> Any:
-        """The image checker of one load (``None`` without an image folder): its table of known
-        images is read once and written once, however many batches it checks."""
+        """The image checker of one load (``None`` without an image folder): each batch reads
+        the rows of its images in the table of known images, and writes those it computed."""
         from vlitc.images import ImageChecker
 
         root = self.image_root(ctx)
@@ -957,7 +953,7 @@ class AnnotationSource(Source):
         hashing = self.params["hash_images"]
         return ImageChecker(root, image_store(ctx), decode=decode, hash=hashing,
                             read_size=decode or hashing,
-                            contain=not self.params["images_outside"], deferred=True,
+                            contain=not self.params["images_outside"],
                             map=ctx.map_chunks if ctx.parallel else None,
                             known=ctx.known_file_hashes(root) if hashing else None)
 

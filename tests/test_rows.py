@@ -1,0 +1,105 @@
+"""Per-file tables stored a row each (:mod:`vlitc.rows`), and the folder signature's rows."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+
+from vlitc.rows import LOOKUP, MemoryRows, RowStore
+
+
+def test_rows_are_read_and_written_in_batches_across_lookups(tmp_path):
+    store = RowStore(tmp_path / "r.sqlite")
+    table = store.table("images:a")
+    assert table.get_many(["x"]) == {} and table.count() == 0  # no table yet: nothing created
+    rows = {f"{i:06d}.jpg": [i, i * 10, f"{i:064x}"] for i in range(2 * LOOKUP + 7)}
+    table.put_many(rows)
+    names = [*rows, "absent.jpg"]
+    assert table.get_many(names) == rows
+    assert table.get_many(names[LOOKUP - 1:LOOKUP + 1]) == {n: rows[n] for n in names[LOOKUP - 1:LOOKUP + 1]}
+    table.put_many({"000001.jpg": [1, 11, "new"]})  # replaced, not added
+    assert table.count() == len(rows) and table.get_many(["000001.jpg"])["000001.jpg"] == [1, 11, "new"]
+    other = store.table("images:b")
+    assert other.get_many(names) == {}  # tables are apart
+    store.close()
+    again = RowStore(tmp_path / "r.sqlite").table("images:a")  # reopened from the file
+    assert dict(again.items()) == {**rows, "000001.jpg": [1, 11, "new"]}
+    again.delete(["000002.jpg", "absent.jpg"])
+    assert "000002.jpg" not in dict(again.items()) and again.count() == len(rows) - 1
+    again.store.close()
+
+
+def test_a_name_that_is_not_utf8_is_stored_as_its_bytes(tmp_path):
+    name = b"caf\xe9.png".decode("utf-8", "surrogateescape")  # as os.listdir gives it
+    table = RowStore(tmp_path / "r.sqlite").table("t")
+    table.put_many({name: [1, 2, "s"], "café.png": [3, 4, "t"]})
+    assert table.get_many([name, "café.png"]) == {name: [1, 2, "s"], "café.png": [3, 4, "t"]}
+    assert sorted(table.names()) == sorted([name, "café.png"])
+    table.store.close()
+
+
+def test_a_planted_row_that_is_not_json_reads_as_no_row(tmp_path):
+    """A table may come from anyone: its values are parsed as JSON and nothing else."""
+    import pickle
+
+    path = tmp_path / "r.sqlite"
+    store = RowStore(path)
+    store.table("t").put_many({"a.png": [1, 2, "s"]})
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO rows (tab, name, value) SELECT id, ?, ? FROM tables",
+               (b"b.png", pickle.dumps(os.system)))
+    db.execute("INSERT INTO rows (tab, name, value) SELECT id, ?, ? FROM tables", ("c.png", 5))
+    db.commit()
+    db.close()
+    table = RowStore(path).table("t")
+    assert table.get_many(["a.png", "b.png", "c.png"]) == {"a.png": [1, 2, "s"]}
+    table.store.close()
+
+
+def test_a_write_that_fails_leaves_no_row(tmp_path):
+    table = RowStore(tmp_path / "r.sqlite").table("t")
+    table.put_many({"a": [1]})
+    with pytest.raises(TypeError):
+        table.put_many({"b": [2], "c": [object()]})  # the second cannot be stored
+    assert dict(table.items()) == {"a": [1]}
+    assert MemoryRows({"a": 1}).get_many(["a", "b"]) == {"a": 1}
+    table.store.close()
+
+
+def test_a_signature_reads_rows_by_block_and_drops_the_rows_of_files_gone(tmp_path, monkeypatch):
+    """The folder signature reads and writes its files' rows a block at a time (the same
+    signature whatever the block), hashes only files whose size or mtime changed, and a file
+    removed from the folder loses its row."""
+    from vlitc.run import fingerprint
+    from vlitc.run.fingerprint import FileState
+
+    root = tmp_path / "img"
+    root.mkdir()
+    for i in range(23):
+        (root / f"{i:03d}.png").write_bytes(bytes([i]) * (i + 1))
+    whole = FileState(tmp_path / "whole")
+    expected = whole.dir_signature(root)
+    whole.close()
+    monkeypatch.setattr(fingerprint, "BLOCK", 5)
+    hashed: list[str] = []
+    real = fingerprint._content
+    monkeypatch.setattr(fingerprint, "_content", lambda p: hashed.append(os.path.basename(p)) or real(p))
+    state = FileState(tmp_path / "blocks")
+    try:
+        assert state.dir_signature(root) == expected and len(hashed) == 23
+        (root / "004.png").unlink()
+        (root / "007.png").write_bytes(b"changed")
+        hashed.clear()
+        changed = state.dir_signature(root)
+        assert changed != expected and hashed == ["007.png"]
+        table = dict(state.known_hashes(root).items())
+        assert sorted(table) == sorted(p.name for p in root.iterdir())
+        assert table["007.png"][2] == fingerprint.sha256_file(root / "007.png")
+    finally:
+        state.close()
+    fresh = FileState(tmp_path / "fresh")
+    assert fresh.dir_signature(root) == changed
+    fresh.close()
