@@ -253,3 +253,22 @@ def test_a_selection_comes_as_arrays_in_release_order():
     assert chosen.index.dtype.kind == "i" and len(chosen) == 40
     out, _ctx = _run({"total": 40, "mix": {"a": 0.5, "b": 0.5}, "split": {"validation": 0.2}}, pool, seed=3)
     assert [(pool[i]["id"], t) for i, t in chosen] == [(s["id"], s["meta"]["split"]) for s in out]
+
+
+def test_validation_images_are_those_whose_seeded_digest_sorts_first():
+    """The validation images are the ``round(fraction * n)`` (at least one) with the smallest
+    sha256 of ``seed:split:key``, as hex strings sort: the digests as one buffer of words
+    pick the same images as ranking every key by its hex digest."""
+    import hashlib
+    import random
+
+    from vlitc.ops.balance import split_images
+
+    rng = random.Random(3)
+    for _ in range(100):
+        keys = list(dict.fromkeys(f"/r/{rng.randrange(10**6)}.jpg" for _ in range(rng.randrange(0, 300))))
+        fraction, seed = rng.choice([0, 0.001, 0.05, 0.3, 0.5]), rng.randrange(100)
+        n_val = max(int(round(fraction * len(keys))), 1 if fraction and keys else 0)
+        ranked = sorted(keys, key=lambda k: hashlib.sha256(f"{seed}:split:{k}".encode()).hexdigest())
+        mask = split_images(keys, fraction, seed)
+        assert {k for k, v in zip(keys, mask, strict=True) if v} == set(ranked[:n_val])

@@ -17,7 +17,7 @@ import math
 import random
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from vlitc.errors import ConfigurationError
@@ -73,14 +73,25 @@ def image_key(s: Sample) -> str:
     return "|".join(refs) if refs else f"text:{s['id']}"
 
 
-def split_images(keys: Iterable[str], fraction: float, seed: int) -> set[str]:
-    """The seeded set of image keys that go to validation (``round(fraction * n)`` of them)."""
-    uniq = sorted(set(keys))
-    n_val = int(round(fraction * len(uniq)))
-    if fraction > 0 and uniq and n_val == 0:
+def split_images(keys: Sequence[str], fraction: float, seed: int) -> Any:
+    """Which of the distinct image ``keys`` go to validation, as a mask: the ``round(fraction *
+    n)`` of them (at least one for a fraction above 0) whose seeded sha256 is smallest. The
+    digests are held as 32 bytes each in one buffer, not as a string per image."""
+    import numpy as np
+
+    n = len(keys)
+    n_val = int(round(fraction * n))
+    if fraction > 0 and n and n_val == 0:
         n_val = 1
-    ranked = sorted(uniq, key=lambda k: hashlib.sha256(f"{seed}:split:{k}".encode()).hexdigest())
-    return set(ranked[:n_val])
+    mask = np.zeros(n, dtype=bool)
+    if n_val == 0:
+        return mask
+    digests = bytearray()
+    for k in keys:
+        digests += hashlib.sha256(f"{seed}:split:{k}".encode()).digest()
+    words = np.frombuffer(digests, dtype=">u8").reshape(n, 4)  # in order: the digest's order
+    mask[np.lexsort((words[:, 3], words[:, 2], words[:, 1], words[:, 0]))[:n_val]] = True
+    return mask
 
 
 def _id_bytes(ids: list[str]) -> Any:
@@ -94,6 +105,11 @@ def _id_bytes(ids: list[str]) -> Any:
     return np.array([i.encode() for i in ids], dtype=bytes) if ids else np.zeros(0, dtype="S1")
 
 
+#: the dtype of a sample's or an image's number in a balance (half the memory of int64; a
+#: balance of 2**31 samples or more is far beyond one process's memory anyway)
+INDEX = "int32"
+
+
 def _id_order(parts: list[Any]) -> Any:
     """The indices of the ids of ``parts`` (one array per chunk, see :func:`_id_bytes`), taken
     one after another, in id order; equal ids keep their input order."""
@@ -101,10 +117,10 @@ def _id_order(parts: list[Any]) -> Any:
 
     if any(p.dtype == object for p in parts):
         ids = [i.decode() if isinstance(i, bytes) else i for p in parts for i in p.tolist()]
-        return np.asarray(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
+        return np.asarray(sorted(range(len(ids)), key=ids.__getitem__), dtype=INDEX)
     if not parts:
-        return np.zeros(0, dtype=np.int64)
-    return np.argsort(np.concatenate(parts), kind="stable").astype(np.int64, copy=False)
+        return np.zeros(0, dtype=INDEX)
+    return np.argsort(np.concatenate(parts), kind="stable").astype(INDEX)
 
 
 @register("balance", "mix")
@@ -187,13 +203,15 @@ class MixBalance(Balance):
         for keys in chunks:
             id_parts.append(keys["id"])
             to_group = np.fromiter((groups.setdefault(tuple(g), len(groups)) for g in keys["groups"]),
-                                   dtype=np.int64, count=len(keys["groups"]))
+                                   dtype=np.int32, count=len(keys["groups"]))
             to_image = np.fromiter((images.setdefault(k, len(images)) for k in keys["images"]),
                                    dtype=np.int64, count=len(keys["images"]))
-            group_parts.append(to_group[np.asarray(keys["group"], dtype=np.int64)])
-            image_parts.append(to_image[np.asarray(keys["image"], dtype=np.int64)])
-        group_of = np.concatenate(group_parts) if group_parts else np.zeros(0, dtype=np.int64)
-        image_of = np.concatenate(image_parts) if image_parts else np.zeros(0, dtype=np.int64)
+            group_parts.append(to_group[np.asarray(keys["group"], dtype=np.intp)])
+            image_parts.append(to_image[np.asarray(keys["image"], dtype=np.intp)].astype(INDEX))
+        if len(images) >= 2**31 or sum(len(p) for p in id_parts) >= 2**31:
+            raise ValueError("a balance numbers its samples and images with 32-bit integers")
+        group_of = np.concatenate(group_parts) if group_parts else np.zeros(0, dtype=np.int32)
+        image_of = np.concatenate(image_parts) if image_parts else np.zeros(0, dtype=INDEX)
         del group_parts, image_parts
         by_id = _id_order(id_parts)  # the input indices in id order
         del id_parts
@@ -203,8 +221,8 @@ class MixBalance(Balance):
         del in_order
         targets = self._targets(by_group, ctx)
         chosen = np.asarray(self._select(by_group, targets, image_of, ctx), dtype=np.int64)
-        rank = np.empty(len(by_id), dtype=np.int64)  # each sample's place in id order
-        rank[by_id] = np.arange(len(by_id))
+        rank = np.empty(len(by_id), dtype=INDEX)  # each sample's place in id order
+        rank[by_id] = np.arange(len(by_id), dtype=INDEX)
         del by_id
         chosen = chosen[np.argsort(rank[chosen], kind="stable")]
         got = np.bincount(group_of[chosen], minlength=len(names)).tolist()
@@ -347,11 +365,11 @@ class MixBalance(Balance):
         validation = np.zeros(len(chosen), dtype=bool)
         n_images = 0
         if frac:
-            present = np.unique(image_of).tolist()
-            val = split_images((images[c] for c in present), frac, ctx.seed)
+            present = np.unique(image_of)
+            val = split_images([images[c] for c in present.tolist()], frac, ctx.seed)
             is_val = np.zeros(len(images), dtype=bool)
-            is_val[[c for c in present if images[c] in val]] = True
-            validation, n_images = is_val[image_of], len(val)
+            is_val[present[val]] = True
+            validation, n_images = is_val[image_of], int(val.sum())
         n_val = int(validation.sum())
         ctx.note("split", {"train": len(chosen) - n_val, "validation": n_val,
                            "validation_images": n_images})
