@@ -46,3 +46,19 @@ def test_a_build_trims_the_heap_after_every_step(tmp_path, monkeypatch):
     monkeypatch.setattr(executor, "trim_heap", lambda: calls.append(1))
     result = api.build(demo_copy(tmp_path), out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
     assert len(calls) == len(result.manifest["steps"]) > 3
+
+
+def test_gathered_features_keep_arrays_and_spilled_lists_on_disk(tmp_path):
+    """A dataset-scope measure gathers every chunk's features: arrays are memory-mapped files,
+    and the chunks' id lists named to spill are a file read back item by item, in order."""
+    import numpy as np
+
+    from vlitc.run.shards import Gathered
+
+    g = Gathered(tmp_path, spill=("ids",))
+    g.add({"sig": np.arange(6, dtype=np.uint64).reshape(3, 2), "ids": [b'["a","b"]', b""], "scope": ["x"]})
+    g.add({"sig": np.arange(6, 8, dtype=np.uint64).reshape(1, 2), "ids": [b'["c"]'], "scope": ["y"]})
+    out = g.close()
+    assert isinstance(out["sig"], np.memmap) and out["sig"].tolist() == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert out["scope"] == ["x", "y"]
+    assert not isinstance(out["ids"], list) and list(out["ids"]) == [b'["a","b"]', b"", b'["c"]']

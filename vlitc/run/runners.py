@@ -465,7 +465,7 @@ class MeasureRunner(Runner):
         source = ex.output_of(step, step.deps[0])
         workdir = Path(tempfile.mkdtemp(dir=ex.store.tmp, prefix="features-"))
         try:
-            gathered = Gathered(workdir)
+            gathered = Gathered(workdir, spill=(SCOPED_IDS,))
             if ex.maps(source):
                 job = ex.job(step, ctx, "features", sources=[source])
                 for res in ex.engine.map(run_chunk, job, ex.chunks(source)):
@@ -478,7 +478,7 @@ class MeasureRunner(Runner):
                     gathered.add(scoped_features(op, chunk, ctx))
             features = gathered.close()
             in_scope_rows = features.pop(IN_SCOPE, np.zeros(0, dtype=bool))
-            id_parts = features.pop(SCOPED_IDS, [])
+            id_parts = features.pop(SCOPED_IDS, iter(()))
             stat = op.measure_features(features, ctx)
             del features  # the signatures and hashes: the stats are made
             view = ex.store.view_writer(source, stats_path(op.label))

@@ -182,19 +182,27 @@ def job_context(job: Job, store: Any, client: Any = None) -> OpContext:
 
 class Gathered:
     """The features of every chunk, in order: arrays appended to files in ``workdir`` and
-    memory-mapped at the end (so a million signatures stay on disk), lists concatenated."""
+    memory-mapped at the end (so a million signatures stay on disk), lists concatenated; the
+    lists of byte strings named in ``spill`` are appended to a file too, and given back as an
+    iterator over their items, read as it goes (a chunk's ids, until a second pass takes them)."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, spill: tuple[str, ...] = ()):
         self.dir = workdir
         self._files: dict[str, Any] = {}
         self._shape: dict[str, tuple[Any, tuple[int, ...], int]] = {}
         self._lists: dict[str, list] = {}
+        self._spill = {name: open(workdir / f"{name}.items", "w+b") for name in spill}  # noqa: SIM115
 
     def add(self, features: dict[str, Any]) -> None:
         import numpy as np
 
         for name, value in features.items():
-            if isinstance(value, np.ndarray):
+            if name in self._spill:
+                f = self._spill[name]
+                for item in value:
+                    f.write(len(item).to_bytes(8, "little"))
+                    f.write(item)
+            elif isinstance(value, np.ndarray):
                 if name not in self._files:
                     self._files[name] = open(self.dir / f"{name}.bin", "wb")  # noqa: SIM115 (closed in close)
                     self._shape[name] = (value.dtype, value.shape[1:], 0)
@@ -214,7 +222,19 @@ class Gathered:
             out[name] = (np.memmap(self.dir / f"{name}.bin", dtype=dtype, mode="r", shape=(n, *trail))
                          if n else np.zeros((0, *trail), dtype=dtype))
         self._files = {}
+        for name, f in self._spill.items():
+            out[name] = _spilled(f)
+        self._spill = {}
         return out
+
+
+def _spilled(f: Any) -> Iterator[bytes]:
+    """The items :class:`Gathered` wrote to ``f``, in order (``f`` is closed at the end)."""
+    with f:
+        f.flush()
+        f.seek(0)
+        while head := f.read(8):
+            yield f.read(int.from_bytes(head, "little"))
 
 
 def encode(records: Iterable[dict]) -> tuple[bytes, int]:
