@@ -1,6 +1,7 @@
 """``vlitc cache gc``: keep what the last build of each recipe uses, remove the rest, and the
 temp files that interrupted builds left behind. Paid results are never touched: the LLM
-responses (``llm/``) and the per-item caches (``items/``) go only with ``--all``."""
+responses (``llm/``), the per-item caches (``items/``) and the per-image tables (``rows/``)
+go only with ``--all``."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from vlitc.errors import UserError
 from vlitc.run.fingerprint import step_key
 from vlitc.run.store import LOCK_FILE, entry_objects, hold
 
-#: folders of diskcache stores, which keep their own files
-_OWN_FILES = ("llm", "items", "files")
+#: folders of diskcache and SQLite stores, which keep their own files
+_OWN_FILES = ("llm", "items", "files", "rows")
 
 
 def collect(root: Path, everything: bool = False) -> dict:
@@ -76,6 +77,6 @@ def _collect(root: Path, everything: bool, freed: dict) -> None:
             obj.unlink()
             freed["objects"] += 1
     if everything:
-        for sub in ("state", "items", "llm", "files", "tmp"):
+        for sub in ("state", "items", "llm", "files", "rows", "tmp"):
             shutil.rmtree(root / sub, ignore_errors=True)
         (root / "materialized.json").unlink(missing_ok=True)
