@@ -14,6 +14,7 @@ anyone). Names are stored as their UTF-8 bytes (a file name that is not UTF-8 as
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -66,6 +67,9 @@ class RowStore:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
         self._ids: dict[str, int] = {}
+        #: one batch at a time on the connection (a transaction is the connection's, not a
+        #: thread's)
+        self.lock = threading.RLock()
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -121,6 +125,10 @@ class SQLiteRows:
         self.store, self.key = store, key
 
     def get_many(self, names: Sequence[str]) -> dict[str, Any]:
+        with self.store.lock:
+            return self._get_many(names)
+
+    def _get_many(self, names: Sequence[str]) -> dict[str, Any]:
         tab = self.store._id(self.key, create=False)
         if tab is None or not names:
             return {}
@@ -140,12 +148,20 @@ class SQLiteRows:
     def put_many(self, rows: dict[str, Any]) -> None:
         if not rows:
             return
+        with self.store.lock:
+            self._write("INSERT OR REPLACE INTO rows (tab, name, value) VALUES (?, ?, ?)",
+                        ((n, orjson.dumps(v)) for n, v in rows.items()), create=True)
+
+    def _write(self, sql: str, rows: Iterable[tuple], create: bool) -> None:
+        """``sql`` for each ``(name, *rest)`` of ``rows``, as ``(table id, name's bytes,
+        *rest)``, in one transaction."""
+        tab = self.store._id(self.key, create=create)
+        if tab is None:
+            return
         db = self.store._conn()
-        tab = self.store._id(self.key, create=True)
         db.execute("BEGIN")
         try:
-            db.executemany("INSERT OR REPLACE INTO rows (tab, name, value) VALUES (?, ?, ?)",
-                           ((tab, _name(n), orjson.dumps(v)) for n, v in rows.items()))
+            db.executemany(sql, ((tab, _name(name), *rest) for name, *rest in rows))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -177,17 +193,8 @@ class SQLiteRows:
         return int(self.store._conn().execute("SELECT COUNT(*) FROM rows WHERE tab = ?", (tab,)).fetchone()[0])
 
     def delete(self, names: Iterable[str]) -> None:
-        tab = self.store._id(self.key, create=False)
-        if tab is None:
-            return
-        db = self.store._conn()
-        db.execute("BEGIN")
-        try:
-            db.executemany("DELETE FROM rows WHERE tab = ? AND name = ?", ((tab, _name(n)) for n in names))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        with self.store.lock:
+            self._write("DELETE FROM rows WHERE tab = ? AND name = ?", ((n,) for n in names), create=False)
 
 
 def _value(value: Any) -> Any:
