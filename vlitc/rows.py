@@ -102,8 +102,7 @@ class RowStore:
         if got is None:
             if not create:
                 return None
-            db.execute("INSERT INTO tables (key) VALUES (?)", (key,))
-            got = db.execute("SELECT id FROM tables WHERE key = ?", (key,)).fetchone()
+            got = (db.execute("INSERT INTO tables (key) VALUES (?)", (key,)).lastrowid,)
         if not isinstance(got[0], int):
             import sqlite3
 
@@ -125,24 +124,16 @@ class SQLiteRows:
         self.store, self.key = store, key
 
     def get_many(self, names: Sequence[str]) -> dict[str, Any]:
-        with self.store.lock:
-            return self._get_many(names)
-
-    def _get_many(self, names: Sequence[str]) -> dict[str, Any]:
-        tab = self.store._id(self.key, create=False)
-        if tab is None or not names:
-            return {}
-        db = self.store._conn()
         out: dict[str, Any] = {}
-        full = f"SELECT name, value FROM rows WHERE tab = ? AND name IN ({','.join('?' * LOOKUP)})"
-        for lo in range(0, len(names), LOOKUP):
-            part = [_name(n) for n in names[lo:lo + LOOKUP]]
-            sql = full if len(part) == LOOKUP else \
-                f"SELECT name, value FROM rows WHERE tab = ? AND name IN ({','.join('?' * len(part))})"
-            for name, value in db.execute(sql, (tab, *part)):
-                row = _value(value)
-                if row is not None and isinstance(name, bytes):
-                    out[name.decode("utf-8", "surrogateescape")] = row
+        with self.store.lock:
+            tab = self.store._id(self.key, create=False)
+            if tab is None:
+                return out
+            db = self.store._conn()
+            for lo in range(0, len(names), LOOKUP):
+                part = [_name(n) for n in names[lo:lo + LOOKUP]]
+                sql = f"SELECT name, value FROM rows WHERE tab = ? AND name IN ({','.join('?' * len(part))})"
+                out.update(_rows(db.execute(sql, (tab, *part))))
         return out
 
     def put_many(self, rows: dict[str, Any]) -> None:
@@ -170,12 +161,8 @@ class SQLiteRows:
     def items(self) -> Iterator[tuple[str, Any]]:
         """Every row of the table, in no given order (read as the rows are iterated)."""
         tab = self.store._id(self.key, create=False)
-        if tab is None:
-            return
-        for name, value in self.store._conn().execute("SELECT name, value FROM rows WHERE tab = ?", (tab,)):
-            row = _value(value)
-            if row is not None and isinstance(name, bytes):
-                yield name.decode("utf-8", "surrogateescape"), row
+        if tab is not None:
+            yield from _rows(self.store._conn().execute("SELECT name, value FROM rows WHERE tab = ?", (tab,)))
 
     def names(self) -> Iterator[str]:
         """Every name the table holds, in no given order."""
@@ -195,6 +182,15 @@ class SQLiteRows:
     def delete(self, names: Iterable[str]) -> None:
         with self.store.lock:
             self._write("DELETE FROM rows WHERE tab = ? AND name = ?", ((n,) for n in names), create=False)
+
+
+def _rows(cursor: Iterable[tuple[Any, Any]]) -> Iterator[tuple[str, Any]]:
+    """The ``(name, value)`` rows of a query as names and parsed values, leaving out any row
+    that is not a name's bytes and a JSON value (a planted or damaged row)."""
+    for name, value in cursor:
+        row = _value(value)
+        if row is not None and isinstance(name, bytes):
+            yield name.decode("utf-8", "surrogateescape"), row
 
 
 def _value(value: Any) -> Any:

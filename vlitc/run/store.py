@@ -119,6 +119,11 @@ def _sized(out: dict) -> Iterator[tuple[str, int]]:
             yield p["sha256"] + ZST, p["size"]
 
 
+def _file_name(name: str) -> str:
+    """``name`` as one file name (every character but letters, digits and ``._-`` as ``_``)."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
 def set_path(record: dict, path: list[str], value: Any) -> None:
     """Set ``value`` at ``path`` (``["meta", "stats", label]``), making the dicts on the way as
     :func:`vlitc.run.shards.set_stats` does (same key order, so the same JSON line)."""
@@ -706,7 +711,7 @@ class Store:
 
     # state records (for staleness reasons)
     def _state_path(self, recipe: str, step: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in step)
+        safe = _file_name(step)
         return self.root / "state" / recipe / f"{safe}.json"
 
     def get_state(self, recipe: str, step: str) -> dict | None:
@@ -724,7 +729,7 @@ class Store:
         from vlitc.diskstore import open_cache
 
         if namespace not in self._items:
-            safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in namespace)
+            safe = _file_name(namespace)
             self._items[namespace] = open_cache(self.root / "items" / safe)
         return self._items[namespace]
 
@@ -733,7 +738,7 @@ class Store:
         from vlitc.rows import RowStore
 
         if namespace not in self._rows:
-            safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in namespace)
+            safe = _file_name(namespace)
             self._rows[namespace] = RowStore(self.root / "rows" / f"{safe}.sqlite")
         return self._rows[namespace]
 
