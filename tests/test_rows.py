@@ -103,3 +103,14 @@ def test_a_signature_reads_rows_by_block_and_drops_the_rows_of_files_gone(tmp_pa
     fresh = FileState(tmp_path / "fresh")
     assert fresh.dir_signature(root) == changed
     fresh.close()
+
+
+def test_two_stores_on_one_file_create_a_table_once(tmp_path):
+    """Two builds on one cache may both find a table missing and create it: each gets its id."""
+    one, two = RowStore(tmp_path / "r.sqlite"), RowStore(tmp_path / "r.sqlite")
+    assert one.table("t").get_many(["a"]) == {} and two.table("t").get_many(["a"]) == {}
+    one._conn().execute("INSERT INTO tables (key) VALUES ('t')")  # made by the other, after two looked
+    two.table("t").put_many({"a": [1]})
+    assert one.table("t").get_many(["a"]) == {"a": [1]}
+    one.close()
+    two.close()

@@ -76,7 +76,8 @@ class RowStore:
             import sqlite3  # here: a no-op build answers without importing it
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # a build that writes waits for another on this cache (as diskcache's stores do)
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
             try:
                 db.execute("PRAGMA trusted_schema=OFF")
                 db.execute("PRAGMA journal_mode=WAL")
@@ -102,7 +103,9 @@ class RowStore:
         if got is None:
             if not create:
                 return None
-            got = (db.execute("INSERT INTO tables (key) VALUES (?)", (key,)).lastrowid,)
+            # another build on this cache may create it meanwhile: then its id is the one
+            db.execute("INSERT OR IGNORE INTO tables (key) VALUES (?)", (key,))
+            got = db.execute("SELECT id FROM tables WHERE key = ?", (key,)).fetchone()
         if not isinstance(got[0], int):
             import sqlite3
 
@@ -150,7 +153,7 @@ class SQLiteRows:
         if tab is None:
             return
         db = self.store._conn()
-        db.execute("BEGIN")
+        db.execute("BEGIN IMMEDIATE")  # the write lock first: a busy cache is waited for
         try:
             db.executemany(sql, ((tab, _name(name), *rest) for name, *rest in rows))
             db.execute("COMMIT")
