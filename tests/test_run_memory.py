@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from _core_util import ROOT, demo_copy
@@ -91,3 +92,55 @@ def test_gathered_features_keep_arrays_and_spilled_lists_on_disk(tmp_path):
     assert isinstance(out["sig"], np.memmap) and out["sig"].tolist() == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert out["scope"] == ["x", "y"]
     assert not isinstance(out["ids"], list) and list(out["ids"]) == [b'["a","b"]', b"", b'["c"]']
+
+
+def _staged_output(tmp_path, chunks, spelled: bool):
+    """A staged output of ``chunks`` (each a list of lines, one staging file each) cut into
+    shards by a stand-in engine that joins each shard's runs as :func:`write_shard` does."""
+    import hashlib
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from vlitc.run.runners import Staged
+    from vlitc.run.shards import ChunkResult
+
+    def join(chunk):
+        directory, names, files, offsets, lengths, count = chunk
+        data = b"".join((Path(directory) / names[f]).read_bytes()[o:o + n]
+                        for f, o, n in zip(files.tolist(), offsets.tolist(), lengths.tolist(), strict=True))
+        assert data.count(b"\n") == count
+        return ChunkResult(count=count, features={"shard": {"sha256": hashlib.sha256(data).hexdigest(),
+                                                            "count": count, "data": data}})
+
+    engine = SimpleNamespace(map=lambda fn, job, items: [join(c) for c in items])
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    staged = Staged(SimpleNamespace(store=SimpleNamespace(tmp=tmp_path / "tmp"), engine=engine))
+    for i, lines in enumerate(chunks):
+        (Path(staged.dir) / str(i)).write_bytes(b"".join(lines))
+        lengths = [len(line) for line in lines]
+        offsets = (np.cumsum(lengths) - lengths) if spelled else None
+        staged.add(str(i), lengths, offsets=offsets)
+    try:
+        return staged.close(None)
+    finally:
+        staged.remove()
+
+
+def test_staged_whole_file_chunks_cut_the_same_shards(tmp_path):
+    """A task's chunks (whole files, in output order) keep only their lines' lengths; their
+    shards are cut as they go, the same bytes as when every line's file and offset are kept,
+    across chunks that end inside a shard, span several and hold nothing."""
+    import random
+
+    from vlitc.run.store import SHARD_SIZE
+
+    rng = random.Random(3)
+    sizes = [7, SHARD_SIZE - 7, 0, SHARD_SIZE + 5, 3, 2 * SHARD_SIZE, 11]
+    chunks = [[b"x" * rng.randint(0, 9) + b"%d\n" % i for i in range(n)] for n in sizes]
+    plain = _staged_output(tmp_path, chunks, spelled=False)
+    spelled = _staged_output(tmp_path, chunks, spelled=True)
+    assert plain == spelled
+    assert plain["count"] == sum(sizes)
+    assert [s["count"] for s in plain["shards"]] == [SHARD_SIZE] * 4 + [sum(sizes) - 4 * SHARD_SIZE]
+    assert b"".join(s["data"] for s in plain["shards"]) == b"".join(b"".join(c) for c in chunks)

@@ -147,6 +147,7 @@ class Staged:
         self.names: list[str] = []
         self._parts: list[tuple[Any, Any, Any]] = []  # (file, offset, length) per chunk's lines
         self._positions: list[Any] = []
+        self._plain: list[Any] = []  # the lengths of each whole-file chunk, while all are so
         self._np = np
 
     def add(self, name: str, lengths: Any, positions: Any = None, offsets: Any = None) -> None:
@@ -154,17 +155,64 @@ class Staged:
         the whole file one after another, and their positions in the output when they are not
         its next lines."""
         np = self._np
-        lengths = np.asarray(lengths, dtype=np.int64)
         f = len(self.names)
         self.names.append(name)
+        if offsets is None and positions is None and not self._parts:
+            # the whole file, as the output's next lines: only the lengths are kept (a task's
+            # chunks), narrow when they fit; the shards' runs are cut from them as they go
+            lengths = np.asarray(lengths, dtype=np.int64)
+            if not len(lengths) or int(lengths.max()) < 2**31:
+                lengths = lengths.astype(np.int32)
+            self._plain.append(lengths)
+            return
+        self._spell_out()
+        lengths = np.asarray(lengths, dtype=np.int64)
         offsets = np.cumsum(lengths) - lengths if offsets is None else np.asarray(offsets, dtype=np.int64)
         self._parts.append((np.full(len(lengths), f, dtype=np.int32), offsets, lengths))
         if positions is not None:
             self._positions.append(np.asarray(positions, dtype=np.int64))
 
+    def _spell_out(self) -> None:
+        """Give the whole-file chunks added so far their file and offset per line, as every
+        other chunk has them."""
+        np = self._np
+        plain, self._plain = self._plain, []
+        for f, n in enumerate(plain):
+            n = n.astype(np.int64)
+            self._parts.append((np.full(len(n), f, dtype=np.int32), np.cumsum(n) - n, n))
+
+    def _plain_shards(self) -> Iterator[tuple]:
+        """The shards of whole-file chunks in order: each shard's runs are one per file it
+        takes lines from (a file's lines follow each other), made as the shards are cut."""
+        np = self._np
+        runs: list[tuple[int, int, int]] = []
+        pending = 0
+        for f, n in enumerate(self._plain):
+            offset, i = 0, 0
+            while i < len(n):
+                take = min(SHARD_SIZE - pending, len(n) - i)
+                size = int(n[i:i + take].sum(dtype=np.int64))
+                runs.append((f, offset, size))
+                offset, i, pending = offset + size, i + take, pending + take
+                if pending == SHARD_SIZE:
+                    yield self._run_shard(runs, pending)
+                    runs, pending = [], 0
+        if pending:
+            yield self._run_shard(runs, pending)
+
+    def _run_shard(self, runs: list[tuple[int, int, int]], count: int) -> tuple:
+        np = self._np
+        f, o, n = zip(*runs, strict=True)
+        return (self.dir, self.names, np.asarray(f, dtype=np.int32), np.asarray(o, dtype=np.int64),
+                np.asarray(n, dtype=np.int64), count)
+
     def close(self, job: Job) -> dict:
         """Write the output's shards on the engine (in output order); the output's entry."""
         np = self._np
+        if self._plain:
+            got = [res.features["shard"] for res in self.ex.engine.map(write_shard, job, self._plain_shards())]
+            return {"shards": got, "count": sum(len(n) for n in self._plain),
+                    "hash": combined_hash(s["sha256"] for s in got)}
         files, offsets, lengths = (np.concatenate([p[k] for p in self._parts]) if self._parts
                                    else np.zeros(0, dtype=np.int64) for k in range(3))
         if self._positions:  # back into output order
