@@ -272,3 +272,23 @@ def test_validation_images_are_those_whose_seeded_digest_sorts_first():
         ranked = sorted(keys, key=lambda k: hashlib.sha256(f"{seed}:split:{k}".encode()).hexdigest())
         mask = split_images(keys, fraction, seed)
         assert {k for k, v in zip(keys, mask, strict=True) if v} == set(ranked[:n_val])
+
+
+def test_images_cut_across_chunks_are_one_image_and_no_name_leaves_its_chunk(monkeypatch):
+    """The first pass in many small chunks (one image's samples in several): an image is told
+    apart by its seeded digest alone, so the cap and the split see it once, and what a chunk
+    hands on holds no image name."""
+    import random
+
+    import numpy as np
+
+    from vlitc.ops import balance
+
+    rng = random.Random(5)
+    pool = [_s(rng.choice(("a", "b")), i, img=f"{rng.randrange(40)}.jpg") for i in range(700)]
+    params = {"total": 300, "mix": {"a": 0.5, "b": 0.5}, "per_image_cap": 6, "split": {"validation": 0.15}}
+    keys = MixBalance(params).keys(pool[:50], OpContext(seed=4, recipe_dir=".", recipe={}))
+    assert keys["images"].dtype == np.dtype("V32") and not any(isinstance(v, str) for v in keys["images"])
+    monkeypatch.setattr(balance, "KEYS_CHUNK", 37)
+    out, _ctx = _run(params, pool, seed=4)
+    assert [(s["id"], s["meta"]["split"]) for s in out] == _reference_selection(params, pool, 4)

@@ -15,6 +15,7 @@ import heapq
 import itertools
 import math
 import random
+import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -73,24 +74,31 @@ def image_key(s: Sample) -> str:
     return "|".join(refs) if refs else f"text:{s['id']}"
 
 
-def split_images(keys: Sequence[str], fraction: float, seed: int) -> Any:
-    """Which of the distinct image ``keys`` go to validation, as a mask: the ``round(fraction *
-    n)`` of them (at least one for a fraction above 0) whose seeded sha256 is smallest. The
-    digests are held as 32 bytes each in one buffer, not as a string per image."""
+def image_digests(keys: Iterable[str], seed: int) -> Any:
+    """The seeded sha256 of each image key (of ``seed:split:key``), as one 32-byte item each
+    (a ``V32`` array: the items order as the digests' bytes do, so as their hex strings)."""
     import numpy as np
 
-    n = len(keys)
+    buf = b"".join(hashlib.sha256(f"{seed}:split:{k}".encode()).digest() for k in keys)
+    return np.frombuffer(buf, dtype="V32") if buf else np.zeros(0, dtype="V32")
+
+
+def validation_count(n: int, fraction: float) -> int:
+    """How many of ``n`` distinct images go to validation: ``round(fraction * n)``, and at
+    least one for a fraction above 0."""
     n_val = int(round(fraction * n))
-    if fraction > 0 and n and n_val == 0:
-        n_val = 1
-    mask = np.zeros(n, dtype=bool)
-    if n_val == 0:
-        return mask
-    digests = bytearray()
-    for k in keys:
-        digests += hashlib.sha256(f"{seed}:split:{k}".encode()).digest()
-    words = np.frombuffer(digests, dtype=">u8").reshape(n, 4)  # in order: the digest's order
-    mask[np.lexsort((words[:, 3], words[:, 2], words[:, 1], words[:, 0]))[:n_val]] = True
+    return 1 if fraction > 0 and n and n_val == 0 else n_val
+
+
+def split_images(keys: Sequence[str], fraction: float, seed: int) -> Any:
+    """Which of the distinct image ``keys`` go to validation, as a mask: the
+    :func:`validation_count` of them whose seeded digest (:func:`image_digests`) is smallest."""
+    import numpy as np
+
+    mask = np.zeros(len(keys), dtype=bool)
+    n_val = validation_count(len(keys), fraction)
+    if n_val:
+        mask[np.argsort(image_digests(keys, seed), kind="stable")[:n_val]] = True
     return mask
 
 
@@ -110,17 +118,31 @@ def _id_bytes(ids: list[str]) -> Any:
 INDEX = "int32"
 
 
-def _id_order(parts: list[Any]) -> Any:
+def _id_order(parts: list[Any], scratch: Any = None) -> Any:
     """The indices of the ids of ``parts`` (one array per chunk, see :func:`_id_bytes`), taken
-    one after another, in id order; equal ids keep their input order."""
+    one after another, in id order; equal ids keep their input order. ``parts`` is emptied:
+    each part is spilled to a temporary file in ``scratch`` (unlinked from the start) and let
+    go, then read back into one array, so the ids are held once, never twice."""
     import numpy as np
 
     if any(p.dtype == object for p in parts):
         ids = [i.decode() if isinstance(i, bytes) else i for p in parts for i in p.tolist()]
+        parts.clear()
         return np.asarray(sorted(range(len(ids)), key=ids.__getitem__), dtype=INDEX)
     if not parts:
         return np.zeros(0, dtype=INDEX)
-    return np.argsort(np.concatenate(parts), kind="stable").astype(INDEX)
+    layout = [(len(p), p.dtype.itemsize) for p in parts]
+    with tempfile.TemporaryFile(dir=scratch) as f:
+        for p in parts:
+            f.write(np.ascontiguousarray(p).tobytes())
+        parts.clear()
+        f.seek(0)
+        joined = np.empty(sum(n for n, _w in layout), dtype=f"S{max(w for _n, w in layout)}")
+        lo = 0
+        for n, width in layout:
+            joined[lo:lo + n] = np.fromfile(f, dtype=f"S{width}", count=n)
+            lo += n
+    return np.argsort(joined, kind="stable").astype(INDEX)
 
 
 @register("balance", "mix")
@@ -169,11 +191,13 @@ class MixBalance(Balance):
         pool = list(samples)
         return iter([self.finish(pool[i], split) for i, split in self.select(iter(pool), ctx)])
 
-    def keys(self, samples: list[Sample]) -> dict[str, Any]:
+    def keys(self, samples: list[Sample], ctx: OpContext) -> dict[str, Any]:
         """What the selection decides by, per sample of a chunk (the streaming first pass; the
         build runs it in chunks on its engine): its id as UTF-8 (an array of byte strings,
         which sort as the ids do), and its group and image as numbers into the chunk's own
-        lists of distinct groups and images (samples of one image follow each other)."""
+        lists of distinct groups and images (samples of one image follow each other); each
+        image as its seeded digest (:func:`image_digests`), which both tells images apart and
+        ranks them for the split: no image's name goes further than this chunk."""
         import numpy as np
 
         groups: dict[tuple[str, str], int] = {}
@@ -186,34 +210,43 @@ class MixBalance(Balance):
             "groups": list(groups),
             "image": np.fromiter((images.setdefault(image_key(s), len(images)) for s in samples),
                                  dtype=np.int32, count=n),
-            "images": list(images),
+            "images": image_digests(images, ctx.seed),
         }
 
     def select_keys(self, chunks: Iterable[dict[str, Any]], ctx: OpContext) -> Chosen:
         """Which samples the release takes, as ``(input index, split)`` in release order (by
         id), from the :meth:`keys` of every chunk in input order, keeping only each sample's
-        id, group number and image number (arrays: no object per sample)."""
+        id, group number and image number (arrays: no object per sample). Images are numbered
+        in the order of their digests: the split's first images are the smallest numbers."""
         import numpy as np
 
         id_parts: list[Any] = []
         group_parts: list[Any] = []
         image_parts: list[Any] = []
+        digest_parts: list[Any] = []
         groups: dict[tuple[str, str], int] = {}
-        images: dict[str, int] = {}
+        distinct = 0  # the chunks' images so far (an image in two chunks counts twice)
         for keys in chunks:
             id_parts.append(keys["id"])
             to_group = np.fromiter((groups.setdefault(tuple(g), len(groups)) for g in keys["groups"]),
                                    dtype=np.int32, count=len(keys["groups"]))
-            to_image = np.fromiter((images.setdefault(k, len(images)) for k in keys["images"]),
-                                   dtype=np.int64, count=len(keys["images"]))
             group_parts.append(to_group[np.asarray(keys["group"], dtype=np.intp)])
-            image_parts.append(to_image[np.asarray(keys["image"], dtype=np.intp)].astype(INDEX))
-        if len(images) >= 2**31 or sum(len(p) for p in id_parts) >= 2**31:
+            image_parts.append((distinct, np.asarray(keys["image"], dtype=np.int32)))  # the chunk's own
+            digest_parts.append(keys["images"])
+            distinct += len(keys["images"])
+        if distinct >= 2**31 or sum(len(p) for p in id_parts) >= 2**31:
             raise ValueError("a balance numbers its samples and images with 32-bit integers")
         group_of = np.concatenate(group_parts) if group_parts else np.zeros(0, dtype=np.int32)
-        image_of = np.concatenate(image_parts) if image_parts else np.zeros(0, dtype=INDEX)
-        del group_parts, image_parts
-        by_id = _id_order(id_parts)  # the input indices in id order
+        del group_parts
+        digests = np.concatenate(digest_parts) if digest_parts else np.zeros(0, dtype="V32")
+        del digest_parts
+        _unique, number = np.unique(digests, return_inverse=True)  # each chunk image's number
+        del digests, _unique
+        number = number.reshape(-1).astype(INDEX)
+        image_of = (np.concatenate([number[p + lo] for lo, p in image_parts]) if image_parts
+                    else np.zeros(0, dtype=INDEX))
+        del image_parts, number
+        by_id = _id_order(id_parts, ctx.scratch)  # the input indices in id order
         del id_parts
         names = list(groups)  # group number -> group
         in_order = group_of[by_id]
@@ -227,13 +260,13 @@ class MixBalance(Balance):
         chosen = chosen[np.argsort(rank[chosen], kind="stable")]
         got = np.bincount(group_of[chosen], minlength=len(names)).tolist()
         self._report(by_group, targets, Counter({names[g]: c for g, c in enumerate(got) if c}), ctx)
-        return self._split(chosen, image_of[chosen], list(images), ctx)
+        return self._split(chosen, image_of[chosen], ctx)
 
     def select(self, samples: Iterator[Sample], ctx: OpContext) -> Chosen:
         """:meth:`select_keys` over the samples, seen once, in chunks."""
         def chunks() -> Iterator[dict[str, list]]:
             while chunk := list(itertools.islice(samples, KEYS_CHUNK)):
-                yield self.keys(chunk)
+                yield self.keys(chunk, ctx)
 
         return self.select_keys(chunks(), ctx)
 
@@ -298,9 +331,12 @@ class MixBalance(Balance):
             taken_ = [np.frombuffer(queues[g], dtype=np.int64)[max(len(queues[g]) - targets[g], 0):][::-1]
                       for g in sorted(targets) if targets[g] > 0 and len(queues[g])]
             return np.concatenate(taken_) if taken_ else np.zeros(0, dtype=np.int64)
-        image_of = array("q", np.ascontiguousarray(image_of, dtype=np.int64).tobytes())
+        # machine integers again: each input's image number, and each image's count so far
+        # (a number per image, not a dict entry: a tenth of the memory at millions of images)
+        image_of = np.ascontiguousarray(image_of, dtype=np.int32)
+        per_image = array("i", bytes(4 * (int(image_of.max()) + 1 if len(image_of) else 0)))
+        image_of = array("i", image_of.tobytes())
         taken: dict[tuple[str, str], int] = Counter()
-        per_image: Counter[int] = Counter()
         heap = [(0.0, g) for g in sorted(targets) if targets[g] > 0]
         heapq.heapify(heap)
         chosen = array("q")
@@ -356,20 +392,20 @@ class MixBalance(Balance):
             ctx.note("topup", plan)
 
     # -- split -------------------------------------------------------------------------------
-    def _split(self, chosen: Any, image_of: Any, images: list[str], ctx: OpContext) -> Chosen:
+    def _split(self, chosen: Any, image_of: Any, ctx: OpContext) -> Chosen:
         """The chosen input indices (an array, in release order) with their splits: whole
-        images go to validation (``image_of``: each chosen sample's number into ``images``)."""
+        images go to validation, those of the smallest seeded digests (``image_of``: each
+        chosen sample's image number, numbers in digest order)."""
         import numpy as np
 
         frac = (self.params.get("split") or {}).get("validation", 0.0)
         validation = np.zeros(len(chosen), dtype=bool)
         n_images = 0
         if frac:
-            present = np.unique(image_of)
-            val = split_images([images[c] for c in present.tolist()], frac, ctx.seed)
-            is_val = np.zeros(len(images), dtype=bool)
-            is_val[present[val]] = True
-            validation, n_images = is_val[image_of], int(val.sum())
+            present = np.unique(image_of)  # in digest order
+            n_images = validation_count(len(present), frac)
+            if n_images:
+                validation = image_of <= present[n_images - 1]
         n_val = int(validation.sum())
         ctx.note("split", {"train": len(chosen) - n_val, "validation": n_val,
                            "validation_images": n_images})

@@ -473,10 +473,10 @@ class Balance(Op):
         """The chosen samples (input index and tag), in output order."""
         raise NotImplementedError
 
-    def keys(self, samples: list[Sample]) -> dict[str, Any]:
+    def keys(self, samples: list[Sample], ctx: OpContext) -> dict[str, Any]:
         """The first pass over one chunk: per sample, what :meth:`select_keys` decides by
         (plain data: lists and arrays, with one item per sample); it may run in a worker
-        process."""
+        process (``ctx``: the step's, there as here: its seed, its scratch folder)."""
         raise NotImplementedError
 
     def select_keys(self, chunks: Iterable[dict[str, Any]], ctx: OpContext) -> Chosen:

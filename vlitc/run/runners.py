@@ -166,20 +166,24 @@ class Staged:
             self._plain.append(lengths)
             return
         self._spell_out()
-        lengths = np.asarray(lengths, dtype=np.int64)
-        offsets = np.cumsum(lengths) - lengths if offsets is None else np.asarray(offsets, dtype=np.int64)
-        self._parts.append((np.full(len(lengths), f, dtype=np.int32), offsets, lengths))
+        self._part(f, lengths, offsets)
         if positions is not None:
             self._positions.append(np.asarray(positions, dtype=np.int64))
 
     def _spell_out(self) -> None:
         """Give the whole-file chunks added so far their file and offset per line, as every
         other chunk has them."""
-        np = self._np
         plain, self._plain = self._plain, []
         for f, n in enumerate(plain):
-            n = n.astype(np.int64)
-            self._parts.append((np.full(len(n), f, dtype=np.int32), np.cumsum(n) - n, n))
+            self._part(f, n)
+
+    def _part(self, f: int, lengths: Any, offsets: Any = None) -> None:
+        """Keep file ``f``'s lines as (file, offset, length) columns; without ``offsets`` the
+        lines are the whole file, one after another."""
+        np = self._np
+        lengths = np.asarray(lengths, dtype=np.int64)
+        offsets = np.cumsum(lengths) - lengths if offsets is None else np.asarray(offsets, dtype=np.int64)
+        self._parts.append((np.full(len(lengths), f, dtype=np.int32), offsets, lengths))
 
     def _plain_shards(self) -> Iterator[tuple]:
         """The shards of whole-file chunks in order: each shard's runs are one per file it

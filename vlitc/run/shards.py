@@ -285,7 +285,7 @@ def _run_chunk(job: Job, op: Any, store: Any, chunk: tuple[int, int], client: An
                                features=scoped_features(cast(Filter, op), records, ctx))
         if job.kind == "keys":
             balance, recs = cast(Balance, op), list(records)
-            keys = balance.keys(recs)
+            keys = balance.keys(recs, ctx)
             if whole:
                 tag, finish = cast(str, job.finish_as), balance.finish
                 keys["length"] = stage(job.staging, f"{chunk[0]}",
