@@ -211,6 +211,9 @@ def test_bands_joined_one_a_task_on_two_workers_find_what_one_process_finds(tmp_
         m.flush()
         mapped[name] = np.memmap(tmp_path / f"{name}.bin", dtype=a.dtype, mode="r", shape=a.shape)
     alone = nb.banded_neighbours(hv, has & (gid >= 0), gid, bands, 0.5)
+    monkeypatch.setattr(nb, "BAND_READ", 7)  # a band's keys read from the file in blocks of 7 rows
+    in_blocks = nb.banded_neighbours(mapped["sig"], has & (gid >= 0), gid, mapped["bands"], 0.5)
+    assert in_blocks[0].tolist() == alone[0].tolist() and in_blocks[1].tolist() == alone[1].tolist()
     monkeypatch.setattr(nb, "BAND_MAP_MIN", 10)
     tasks: list[int] = []
     engine = make_engine(Execution.of({}, workers=2))

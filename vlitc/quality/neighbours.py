@@ -23,6 +23,7 @@ SMALL_GROUP = 32  # pairwise below this size (MinHash)
 SMALL_RUN = 64  # LSH buckets up to this size compare all pairs at once
 MH_BLOCK = 256  # blockwise scan of a larger bucket
 PAIR_CHUNK = 65_536
+BAND_READ = 1 << 20  # rows of a memory-mapped band-key file read before its pages are let go
 MIX = np.uint64(0x9E3779B97F4A7C15)
 EXACT_LIMIT = 20_000  # exhaustive blockwise search below this size (embeddings)
 BLOCK = 2048
@@ -227,8 +228,11 @@ def _earliest_in_runs(hv: np.ndarray, members: np.ndarray, run: np.ndarray, thre
     if not small.any():
         return
     st, ln = start[small], length[small]
-    pos = np.repeat(st, ln) + (np.arange(ln.sum()) - np.repeat(np.cumsum(ln) - ln, ln))
-    left = np.repeat(ln, ln) - (pos - np.repeat(st, ln)) - 1  # members after this one in its run
+    idx = np.int32 if len(run) < 2**31 else np.int64  # one array of these per member at a time
+    pos: np.ndarray = np.arange(int(ln.sum()), dtype=idx)  # each member's place: its run's
+    pos += np.repeat((st - (np.cumsum(ln) - ln)).astype(idx), ln)  # start + its offset in it
+    left = np.repeat((st + ln - 1).astype(idx), ln)  # members after this one in its run
+    left -= pos
     for d in range(1, int(ln.max())):
         pos, left = pos[left >= d], left[left >= d]
         i, j = members[pos], members[pos + d]
@@ -310,12 +314,18 @@ def _join_band(hv: np.ndarray, bands: np.ndarray, b: int, items: np.ndarray, gro
                threshold: float, first: np.ndarray, sim: np.ndarray) -> None:
     """Band ``b``'s candidates: ``items`` (ascending, of groups ``groups``) that share its key
     in their group; each one's earliest similar candidate improves ``first``/``sim``."""
-    key = bands[items, b]
-    release_pages(bands)  # each band's column is read across the whole file
-    order = np.lexsort((items, key, groups))
+    key = np.empty(len(items), dtype=bands.dtype)
+    for lo in range(0, len(items), BAND_READ):  # each band's column lies across the whole file:
+        key[lo:lo + BAND_READ] = bands[items[lo:lo + BAND_READ], b]  # read, then let go, a block
+        release_pages(bands)                                         # of its rows at a time
+    order = np.lexsort((items, key, groups)).astype(items.dtype, copy=False)
     k, kg = key[order], groups[order]
-    run = np.cumsum(np.r_[True, (k[1:] != k[:-1]) | (kg[1:] != kg[:-1])])
-    _earliest_in_runs(hv, items[order], run, threshold, first, sim)
+    del key
+    run = np.cumsum(np.r_[True, (k[1:] != k[:-1]) | (kg[1:] != kg[:-1])], dtype=items.dtype)
+    del k, kg
+    members = items[order]
+    del order  # a 10M-item band: each of these arrays is 40-80 MB, gone before the pairs
+    _earliest_in_runs(hv, members, run, threshold, first, sim)
     release_pages(hv)
 
 

@@ -217,11 +217,23 @@ class Staged:
             got = [res.features["shard"] for res in self.ex.engine.map(write_shard, job, self._plain_shards())]
             return {"shards": got, "count": sum(len(n) for n in self._plain),
                     "hash": combined_hash(s["sha256"] for s in got)}
-        files, offsets, lengths = (np.concatenate([p[k] for p in self._parts]) if self._parts
-                                   else np.zeros(0, dtype=np.int64) for k in range(3))
-        if self._positions:  # back into output order
-            order = np.argsort(np.concatenate(self._positions), kind="stable")
-            files, offsets, lengths = files[order], offsets[order], lengths[order]
+        # one column at a time, its chunks' arrays let go as it is joined (and put back into
+        # output order): the chunks' columns and the joined ones are never all held at once
+        cols = [list(c) for c in zip(*self._parts, strict=True)] if self._parts else [[], [], []]
+        self._parts = []
+        order = None
+        if self._positions:
+            positions = np.concatenate(self._positions)
+            self._positions = []
+            order = np.argsort(positions, kind="stable")
+            del positions
+
+        def column(k: int) -> Any:
+            col = np.concatenate(cols[k]) if cols[k] else np.zeros(0, dtype=np.int64)
+            cols[k] = []
+            return col if order is None else col[order]
+
+        files, offsets, lengths = column(0), column(1), column(2)
 
         def shards() -> Iterator[tuple]:
             for lo in range(0, len(lengths), SHARD_SIZE):
@@ -447,6 +459,10 @@ class BalanceRunner(Runner):
             for (lo, at, _chunk), res in zip(again, ex.engine.map(refinish_chunk, job, (a[2] for a in again)),
                                               strict=True):
                 staged.add(f"{lo}.again", (res.features or {})["length"], at)
+            del position, retag  # these and the next three: a 10M-sample input's 250 MB
+            lengths.clear()
+            other.clear()
+            again.clear()
             return staged.close(job)
         finally:
             staged.remove()
