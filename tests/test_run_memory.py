@@ -43,10 +43,13 @@ def test_a_build_trims_the_heap_after_planning_and_every_step(tmp_path, monkeypa
     from vlitc import api
     from vlitc.run import executor
 
-    calls: list[int] = []
-    monkeypatch.setattr(executor, "trim_heap", lambda: calls.append(1))
+    calls: list[str] = []  # the module of each trim's caller
+    monkeypatch.setattr(executor, "trim_heap", lambda: calls.append(sys._getframe(1).f_globals["__name__"]))
     result = api.build(demo_copy(tmp_path), out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
-    assert len(calls) == 1 + len(result.manifest["steps"]) > 4
+    steps = result.manifest["steps"]
+    assert calls.count("vlitc.run.executor") == 1 + len(steps) > 4
+    # the balance trims again between its passes, once its selection is made
+    assert any(s["id"] == "balance" for s in steps) and set(calls) == {"vlitc.run.executor", "vlitc.run.runners"}
 
 
 ARENAS = """

@@ -234,6 +234,10 @@ class Staged:
             return col if order is None else col[order]
 
         files, offsets, lengths = column(0), column(1), column(2)
+        order = None
+        from vlitc.run.executor import trim_heap
+
+        trim_heap()  # the chunks' arrays, freed: hundreds of small blocks the C heap would keep
 
         def shards() -> Iterator[tuple]:
             for lo in range(0, len(lengths), SHARD_SIZE):
@@ -350,11 +354,11 @@ class BalanceRunner(Runner):
                     merge_chunk(ctx, res)
                     yield res.features or {}
 
-            chosen = op.select_keys(chunk_keys(), ctx)
+            chosen = selected(op.select_keys(chunk_keys(), ctx))
         elif op.staged_tag is not None:
             return {"outputs": {"main": self._staged_inline(step, ctx, op)}}
         else:
-            chosen = op.select(self.input(step, step.deps[0]), ctx)
+            chosen = selected(op.select(self.input(step, step.deps[0]), ctx))
         position = chosen.positions(source["count"])
         if spread:
             return {"outputs": {"main": self._finish_spread(step, ctx, source, chosen, position)}}
@@ -396,7 +400,7 @@ class BalanceRunner(Runner):
                         lengths.append(len(line))
                         yield s
 
-                chosen = op.select(staged(self.input(step, step.deps[0])), ctx)
+                chosen = selected(op.select(staged(self.input(step, step.deps[0])), ctx))
                 f.flush()
                 n = np.asarray(lengths, dtype=np.int64)
                 offset = (np.cumsum(n) - n).tolist()
@@ -437,7 +441,7 @@ class BalanceRunner(Runner):
                     lengths[lo] = np.asarray(feats.pop("length"), dtype=np.int64)
                     yield feats
 
-            chosen = op.select_keys(chunk_keys(), ctx)
+            chosen = selected(op.select_keys(chunk_keys(), ctx))
             position = chosen.positions(source["count"])
             unusual = np.asarray([t != usual for t in chosen.tags] or [False], dtype=bool)[chosen.code]
             # input index -> its tag, when not the usual one
@@ -487,6 +491,16 @@ class BalanceRunner(Runner):
             return staged.close(job)
         finally:
             staged.remove()
+
+
+def selected(chosen: Chosen) -> Chosen:
+    """A balance's selection, after the memory its first pass freed (a 10M-sample input's
+    keys: several hundred MB, most of it kept by the C heap) goes back to the system, before
+    the second pass holds more."""
+    from vlitc.run.executor import trim_heap
+
+    trim_heap()
+    return chosen
 
 
 @runner
