@@ -257,12 +257,14 @@ def test_a_selection_comes_as_arrays_in_release_order():
 
 def test_validation_images_are_those_whose_seeded_digest_sorts_first():
     """The validation images are the ``round(fraction * n)`` (at least one) with the smallest
-    sha256 of ``seed:split:key``, as hex strings sort: the digests as one buffer of words
-    pick the same images as ranking every key by its hex digest."""
+    sha256 of ``seed:split:key``, as hex strings sort: the digests as ``V32`` items sort
+    as ranking every key by its hex digest does."""
     import hashlib
     import random
 
-    from vlitc.ops.balance import split_images
+    import numpy as np
+
+    from vlitc.ops.balance import image_digests, validation_count
 
     rng = random.Random(3)
     for _ in range(100):
@@ -270,8 +272,9 @@ def test_validation_images_are_those_whose_seeded_digest_sorts_first():
         fraction, seed = rng.choice([0, 0.001, 0.05, 0.3, 0.5]), rng.randrange(100)
         n_val = max(int(round(fraction * len(keys))), 1 if fraction and keys else 0)
         ranked = sorted(keys, key=lambda k: hashlib.sha256(f"{seed}:split:{k}".encode()).hexdigest())
-        mask = split_images(keys, fraction, seed)
-        assert {k for k, v in zip(keys, mask, strict=True) if v} == set(ranked[:n_val])
+        assert validation_count(len(keys), fraction) == n_val
+        picked = np.argsort(image_digests(keys, seed), kind="stable")[:n_val]
+        assert {keys[i] for i in picked.tolist()} == set(ranked[:n_val])
 
 
 def test_images_cut_across_chunks_are_one_image_and_no_name_leaves_its_chunk(monkeypatch):

@@ -18,7 +18,7 @@ import random
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from vlitc.errors import ConfigurationError
@@ -88,18 +88,6 @@ def validation_count(n: int, fraction: float) -> int:
     least one for a fraction above 0."""
     n_val = int(round(fraction * n))
     return 1 if fraction > 0 and n and n_val == 0 else n_val
-
-
-def split_images(keys: Sequence[str], fraction: float, seed: int) -> Any:
-    """Which of the distinct image ``keys`` go to validation, as a mask: the
-    :func:`validation_count` of them whose seeded digest (:func:`image_digests`) is smallest."""
-    import numpy as np
-
-    mask = np.zeros(len(keys), dtype=bool)
-    n_val = validation_count(len(keys), fraction)
-    if n_val:
-        mask[np.argsort(image_digests(keys, seed), kind="stable")[:n_val]] = True
-    return mask
 
 
 def _id_bytes(ids: list[str]) -> Any:

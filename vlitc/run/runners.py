@@ -235,8 +235,6 @@ class Staged:
 
         files, offsets, lengths = column(0), column(1), column(2)
         order = None
-        from vlitc.run.executor import trim_heap
-
         trim_heap()  # the chunks' arrays, freed: hundreds of small blocks the C heap would keep
 
         def shards() -> Iterator[tuple]:
@@ -497,10 +495,16 @@ def selected(chosen: Chosen) -> Chosen:
     """A balance's selection, after the memory its first pass freed (a 10M-sample input's
     keys: several hundred MB, most of it kept by the C heap) goes back to the system, before
     the second pass holds more."""
-    from vlitc.run.executor import trim_heap
-
     trim_heap()
     return chosen
+
+
+def trim_heap() -> None:
+    """:func:`vlitc.run.executor.trim_heap` (looked up when called: the executor imports this
+    module)."""
+    from vlitc.run import executor
+
+    executor.trim_heap()
 
 
 @runner
