@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -320,3 +321,53 @@ def test_a_memory_mapped_signature_file_lets_go_of_its_pages_and_reads_the_same(
     plain = values.copy()
     release_pages(plain)  # not mapped: left alone
     assert np.array_equal(plain, values)
+
+
+def _mapped_file_kib() -> int | None:
+    """This process's resident pages of mapped files (``RssFile``), or None off Linux."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    line = next((x for x in status.splitlines() if x.startswith("RssFile:")), None)
+    return int(line.split()[1]) if line else None
+
+
+def test_scattered_signature_rows_are_read_not_mapped(tmp_path):
+    import numpy as np
+
+    from vlitc.quality.neighbours import band_keys, banded_neighbours, lsh_bands, take_rows
+
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 2**32, size=(1 << 17, 128), dtype=np.uint32)  # 64 MiB
+    values.tofile(tmp_path / "sig.bin")
+    mapped = np.memmap(tmp_path / "sig.bin", dtype=np.uint32, mode="r", shape=values.shape)
+    rows = rng.integers(0, len(values), size=4096)
+    rows[:3] = (7, 7, len(values) - 1)  # repeats and the last row
+    before = _mapped_file_kib()
+    got = take_rows(mapped, rows)
+    after = _mapped_file_kib()
+    assert got.shape == (4096, 128) and np.array_equal(got, values[rows])
+    if before is not None:  # through the mapping these rows are at least 4096 pages (16 MiB)
+        assert after - before < 4096, (before, after)
+    assert np.array_equal(take_rows(mapped[5:], rows[rows < 1000]), values[5:][rows[rows < 1000]])
+    assert np.array_equal(take_rows(values, rows), values[rows])  # in memory: plain indexing
+    with pytest.raises(IndexError):
+        take_rows(mapped, np.array([len(values)]))
+    # the band join over the mapped file finds what it finds over the array
+    near = values[:5000].copy()
+    near[2500:] = near[:2500]
+    near[2500:, :40] += 1  # the copies agree on 88 of 128 values: estimated Jaccard 0.6875
+    gid = np.zeros(len(near), dtype=np.int64)
+    near[4800:] = rng.integers(0, 2**32, size=128, dtype=np.uint32)
+    near[4800:, -8:] = rng.integers(0, 2**32, size=(200, 8), dtype=np.uint32)  # one long run
+    gid[:60] = 1 + np.arange(60) % 3  # small groups too (all pairs, not bands)
+    near.tofile(tmp_path / "near.bin")
+    hv = np.memmap(tmp_path / "near.bin", dtype=np.uint32, mode="r", shape=near.shape)
+    bands = band_keys(near, lsh_bands(0.6, 128))
+    eligible = np.ones(len(near), dtype=bool)
+    want = banded_neighbours(near, eligible, gid, bands, 0.6)
+    first, sim = banded_neighbours(hv, eligible, gid, bands, 0.6)
+    assert np.array_equal(first, want[0]) and np.array_equal(sim, want[1])
+    assert (first[2500:4800] == np.arange(2300)).sum() > 2000  # the copies are found
+    assert (first[4801:] == 4800).all()  # and the long run's

@@ -180,10 +180,38 @@ def _pair_sims(hv: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Estimated Jaccard (share of equal signature values) of each pair ``(i[k], j[k])``."""
     out = np.empty(len(i), dtype=np.float64)
     for c in range(0, len(i), PAIR_CHUNK):
-        out[c : c + PAIR_CHUNK] = np.count_nonzero(
-            hv[i[c : c + PAIR_CHUNK]] == hv[j[c : c + PAIR_CHUNK]], axis=1)
-        release_pages(hv)
+        ic, jc = i[c : c + PAIR_CHUNK], j[c : c + PAIR_CHUNK]
+        rows = take_rows(hv, np.concatenate((ic, jc)))
+        out[c : c + PAIR_CHUNK] = np.count_nonzero(rows[: len(ic)] == rows[len(ic) :], axis=1)
     return out / hv.shape[1]
+
+
+def take_rows(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``a[idx]``. A memory-mapped file (a whole ``np.memmap``) is read with positional reads
+    of the distinct rows asked for, not through its mapping: a fault on a mapped file can map
+    the whole large folio around the row (kernels that cache files in large folios do), so a
+    few thousand scattered rows would grow the process by most of a multi-gigabyte signature
+    file; read this way, only the rows taken are held."""
+    if not (isinstance(a, np.memmap) and isinstance(a.base, mmap.mmap) and a.flags.c_contiguous
+            and a.filename and len(idx) and a.ndim > 1):
+        return a[idx]
+    import os
+
+    idx = np.asarray(idx)
+    if idx.min() < 0 or idx.max() >= len(a):
+        raise IndexError(f"row {int(idx.max() if idx.max() >= len(a) else idx.min())} of {len(a)}")
+    want, back = np.unique(idx, return_inverse=True)
+    out = np.empty((len(want), *a.shape[1:]), dtype=a.dtype)
+    size = out[0].nbytes
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    fd = os.open(a.filename, os.O_RDONLY)
+    try:
+        for k, at in enumerate((a.offset + want.astype(np.int64) * size).tolist()):
+            if os.preadv(fd, [view[k * size : (k + 1) * size]], at) != size:
+                raise OSError(f"{a.filename}: short read at byte {at}")
+    finally:
+        os.close(fd)
+    return out[back.reshape(-1)]
 
 
 def release_pages(a: np.ndarray) -> None:
@@ -222,8 +250,8 @@ def _earliest_in_runs(hv: np.ndarray, members: np.ndarray, run: np.ndarray, thre
     for s0, n in zip(start[length > SMALL_RUN].tolist(), length[length > SMALL_RUN].tolist(),
                      strict=True):
         m = members[s0 : s0 + n]
-        _scan(lambda q, c: _block_sims(hv, q, c), m, m, threshold, first, sim,
-              block=MH_BLOCK, chunk=MH_BLOCK)
+        rows = take_rows(hv, m)  # the run's signatures, read once for all its blocks
+        _scan(_run_sims(rows, m), m, m, threshold, first, sim, block=MH_BLOCK, chunk=MH_BLOCK)
     small = (length >= 2) & (length <= SMALL_RUN)
     if not small.any():
         return
@@ -239,6 +267,13 @@ def _earliest_in_runs(hv: np.ndarray, members: np.ndarray, run: np.ndarray, thre
         s = _pair_sims(hv, i, j)
         hit = s >= threshold
         _take_earliest(first, sim, i[hit], j[hit], s[hit].astype(np.float32))
+
+
+def _run_sims(rows: np.ndarray, members: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """:func:`_block_sims` of members (ascending) of a run whose signatures are ``rows``."""
+    def sims(q: np.ndarray, m: np.ndarray) -> np.ndarray:
+        return _block_sims(rows, np.searchsorted(members, q), np.searchsorted(members, m))
+    return sims
 
 
 def _block_sims(hv: np.ndarray, q: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -326,7 +361,6 @@ def _join_band(hv: np.ndarray, bands: np.ndarray, b: int, items: np.ndarray, gro
     members = items[order]
     del order  # a 10M-item band: each of these arrays is 40-80 MB, gone before the pairs
     _earliest_in_runs(hv, members, run, threshold, first, sim)
-    release_pages(hv)
 
 
 def _mapped(a: np.memmap) -> tuple:
