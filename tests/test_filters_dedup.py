@@ -216,6 +216,15 @@ def test_bands_joined_one_a_task_on_two_workers_find_what_one_process_finds(tmp_
     in_blocks = nb.banded_neighbours(mapped["sig"], has & (gid >= 0), gid, mapped["bands"], 0.5)
     assert in_blocks[0].tolist() == alone[0].tolist() and in_blocks[1].tolist() == alone[1].tolist()
     monkeypatch.setattr(nb, "BAND_MAP_MIN", 10)
+    monkeypatch.setattr(nb, "JOIN_PART", 50)  # each band joined in parts by key
+    large = int((np.bincount(gid[gid >= 0])[gid[gid >= 0]] > nb.SMALL_GROUP).sum())
+    assert large > 3 * 50
+    in_parts = nb.banded_neighbours(mapped["sig"], has & (gid >= 0), gid, mapped["bands"], 0.5)
+    assert in_parts[0].tolist() == alone[0].tolist() and in_parts[1].tolist() == alone[1].tolist()
+    inline = nb.banded_neighbours(mapped["sig"], has & (gid >= 0), gid, mapped["bands"], 0.5,
+                                  map=lambda fn, job, chunks: (fn(job, c) for c in chunks))
+    assert inline[0].tolist() == alone[0].tolist() and inline[1].tolist() == alone[1].tolist()
+    monkeypatch.setattr(nb, "JOIN_PART", 1 << 21)
     tasks: list[int] = []
     engine = make_engine(Execution.of({}, workers=2))
     try:

@@ -675,3 +675,29 @@ def test_closing_a_local_ray_stops_its_monitor_first_and_leaves_none_of_its_proc
     assert not ray.is_initialized()
     psutil.wait_procs(started, timeout=10)
     assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+_KEPT: list[bytes] = []
+
+
+def _resident_after(job: object, chunk: str) -> int:
+    """A chunk run in a pool worker: this worker's resident MiB at its end; the ``free`` chunk
+    first allocates and frees 300 MB of malloc'd blocks (the last one kept: the top of the
+    heap stays in use, so glibc cannot shrink it by itself)."""
+    if chunk == "free":
+        blocks = [bytes(1000) + bytes([i % 256]) for i in range(300_000)]
+        _KEPT.append(blocks[-1])
+        del blocks
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim, /proc")
+def test_a_pool_worker_hands_back_what_a_chunk_freed_before_the_next():
+    from vlitc.run import engine as eng
+
+    pool = eng.LocalEngine(Execution(workers=1))
+    try:
+        freed, next_chunk = pool.map(_resident_after, None, ["free", "after"])
+    finally:
+        pool.close()
+    assert freed - next_chunk > 200, (freed, next_chunk)  # handed back between the chunks

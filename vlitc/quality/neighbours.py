@@ -10,11 +10,12 @@ groups are lists of indices in ascending order (a scope: one image, one task, ev
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import mmap
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -24,6 +25,7 @@ SMALL_RUN = 64  # LSH buckets up to this size compare all pairs at once
 MH_BLOCK = 256  # blockwise scan of a larger bucket
 PAIR_CHUNK = 65_536
 BAND_READ = 1 << 20  # rows of a memory-mapped band-key file read before its pages are let go
+JOIN_PART = 1 << 21  # items of a band joined at once: a larger band is joined in parts by key
 MIX = np.uint64(0x9E3779B97F4A7C15)
 EXACT_LIMIT = 20_000  # exhaustive blockwise search below this size (embeddings)
 BLOCK = 2048
@@ -239,22 +241,29 @@ def _take_earliest(first: np.ndarray, sim: np.ndarray, i: np.ndarray, j: np.ndar
     first[j[better]], sim[j[better]] = i[better], s[better]
 
 
-def _earliest_in_runs(hv: np.ndarray, members: np.ndarray, run: np.ndarray, threshold: float,
-                      first: np.ndarray, sim: np.ndarray) -> None:
-    """For each member, the earliest earlier member of its run with estimated Jaccard >=
-    ``threshold``. ``members`` are ascending within each run and runs are contiguous (``run``
+def _earliest_in_runs(hv: np.ndarray, members: np.ndarray, run: np.ndarray,
+                      threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each member, by its place in ``members``: the earliest earlier member of its run
+    with estimated Jaccard >= ``threshold`` (``-1`` if none) and that estimate. ``members``
+    (signature rows of ``hv``) are ascending within each run and runs are contiguous (``run``
     labels them). Runs up to ``SMALL_RUN`` long compare all pairs, vectorised by offset;
     longer ones scan blockwise and stop each query at its first hit."""
+    earliest = np.full(len(members), -1, dtype=members.dtype)
+    sim = np.zeros(len(members), dtype=np.float32)
     start = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])
     length = np.diff(np.r_[start, len(run)])
     for s0, n in zip(start[length > SMALL_RUN].tolist(), length[length > SMALL_RUN].tolist(),
                      strict=True):
         m = members[s0 : s0 + n]
         rows = take_rows(hv, m)  # the run's signatures, read once for all its blocks
-        _scan(_run_sims(rows, m), m, m, threshold, first, sim, block=MH_BLOCK, chunk=MH_BLOCK)
+        local, f, fs = np.arange(n), np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32)
+        _scan(functools.partial(_block_sims, rows), local, local, threshold, f, fs,
+              block=MH_BLOCK, chunk=MH_BLOCK)
+        found = np.flatnonzero(f >= 0)
+        earliest[s0 + found], sim[s0 + found] = m[f[found]], fs[found]
     small = (length >= 2) & (length <= SMALL_RUN)
     if not small.any():
-        return
+        return earliest, sim
     st, ln = start[small], length[small]
     idx = np.int32 if len(run) < 2**31 else np.int64  # one array of these per member at a time
     pos: np.ndarray = np.arange(int(ln.sum()), dtype=idx)  # each member's place: its run's
@@ -263,17 +272,11 @@ def _earliest_in_runs(hv: np.ndarray, members: np.ndarray, run: np.ndarray, thre
     left -= pos
     for d in range(1, int(ln.max())):
         pos, left = pos[left >= d], left[left >= d]
-        i, j = members[pos], members[pos + d]
-        s = _pair_sims(hv, i, j)
+        i, j = members[pos], pos + d
+        s = _pair_sims(hv, i, members[j])
         hit = s >= threshold
-        _take_earliest(first, sim, i[hit], j[hit], s[hit].astype(np.float32))
-
-
-def _run_sims(rows: np.ndarray, members: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """:func:`_block_sims` of members (ascending) of a run whose signatures are ``rows``."""
-    def sims(q: np.ndarray, m: np.ndarray) -> np.ndarray:
-        return _block_sims(rows, np.searchsorted(members, q), np.searchsorted(members, m))
-    return sims
+        _take_earliest(earliest, sim, i[hit], j[hit], s[hit].astype(np.float32))
+    return earliest, sim
 
 
 def _block_sims(hv: np.ndarray, q: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -332,7 +335,11 @@ def banded_neighbours(hv: np.ndarray, eligible: np.ndarray, gid: np.ndarray, ban
     large[eligible] = sizes[gid[eligible]] > SMALL_GROUP
     small_items = np.flatnonzero(eligible & ~large)  # ascending: runs are groups
     order = np.argsort(gid[small_items], kind="stable")
-    _earliest_in_runs(hv, small_items[order], gid[small_items][order], threshold, first, sim)
+    members = small_items[order]
+    earliest, esim = _earliest_in_runs(hv, members, gid[members], threshold)
+    hit = earliest >= 0
+    _take_earliest(first, sim, earliest[hit], members[hit], esim[hit])
+    del small_items, order, members, earliest, esim, hit
     items = np.flatnonzero(eligible & large).astype(index)
     if len(items) < 2:
         return first, sim
@@ -341,26 +348,44 @@ def banded_neighbours(hv: np.ndarray, eligible: np.ndarray, gid: np.ndarray, ban
         _bands_on(map, hv, bands, items, gid[items], threshold, first, sim)
         return first, sim
     for b in range(bands.shape[1]):
-        _join_band(hv, bands, b, items, gid[items], threshold, first, sim)
+        for j, i, s in _join_band(hv, bands, b, items, gid[items], threshold):
+            _take_earliest(first, sim, i, j, s)
     return first, sim
 
 
 def _join_band(hv: np.ndarray, bands: np.ndarray, b: int, items: np.ndarray, groups: np.ndarray,
-               threshold: float, first: np.ndarray, sim: np.ndarray) -> None:
-    """Band ``b``'s candidates: ``items`` (ascending, of groups ``groups``) that share its key
-    in their group; each one's earliest similar candidate improves ``first``/``sim``."""
-    key = np.empty(len(items), dtype=bands.dtype)
-    for lo in range(0, len(items), BAND_READ):  # each band's column lies across the whole file:
-        key[lo:lo + BAND_READ] = bands[items[lo:lo + BAND_READ], b]  # read, then let go, a block
-        release_pages(bands)                                         # of its rows at a time
-    order = np.lexsort((items, key, groups)).astype(items.dtype, copy=False)
-    k, kg = key[order], groups[order]
-    del key
-    run = np.cumsum(np.r_[True, (k[1:] != k[:-1]) | (kg[1:] != kg[:-1])], dtype=items.dtype)
-    del k, kg
-    members = items[order]
-    del order  # a 10M-item band: each of these arrays is 40-80 MB, gone before the pairs
-    _earliest_in_runs(hv, members, run, threshold, first, sim)
+               threshold: float) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Band ``b``'s candidates: ``items`` (ascending, of groups ``groups``; arrays, or the rows
+    of a memory-mapped file) that share its key in their group. Yields, part by part, the
+    items that found an earlier similar candidate, that candidate and the similarity (an item
+    is in one part only). Above ``JOIN_PART`` items the band is joined in parts by key (equal
+    keys fall in one part), each part's items read in blocks from ``items``: the join holds
+    one part, not the band, whatever the number of items."""
+    parts = max(1, -(-len(items) // JOIN_PART))
+    for p in range(parts):
+        mine, groups_p, key = [], [], []
+        for lo in range(0, len(items), BAND_READ):  # each band's column lies across the whole
+            it = np.asarray(items[lo:lo + BAND_READ])  # file: read, then let go, a block of
+            k = bands[it, b]                           # its rows at a time
+            release_pages(bands)
+            keep = k % np.uint64(parts) == p if parts > 1 else slice(None)
+            mine.append(it[keep])
+            groups_p.append(np.asarray(groups[lo:lo + BAND_READ])[keep])
+            key.append(k[keep])
+            release_pages(items)
+            release_pages(groups)
+        part, kg = np.concatenate(mine), np.concatenate(groups_p)
+        k = np.concatenate(key)
+        del mine, groups_p, key
+        order = np.lexsort((part, k, kg)).astype(part.dtype, copy=False)
+        k, kg = k[order], kg[order]
+        run = np.cumsum(np.r_[True, (k[1:] != k[:-1]) | (kg[1:] != kg[:-1])], dtype=part.dtype)
+        del k, kg
+        members = part[order]
+        del order, part  # a 2M-item part: each of these arrays is 8-16 MB, gone before the pairs
+        earliest, sim = _earliest_in_runs(hv, members, run, threshold)
+        hit = earliest >= 0
+        yield members[hit], earliest[hit], sim[hit]
 
 
 def _mapped(a: np.memmap) -> tuple:
@@ -393,16 +418,16 @@ def _bands_on(map: Callable, hv: np.memmap, bands: np.memmap, items: np.ndarray,
 
 def band_hits(job: tuple, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One band's join, in a worker of the build's engine (:func:`_bands_on`): the items that
-    found an earlier similar candidate in it, that candidate and the similarity."""
-    (hv_file, hv_off, hv_type, hv_shape), (bd_file, bd_off, bd_type, bd_shape), path, n, threshold = job
+    found an earlier similar candidate in it, that candidate and the similarity. The items and
+    their groups are read from their file a block at a time, as the band's parts need them."""
+    (hv_file, hv_off, hv_type, hv_shape), (bd_file, bd_off, bd_type, bd_shape), path, _n, threshold = job
     hv = np.memmap(hv_file, dtype=np.dtype(hv_type), mode="r", offset=hv_off, shape=hv_shape)
     bands = np.memmap(bd_file, dtype=np.dtype(bd_type), mode="r", offset=bd_off, shape=bd_shape)
-    items, groups = np.load(path)
-    first = np.full(n, -1, dtype=np.int32 if n < 2**31 else np.int64)
-    sim = np.zeros(n, dtype=np.float32)
-    _join_band(hv, bands, b, items, groups, threshold, first, sim)
-    hit = np.flatnonzero(first >= 0)
-    return hit, first[hit], sim[hit]
+    table = np.load(path, mmap_mode="r")
+    hits = list(_join_band(hv, bands, b, table[0], table[1], threshold))
+    del table
+    return (np.concatenate([h[0] for h in hits]), np.concatenate([h[1] for h in hits]),
+            np.concatenate([h[2] for h in hits]))
 
 
 # --- cosine search over embeddings ----------------------------------------------------------

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlitc.errors import ConfigurationError
+from vlitc.run.heap import trim_heap
 
 #: records per map task unless the recipe says otherwise (one cache shard's worth)
 DEFAULT_CHUNK = 20_000
@@ -129,6 +130,17 @@ def _ordered(submit: Callable[[Any], Any], result: Callable[[Any], Any], chunks:
                 cancel()
 
 
+def in_worker(fn: Callable[[Any, Any], Any], job: Any, chunk: Any) -> Any:
+    """``fn(job, chunk)`` in a worker of the pool or in a Ray task, then the memory the chunk
+    freed handed back (:func:`vlitc.run.heap.trim_heap`): a worker runs chunk after chunk of
+    every map step, and would otherwise carry each one's freed heap into the next, so that it
+    grew with the build (measured, 10M samples: 500 MiB when the dedup's band join began)."""
+    try:
+        return fn(job, chunk)
+    finally:
+        trim_heap()
+
+
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -177,7 +189,8 @@ class LocalEngine(Engine):
 
     def map(self, fn: Callable[[Any, Any], Any], job: Any, chunks: Iterable[Any]) -> Iterator[Any]:
         pool = self._get_pool()
-        return _ordered(lambda c: pool.submit(fn, job, c), lambda f: f.result(), chunks, 2 * self.workers)
+        return _ordered(lambda c: pool.submit(in_worker, fn, job, c), lambda f: f.result(), chunks,
+                        2 * self.workers)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -302,11 +315,11 @@ class RayEngine(Engine):
 
     def _map(self, fn: Callable[[Any, Any], Any], job: Any, chunks: Iterable[Any]) -> Iterator[Any]:
         ray = self._init()
-        remote = self._remote.get(fn)
+        remote = self._remote.get(in_worker)
         if remote is None:
-            remote = self._remote[fn] = ray.remote(num_cpus=1, max_retries=3)(fn)
+            remote = self._remote[in_worker] = ray.remote(num_cpus=1, max_retries=3)(in_worker)
         job_ref = ray.put(job)
-        return _ordered(lambda c: remote.remote(job_ref, c), ray.get, chunks, 2 * self.workers)
+        return _ordered(lambda c: remote.remote(fn, job_ref, c), ray.get, chunks, 2 * self.workers)
 
     def close(self) -> None:
         if self._starter is not None:
