@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _filters_util import caching_ctx, qa, run
+from _filters_util import caching_ctx, ctx, qa, run
 
 from vlitc.ops.filters.cap import PerImageCapFilter
 from vlitc.ops.filters.dedup import DedupFilter, normalise
@@ -34,6 +34,10 @@ def test_scope_image_compares_only_within_one_image():
     assert run(DedupFilter({"scope": "image"}), s)[1] == [None, None, "duplicate of a (same text)"]
     assert run(DedupFilter({"scope": "global"}), s)[1] == [
         None, "duplicate of a (same text)", "duplicate of a (same text)"]
+    # each sample's scope reaches the build's process as a 64-bit number, not its string: the
+    # same in every chunk, so chunks gathered in any order agree on the groups
+    first, later = (DedupFilter({"scope": "image"}).features(part, ctx()) for part in (s[:2], s[2:]))
+    assert first["scope"].dtype == np.uint64 and later["scope"][0] == first["scope"][0] != first["scope"][1]
 
 
 def test_scope_task_and_answer_field():

@@ -569,6 +569,8 @@ class MeasureRunner(Runner):
             del features  # the signatures and hashes: the stats are made
             view = ex.store.view_writer(source, stats_path(op.label))
             rows = np.flatnonzero(in_scope_rows)  # the rows of the samples in scope, in order
+            if len(in_scope_rows) < 2**31:
+                rows = rows.astype(np.int32)  # half the memory over 10M samples
             i = row = 0  # samples in scope given their stats; rows of the source given
             for part in id_parts:  # one chunk's ids at a time
                 ids = orjson.loads(part)

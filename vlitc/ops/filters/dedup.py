@@ -54,6 +54,20 @@ def scope_key(s: Sample, scope: str) -> str:
     return key or f"id:{s.get('id')}"  # a text-only sample is its own scope
 
 
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def _numbered(scope: Any, index: Any) -> Any:
+    """Each sample's scope (a 64-bit hash) as a group number, ``index`` wide: all in one
+    group without a sort when there is one scope."""
+    import numpy as np
+
+    if not len(scope) or (scope == scope[0]).all():
+        return np.zeros(len(scope), dtype=index)
+    return np.unique(scope, return_inverse=True)[1].astype(index).reshape(-1)
+
+
 def _batch(cache: Any):
     """A single transaction on a diskcache store (a no-op for other stores)."""
     import contextlib
@@ -147,7 +161,7 @@ class DedupFilter(Filter):
         return [dict(stat(i, s["id"])) for i, s in enumerate(samples)]  # each its own
 
     def features(self, samples: list[Sample], ctx: OpContext) -> dict[str, Any]:
-        """Per sample: its scope, a 64-bit hash of its folded text (exact copies), whether that
+        """Per sample: a 64-bit hash of its scope, a 64-bit hash of its folded text (exact copies), whether that
         text is empty, and its MinHash signature with its LSH band keys (``minhash``) or its
         embedding (``semantic``)."""
         import numpy as np
@@ -157,10 +171,13 @@ class DedupFilter(Filter):
         texts = [sample_text(s, self.params["field"]) for s in samples]
         folded = [fold(t) for t in texts]
         norm = [n for n, _w in folded]
+        scope = self.params["scope"]
         out: dict[str, Any] = {
-            "scope": [scope_key(s, self.params["scope"]) for s in samples],
-            "exact": np.fromiter((int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
-                                  for t in norm), dtype=np.uint64, count=len(norm)),
+            # a number, not a string, per sample: a million image scopes are not a million
+            # strings in the build's process (the numbering of the scopes changes no answer)
+            "scope": np.zeros(len(samples), dtype=np.uint64) if scope == "global" else
+            np.fromiter((_hash64(scope_key(s, scope)) for s in samples), dtype=np.uint64, count=len(samples)),
+            "exact": np.fromiter((_hash64(t) for t in norm), dtype=np.uint64, count=len(norm)),
             "empty": np.fromiter((not t for t in norm), dtype=bool, count=len(norm)),
         }
         method = self.params["method"]
@@ -182,18 +199,16 @@ class DedupFilter(Filter):
 
         exact, empty = np.asarray(features["exact"]), np.asarray(features["empty"])
         n = len(exact)
-        groups: dict[str, int] = {}
         # sample and group numbers in 32 bits: half the memory of a 10M-sample build's arrays
         index: Any = np.int32 if n < 2**31 else np.int64
-        gid = np.fromiter((groups.setdefault(k, len(groups)) for k in features["scope"]),
-                          dtype=index, count=n)
+        gid = _numbered(np.asarray(features["scope"]), index)
         # exact copies: the first of each run of equal (scope, text hash), in input order (the
         # sort is stable: equal keys keep it)
         first = np.full(n, -1, dtype=index)
         order = np.lexsort((exact, gid)).astype(index)
         g, e = gid[order], exact[order]
         starts = np.r_[True, (g[1:] != g[:-1]) | (e[1:] != e[:-1])] if n else np.zeros(0, dtype=bool)
-        head = order[starts][np.cumsum(starts) - 1]
+        head = order[starts][np.cumsum(starts, dtype=index) - 1]
         first[order[~starts]] = head[~starts]
         del order, g, e, starts, head  # one array per sample each: gone before the near join
         sim = np.where(first >= 0, 1.0, 0.0).astype(np.float32)
