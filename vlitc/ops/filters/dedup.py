@@ -201,16 +201,22 @@ class DedupFilter(Filter):
         n = len(exact)
         # sample and group numbers in 32 bits: half the memory of a 10M-sample build's arrays
         index: Any = np.int32 if n < 2**31 else np.int64
-        gid = _numbered(np.asarray(features["scope"]), index)
+        from vlitc.quality.neighbours import release_pages
+
+        scope = np.asarray(features["scope"])
+        gid = _numbered(scope, index)
+        release_pages(scope)  # gathered features are memory-mapped files: read once, let go
         # exact copies: the first of each run of equal (scope, text hash), in input order (the
         # sort is stable: equal keys keep it)
         first = np.full(n, -1, dtype=index)
         order = np.lexsort((exact, gid)).astype(index)
         g, e = gid[order], exact[order]
+        release_pages(exact)
         starts = np.r_[True, (g[1:] != g[:-1]) | (e[1:] != e[:-1])] if n else np.zeros(0, dtype=bool)
+        del g, e  # one array per sample each: gone before the next are made
         head = order[starts][np.cumsum(starts, dtype=index) - 1]
         first[order[~starts]] = head[~starts]
-        del order, g, e, starts, head  # one array per sample each: gone before the near join
+        del order, starts, head
         sim = np.where(first >= 0, 1.0, 0.0).astype(np.float32)
         how = np.where(first >= 0, 1, 0).astype(np.int8)  # 1 exact, 2 the near method
         method = self.params["method"]
