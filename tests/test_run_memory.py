@@ -147,3 +147,25 @@ def test_staged_whole_file_chunks_cut_the_same_shards(tmp_path):
     assert plain["count"] == sum(sizes)
     assert [s["count"] for s in plain["shards"]] == [SHARD_SIZE] * 4 + [sum(sizes) - 4 * SHARD_SIZE]
     assert b"".join(s["data"] for s in plain["shards"]) == b"".join(b"".join(c) for c in chunks)
+
+
+def test_staged_columns_are_32_bit_when_they_fit_and_64_bit_when_not(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from vlitc.run.runners import Staged, narrow
+
+    assert narrow([0, 2**31 - 1]).dtype == np.int32
+    assert narrow(np.array([0, 2**31], dtype=np.int64)).dtype == np.int64  # a value past 32 bits
+    assert narrow([]).dtype == np.int32
+    (tmp_path / "tmp").mkdir()
+    staged = Staged(SimpleNamespace(store=SimpleNamespace(tmp=tmp_path / "tmp"), engine=None))
+    try:
+        staged.add("0", [5, 7], positions=[1, 0], offsets=[0, 5])
+        staged.add("1", [3], positions=[2], offsets=[2**31 + 10])  # a 2 GB file's last line
+        (f0, o0, n0), (_f1, o1, _n1) = staged._parts
+        assert (f0.dtype, o0.dtype, n0.dtype, staged._positions[0].dtype) == (np.int32,) * 4
+        assert o1.dtype == np.int64 and int(o1[0]) == 2**31 + 10
+    finally:
+        staged.remove()

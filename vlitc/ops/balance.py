@@ -241,7 +241,7 @@ class MixBalance(Balance):
         by_group: dict[tuple[str, str], Any] = {g: by_id[in_order == groups[g]] for g in sorted(groups)}
         del in_order
         targets = self._targets(by_group, ctx)
-        chosen = np.asarray(self._select(by_group, targets, image_of, ctx), dtype=np.int64)
+        chosen = np.asarray(self._select(by_group, targets, image_of, ctx), dtype=INDEX)
         rank = np.empty(len(by_id), dtype=INDEX)  # each sample's place in id order
         rank[by_id] = np.arange(len(by_id), dtype=INDEX)
         del by_id
@@ -308,17 +308,17 @@ class MixBalance(Balance):
         cap = self.params.get("per_image_cap")
         queues = {}
         for g in sorted(targets):
-            # machine integers, not a list of int objects (a tenth of the memory); shuffle
-            # swaps items by position alone: the same order a list of them gets
-            cands = array("q")
+            # 32-bit machine integers, not a list of int objects (a twentieth of the memory);
+            # shuffle swaps items by position alone: the same order a list of them gets
+            cands = array("i")
             if g in by_group:
-                cands.frombytes(np.ascontiguousarray(by_group[g], dtype=np.int64).tobytes())
+                cands.frombytes(np.ascontiguousarray(by_group[g], dtype=np.int32).tobytes())
             random.Random(f"{ctx.seed}:balance:{g[0]}:{g[1]}").shuffle(cands)
             queues[g] = cands
         if cap is None:  # no group waits for another: each takes its target from its queue's end
-            taken_ = [np.frombuffer(queues[g], dtype=np.int64)[max(len(queues[g]) - targets[g], 0):][::-1]
+            taken_ = [np.frombuffer(queues[g], dtype=np.int32)[max(len(queues[g]) - targets[g], 0):][::-1]
                       for g in sorted(targets) if targets[g] > 0 and len(queues[g])]
-            return np.concatenate(taken_) if taken_ else np.zeros(0, dtype=np.int64)
+            return np.concatenate(taken_) if taken_ else np.zeros(0, dtype=np.int32)
         # machine integers again: each input's image number, and each image's count so far
         # (a number per image, not a dict entry: a tenth of the memory at millions of images)
         image_of = np.ascontiguousarray(image_of, dtype=np.int32)
@@ -327,7 +327,7 @@ class MixBalance(Balance):
         taken: dict[tuple[str, str], int] = Counter()
         heap = [(0.0, g) for g in sorted(targets) if targets[g] > 0]
         heapq.heapify(heap)
-        chosen = array("q")
+        chosen = array("i")
         while heap:
             _, g = heapq.heappop(heap)
             while queues[g]:
@@ -342,7 +342,7 @@ class MixBalance(Balance):
                 continue  # group exhausted: its shortfall is reported below
             if taken[g] < targets[g]:
                 heapq.heappush(heap, (taken[g] / targets[g], g))
-        return np.frombuffer(chosen, dtype=np.int64) if chosen else np.zeros(0, dtype=np.int64)
+        return np.frombuffer(chosen, dtype=np.int32) if chosen else np.zeros(0, dtype=np.int32)
 
     def _report(self, by_group, targets, got: Counter, ctx: OpContext) -> None:
         name = {g: g[0] if g[1] == "*" else f"{g[0]}/{g[1]}" for g in targets}

@@ -134,6 +134,17 @@ class Runner:
         return view.close()
 
 
+def narrow(a: Any) -> Any:
+    """Non-negative integers ``a`` as an int32 array when they fit, else int64: a column of
+    lengths, offsets or positions over 10M lines in half the memory."""
+    import numpy as np
+
+    a = np.asarray(a)
+    if a.dtype == np.int32:
+        return a
+    return a.astype(np.int32 if not len(a) or int(a.max()) < 2**31 else np.int64)
+
+
 class Staged:
     """A step output whose chunks' lines the workers staged in files (:func:`stage`), each
     line's file, offset and length kept here, and whose shards the workers then cut from those
@@ -168,7 +179,7 @@ class Staged:
         self._spell_out()
         self._part(f, lengths, offsets)
         if positions is not None:
-            self._positions.append(np.asarray(positions, dtype=np.int64))
+            self._positions.append(narrow(positions))
 
     def _spell_out(self) -> None:
         """Give the whole-file chunks added so far their file and offset per line, as every
@@ -183,7 +194,9 @@ class Staged:
         np = self._np
         lengths = np.asarray(lengths, dtype=np.int64)
         offsets = np.cumsum(lengths) - lengths if offsets is None else np.asarray(offsets, dtype=np.int64)
-        self._parts.append((np.full(len(lengths), f, dtype=np.int32), offsets, lengths))
+        # a chunk's file is far below 2 GB: its offsets and lengths in 32 bits (the columns of
+        # a 10M-sample output are then 12 bytes a line, not 20)
+        self._parts.append((np.full(len(lengths), f, dtype=np.int32), narrow(offsets), narrow(lengths)))
 
     def _plain_shards(self) -> Iterator[tuple]:
         """The shards of whole-file chunks in order: each shard's runs are one per file it
@@ -225,7 +238,7 @@ class Staged:
         if self._positions:
             positions = np.concatenate(self._positions)
             self._positions = []
-            order = np.argsort(positions, kind="stable")
+            order = narrow(np.argsort(positions, kind="stable"))
             del positions
 
         def column(k: int) -> Any:
@@ -241,8 +254,9 @@ class Staged:
             for lo in range(0, len(lengths), SHARD_SIZE):
                 f, o, n = files[lo:lo + SHARD_SIZE], offsets[lo:lo + SHARD_SIZE], lengths[lo:lo + SHARD_SIZE]
                 # runs of lines that follow each other in one file are read as one
-                run = np.flatnonzero(np.r_[True, (f[1:] != f[:-1]) | (o[1:] != o[:-1] + n[:-1])])
-                yield self.dir, self.names, f[run], o[run], np.add.reduceat(n, run), len(n)
+                run = np.flatnonzero(np.r_[True, (f[1:] != f[:-1]) |
+                                           (o[1:] != o[:-1].astype(np.int64) + n[:-1])])
+                yield self.dir, self.names, f[run], o[run], np.add.reduceat(n, run, dtype=np.int64), len(n)
 
         got = [res.features["shard"] for res in self.ex.engine.map(write_shard, job, shards())]
         return {"shards": got, "count": int(len(lengths)), "hash": combined_hash(s["sha256"] for s in got)}
@@ -436,7 +450,7 @@ class BalanceRunner(Runner):
                     raise_chunk_error(res)
                     merge_chunk(ctx, res)
                     feats = dict(res.features or {})
-                    lengths[lo] = np.asarray(feats.pop("length"), dtype=np.int64)
+                    lengths[lo] = narrow(feats.pop("length"))
                     yield feats
 
             chosen = selected(op.select_keys(chunk_keys(), ctx))
@@ -450,7 +464,7 @@ class BalanceRunner(Runner):
             again = []
             for lo, hi in chunks:
                 sizes = lengths[lo]
-                offsets = np.cumsum(sizes) - sizes
+                offsets = np.cumsum(sizes, dtype=np.int64) - sizes
                 at, redo = position[lo:hi], retag[lo:hi]
                 keep = (at >= 0) & ~redo
                 staged.add(f"{lo}", sizes[keep], at[keep], offsets[keep])
