@@ -692,12 +692,20 @@ def _resident_after(job: object, chunk: str) -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim, /proc")
-def test_a_pool_worker_hands_back_what_a_chunk_freed_before_the_next():
+def test_a_pool_worker_hands_back_what_its_chunks_freed_every_few_chunks_and_between_steps():
+    from types import SimpleNamespace
+
     from vlitc.run import engine as eng
 
     pool = eng.LocalEngine(Execution(workers=1))
+    step = SimpleNamespace(key="one")
     try:
-        freed, next_chunk = pool.map(_resident_after, None, ["free", "after"])
+        # one worker: the chunks run in order, each reporting before its own trim, if any
+        rss = list(pool.map(_resident_after, step, ["free"] + ["keep"] * (eng.TRIM_EVERY - 1) + ["after"]))
+        freed = list(pool.map(_resident_after, step, ["free"]))
+        next_step = list(pool.map(_resident_after, SimpleNamespace(key="two"), ["after"]))
     finally:
         pool.close()
-    assert freed - next_chunk > 200, (freed, next_chunk)  # handed back between the chunks
+    assert abs(rss[1] - rss[0]) < 50  # the chunks of a step reuse what the last one freed
+    assert rss[eng.TRIM_EVERY - 1] - rss[eng.TRIM_EVERY] > 200, rss  # handed back after a few
+    assert freed[0] - next_step[0] > 200, (freed, next_step)  # and before another step's chunks
