@@ -143,7 +143,8 @@ def in_worker(fn: Callable[[Any, Any], Any], job: Any, chunk: Any) -> Any:
     chunks freed handed back (:func:`vlitc.run.heap.trim_heap`): a worker runs chunk after
     chunk of every map step, and would otherwise carry their freed heap, more fragmented with
     every chunk, into the next ones, so that it grew with the build (measured, 10M samples:
-    500 MiB when the dedup's band join began; 270 MiB with the trims)."""
+    400 MiB in the task step and 500 MiB when the dedup's band join began; 270 MiB in the task
+    step with a trim after every chunk)."""
     step = (getattr(fn, "__name__", ""), getattr(job, "key", None))
     if step != _worker_trim["step"]:
         if _worker_trim["step"] is not None:
