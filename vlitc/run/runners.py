@@ -165,16 +165,12 @@ class Staged:
         """The lines chunk file ``name`` holds: their lengths, their offsets when they are not
         the whole file one after another, and their positions in the output when they are not
         its next lines."""
-        np = self._np
         f = len(self.names)
         self.names.append(name)
         if offsets is None and positions is None and not self._parts:
             # the whole file, as the output's next lines: only the lengths are kept (a task's
             # chunks), narrow when they fit; the shards' runs are cut from them as they go
-            lengths = np.asarray(lengths, dtype=np.int64)
-            if not len(lengths) or int(lengths.max()) < 2**31:
-                lengths = lengths.astype(np.int32)
-            self._plain.append(lengths)
+            self._plain.append(narrow(lengths))
             return
         self._spell_out()
         self._part(f, lengths, offsets)
@@ -582,9 +578,7 @@ class MeasureRunner(Runner):
             stat = op.measure_features(features, ctx)
             del features  # the signatures and hashes: the stats are made
             view = ex.store.view_writer(source, stats_path(op.label))
-            rows = np.flatnonzero(in_scope_rows)  # the rows of the samples in scope, in order
-            if len(in_scope_rows) < 2**31:
-                rows = rows.astype(np.int32)  # half the memory over 10M samples
+            rows = narrow(np.flatnonzero(in_scope_rows))  # the rows of the samples in scope, in order
             i = row = 0  # samples in scope given their stats; rows of the source given
             for part in id_parts:  # one chunk's ids at a time
                 ids = orjson.loads(part)
