@@ -4,6 +4,7 @@ missing-image policy of the sources."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -270,13 +271,80 @@ def test_a_build_reads_each_image_once_for_its_hash(tmp_path, monkeypatch):
         "images: img}\ntasks:\n  cap: {kind: brief_caption, source: coco, min_words: 1}\n"
         "outputs:\n  - {format: llava, path: train.json}\nreport: false\n")
     hashed = []
-    for module in (images, fingerprint):
-        real = module.sha256_file
-        monkeypatch.setattr(module, "sha256_file", lambda p, real=real: hashed.append(Path(p).name) or real(p))
+    for module, name in ((images, "sha256_file"), (fingerprint, "sha256_file_head")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda p, real=real: hashed.append(Path(p).name) or real(p))
     result = api.build(tmp_path / "r.yaml", out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
     assert sorted(n for n in hashed if n.endswith(".jpg")) == ["1.jpg", "2.jpg", "3.jpg"]
     source = next(s for s in result.manifest["steps"] if s["id"] == "source:coco")
     assert source["counters"]["images_hashed"] == 3 and source["counters"]["corrupt_image"] == 1
+
+
+def test_a_header_only_build_opens_each_jpeg_and_png_once(tmp_path, monkeypatch):
+    """With ``check_images: false`` the folder signature's read of each file gives both its
+    hash and its header's size: the source's check opens none of them again, and its records
+    say what opening them says (a wrong size in the annotations is still told)."""
+    from vlitc import api, images
+
+    write_json(tmp_path / "c.json", {
+        "images": [{"id": i, "file_name": f"{i}.{ext}", "width": 64, "height": 48}
+                   for i, ext in ((1, "jpg"), (2, "png"), (3, "jpg"), (4, "gif"))],
+        "annotations": [{"id": i, "image_id": i, "caption": f"caption {i}"} for i in (1, 2, 3, 4)]})
+    make_image(tmp_path / "img" / "1.jpg")
+    make_image(tmp_path / "img" / "2.png", size=(30, 20))  # the annotations say 64 x 48
+    (tmp_path / "img" / "3.jpg").write_bytes(b"not an image")
+    make_image(tmp_path / "img" / "4.gif")
+    (tmp_path / "r.yaml").write_text(
+        "vlitc: 1\nname: t\nversion: 0.0.1\nsources:\n  coco: {type: coco, captions: c.json, "
+        "images: img, check_images: false}\ntasks:\n  cap: {kind: brief_caption, source: coco, "
+        "min_words: 1}\noutputs:\n  - {format: llava, path: train.json}\nreport: false\n")
+    opened = []
+    real = images._header_size
+    monkeypatch.setattr(images, "_header_size",
+                        lambda p: opened.append(p) or real(p) if isinstance(p, str) else real(p))
+    result = api.build(tmp_path / "r.yaml", out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert [Path(p).name for p in opened] == ["3.jpg"]  # the one whose bytes state no size
+    source = next(s for s in result.manifest["steps"] if s["id"] == "source:coco")
+    assert source["counters"]["corrupt_image"] == 1 and source["counters"]["image_size_mismatch"] == 1
+    samples = json.loads((tmp_path / "out" / "train.json").read_text())
+    assert sorted(s["image"] for s in samples) == ["1.jpg", "2.png", "4.gif"]
+
+
+def test_a_header_size_read_from_the_first_bytes_is_the_probes(tmp_path):
+    """:func:`head_size` over the first bytes the hash read is :func:`probe`'s header-only
+    answer: for a JPEG whose header follows a large metadata segment (beyond the first bytes)
+    it gives none, and the probe opens the file; another format gives none."""
+    from vlitc.hashing import _CHUNK, sha256_file, sha256_file_head
+    from vlitc.images import head_size, probe
+
+    small = make_image(tmp_path / "small.jpg", size=(33, 21))
+    png = make_image(tmp_path / "p.png", size=(7, 5))
+    gif = make_image(tmp_path / "g.gif")
+    big = tmp_path / "big.jpg"  # an APP15 segment of 60 KB, four times: the frame header after
+    body = small.read_bytes()
+    segment = b"\xff\xef" + (60_000 + 2).to_bytes(2, "big") + bytes(60_000)
+    big.write_bytes(body[:2] + segment * 5 + body[2:])
+    assert big.stat().st_size > _CHUNK
+    for path in (small, png, gif, big):
+        sha, head = sha256_file_head(path)
+        assert sha == sha256_file(path) and head == path.read_bytes()[:_CHUNK]
+    assert head_size(str(small), sha256_file_head(small)[1]) == probe(small, decode=False) == (33, 21)
+    assert head_size(str(png), sha256_file_head(png)[1]) == (7, 5)
+    assert head_size(str(gif), sha256_file_head(gif)[1]) is None
+    assert head_size(str(big), sha256_file_head(big)[1]) is None and probe(big, decode=False) == (33, 21)
+
+
+def test_a_signature_row_of_no_known_shape_gives_nothing(tmp_path):
+    """A folder signature's table may come from anyone: a row gives a hash and a size only in
+    the shapes a signature writes, for the file's own size and mtime."""
+    from vlitc.images import file_row, file_row_of
+
+    sha = "a" * 64
+    assert file_row_of(file_row(10, 5, sha, (3, 2)), 10, 5) == (sha, (3, 2))
+    assert file_row_of(file_row(10, 5, sha, None), 10, 5) == (sha, None)
+    for row in ([10, 6, sha], [11, 5, sha, 3, 2], [10, 5, sha, 3], [10, 5, sha, True, 2],
+                [10, 5, sha, 0, 2], [10, 5, sha, "3", 2], [10, 5, 7], {"a": 1}, None, "x"):
+        assert file_row_of(row, 10, 5) is None
 
 
 def test_an_image_opened_by_its_extensions_format_reads_as_opened_with_every_format(tmp_path):
@@ -419,9 +487,9 @@ def test_a_plan_then_a_build_hashes_each_image_once(tmp_path, monkeypatch, decod
         f"images: img, check_images: {str(decode).lower()}}}\ntasks:\n  cap: {{kind: brief_caption, "
         "source: coco, min_words: 1}\noutputs:\n  - {format: llava, path: train.json}\nreport: false\n")
     hashed: list[str] = []
-    for module in (images, fingerprint):
-        real = module.sha256_file
-        monkeypatch.setattr(module, "sha256_file", lambda p, real=real: hashed.append(Path(p).name) or real(p))
+    for module, name in ((images, "sha256_file"), (fingerprint, "sha256_file_head")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda p, real=real: hashed.append(Path(p).name) or real(p))
     api.plan_status(tmp_path / "r.yaml", cache_dir=tmp_path / "cache")
     assert sorted(n for n in hashed if n.endswith(".jpg")) == ["1.jpg", "2.jpg", "3.jpg"]
     hashed.clear()

@@ -53,8 +53,17 @@ def digest(obj: Any, *, finite: bool = True) -> str:
 
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes, read in chunks of :data:`_CHUNK`."""
+    return sha256_file_head(path)[0]
+
+
+def sha256_file_head(path: str | Path) -> tuple[str, bytes]:
+    """:func:`sha256_file`, and the file's first bytes as they were read for it (its first
+    :data:`_CHUNK`, or the whole file when it is smaller): what a reader of the header takes
+    without opening the file again."""
     h = hashlib.sha256()
     with open(path, "rb", buffering=0) as f:
-        while block := f.read(_CHUNK):
+        head = block = f.read(_CHUNK)
+        while block:
             h.update(block)
-    return h.hexdigest()
+            block = f.read(_CHUNK)
+    return h.hexdigest(), head

@@ -11,6 +11,7 @@ and writes the ones it computed, so no table of millions of images is held whole
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -81,7 +82,7 @@ def probe(path: Path | str, decode: bool) -> tuple[int, int]:
     fmt = FORMAT_OF.get(os.path.splitext(path)[1].lower())
     if fmt is not None and not decode:
         size = _header_size(path)
-        if size is not None and size[0] * size[1] <= (Image.MAX_IMAGE_PIXELS or size[0] * size[1]):
+        if size is not None and _within_limit(size):
             return size
     if fmt is not None:
         try:
@@ -91,9 +92,10 @@ def probe(path: Path | str, decode: bool) -> tuple[int, int]:
     return _size(Image.open(path), decode)
 
 
-def _header_size(path: Path | str) -> tuple[int, int] | None:
-    """The size a JPEG's or PNG's header states (``imagesize``), or ``None`` where it cannot
-    tell (another format, a header it does not read): Pillow then decides."""
+def _header_size(path: Path | str | io.BytesIO) -> tuple[int, int] | None:
+    """The size a JPEG's or PNG's header states (``imagesize``, from the file or from bytes
+    read of it), or ``None`` where it cannot tell (another format, a header it does not read):
+    Pillow then decides."""
     import imagesize
 
     try:
@@ -103,6 +105,41 @@ def _header_size(path: Path | str) -> tuple[int, int] | None:
     if width <= 0 or height <= 0:
         return None
     return int(width), int(height)
+
+
+def head_size(path: str, head: bytes) -> tuple[int, int] | None:
+    """The header size :func:`probe` reads without decoding, from ``head``, the first bytes of
+    the file at ``path`` (read for its hash, :func:`vlitc.hashing.sha256_file_head`): for a JPEG
+    or PNG whose header lies within them; ``None`` for any other file, which :func:`probe`
+    then opens. The header is parsed in order, so what the first bytes state is what the whole
+    file does. The decompression-bomb limit is left to the reader (:func:`infos_of`): it is
+    Pillow's setting when the size is used, not when the file was hashed."""
+    if FORMAT_OF.get(os.path.splitext(path)[1].lower()) is None:
+        return None
+    return _header_size(io.BytesIO(head))
+
+
+def file_row(size: int, mtime: int, sha: str, size_in_header: tuple[int, int] | None) -> list:
+    """A file's row in a folder signature's table (:class:`vlitc.run.fingerprint.FileState`):
+    ``[size, mtime_ns, sha256]``, and the width and height of a JPEG's or PNG's header when the
+    bytes hashed stated them (:func:`head_size`)."""
+    return [size, mtime, sha] if size_in_header is None else [size, mtime, sha, *size_in_header]
+
+
+def file_row_of(row: Any, size: int, mtime: int) -> tuple[str, tuple[int, int] | None] | None:
+    """The sha256 and the header size (or ``None``) a folder signature's row (:func:`file_row`)
+    gives a file of this size and mtime; ``None`` for a row of another state of the file, or of
+    no shape a signature writes (the table may come from anyone). A row of the earlier layout,
+    ``[size, mtime_ns, sha256]``, gives the hash alone."""
+    if not isinstance(row, list) or len(row) not in (3, 5) or row[0] != size or row[1] != mtime \
+            or not isinstance(row[2], str):
+        return None
+    if len(row) == 3:
+        return row[2], None
+    width, height = row[3], row[4]
+    if type(width) is not int or type(height) is not int or width <= 0 or height <= 0:
+        return None
+    return row[2], (width, height)
 
 
 def _size(image: Any, decode: bool) -> tuple[int, int]:
@@ -272,14 +309,13 @@ class ImageChecker:
     def spec(self, todo: list[tuple[str, tuple[int, int]]]) -> tuple:
         """What computing the checks of ``todo`` needs, as plain data (:func:`infos_of`): the
         check's settings and the hashes ``known`` for their size and mtime."""
-        shas: dict[str, str] = {}
+        shas: dict[str, tuple[str, tuple[int, int] | None]] = {}
         if self.hash and self.known is not None and todo:
             known = self.known.get_many([p for p, _sig in todo])
             for p, (size, mtime) in todo:
-                entry = known.get(p)
-                if isinstance(entry, list) and len(entry) == 3 and entry[0] == size and \
-                        entry[1] == mtime and isinstance(entry[2], str):
-                    shas[p] = entry[2]
+                got = file_row_of(known.get(p), size, mtime)
+                if got is not None:
+                    shas[p] = got
         return str(self.root), self.decode, self.hash, self.read_size, shas
 
     def _infos(self, todo: list[tuple[str, tuple[int, int]]]) -> list[ImageInfo]:
@@ -334,21 +370,39 @@ def infos_of(spec: tuple, todo: list[tuple[str, tuple[int, int]]],
              computed: Callable[[list, tuple], Iterable[ImageInfo]] | None = None) -> list[ImageInfo]:
     """The checks of ``todo`` (path, (size, mtime)), in order, as :meth:`ImageChecker.spec`
     describes them: a file whose hash is known is only probed (and not even opened without
-    sizes). ``computed(todo, job)`` checks files (by default one after another, here)."""
+    sizes, nor for a header-only check of a JPEG or PNG whose header size the hash's read
+    found). ``computed(todo, job)`` checks files (by default one after another, here)."""
     root, decode, hashing, read_size, shas = spec
     run = computed or (lambda items, job: check_chunk(job, [p for p, _ in items]))
     job = (root, decode, hashing, read_size)
     if not shas:
         return list(run(todo, job))
     rest = [t for t in todo if t[0] not in shas]
-    seen = [t for t in todo if t[0] in shas]
     out = dict(zip((p for p, _ in rest), run(rest, job), strict=True))
+    seen = []
+    for t in todo:
+        got = shas.get(t[0])
+        if got is None:
+            continue
+        size = got[1] if read_size and not decode else None
+        if size is not None and _within_limit(size) and FORMAT_OF.get(os.path.splitext(t[0])[1].lower()):
+            out[t[0]] = ImageInfo(t[0], size[0], size[1], got[0])  # what its probe would say
+        else:
+            seen.append(t)
     probed = run(seen, (root, decode, False, True)) if read_size else (ImageInfo(p) for p, _ in seen)
     for info in probed:
         if info.error is None:  # as a check that hashes: a file that fails has no hash
-            info.sha256 = shas[info.path]
+            info.sha256 = shas[info.path][0]
         out[info.path] = info
     return [out[p] for p, _ in todo]
+
+
+def _within_limit(size: tuple[int, int]) -> bool:
+    """Whether :func:`probe` takes a header's size as it is (else Pillow opens the file, and
+    warns of or refuses a decompression bomb)."""
+    from PIL import Image
+
+    return size[0] * size[1] <= (Image.MAX_IMAGE_PIXELS or size[0] * size[1])
 
 
 def _under(root: str | Path) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vlitc.errors import InputError, Location
-from vlitc.hashing import canonical, digest, sha256_file
+from vlitc.hashing import canonical, digest, sha256_file, sha256_file_head
 from vlitc.rows import MemoryRows, Rows
 
 __all__ = ["canonical", "digest", "sha256_file", "step_key", "item_digest", "FileState"]
@@ -39,15 +39,21 @@ def item_digest(sample: dict) -> str:
     return digest(sample, finite=False)
 
 
-def _content(path: str) -> str:
-    """The sha256 of a listed file's bytes; of a symlink that leads nowhere, of where it leads
-    (so such a link is part of a folder's signature, and never stops a build)."""
+def _content(path: str) -> tuple[str, tuple[int, int] | None]:
+    """The sha256 of a listed file's bytes (of a symlink that leads nowhere, of where it leads:
+    so such a link is part of a folder's signature, and never stops a build), and the size a
+    JPEG's or PNG's header states in the first bytes read (:func:`vlitc.images.head_size`): a
+    source's header-only image check then opens none of the files its folder's signature
+    hashed."""
+    from vlitc.images import head_size
+
     try:
-        return sha256_file(path)
+        sha, head = sha256_file_head(path)
     except FileNotFoundError:
         if not os.path.islink(path):
             raise
-        return hashlib.sha256(f"symlink to nothing: {os.readlink(path)}".encode()).hexdigest()
+        return hashlib.sha256(f"symlink to nothing: {os.readlink(path)}".encode()).hexdigest(), None
+    return sha, head_size(path, head)
 
 
 #: files at least this large are hashed on threads (hashing lets go of the GIL); smaller ones,
@@ -60,7 +66,7 @@ MAP_MIN, MAP_CHUNK = 8192, 2048
 BLOCK = 1 << 16
 
 
-def _contents(todo: list[tuple[str, int]]) -> list[str]:
+def _contents(todo: list[tuple[str, int]]) -> list[tuple[str, tuple[int, int] | None]]:
     """:func:`_content` of each ``(path, size)``, in order: the large files' on a pool of
     threads (one per core, up to eight) while the small ones are hashed here."""
     from vlitc.images import large_on_threads
@@ -69,7 +75,7 @@ def _contents(todo: list[tuple[str, int]]) -> list[str]:
                             _content, min(8, os.cpu_count() or 1))
 
 
-def contents_chunk(_job: None, todo: list[tuple[str, int]]) -> list[str]:
+def contents_chunk(_job: None, todo: list[tuple[str, int]]) -> list[tuple[str, tuple[int, int] | None]]:
     """:func:`_contents` of one chunk of a folder's files, in a worker of the build's engine."""
     return _contents(todo)
 
@@ -83,7 +89,8 @@ class FileState:
 
         self._db = open_cache(root)
         #: each folder's files, a row each (``dir-files:<folder>``, name -> [size, mtime_ns,
-        #: sha256]): read and written a block of files at a time, never held whole
+        #: sha256] and a JPEG's or PNG's header size, :func:`vlitc.images.file_row`): read and
+        #: written a block of files at a time, never held whole
         self._rows = RowStore(Path(root) / "rows.sqlite")
         #: the build's engine (``engine.map``) when it spreads work: a large folder's files are
         #: then hashed in its workers (:data:`MAP_MIN`)
@@ -115,6 +122,7 @@ class FileState:
         files whose (size, mtime) changed, and the whole answer is remembered by the names,
         sizes and mtimes of the folder's files, so an unchanged folder is only listed (one record
         per folder). The files' rows are read and written :data:`BLOCK` files at a time."""
+        from vlitc.images import file_row, file_row_of
         from vlitc.run.noop import listing, listing_hash
 
         try:
@@ -137,10 +145,9 @@ class FileState:
             shas: list[str] = []
             todo: list[tuple[str, int]] = []
             for name, size, mtime in block:
-                rec = known.get(name)
-                if isinstance(rec, list) and len(rec) == 3 and rec[0] == size and rec[1] == mtime \
-                        and isinstance(rec[2], str):
-                    shas.append(rec[2])
+                got = file_row_of(known.get(name), size, mtime)
+                if got is not None:
+                    shas.append(got[0])
                 else:
                     shas.append("")
                     todo.append((name, size))
@@ -150,8 +157,9 @@ class FileState:
                 new: dict[str, list] = {}
                 for i, (name, size, mtime) in enumerate(block):
                     if not shas[i]:
-                        shas[i] = sha = next(hashed)
-                        new[name] = [size, mtime, sha]
+                        sha, header = next(hashed)
+                        shas[i] = sha
+                        new[name] = file_row(size, mtime, sha, header)
                 table.put_many(new)
                 del new, hashed
             signature.update("".join(f"{name}\0{sha}\n" for (name, _s, _m), sha in zip(block, shas, strict=True))
@@ -166,7 +174,7 @@ class FileState:
         self._last = where
         return signature.hexdigest()
 
-    def _hashes(self, root: str, todo: list[tuple[str, int]]) -> list[str]:
+    def _hashes(self, root: str, todo: list[tuple[str, int]]) -> list[tuple[str, tuple[int, int] | None]]:
         """:func:`_content` of each ``(name under root, size)``, in order: in chunks on the
         build's engine for a large folder, else here, in blocks. Each file's path is made with
         its chunk's: a large folder's paths are never all held."""
@@ -181,7 +189,8 @@ class FileState:
 
     def known_hashes(self, root: Path) -> Rows:
         """The sha256 of the files under ``root`` that :meth:`dir_signature` has just signed,
-        by name: a table of ``name -> [size, mtime_ns, sha256]`` (:class:`vlitc.rows.Rows`);
+        by name: a table of ``name -> [size, mtime_ns, sha256, ...]`` (:func:`vlitc.images.
+        file_row`, :class:`vlitc.rows.Rows`);
         for a folder unchanged since a signature hashed it (a ``vlitc plan`` before the build, a
         build that stopped), what that one found; empty when it was not the last folder signed.
         The table is handed over once: a source that checks and hashes its images takes it
