@@ -201,8 +201,15 @@ def _reference_selection(params: dict, pool: list[dict], seed: int) -> list[tupl
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_the_first_pass_over_arrays_selects_what_the_plain_algorithm_selects(seed):
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_the_first_pass_over_arrays_selects_what_the_plain_algorithm_selects(seed, bucketed, monkeypatch):
     import random
+
+    from vlitc.ops import balance
+
+    if bucketed:  # the ids sorted in buckets, read back in blocks of parts
+        monkeypatch.setattr(balance, "SORT_RUN", 50)
+        monkeypatch.setattr(balance, "ID_BLOCK", 37)
 
     rng = random.Random(seed)
     names = ["a", "b", "é", "日本", "x\x00", "z/1"]  # ids sort by code point, a NUL included
@@ -295,3 +302,35 @@ def test_images_cut_across_chunks_are_one_image_and_no_name_leaves_its_chunk(mon
     monkeypatch.setattr(balance, "KEYS_CHUNK", 37)
     out, _ctx = _run(params, pool, seed=4)
     assert [(s["id"], s["meta"]["split"]) for s in out] == _reference_selection(params, pool, 4)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_ids_sorted_in_buckets_come_in_the_order_of_one_stable_sort(seed, monkeypatch, tmp_path):
+    """:class:`IdOrder` beyond :data:`SORT_RUN` ids: spilled as they come, parts of several
+    widths, many equal ids (equal ids keep their input order), and a part with an id that ends
+    in NUL arriving after others were spilled (the strings are then sorted)."""
+    import random
+
+    import numpy as np
+
+    from vlitc.ops import balance
+    from vlitc.ops.balance import IdOrder, _id_bytes
+
+    monkeypatch.setattr(balance, "SORT_RUN", 64)
+    monkeypatch.setattr(balance, "ID_BLOCK", 45)
+    rng = random.Random(seed)
+    parts = [[f"{rng.choice('abz')}/{rng.randrange(40)}" + "x" * rng.randrange(4) for _ in range(rng.randrange(0, 90))]
+             for _ in range(30)]
+    flat = [i for p in parts for i in p]
+    ids = IdOrder(tmp_path)
+    for p in parts:
+        ids.add(_id_bytes(p))
+    assert len(ids) == len(flat) > 64
+    got = ids.order()
+    assert got.dtype == np.int32 and got.tolist() == sorted(range(len(flat)), key=lambda i: (flat[i], i))
+    assert list(tmp_path.iterdir()) == []  # the spilled files were unlinked from the start
+    with_nul = IdOrder(tmp_path)
+    for k, p in enumerate(parts):
+        with_nul.add(_id_bytes(p + ["b/7\x00"] if k == 20 else p))
+    flat = [i for k, p in enumerate(parts) for i in (p + ["b/7\x00"] if k == 20 else p)]
+    assert with_nul.order().tolist() == sorted(range(len(flat)), key=lambda i: (flat[i], i))

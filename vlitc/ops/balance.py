@@ -93,7 +93,7 @@ def validation_count(n: int, fraction: float) -> int:
 def _id_bytes(ids: list[str]) -> Any:
     """Sample ids as an array of their UTF-8 bytes, which order as the ids do (UTF-8 keeps code
     point order); an id ending in a NUL character, which such an array would cut off, keeps
-    its place as an object (:func:`_id_order` then sorts the strings)."""
+    its place as an object (:class:`IdOrder` then sorts the strings)."""
     import numpy as np
 
     if any(i.endswith("\x00") for i in ids):
@@ -106,31 +106,131 @@ def _id_bytes(ids: list[str]) -> Any:
 INDEX = "int32"
 
 
-def _id_order(parts: list[Any], scratch: Any = None) -> Any:
-    """The indices of the ids of ``parts`` (one array per chunk, see :func:`_id_bytes`), taken
-    one after another, in id order; equal ids keep their input order. ``parts`` is emptied:
-    each part is spilled to a temporary file in ``scratch`` (unlinked from the start) and let
-    go, then read back into one array, so the ids are held once, never twice."""
-    import numpy as np
+#: ids a balance sorts in memory at once: more are sorted in buckets of about this many (a
+#: 10M-sample balance then holds one bucket's ids, not all of them and their sort)
+SORT_RUN = 1 << 20
+#: ids read from the spilled file at a time
+ID_BLOCK = 1 << 20
 
-    if any(p.dtype == object for p in parts):
-        ids = [i.decode() if isinstance(i, bytes) else i for p in parts for i in p.tolist()]
-        parts.clear()
-        return np.asarray(sorted(range(len(ids)), key=ids.__getitem__), dtype=INDEX)
-    if not parts:
-        return np.zeros(0, dtype=INDEX)
-    layout = [(len(p), p.dtype.itemsize) for p in parts]
-    with tempfile.TemporaryFile(dir=scratch) as f:
-        for p in parts:
-            f.write(np.ascontiguousarray(p).tobytes())
-        parts.clear()
-        f.seek(0)
-        joined = np.empty(sum(n for n, _w in layout), dtype=f"S{max(w for _n, w in layout)}")
-        lo = 0
-        for n, width in layout:
-            joined[lo:lo + n] = np.fromfile(f, dtype=f"S{width}", count=n)
-            lo += n
-    return np.argsort(joined, kind="stable").astype(INDEX)
+
+class IdOrder:
+    """The sample ids of a balance's chunks, spilled to an unlinked temporary file in
+    ``scratch`` as each chunk's come (:meth:`add`, arrays of :func:`_id_bytes`), and their
+    order (:meth:`order`): the ids are never all in memory. Up to :data:`SORT_RUN` ids are
+    sorted at once; more go to buckets of ids between splitters taken from a sample of them,
+    each bucket sorted alone, so that one bucket is in memory. Either way the order is the
+    stable sort's: by id, equal ids in input order."""
+
+    def __init__(self, scratch: Any = None):
+        self.scratch = scratch
+        self._file: Any = None
+        self._layout: list[tuple[int, int]] = []  # each spilled part's ids and their width
+        self._strings: list[str] | None = None  # ids held as strings (one ends in a NUL)
+
+    def __len__(self) -> int:
+        return len(self._strings) if self._strings is not None else sum(n for n, _w in self._layout)
+
+    def add(self, part: Any) -> None:
+        import numpy as np
+
+        if self._strings is None and part.dtype == object:
+            self._strings = [i.decode() for i in self._spilled()]
+        if self._strings is not None:
+            self._strings.extend(i.decode() if isinstance(i, bytes) else i for i in part.tolist())
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(dir=self.scratch)
+        self._file.write(np.ascontiguousarray(part).tobytes())
+        self._layout.append((len(part), part.dtype.itemsize))
+
+    def _blocks(self) -> Iterator[Any]:
+        """The spilled ids in input order, :data:`ID_BLOCK` or so at a time, each block an
+        array of the widest part's width."""
+        import numpy as np
+
+        if self._file is None:
+            return
+        width = max(w for _n, w in self._layout)
+        self._file.seek(0)
+        block: list[Any] = []
+        held = 0
+        for n, w in self._layout:
+            block.append(np.fromfile(self._file, dtype=f"S{w}", count=n).astype(f"S{width}"))
+            held += n
+            if held >= ID_BLOCK:
+                yield np.concatenate(block)
+                block, held = [], 0
+        if block:
+            yield np.concatenate(block)
+
+    def _spilled(self) -> Iterator[bytes]:
+        for block in self._blocks():
+            yield from block.tolist()
+        if self._file is not None:
+            self._file.close()
+            self._file, self._layout = None, []
+
+    def order(self) -> Any:
+        """The input indices in id order (``int32``); the ids are let go."""
+        import numpy as np
+
+        if self._strings is not None:
+            ids, self._strings = self._strings, None
+            return np.asarray(sorted(range(len(ids)), key=ids.__getitem__), dtype=INDEX)
+        n = len(self)
+        if self._file is None:
+            return np.zeros(0, dtype=INDEX)
+        try:
+            if n <= SORT_RUN:
+                return np.argsort(np.concatenate(list(self._blocks())), kind="stable").astype(INDEX)
+            return self._bucketed(n)
+        finally:
+            self._file.close()
+            self._file, self._layout = None, []
+
+    def _bucketed(self, n: int) -> Any:
+        """:meth:`order` of more than :data:`SORT_RUN` ids: each id (with its index) goes to
+        the bucket its value falls in between splitters (taken from every k-th id, sorted), then
+        each bucket, in splitter order, is sorted alone (stable: its ids came in input order)."""
+        import numpy as np
+
+        width = max(w for _n, w in self._layout)
+        every = max(1, n // (64 * (-(-n // SORT_RUN))))  # about 64 sampled ids a bucket
+        sample = np.sort(np.concatenate([b[::every] for b in self._blocks()]))
+        splitters = np.unique(sample[::64][1:])
+        del sample
+        row = np.dtype([("i", INDEX), ("id", f"S{width}")])
+        buckets = [tempfile.TemporaryFile(dir=self.scratch) for _ in range(len(splitters) + 1)]
+        try:
+            lo = 0
+            for block in self._blocks():
+                where = np.searchsorted(splitters, block, side="right")
+                by = np.argsort(where, kind="stable")
+                counts = np.bincount(where, minlength=len(buckets))
+                rows = np.empty(len(block), dtype=row)
+                rows["i"] = np.arange(lo, lo + len(block), dtype=INDEX)[by]
+                rows["id"] = block[by]
+                lo += len(block)
+                del block, where, by
+                start = 0
+                for f, c in zip(buckets, counts.tolist(), strict=True):
+                    if c:
+                        f.write(rows[start:start + c].tobytes())
+                    start += c
+                del rows
+            out = np.empty(n, dtype=INDEX)
+            at = 0
+            for f in buckets:
+                f.seek(0)
+                rows = np.fromfile(f, dtype=row)
+                f.close()
+                out[at:at + len(rows)] = rows["i"][np.argsort(rows["id"], kind="stable")]
+                at += len(rows)
+                del rows
+            return out
+        finally:
+            for f in buckets:
+                f.close()
 
 
 @register("balance", "mix")
@@ -208,21 +308,23 @@ class MixBalance(Balance):
         in the order of their digests: the split's first images are the smallest numbers."""
         import numpy as np
 
-        id_parts: list[Any] = []
+        ids = IdOrder(ctx.scratch)  # spilled as they come
+        n = 0
         group_parts: list[Any] = []
         image_parts: list[Any] = []
         digest_parts: list[Any] = []
         groups: dict[tuple[str, str], int] = {}
         distinct = 0  # the chunks' images so far (an image in two chunks counts twice)
         for keys in chunks:
-            id_parts.append(keys["id"])
+            ids.add(keys["id"])
+            n += len(keys["id"])
             to_group = np.fromiter((groups.setdefault(tuple(g), len(groups)) for g in keys["groups"]),
                                    dtype=np.int32, count=len(keys["groups"]))
             group_parts.append(to_group[np.asarray(keys["group"], dtype=np.intp)])
             image_parts.append((distinct, np.asarray(keys["image"], dtype=np.int32)))  # the chunk's own
             digest_parts.append(keys["images"])
             distinct += len(keys["images"])
-        if distinct >= 2**31 or sum(len(p) for p in id_parts) >= 2**31:
+        if distinct >= 2**31 or n >= 2**31:
             raise ValueError("a balance numbers its samples and images with 32-bit integers")
         group_of = np.concatenate(group_parts) if group_parts else np.zeros(0, dtype=np.int32)
         del group_parts
@@ -234,8 +336,8 @@ class MixBalance(Balance):
         image_of = (np.concatenate([number[p + lo] for lo, p in image_parts]) if image_parts
                     else np.zeros(0, dtype=INDEX))
         del image_parts, number
-        by_id = _id_order(id_parts, ctx.scratch)  # the input indices in id order
-        del id_parts
+        by_id = ids.order()  # the input indices in id order
+        del ids
         names = list(groups)  # group number -> group
         in_order = group_of[by_id]
         by_group: dict[tuple[str, str], Any] = {g: by_id[in_order == groups[g]] for g in sorted(groups)}
