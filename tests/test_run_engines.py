@@ -18,6 +18,7 @@ import orjson
 import pytest
 from _core_util import ROOT, demo_copy
 from _llm_util import demo_recipe
+from _sources_util import make_image
 
 from vlitc.api import build
 from vlitc.llm.fakeserver import FakeServer
@@ -709,3 +710,34 @@ def test_a_pool_worker_hands_back_what_its_chunks_freed_every_few_chunks_and_bet
     assert abs(rss[1] - rss[0]) < 50  # the chunks of a step reuse what the last one freed
     assert rss[eng.TRIM_EVERY - 1] - rss[eng.TRIM_EVERY] > 200, rss  # handed back after a few
     assert freed[0] - next_step[0] > 200, (freed, next_step)  # and before another step's chunks
+
+
+def _checkers_held(spec: object, chunk: str) -> int:
+    """A chunk run in a pool worker: with ``check``, the images ``spec`` names checked as a
+    source's worker checks them (its checker kept for the step's next runs); the checkers the
+    worker then holds."""
+    from vlitc import images
+
+    if chunk == "check":
+        found, _rows = images.check_rows(spec)
+        assert found["1.jpg"].ok
+    return len(images._WORKER_CHECKERS)
+
+
+def test_a_pool_worker_lets_go_of_a_steps_image_checkers_when_another_step_begins(tmp_path):
+    """A worker keeps a source step's image checker (with its folder's listing: 200 MB for 2M
+    images) for that step's runs only, not for the rest of the build."""
+    from types import SimpleNamespace
+
+    from vlitc.images import ImageChecker
+    from vlitc.run import engine as eng
+
+    make_image(tmp_path / "img" / "1.jpg")
+    pool = eng.LocalEngine(Execution(workers=1))
+    try:
+        spec = ImageChecker(tmp_path / "img").rows(["1.jpg"])  # one source's checker, as plain data
+        source = list(pool.map(_checkers_held, spec, ["check", "check", "look"]))
+        task = list(pool.map(_checkers_held, SimpleNamespace(key="task"), ["look"]))
+    finally:
+        pool.close()
+    assert source == [1, 1, 1] and task == [0]

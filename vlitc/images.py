@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from vlitc.hashing import sha256_file
 from vlitc.rows import MemoryRows, Rows
+from vlitc.run.heap import step_cache
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -431,7 +432,7 @@ def compute(job: tuple[str, bool, bool, bool], rel: str) -> ImageInfo:
 
 #: the checkers a worker process keeps between runs, by their settings (a checker's
 #: containment lists its folder once)
-_WORKER_CHECKERS: dict[tuple, ImageChecker] = {}
+_WORKER_CHECKERS: dict[tuple, ImageChecker] = step_cache()  # the step's: a listing is large
 
 
 def check_rows(spec: tuple) -> tuple[dict[str, ImageInfo], tuple[dict[str, list], int, int]]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlitc.errors import ConfigurationError
-from vlitc.run.heap import trim_heap
+from vlitc.run.heap import end_step, trim_heap
 
 #: records per map task unless the recipe says otherwise (one cache shard's worth)
 DEFAULT_CHUNK = 20_000
@@ -140,7 +140,8 @@ _worker_trim: dict[str, Any] = {"step": None, "chunks": 0}  # this worker's step
 def in_worker(fn: Callable[[Any, Any], Any], job: Any, chunk: Any) -> Any:
     """``fn(job, chunk)`` in a worker of the pool or in a Ray task, then, after every
     :data:`TRIM_EVERY` chunks of a step and before the first chunk of another, the memory the
-    chunks freed handed back (:func:`vlitc.run.heap.trim_heap`): a worker runs chunk after
+    chunks freed handed back (:func:`vlitc.run.heap.trim_heap`; before another step's, the
+    last step's caches emptied first, :func:`vlitc.run.heap.step_cache`): a worker runs chunk after
     chunk of every map step, and would otherwise carry their freed heap, more fragmented with
     every chunk, into the next ones, so that it grew with the build (measured, 10M samples:
     400 MiB in the task step and 500 MiB when the dedup's band join began; 270 MiB in the task
@@ -148,7 +149,7 @@ def in_worker(fn: Callable[[Any, Any], Any], job: Any, chunk: Any) -> Any:
     step = (getattr(fn, "__name__", ""), getattr(job, "key", None))
     if step != _worker_trim["step"]:
         if _worker_trim["step"] is not None:
-            trim_heap()
+            end_step()  # the last step's caches go, and what they held
         _worker_trim.update(step=step, chunks=0)
     try:
         return fn(job, chunk)

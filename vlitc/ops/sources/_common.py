@@ -31,6 +31,7 @@ from vlitc.errors import InputError, Location
 from vlitc.images import ImageInfo, check_rows
 from vlitc.ops.base import OpContext, Source, cycle_collector_off
 from vlitc.records import Record, image_record, image_value
+from vlitc.run.heap import step_cache
 
 #: how many examples of each counted issue are kept for the report
 EXAMPLES = 5
@@ -1080,7 +1081,7 @@ class BuiltRun:
     checked: tuple = ({}, 0, 0)
 
 
-_LOADER: dict[str, Any] = {}  # per process: the last job and the loader rebuilt from it
+_LOADER: dict[str, Any] = step_cache()  # per process: the last job and the loader rebuilt from it
 
 
 def build_run(job: BuildJob, run: tuple[Any, dict, Any, int]) -> BuiltRun:
