@@ -334,3 +334,25 @@ def test_ids_sorted_in_buckets_come_in_the_order_of_one_stable_sort(seed, monkey
         with_nul.add(_id_bytes(p + ["b/7\x00"] if k == 20 else p))
     flat = [i for k, p in enumerate(parts) for i in (p + ["b/7\x00"] if k == 20 else p)]
     assert with_nul.order().tolist() == sorted(range(len(flat)), key=lambda i: (flat[i], i))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_digests_are_numbered_as_numpys_unique_numbers_them(seed):
+    """:func:`digest_numbers` is ``np.unique``'s inverse, with digests repeated (an image in
+    two chunks) and digests that share their first 8 bytes but not the rest."""
+    import random
+
+    import numpy as np
+
+    from vlitc.ops.balance import digest_numbers, image_digests
+
+    rng = random.Random(seed)
+    digests = image_digests([f"{rng.randrange(300)}.jpg" for _ in range(1000)], seed)
+    raw = bytearray(digests.tobytes())
+    for k in range(0, 200, 7):  # another digest's first 8 bytes, its own last 24
+        raw[32 * k:32 * k + 8] = raw[32 * (k + 500):32 * (k + 500) + 8]
+    digests = np.frombuffer(bytes(raw), dtype="V32")
+    got = digest_numbers(digests)
+    _u, want = np.unique(digests, return_inverse=True)
+    assert got.dtype == np.int32 and got.tolist() == want.reshape(-1).tolist()
+    assert digest_numbers(digests[:0]).tolist() == [] and digest_numbers(digests[:1]).tolist() == [0]

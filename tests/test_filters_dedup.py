@@ -228,6 +228,13 @@ def test_bands_joined_one_a_task_on_two_workers_find_what_one_process_finds(tmp_
     inline = nb.banded_neighbours(mapped["sig"], has & (gid >= 0), gid, mapped["bands"], 0.5,
                                   map=lambda fn, job, chunks: (fn(job, c) for c in chunks))
     assert inline[0].tolist() == alone[0].tolist() and inline[1].tolist() == alone[1].tolist()
+    # into arrays of the caller's: the eligible items' answers, the others' left as they were
+    eligible = has & (gid >= 0)
+    first_in, sim_in = np.where(eligible, -1, 7).astype(np.int32), np.where(eligible, 0, 0.5).astype(np.float32)
+    got = nb.banded_neighbours(mapped["sig"], eligible, gid, mapped["bands"], 0.5, out=(first_in, sim_in))
+    assert got[0] is first_in and got[1] is sim_in
+    assert first_in.tolist() == np.where(eligible, alone[0], 7).tolist()
+    assert sim_in.tolist() == np.where(eligible, alone[1], np.float32(0.5)).tolist()
     monkeypatch.setattr(nb, "JOIN_PART", 1 << 21)
     tasks: list[int] = []
     engine = make_engine(Execution.of({}, workers=2))

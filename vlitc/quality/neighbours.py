@@ -318,17 +318,23 @@ BAND_MAP_MIN = 50_000
 
 
 def banded_neighbours(hv: np.ndarray, eligible: np.ndarray, gid: np.ndarray, bands: np.ndarray,
-                      threshold: float, map: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      threshold: float, map: Callable | None = None,
+                      out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`minhash_neighbours` over precomputed signatures ``hv`` (which may be a
     memory-mapped file: only candidates' rows are read), the items that take part
     (``eligible``), their group ids and their band keys (:func:`band_keys`). ``map``: the
     build's engine (``ctx.map_chunks``); when the signatures and band keys are memory-mapped
     files and enough items take part, each band is joined in a task of its own
-    (:func:`band_hits`) and the earliest of every band's hits is kept: the same answer."""
+    (:func:`band_hits`) and the earliest of every band's hits is kept: the same answer.
+    ``out``: the ``first`` and ``sim`` arrays to fill (``-1`` and ``0`` at every eligible item;
+    the others are left as they are), instead of new ones: a caller with answers of its own for
+    the other items (dedup's exact copies) holds one pair of arrays over every item, not two."""
     n = len(gid)
     index = np.int32 if n < 2**31 else np.int64  # half the memory of int64 for a 10M-item join
-    first = np.full(n, -1, dtype=index)
-    sim = np.zeros(n, dtype=np.float32)
+    if out is not None:
+        first, sim = out
+    else:
+        first, sim = np.full(n, -1, dtype=index), np.zeros(n, dtype=np.float32)
     sizes = np.bincount(gid[eligible], minlength=int(gid.max(initial=0)) + 1) if eligible.any() \
         else np.zeros(1, dtype=np.int64)
     large = np.zeros(n, dtype=bool)

@@ -217,13 +217,12 @@ class DedupFilter(Filter):
         head = order[starts][np.cumsum(starts, dtype=index) - 1]
         first[order[~starts]] = head[~starts]
         del order, starts, head
-        sim = np.where(first >= 0, 1.0, 0.0).astype(np.float32)
-        how = np.where(first >= 0, 1, 0).astype(np.int8)  # 1 exact, 2 the near method
+        sim = (first >= 0).astype(np.float32)  # no array of float64 made on the way
+        how = (first >= 0).astype(np.int8)  # 1 exact, 2 the near method
         method = self.params["method"]
         if method != "exact" and n:
-            near, nsim = self._near(method, features, gid, (first < 0) & ~empty, ctx)
-            hit = near >= 0
-            first[hit], sim[hit], how[hit] = near[hit], nsim[hit], 2
+            self._near(method, features, gid, (first < 0) & ~empty, ctx, first, sim)
+            how[(first >= 0) & (how == 0)] = 2  # a near copy where there was no exact one
         ctx.count("duplicates", int((first >= 0).sum()))
         needed = set(first[first >= 0].tolist())
         names: dict[int, str] = {}
@@ -241,9 +240,11 @@ class DedupFilter(Filter):
 
         return stat
 
-    def _near(self, method: str, features: dict[str, Any], gid: Any, eligible: Any, ctx: OpContext):
-        """Earliest near copy (index into all samples, or -1) and its similarity, among the
-        samples ``eligible`` for it (no exact copy before them, some text)."""
+    def _near(self, method: str, features: dict[str, Any], gid: Any, eligible: Any, ctx: OpContext,
+              first: Any, sim: Any) -> None:
+        """Each sample ``eligible`` for a near copy (no exact copy before it, some text): its
+        earliest near copy (index into all samples) and the similarity, written into ``first``
+        and ``sim`` where it has one (they hold ``-1`` and ``0`` at every eligible sample)."""
         import numpy as np
 
         from vlitc.quality import neighbours as nb
@@ -251,21 +252,20 @@ class DedupFilter(Filter):
         if method == "minhash":
             has = np.asarray(features["has"])
             bands = features["bands"]  # a memory-mapped file stays one: it may be joined on the engine
-            return nb.banded_neighbours(features["sig"], has & eligible, gid,
-                                        bands if isinstance(bands, np.ndarray) else np.asarray(bands),
-                                        self.threshold(), map=ctx.map_chunks if ctx.parallel else None)
+            nb.banded_neighbours(features["sig"], has & eligible, gid,
+                                 bands if isinstance(bands, np.ndarray) else np.asarray(bands),
+                                 self.threshold(), map=ctx.map_chunks if ctx.parallel else None,
+                                 out=(first, sim))
+            return
         uniq = np.flatnonzero(eligible)
         groups: dict[int, list[int]] = {}
         for j, g in enumerate(gid[uniq].tolist()):
             groups.setdefault(g, []).append(j)
         near, nsim = nb.cosine_neighbours(np.asarray(features["emb"][uniq]), list(groups.values()),
                                           self.threshold(), seed=ctx.seed)
-        first = np.full(len(gid), -1, dtype=np.int64)
-        sim = np.zeros(len(gid), dtype=np.float32)
         hit = np.asarray(near) >= 0
         first[uniq[hit]] = uniq[np.asarray(near)[hit]]
         sim[uniq[hit]] = np.asarray(nsim)[hit]
-        return first, sim
 
     def _image_features(self, samples: list[Sample], ctx: OpContext) -> dict[str, Any]:
         """Method ``image``, per sample: its scope group, its image files and their perceptual
