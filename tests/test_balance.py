@@ -171,7 +171,7 @@ def _reference_selection(params: dict, pool: list[dict], seed: int) -> list[tupl
     by_group: dict = {}
     for i in by_id:
         by_group.setdefault(op._group(pool[i]), []).append(i)
-    targets = op._targets(by_group, OpContext(seed=seed, recipe_dir=".", recipe={}))
+    targets = op._targets({g: len(a) for g, a in by_group.items()}, OpContext(seed=seed, recipe_dir=".", recipe={}))
     queues = {}
     for g in sorted(targets):
         queues[g] = list(by_group.get(g, []))

@@ -374,14 +374,15 @@ class MixBalance(Balance):
         in_order = group_of[by_id]
         by_group: dict[tuple[str, str], Any] = {g: by_id[in_order == groups[g]] for g in sorted(groups)}
         del in_order
-        targets = self._targets(by_group, ctx)
-        chosen = np.asarray(self._select(by_group, targets, image_of, ctx), dtype=INDEX)
-        rank = np.empty(len(by_id), dtype=INDEX)  # each sample's place in id order
-        rank[by_id] = np.arange(len(by_id), dtype=INDEX)
-        del by_id
-        chosen = chosen[np.argsort(rank[chosen], kind="stable")]
+        sizes = {g: len(a) for g, a in by_group.items()}
+        targets = self._targets(sizes, ctx)
+        taken = np.zeros(len(by_id), dtype=bool)  # the choice: by_group is let go meanwhile
+        taken[self._select(by_group, targets, image_of, ctx)] = True
+        del by_group
+        chosen = by_id[taken[by_id]]  # in id order (no sort: by_id is that order)
+        del by_id, taken
         got = np.bincount(group_of[chosen], minlength=len(names)).tolist()
-        self._report(by_group, targets, Counter({names[g]: c for g, c in enumerate(got) if c}), ctx)
+        self._report(sizes, targets, Counter({names[g]: c for g, c in enumerate(got) if c}), ctx)
         return self._split(chosen, image_of[chosen], ctx)
 
     def select(self, samples: Iterator[Sample], ctx: OpContext) -> Chosen:
@@ -419,9 +420,10 @@ class MixBalance(Balance):
                 weights[(task, src)] = task_w[task] * frac / ssum
         return weights
 
-    def _targets(self, by_group, ctx: OpContext) -> dict[tuple[str, str], int]:
-        weights = self._weights(by_group)
-        avail = {g: len(by_group.get(g, [])) for g in weights}
+    def _targets(self, sizes: dict[tuple[str, str], int], ctx: OpContext) -> dict[tuple[str, str], int]:
+        """Each group's target, from how many samples each group has."""
+        weights = self._weights(sizes)
+        avail = {g: sizes.get(g, 0) for g in weights}
         total = self.params.get("total")
         if total is None and not self.params.get("mix"):
             return avail
@@ -435,8 +437,8 @@ class MixBalance(Balance):
     # -- selection ---------------------------------------------------------------------------
     def _select(self, by_group, targets, image_of: Any, ctx: OpContext) -> Any:
         """Take from the group furthest below its target next, honouring the per-image cap
-        (``by_group``: each group's input indices in id order; ``image_of``: each input's
-        image number)."""
+        (``by_group``: each group's input indices in id order, each taken out of it as its
+        queue is made; ``image_of``: each input's image number)."""
         import numpy as np
 
         cap = self.params.get("per_image_cap")
@@ -445,8 +447,8 @@ class MixBalance(Balance):
             # 32-bit machine integers, not a list of int objects (a twentieth of the memory);
             # shuffle swaps items by position alone: the same order a list of them gets
             cands = array("i")
-            if g in by_group:
-                cands.frombytes(np.ascontiguousarray(by_group[g], dtype=np.int32).tobytes())
+            if g in by_group:  # taken out: the queue is the group's only copy
+                cands.frombytes(np.ascontiguousarray(by_group.pop(g), dtype=np.int32).tobytes())
             random.Random(f"{ctx.seed}:balance:{g[0]}:{g[1]}").shuffle(cands)
             queues[g] = cands
         if cap is None:  # no group waits for another: each takes its target from its queue's end
@@ -478,16 +480,16 @@ class MixBalance(Balance):
                 heapq.heappush(heap, (taken[g] / targets[g], g))
         return np.frombuffer(chosen, dtype=np.int32) if chosen else np.zeros(0, dtype=np.int32)
 
-    def _report(self, by_group, targets, got: Counter, ctx: OpContext) -> None:
+    def _report(self, sizes: dict[tuple[str, str], int], targets, got: Counter, ctx: OpContext) -> None:
         name = {g: g[0] if g[1] == "*" else f"{g[0]}/{g[1]}" for g in targets}
         ctx.note("targets", {name[g]: targets[g] for g in sorted(targets)})
         ctx.note("selected", {name[g]: got[g] for g in sorted(targets)})
         short = {
-            name[g]: {"target": targets[g], "available": len(by_group.get(g, [])),
+            name[g]: {"target": targets[g], "available": sizes.get(g, 0),
                       "selected": got[g], "missing": targets[g] - got[g]}
             for g in sorted(targets) if got[g] < targets[g]
         }
-        left_out = sorted({t for t, _ in by_group} - {t for t, _ in targets})
+        left_out = sorted({t for t, _ in sizes} - {t for t, _ in targets})
         if left_out:
             ctx.note("left_out_tasks", left_out)
         if not short:
