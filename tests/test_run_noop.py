@@ -287,3 +287,19 @@ def test_an_image_folder_holding_a_name_that_is_not_utf8_builds_and_rebuilds_as_
     first = _build(tmp_path, recipe)
     assert not _fast(first)
     assert _fast(_build(tmp_path, recipe))
+
+
+def test_a_folders_listing_is_its_files_sorted_by_name_as_columns(tmp_path):
+    """:func:`listing` gives each file under the folder as ``(name, size, mtime_ns)``, sorted by
+    name as the tuples sort (nested names, names past ASCII), by index, slice and iteration."""
+    from vlitc.run.noop import listing
+
+    names = ["b.jpg", "a.jpg", "sub/c.png", "é.png", "Z.png", "sub/deeper/d", "a0.jpg"]
+    for k, name in enumerate(names):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x" * k)
+    want = sorted((n, (tmp_path / n).stat().st_size, (tmp_path / n).stat().st_mtime_ns) for n in names)
+    got = listing(tmp_path)
+    assert len(got) == len(want) and list(got) == want
+    assert got[2:5] == want[2:5] and got[0] == want[0] and got[-1] == want[-1]
+    assert listing(tmp_path / "sub" / "deeper")[:] == [("d", 5, (tmp_path / "sub/deeper/d").stat().st_mtime_ns)]

@@ -20,8 +20,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import overload
 
 FORMAT = 1
 
@@ -98,13 +100,44 @@ def _files(root: Path, skip: tuple[str, ...] = ()) -> Iterator[tuple[str, str, s
             yield prefix + name, cur, name, st
 
 
-def listing(root: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, int, int]]:
+class Listing(Sequence):
+    """A folder's files sorted by name, each ``(name under root, size, mtime_ns)`` (its path is
+    ``os.path.join(root, name)``: a folder of millions of images holds no second string per
+    file): the names in a list, the sizes and mtimes in machine integers, not a tuple and two
+    int objects per file (a 2M-file folder's listing in about 170 MB, not 370)."""
+
+    def __init__(self, names: list[str], sizes: array, mtimes: array):
+        self.names, self._sizes, self._mtimes = names, sizes, mtimes
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[str, int, int]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[str, int, int]]: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[str, int, int] | list[tuple[str, int, int]]:
+        if isinstance(i, slice):
+            return list(zip(self.names[i], self._sizes[i], self._mtimes[i], strict=True))
+        return self.names[i], self._sizes[i], self._mtimes[i]
+
+    def __iter__(self) -> Iterator[tuple[str, int, int]]:
+        return zip(self.names, self._sizes, self._mtimes, strict=True)
+
+
+def listing(root: Path, skip: tuple[str, ...] = ()) -> Listing:
     """Every file under ``root`` (see :func:`_files`) as ``(name under root, size, mtime_ns)``,
-    sorted by name (its path is ``os.path.join(root, name)``: a folder of millions of images
-    holds no second string per file)."""
-    files = [(name, st.st_size, st.st_mtime_ns) for name, _cur, _base, st in _files(root, skip)]
-    files.sort()
-    return files
+    sorted by name (:class:`Listing`)."""
+    names: list[str] = []
+    sizes, mtimes = array("q"), array("q")
+    for name, _cur, _base, st in _files(root, skip):
+        names.append(name)
+        sizes.append(st.st_size)
+        mtimes.append(st.st_mtime_ns)
+    order = sorted(range(len(names)), key=names.__getitem__)  # the names are distinct
+    return Listing([names[k] for k in order], array("q", (sizes[k] for k in order)),
+                   array("q", (mtimes[k] for k in order)))
 
 
 def _row(name: str, size: int, mtime: int) -> str:
@@ -127,7 +160,7 @@ def text_sha256(rows: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def listing_hash(files: list[tuple[str, int, int]]) -> str:
+def listing_hash(files: Iterable[tuple[str, int, int]]) -> str:
     """The hash of a :func:`listing`'s names, sizes and mtimes (no contents)."""
     return text_sha256(_row(n, s, m) for n, s, m in files)
 
