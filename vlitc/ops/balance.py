@@ -447,8 +447,8 @@ class MixBalance(Balance):
             # 32-bit machine integers, not a list of int objects (a twentieth of the memory);
             # shuffle swaps items by position alone: the same order a list of them gets
             cands = array("i")
-            if g in by_group:  # taken out: the queue is the group's only copy
-                cands.frombytes(np.ascontiguousarray(by_group.pop(g), dtype=np.int32).tobytes())
+            if g in by_group:  # taken out: the queue is the group's only copy (read in place)
+                cands.frombytes(np.ascontiguousarray(by_group.pop(g), dtype=np.int32).data.cast("B"))
             random.Random(f"{ctx.seed}:balance:{g[0]}:{g[1]}").shuffle(cands)
             queues[g] = cands
         if cap is None:  # no group waits for another: each takes its target from its queue's end
