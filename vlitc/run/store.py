@@ -315,9 +315,13 @@ class ViewWriter:
         self.starts = np.cumsum([0, *counts])
         self.total = int(self.starts[-1])
         self.selected = store.selection(source)
-        self.rows = np.flatnonzero(self.selected) if self.selected is not None else np.arange(self.total)
+        # the source's rows of the base, when it selects some (else every row: no array of them,
+        # 80 MB over 10M rows); 32 bits where they fit
+        self.rows = None if self.selected is None else \
+            np.flatnonzero(self.selected).astype(np.int32 if self.total < 2**31 else np.int64)
+        self.n_rows = self.total if self.rows is None else len(self.rows)
         # selected rows per base shard: the new column's piece for a shard is complete after them
-        self.per_shard = np.diff(np.searchsorted(self.rows, self.starts)).tolist()
+        self.per_shard = counts if self.rows is None else np.diff(np.searchsorted(self.rows, self.starts)).tolist()
         self.kept = bytearray()
         self._values: list[bytes] = []
         self._pieces: list[dict] = []
@@ -351,7 +355,8 @@ class ViewWriter:
             k = len(self._pieces)
             n, m = int(self.starts[k + 1] - self.starts[k]), self.per_shard[k]
             values, self._values = self._values[:m], self._values[m:]
-            if m != n:  # rows the source does not hold have no value
+            if m != n:  # rows the source does not hold have no value (it has rows, then)
+                assert self.rows is not None
                 lines = [b""] * n
                 first = int(self.starts[k])
                 for r, v in zip(self.rows[self._given:self._given + m].tolist(), values, strict=True):
@@ -360,20 +365,23 @@ class ViewWriter:
             self._pieces.append(self.store.put_object(b"\n".join(values) + b"\n" if n else b""))
             self._given += m
         more = len(self._pieces) < len(self.per_shard)
-        self._due = self._given + self.per_shard[len(self._pieces)] if more else len(self.rows) + 1
+        self._due = self._given + self.per_shard[len(self._pieces)] if more else self.n_rows + 1
 
     def close(self) -> dict:
         import numpy as np
 
-        if len(self.kept) != len(self.rows):
-            raise VlitcError(f"a view was given {len(self.kept)} of its source's {len(self.rows)} records")
+        if len(self.kept) != self.n_rows:
+            raise VlitcError(f"a view was given {len(self.kept)} of its source's {self.n_rows} records")
         columns = list(self.columns)
         if self.path is not None:
             self._close_pieces()
             columns.append({"path": self.path, "pieces": self._pieces})
-        held = np.frombuffer(bytes(self.kept), dtype=bool)
-        keep = np.zeros(self.total, dtype=bool)
-        keep[self.rows[held]] = True
+        held = np.frombuffer(self.kept, dtype=bool)
+        if self.rows is None:
+            keep = held
+        else:
+            keep = np.zeros(self.total, dtype=bool)
+            keep[self.rows[held]] = True
         select = None if keep.all() else self.store.put_object(np.packbits(keep).tobytes())
         return {"view": {"base": self.base, "select": select, "columns": columns},
                 "count": int(held.sum()), "hash": view_hash(self.base, select, columns)}
