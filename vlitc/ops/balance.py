@@ -526,7 +526,10 @@ class MixBalance(Balance):
         validation = np.zeros(len(chosen), dtype=bool)
         n_images = 0
         if frac:
-            present = np.unique(image_of)  # in digest order
+            seen = np.zeros(int(image_of.max()) + 1 if len(image_of) else 0, dtype=bool)
+            seen[image_of] = True  # a mark per image, not a sort of every chosen sample's
+            present = np.flatnonzero(seen)  # in digest order
+            del seen
             n_images = validation_count(len(present), frac)
             if n_images:
                 validation = image_of <= present[n_images - 1]
