@@ -69,6 +69,11 @@ class ImageInfo:
 FORMAT_OF = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 
 
+def _format_of(path: Path | str) -> str | None:
+    """The format :data:`FORMAT_OF` gives ``path``'s extension (``None`` for any other)."""
+    return FORMAT_OF.get(os.path.splitext(path)[1].lower())
+
+
 def probe(path: Path | str, decode: bool) -> tuple[int, int]:
     """Width and height from the header; with ``decode`` the whole image is decoded too.
 
@@ -80,7 +85,7 @@ def probe(path: Path | str, decode: bool) -> tuple[int, int]:
     a file it cannot identify is opened again with every format, for the same result or error."""
     from PIL import Image, UnidentifiedImageError
 
-    fmt = FORMAT_OF.get(os.path.splitext(path)[1].lower())
+    fmt = _format_of(path)
     if fmt is not None and not decode:
         size = _header_size(path)
         if size is not None and _within_limit(size):
@@ -115,7 +120,7 @@ def head_size(path: str, head: bytes) -> tuple[int, int] | None:
     then opens. The header is parsed in order, so what the first bytes state is what the whole
     file does. The decompression-bomb limit is left to the reader (:func:`infos_of`): it is
     Pillow's setting when the size is used, not when the file was hashed."""
-    if FORMAT_OF.get(os.path.splitext(path)[1].lower()) is None:
+    if _format_of(path) is None:
         return None
     return _header_size(io.BytesIO(head))
 
@@ -386,7 +391,7 @@ def infos_of(spec: tuple, todo: list[tuple[str, tuple[int, int]]],
         if got is None:
             continue
         size = got[1] if read_size and not decode else None
-        if size is not None and _within_limit(size) and FORMAT_OF.get(os.path.splitext(t[0])[1].lower()):
+        if size is not None and _within_limit(size) and _format_of(t[0]):
             out[t[0]] = ImageInfo(t[0], size[0], size[1], got[0])  # what its probe would say
         else:
             seen.append(t)

@@ -342,7 +342,6 @@ class MixBalance(Balance):
         import numpy as np
 
         ids = IdOrder(ctx.scratch)  # spilled as they come
-        n = 0
         group_parts: list[Any] = []
         image_parts: list[Any] = []
         digest_parts: list[Any] = []
@@ -350,14 +349,13 @@ class MixBalance(Balance):
         distinct = 0  # the chunks' images so far (an image in two chunks counts twice)
         for keys in chunks:
             ids.add(keys["id"])
-            n += len(keys["id"])
             to_group = np.fromiter((groups.setdefault(tuple(g), len(groups)) for g in keys["groups"]),
                                    dtype=np.int32, count=len(keys["groups"]))
             group_parts.append(to_group[np.asarray(keys["group"], dtype=np.intp)])
             image_parts.append((distinct, np.asarray(keys["image"], dtype=np.int32)))  # the chunk's own
             digest_parts.append(keys["images"])
             distinct += len(keys["images"])
-        if distinct >= 2**31 or n >= 2**31:
+        if distinct >= 2**31 or len(ids) >= 2**31:
             raise ValueError("a balance numbers its samples and images with 32-bit integers")
         group_of = np.concatenate(group_parts) if group_parts else np.zeros(0, dtype=np.int32)
         del group_parts

@@ -165,7 +165,7 @@ class FileState:
             signature.update("".join(f"{name}\0{sha}\n" for (name, _s, _m), sha in zip(block, shas, strict=True))
                              .encode("utf-8", "surrogateescape"))
         if table.count() > len(files):  # files gone since: their rows go too
-            present = {name for name, _s, _m in files}
+            present = set(files.names)
             table.delete([name for name in table.names() if name not in present])
         del files
         with self._db.transact():

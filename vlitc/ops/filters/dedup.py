@@ -217,8 +217,10 @@ class DedupFilter(Filter):
         head = order[starts][np.cumsum(starts, dtype=index) - 1]
         first[order[~starts]] = head[~starts]
         del order, starts, head
-        sim = (first >= 0).astype(np.float32)  # no array of float64 made on the way
-        how = (first >= 0).astype(np.int8)  # 1 exact, 2 the near method
+        exact_copy = first >= 0
+        sim = exact_copy.astype(np.float32)  # no array of float64 made on the way
+        how = exact_copy.astype(np.int8)  # 1 exact, 2 the near method
+        del exact_copy
         method = self.params["method"]
         if method != "exact" and n:
             self._near(method, features, gid, (first < 0) & ~empty, ctx, first, sim)
