@@ -67,8 +67,9 @@ def test_demo_at_one_and_two_local_workers_gives_the_same_keys_and_bytes(tmp_pat
 
 
 def test_outputs_of_many_shards_are_the_same_bytes_at_one_and_two_workers(tmp_path, monkeypatch):
-    """Shards of 7 records: the workers' staged task and balance outputs are cut into several
-    shards, as the build's own writer cuts them."""
+    """Shards of 7 records: the workers' task and staged balance outputs are cut into several
+    shards, as the build's own writer cuts them (a task's at the end of each of its input's
+    shards as well)."""
     from vlitc.run import runners, store
 
     monkeypatch.setattr(store, "SHARD_SIZE", 7)
@@ -77,9 +78,10 @@ def test_outputs_of_many_shards_are_the_same_bytes_at_one_and_two_workers(tmp_pa
     cache = tmp_path / "cache-two"
     entries = {s["id"]: orjson.loads((cache / "steps" / f"{s['key']}.json").read_bytes())
                for s in one.manifest["steps"]}
-    for sid in ("task:object_box", "balance"):
-        shards = entries[sid]["outputs"]["main"]["shards"]
-        assert len(shards) > 2 and all(sh["count"] == 7 for sh in shards[:-1]), sid
+    shards = entries["balance"]["outputs"]["main"]["shards"]
+    assert len(shards) > 2 and all(sh["count"] == 7 for sh in shards[:-1])
+    shards = entries["task:object_box"]["outputs"]["main"]["shards"]
+    assert len(shards) > 2 and all(0 < sh["count"] <= 7 for sh in shards)
 
 
 MINHASH_RECIPE = """\
@@ -138,6 +140,66 @@ def test_minhash_dedup_drops_the_same_near_duplicates_at_one_and_two_workers(tmp
     kept = json.loads((tmp_path / "one" / "train.json").read_text())
     assert len(kept) == 70  # the 10 near-duplicates dropped, the 70 distinct texts kept
     assert not any("changed" in c["conversations"][1]["value"] for c in kept)
+
+
+SEGMENTED_RECIPE = """\
+vlitc: 1
+name: runs
+version: 0.0.1
+seed: 3
+sources:
+  coco: {type: coco, images: images, captions: captions.json, check_images: false}
+tasks:
+  brief: {kind: brief_caption, source: coco, min_words: 3}
+outputs:
+  - {format: llava, path: train.json}
+report: false
+"""
+
+
+@pytest.mark.parametrize("chunk", [10, 7, 3])
+def test_a_task_ends_a_shard_where_each_shard_of_its_input_ends(tmp_path, monkeypatch, chunk):
+    """A task's samples of each shard of its input fill shards of their own (the last one
+    partial): the same shards inline and at two workers, whether a chunk holds whole input
+    shards (stored by the worker) or parts of one (staged, and cut into shards after)."""
+    import json
+
+    from PIL import Image
+
+    from vlitc.run import runners, store
+
+    monkeypatch.setattr(store, "SHARD_SIZE", 5)
+    monkeypatch.setattr(runners, "SHARD_SIZE", 5)
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "1.png")
+    images, anns = [], []
+    for i in range(1, 28):  # 0 to 3 captions of three words or more per image
+        images.append({"id": i, "file_name": "1.png", "width": 8, "height": 8})
+        for k in range(i % 4 + 1):
+            words = "a b" if (i + k) % 3 == 0 else f"caption {i} number {k}"
+            anns.append({"id": len(anns) + 1, "image_id": i, "caption": words})
+    (tmp_path / "captions.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(SEGMENTED_RECIPE + f"execution: {{chunk: {chunk}}}\n")
+    one, two = _same_at_one_and_two_workers(recipe, tmp_path)
+    entries = {s["id"]: orjson.loads((tmp_path / "cache-two" / "steps" / f"{s['key']}.json").read_bytes())
+               for s in two.manifest["steps"]}
+    from vlitc.run.store import Store
+
+    cache = Store(tmp_path / "cache-two")
+    source = entries["source:coco"]["outputs"]["main"]
+    shard_of = {}
+    for k, sh in enumerate(source["shards"]):
+        for line in cache.plain(sh["sha256"]).splitlines():
+            shard_of[orjson.loads(line)["id"]] = k
+    per_run = [0] * len(source["shards"])
+    task = entries["task:brief"]["outputs"]["main"]
+    for sh in task["shards"]:
+        for line in cache.plain(sh["sha256"]).splitlines():
+            per_run[shard_of[orjson.loads(line)["meta"]["record_id"]]] += 1
+    expected = [c for n in per_run for c in [5] * (n // 5) + [n % 5] * (n % 5 > 0)]
+    assert len(source["shards"]) == 6 and sum(per_run) == task["count"] > 0
+    assert [sh["count"] for sh in task["shards"]] == expected and expected != sorted(expected, reverse=True)
 
 
 #: every text export, sharded, with a split and with copied images: prepared in the workers

@@ -138,10 +138,13 @@ class FileState:
             self._last = where  # its table is read only if a check takes it
             return hit[1]
         table = self._rows.table(f"dir-files:{where}")
+        # a folder signed for the first time has no rows to look up (the rows its blocks add are
+        # of other names)
+        fresh = table.count() == 0
         signature = hashlib.sha256()
         for lo in range(0, len(files), BLOCK):
             block = files[lo:lo + BLOCK]
-            known = table.get_many([name for name, _s, _m in block])
+            known = {} if fresh else table.get_many([name for name, _s, _m in block])
             shas: list[str] = []
             todo: list[tuple[str, int]] = []
             for name, size, mtime in block:

@@ -197,27 +197,7 @@ class Staged:
     def _plain_shards(self) -> Iterator[tuple]:
         """The shards of whole-file chunks in order: each shard's runs are one per file it
         takes lines from (a file's lines follow each other), made as the shards are cut."""
-        np = self._np
-        runs: list[tuple[int, int, int]] = []
-        pending = 0
-        for f, n in enumerate(self._plain):
-            offset, i = 0, 0
-            while i < len(n):
-                take = min(SHARD_SIZE - pending, len(n) - i)
-                size = int(n[i:i + take].sum(dtype=np.int64))
-                runs.append((f, offset, size))
-                offset, i, pending = offset + size, i + take, pending + take
-                if pending == SHARD_SIZE:
-                    yield self._run_shard(runs, pending)
-                    runs, pending = [], 0
-        if pending:
-            yield self._run_shard(runs, pending)
-
-    def _run_shard(self, runs: list[tuple[int, int, int]], count: int) -> tuple:
-        np = self._np
-        f, o, n = zip(*runs, strict=True)
-        return (self.dir, self.names, np.asarray(f, dtype=np.int32), np.asarray(o, dtype=np.int64),
-                np.asarray(n, dtype=np.int64), count)
+        return staged_shards(self.dir, self.names, list(enumerate(self._plain)))
 
     def close(self, job: Job) -> dict:
         """Write the output's shards on the engine (in output order); the output's entry."""
@@ -290,10 +270,86 @@ class PoolRunner(Runner):
         return {"outputs": {"main": self.write({"template": t} for t in op_of(step, Pool).templates(ctx))}}
 
 
+def segments(sources: list[dict]) -> list[tuple[int, int]]:
+    """The runs of a task's input (``sources`` one after another) that its output's shards
+    end with: each stored shard of a source, and :data:`SHARD_SIZE` rows at a time of a view.
+    The samples of each run fill shards of :data:`SHARD_SIZE`, the last one partial, so a
+    task's shards (and its output's hash, which keys the steps after it) follow from its input
+    alone: the same inline and in chunks on any engine, with each chunk's shards stored by the
+    worker that made them (no second pass over the lines)."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    for src in sources:
+        n = src["count"]
+        counts = [s["count"] for s in src["shards"]] if not is_view(src) else \
+            [min(SHARD_SIZE, n - lo) for lo in range(0, n, SHARD_SIZE)]
+        for c in counts:
+            if c:
+                out.append((start, start + c))
+                start += c
+    return out
+
+
+def _pieces(chunks: list[tuple[int, int]], runs: list[tuple[int, int]]) -> Iterator[list[tuple[int, int, int]]]:
+    """Each chunk as the pieces of ``runs`` it holds, ``(lo, hi, run)`` in order."""
+    r = 0
+    for lo, hi in chunks:
+        got = []
+        while r < len(runs) and runs[r][0] < hi:
+            a, b = runs[r]
+            got.append((max(a, lo), min(b, hi), r))
+            if b > hi:
+                break
+            r += 1
+        yield got
+
+
+def staged_shards(directory: str, names: list[str], files: list[tuple[int, Any]]) -> Iterator[tuple]:
+    """:func:`write_shard`'s chunks for lines staged one file after another (``(file number,
+    line lengths)`` in order): shards of :data:`SHARD_SIZE` lines, the last one partial, each
+    as the byte runs it joins (one per file it takes lines from)."""
+    import numpy as np
+
+    runs: list[tuple[int, int, int]] = []
+    pending = 0
+
+    def shard() -> tuple:
+        f, o, n = zip(*runs, strict=True)
+        return (directory, names, np.asarray(f, dtype=np.int32), np.asarray(o, dtype=np.int64),
+                np.asarray(n, dtype=np.int64), pending)
+
+    for f, lengths in files:
+        offset, i = 0, 0
+        while i < len(lengths):
+            take = min(SHARD_SIZE - pending, len(lengths) - i)
+            size = int(lengths[i:i + take].sum(dtype=np.int64))
+            runs.append((f, offset, size))
+            offset, i, pending = offset + size, i + take, pending + take
+            if pending == SHARD_SIZE:
+                yield shard()
+                runs, pending = [], 0
+    if pending:
+        yield shard()
+
+
+def _shifted(emit: Callable[[dict], None], start: int, total: int) -> Callable[[dict], None]:
+    """``emit`` for an op run over the records from ``start`` on: its progress counted from
+    the step's first record."""
+    def shifted(event: dict) -> None:
+        if event.get("event") == "progress" and isinstance(event.get("done"), int):
+            event = {**event, "done": event["done"] + start, "total": total}
+        emit(event)
+
+    return shifted
+
+
 @runner
 class TaskRunner(Runner):
-    """A task: a map step over its source's records when its op says each record's samples
-    depend on that record alone (:meth:`vlitc.ops.base.Task.shardable`)."""
+    """A task: when its op says each record's samples depend on that record alone
+    (:meth:`vlitc.ops.base.Task.shardable`), a map step over its source's records, cut by the
+    runs of its input (:func:`segments`). An op that calls a model runs over its whole input
+    at once instead, so that one window of requests stays in flight across the step (on the
+    engine, in chunks whose lines are staged and cut into shards after)."""
 
     kind = "task"
     acyclic = True
@@ -306,10 +362,71 @@ class TaskRunner(Runner):
         batched = isinstance(op, ModelOp) and op.batched(ctx)  # one batch, not one per chunk
         if refs and op.shardable() and not batched:
             sources = [self.ex.output_of(step, ref) for ref in refs]
-            if self.ex.maps({"count": sum(o["count"] for o in sources)}):
-                return {"outputs": {"main": self.map(step, ctx, "task", sources)}}
+            total = {"count": sum(o["count"] for o in sources)}
+            if isinstance(op, ModelOp):
+                if self.ex.maps(total):
+                    return {"outputs": {"main": self.map(step, ctx, "task", sources)}}
+            elif self.ex.maps(total):
+                return {"outputs": {"main": self.map_segments(step, ctx, op, sources)}}
+            else:
+                return {"outputs": {"main": self.write_segments(ctx, op, sources)}}
         records = itertools.chain.from_iterable(self.input(step, ref) for ref in refs)
         return {"outputs": {"main": self.write(op.run(records, ctx))}}
+
+    def write_segments(self, ctx: OpContext, op: Task, sources: list[dict]) -> dict:
+        """The task run here, a run of its input at a time (:func:`segments`)."""
+        from vlitc.run.shards import read_sources
+
+        emit, total = ctx._emit, sum(o["count"] for o in sources)
+        try:
+            with self.ex.store.writer() as w:
+                for lo, hi in segments(sources):
+                    if emit is not None:  # the op counts its records from each run's start
+                        ctx._emit = _shifted(emit, lo, total)
+                    w.write_all(op.run(read_sources(self.ex.store, sources, lo, hi), ctx))
+                    w.cut()
+        finally:
+            ctx._emit = emit
+        return w.close()
+
+    def map_segments(self, step: Step, ctx: OpContext, op: Task, sources: list[dict]) -> dict:
+        """The task in chunks on the build's engine, each a run of its input or several (or,
+        for a small input, a part of one: such parts are staged and their run's shards cut
+        from them after), giving the shards :meth:`write_segments` gives."""
+        runs = segments(sources)
+        total = sum(o["count"] for o in sources)
+        chunks = self.ex.chunks({"count": total, "shards": [{"count": b - a} for a, b in runs]})
+        job = self.ex.job(step, ctx, "segments", None, sources)
+        job.staging = tempfile.mkdtemp(dir=self.ex.store.tmp, prefix="staged-")
+        job.shard_size = SHARD_SIZE
+        shards: list[list[dict]] = [[] for _ in runs]
+        staged: dict[int, list[tuple[int, Any]]] = {}  # a run cut across chunks: its pieces' lines
+        names: list[str] = []
+        try:
+            pieces = list(_pieces(chunks, runs))
+            calls = ([(lo, hi, (lo, hi) == runs[r]) for lo, hi, r in p] for p in pieces)
+            done = 0
+            for p, res in zip(pieces, self.ex.engine.map(run_chunk, job, calls), strict=True):
+                raise_chunk_error(res)
+                for (_lo, _hi, r), got in zip(p, (res.features or {})["pieces"], strict=True):
+                    if got[0] == "shards":
+                        shards[r] = got[1]
+                    else:
+                        staged.setdefault(r, []).append((len(names), got[2]))
+                        names.append(got[1])
+                merge_chunk(ctx, res)
+                done += sum(hi - lo for lo, hi, _r in p)
+                ctx.emit({"event": "progress", "step": step.id, "done": done, "total": total})
+            if staged:
+                cut = [(r, c) for r in sorted(staged) for c in staged_shards(job.staging, names, staged[r])]
+                for (r, _c), res in zip(cut, self.ex.engine.map(write_shard, job, (c for _r, c in cut)),
+                                        strict=True):
+                    shards[r].append(res.features["shard"])
+        finally:
+            shutil.rmtree(job.staging, ignore_errors=True)
+        out = [sh for run in shards for sh in run]
+        return {"shards": out, "count": sum(sh["count"] for sh in out),
+                "hash": combined_hash(sh["sha256"] for sh in out)}
 
 
 @runner
@@ -322,8 +439,7 @@ class MergeRunner(Runner):
 
     def run(self, step: Step, ctx: OpContext) -> dict:
         outputs = [self.ex.output_of(step, d) for d in step.deps]
-        if len(outputs) == 1 and not is_view(outputs[0]) and \
-                all(sh["count"] == SHARD_SIZE for sh in outputs[0]["shards"][:-1]):
+        if len(outputs) == 1 and not is_view(outputs[0]):
             return {"outputs": {"main": copy.deepcopy(outputs[0])}}
         with self.ex.store.writer() as w:
             for out in outputs:

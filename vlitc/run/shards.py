@@ -105,7 +105,8 @@ def scoped_features(op: Filter, records: Iterable[dict], ctx: OpContext) -> dict
 class Job:
     """One map step, as plain data a worker process can rebuild it from."""
 
-    kind: str  # task | measure | features | keys (balance) | finish (balance)
+    kind: str  # task | segments (a task cut by its input's runs) | measure | features | keys
+    # (balance) | finish (balance)
     key: str  # the step key (a worker keeps one op per key)
     family: str
     op: str
@@ -121,6 +122,7 @@ class Job:
     inputs: dict[str, dict] = field(default_factory=dict)  # step id -> its output (shard list)
     sources: list[dict] = field(default_factory=list)  # the outputs the chunks range over, in turn
     staging: str = ""  # a folder: a task's chunks stage their lines there (see Staged)
+    shard_size: int = 0  # a task's chunks cut by its input's runs: the lines of a stored shard
     finish_as: str | None = None  # balance's keys pass: stage every record finished with this tag
     locations: dict[str, Any] = field(default_factory=dict)  # recipe string -> Location
     extra_items: int = 0
@@ -246,8 +248,13 @@ def encode(records: Iterable[dict]) -> tuple[bytes, int]:
 def read_chunk(store: Any, job: Job, lo: int, hi: int, fields: Any = None) -> Iterator[dict]:
     """The records ``lo`` to ``hi`` of the job's sources taken one after another (``fields``:
     see :meth:`vlitc.run.store.Store.read_range`)."""
+    return read_sources(store, job.sources, lo, hi, fields)
+
+
+def read_sources(store: Any, sources: list[dict], lo: int, hi: int, fields: Any = None) -> Iterator[dict]:
+    """The records ``lo`` to ``hi`` of ``sources`` (step outputs) taken one after another."""
     start = 0
-    for out in job.sources:
+    for out in sources:
         n = out["count"]
         if start < hi and start + n > lo:
             yield from store.read_range(out, max(lo - start, 0), min(hi - start, n), fields)
@@ -279,6 +286,8 @@ def _run_chunk(job: Job, op: Any, store: Any, chunk: tuple[int, int], client: An
     try:  # the keys of balance and a dataset filter's features look at the fields they declare
         whole = job.kind == "keys" and job.finish_as is not None  # staged as well: every field
         fields = op.reads if job.kind in ("keys", "features") and op.reads and not whole else None
+        if job.kind == "segments":
+            return _segments(job, cast(Task, op), store, cast(list, chunk), ctx)
         records = read_chunk(store, job, *chunk, fields=fields)
         if job.kind == "features":
             return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
@@ -311,6 +320,29 @@ def _run_chunk(job: Job, op: Any, store: Any, chunk: tuple[int, int], client: An
         return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
                            error=(e.exit_code, str(e)), error_kind=type(e).__name__)
     return ChunkResult(data, n, ctx.counters, ctx.notes, ctx.warnings)
+
+
+def _segments(job: Job, op: Task, store: Any, pieces: list[tuple[int, int, bool]],
+              ctx: OpContext) -> ChunkResult:
+    """A task's chunk cut by the runs of its input (:func:`vlitc.run.runners.segments`): the
+    samples of each piece ``(lo, hi, whole)``, stored here as the shards of a whole run (each
+    of ``job.shard_size`` lines, the last partial, as the build's shard writer cuts them), or staged (:func:`stage`) for the build to join with the run's other
+    pieces, in other chunks. The result's features list, per piece, ``("shards", entries)`` or
+    ``("staged", name, lengths)``."""
+    done: list[tuple] = []
+    count = 0
+    size = job.shard_size
+    for lo, hi, whole in pieces:
+        lines = [orjson.dumps(s) + b"\n" for s in op.run(read_chunk(store, job, lo, hi), ctx)]
+        count += len(lines)
+        if whole:
+            done.append(("shards", [store.put_shard(b"".join(lines[i:i + size]), len(lines[i:i + size]))
+                                    for i in range(0, len(lines), size)]))
+        else:
+            done.append(("staged", f"{lo}", stage(job.staging, f"{lo}", lines)))
+        del lines
+    return ChunkResult(count=count, counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
+                       features={"pieces": done})
 
 
 def export_chunk(job: Job, chunk: tuple[int, int]) -> ChunkResult:

@@ -255,6 +255,11 @@ class ShardWriter:
         for r in records:
             self.write(r)
 
+    def cut(self) -> None:
+        """End the shard being filled here, however few records it holds (a task's output
+        ends a shard where each run of its input does, :func:`vlitc.run.runners.segments`)."""
+        self._close_shard()
+
     def write_encoded(self, data: bytes, n: int) -> None:
         """Append ``n`` records already encoded as :meth:`write` encodes them (JSON lines): the
         same shards as writing them one by one, without decoding them."""
