@@ -444,7 +444,9 @@ def test_a_header_read_by_imagesize_gives_what_pillow_gives_and_a_bomb_goes_to_p
 def test_a_check_made_in_another_process_gives_the_same_infos_and_table(tmp_path, decode):
     """What a worker checks from :meth:`ImageChecker.rows` (its stat, containment, the table's
     and the folder signature's rows) is what the check here gives, and :meth:`ImageChecker.adopt`
-    leaves the same table: a second check, from the rows of that table, opens nothing."""
+    leaves the same table: a second check, from the rows of that table and of the signature of
+    the unchanged folder, opens nothing and counts every image as remembered. A header-only
+    check keeps no row of its own for an image whose signature row states its size."""
     import pickle
 
     from vlitc.images import check_rows
@@ -456,19 +458,26 @@ def test_a_check_made_in_another_process_gives_the_same_infos_and_table(tmp_path
     files = FileState(tmp_path / "state")
     try:
         files.dir_signature(root)
-        known = MemoryRows(files.known_hashes(root).items())
+        known = files.known_hashes(root)
+        assert known.hashed_now(names[:3]) == [True] * 3  # signed for the first time
+        here, there = DictStore(), DictStore()
+        expected = ImageChecker(root, here, decode=decode, known=known).check(names)
+        checker = ImageChecker(root, there, decode=decode, known=known)
+        found, checked = check_rows(pickle.loads(pickle.dumps(checker.rows(names))))
+        assert found == expected and found["../outside.png"].error.startswith("outside: ")
+        assert checker.adopt(checked) == (0, len(names) - 2)  # all but the missing and the outside
+        assert dict(there) == dict(here) and len(here) == 1
+        kept = len(next(iter(dict(here).values())))
+        stated = sum(1 for n in names if n.endswith(".png") and (root / n).is_file() and ".." not in n)
+        assert kept == (len(names) - 2 if decode else len(names) - 2 - stated) and stated > 5
+        files.dir_signature(root)  # unchanged: nothing hashed this time
+        known = files.known_hashes(root)
+        assert known.hashed_now(names[:3]) == [False] * 3
+        again = ImageChecker(root, there, decode=decode, known=known)
+        found, checked = check_rows(again.rows(names))
+        assert found == expected and checked == ({}, len(names) - 2, 0)
     finally:
         files.close()
-    here, there = DictStore(), DictStore()
-    expected = ImageChecker(root, here, decode=decode, known=known).check(names)
-    checker = ImageChecker(root, there, decode=decode, known=known)
-    found, checked = check_rows(pickle.loads(pickle.dumps(checker.rows(names))))
-    assert found == expected and found["../outside.png"].error.startswith("outside: ")
-    assert checker.adopt(checked) == (0, len(names) - 2)  # all but the missing and the outside
-    assert dict(there) == dict(here) and len(here) == 1
-    again = ImageChecker(root, there, decode=decode)
-    found, checked = check_rows(again.rows(names))
-    assert found == expected and checked == ({}, len(names) - 2, 0)
     # a worker keeps a checker (and its folder's listing) for one checker's runs, not another's
     assert again.rows(names)[0] != checker.rows(names)[0]
 
@@ -496,7 +505,10 @@ def test_a_plan_then_a_build_hashes_each_image_once(tmp_path, monkeypatch, decod
     result = api.build(tmp_path / "r.yaml", out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
     assert [n for n in hashed if n.endswith(".jpg")] == []
     source = next(s for s in result.manifest["steps"] if s["id"] == "source:coco")
-    assert source["counters"]["images_hashed"] == 3 and source["counters"]["corrupt_image"] == 1
+    # a header-only check of a JPEG whose size the plan's read of it found is that read's,
+    # remembered; a check that decodes, and the file whose bytes state no size, are made here
+    counted = (source["counters"]["images_hashed"], source["counters"]["images_remembered"])
+    assert counted == ((3, 0) if decode else (1, 2)) and source["counters"]["corrupt_image"] == 1
     fresh = api.build(tmp_path / "r.yaml", out_dir=tmp_path / "fresh", cache_dir=tmp_path / "cache2")
     assert (tmp_path / "out" / "train.json").read_bytes() == (tmp_path / "fresh" / "train.json").read_bytes()
     assert fresh.manifest["steps"][0]["key"] == source["key"]

@@ -196,6 +196,11 @@ class ImageChecker:
         self.hits = 0
         self.computed = 0
         self._table: Rows | None = None
+        #: while a check runs: the signature rows its plan read, the paths whose row is their
+        #: check (:func:`_stated`), and of those whether this build's signature hashed them
+        self._known_rows: dict[str, Any] | None = None
+        self._stated: set[str] = set()
+        self._fresh: dict[str, bool] = {}
         #: this checker's own: a worker keeps the checker it makes for it (and its folder's
         #: listing) for this checker's runs alone, never for a later build's (a Ray worker
         #: outlives a build: the folder may have changed since)
@@ -240,7 +245,12 @@ class ImageChecker:
                 present = p in listing if "/" not in p else (self.root / p).is_file()
                 out[p] = ImageInfo(p) if present else ImageInfo(p, error="missing")
             return out, []
-        table = self._load_table().get_many(paths)
+        known = self._known_of(paths) if self._header_only() else None
+        table = self._load_table().get_many(self._to_look_up(paths, known))
+        if known is not None:
+            stated = [p for p in paths if _states_size(known.get(p))]
+            self._fresh = dict(zip(stated, _hashed_now(self.known, stated), strict=True))
+            self._known_rows = known
         todo: list[tuple[str, tuple[int, int]]] = []
         under = _under(self.root)
         for p in paths:
@@ -263,11 +273,13 @@ class ImageChecker:
         :meth:`adopt` takes back what it computed): the checker's settings, and each distinct
         path with its row of the table and of :attr:`known` (``None`` where it has none)."""
         paths = list(dict.fromkeys(paths))
-        table = self._load_table().get_many(paths)
-        known = self.known.get_many(paths) if self.known is not None else {}
+        known = self._known_of(paths)
+        table = self._load_table().get_many(self._to_look_up(paths, known))
+        stated = [p for p in paths if _states_size(known.get(p))] if self._header_only() else []
+        fresh = dict(zip(stated, _hashed_now(self.known, stated), strict=True))
         settings = (str(self.root), self.decode, self.hash, self.read_size, self.contain is not None,
                     self._token)
-        return settings, [(p, table.get(p), known.get(p)) for p in paths]
+        return settings, [(p, table.get(p), known.get(p), fresh.get(p, True)) for p in paths]
 
     def adopt(self, checked: tuple[dict[str, list], int, int]) -> tuple[int, int]:
         """The rows :func:`check_rows` computed into the table, and its counts of images
@@ -278,17 +290,18 @@ class ImageChecker:
         self.computed += computed
         return hits, computed
 
-    def check_given(self, rows: list[tuple[str, Any, Any]]
+    def check_given(self, rows: list[tuple[str, Any, Any, bool]]
                     ) -> tuple[dict[str, ImageInfo], tuple[dict[str, list], int, int]]:
         """:meth:`check` of the paths of :meth:`rows` against the table and :attr:`known` rows
         given with them (not this checker's own): each path's info, and what :meth:`adopt`
         takes back. The checker is left with no table and nothing known."""
-        table = {p: row for p, row, _k in rows if row is not None}
+        table = {p: row for p, row, _k, _f in rows if row is not None}
         self._table = mine = MemoryRows(table)
-        self.known = MemoryRows({p: k for p, _t, k in rows if k is not None})
+        self.known = known = _GivenRows({p: k for p, _t, k, _f in rows if k is not None})
+        known.fresh = {p: f for p, _t, _k, f in rows}
         hits, computed = self.hits, self.computed
         try:
-            out = self.check(p for p, _t, _k in rows)
+            out = self.check(p for p, _t, _k, _f in rows)
             new = {p: row for p, row in mine.items() if table.get(p) is not row}
         finally:
             self._table, self.known = None, None
@@ -298,11 +311,36 @@ class ImageChecker:
                out: dict[str, ImageInfo]) -> None:
         """The computed checks of ``todo``, in its order: into ``out`` and the table."""
         rows: dict[str, list] = {}
+        stated, fresh = self._stated, self._fresh
         for (p, sig), info in zip(todo, infos, strict=True):
             out[p] = info
+            if p in stated:  # its signature row is its check: not kept twice
+                if fresh.get(p, True):
+                    self.computed += 1
+                else:
+                    self.hits += 1
+                continue
             rows[p] = [sig[0], sig[1], info.width, info.height, info.sha256, info.error, self.decode]
-        self.computed += len(todo)
+            self.computed += 1
+        self._stated, self._fresh, self._known_rows = set(), {}, None
         self._load_table().put_many(rows)
+
+    def _header_only(self) -> bool:
+        """Whether a file's signature row, its hash and the size its header states, is the
+        whole of its check (one that hashes and reads no more than the header)."""
+        return self.hash and self.read_size and not self.decode and self.known is not None
+
+    def _known_of(self, paths: list[str]) -> dict[str, Any]:
+        """The signature rows of ``paths`` (:attr:`known`; none when the check does not hash)."""
+        return self.known.get_many(paths) if self.known is not None and self.hash else {}
+
+    def _to_look_up(self, paths: list[str], known: dict[str, Any] | None) -> list[str]:
+        """The paths whose check the table may hold: for a header-only check, not those whose
+        signature row states a header size (that row is their check, and is not kept twice:
+        a table of millions of images is not written, nor read, for nothing)."""
+        if known is None or not self._header_only():
+            return paths
+        return [p for p in paths if not _states_size(known.get(p))]
 
     def _cached(self, rel: str, entry: Any, sig: tuple[int, int]) -> ImageInfo | None:
         if not isinstance(entry, list) or len(entry) != 7 or (entry[0], entry[1]) != sig:
@@ -317,11 +355,13 @@ class ImageChecker:
         check's settings and the hashes ``known`` for their size and mtime."""
         shas: dict[str, tuple[str, tuple[int, int] | None]] = {}
         if self.hash and self.known is not None and todo:
-            known = self.known.get_many([p for p, _sig in todo])
+            known = self._known_rows if self._known_rows is not None else \
+                self.known.get_many([p for p, _sig in todo])
             for p, (size, mtime) in todo:
                 got = file_row_of(known.get(p), size, mtime)
                 if got is not None:
                     shas[p] = got
+        self._stated = {p for p, got in shas.items() if _stated(p, got, self.read_size, self.decode)}
         return str(self.root), self.decode, self.hash, self.read_size, shas
 
     def _infos(self, todo: list[tuple[str, tuple[int, int]]]) -> list[ImageInfo]:
@@ -390,8 +430,8 @@ def infos_of(spec: tuple, todo: list[tuple[str, tuple[int, int]]],
         got = shas.get(t[0])
         if got is None:
             continue
-        size = got[1] if read_size and not decode else None
-        if size is not None and _within_limit(size) and _format_of(t[0]):
+        size = _stated(t[0], got, read_size, decode)
+        if size is not None:
             out[t[0]] = ImageInfo(t[0], size[0], size[1], got[0])  # what its probe would say
         else:
             seen.append(t)
@@ -401,6 +441,37 @@ def infos_of(spec: tuple, todo: list[tuple[str, tuple[int, int]]],
             info.sha256 = shas[info.path][0]
         out[info.path] = info
     return [out[p] for p, _ in todo]
+
+
+def _stated(path: str, got: tuple[str, tuple[int, int] | None], read_size: bool,
+            decode: bool) -> tuple[int, int] | None:
+    """The size a header-only check of ``path`` takes from its signature row ``got`` (hash,
+    header size) as :func:`probe` would find it, without opening the file: a JPEG's or PNG's
+    stated size within the decompression-bomb limit; ``None`` when the file must be probed."""
+    size = got[1] if read_size and not decode else None
+    return size if size is not None and _within_limit(size) and _format_of(path) else None
+
+
+def _states_size(row: Any) -> bool:
+    """Whether a signature row has a header size (:func:`file_row`; checked in full where used)."""
+    return type(row) is list and len(row) == 5
+
+
+def _hashed_now(known: Any, names: list[str]) -> list[bool]:
+    """For each of ``names``, whether this build's folder signature hashed it
+    (:class:`vlitc.run.fingerprint.SignedRows`): true where the table does not say."""
+    flags = getattr(known, "hashed_now", None)
+    return flags(names) if flags is not None else [True] * len(names)
+
+
+class _GivenRows(MemoryRows):
+    """A worker's signature rows, as :meth:`ImageChecker.rows` sent them, with which of them
+    the build's signature hashed."""
+
+    fresh: dict[str, bool]
+
+    def hashed_now(self, names: list[str]) -> list[bool]:
+        return [self.fresh.get(n, True) for n in names]
 
 
 def _within_limit(size: tuple[int, int]) -> bool:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from vlitc.errors import InputError, Location
 from vlitc.hashing import canonical, digest, sha256_file, sha256_file_head
-from vlitc.rows import MemoryRows, Rows
+from vlitc.rows import MemoryRows, Rows, RowStore, SQLiteRows
 
 __all__ = ["canonical", "digest", "sha256_file", "step_key", "item_digest", "FileState"]
 
@@ -80,12 +81,64 @@ def contents_chunk(_job: None, todo: list[tuple[str, int]]) -> list[tuple[str, t
     return _contents(todo)
 
 
+class HashedNames:
+    """Which files of a folder the build's signature hashed itself, rather than took from its
+    table: every one (a folder signed for the first time), none (an unchanged folder), or those
+    whose names' 8-byte digests it holds (a sorted array: 16 MB for 2M files, not the names)."""
+
+    def __init__(self, every: bool = False):
+        self.every = every
+        self._parts: list[Any] = []
+        self._sorted: Any = None
+
+    @staticmethod
+    def _digests(names: Iterable[str]) -> Any:
+        import numpy as np
+
+        return np.fromiter((int.from_bytes(hashlib.blake2b(n.encode("utf-8", "surrogateescape"),
+                                                           digest_size=8).digest(), "little")
+                            for n in names), dtype=np.uint64)
+
+    def add(self, names: Iterable[str]) -> None:
+        if not self.every:
+            self._parts.append(self._digests(names))
+            self._sorted = None
+
+    def flags(self, names: Sequence[str]) -> list[bool]:
+        """For each of ``names``, whether the signature hashed it (a digest shared by two names
+        says both: these only count what was read)."""
+        import numpy as np
+
+        if self.every or not names:
+            return [self.every] * len(names)
+        if self._sorted is None:
+            self._sorted = np.sort(np.concatenate(self._parts)) if self._parts else np.zeros(0, np.uint64)
+            self._parts = [self._sorted]
+        if not len(self._sorted):
+            return [False] * len(names)
+        d = self._digests(names)
+        at = np.minimum(np.searchsorted(self._sorted, d), len(self._sorted) - 1)
+        return (self._sorted[at] == d).tolist()
+
+
+class SignedRows(SQLiteRows):
+    """A folder's table of signature rows (:meth:`FileState.known_hashes`) with which of its
+    files this build's signature hashed (:class:`HashedNames`): a check that takes a file's
+    hash and header size from its row counts the file as read in this build only then."""
+
+    def __init__(self, store: RowStore, key: str, hashed: HashedNames):
+        super().__init__(store, key)
+        self.hashed = hashed
+
+    def hashed_now(self, names: Sequence[str]) -> list[bool]:
+        return self.hashed.flags(names)
+
+
 class FileState:
     """Remembers file hashes by (path, size, mtime_ns) in a small diskcache."""
 
     def __init__(self, root: Path):
         from vlitc.diskstore import open_cache
-        from vlitc.rows import RowStore
 
         self._db = open_cache(root)
         #: each folder's files, a row each (``dir-files:<folder>``, name -> [size, mtime_ns,
@@ -100,6 +153,8 @@ class FileState:
         #: each folder signed, by its resolved path: the hash of its files' names, sizes and
         #: mtimes as they were listed (the no-op record's folder states, :mod:`vlitc.run.noop`)
         self.listed: dict[str, str] = {}
+        #: the files of the folder signed last that its signature hashed in this build
+        self._hashed = HashedNames()
 
     def close(self) -> None:
         self._db.close()
@@ -136,11 +191,13 @@ class FileState:
         hit = self._db.get(f"dir:{where}")
         if hit and hit[0] == stamp:
             self._last = where  # its table is read only if a check takes it
+            self._hashed = HashedNames()
             return hit[1]
         table = self._rows.table(f"dir-files:{where}")
         # a folder signed for the first time has no rows to look up (the rows its blocks add are
         # of other names)
         fresh = table.count() == 0
+        self._hashed = hashed = HashedNames(every=fresh)
         signature = hashlib.sha256()
         for lo in range(0, len(files), BLOCK):
             block = files[lo:lo + BLOCK]
@@ -156,15 +213,16 @@ class FileState:
                     todo.append((name, size))
             del known
             if todo:
-                hashed = iter(self._hashes(str(root), todo))
+                hashed.add(name for name, _s in todo)
+                hashes_of = iter(self._hashes(str(root), todo))
                 new: dict[str, list] = {}
                 for i, (name, size, mtime) in enumerate(block):
                     if not shas[i]:
-                        sha, header = next(hashed)
+                        sha, header = next(hashes_of)
                         shas[i] = sha
                         new[name] = file_row(size, mtime, sha, header)
                 table.put_many(new)
-                del new, hashed
+                del new, hashes_of
             signature.update("".join(f"{name}\0{sha}\n" for (name, _s, _m), sha in zip(block, shas, strict=True))
                              .encode("utf-8", "surrogateescape"))
         if table.count() > len(files):  # files gone since: their rows go too
@@ -203,7 +261,7 @@ class FileState:
         if self._last != where:
             return MemoryRows()
         self._last = None
-        return self._rows.table(f"dir-files:{where}")
+        return SignedRows(self._rows, f"dir-files:{where}", self._hashed)
 
     def drop_known(self) -> None:
         """Let go of the table :meth:`known_hashes` would hand over (the step that signed the
