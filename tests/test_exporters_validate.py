@@ -25,6 +25,28 @@ def _export_fails(tmp_path, samples, **params):
     return err.value
 
 
+def test_an_image_removed_after_a_first_export_fails_the_next(tmp_path, monkeypatch):
+    """The image folder's listing an export checks files against lasts one step: a file
+    removed since an earlier step's export (in the same process) is missing for the next one,
+    and a name that is a folder is no image file."""
+    from vlitc.run import heap
+
+    monkeypatch.setattr(heap, "trim_heap", lambda: None)  # (a full collection of this process)
+    samples = demo_samples(tmp_path)
+    ctx = context(tmp_path)
+    LlavaExporter({"path": "first.json"}).export(samples, ctx)
+    (ctx.out_dir / "first.json").unlink()
+    heap.end_step()
+    gone = samples[0]["image"]
+    path = ctx.image_path(gone)
+    path.unlink()
+    (path.parent / "folder.png").mkdir()
+    folder = conv("caption/f/0", "caption", "Describe.", "A folder.", img("folder.png"))
+    err = _export_fails(tmp_path, [*samples, folder])
+    assert samples[0]["id"] in err.problems and "caption/f/0" in err.problems
+    assert "image file not found" in str(err)
+
+
 def test_missing_image_file_fails_listing_the_id(tmp_path):
     samples = demo_samples(tmp_path)
     samples.append(conv("caption/z/0", "caption", "Describe.", "Gone.", img("missing.png")))

@@ -43,8 +43,9 @@ def test_a_build_trims_the_heap_after_planning_and_every_step(tmp_path, monkeypa
     from vlitc import api
     from vlitc.run import executor
 
-    calls: list[str] = []  # the module of each trim's caller
-    monkeypatch.setattr(executor, "trim_heap", lambda: calls.append(sys._getframe(1).f_globals["__name__"]))
+    calls: list[str] = []  # the module of each trim's caller (after a step: with its caches)
+    for name in ("trim_heap", "end_step"):
+        monkeypatch.setattr(executor, name, lambda: calls.append(sys._getframe(1).f_globals["__name__"]))
     result = api.build(demo_copy(tmp_path), out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
     steps = result.manifest["steps"]
     assert calls.count("vlitc.run.executor") == 1 + len(steps) > 4

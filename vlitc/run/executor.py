@@ -27,7 +27,7 @@ from vlitc.recipe import Recipe
 from vlitc.release import layout
 from vlitc.run.engine import Execution, make_engine
 from vlitc.run.fingerprint import FileState
-from vlitc.run.heap import trim_heap
+from vlitc.run.heap import end_step, trim_heap
 from vlitc.run.keys import shown_path
 from vlitc.run.runners import RUNNERS, Runner, op_of
 from vlitc.run.shards import Job, forget_prepared
@@ -261,7 +261,7 @@ class Executor:
             trim_heap()  # what planning held (the listing of an images folder) goes first
             for sid in self.plan.order:
                 self._run_step(self.plan.steps[sid])
-                trim_heap()
+                end_step()  # what the step kept here for its own (step caches) goes, and the heap
             self._topup()
             manifest = self._publish(started)
             self._record_up_to_date(manifest)
@@ -402,7 +402,7 @@ class Executor:
             self._emit({"event": "topup", "step": "balance", "items": grow})
             for sid in self.plan.order:
                 self._run_step(self.plan.steps[sid])
-                trim_heap()
+                end_step()
 
     def _n_in(self, step: Step) -> int:
         return sum(self.done[d].entry["outputs"]["main"]["count"] for d in step.deps if d in self.done)

@@ -18,6 +18,7 @@ from typing import Any
 from vlitc.errors import InputError, Location, UserError
 from vlitc.ops.base import OpContext
 from vlitc.records import IMAGE_TOKEN, Sample, images_of, is_sound, structure_problems
+from vlitc.run.heap import step_cache
 
 #: how many offending ids an error message lists before "and N more"
 SHOW = 20
@@ -102,16 +103,56 @@ def image_problem(image: dict, ctx: OpContext) -> str | None:
     return None if path.is_file() else f"image file not found: {path}"
 
 
+#: image folders' listings, by folder and the folder's mtime (a file added, removed or renamed
+#: since changes it): a process lists a folder once for the chunks of one export step (the
+#: listings go when it begins another, :func:`vlitc.run.heap.end_step`)
+_LISTINGS: dict[tuple[str, int], dict[str, bool]] = step_cache()
+
+
+def folder_files(folder: str) -> dict[str, bool]:
+    """The names in ``folder``, each with whether it is a file (links followed, as
+    ``os.path.isfile``): one listing for the many images of an export, instead of a ``stat``
+    each (empty when the folder cannot be listed)."""
+    try:
+        key = (folder, os.stat(folder).st_mtime_ns)
+    except OSError:
+        return {}
+    hit = _LISTINGS.get(key)
+    if hit is None:
+        hit = {}
+        try:
+            with os.scandir(folder) as it:
+                for e in it:
+                    try:
+                        hit[e.name] = e.is_file()
+                    except OSError:
+                        hit[e.name] = False
+        except OSError:
+            hit = {}
+        if len(_LISTINGS) >= 4:
+            _LISTINGS.clear()
+        _LISTINGS[key] = hit
+    return hit
+
+
 class ImageFiles:
     """:func:`image_problem` answered once per ``(root, path)``: an export names each image once
-    per sample, and a dataset has several samples per image. The file is found with plain
-    ``os.path`` strings, as ``ctx.image_path`` joins them; a miss is explained by
-    :func:`image_problem` itself, so the messages are the same."""
+    per sample, and a dataset has several samples per image. A file directly in its root is
+    found in the root's listing (:func:`folder_files`), any other with plain ``os.path``
+    strings, as ``ctx.image_path`` joins them; a miss is explained by :func:`image_problem`
+    itself, so the messages are the same."""
 
     def __init__(self, ctx: OpContext):
         self.ctx = ctx
         self.roots = {name: os.fspath(folder) for name, folder in ctx.image_roots.items()}
         self.seen: dict[tuple, str | None] = {}
+        self._listed: dict[str, dict[str, bool]] = {}
+
+    def _listing(self, folder: str) -> dict[str, bool]:
+        hit = self._listed.get(folder)
+        if hit is None:
+            hit = self._listed[folder] = folder_files(folder)
+        return hit
 
     def problem(self, image: dict) -> str | None:
         key: tuple[Any, Any] = (image.get("root"), image.get("path"))  # unchecked JSON values
@@ -122,8 +163,11 @@ class ImageFiles:
         except TypeError:  # an unhashable path: no fast answer
             return image_problem(image, self.ctx)
         folder = self.roots.get(key[0])
+        rel = key[1]
         try:
-            found = folder is not None and os.path.isfile(os.path.join(folder, key[1]))
+            found = folder is not None and (
+                (type(rel) is str and "/" not in rel and self._listing(folder).get(rel) is True)
+                or os.path.isfile(os.path.join(folder, rel)))
         except TypeError:  # not a path at all: image_problem says how it fails
             found = False
         why = None if found else image_problem(image, self.ctx)
