@@ -391,3 +391,28 @@ def test_scattered_signature_rows_are_read_not_mapped(tmp_path):
     assert np.array_equal(first, want[0]) and np.array_equal(sim, want[1])
     assert (first[2500:4800] == np.arange(2300)).sum() > 2000  # the copies are found
     assert (first[4801:] == 4800).all()  # and the long run's
+
+
+def test_exact_copies_found_in_buckets_are_those_one_sort_finds(monkeypatch):
+    """Above ``EXACT_RUN`` samples the exact pass sorts buckets of the hashes' top bits one at a
+    time: each sample's first earlier copy (same scope group and hash) is the one a single
+    stable sort of all of them gives, hashes in every bucket and equal ones far apart."""
+    import numpy as np
+
+    from vlitc.ops.filters import dedup
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    exact = rng.integers(0, 2**64, 700, dtype=np.uint64, endpoint=False)[rng.integers(0, 700, n)]
+    gid = rng.integers(0, 3, n).astype(np.int32)
+
+    seen: dict[tuple[int, int], int] = {}  # (group, hash) -> its first sample
+    expected = []
+    for i, key in enumerate(zip(gid.tolist(), exact.tolist(), strict=True)):
+        expected.append(seen.get(key, -1))
+        seen.setdefault(key, i)
+    assert dedup.exact_firsts(gid, exact, np.int32).tolist() == expected
+    monkeypatch.setattr(dedup, "EXACT_RUN", 256)  # 5000 samples: 64 buckets
+    bucketed = dedup.exact_firsts(gid, exact, np.int32)
+    assert bucketed.tolist() == expected and (bucketed >= 0).sum() > n // 2
+    assert len(set((exact >> np.uint64(58)).tolist())) == 64  # every bucket has hashes

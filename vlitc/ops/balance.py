@@ -351,7 +351,9 @@ class MixBalance(Balance):
             ids.add(keys["id"])
             to_group = np.fromiter((groups.setdefault(tuple(g), len(groups)) for g in keys["groups"]),
                                    dtype=np.int32, count=len(keys["groups"]))
-            group_parts.append(to_group[np.asarray(keys["group"], dtype=np.intp)])
+            # a group number in 16 bits while the groups are that few (a recipe has some tens)
+            group_parts.append(to_group[np.asarray(keys["group"], dtype=np.intp)]
+                               .astype(np.uint16 if len(groups) <= 2**16 else np.int32))
             image_parts.append((distinct, np.asarray(keys["image"], dtype=np.int32)))  # the chunk's own
             digest_parts.append(keys["images"])
             distinct += len(keys["images"])
@@ -369,9 +371,12 @@ class MixBalance(Balance):
         by_id = ids.order()  # the input indices in id order
         del ids
         names = list(groups)  # group number -> group
-        in_order = group_of[by_id]
-        by_group: dict[tuple[str, str], Any] = {g: by_id[in_order == groups[g]] for g in sorted(groups)}
-        del in_order
+        if len(groups) == 1:  # one group (one task): its queue is made of the id order itself
+            by_group: dict[tuple[str, str], Any] = {names[0]: by_id}
+        else:
+            in_order = group_of[by_id]
+            by_group = {g: by_id[in_order == groups[g]] for g in sorted(groups)}
+            del in_order
         sizes = {g: len(a) for g, a in by_group.items()}
         targets = self._targets(sizes, ctx)
         taken = np.zeros(len(by_id), dtype=bool)  # the choice: by_group is let go meanwhile

@@ -68,6 +68,43 @@ def _numbered(scope: Any, index: Any) -> Any:
     return np.unique(scope, return_inverse=True)[1].astype(index).reshape(-1)
 
 
+#: samples whose exact copies are found in one sort; more are sorted in buckets of their text
+#: hashes' top bits, one at a time (:func:`exact_firsts`)
+EXACT_RUN = 1 << 20
+
+
+def exact_firsts(gid: Any, exact: Any, index: Any) -> Any:
+    """Each sample's exact copy before it: the first sample (in input order) of the same scope
+    group (``gid``) with the same text hash (``exact``), or ``-1``; ``index`` wide. Above
+    :data:`EXACT_RUN` samples the hashes are sorted in buckets of their top bits (equal hashes
+    share one), each sorted alone: a 10M-sample pass holds a bucket's permutation and sorted
+    copies, not a 64-bit permutation and sorted copies of all of them (200 MB)."""
+    import numpy as np
+
+    n = len(exact)
+    first = np.full(n, -1, dtype=index)
+    bits = max(0, min(8, (n // EXACT_RUN).bit_length() + 1)) if n > EXACT_RUN else 0
+    top = None
+    if bits:  # each sample's bucket, made a block at a time (no 64-bit temporary of all of them)
+        top = np.empty(n, dtype=np.uint8)
+        for lo in range(0, n, EXACT_RUN):
+            top[lo:lo + EXACT_RUN] = exact[lo:lo + EXACT_RUN] >> np.uint64(64 - bits)
+    for b in range(1 << bits):
+        at = np.flatnonzero(top == b).astype(index) if top is not None else np.arange(n, dtype=index)
+        if not len(at):
+            continue
+        e, g = exact[at], gid[at]
+        order = np.lexsort((e, g)).astype(index)  # stable: equal keys keep their input order
+        g, e = g[order], e[order]
+        starts = np.r_[True, (g[1:] != g[:-1]) | (e[1:] != e[:-1])]
+        del g, e
+        order = at[order]
+        head = order[starts][np.cumsum(starts, dtype=index) - 1]
+        first[order[~starts]] = head[~starts]
+        del order, starts, head, at
+    return first
+
+
 def _batch(cache: Any):
     """A single transaction on a diskcache store (a no-op for other stores)."""
     import contextlib
@@ -206,17 +243,9 @@ class DedupFilter(Filter):
         scope = np.asarray(features["scope"])
         gid = _numbered(scope, index)
         release_pages(scope)  # gathered features are memory-mapped files: read once, let go
-        # exact copies: the first of each run of equal (scope, text hash), in input order (the
-        # sort is stable: equal keys keep it)
-        first = np.full(n, -1, dtype=index)
-        order = np.lexsort((exact, gid)).astype(index)
-        g, e = gid[order], exact[order]
+        # exact copies: the first of each run of equal (scope, text hash), in input order
+        first = exact_firsts(gid, exact, index)
         release_pages(exact)
-        starts = np.r_[True, (g[1:] != g[:-1]) | (e[1:] != e[:-1])] if n else np.zeros(0, dtype=bool)
-        del g, e  # one array per sample each: gone before the next are made
-        head = order[starts][np.cumsum(starts, dtype=index) - 1]
-        first[order[~starts]] = head[~starts]
-        del order, starts, head
         exact_copy = first >= 0
         sim = exact_copy.astype(np.float32)  # no array of float64 made on the way
         how = exact_copy.astype(np.int8)  # 1 exact, 2 the near method
