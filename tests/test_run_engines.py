@@ -803,3 +803,19 @@ def test_a_pool_worker_lets_go_of_a_steps_image_checkers_when_another_step_begin
     finally:
         pool.close()
     assert source == [1, 1, 1] and task == [0]
+
+
+def test_a_staged_output_in_release_positions_is_put_in_their_order():
+    """The order of staged lines given their release positions: for a permutation, its inverse
+    (no sort); with a repeated or missing position, the stable sort's order."""
+    import numpy as np
+
+    from vlitc.run.runners import _inverse
+
+    rng = np.random.default_rng(1)
+    perm = rng.permutation(1000).astype(np.int32)
+    assert _inverse(perm).tolist() == np.argsort(perm, kind="stable").tolist()
+    assert _inverse(perm).dtype == np.int32
+    for odd in (np.array([2, 0, 2, 1]), np.array([3, 0, 5]), np.array([1, -1, 0])):
+        assert _inverse(odd).tolist() == np.argsort(odd, kind="stable").tolist()
+    assert len(_inverse(np.zeros(0, dtype=np.int32))) == 0

@@ -407,9 +407,10 @@ class Filter(Op):
 
 
 class Chosen:
-    """The samples a balance takes, in output order: their input indices (``index``, int64) and
-    the tag each gets (``code``: a number into ``tags``), as arrays, without an object per
-    sample (a 10M-sample release chooses millions). Iterating gives ``(input index, tag)``."""
+    """The samples a balance takes, in output order: their input indices (``index``: int32 as
+    a balance numbers them, else int64) and the tag each gets (``code``: a number into
+    ``tags``), as arrays, without an object per sample (a 10M-sample release chooses
+    millions). Iterating gives ``(input index, tag)``."""
 
     #: the pairs made at a time while iterating
     BLOCK = 1 << 16
@@ -417,7 +418,8 @@ class Chosen:
     def __init__(self, index: Any, code: Any, tags: Sequence[str]):
         import numpy as np
 
-        self.index = np.asarray(index, dtype=np.int64)
+        index = np.asarray(index)
+        self.index = index if index.dtype == np.int32 else index.astype(np.int64)
         self.code = np.asarray(code, dtype=np.int16)
         self.tags = list(tags)
         if self.index.shape != self.code.shape or self.index.ndim != 1:

@@ -335,10 +335,17 @@ def banded_neighbours(hv: np.ndarray, eligible: np.ndarray, gid: np.ndarray, ban
         first, sim = out
     else:
         first, sim = np.full(n, -1, dtype=index), np.zeros(n, dtype=np.float32)
-    sizes = np.bincount(gid[eligible], minlength=int(gid.max(initial=0)) + 1) if eligible.any() \
-        else np.zeros(1, dtype=np.int64)
+    # each eligible item's group size, a block at a time (the gathers and bincount's 64-bit
+    # copy of every item's group were 200 MB at 10M items)
+    n_groups = int(gid.max(initial=0)) + 1
+    sizes = np.zeros(n_groups, dtype=np.int64)
+    for lo in range(0, n, BAND_READ):
+        sizes += np.bincount(gid[lo:lo + BAND_READ][eligible[lo:lo + BAND_READ]], minlength=n_groups)
+    big = sizes > SMALL_GROUP
     large = np.zeros(n, dtype=bool)
-    large[eligible] = sizes[gid[eligible]] > SMALL_GROUP
+    for lo in range(0, n, BAND_READ):
+        large[lo:lo + BAND_READ] = eligible[lo:lo + BAND_READ] & big[gid[lo:lo + BAND_READ]]
+    del sizes, big
     small_items = np.flatnonzero(eligible & ~large)  # ascending: runs are groups
     order = np.argsort(gid[small_items], kind="stable")
     members = small_items[order]
@@ -346,7 +353,7 @@ def banded_neighbours(hv: np.ndarray, eligible: np.ndarray, gid: np.ndarray, ban
     hit = earliest >= 0
     _take_earliest(first, sim, earliest[hit], members[hit], esim[hit])
     del small_items, order, members, earliest, esim, hit
-    items = np.flatnonzero(eligible & large).astype(index)
+    items = _nonzero(eligible & large, index)
     if len(items) < 2:
         return first, sim
     if map is not None and isinstance(hv, np.memmap) and isinstance(bands, np.memmap) and \
@@ -357,6 +364,14 @@ def banded_neighbours(hv: np.ndarray, eligible: np.ndarray, gid: np.ndarray, ban
         for j, i, s in _join_band(hv, bands, b, items, gid[items], threshold):
             _take_earliest(first, sim, i, j, s)
     return first, sim
+
+
+def _nonzero(mask: np.ndarray, index: type) -> np.ndarray:
+    """``np.flatnonzero(mask)`` as ``index`` integers, found a block at a time (no 64-bit
+    array of every index on the way: 80 MB at 10M items)."""
+    parts = [np.flatnonzero(mask[lo:lo + BAND_READ]).astype(index) + index(lo)
+             for lo in range(0, len(mask), BAND_READ)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=index)
 
 
 def _join_band(hv: np.ndarray, bands: np.ndarray, b: int, items: np.ndarray, groups: np.ndarray,

@@ -145,6 +145,23 @@ def narrow(a: Any) -> Any:
     return a.astype(np.int32 if not len(a) or int(a.max()) < 2**31 else np.int64)
 
 
+def _inverse(positions: Any) -> Any:
+    """The order that sorts ``positions`` (stably): for a permutation of ``0..n-1`` (a balance's
+    release positions) its inverse, made in one pass, without the 64-bit array a sort returns
+    (80 MB over 10M lines); a sort otherwise."""
+    import numpy as np
+
+    n = len(positions)
+    if n and 0 <= int(positions.min()) and int(positions.max()) < n:
+        dtype = np.int32 if n < 2**31 else np.int64
+        order: Any = np.full(n, -1, dtype=dtype)
+        order[positions] = np.arange(n, dtype=dtype)
+        if not (order < 0).any():  # every position once: a permutation
+            return order
+        del order
+    return narrow(np.argsort(positions, kind="stable"))
+
+
 class Staged:
     """A step output whose chunks' lines the workers staged in files (:func:`stage`), each
     line's file, offset and length kept here, and whose shards the workers then cut from those
@@ -214,7 +231,7 @@ class Staged:
         if self._positions:
             positions = np.concatenate(self._positions)
             self._positions = []
-            order = narrow(np.argsort(positions, kind="stable"))
+            order = _inverse(positions)
             del positions
 
         def column(k: int) -> Any:
