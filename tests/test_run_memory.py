@@ -166,7 +166,8 @@ def test_staged_columns_are_32_bit_when_they_fit_and_64_bit_when_not(tmp_path):
         staged.add("0", [5, 7], positions=[1, 0], offsets=[0, 5])
         staged.add("1", [3], positions=[2], offsets=[2**31 + 10])  # a 2 GB file's last line
         (f0, o0, n0), (_f1, o1, _n1) = staged._parts
-        assert (f0.dtype, o0.dtype, n0.dtype, staged._positions[0].dtype) == (np.int32,) * 4
+        assert (o0.dtype, n0.dtype, staged._positions[0].dtype) == (np.int32,) * 3
+        assert f0.dtype == np.uint16  # the file's number: 16 bits while the files are that few
         assert o1.dtype == np.int64 and int(o1[0]) == 2**31 + 10
     finally:
         staged.remove()

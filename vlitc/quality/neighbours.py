@@ -14,6 +14,7 @@ import functools
 import hashlib
 import itertools
 import mmap
+import os
 import re
 from collections.abc import Callable, Iterator
 
@@ -358,7 +359,12 @@ def banded_neighbours(hv: np.ndarray, eligible: np.ndarray, gid: np.ndarray, ban
         return first, sim
     if map is not None and isinstance(hv, np.memmap) and isinstance(bands, np.memmap) and \
             bands.shape[1] > 1 and len(items) >= BAND_MAP_MIN:
-        _bands_on(map, hv, bands, items, gid[items], threshold, first, sim)
+        path = _item_table(hv, items, gid)
+        del items, large  # in the file now: not held here while the workers join the bands
+        try:
+            _bands_on(map, hv, bands, path, threshold, first, sim)
+        finally:
+            os.unlink(path)
         return first, sim
     for b in range(bands.shape[1]):
         for j, i, s in _join_band(hv, bands, b, items, gid[items], threshold):
@@ -413,31 +419,37 @@ def _mapped(a: np.memmap) -> tuple:
     return str(a.filename), a.offset, a.dtype.str, a.shape
 
 
-def _bands_on(map: Callable, hv: np.memmap, bands: np.memmap, items: np.ndarray, groups: np.ndarray,
-              threshold: float, first: np.ndarray, sim: np.ndarray) -> None:
-    """Every band joined in a task (:func:`band_hits`), the items and their groups in a file
-    beside the signatures; each task's hits improve ``first``/``sim`` (the earliest wins, so
-    the order they come in makes no difference)."""
-    import os
+def _item_table(hv: np.memmap, items: np.ndarray, gid: np.ndarray) -> str:
+    """A file beside the signatures holding ``items`` and their groups (a ``(2, n)`` .npy):
+    what np.save of the two stacked writes, without a stacked copy, and written a block at a
+    time from the arrays, not through a mapping of the file (whose written pages would count
+    in this process's memory: 80 MB at 10M items)."""
     import tempfile
 
     fd, path = tempfile.mkstemp(dir=os.path.dirname(str(hv.filename)), prefix="band-items-", suffix=".npy")
     try:
-        # what np.save of the two stacked writes, without a stacked copy, and written from the
-        # arrays, not through a mapping of the file (whose written pages would count in this
-        # process's memory: 80 MB at 10M items, the dedup step's peak)
-        dtype = np.result_type(items, groups)
+        dtype = np.result_type(items, gid)
         with os.fdopen(fd, "wb") as f:
             np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
                                                      "fortran_order": False, "shape": (2, len(items))})
-            for row in (items, groups):
-                for lo in range(0, len(row), BAND_READ):
-                    np.ascontiguousarray(row[lo:lo + BAND_READ], dtype=dtype).tofile(f)
-        job = (_mapped(hv), _mapped(bands), path, len(first), float(threshold))
-        for j, i, s in map(band_hits, job, range(bands.shape[1])):
-            _take_earliest(first, sim, i, j, s)
-    finally:
+            for lo in range(0, len(items), BAND_READ):
+                np.ascontiguousarray(items[lo:lo + BAND_READ], dtype=dtype).tofile(f)
+            for lo in range(0, len(items), BAND_READ):
+                np.ascontiguousarray(gid[items[lo:lo + BAND_READ]], dtype=dtype).tofile(f)
+    except BaseException:
         os.unlink(path)
+        raise
+    return path
+
+
+def _bands_on(map: Callable, hv: np.memmap, bands: np.memmap, path: str, threshold: float,
+              first: np.ndarray, sim: np.ndarray) -> None:
+    """Every band joined in a task (:func:`band_hits`), the items and their groups in the file
+    ``path`` (:func:`_item_table`); each task's hits improve ``first``/``sim`` (the earliest
+    wins, so the order they come in makes no difference)."""
+    job = (_mapped(hv), _mapped(bands), path, len(first), float(threshold))
+    for j, i, s in map(band_hits, job, range(bands.shape[1])):
+        _take_earliest(first, sim, i, j, s)
 
 
 def band_hits(job: tuple, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

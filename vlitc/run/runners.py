@@ -207,9 +207,11 @@ class Staged:
         np = self._np
         lengths = np.asarray(lengths, dtype=np.int64)
         offsets = np.cumsum(lengths) - lengths if offsets is None else np.asarray(offsets, dtype=np.int64)
-        # a chunk's file is far below 2 GB: its offsets and lengths in 32 bits (the columns of
-        # a 10M-sample output are then 12 bytes a line, not 20)
-        self._parts.append((np.full(len(lengths), f, dtype=np.int32), narrow(offsets), narrow(lengths)))
+        # a chunk's file is far below 2 GB: its offsets and lengths in 32 bits, and its number
+        # in 16 while there are that few files (the columns of a 10M-sample output are then
+        # 10 bytes a line, not 20)
+        self._parts.append((np.full(len(lengths), f, dtype=np.uint16 if f < 2**16 else np.int32),
+                            narrow(offsets), narrow(lengths)))
 
     def _plain_shards(self) -> Iterator[tuple]:
         """The shards of whole-file chunks in order: each shard's runs are one per file it
