@@ -221,8 +221,11 @@ class ImageChecker:
     def check(self, paths: Iterable[str]) -> dict[str, ImageInfo]:
         """Check every relative path; returns one :class:`ImageInfo` per distinct path."""
         out, todo = self.plan(paths)
-        if todo:
-            self.record(todo, self._infos(todo), out)
+        try:
+            if todo:
+                self.record(todo, self._infos(todo), out)
+        finally:  # what the plan read of the signature's rows is this check's alone
+            self._stated, self._fresh, self._known_rows = set(), {}, None
         return out
 
     def plan(self, paths: Iterable[str]) -> tuple[dict[str, ImageInfo], list[tuple[str, tuple[int, int]]]]:
@@ -271,7 +274,8 @@ class ImageChecker:
     def rows(self, paths: Iterable[str]) -> tuple:
         """A check of ``paths`` as plain data, for another process to make (:func:`check_rows`;
         :meth:`adopt` takes back what it computed): the checker's settings, and each distinct
-        path with its row of the table and of :attr:`known` (``None`` where it has none)."""
+        path with its row of the table and of :attr:`known` (``None`` where it has none) and
+        whether this build's folder signature hashed it."""
         paths = list(dict.fromkeys(paths))
         known = self._known_of(paths)
         table = self._load_table().get_many(self._to_look_up(paths, known))
@@ -322,7 +326,6 @@ class ImageChecker:
                 continue
             rows[p] = [sig[0], sig[1], info.width, info.height, info.sha256, info.error, self.decode]
             self.computed += 1
-        self._stated, self._fresh, self._known_rows = set(), {}, None
         self._load_table().put_many(rows)
 
     def _header_only(self) -> bool:

@@ -393,16 +393,19 @@ class TaskRunner(Runner):
         return {"outputs": {"main": self.write(op.run(records, ctx))}}
 
     def write_segments(self, ctx: OpContext, op: Task, sources: list[dict]) -> dict:
-        """The task run here, a run of its input at a time (:func:`segments`)."""
-        from vlitc.run.shards import read_sources
-
+        """The task run here, a run of its input at a time (:func:`segments`), the input read
+        once from start to end."""
         emit, total = ctx._emit, sum(o["count"] for o in sources)
+        records = itertools.chain.from_iterable(self.ex.store.read(o) for o in sources)
         try:
             with self.ex.store.writer() as w:
                 for lo, hi in segments(sources):
                     if emit is not None:  # the op counts its records from each run's start
                         ctx._emit = _shifted(emit, lo, total)
-                    w.write_all(op.run(read_sources(self.ex.store, sources, lo, hi), ctx))
+                    run = itertools.islice(records, hi - lo)
+                    w.write_all(op.run(run, ctx))
+                    for _rest in run:  # a run the op did not read to its end: the next starts after it
+                        pass
                     w.cut()
         finally:
             ctx._emit = emit

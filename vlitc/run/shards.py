@@ -248,13 +248,8 @@ def encode(records: Iterable[dict]) -> tuple[bytes, int]:
 def read_chunk(store: Any, job: Job, lo: int, hi: int, fields: Any = None) -> Iterator[dict]:
     """The records ``lo`` to ``hi`` of the job's sources taken one after another (``fields``:
     see :meth:`vlitc.run.store.Store.read_range`)."""
-    return read_sources(store, job.sources, lo, hi, fields)
-
-
-def read_sources(store: Any, sources: list[dict], lo: int, hi: int, fields: Any = None) -> Iterator[dict]:
-    """The records ``lo`` to ``hi`` of ``sources`` (step outputs) taken one after another."""
     start = 0
-    for out in sources:
+    for out in job.sources:
         n = out["count"]
         if start < hi and start + n > lo:
             yield from store.read_range(out, max(lo - start, 0), min(hi - start, n), fields)
@@ -326,9 +321,10 @@ def _segments(job: Job, op: Task, store: Any, pieces: list[tuple[int, int, bool]
               ctx: OpContext) -> ChunkResult:
     """A task's chunk cut by the runs of its input (:func:`vlitc.run.runners.segments`): the
     samples of each piece ``(lo, hi, whole)``, stored here as the shards of a whole run (each
-    of ``job.shard_size`` lines, the last partial, as the build's shard writer cuts them), or staged (:func:`stage`) for the build to join with the run's other
-    pieces, in other chunks. The result's features list, per piece, ``("shards", entries)`` or
-    ``("staged", name, lengths)``."""
+    of ``job.shard_size`` lines, the last partial, as the build's shard writer cuts them), or
+    staged (:func:`stage`) for the build to join with the run's other pieces, in other chunks.
+    The result's features list, per piece, ``("shards", entries)`` or ``("staged", name,
+    lengths)``."""
     done: list[tuple] = []
     count = 0
     size = job.shard_size
