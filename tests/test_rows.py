@@ -114,3 +114,32 @@ def test_two_stores_on_one_file_create_a_table_once(tmp_path):
     assert one.table("t").get_many(["a"]) == {"a": [1]}
     one.close()
     two.close()
+
+
+def test_a_new_connection_waits_for_another_build_that_locks_the_file_meanwhile(tmp_path):
+    """Switching a new file to WAL may fail at once with "database is locked" while another
+    build opens it too (no busy handler runs for it): the setup is tried again, and another
+    error is raised as it is."""
+    from vlitc import rows
+
+    class Flaky:
+        def __init__(self, failures: int, message: str = "database is locked"):
+            self.db = sqlite3.connect(tmp_path / f"{failures}-{message[:4]}.sqlite", isolation_level=None)
+            self.failures, self.message, self.tries = failures, message, 0
+
+        def execute(self, sql: str):
+            if sql.startswith("PRAGMA journal_mode"):
+                self.tries += 1
+                if self.tries <= self.failures:
+                    raise sqlite3.OperationalError(self.message)
+            return self.db.execute(sql)
+
+    flaky = Flaky(3)
+    rows._setup(flaky)
+    assert flaky.tries == 4
+    assert flaky.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert {r[0] for r in flaky.db.execute("SELECT name FROM sqlite_master")} >= {"tables", "rows"}
+    broken = Flaky(1, "disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        rows._setup(broken)
+    assert broken.tries == 1

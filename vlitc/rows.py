@@ -52,6 +52,33 @@ class MemoryRows(dict):
         self.update(rows)
 
 
+#: seconds a build waits for another on the same cache (as diskcache's stores do)
+TIMEOUT = 60
+
+
+def _setup(db: sqlite3.Connection) -> None:
+    """A new connection's settings and tables. Switching a new file to WAL can fail at once
+    with "database is locked" while another build opens it too (SQLite calls no busy handler
+    for it): the statements are tried again until :data:`TIMEOUT`, as diskcache does."""
+    import sqlite3
+    import time
+
+    start = time.monotonic()
+    while True:
+        try:
+            db.execute("PRAGMA trusted_schema=OFF")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS tables (id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS rows (tab INTEGER NOT NULL, name BLOB NOT NULL, "
+                       "value BLOB NOT NULL, PRIMARY KEY (tab, name)) WITHOUT ROWID")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() - start > TIMEOUT:
+                raise
+            time.sleep(0.005)
+
+
 def _name(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
@@ -77,14 +104,9 @@ class RowStore:
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # a build that writes waits for another on this cache (as diskcache's stores do)
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self.path, timeout=TIMEOUT, isolation_level=None, check_same_thread=False)
             try:
-                db.execute("PRAGMA trusted_schema=OFF")
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.execute("CREATE TABLE IF NOT EXISTS tables (id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL)")
-                db.execute("CREATE TABLE IF NOT EXISTS rows (tab INTEGER NOT NULL, name BLOB NOT NULL, "
-                           "value BLOB NOT NULL, PRIMARY KEY (tab, name)) WITHOUT ROWID")
+                _setup(db)
             except BaseException:
                 db.close()
                 raise
