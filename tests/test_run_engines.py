@@ -819,3 +819,17 @@ def test_a_staged_output_in_release_positions_is_put_in_their_order():
     for odd in (np.array([2, 0, 2, 1]), np.array([3, 0, 5]), np.array([1, -1, 0])):
         assert _inverse(odd).tolist() == np.argsort(odd, kind="stable").tolist()
     assert len(_inverse(np.zeros(0, dtype=np.int32))) == 0
+
+
+def test_a_task_run_over_one_run_of_its_input_tells_progress_from_the_steps_start(tmp_path):
+    from vlitc.ops.base import OpContext
+
+    seen: list[dict] = []
+    ctx = OpContext(seed=0, recipe_dir=tmp_path, recipe={}, _emit=seen.append)
+    with ctx.progress_from(20_000, 50_000):
+        ctx.emit({"event": "progress", "step": "task:t", "done": 10_000})
+        ctx.emit({"event": "warning", "step": "task:t", "message": "m"})
+    ctx.emit({"event": "progress", "step": "task:t", "done": 5})
+    assert seen == [{"event": "progress", "step": "task:t", "done": 30_000, "total": 50_000},
+                    {"event": "warning", "step": "task:t", "message": "m"},
+                    {"event": "progress", "step": "task:t", "done": 5}]

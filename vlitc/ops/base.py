@@ -157,6 +157,26 @@ class OpContext:
         if self._emit is not None:
             self._emit(event)
 
+    @contextmanager
+    def progress_from(self, start: int, total: int) -> Iterator[None]:
+        """Inside: progress an op counts from its own first record is told from the step's,
+        ``start`` records before it (an op run over one run of the step's input at a time)."""
+        emit = self._emit
+        if emit is None:
+            yield
+            return
+
+        def shifted(event: dict) -> None:
+            if event.get("event") == "progress" and isinstance(event.get("done"), int):
+                event = {**event, "done": event["done"] + start, "total": total}
+            emit(event)
+
+        self._emit = shifted
+        try:
+            yield
+        finally:
+            self._emit = emit
+
 
 @contextmanager
 def cycle_collector_off() -> Iterator[None]:

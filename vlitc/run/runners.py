@@ -351,17 +351,6 @@ def staged_shards(directory: str, names: list[str], files: list[tuple[int, Any]]
         yield shard()
 
 
-def _shifted(emit: Callable[[dict], None], start: int, total: int) -> Callable[[dict], None]:
-    """``emit`` for an op run over the records from ``start`` on: its progress counted from
-    the step's first record."""
-    def shifted(event: dict) -> None:
-        if event.get("event") == "progress" and isinstance(event.get("done"), int):
-            event = {**event, "done": event["done"] + start, "total": total}
-        emit(event)
-
-    return shifted
-
-
 @runner
 class TaskRunner(Runner):
     """A task: when its op says each record's samples depend on that record alone
@@ -395,20 +384,16 @@ class TaskRunner(Runner):
     def write_segments(self, ctx: OpContext, op: Task, sources: list[dict]) -> dict:
         """The task run here, a run of its input at a time (:func:`segments`), the input read
         once from start to end."""
-        emit, total = ctx._emit, sum(o["count"] for o in sources)
+        total = sum(o["count"] for o in sources)
         records = itertools.chain.from_iterable(self.ex.store.read(o) for o in sources)
-        try:
-            with self.ex.store.writer() as w:
-                for lo, hi in segments(sources):
-                    if emit is not None:  # the op counts its records from each run's start
-                        ctx._emit = _shifted(emit, lo, total)
-                    run = itertools.islice(records, hi - lo)
+        with self.ex.store.writer() as w:
+            for lo, hi in segments(sources):
+                run = itertools.islice(records, hi - lo)
+                with ctx.progress_from(lo, total):
                     w.write_all(op.run(run, ctx))
-                    for _rest in run:  # a run the op did not read to its end: the next starts after it
-                        pass
-                    w.cut()
-        finally:
-            ctx._emit = emit
+                for _rest in run:  # a run the op did not read to its end: the next starts after it
+                    pass
+                w.cut()
         return w.close()
 
     def map_segments(self, step: Step, ctx: OpContext, op: Task, sources: list[dict]) -> dict:

@@ -332,7 +332,7 @@ def _segments(job: Job, op: Task, store: Any, pieces: list[tuple[int, int, bool]
         lines = [orjson.dumps(s) + b"\n" for s in op.run(read_chunk(store, job, lo, hi), ctx)]
         count += len(lines)
         if whole:
-            done.append(("shards", [store.put_shard(b"".join(lines[i:i + size]), len(lines[i:i + size]))
+            done.append(("shards", [store.put_shard(b"".join(lines[i:i + size]), min(size, len(lines) - i))
                                     for i in range(0, len(lines), size)]))
         else:
             done.append(("staged", f"{lo}", stage(job.staging, f"{lo}", lines)))

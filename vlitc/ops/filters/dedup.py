@@ -83,14 +83,12 @@ def exact_firsts(gid: Any, exact: Any, index: Any) -> Any:
 
     n = len(exact)
     first = np.full(n, -1, dtype=index)
-    bits = max(0, min(8, (n // EXACT_RUN).bit_length() + 1)) if n > EXACT_RUN else 0
-    top = None
-    if bits:  # each sample's bucket, made a block at a time (no 64-bit temporary of all of them)
-        top = np.empty(n, dtype=np.uint8)
-        for lo in range(0, n, EXACT_RUN):
-            top[lo:lo + EXACT_RUN] = exact[lo:lo + EXACT_RUN] >> np.uint64(64 - bits)
+    bits = min(8, (n // EXACT_RUN).bit_length() + 1) if n > EXACT_RUN else 0
+    top = np.empty(n if bits else 0, dtype=np.uint8)
+    for lo in range(0, len(top), EXACT_RUN):  # each sample's bucket, a block at a time (no
+        top[lo:lo + EXACT_RUN] = exact[lo:lo + EXACT_RUN] >> np.uint64(64 - bits)  # 64-bit temporary)
     for b in range(1 << bits):
-        at = np.flatnonzero(top == b).astype(index) if top is not None else np.arange(n, dtype=index)
+        at = np.flatnonzero(top == b).astype(index) if bits else np.arange(n, dtype=index)
         if not len(at):
             continue
         e, g = exact[at], gid[at]
