@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from vlitc.rows import LOOKUP, MemoryRows, RowStore
+from vlitc.rows import LOOKUP, SPAN, MemoryRows, RowStore
 
 
 def test_rows_are_read_and_written_in_batches_across_lookups(tmp_path):
@@ -29,6 +29,43 @@ def test_rows_are_read_and_written_in_batches_across_lookups(tmp_path):
     again.delete(["000002.jpg", "absent.jpg"])
     assert "000002.jpg" not in dict(again.items()) and again.count() == len(rows) - 1
     again.store.close()
+
+
+def test_names_are_read_as_ranges_where_dense_and_by_name_where_sparse(tmp_path, monkeypatch):
+    """A run of names is read as one range of the table when its rows lie together (a folder's
+    files in their order), and the names past what a range may read (more rows between them
+    than :data:`SPAN` a name) by name: the same rows either way, in any order asked."""
+    import random
+
+    store = RowStore(tmp_path / "r.sqlite")
+    table = store.table("t")
+    rows = {f"{i:06d}.jpg": [i] for i in range(6 * LOOKUP)}
+    table.put_many(rows)
+    queries: list[str] = []
+    db = store._conn()
+    monkeypatch.setattr(store, "_conn", lambda: _Traced(db, queries))
+    dense = list(rows)[LOOKUP:3 * LOOKUP]
+    random.Random(0).shuffle(dense)
+    assert table.get_many(dense) == {n: rows[n] for n in dense}
+    assert len(queries) == 2 and all("BETWEEN" in q for q in queries)  # one range a run
+    queries.clear()
+    sparse = [*list(rows)[::5][:LOOKUP], "absent.jpg", "zzz.jpg"]  # 5 rows a name: past the span
+    assert SPAN < 5
+    assert table.get_many(sparse) == {n: rows[n] for n in sparse if n in rows}
+    assert any(" IN (" in q for q in queries)
+    assert table.get_many([]) == {} and table.get_many(["absent.jpg"]) == {}
+    store.close()
+
+
+class _Traced:
+    """A connection that notes the statements it runs."""
+
+    def __init__(self, db: sqlite3.Connection, queries: list[str]):
+        self.db, self.queries = db, queries
+
+    def execute(self, sql: str, *args):
+        self.queries.append(sql)
+        return self.db.execute(sql, *args)
 
 
 def test_a_name_that_is_not_utf8_is_stored_as_its_bytes(tmp_path):

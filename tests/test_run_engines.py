@@ -774,6 +774,39 @@ def test_a_pool_worker_hands_back_what_its_chunks_freed_every_few_chunks_and_bet
     assert freed[0] - next_step[0] > 200, (freed, next_step)  # and before another step's chunks
 
 
+_IMPORTED_AT_START = """
+import sys
+from vlitc.run import engine as eng
+from vlitc.run.engine import Execution
+
+def imported(_job, name):
+    return name in sys.modules
+
+if __name__ == "__main__":
+    pool = eng.LocalEngine(Execution(workers=2))
+    try:
+        pool.warm()
+        names = ["vlitc.ops.tasks.caption", "vlitc.ops.exporters.llava", "vlitc.ops.sources.coco",
+                 "imagesize", "zstandard", "PIL.Image"]
+        print(all(pool.map(imported, None, names)))
+    finally:
+        pool.close()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the local pool forks from a server on Linux")
+def test_a_pool_worker_starts_with_every_op_imported(tmp_path):
+    """The local pool's workers are forked from a server that has imported the ops and the
+    libraries their chunks use (started as the build begins): a worker's first chunk imports
+    nothing. (In a process of its own: a process has one such server, started once.)"""
+    script = tmp_path / "imported.py"
+    script.write_text(_IMPORTED_AT_START)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
 def _checkers_held(spec: object, chunk: str) -> int:
     """A chunk run in a pool worker: with ``check``, the images ``spec`` names checked as a
     source's worker checks them (its checker kept for the step's next runs); the checkers the

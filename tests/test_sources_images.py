@@ -482,6 +482,42 @@ def test_a_check_made_in_another_process_gives_the_same_infos_and_table(tmp_path
     assert again.rows(names)[0] != checker.rows(names)[0]
 
 
+@pytest.mark.parametrize("decode", [False, True])
+def test_a_worker_reads_the_rows_of_its_images_from_the_builds_tables(tmp_path, decode):
+    """A check sent to a worker names the build's SQLite tables (the folder signature's and the
+    checks'), not their rows: the build's process reads none of them, and the worker's check,
+    from the tables, is the one made here; a second one, after the first is adopted, finds
+    every image remembered."""
+    import pickle
+
+    from vlitc.images import check_rows
+    from vlitc.rows import RowStore
+    from vlitc.run.fingerprint import FileState
+
+    root = tmp_path / "img"
+    root.mkdir()
+    names = _mixed_folder(root)
+    files = FileState(tmp_path / "state")
+    try:
+        files.dir_signature(root)
+        shas = {sha for _n, (_s, _m, sha, *_wh) in files.known_hashes(root).items()}
+        expected = ImageChecker(root, DictStore(), decode=decode, known=files.known_hashes(root)).check(names)
+        files.dir_signature(root)
+        known = files.known_hashes(root)
+        checks = RowStore(tmp_path / "checks.sqlite")
+        checker = ImageChecker(root, checks, decode=decode, known=known)
+        spec = pickle.dumps(checker.rows(names))
+        assert shas and not any(sha.encode() in spec for sha in shas)  # no row travels
+        found, checked = check_rows(pickle.loads(spec))
+        assert found == expected
+        checker.adopt(checked)
+        again = check_rows(pickle.loads(pickle.dumps(ImageChecker(root, checks, decode=decode, known=known).rows(names))))
+        assert again[0] == expected and again[1][0] == {} and again[1][2] == 0
+        checks.close()
+    finally:
+        files.close()
+
+
 @pytest.mark.parametrize("decode", [True, False])
 def test_a_plan_then_a_build_hashes_each_image_once(tmp_path, monkeypatch, decode):
     """``vlitc plan`` signs the images folder; the build after it finds the folder unchanged and

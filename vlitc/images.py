@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vlitc.hashing import sha256_file
-from vlitc.rows import MemoryRows, Rows
+from vlitc.rows import MemoryRows, Rows, RowStore, SQLiteRows
 from vlitc.run.heap import step_cache
 
 T = TypeVar("T")
@@ -273,17 +273,18 @@ class ImageChecker:
 
     def rows(self, paths: Iterable[str]) -> tuple:
         """A check of ``paths`` as plain data, for another process to make (:func:`check_rows`;
-        :meth:`adopt` takes back what it computed): the checker's settings, and each distinct
-        path with its row of the table and of :attr:`known` (``None`` where it has none) and
-        whether this build's folder signature hashed it."""
+        :meth:`adopt` takes back what it computed): the checker's settings, the distinct paths,
+        and where that process finds their rows of the table and of :attr:`known` (an SQLite
+        table by its file and name, which it reads itself: the build's process reads none of
+        them; or the rows themselves, for a table held in memory) with whether this build's
+        folder signature hashed each path."""
         paths = list(dict.fromkeys(paths))
-        known = self._known_of(paths)
-        table = self._load_table().get_many(self._to_look_up(paths, known))
-        stated = [p for p in paths if _states_size(known.get(p))] if self._header_only() else []
-        fresh = dict(zip(stated, _hashed_now(self.known, stated), strict=True))
+        known = fresh = None
+        if self.known is not None and self.hash:
+            known, fresh = _rows_at(self.known, paths), _hashed_flags(self.known, paths)
         settings = (str(self.root), self.decode, self.hash, self.read_size, self.contain is not None,
                     self._token)
-        return settings, [(p, table.get(p), known.get(p), fresh.get(p, True)) for p in paths]
+        return settings, paths, (_rows_at(self._load_table(), paths), known, True if fresh is None else fresh)
 
     def adopt(self, checked: tuple[dict[str, list], int, int]) -> tuple[int, int]:
         """The rows :func:`check_rows` computed into the table, and its counts of images
@@ -467,6 +468,16 @@ def _hashed_now(known: Any, names: list[str]) -> list[bool]:
     return flags(names) if flags is not None else [True] * len(names)
 
 
+def _hashed_flags(known: Any, names: list[str]) -> bool | list[bool]:
+    """:func:`_hashed_now` of ``names`` as plain data: one answer for all of them where the
+    signature hashed every file or none (:class:`vlitc.run.fingerprint.HashedNames`)."""
+    hashed = getattr(known, "hashed", None)
+    if hashed is None:
+        return True
+    every = hashed.all_or_none()
+    return every if every is not None else hashed.flags(names)
+
+
 class _GivenRows(MemoryRows):
     """A worker's signature rows, as :meth:`ImageChecker.rows` sent them, with which of them
     the build's signature hashed."""
@@ -517,8 +528,10 @@ _WORKER_CHECKERS: dict[tuple, ImageChecker] = step_cache()  # the step's: a list
 def check_rows(spec: tuple) -> tuple[dict[str, ImageInfo], tuple[dict[str, list], int, int]]:
     """:meth:`ImageChecker.check` of what :meth:`ImageChecker.rows` describes, in the process
     that builds the records: each path's info, and what :meth:`ImageChecker.adopt` takes back
-    (the table's rows computed here, and the counts). The same infos as the check there."""
-    settings, rows = spec
+    (the table's rows computed here, and the counts). The same infos as the check there. The
+    rows of the paths are read here, from the build's tables (their SQLite files, in WAL: the
+    build's process may add rows meanwhile, of other images)."""
+    settings, paths, (table_at, known_at, fresh) = spec
     checker = _WORKER_CHECKERS.get(settings)
     if checker is None:
         root, decode, hashing, read_size, contain, _token = settings
@@ -527,7 +540,35 @@ def check_rows(spec: tuple) -> tuple[dict[str, ImageInfo], tuple[dict[str, list]
         if len(_WORKER_CHECKERS) >= 4:
             _WORKER_CHECKERS.clear()
         _WORKER_CHECKERS[settings] = checker
-    return checker.check_given(rows)
+    known = _rows_in(known_at, paths) if known_at is not None else {}
+    header_only = checker.hash and checker.read_size and not checker.decode and known_at is not None
+    look_up = [p for p in paths if not _states_size(known.get(p))] if header_only else paths
+    table = _rows_in(table_at, look_up)
+    flags = fresh if isinstance(fresh, list) else [fresh] * len(paths)
+    return checker.check_given([(p, table.get(p), known.get(p), f) for p, f in zip(paths, flags, strict=True)])
+
+
+#: the build's row stores a worker process reads the rows of its images' checks from, by file
+_WORKER_TABLES: dict[str, Any] = step_cache()
+
+
+def _rows_at(rows: Rows, paths: list[str]) -> tuple:
+    """Where another process finds the rows of ``paths`` in ``rows`` (:func:`_rows_in`): an
+    SQLite table by its file and name, else the rows themselves."""
+    if isinstance(rows, SQLiteRows):
+        return "table", str(rows.store.path), rows.key
+    return "rows", rows.get_many(paths)
+
+
+def _rows_in(at: tuple, paths: list[str]) -> dict[str, Any]:
+    """The rows of ``paths`` from where :func:`_rows_at` said (rows given: those it holds)."""
+    if at[0] == "rows":
+        return at[1]
+    _kind, path, key = at
+    store = _WORKER_TABLES.get(path)
+    if store is None:
+        store = _WORKER_TABLES[path] = RowStore(Path(path))
+    return store.table(key).get_many(paths)
 
 
 def check_chunk(job: tuple[str, bool, bool, bool], rels: list[str]) -> list[ImageInfo]:

@@ -190,11 +190,23 @@ class LocalEngine(Engine):
         """The multiprocessing context of the workers (and of the services they share)."""
         if sys.platform.startswith("linux"):
             mp = multiprocessing.get_context("forkserver")
-            # the server imports the shard functions, never the caller's ``__main__`` (a
-            # script without a main guard would build again in every worker)
-            mp.set_forkserver_preload(["vlitc.run.shards"])
+            # the server imports the shard functions and the ops (:mod:`vlitc.run.preload`),
+            # never the caller's ``__main__`` (a script without a main guard would build again
+            # in every worker)
+            mp.set_forkserver_preload(["vlitc.run.preload"])
             return mp
         return multiprocessing.get_context("spawn")
+
+    def warm(self) -> None:
+        """Start the server the workers are forked from, in the background: it imports what
+        they run (:mod:`vlitc.run.preload`) while the build's first step is keyed, and a
+        worker then starts in a few milliseconds. The workers start when a step first needs
+        them (a build may need none)."""
+        if self.parallel and sys.platform.startswith("linux"):
+            from multiprocessing import forkserver
+
+            self.mp_context()
+            forkserver.ensure_running()
 
     def _get_pool(self) -> Any:
         if self._pool is None:

@@ -104,6 +104,12 @@ class HashedNames:
             self._parts.append(self._digests(names))
             self._sorted = None
 
+    def all_or_none(self) -> bool | None:
+        """True where the signature hashed every file, False where it hashed none, else None."""
+        if self.every:
+            return True
+        return False if not any(len(p) for p in self._parts) else None
+
     def flags(self, names: Sequence[str]) -> list[bool]:
         """For each of ``names``, whether the signature hashed it (a digest shared by two names
         says both: these only count what was read)."""
