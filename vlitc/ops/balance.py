@@ -299,6 +299,7 @@ class MixBalance(Balance):
         "additionalProperties": False,
     }
     reads = ("id", "task", "source", "image")
+    projected = True  # the keys look at these alone (the chosen samples are read whole)
     writes = ("meta.split",)
 
     def references(self) -> dict[str, list[str]]:

@@ -815,6 +815,9 @@ class ExportRunner(FilesRunner):
         source = self.ex.output_of(step, step.deps[0])
         if isinstance(op, FileExporter) and op.shardable() and self.ex.maps(source):
             return self.run_files(ctx, lambda c: op.write_parts(self.parts(step, c, source), c))
+        if isinstance(op, FileExporter) and op.projected:  # decoded into the fields it writes
+            return self.run_files(ctx, lambda c: op.export(
+                self.ex.store.read_range(source, 0, source["count"], op.reads, project=True), c))
         return self.run_files(ctx, lambda c: op.export(self.input(step, step.deps[0]), c))
 
     def parts(self, step: Step, ctx: OpContext, source: dict) -> Iterator[Any]:

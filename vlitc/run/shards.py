@@ -245,14 +245,15 @@ def encode(records: Iterable[dict]) -> tuple[bytes, int]:
     return b"".join(lines), len(lines)
 
 
-def read_chunk(store: Any, job: Job, lo: int, hi: int, fields: Any = None) -> Iterator[dict]:
-    """The records ``lo`` to ``hi`` of the job's sources taken one after another (``fields``:
-    see :meth:`vlitc.run.store.Store.read_range`)."""
+def read_chunk(store: Any, job: Job, lo: int, hi: int, fields: Any = None,
+               project: bool = False) -> Iterator[dict]:
+    """The records ``lo`` to ``hi`` of the job's sources taken one after another (``fields``,
+    ``project``: see :meth:`vlitc.run.store.Store.read_range`)."""
     start = 0
     for out in job.sources:
         n = out["count"]
         if start < hi and start + n > lo:
-            yield from store.read_range(out, max(lo - start, 0), min(hi - start, n), fields)
+            yield from store.read_range(out, max(lo - start, 0), min(hi - start, n), fields, project)
         start += n
 
 
@@ -283,7 +284,7 @@ def _run_chunk(job: Job, op: Any, store: Any, chunk: tuple[int, int], client: An
         fields = op.reads if job.kind in ("keys", "features") and op.reads and not whole else None
         if job.kind == "segments":
             return _segments(job, cast(Task, op), store, cast(list, chunk), ctx)
-        records = read_chunk(store, job, *chunk, fields=fields)
+        records = read_chunk(store, job, *chunk, fields=fields, project=op.projected and job.kind == "keys")
         if job.kind == "features":
             return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
                                features=scoped_features(cast(Filter, op), records, ctx))
@@ -352,7 +353,7 @@ def export_chunk(job: Job, chunk: tuple[int, int]) -> ChunkResult:
     ctx = job_context(job, store)
     try:
         with exporter.encoding(ctx), cycle_collector_off():
-            part = exporter.prepare(read_chunk(store, job, *chunk), ctx)
+            part = exporter.prepare(read_chunk(store, job, *chunk, exporter.reads, exporter.projected), ctx)
     except VlitcError as e:
         return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
                            error=(e.exit_code, str(e)), error_kind=type(e).__name__)

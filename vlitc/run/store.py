@@ -52,6 +52,7 @@ import orjson
 
 from vlitc.errors import CacheError, VlitcError
 from vlitc.paths import atomic_write
+from vlitc.run.projection import projection, top_fields
 
 SHARD_SIZE = 20_000
 #: full shards a :class:`ShardWriter` lets wait to be stored while it makes the next
@@ -610,21 +611,26 @@ class Store:
             return
         yield from _blocks(((self.plain(s["sha256"]), s["count"]) for s in output["shards"]), size)
 
-    def read_range(self, output: dict, lo: int, hi: int, fields: Iterable[str] | None = None) -> Iterator[dict]:
+    def read_range(self, output: dict, lo: int, hi: int, fields: Iterable[str] | None = None,
+                   project: bool = False) -> Iterator[dict]:
         """The records ``lo`` to ``hi`` (excluded) of an output, decoded: what a map step's
         chunk reads in the process that runs it (only the shards and pieces they lie in).
-        ``fields``: the top-level fields the reader looks at; a view's columns under other
-        fields are left out (not even read)."""
+        ``fields``: the fields the reader looks at, as an op declares them (:attr:`vlitc.ops.
+        base.Op.reads`): a view's columns under other top-level fields are left out (not even
+        read); with ``project``, every field it looks at: each record is decoded into those
+        alone (:mod:`vlitc.run.projection`)."""
         if is_view(output):
-            yield from (rec for _i, rec in self._view(output, decode=True, lo=lo, hi=hi, fields=fields))
+            yield from (rec for _i, rec in self._view(output, decode=True, lo=lo, hi=hi, fields=fields,
+                                                      project=project))
             return
+        loads = projection(tuple(fields)).loads if fields and project else orjson.loads
         start = 0
         for shard in output["shards"]:
             n = shard["count"]
             if start < hi and start + n > lo:
                 lines = self._lines(shard["sha256"])
                 for line in lines[max(lo - start, 0):min(hi - start, n)]:
-                    yield orjson.loads(line)
+                    yield loads(line)
             start += n
 
     def _lines(self, sha: str) -> list[bytes]:
@@ -638,16 +644,19 @@ class Store:
         return hit
 
     def _view(self, output: dict, decode: bool, only: Any = None, lo: int = 0,
-              hi: int | None = None, fields: Iterable[str] | None = None) -> Iterator[tuple[int, Any]]:
+              hi: int | None = None, fields: Iterable[str] | None = None,
+              project: bool = False) -> Iterator[tuple[int, Any]]:
         """A view's records put together, with their index: each selected base row with its
         column values set (with ``only``, just the records it marks; with ``lo``/``hi``, just
-        the records of that index range; with ``fields``, only the columns under them)."""
+        the records of that index range; with ``fields``, only the columns under them, and
+        with ``project`` decoded into those fields, :meth:`read_range`)."""
         import numpy as np
 
         view = output["view"]
-        wanted_fields = None if fields is None else set(fields)
+        wanted_fields = None if fields is None else top_fields(fields)
         columns = [(c["path"], c["pieces"]) for c in view["columns"]
                    if wanted_fields is None or c["path"][0] in wanted_fields]
+        loads = projection(tuple(fields)).loads if fields and project and decode else orjson.loads
         selected = self.selection(output)
         start = index = 0
         for k, shard in enumerate(view["base"]["shards"]):
@@ -679,7 +688,7 @@ class Store:
                 if not values and not decode:
                     line = body[j] + b"\n"
                 else:
-                    rec = orjson.loads(body[j])
+                    rec = loads(body[j])
                     for p, v in values:
                         set_path(rec, p, orjson.loads(v))
                     if decode:
