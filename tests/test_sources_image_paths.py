@@ -12,7 +12,7 @@ import pytest
 from tests._sources_util import load, make_ctx, make_image, write_json
 from vlitc.api import build
 from vlitc.errors import InputError
-from vlitc.paths import Containment, relative_problem
+from vlitc.paths import Containment, folder_entries, relative_problem
 
 
 def _coco(tmp_path: Path, file_name: str) -> None:
@@ -107,6 +107,27 @@ outputs:
   - {{format: llava, path: train.json, images: copy}}
 report: false
 """
+
+
+def test_a_folder_listing_tests_each_entry_and_is_empty_for_no_folder(tmp_path):
+    """One listing for the checks of a folder's files: the names, each with its entry's test
+    (a link to nothing is no file; a test that fails answers False)."""
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    os.symlink(tmp_path / "a.jpg", tmp_path / "link.jpg")
+    os.symlink(tmp_path / "gone.jpg", tmp_path / "dangling.jpg")
+    names = {"a.jpg", "sub", "link.jpg", "dangling.jpg"}
+    assert folder_entries(tmp_path) == dict.fromkeys(names, False)
+    assert folder_entries(tmp_path, os.DirEntry.is_file) == {"a.jpg": True, "sub": False, "link.jpg": True,
+                                                             "dangling.jpg": False}
+    assert folder_entries(tmp_path, os.DirEntry.is_symlink) == {"a.jpg": False, "sub": False, "link.jpg": True,
+                                                                "dangling.jpg": True}
+
+    def fails(_entry: os.DirEntry) -> bool:
+        raise PermissionError("no")
+
+    assert folder_entries(tmp_path, fails) == dict.fromkeys(names, False)
+    assert folder_entries(tmp_path / "none") == {} and folder_entries(tmp_path / "a.jpg") == {}
 
 
 def test_copy_export_of_an_image_from_outside_stays_in_the_release(tmp_path):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vlitc.hashing import sha256_file
+from vlitc.paths import Containment, folder_entries
 from vlitc.rows import MemoryRows, Rows, RowStore, SQLiteRows
 from vlitc.run.heap import step_cache
 
@@ -184,8 +185,6 @@ class ImageChecker:
         map: Callable[[Callable[[Any, Any], Any], Any, Iterable[Any]], Iterator[Any]] | None = None,
         known: Rows | None = None,
     ):
-        from vlitc.paths import Containment
-
         self.root = Path(root)
         self.contain = Containment(root) if contain else None
         self.store = store
@@ -243,7 +242,7 @@ class ImageChecker:
             if out:
                 paths = [p for p in paths if p not in out]
         if not (self.read_size or self.hash):
-            listing = self.contain.listing() if self.contain is not None else _listing(self.root)
+            listing = self.contain.listing() if self.contain is not None else folder_entries(self.root)
             for p in paths:
                 present = p in listing if "/" not in p else (self.root / p).is_file()
                 out[p] = ImageInfo(p) if present else ImageInfo(p, error="missing")
@@ -581,9 +580,3 @@ def check_packed(job: tuple[str, bool, bool, bool], rels: list[str]) -> list[tup
     return [compute(job, rel).packed() for rel in rels]
 
 
-def _listing(root: Path) -> set[str]:
-    try:
-        with os.scandir(root) as it:
-            return {e.name for e in it}
-    except OSError:
-        return set()

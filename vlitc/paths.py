@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 
@@ -72,6 +73,23 @@ def relative_problem(path: object) -> str | None:
     return None
 
 
+def folder_entries(folder: str | Path, test: Callable[[os.DirEntry], bool] | None = None) -> dict[str, bool]:
+    """The names in ``folder`` (one ``scandir``), each with ``test`` of its entry (``False``
+    where it fails, or without a test); empty when the folder cannot be listed. What a check
+    of many files directly in one folder reads instead of a ``stat`` each."""
+    out: dict[str, bool] = {}
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                try:
+                    out[e.name] = test(e) if test is not None else False
+                except OSError:
+                    out[e.name] = False
+    except OSError:
+        return {}
+    return out
+
+
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -90,14 +108,7 @@ class Containment:
         """The names in the root folder, each with whether it is a symlink (one listing,
         read at the first call; empty when the folder cannot be listed)."""
         if self._listed is None:
-            listed: dict[str, bool] = {}
-            try:
-                with os.scandir(self.root) as it:
-                    for e in it:
-                        listed[e.name] = e.is_symlink()
-            except OSError:
-                listed = {}
-            self._listed = listed
+            self._listed = folder_entries(self.root, os.DirEntry.is_symlink)
         return self._listed
 
     def problem(self, rel: str) -> str | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from vlitc.errors import InputError, Location, UserError
 from vlitc.ops.base import OpContext
+from vlitc.paths import folder_entries
 from vlitc.records import IMAGE_TOKEN, Sample, images_of, is_sound, structure_problems
 from vlitc.run.heap import step_cache
 
@@ -119,16 +120,7 @@ def folder_files(folder: str) -> dict[str, bool]:
         return {}
     hit = _LISTINGS.get(key)
     if hit is None:
-        hit = {}
-        try:
-            with os.scandir(folder) as it:
-                for e in it:
-                    try:
-                        hit[e.name] = e.is_file()
-                    except OSError:
-                        hit[e.name] = False
-        except OSError:
-            hit = {}
+        hit = folder_entries(folder, os.DirEntry.is_file)
         if len(_LISTINGS) >= 4:
             _LISTINGS.clear()
         _LISTINGS[key] = hit
