@@ -57,7 +57,7 @@ def test_values_are_those_a_full_decode_gives():
 def test_an_export_is_given_the_fields_it_writes_and_writes_the_same_bytes(tmp_path, monkeypatch):
     """A demo build's exports see each sample's declared fields alone (its ``meta`` no more than
     its split), and write what they wrote from whole samples."""
-    from vlitc.ops.exporters import common, llava
+    from vlitc.ops.exporters import llava
 
     recipe = demo_copy(tmp_path)
     whole = build(recipe, out_dir=tmp_path / "whole", cache_dir=tmp_path / "cw", workers=1)
@@ -67,9 +67,9 @@ def test_an_export_is_given_the_fields_it_writes_and_writes_the_same_bytes(tmp_p
     projected = build(recipe, out_dir=tmp_path / "projected", cache_dir=tmp_path / "cp", workers=1)
     assert seen and all(set(s) <= top_fields(EXPORT_READS) for s in seen)
     assert all(set(s.get("meta") or {}) <= {"split"} for s in seen)
-    assert common.FileExporter.projected
+    assert llava.LlavaExporter.projected
     assert [o["sha256"] for o in projected.manifest["outputs"]] == [o["sha256"] for o in whole.manifest["outputs"]]
-    monkeypatch.setattr(common.FileExporter, "projected", False)
+    monkeypatch.setattr(llava.LlavaExporter, "projected", False)
     seen.clear()
     build(recipe, out_dir=tmp_path / "full", cache_dir=tmp_path / "cf", workers=1)
     assert any("annotations" in (s.get("meta") or {}) for s in seen)  # the same samples, whole

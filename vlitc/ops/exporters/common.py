@@ -165,7 +165,6 @@ class FileExporter(Exporter):
     passed validation; on failure the temp files are removed."""
 
     reads = ("id", "task", "source", "image", "turns", "meta.split?")
-    projected = True  # every exporter here encodes these fields and no other
     #: shards are the samples' lines joined (:class:`JoinedTextShard`), each from ``line``
     text: ClassVar[bool] = False
 

@@ -63,6 +63,7 @@ class LlavaExporter(FileExporter):
     files under ``image_dir``). Validated before writing.
     """
 
+    projected = True  # it looks at the fields FileExporter.reads names, and no other
     version = 1
     params_schema = exporter_schema()
     writes = ("files",)

@@ -52,6 +52,7 @@ class ParquetExporter(FileExporter):
     exports.
     """
 
+    projected = True  # it looks at the fields FileExporter.reads names, and no other
     version = 3
     requires = ("pyarrow",)
     params_schema = exporter_schema(

@@ -49,6 +49,7 @@ class ShareGptExporter(FileExporter):
     (the layout LLaMA-Factory's ``sharegpt`` format with OpenAI-style tags reads).
     """
 
+    projected = True  # it looks at the fields FileExporter.reads names, and no other
     version = 1
     params_schema = exporter_schema()
     writes = ("files",)

@@ -57,6 +57,7 @@ class TrainerExporter(FileExporter):
     side_name: ClassVar[str] = ""
 
     text = True
+    projected = True  # each looks at the fields FileExporter.reads names, and no other
 
     def write_parts(self, parts, ctx: OpContext) -> list:
         written = super().write_parts(parts, ctx)
