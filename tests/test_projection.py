@@ -73,3 +73,18 @@ def test_an_export_is_given_the_fields_it_writes_and_writes_the_same_bytes(tmp_p
     seen.clear()
     build(recipe, out_dir=tmp_path / "full", cache_dir=tmp_path / "cf", workers=1)
     assert any("annotations" in (s.get("meta") or {}) for s in seen)  # the same samples, whole
+
+
+def test_a_dedup_sees_the_fields_it_declares(tmp_path, monkeypatch):
+    """A dataset-wide filter's features are computed from its declared fields alone (``id``
+    among them: a sample out of its scope is named by it), with the same answers."""
+    from vlitc.ops.filters.dedup import DedupFilter as Dedup
+
+    recipe = demo_copy(tmp_path)
+    whole = build(recipe, out_dir=tmp_path / "whole", cache_dir=tmp_path / "cw", workers=1)
+    seen: list[dict] = []
+    features = Dedup.features
+    monkeypatch.setattr(Dedup, "features", lambda self, samples, ctx: seen.extend(samples) or features(self, samples, ctx))
+    projected = build(recipe, out_dir=tmp_path / "projected", cache_dir=tmp_path / "cp", workers=1)
+    assert seen and all(set(s) <= top_fields(Dedup.reads) for s in seen) and all("id" in s for s in seen)
+    assert [o["sha256"] for o in projected.manifest["outputs"]] == [o["sha256"] for o in whole.manifest["outputs"]]

@@ -205,8 +205,9 @@ class Op:
     #: (:mod:`vlitc.recipe.fields`)
     reads: ClassVar[tuple[str, ...]] = ()
     #: ``reads`` names every field the op's per-item work looks at (an export's encoding,
-    #: balance's keys): its input is decoded into those fields alone (:mod:`vlitc.run.
-    #: projection`), skipping the rest of each item (most of a sample's bytes are its ``meta``)
+    #: balance's keys, a dataset-wide filter's features): its input is decoded into those
+    #: fields alone (:mod:`vlitc.run.projection`), skipping the rest of each item (most of a
+    #: sample's bytes are its ``meta``)
     projected: ClassVar[bool] = False
     #: fields the op adds to its output items
     writes: ClassVar[tuple[str, ...]] = ()

@@ -85,6 +85,13 @@ class Runner:
     def input(self, step: Step, ref: str) -> Iterator[dict]:
         return self.ex.input(step, ref)
 
+    def read_for(self, op: Op, output: dict) -> Iterator[dict]:
+        """The records of ``output`` as ``op`` reads them: decoded into the fields it declares
+        when it declares every field it looks at (:attr:`vlitc.ops.base.Op.projected`)."""
+        if op.projected and op.reads:
+            return self.ex.store.read_range(output, 0, output["count"], op.reads, project=True)
+        return self.ex.store.read(output)
+
     def write(self, records: Iterator[dict]) -> dict:
         return self.ex.write(records)
 
@@ -693,7 +700,7 @@ class MeasureRunner(Runner):
                     merge_chunk(ctx, res)
                     gathered.add(res.features or {})
             else:
-                samples = self.input(step, step.deps[0])
+                samples = self.read_for(op, source)
                 while chunk := list(itertools.islice(samples, ex.execution.chunk)):
                     gathered.add(scoped_features(op, chunk, ctx))
             features = gathered.close()
@@ -815,10 +822,7 @@ class ExportRunner(FilesRunner):
         source = self.ex.output_of(step, step.deps[0])
         if isinstance(op, FileExporter) and op.shardable() and self.ex.maps(source):
             return self.run_files(ctx, lambda c: op.write_parts(self.parts(step, c, source), c))
-        if isinstance(op, FileExporter) and op.projected:  # decoded into the fields it writes
-            return self.run_files(ctx, lambda c: op.export(
-                self.ex.store.read_range(source, 0, source["count"], op.reads, project=True), c))
-        return self.run_files(ctx, lambda c: op.export(self.input(step, step.deps[0]), c))
+        return self.run_files(ctx, lambda c: op.export(self.read_for(op, source), c))
 
     def parts(self, step: Step, ctx: OpContext, source: dict) -> Iterator[Any]:
         """The export's samples prepared in chunks on the build's engine, in order."""

@@ -284,7 +284,7 @@ def _run_chunk(job: Job, op: Any, store: Any, chunk: tuple[int, int], client: An
         fields = op.reads if job.kind in ("keys", "features") and op.reads and not whole else None
         if job.kind == "segments":
             return _segments(job, cast(Task, op), store, cast(list, chunk), ctx)
-        records = read_chunk(store, job, *chunk, fields=fields, project=op.projected and job.kind == "keys")
+        records = read_chunk(store, job, *chunk, fields=fields, project=op.projected and fields is not None)
         if job.kind == "features":
             return ChunkResult(counters=ctx.counters, notes=ctx.notes, warnings=ctx.warnings,
                                features=scoped_features(cast(Filter, op), records, ctx))

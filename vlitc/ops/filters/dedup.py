@@ -159,12 +159,13 @@ class DedupFilter(Filter):
 
     A sample is dropped when an earlier sample in its scope is that similar; the reason names the
     earliest such sample. Exact copies are found first, so near-duplicate search sees each text
-    once. Embeddings are cached per text. Reads: turns, image, task. Writes: stats.dup_of.
+    once. Embeddings are cached per text. Reads: id, turns, image, task. Writes: stats.dup_of.
     """
 
     version = 2  # 2: MinHash words are those of the folded text (underscores split words)
     scope = "dataset"
-    reads = ("turns", "image", "task")
+    reads = ("id", "turns", "image", "task")
+    projected = True  # its features (and which samples are in its scope) look at these alone
     writes = ("meta.stats",)
     params_schema: ClassVar[dict] = {
         "type": "object",
