@@ -8,6 +8,8 @@ configuration: wall seconds, the seconds of each step (from the manifest), peak 
 process and the peak sum over the build's process tree (sampled every 50 ms: the pool's workers,
 or Ray's processes, count), the cache size, the release size and the 1-minute load average when
 the build ended (the machine may be shared: compare the ratios of one run). ``--large`` adds 10M samples.
+First, the ceiling the machine puts on 2 workers: a chunk's work (orjson, zstd, sha256, without
+vlitc) alone and in two processes at once.
 Goals (issue 14): peak RSS < 1 GB at 1M; cache <= 2x release; 2 workers >= 1.7x on the
 CPU-bound steps; Ray within 1.3x of the local pool; 1M in < 60 s with 2 workers.
 """
@@ -86,6 +88,38 @@ def make(root: Path, n_samples: int) -> Path:
     return root / "recipe.yaml"
 
 
+#: the work of a map step's chunk, without vlitc: 200k samples' JSON lines encoded, compressed,
+#: hashed, decompressed and decoded, three times
+CEILING = """\
+import hashlib, random, time, orjson, zstandard
+r = random.Random(0)
+w = "a man woman dog cat two people sitting standing on in the of with near street".split()
+d = [{"id": f"brief/{i}", "turns": [{"role": "user", "content": " ".join(r.choices(w, k=12))},
+      {"role": "assistant", "content": " ".join(r.choices(w, k=14))}],
+      "meta": {"annotations": {"captions": [" ".join(r.choices(w, k=12)) for _ in range(5)]}}}
+     for i in range(200_000)]
+t = time.perf_counter()
+for _ in range(3):
+    data = b"".join([orjson.dumps(x) + b"\\n" for x in d])
+    packed = zstandard.ZstdCompressor(level=3).compress(data)
+    hashlib.sha256(data).hexdigest()
+    [orjson.loads(x) for x in zstandard.ZstdDecompressor().decompress(packed).splitlines()]
+print(time.perf_counter() - t)
+"""
+
+
+def two_process_ceiling() -> tuple[float, float]:
+    """The seconds of :data:`CEILING` alone, and of each of two copies run at once: how much
+    faster two workers can be on this machine than one (two processes share its caches and
+    memory bandwidth)."""
+    def run(n: int) -> float:
+        procs = [subprocess.Popen([sys.executable, "-c", CEILING], stdout=subprocess.PIPE, text=True)
+                 for _ in range(n)]
+        return max(float(p.communicate()[0]) for p in procs)
+
+    return run(1), run(2)
+
+
 def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
@@ -135,6 +169,11 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
     print(f"{'samples':>9} {'config':>6} {'wall s':>8} {'cpu s':>7} {'rss MiB':>8} {'tree MiB':>9} "
           f"{'cache MB':>9} {'release MB':>11} {'load':>5}  steps (s)")
+    if "w1" in args.configs and "w2" in args.configs:
+        alone, two = two_process_ceiling()
+        print(f"this machine: a chunk's work (orjson, zstd, sha256 over 200k samples) takes {alone:.2f}s "
+              f"alone, {two:.2f}s in each of two processes at once: 2 workers can be at most "
+              f"{2 * alone / two:.2f}x faster than 1 here")
     results: dict = {}
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="vb-", dir="/tmp") as tmp:
