@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -202,6 +203,40 @@ def test_a_folder_signature_hashes_large_files_on_threads_with_the_same_result(t
         engine.close()
     assert signatures[0] == signatures[1] == signatures[2] and tables[0] == tables[1] == tables[2]
     table = tables[0]
+    # a folder signed before, then changed: its changed files alone are hashed, in its workers
+    # or here, and the signature is the one a first signature of the changed folder gives
+    def change(folder: Path) -> None:
+        (folder / "sub" / "1.jpg").write_bytes(b"other bytes")
+        (folder / "new.jpg").write_bytes(b"a new file")
+        (folder / "0.jpg").unlink()
+
+    engine = make_engine(Execution.of({}, workers=2))
+    again = []
+    try:
+        for spread in (False, True, None):  # None: a first signature of the changed folder
+            folder = tmp_path / f"changed-{spread}"
+            shutil.copytree(root, folder, symlinks=True)
+            if spread is None:
+                change(folder)
+            monkeypatch.setattr(fingerprint, "MAP_MIN", 1 if spread else 10**9)
+            state = FileState(tmp_path / f"state-changed-{spread}")
+            state.map = engine.map
+            try:
+                if spread is not None:
+                    state.dir_signature(folder)
+                    change(folder)
+                hashed.clear()
+                again.append((state.dir_signature(folder), dict(state.known_hashes(folder).items())))
+                if spread is False:
+                    assert sorted(hashed) == [str(folder / "new.jpg"), str(folder / "sub" / "1.jpg")]
+            finally:
+                state.close()
+    finally:
+        engine.close()
+    assert again[0][0] == again[1][0] == again[2][0] != signatures[0]
+    shas = [{k: v[2] for k, v in t.items()} for _sig, t in again]
+    assert shas[0] == shas[1] == shas[2]
+    assert "0.jpg" not in shas[0] and shas[0]["new.jpg"] == hashlib.sha256(b"a new file").hexdigest()
     assert len(table) == 151
     assert table["sub/1.jpg"][2] == hashlib.sha256((root / "sub" / "1.jpg").read_bytes()).hexdigest()
     # signed again, the folder unchanged: nothing is hashed, and the stored table is handed over

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +183,6 @@ class FileState:
         files whose (size, mtime) changed, and the whole answer is remembered by the names,
         sizes and mtimes of the folder's files, so an unchanged folder is only listed (one record
         per folder). The files' rows are read and written :data:`BLOCK` files at a time."""
-        from vlitc.images import file_row, file_row_of
         from vlitc.run.noop import listing, listing_hash
 
         try:
@@ -205,6 +204,26 @@ class FileState:
         fresh = table.count() == 0
         self._hashed = hashed = HashedNames(every=fresh)
         signature = hashlib.sha256()
+        if fresh and self.map is not None and len(files) >= MAP_MIN:
+            self._sign_streamed(str(root), files, table, signature)
+        else:
+            self._sign_blocks(str(root), files, table, fresh, hashed, signature)
+        if table.count() > len(files):  # files gone since: their rows go too
+            present = set(files.names)
+            table.delete([name for name in table.names() if name not in present])
+        del files
+        with self._db.transact():
+            self._db.delete(f"dir-files:{where}")  # the whole-table record of an earlier layout
+            self._db.set(f"dir:{where}", (stamp, signature.hexdigest()))
+        self._last = where
+        return signature.hexdigest()
+
+    def _sign_blocks(self, root: str, files: Any, table: SQLiteRows, fresh: bool, hashed: HashedNames,
+                     signature: Any) -> None:
+        """The folder's rows read, its changed files hashed and their rows written
+        :data:`BLOCK` files at a time, in the listing's order, into ``signature``."""
+        from vlitc.images import file_row, file_row_of
+
         for lo in range(0, len(files), BLOCK):
             block = files[lo:lo + BLOCK]
             known = {} if fresh else table.get_many([name for name, _s, _m in block])
@@ -220,7 +239,7 @@ class FileState:
             del known
             if todo:
                 hashed.add(name for name, _s in todo)
-                hashes_of = iter(self._hashes(str(root), todo))
+                hashes_of = iter(self._hashes(root, todo))
                 new: dict[str, list] = {}
                 for i, (name, size, mtime) in enumerate(block):
                     if not shas[i]:
@@ -231,15 +250,24 @@ class FileState:
                 del new, hashes_of
             signature.update("".join(f"{name}\0{sha}\n" for (name, _s, _m), sha in zip(block, shas, strict=True))
                              .encode("utf-8", "surrogateescape"))
-        if table.count() > len(files):  # files gone since: their rows go too
-            present = set(files.names)
-            table.delete([name for name in table.names() if name not in present])
-        del files
-        with self._db.transact():
-            self._db.delete(f"dir-files:{where}")  # the whole-table record of an earlier layout
-            self._db.set(f"dir:{where}", (stamp, signature.hexdigest()))
-        self._last = where
-        return signature.hexdigest()
+
+    def _sign_streamed(self, root: str, files: Any, table: SQLiteRows, signature: Any) -> None:
+        """A large folder signed for the first time: every file hashed on the build's engine,
+        :data:`MAP_CHUNK` files a chunk in the listing's order, and each chunk's rows written
+        and its part of the signature added as its hashes come back, while the workers hash
+        the chunks after it (no block waits for its last file before the next is sent)."""
+        from vlitc.images import file_row
+
+        def chunks() -> Iterator[list[tuple[str, int]]]:
+            for lo in range(0, len(files), MAP_CHUNK):
+                yield [(os.path.join(root, name), size) for name, size, _m in files[lo:lo + MAP_CHUNK]]
+
+        for k, hashes in enumerate(self.map(contents_chunk, None, chunks())):
+            block = files[k * MAP_CHUNK:(k + 1) * MAP_CHUNK]
+            table.put_many({name: file_row(size, mtime, sha, header)
+                            for (name, size, mtime), (sha, header) in zip(block, hashes, strict=True)})
+            signature.update("".join(f"{name}\0{sha}\n" for (name, _s, _m), (sha, _h) in zip(block, hashes, strict=True))
+                             .encode("utf-8", "surrogateescape"))
 
     def _hashes(self, root: str, todo: list[tuple[str, int]]) -> list[tuple[str, tuple[int, int] | None]]:
         """:func:`_content` of each ``(name under root, size)``, in order: in chunks on the
