@@ -72,7 +72,7 @@ def pytest_runtest_makereport(item, call):
     (on a full install, as in CI, every such test runs)."""
     outcome = yield
     rep = outcome.get_result()
-    if call.when == "call":
+    if call.when == "call" or (call.when == "setup" and not rep.passed):  # a fixture that skipped
         item._call_not_passed = not rep.passed
     if rep.failed and call.excinfo is not None:
         extra = _missing_extra(call.excinfo.value, "".join(text for _, text in rep.sections))
