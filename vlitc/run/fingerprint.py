@@ -182,7 +182,8 @@ class FileState:
         (``cp -r``: new mtimes, same bytes) has the same signature. Contents are read only for
         files whose (size, mtime) changed, and the whole answer is remembered by the names,
         sizes and mtimes of the folder's files, so an unchanged folder is only listed (one record
-        per folder). The files' rows are read and written :data:`BLOCK` files at a time."""
+        per folder). The files' rows are read and written :data:`BLOCK` files at a time (a large
+        folder signed for the first time: a chunk at a time, as its hashes come back)."""
         from vlitc.run.noop import listing, listing_hash
 
         try:
