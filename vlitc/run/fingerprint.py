@@ -81,6 +81,13 @@ def contents_chunk(_job: None, todo: list[tuple[str, int]]) -> list[tuple[str, t
     return _contents(todo)
 
 
+def _signed(block: Sequence[tuple[str, int, int]], shas: Sequence[str]) -> bytes:
+    """The part of a folder's signature a run of its listing (``(name, size, mtime)``, in
+    order) adds, given each file's sha256: ``name NUL sha256 LF`` per file."""
+    return "".join(f"{name}\0{sha}\n" for (name, _s, _m), sha in zip(block, shas, strict=True)) \
+        .encode("utf-8", "surrogateescape")
+
+
 class HashedNames:
     """Which files of a folder the build's signature hashed itself, rather than took from its
     table: every one (a folder signed for the first time), none (an unchanged folder), or those
@@ -249,8 +256,7 @@ class FileState:
                         new[name] = file_row(size, mtime, sha, header)
                 table.put_many(new)
                 del new, hashes_of
-            signature.update("".join(f"{name}\0{sha}\n" for (name, _s, _m), sha in zip(block, shas, strict=True))
-                             .encode("utf-8", "surrogateescape"))
+            signature.update(_signed(block, shas))
 
     def _sign_streamed(self, root: str, files: Any, table: SQLiteRows, signature: Any) -> None:
         """A large folder signed for the first time: every file hashed on the build's engine,
@@ -267,8 +273,7 @@ class FileState:
             block = files[k * MAP_CHUNK:(k + 1) * MAP_CHUNK]
             table.put_many({name: file_row(size, mtime, sha, header)
                             for (name, size, mtime), (sha, header) in zip(block, hashes, strict=True)})
-            signature.update("".join(f"{name}\0{sha}\n" for (name, _s, _m), (sha, _h) in zip(block, hashes, strict=True))
-                             .encode("utf-8", "surrogateescape"))
+            signature.update(_signed(block, [sha for sha, _h in hashes]))
 
     def _hashes(self, root: str, todo: list[tuple[str, int]]) -> list[tuple[str, tuple[int, int] | None]]:
         """:func:`_content` of each ``(name under root, size)``, in order: in chunks on the
