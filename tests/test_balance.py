@@ -39,14 +39,28 @@ def test_mix_fractions_set_per_task_counts():
     assert "shortfall" not in ctx.notes
 
 
-def test_same_seed_same_selection_and_order_other_seed_differs():
+def test_same_seed_same_selection_in_input_order_other_seed_differs():
     pool = [_s("a", i) for i in range(100)]
     one, _ = _run({"total": 10}, pool, seed=3)
     two, _ = _run({"total": 10}, list(reversed(pool)), seed=3)
     other, _ = _run({"total": 10}, pool, seed=4)
-    assert [s["id"] for s in one] == [s["id"] for s in two]
-    assert [s["id"] for s in one] == sorted(s["id"] for s in one)
+    assert [s["id"] for s in one] == [s["id"] for s in reversed(two)]  # the same, each in its input's order
+    at = {s["id"]: k for k, s in enumerate(pool)}
+    assert [at[s["id"]] for s in one] == sorted(at[s["id"]] for s in one)
     assert {s["id"] for s in one} != {s["id"] for s in other}
+
+
+def test_more_samples_keep_the_chosen_ones_that_still_rank_first():
+    """A sample's rank is its own: a group given more samples keeps every sample it chose
+    before that still ranks among its target's first, and takes new ones only in the place
+    of those a new sample outranks."""
+    pool = [_s("a", i) for i in range(200)]
+    more = pool + [_s("a", i) for i in range(200, 260)]
+    before = {s["id"] for s in _run({"total": 50}, pool)[0]}
+    after = {s["id"] for s in _run({"total": 50}, more)[0]}
+    new = after - before
+    assert new and all(int(i.split("/")[1]) >= 200 for i in new)  # only new samples came in
+    assert len(before - after) == len(new) < 50
 
 
 def test_task_absent_from_mix_is_left_out_and_noted():
@@ -143,8 +157,8 @@ def test_shortfall_of_generated_task_notes_topup_from_observed_pass_rate():
 
 
 def test_without_a_cap_the_selection_is_the_one_a_cap_that_never_binds_makes():
-    # without per_image_cap each group takes its target from its own queue; a cap no image
-    # reaches goes through the group-by-group loop: the same samples, in the same order
+    # without per_image_cap each group takes its first ranks at once; a cap no image reaches
+    # goes through the rounds that take the groups in turn: the same samples, in the same order
     pool = [_s("a", i, img=f"{i % 40}.jpg") for i in range(300)] + \
         [_s("b", i, img=f"{i % 40}.jpg", source=("x", "y")[i % 2]) for i in range(200)] + \
         [_s("c", i) for i in range(5)]
@@ -157,75 +171,76 @@ def test_without_a_cap_the_selection_is_the_one_a_cap_that_never_binds_makes():
 
 
 def _reference_selection(params: dict, pool: list[dict], seed: int) -> list[tuple[str, str]]:
-    """The selection written out plainly (ids sorted as strings, lists per group, a seeded
-    shuffle each, the per-image cap in rounds, whole images to validation): what the op's
-    array-based first pass must give, as ``(id, split)`` in release order."""
+    """The selection written out plainly (each sample's rank hashed alone, every sample in
+    one sorted list by priority, taken one by one under the targets and the per-image cap,
+    whole images to validation by their ranks): what the op's bucketed, spilled selection
+    must give, as ``(id, split)`` in release order (the input's)."""
     import hashlib
-    import heapq
-    import random
 
     from vlitc.ops.balance import image_key
 
     op = MixBalance(params)
-    by_id = sorted(range(len(pool)), key=lambda i: pool[i]["id"])
-    by_group: dict = {}
-    for i in by_id:
-        by_group.setdefault(op._group(pool[i]), []).append(i)
-    targets = op._targets({g: len(a) for g, a in by_group.items()}, OpContext(seed=seed, recipe_dir=".", recipe={}))
-    queues = {}
-    for g in sorted(targets):
-        queues[g] = list(by_group.get(g, []))
-        random.Random(f"{seed}:balance:{g[0]}:{g[1]}").shuffle(queues[g])
+    groups = [op._group(s) for s in pool]
+    number = {g: k for k, g in enumerate(dict.fromkeys(groups))}  # in the order groups appear
+    sizes = Counter(groups)
+    targets = op._targets(dict(sizes), OpContext(seed=seed, recipe_dir=".", recipe={}))
+
+    def rank(i: int) -> int:
+        g = groups[i]
+        text = f"{seed}:balance:{g[0]}:{g[1]}:{pool[i]['id']}".encode()
+        return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+    def image(i: int) -> int:
+        return int.from_bytes(hashlib.sha256(f"{seed}:split:{image_key(pool[i])}".encode()).digest()[:8], "big")
+
+    def priority(i: int) -> tuple:
+        g = groups[i]
+        return ((rank(i) + 0.5) * 2.0 ** -64 * (sizes[g] / targets[g]), number[g], rank(i), i)
+
     cap = params.get("per_image_cap")
     taken, per_image, chosen = Counter(), Counter(), []
-    heap = [(0.0, g) for g in sorted(targets) if targets[g] > 0]
-    while heap:
-        _, g = heapq.heappop(heap)
-        while queues[g]:
-            i = queues[g].pop()
-            if cap is None or per_image[image_key(pool[i])] < cap:
-                per_image[image_key(pool[i])] += 1
-                taken[g] += 1
-                chosen.append(i)
-                break
-        else:
-            continue
-        if taken[g] < targets[g]:
-            heapq.heappush(heap, (taken[g] / targets[g], g))
-    chosen.sort(key=lambda i: (pool[i]["id"], i))  # equal ids in input order
+    for i in sorted((i for i in range(len(pool)) if targets.get(groups[i], 0) > 0), key=priority):
+        g = groups[i]
+        if taken[g] < targets[g] and (cap is None or per_image[image(i)] < cap):
+            taken[g] += 1
+            per_image[image(i)] += 1
+            chosen.append(i)
+    chosen.sort()
     frac = (params.get("split") or {}).get("validation", 0.0)
-    uniq = sorted({image_key(pool[i]) for i in chosen})
+    uniq = sorted({image(i) for i in chosen})
     n_val = max(int(round(frac * len(uniq))), 1 if frac and uniq else 0)
-    val = set(sorted(uniq, key=lambda k: hashlib.sha256(f"{seed}:split:{k}".encode()).hexdigest())[:n_val])
-    return [(pool[i]["id"], "validation" if image_key(pool[i]) in val else "train") for i in chosen]
+    val = set(uniq[:n_val])
+    return [(pool[i]["id"], "validation" if image(i) in val else "train") for i in chosen]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 @pytest.mark.parametrize("bucketed", [False, True])
-def test_the_first_pass_over_arrays_selects_what_the_plain_algorithm_selects(seed, bucketed, monkeypatch):
+def test_the_spilled_selection_selects_what_the_plain_algorithm_selects(seed, bucketed, monkeypatch, tmp_path):
     import random
 
     from vlitc.ops import balance
 
-    if bucketed:  # the ids sorted in buckets, read back in blocks of parts
-        monkeypatch.setattr(balance, "SORT_RUN", 50)
-        monkeypatch.setattr(balance, "ID_BLOCK", 37)
+    if bucketed:  # buckets and parts of a few rows, read back in blocks, over many ranges of priority
+        monkeypatch.setattr(balance, "BUCKET_ROWS", 23)
+        monkeypatch.setattr(balance, "READ_ROWS", 17)
+        monkeypatch.setattr(balance, "FIRST_RANGE", 0.25)
+        monkeypatch.setattr(balance, "KEYS_CHUNK", 41)
 
     rng = random.Random(seed)
-    names = ["a", "b", "é", "日本", "x\x00", "z/1"]  # ids sort by code point, a NUL included
     pool = [_s(rng.choice(("a", "b", "c")), i, img=f"{rng.randrange(60)}.jpg",
                source=rng.choice(("x", "y"))) for i in range(900)]
     for s in pool:
-        s["id"] = f"{s['task']}/{rng.choice(names)}{rng.randrange(10_000)}"
+        s["id"] = f"{s['task']}/{rng.randrange(10_000)}"  # equal ids too: their input order decides
     pool += [_s("c", i) for i in range(3)]  # text-like: images of their own
-    if seed == 3:  # an id that ends in NUL: the strings themselves are sorted
-        pool[0]["id"], pool[1]["id"] = pool[1]["id"] + "\x00", pool[1]["id"]
     for params in ({"total": 300, "mix": {"a": 0.5, "b": 0.3, "c": 0.2}},
                    {"total": 400, "mix": {"a": 0.4, "b": 0.6}, "by_source": {"b": {"x": 1, "y": 3}},
                     "per_image_cap": 4, "split": {"validation": 0.1}},
-                   {"split": {"validation": 0.2}, "per_image_cap": 9}):
-        out, _ctx = _run(params, pool, seed=seed)
+                   {"split": {"validation": 0.2}, "per_image_cap": 9},
+                   {"total": 500, "mix": {"a": 0.2, "b": 0.8}, "per_image_cap": 2}):
+        ctx = OpContext(seed=seed, recipe_dir=".", recipe={}, scratch=tmp_path)
+        out = list(MixBalance(params).run(pool, ctx))
         assert [(s["id"], s["meta"]["split"]) for s in out] == _reference_selection(params, pool, seed)
+        assert list(tmp_path.iterdir()) == []  # its spilled files were unlinked from the start
 
 
 def test_a_choice_holds_arrays_and_gives_its_pairs_positions_and_codes():
@@ -252,26 +267,37 @@ def test_a_choice_holds_arrays_and_gives_its_pairs_positions_and_codes():
         Chosen([1, 2], [0], ["train"])
 
 
-def test_a_selection_comes_as_arrays_in_release_order():
+def test_a_selection_comes_in_parts_per_chunk_in_release_order(monkeypatch):
+    """The choice is given back a first-pass chunk at a time, each chunk's chosen rows
+    relative to its start, ascending, with their tags: iterated whole it is the op's output."""
+    from vlitc.ops import balance
+
+    monkeypatch.setattr(balance, "KEYS_CHUNK", 13)
     pool = [_s("a", i) for i in range(50)] + [_s("b", i) for i in range(50)]
     ctx = OpContext(seed=3, recipe_dir=".", recipe={})
-    op = MixBalance({"total": 40, "mix": {"a": 0.5, "b": 0.5}, "split": {"validation": 0.2}})
-    chosen = op.select(iter(pool), ctx)
-    assert chosen.index.dtype.kind == "i" and len(chosen) == 40
-    out, _ctx = _run({"total": 40, "mix": {"a": 0.5, "b": 0.5}, "split": {"validation": 0.2}}, pool, seed=3)
+    params = {"total": 40, "mix": {"a": 0.5, "b": 0.5}, "split": {"validation": 0.2}}
+    chosen = MixBalance(params).select(iter(pool), ctx)
+    parts = list(chosen.parts())
+    assert [(lo, hi) for lo, hi, _r, _c in parts] == [(lo, min(lo + 13, 100)) for lo in range(0, 100, 13)]
+    assert all(r.dtype.kind == "i" and list(r) == sorted(r) and (r < hi - lo).all() for lo, hi, r, _c in parts)
+    assert len(chosen) == 40 == sum(len(r) for _lo, _hi, r, _c in parts)
+    out, _ctx = _run(params, pool, seed=3)
     assert [(pool[i]["id"], t) for i, t in chosen] == [(s["id"], s["meta"]["split"]) for s in out]
+    whole = chosen.chosen()
+    assert list(whole) == list(chosen)
+    chosen.close()
 
 
-def test_validation_images_are_those_whose_seeded_digest_sorts_first():
+def test_validation_images_are_those_whose_seeded_rank_sorts_first():
     """The validation images are the ``round(fraction * n)`` (at least one) with the smallest
-    sha256 of ``seed:split:key``, as hex strings sort: the digests as ``V32`` items sort
-    as ranking every key by its hex digest does."""
+    sha256 of ``seed:split:key``, as hex strings sort: the ranks, that digest's first 8 bytes
+    as a number, order the keys as their hex digests do (distinct digests differ there)."""
     import hashlib
     import random
 
     import numpy as np
 
-    from vlitc.ops.balance import image_digests, validation_count
+    from vlitc.ops.balance import image_ranks, validation_count
 
     rng = random.Random(3)
     for _ in range(100):
@@ -280,14 +306,16 @@ def test_validation_images_are_those_whose_seeded_digest_sorts_first():
         n_val = max(int(round(fraction * len(keys))), 1 if fraction and keys else 0)
         ranked = sorted(keys, key=lambda k: hashlib.sha256(f"{seed}:split:{k}".encode()).hexdigest())
         assert validation_count(len(keys), fraction) == n_val
-        picked = np.argsort(image_digests(keys, seed), kind="stable")[:n_val]
+        ranks = image_ranks(keys, seed)
+        assert ranks.dtype == np.uint64
+        picked = np.argsort(ranks, kind="stable")[:n_val]
         assert {keys[i] for i in picked.tolist()} == set(ranked[:n_val])
 
 
 def test_images_cut_across_chunks_are_one_image_and_no_name_leaves_its_chunk(monkeypatch):
     """The first pass in many small chunks (one image's samples in several): an image is told
-    apart by its seeded digest alone, so the cap and the split see it once, and what a chunk
-    hands on holds no image name."""
+    apart by its seeded rank alone, so the cap and the split see it once, and what a chunk
+    hands on holds no image name and no id."""
     import random
 
     import numpy as np
@@ -298,61 +326,18 @@ def test_images_cut_across_chunks_are_one_image_and_no_name_leaves_its_chunk(mon
     pool = [_s(rng.choice(("a", "b")), i, img=f"{rng.randrange(40)}.jpg") for i in range(700)]
     params = {"total": 300, "mix": {"a": 0.5, "b": 0.5}, "per_image_cap": 6, "split": {"validation": 0.15}}
     keys = MixBalance(params).keys(pool[:50], OpContext(seed=4, recipe_dir=".", recipe={}))
-    assert keys["images"].dtype == np.dtype("V32") and not any(isinstance(v, str) for v in keys["images"])
+    assert keys["image"].dtype == np.uint64 and keys["rank"].dtype == np.uint64
+    assert set(keys) == {"group", "groups", "rank", "image"} and sorted(keys["groups"]) == [("a", "*"), ("b", "*")]
     monkeypatch.setattr(balance, "KEYS_CHUNK", 37)
     out, _ctx = _run(params, pool, seed=4)
     assert [(s["id"], s["meta"]["split"]) for s in out] == _reference_selection(params, pool, 4)
+    assert max(Counter(s["image"]["path"] for s in out).values()) <= 6
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_ids_sorted_in_buckets_come_in_the_order_of_one_stable_sort(seed, monkeypatch, tmp_path):
-    """:class:`IdOrder` beyond :data:`SORT_RUN` ids: spilled as they come, parts of several
-    widths, many equal ids (equal ids keep their input order), and a part with an id that ends
-    in NUL arriving after others were spilled (the strings are then sorted)."""
-    import random
-
-    import numpy as np
-
-    from vlitc.ops import balance
-    from vlitc.ops.balance import IdOrder, _id_bytes
-
-    monkeypatch.setattr(balance, "SORT_RUN", 64)
-    monkeypatch.setattr(balance, "ID_BLOCK", 45)
-    rng = random.Random(seed)
-    parts = [[f"{rng.choice('abz')}/{rng.randrange(40)}" + "x" * rng.randrange(4) for _ in range(rng.randrange(0, 90))]
-             for _ in range(30)]
-    flat = [i for p in parts for i in p]
-    ids = IdOrder(tmp_path)
-    for p in parts:
-        ids.add(_id_bytes(p))
-    assert len(ids) == len(flat) > 64
-    got = ids.order()
-    assert got.dtype == np.int32 and got.tolist() == sorted(range(len(flat)), key=lambda i: (flat[i], i))
-    assert list(tmp_path.iterdir()) == []  # the spilled files were unlinked from the start
-    with_nul = IdOrder(tmp_path)
-    for k, p in enumerate(parts):
-        with_nul.add(_id_bytes(p + ["b/7\x00"] if k == 20 else p))
-    flat = [i for k, p in enumerate(parts) for i in (p + ["b/7\x00"] if k == 20 else p)]
-    assert with_nul.order().tolist() == sorted(range(len(flat)), key=lambda i: (flat[i], i))
-
-
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_digests_are_numbered_as_numpys_unique_numbers_them(seed):
-    """:func:`digest_numbers` is ``np.unique``'s inverse, with digests repeated (an image in
-    two chunks) and digests that share their first 8 bytes but not the rest."""
-    import random
-
-    import numpy as np
-
-    from vlitc.ops.balance import digest_numbers, image_digests
-
-    rng = random.Random(seed)
-    digests = image_digests([f"{rng.randrange(300)}.jpg" for _ in range(1000)], seed)
-    raw = bytearray(digests.tobytes())
-    for k in range(0, 200, 7):  # another digest's first 8 bytes, its own last 24
-        raw[32 * k:32 * k + 8] = raw[32 * (k + 500):32 * (k + 500) + 8]
-    digests = np.frombuffer(bytes(raw), dtype="V32")
-    got = digest_numbers(digests)
-    _u, want = np.unique(digests, return_inverse=True)
-    assert got.dtype == np.int32 and got.tolist() == want.reshape(-1).tolist()
-    assert digest_numbers(digests[:0]).tolist() == [] and digest_numbers(digests[:1]).tolist() == [0]
+def test_a_cap_that_binds_counts_the_samples_it_passed_over():
+    pool = [_s("a", i, img=f"{i % 10}.jpg") for i in range(100)]
+    out, ctx = _run({"total": 30, "per_image_cap": 3}, pool)
+    assert len(out) == 30 and Counter(s["image"]["path"] for s in out) == {f"{k}.jpg": 3 for k in range(10)}
+    assert ctx.counters["over_image_cap"] > 0
+    short, ctx_short = _run({"total": 40, "per_image_cap": 3}, pool)
+    assert len(short) == 30 and ctx_short.notes["shortfall"]["a"]["missing"] == 10

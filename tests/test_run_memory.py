@@ -150,6 +150,52 @@ def test_staged_whole_file_chunks_cut_the_same_shards(tmp_path):
     assert b"".join(s["data"] for s in plain["shards"]) == b"".join(b"".join(c) for c in chunks)
 
 
+def test_shards_cut_from_pieces_as_they_come_join_the_lines_in_order(tmp_path):
+    """:func:`cut_shards` over pieces that pick lines of two files each (some in place, some
+    skipped, some from a second file), pieces that end inside a shard, span several and hold
+    nothing: each shard joins its lines in order, names only the files it reads, and reads
+    lines that follow each other in one file as one run."""
+    import random
+
+    import numpy as np
+
+    from vlitc.run.runners import cut_shards
+    from vlitc.run.store import SHARD_SIZE
+
+    rng = random.Random(4)
+    names: list[str] = []
+    pieces, want = [], []
+    for k, n in enumerate([5, SHARD_SIZE - 5, 0, 2 * SHARD_SIZE + 3, 9]):
+        base = [b"%d-%d-" % (k, i) + b"y" * rng.randint(0, 5) + b"\n" for i in range(n)]
+        again = [b"again %d-%d\n" % (k, i) for i in range(n)]
+        (tmp_path / f"{k}").write_bytes(b"".join(base))
+        (tmp_path / f"{k}.again").write_bytes(b"".join(again))
+        names += [f"{k}", f"{k}.again"]
+        f, o, ln = [], [], []
+        offs = np.cumsum([0] + [len(x) for x in base])
+        aoffs = np.cumsum([0] + [len(x) for x in again])
+        for i in range(n):
+            pick = rng.random()
+            if pick < 0.1:
+                continue  # not chosen
+            other = pick > 0.9
+            f.append(len(names) - 1 if other else len(names) - 2)
+            o.append(int(aoffs[i] if other else offs[i]))
+            ln.append(len(again[i] if other else base[i]))
+            want.append(again[i] if other else base[i])
+        pieces.append((np.asarray(f, dtype=np.int32), np.asarray(o, dtype=np.int64), np.asarray(ln, dtype=np.int64)))
+    got = list(cut_shards(str(tmp_path), names, iter(pieces)))
+    data = []
+    for directory, used, files, offsets, lengths, count in got:
+        assert set(files.tolist()) == set(range(len(used))) and len(files) < count  # runs, not lines
+        part = b"".join((Path(directory) / used[f]).read_bytes()[o:o + n]
+                        for f, o, n in zip(files.tolist(), offsets.tolist(), lengths.tolist(), strict=True))
+        assert part.count(b"\n") == count
+        data.append(part)
+    assert [c for *_rest, c in got] == [SHARD_SIZE] * (len(want) // SHARD_SIZE) + [len(want) % SHARD_SIZE]
+    assert b"".join(data) == b"".join(want)
+
+
 def test_staged_columns_are_32_bit_when_they_fit_and_64_bit_when_not(tmp_path):
     from types import SimpleNamespace
 

@@ -487,6 +487,50 @@ class Chosen:
         return out
 
 
+class ChosenParts:
+    """The samples a balance takes when the output keeps their input order, held on disk a
+    run of input chunks at a time: :meth:`parts` gives, for each chunk of the first pass
+    (``(lo, hi)`` input ranges, in order), its chosen rows (relative to ``lo``, ascending)
+    and their tag codes into ``tags``, reading one part into memory at a time, so that the
+    choice of a 10M-sample release is never held whole. ``parts`` is a callable that makes
+    that iterator afresh; ``count`` the samples chosen."""
+
+    def __init__(self, parts: Callable[[], Iterator[tuple[int, int, Any, Any]]], count: int,
+                 tags: Sequence[str], close: Callable[[], None] | None = None):
+        self._parts, self.count, self.tags = parts, count, list(tags)
+        self._close = close
+
+    def __len__(self) -> int:
+        return self.count
+
+    def parts(self) -> Iterator[tuple[int, int, Any, Any]]:
+        """``(lo, hi, rows, codes)`` per chunk, in input order."""
+        return self._parts()
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        tags = self.tags
+        for lo, _hi, rows, codes in self.parts():
+            yield from zip((rows + lo).tolist(), [tags[c] for c in codes.tolist()], strict=True)
+
+    def chosen(self) -> Chosen:
+        """The same choice as one :class:`Chosen` (its arrays in memory)."""
+        import numpy as np
+
+        index, code = [], []
+        for lo, _hi, rows, codes in self.parts():
+            index.append(rows.astype(np.int64) + lo)
+            code.append(codes)
+        if not index:
+            return Chosen(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int16), self.tags)
+        return Chosen(np.concatenate(index), np.concatenate(code), self.tags)
+
+    def close(self) -> None:
+        """Let go of the files the parts are read from."""
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+
 class Balance(Op):
     """Samples the filtered pool down to the release's mix and size."""
 
@@ -497,8 +541,9 @@ class Balance(Op):
     def run(self, samples: Iterable[Sample], ctx: OpContext) -> Iterator[Sample]:
         raise NotImplementedError
 
-    def select(self, samples: Iterator[Sample], ctx: OpContext) -> Chosen:
-        """The chosen samples (input index and tag), in output order."""
+    def select(self, samples: Iterator[Sample], ctx: OpContext) -> Chosen | ChosenParts:
+        """The chosen samples (input index and tag), in output order (a :class:`ChosenParts`
+        when the output keeps the input's order)."""
         raise NotImplementedError
 
     def keys(self, samples: list[Sample], ctx: OpContext) -> dict[str, Any]:
@@ -507,7 +552,7 @@ class Balance(Op):
         process (``ctx``: the step's, there as here: its seed, its scratch folder)."""
         raise NotImplementedError
 
-    def select_keys(self, chunks: Iterable[dict[str, Any]], ctx: OpContext) -> Chosen:
+    def select_keys(self, chunks: Iterable[dict[str, Any]], ctx: OpContext) -> Chosen | ChosenParts:
         """:meth:`select` from the :meth:`keys` of every chunk, in input order."""
         raise NotImplementedError
 

@@ -13,6 +13,7 @@ import itertools
 import os
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
@@ -22,6 +23,7 @@ import orjson
 from vlitc.ops.base import (
     Balance,
     Chosen,
+    ChosenParts,
     Exporter,
     Filter,
     Op,
@@ -254,11 +256,8 @@ class Staged:
 
         def shards() -> Iterator[tuple]:
             for lo in range(0, len(lengths), SHARD_SIZE):
-                f, o, n = files[lo:lo + SHARD_SIZE], offsets[lo:lo + SHARD_SIZE], lengths[lo:lo + SHARD_SIZE]
-                # runs of lines that follow each other in one file are read as one
-                run = np.flatnonzero(np.r_[True, (f[1:] != f[:-1]) |
-                                           (o[1:] != o[:-1].astype(np.int64) + n[:-1])])
-                yield self.dir, self.names, f[run], o[run], np.add.reduceat(n, run, dtype=np.int64), len(n)
+                yield shard_runs(self.dir, self.names, files[lo:lo + SHARD_SIZE],
+                                 offsets[lo:lo + SHARD_SIZE], lengths[lo:lo + SHARD_SIZE])
 
         got = [res.features["shard"] for res in self.ex.engine.map(write_shard, job, shards())]
         return {"shards": got, "count": int(len(lengths)), "hash": combined_hash(s["sha256"] for s in got)}
@@ -267,9 +266,45 @@ class Staged:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def shard_runs(directory: str, names: list[str], files: Any, offsets: Any, lengths: Any) -> tuple:
+    """:func:`write_shard`'s chunk for one shard's lines, each ``(file, offset, length)`` in
+    ``directory``'s staging files ``names``: runs of lines that follow each other in one file
+    are read as one, and the chunk names only the files its runs are in."""
+    import numpy as np
+
+    f, o, n = np.asarray(files), np.asarray(offsets, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
+    run = np.flatnonzero(np.r_[True, (f[1:] != f[:-1]) | (o[1:] != o[:-1] + n[:-1])])
+    used, local = np.unique(f[run], return_inverse=True)
+    return (directory, [names[k] for k in used.tolist()], local.reshape(-1).astype(np.int32), o[run],
+            np.add.reduceat(n, run, dtype=np.int64), len(n))
+
+
+def cut_shards(directory: str, names: list[str], pieces: Iterable[tuple[Any, Any, Any]]) -> Iterator[tuple]:
+    """:func:`write_shard`'s chunks for an output whose lines come as ``pieces`` in order,
+    each piece's lines as ``(file, offset, length)`` columns into ``names`` (which may grow
+    as the pieces come): shards of :data:`SHARD_SIZE` lines, the last one partial, made as
+    the pieces come, so that only the lines of one shard and one piece are held."""
+    import numpy as np
+
+    held: list[tuple[Any, Any, Any]] = []
+    count = 0
+    for f, o, n in pieces:
+        at = 0
+        while at < len(n):
+            take = min(SHARD_SIZE - count, len(n) - at)
+            held.append((f[at:at + take], o[at:at + take], n[at:at + take]))
+            at, count = at + take, count + take
+            if count == SHARD_SIZE:
+                yield shard_runs(directory, names, *(np.concatenate(c) for c in zip(*held, strict=True)))
+                held, count = [], 0
+    if count:
+        yield shard_runs(directory, names, *(np.concatenate(c) for c in zip(*held, strict=True)))
+
+
 RUNNERS: dict[str, type[Runner]] = {}
 
 R = TypeVar("R", bound=type[Runner])
+C = TypeVar("C", bound=Chosen | ChosenParts)
 
 
 def runner(cls: R) -> R:
@@ -492,11 +527,11 @@ class BalanceRunner(Runner):
                     merge_chunk(ctx, res)
                     yield res.features or {}
 
-            chosen = selected(op.select_keys(chunk_keys(), ctx))
+            chosen = in_memory(selected(op.select_keys(chunk_keys(), ctx)))
         elif op.staged_tag is not None:
             return {"outputs": {"main": self._staged_inline(step, ctx, op)}}
         else:
-            chosen = selected(op.select(self.input(step, step.deps[0]), ctx))
+            chosen = in_memory(selected(op.select(self.input(step, step.deps[0]), ctx)))
         position = chosen.positions(source["count"])
         if spread:
             return {"outputs": {"main": self._finish_spread(step, ctx, source, chosen, position)}}
@@ -540,6 +575,8 @@ class BalanceRunner(Runner):
 
                 chosen = selected(op.select(staged(self.input(step, step.deps[0])), ctx))
                 f.flush()
+                if isinstance(chosen, ChosenParts):
+                    chosen = in_memory(chosen)  # a small input: its choice in memory
                 n = np.asarray(lengths, dtype=np.int64)
                 offset = (np.cumsum(n) - n).tolist()
                 del lengths[:]
@@ -557,13 +594,14 @@ class BalanceRunner(Runner):
 
     def _staged_spread(self, step: Step, ctx: OpContext, op: Balance, source: dict) -> dict:
         """Both passes on the engine, the first staging every sample finished with the usual
-        tag (:attr:`~vlitc.ops.base.Balance.staged_tag`) beside its keys: the output's shards
-        are then cut from the staged lines in release order, and only the samples chosen with
-        another tag are read (from the staging files) and finished again."""
+        tag (:attr:`~vlitc.ops.base.Balance.staged_tag`) beside its keys. When the choice keeps
+        the input's order (:class:`~vlitc.ops.base.ChosenParts`), the output's shards are cut
+        from the staged lines (:meth:`_cut_chosen`): the build's process never holds a column
+        per input sample. Another choice is read again from the source (:meth:`_finish_spread`)."""
         import numpy as np
 
         ex = self.ex
-        usual = op.staged_tag
+        usual = cast(str, op.staged_tag)
         staged = Staged(ex)
         try:
             job = ex.job(step, ctx, "keys", sources=[source])
@@ -581,34 +619,49 @@ class BalanceRunner(Runner):
                     yield feats
 
             chosen = selected(op.select_keys(chunk_keys(), ctx))
-            position = chosen.positions(source["count"])
-            unusual = np.asarray([t != usual for t in chosen.tags] or [False], dtype=bool)[chosen.code]
-            # input index -> its tag, when not the usual one
-            other = dict(Chosen(chosen.index[unusual], chosen.code[unusual], chosen.tags))
-            retag = np.zeros(source["count"], dtype=bool)
-            retag[chosen.index[unusual]] = True
-            del chosen
-            again = []
-            for lo, hi in chunks:
-                sizes = np.load(lengths.format(lo))  # the build's own file (no pickle is read)
-                os.unlink(lengths.format(lo))
-                offsets = np.cumsum(sizes, dtype=np.int64) - sizes
-                at, redo = position[lo:hi], retag[lo:hi]
-                keep = (at >= 0) & ~redo
-                staged.add(f"{lo}", sizes[keep], at[keep], offsets[keep])
-                if redo.any():
-                    rows = np.flatnonzero(redo)
-                    again.append((lo, at[rows], (staged.dir, f"{lo}", offsets[rows], sizes[rows],
-                                                  [other[lo + int(r)] for r in rows], f"{lo}.again")))
-            for (lo, at, _chunk), res in zip(again, ex.engine.map(refinish_chunk, job, (a[2] for a in again)),
-                                              strict=True):
-                staged.add(f"{lo}.again", (res.features or {})["length"], at)
-            del position, retag  # these and the next two: a 10M-sample input's 200 MB
-            other.clear()
-            again.clear()
-            return staged.close(job)
+            if not isinstance(chosen, ChosenParts):  # another order: the chosen read again
+                return self._finish_spread(step, ctx, source, chosen, chosen.positions(source["count"]))
+            try:
+                return self._cut_chosen(job, staged.dir, lengths, chosen, usual)
+            finally:
+                chosen.close()
         finally:
             staged.remove()
+
+    def _cut_chosen(self, job: Job, directory: str, lengths: str, chosen: ChosenParts, usual: str) -> dict:
+        """The output's shards, cut from the first pass's staging files in input order: each
+        chunk's chosen lines with the usual tag are read where they were staged, and those
+        chosen with another tag are first finished again with theirs, on the engine, into a
+        file of the chunk's own. The build's process holds the lines of a few chunks and of
+        one shard at a time (their files, offsets and lengths)."""
+        import numpy as np
+
+        ex = self.ex
+        names: list[str] = []
+        ahead: deque = deque()  # the chunks whose lines to finish again are on the engine
+
+        def refinish() -> Iterator[tuple]:
+            for lo, _hi, rows, codes in chosen.parts():
+                sizes = np.load(lengths.format(lo)).astype(np.int64)  # the build's own file (no pickle)
+                os.unlink(lengths.format(lo))
+                offsets = np.cumsum(sizes) - sizes
+                other = np.asarray([t != usual for t in chosen.tags] or [False], dtype=bool)[codes]
+                again = rows[other]
+                ahead.append((lo, offsets[rows], sizes[rows], other))
+                yield (directory, f"{lo}", offsets[again], sizes[again],
+                       [chosen.tags[c] for c in codes[other].tolist()], f"{lo}.again")
+
+        def pieces() -> Iterator[tuple[Any, Any, Any]]:
+            for res in ex.engine.map(refinish_chunk, job, refinish()):
+                lo, offset, size, other = ahead.popleft()
+                names.extend((f"{lo}", f"{lo}.again"))
+                again = np.asarray((res.features or {})["length"], dtype=np.int64)
+                size[other] = again
+                offset[other] = np.cumsum(again) - again
+                yield np.where(other, len(names) - 1, len(names) - 2).astype(np.int32), offset, size
+
+        got = [res.features["shard"] for res in ex.engine.map(write_shard, job, cut_shards(directory, names, pieces()))]
+        return {"shards": got, "count": sum(s["count"] for s in got), "hash": combined_hash(s["sha256"] for s in got)}
 
     def _finish_spread(self, step: Step, ctx: OpContext, source: dict, chosen: Chosen,
                        position: Any) -> dict:
@@ -632,7 +685,17 @@ class BalanceRunner(Runner):
             staged.remove()
 
 
-def selected(chosen: Chosen) -> Chosen:
+def in_memory(chosen: Chosen | ChosenParts) -> Chosen:
+    """A balance's choice as one :class:`Chosen`, for the paths that hold it whole."""
+    if isinstance(chosen, ChosenParts):
+        try:
+            return chosen.chosen()
+        finally:
+            chosen.close()
+    return chosen
+
+
+def selected(chosen: C) -> C:
     """A balance's selection, after the memory its first pass freed (a 10M-sample input's
     keys: several hundred MB, most of it kept by the C heap) goes back to the system, before
     the second pass holds more."""
