@@ -416,3 +416,25 @@ def test_exact_copies_found_in_buckets_are_those_one_sort_finds(monkeypatch):
     bucketed = dedup.exact_firsts(gid, exact, np.int32)
     assert bucketed.tolist() == expected and (bucketed >= 0).sum() > n // 2
     assert len(set((exact >> np.uint64(58)).tolist())) == 64  # every bucket has hashes
+
+
+def test_stats_called_out_of_order_are_those_given_in_order():
+    """Dedup keeps the duplicates alone once it has found them and gives each sample's stats
+    by walking them as the samples come; a caller that goes back or skips gets the same."""
+    import random
+
+    rng = random.Random(2)
+    texts = ["a cat", "a dog", "two birds", "a cat sits", "red bus"]
+    s = [qa("What is it?", rng.choice(texts), sid=f"s{i}") for i in range(60)]
+    op = DedupFilter({"method": "minhash", "threshold": 0.5})
+    c = ctx()
+    feats = op.features(s, c)
+    in_order = op.measure_features(feats, c)
+    want = [dict(in_order(i, x["id"])) for i, x in enumerate(s)]
+    assert sum(w["dup_of"] is not None for w in want) > 10
+    jumbled = op.measure_features(feats, c)
+    for i, x in enumerate(s):  # in order once: every kept sample's name is known
+        assert jumbled(i, x["id"]) == want[i]
+    order = list(range(len(s)))
+    rng.shuffle(order)
+    assert {i: dict(jumbled(i, s[i]["id"])) for i in order} == dict(enumerate(want))

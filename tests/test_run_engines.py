@@ -142,6 +142,24 @@ def test_minhash_dedup_drops_the_same_near_duplicates_at_one_and_two_workers(tmp
     assert not any("changed" in c["conversations"][1]["value"] for c in kept)
 
 
+def test_dedup_of_one_task_leaves_the_others_samples_out_of_its_scope(tmp_path):
+    """A dataset-wide filter limited to one task: its stats go to that task's samples alone,
+    at 1 and 2 workers alike, and the other task keeps its near-duplicates."""
+    import json
+
+    recipe = _near_duplicate_captions(tmp_path)
+    text = recipe.read_text().replace("    per: caption\n", "    per: caption\n  again:\n    kind: template\n"
+                                      "    source: coco\n    instruction: {templates: [\"Say what it shows.\"]}\n"
+                                      "    response: \"{{ caption }}\"\n    per: caption\n")
+    recipe.write_text(text.replace("threshold: 0.7}", "threshold: 0.7, tasks: [brief]}"))
+    one, _two = _same_at_one_and_two_workers(recipe, tmp_path)
+    kept = json.loads((tmp_path / "one" / "train.json").read_text())
+    asks = [c["conversations"][0]["value"] for c in kept]
+    assert sum("briefly" in a for a in asks) == 70 and sum("shows" in a for a in asks) == 80
+    counters = {s["id"]: s["counters"] for s in one.manifest["steps"]}
+    assert counters["measure:dedup"]["duplicates"] == 10
+
+
 SEGMENTED_RECIPE = """\
 vlitc: 1
 name: runs

@@ -772,17 +772,19 @@ class MeasureRunner(Runner):
             stat = op.measure_features(features, ctx)
             del features  # the signatures and hashes: the stats are made
             view = ex.store.view_writer(source, stats_path(op.label))
-            rows = narrow(np.flatnonzero(in_scope_rows))  # the rows of the samples in scope, in order
+            # the rows of the samples in scope, in order (none held when every sample is)
+            rows = None if in_scope_rows.all() else narrow(np.flatnonzero(in_scope_rows))
             i = row = 0  # samples in scope given their stats; rows of the source given
             for part in id_parts:  # one chunk's ids at a time
                 ids = orjson.loads(part)
                 if not ids:
                     continue
-                upto = int(rows[i + len(ids) - 1]) + 1
+                upto = i + len(ids) if rows is None else int(rows[i + len(ids) - 1]) + 1
                 values = [b""] * (upto - row)
                 last: Any = None  # the stats given last, and their encoding
                 line = b""
-                for k, (sid, at) in enumerate(zip(ids, rows[i:i + len(ids)].tolist(), strict=True)):
+                where = range(i, i + len(ids)) if rows is None else rows[i:i + len(ids)].tolist()
+                for k, (sid, at) in enumerate(zip(ids, where, strict=True)):
                     value = stat(i + k, sid)
                     if value is not last:
                         last, line = value, orjson.dumps(value)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from collections.abc import Callable
@@ -253,20 +254,32 @@ class DedupFilter(Filter):
         if method != "exact" and n:
             self._near(method, features, gid, (first < 0) & ~empty, ctx, first, sim)
             how[(first >= 0) & (how == 0)] = 2  # a near copy where there was no exact one
-        ctx.count("duplicates", int((first >= 0).sum()))
-        needed = set(first[first >= 0].tolist())
+        # the duplicates alone from here (their copies, methods and similarities): three
+        # columns over every sample are let go before the stats are given
+        dups = np.flatnonzero(first >= 0).astype(index)
+        copy_of, how, sim = first[dups].tolist(), how[dups].tolist(), sim[dups].tolist()
+        del first
+        ctx.count("duplicates", len(dups))
+        needed = set(copy_of)
         names: dict[int, str] = {}
         labels = (None, "exact", method)
+        ahead = [0]  # the next duplicate's place in ``dups``: the samples come in order
+        at = dups.tolist()
+        del dups
 
         unique = {"dup_of": None, "method": None, "similarity": None}  # one dict for them all
 
         def stat(i: int, sample_id: str) -> dict:
             if i in needed:
                 names[i] = sample_id
-            f = int(first[i])
-            if f < 0:
-                return unique
-            return {"dup_of": names[f], "method": labels[how[i]], "similarity": round(float(sim[i]), 4)}
+            k = ahead[0]  # the first duplicate at or after i, while the calls come in order
+            if not ((k == 0 or at[k - 1] < i) and (k == len(at) or at[k] >= i)):
+                k = bisect.bisect_left(at, i)  # not called in order: found again
+            if k < len(at) and at[k] == i:
+                ahead[0] = k + 1
+                return {"dup_of": names[copy_of[k]], "method": labels[how[k]], "similarity": round(sim[k], 4)}
+            ahead[0] = k
+            return unique
 
         return stat
 
