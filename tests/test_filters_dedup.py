@@ -438,3 +438,31 @@ def test_stats_called_out_of_order_are_those_given_in_order():
     order = list(range(len(s)))
     rng.shuffle(order)
     assert {i: dict(jumbled(i, s[i]["id"])) for i in order} == dict(enumerate(want))
+
+
+@pytest.mark.parametrize("method", ["exact", "minhash"])
+def test_columns_in_scratch_files_give_the_stats_held_in_memory(method, tmp_path, monkeypatch):
+    """From :data:`~vlitc.quality.neighbours.OUT_OF_CORE` samples dedup's columns over every
+    sample (copies, similarities, which samples take part) are memory-mapped files in the
+    scratch folder, written a block at a time: the same stats, and no file left behind."""
+    import random
+
+    rng = random.Random(6)
+    texts = [f"a {w} sits on the {v} by the window in the morning sun" for w in ("cat", "dog", "bird")
+             for v in ("mat", "sofa", "bed")]
+    s = [qa("What is it?", rng.choice(texts) + rng.choice(["", " today", "!"]), sid=f"s{i}") for i in range(300)]
+    op = DedupFilter({"method": method, "threshold": 0.6})
+    plain = ctx()
+    feats = op.features(s, plain)
+    stat = op.measure_features(feats, plain)
+    want = [dict(stat(i, x["id"])) for i, x in enumerate(s)]
+    assert {w["method"] for w in want} == {"exact", None, *([method] if method != "exact" else [])}
+    monkeypatch.setattr(nb, "OUT_OF_CORE", 50)
+    monkeypatch.setattr(nb, "BAND_READ", 37)
+    filed = ctx(scratch=tmp_path)
+    stat = op.measure_features(feats, filed)
+    assert [dict(stat(i, x["id"])) for i, x in enumerate(s)] == want
+    assert filed.counters["duplicates"] == plain.counters["duplicates"] > 0
+    assert list(tmp_path.iterdir()) == []
+    column = nb.column(120, np.int32, -1, tmp_path)
+    assert isinstance(column, np.memmap) and column.tolist() == [-1] * 120

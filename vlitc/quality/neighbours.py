@@ -229,6 +229,43 @@ def release_pages(a: np.ndarray) -> None:
         base.madvise(mmap.MADV_DONTNEED)
 
 
+#: items from which a column over every item (dedup's copies and similarities) is a file in the
+#: build's scratch folder, memory-mapped, rather than memory of the build's process
+OUT_OF_CORE = 1 << 21
+
+
+def column(n: int, dtype: type | str, fill: object, scratch: object = None) -> np.ndarray:
+    """``n`` items of ``dtype`` set to ``fill``: in memory, or, from :data:`OUT_OF_CORE` items
+    and with a ``scratch`` folder, a memory-mapped file there (unlinked at once: it lives as
+    long as the array), written a block at a time with its pages let go after each
+    (:func:`release_pages`: they stay in the page cache, which may write them back and reclaim
+    them, so the column takes the process's memory only while its pages are in use)."""
+    if scratch is None or n < OUT_OF_CORE:
+        return np.full(n, fill, dtype=dtype)
+    import tempfile
+
+    fd, path = tempfile.mkstemp(dir=str(scratch), prefix="column-")
+    try:
+        os.ftruncate(fd, n * np.dtype(dtype).itemsize)
+        out = np.memmap(path, dtype=dtype, mode="r+", shape=(n,))
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    if fill:  # a new file reads as zeros
+        for lo in range(0, n, BAND_READ):
+            out[lo:lo + BAND_READ] = fill
+            release_pages(out)
+    return out
+
+
+def nonzero_where(a: np.ndarray, test: Callable[[np.ndarray], np.ndarray], index: type) -> np.ndarray:
+    """The places in ``a`` where ``test`` (of a block of it, its mask) holds, as ``index``
+    integers, tested a block at a time: no mask over every item is made."""
+    parts = [np.flatnonzero(test(a[lo:lo + BAND_READ])).astype(index) + index(lo)
+             for lo in range(0, len(a), BAND_READ)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=index)
+
+
 def _take_earliest(first: np.ndarray, sim: np.ndarray, i: np.ndarray, j: np.ndarray,
                    s: np.ndarray) -> None:
     """Improve ``first``/``sim`` with the hits ``i -> j`` (similarity ``s``): lowest ``i`` wins."""
@@ -369,6 +406,8 @@ def banded_neighbours(hv: np.ndarray, eligible: np.ndarray, gid: np.ndarray, ban
     for b in range(bands.shape[1]):
         for j, i, s in _join_band(hv, bands, b, items, gid[items], threshold):
             _take_earliest(first, sim, i, j, s)
+        release_pages(first)
+        release_pages(sim)
     return first, sim
 
 
@@ -450,6 +489,8 @@ def _bands_on(map: Callable, hv: np.memmap, bands: np.memmap, path: str, thresho
     job = (_mapped(hv), _mapped(bands), path, len(first), float(threshold))
     for j, i, s in map(band_hits, job, range(bands.shape[1])):
         _take_earliest(first, sim, i, j, s)
+        release_pages(first)  # scattered writes: a column in a file lets its pages go
+        release_pages(sim)
 
 
 def band_hits(job: tuple, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

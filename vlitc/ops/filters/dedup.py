@@ -74,7 +74,7 @@ def _numbered(scope: Any, index: Any) -> Any:
 EXACT_RUN = 1 << 20
 
 
-def exact_firsts(gid: Any, exact: Any, index: Any) -> Any:
+def exact_firsts(gid: Any, exact: Any, index: Any, scratch: Any = None) -> Any:
     """Each sample's exact copy before it: the first sample (in input order) of the same scope
     group (``gid``) with the same text hash (``exact``), or ``-1``; ``index`` wide. Above
     :data:`EXACT_RUN` samples the hashes are sorted in buckets of their top bits (equal hashes
@@ -82,8 +82,10 @@ def exact_firsts(gid: Any, exact: Any, index: Any) -> Any:
     copies, not a 64-bit permutation and sorted copies of all of them (200 MB)."""
     import numpy as np
 
+    from vlitc.quality.neighbours import column, release_pages
+
     n = len(exact)
-    first = np.full(n, -1, dtype=index)
+    first = column(n, index, -1, scratch)  # a file in ``scratch`` when large
     bits = min(8, (n // EXACT_RUN).bit_length() + 1) if n > EXACT_RUN else 0
     top = np.empty(n if bits else 0, dtype=np.uint8)
     for lo in range(0, len(top), EXACT_RUN):  # each sample's bucket, a block at a time (no
@@ -100,6 +102,7 @@ def exact_firsts(gid: Any, exact: Any, index: Any) -> Any:
         order = at[order]
         head = order[starts][np.cumsum(starts, dtype=index) - 1]
         first[order[~starts]] = head[~starts]
+        release_pages(first)
         del order, starts, head, at
     return first
 
@@ -238,27 +241,35 @@ class DedupFilter(Filter):
         n = len(exact)
         # sample and group numbers in 32 bits: half the memory of a 10M-sample build's arrays
         index: Any = np.int32 if n < 2**31 else np.int64
-        from vlitc.quality.neighbours import release_pages
+        from vlitc.quality import neighbours as nb
+        from vlitc.quality.neighbours import column, nonzero_where, release_pages
 
         scope = np.asarray(features["scope"])
         gid = _numbered(scope, index)
         release_pages(scope)  # gathered features are memory-mapped files: read once, let go
-        # exact copies: the first of each run of equal (scope, text hash), in input order
-        first = exact_firsts(gid, exact, index)
+        # exact copies: the first of each run of equal (scope, text hash), in input order; the
+        # columns over every sample are files in the scratch folder when there are millions
+        first = exact_firsts(gid, exact, index, ctx.scratch)
         release_pages(exact)
-        exact_copy = first >= 0
-        sim = exact_copy.astype(np.float32)  # no array of float64 made on the way
-        how = exact_copy.astype(np.int8)  # 1 exact, 2 the near method
-        del exact_copy
+        exact_at = nonzero_where(first, lambda block: block >= 0, index)
+        sim = column(n, np.float32, 0, ctx.scratch)
+        sim[exact_at] = 1.0
+        release_pages(sim)
         method = self.params["method"]
         if method != "exact" and n:
-            self._near(method, features, gid, (first < 0) & ~empty, ctx, first, sim)
-            how[(first >= 0) & (how == 0)] = 2  # a near copy where there was no exact one
-        # the duplicates alone from here (their copies, methods and similarities): three
+            eligible = column(n, bool, False, ctx.scratch)  # no exact copy before it, some text
+            step = nb.BAND_READ
+            for lo in range(0, n, step):
+                eligible[lo:lo + step] = (first[lo:lo + step] < 0) & ~empty[lo:lo + step]
+                release_pages(eligible)
+            self._near(method, features, gid, eligible, ctx, first, sim)
+            del eligible
+        # the duplicates alone from here (their copies, methods and similarities): the
         # columns over every sample are let go before the stats are given
-        dups = np.flatnonzero(first >= 0).astype(index)
-        copy_of, how, sim = first[dups].tolist(), how[dups].tolist(), sim[dups].tolist()
-        del first
+        dups = nonzero_where(first, lambda block: block >= 0, index)
+        how = np.where(np.isin(dups, exact_at, assume_unique=True), 1, 2).tolist()  # 1 exact, 2 near
+        copy_of, sim = first[dups].tolist(), sim[dups].tolist()
+        del first, exact_at
         ctx.count("duplicates", len(dups))
         needed = set(copy_of)
         names: dict[int, str] = {}
