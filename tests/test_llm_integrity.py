@@ -153,7 +153,13 @@ def test_sigint_and_sigterm_stop_cleanly_and_the_next_build_resumes(tmp_path):
     cmd = [sys.executable, "-m", "vlitc.cli.main", "build", str(recipe), "--out",
            str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
     for sig, code, word in ((signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")):
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # the build starts with Ctrl-C's usual handling even where this run was started with
+        # SIGINT ignored (a background job of a script), which the build would inherit
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         deadline = time.monotonic() + 120
         while not any(r["outcome"] == "held" for r in srv.log) and time.monotonic() < deadline:
             time.sleep(0.05)
