@@ -414,9 +414,7 @@ def banded_neighbours(hv: np.ndarray, eligible: np.ndarray, gid: np.ndarray, ban
 def _nonzero(mask: np.ndarray, index: type) -> np.ndarray:
     """``np.flatnonzero(mask)`` as ``index`` integers, found a block at a time (no 64-bit
     array of every index on the way: 80 MB at 10M items)."""
-    parts = [np.flatnonzero(mask[lo:lo + BAND_READ]).astype(index) + index(lo)
-             for lo in range(0, len(mask), BAND_READ)]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=index)
+    return nonzero_where(mask, lambda block: block, index)
 
 
 def _join_band(hv: np.ndarray, bands: np.ndarray, b: int, items: np.ndarray, groups: np.ndarray,

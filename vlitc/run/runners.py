@@ -575,20 +575,22 @@ class BalanceRunner(Runner):
 
                 chosen = selected(op.select(staged(self.input(step, step.deps[0])), ctx))
                 f.flush()
-                if isinstance(chosen, ChosenParts):
-                    chosen = in_memory(chosen)  # a small input: its choice in memory
                 n = np.asarray(lengths, dtype=np.int64)
                 offset = (np.cumsum(n) - n).tolist()
                 del lengths[:]
                 size, fileno, pread = n.tolist(), f.fileno(), os.pread
-                with self.ex.store.writer() as w:  # read, not mapped: its pages never count as ours
-                    for i, tag in chosen:
-                        line = pread(fileno, size[i], offset[i])
-                        if tag == usual:
-                            w.write_line(line)
-                        else:
-                            w.write(finish(orjson.loads(line), tag))
-                return w.close()
+                try:  # a choice in parts is read a part at a time, as it iterates
+                    with self.ex.store.writer() as w:  # read, not mapped: its pages never count as ours
+                        for i, tag in chosen:
+                            line = pread(fileno, size[i], offset[i])
+                            if tag == usual:
+                                w.write_line(line)
+                            else:
+                                w.write(finish(orjson.loads(line), tag))
+                    return w.close()
+                finally:
+                    if isinstance(chosen, ChosenParts):
+                        chosen.close()
         finally:
             os.unlink(staging)
 
@@ -640,12 +642,14 @@ class BalanceRunner(Runner):
         names: list[str] = []
         ahead: deque = deque()  # the chunks whose lines to finish again are on the engine
 
+        unusual = np.asarray([t != usual for t in chosen.tags] or [False], dtype=bool)  # by tag code
+
         def refinish() -> Iterator[tuple]:
             for lo, _hi, rows, codes in chosen.parts():
                 sizes = np.load(lengths.format(lo)).astype(np.int64)  # the build's own file (no pickle)
                 os.unlink(lengths.format(lo))
                 offsets = np.cumsum(sizes) - sizes
-                other = np.asarray([t != usual for t in chosen.tags] or [False], dtype=bool)[codes]
+                other = unusual[codes]
                 again = rows[other]
                 ahead.append((lo, offsets[rows], sizes[rows], other))
                 yield (directory, f"{lo}", offsets[again], sizes[again],
